@@ -1,0 +1,205 @@
+"""The `cvops` command line: the entry layer that sets up the process and launches pipelines."""
+
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cvops.config import SOURCES, Project
+from cvops.errors import CvopsError
+
+log = logging.getLogger("cvops")
+OVERRIDE_HELP = "Override a parameter for this run, e.g. -S train.epochs=3 (repeatable)."
+
+
+def _fail(message: str, code: int) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a CvopsError as one line and exit with its code, instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CvopsError as err:
+            _fail(str(err), err.exit_code)
+        except Exception as err:  # a step failure wraps the user's error; find it
+            cause: BaseException | None = err
+            while cause is not None and not isinstance(cause, CvopsError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            _fail(str(cause), cause.exit_code)  # type: ignore[attr-defined]
+
+    return wrapper
+
+
+def _project() -> Project:
+    from cvops.stack import configure_environment
+
+    project = Project.find()
+    configure_environment(project)
+    return project
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logs.")
+def main(verbose: bool) -> None:
+    """cvops: an offline-first MLOps pipeline for image classifiers.
+
+    \b
+    Quick start:
+      cvops init                    # local ZenML stack, MLflow store, DVC
+      cvops data import elpv        # or: digits | fashion-mnist | folder --path DIR
+      cvops run training            # train, evaluate, register
+      cvops ui                      # compare runs in the MLflow UI
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)  # only cvops's own logger: ZenML and MLflow configure theirs
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+@main.command()
+@user_errors
+def init() -> None:
+    """Create the checkout's local state: ZenML repo and stack, MLflow store, DVC. Safe to re-run.
+
+    \b
+    Example:
+      cvops init
+    """
+    from cvops.stack import init_project
+
+    project = _project()
+    for line in init_project(project, project.params().mlflow.experiment):
+        click.echo(f"  {line}")
+    click.secho("ready: next, `cvops data import elpv` (or digits)", fg="green")
+
+
+@main.group()
+def data() -> None:
+    """Import and prepare image datasets."""
+
+
+@data.command("import")
+@click.argument("source", required=False, type=click.Choice(SOURCES))
+@click.option("--path", type=click.Path(path_type=Path), help="Input folder (folder, fashion-mnist).")
+@click.option("--limit-per-class", type=click.IntRange(min=1), help="Import at most N images per class.")
+@click.option("-S", "--set", "overrides", multiple=True, help=OVERRIDE_HELP)
+@user_errors
+def import_(source: str | None, path: Path | None, limit_per_class: int | None, overrides: tuple[str, ...]) -> None:
+    """Import SOURCE (default: params data.source) into data/raw/<class>/*.png with a manifest.
+
+    \b
+    Examples:
+      cvops data import elpv
+      cvops data import digits --limit-per-class 50
+      cvops data import folder --path ~/images     # ~/images/<class>/<image>
+    """
+    from cvops.data.manifest import import_source
+    from cvops.data.sources import SOURCE_READERS
+
+    project = _project()
+    params = project.params(list(overrides)).data
+    source = source or params.source
+    input_path = path or (Path(params.path) if params.path else None)
+    manifest = import_source(SOURCE_READERS[source](input_path, limit_per_class or params.limit_per_class), project.raw_dir)
+    counts = ", ".join(f"{label}: {n}" for label, n in manifest["label"].value_counts().sort_index().items())
+    click.secho(f"imported {len(manifest)} images from {source} into {project.raw_dir} ({counts})", fg="green")
+
+
+@data.command("prepare")
+@click.option("-S", "--set", "overrides", multiple=True, help=OVERRIDE_HELP)
+@user_errors
+def prepare(overrides: tuple[str, ...]) -> None:
+    """Split (seeded, stratified) and resize the imported images into data/prepared."""
+    from cvops.data.prepare import prepare_dataset
+
+    project = _project()
+    params = project.params(list(overrides))
+    ref = prepare_dataset(project.raw_dir, project.prepared_dir, params.prepare, params.base.seed)
+    sizes = ", ".join(f"{split}: {sum(c.values())}" for split, c in ref.counts.items())
+    click.secho(f"prepared data version {ref.data_version} ({sizes}) in {ref.prepared_dir}", fg="green")
+
+
+@main.group()
+def run() -> None:
+    """Run a ZenML pipeline on the active stack."""
+
+
+@run.command("training")
+@click.option("-S", "--set", "overrides", multiple=True, help=OVERRIDE_HELP)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
+@user_errors
+def run_training(overrides: tuple[str, ...], resume: bool) -> None:
+    """Train, evaluate and register a model: the `training` pipeline.
+
+    \b
+    Examples:
+      cvops run training
+      cvops run training -S train.epochs=3 -S train.lr=3e-4
+      cvops run training --resume        # after an interruption, same params
+    """
+    from cvops.data.manifest import read_manifest
+    from cvops.stack import ensure_initialized
+
+    project = _project()
+    params = project.params(list(overrides))
+    ensure_initialized(project)
+    read_manifest(project.raw_dir)  # fail before the pipeline starts if nothing was imported
+
+    from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
+
+    from cvops.tracking import use_project_store
+    from pipelines.training import training
+
+    use_project_store(project, params.mlflow.experiment)  # creates it with its artifact location under mlflow/
+    tracker = MLFlowExperimentTrackerSettings(experiment_name=params.mlflow.experiment)
+    pipeline_run = training.with_options(settings={"experiment_tracker": tracker})(params=params, resume=resume)
+    metrics = pipeline_run.steps["evaluate_model"].outputs["test_metrics"][0].load()
+    version = pipeline_run.steps["register_model"].outputs["model_version"][0].load()
+    trained = pipeline_run.steps["train_model"].outputs["trained_model"][0].load()
+    click.secho(
+        f"\ntest accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}", fg="green", bold=True
+    )
+    click.echo(f"MLflow run:       {trained.run_id} (experiment '{params.mlflow.experiment}')")
+    click.echo(f"registered model: {params.registry.model_name} version {version}")
+    click.echo(f"ZenML run:        {pipeline_run.name}")
+    click.echo("next: `cvops ui` to compare runs (Experiments > cvops; Models > " f"{params.registry.model_name})")
+
+
+@main.command()
+@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+@user_errors
+def ui(port: int) -> None:
+    """Start the MLflow UI on 127.0.0.1 over the checkout's tracking store.
+
+    \b
+    Example:
+      cvops ui --port 5001     # then open http://127.0.0.1:5001
+    """
+    from cvops.stack import ensure_initialized
+
+    project = _project()
+    ensure_initialized(project)
+    click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", project.tracking_uri,
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    try:
+        subprocess.run(command, check=False)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Typed parameters (mirroring params.yaml) and the project's paths."""
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cvops.errors import ConfigError
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PARAMS_FILE = "params.yaml"
+Source = Literal["elpv", "digits", "fashion-mnist", "folder"]
+SOURCES: tuple[str, ...] = get_args(Source)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseParams(Section):
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class DataParams(Section):
+    source: Source = "elpv"
+    path: str | None = None
+    limit_per_class: int | None = Field(None, ge=1)
+
+
+class PrepareParams(Section):
+    image_size: int = Field(128, ge=8, le=1024)
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+
+
+class AugmentParams(Section):
+    hflip: Probability = 0.5
+    vflip: Probability = 0.5
+    rotate90: Probability = 0.5
+    brightness_contrast: Probability = 0.3
+    shift_scale_rotate: Probability = 0.3
+
+
+class TrainParams(Section):
+    model: str = "tf_efficientnet_lite0"
+    pretrained: str = "efficientnet-lite0"
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(0.0005, gt=0.0)
+    head_lr_multiplier: float = Field(10.0, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    freeze_backbone_epochs: int = Field(1, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+    early_stopping_patience: int = Field(3, ge=1)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    num_workers: int = Field(0, ge=0)
+    augment: AugmentParams = AugmentParams()
+
+
+class RegistryParams(Section):
+    model_name: str = Field("cvops-classifier", min_length=1)
+
+
+class MlflowParams(Section):
+    experiment: str = Field("cvops", min_length=1)
+
+
+class Params(Section):
+    base: BaseParams = BaseParams()
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    train: TrainParams = TrainParams()
+    registry: RegistryParams = RegistryParams()
+    mlflow: MlflowParams = MlflowParams()
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> "Params":
+        if self.prepare.val_fraction + self.prepare.test_fraction >= 0.8:
+            raise ValueError("prepare.val_fraction + prepare.test_fraction must stay below 0.8")
+        return self
+
+    def hash(self) -> str:
+        """Short, stable hash of every value: the `params_hash` lineage tag."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node: Any = tree
+    parts = dotted.split(".")
+    model: type[BaseModel] = Params
+    for depth, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            where = ".".join(parts[:depth]) or "params"
+            valid = ", ".join(model.model_fields)
+            raise ConfigError(f"unknown parameter '{dotted}': {where} has no key '{part}' (valid: {valid})")
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise ConfigError(f"unknown parameter '{dotted}': '{'.'.join(parts[: depth + 1])}' is a value, not a section")
+        model = annotation
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"parameter section '{'.'.join(parts[: depth + 1])}' must be a mapping")
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """Parse `key.path=value` strings; values are read as YAML scalars (3, 1e-3, true, null)."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad override '{item}': write it as section.key=value, e.g. train.epochs=3")
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return parsed
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown parameter '{key}' (misspelt? see params.yaml for the valid keys)"
+    where = f"'{key}' = {value!r}" if key else "params"
+    return f"{origin}: {where}: {first['msg']}"
+
+
+def load_params(path: Path, overrides: list[str] | None = None) -> Params:
+    """Read params.yaml, apply `-S key=value` overrides and validate everything."""
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run cvops from a project checkout (or `cvops init` there)")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}".splitlines()[0]) from err
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (base, data, train, ...)")
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, path.name)) from err
+
+
+@dataclass(frozen=True)
+class Project:
+    """A cvops checkout: where params.yaml is, and every local-state path derived from it."""
+
+    root: Path
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> "Project":
+        """The checkout named by CVOPS_ROOT, else the nearest directory upwards holding params.yaml."""
+        if env_root := os.environ.get("CVOPS_ROOT"):
+            return cls(Path(env_root).resolve())
+        here = (start or Path.cwd()).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / PARAMS_FILE).is_file():
+                return cls(candidate)
+        raise ConfigError(f"no {PARAMS_FILE} in {here} or above: run cvops inside a cvops checkout")
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / PARAMS_FILE
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.data_dir / "prepared"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def zenml_dir(self) -> Path:
+        return self.root / ".zen"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: MLFLOW_TRACKING_URI when set (a remote server), else the local SQLite store."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    def params(self, overrides: list[str] | None = None) -> Params:
+        return load_params(self.params_file, overrides)

@@ -1,0 +1,125 @@
+"""Seeded stratified split and resize of the imported dataset into a training-ready cache."""
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from pydantic import BaseModel
+from sklearn.model_selection import train_test_split
+from tqdm import tqdm
+
+from cvops.config import PrepareParams
+from cvops.data.manifest import MANIFEST, read_manifest
+from cvops.errors import DataError, NotInitializedError
+
+IMAGES = "images.npy"
+INFO = "dataset.json"
+SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
+
+
+class DatasetRef(BaseModel):
+    """What training needs to find a prepared dataset, and which data version it is."""
+
+    prepared_dir: str
+    class_names: list[str]
+    data_version: str
+    image_size: int
+    counts: dict[str, dict[str, int]]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def split_dataset(labels: pd.Series, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
+    """Assign each row to train/val/test, stratified by label and reproducible from `seed`."""
+    counts = labels.value_counts()
+    if len(counts) < 2:
+        raise DataError(f"need at least 2 classes to train a classifier, found {list(counts.index)}")
+    too_small = counts[counts < 3]
+    if not too_small.empty:
+        raise DataError(
+            f"classes {dict(too_small)} have fewer than 3 images: each split needs one; add images or drop the class"
+        )
+    index = labels.index.to_numpy()
+    rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
+    train, val = train_test_split(
+        rest, test_size=val_fraction / (1.0 - test_fraction), stratify=labels.loc[rest], random_state=seed
+    )
+    split = pd.Series("train", index=labels.index)
+    split.loc[val] = "val"
+    split.loc[test] = "test"
+    return split
+
+
+def resize_image(image: Image.Image, size: int) -> np.ndarray:
+    """The one resize used by training, evaluation and serving: RGB, bilinear, size x size, uint8 HWC."""
+    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def prepare_dataset(
+    raw_dir: Path, prepared_dir: Path, params: PrepareParams, seed: int, *, progress: bool = True
+) -> DatasetRef:
+    """Split and resize the imported dataset into `prepared_dir` (manifest with a split column + images.npy)."""
+    manifest = read_manifest(raw_dir)
+    manifest["split"] = split_dataset(manifest["label"], params.val_fraction, params.test_fraction, seed)
+    size = params.image_size
+    images = np.empty((len(manifest), size, size, 3), dtype=np.uint8)
+    for i, rel in enumerate(tqdm(manifest["path"], desc="prepare", unit="img", disable=None if progress else True)):
+        with Image.open(raw_dir / rel) as image:
+            images[i] = resize_image(image, size)
+
+    prepared_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{prepared_dir.name}.preparing-", dir=prepared_dir.parent))
+    try:
+        manifest.to_csv(staging / MANIFEST, index=False)
+        np.save(staging / IMAGES, images)
+        class_names = sorted(manifest["label"].unique())
+        counts = {
+            split: {c: int(n) for c, n in manifest.loc[manifest["split"] == split, "label"].value_counts().items()}
+            for split in SPLITS
+        }
+        digest = hashlib.sha256((staging / MANIFEST).read_bytes())
+        digest.update(f"image_size={size}".encode())
+        ref = DatasetRef(
+            prepared_dir=str(prepared_dir.resolve()),
+            class_names=class_names,
+            data_version=digest.hexdigest()[:16],
+            image_size=size,
+            counts=counts,
+        )
+        (staging / INFO).write_text(ref.model_dump_json(indent=2))
+        if prepared_dir.exists():
+            shutil.rmtree(prepared_dir)
+        staging.rename(prepared_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("prepared %d images at %dpx: %s", len(manifest), size, json.dumps(counts))
+    return ref
+
+
+def load_dataset_ref(prepared_dir: Path) -> DatasetRef:
+    info = prepared_dir / INFO
+    if not info.is_file():
+        raise NotInitializedError(f"no prepared dataset in {prepared_dir}: run `cvops data prepare` first")
+    return DatasetRef.model_validate_json(info.read_text())
+
+
+def load_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Images (N,H,W,3 uint8), integer labels and manifest rows of one split."""
+    prepared = Path(ref.prepared_dir)
+    manifest = pd.read_csv(prepared / MANIFEST)
+    manifest["label"] = manifest["label"].astype(str)
+    rows = manifest.index[manifest["split"] == split].to_numpy()
+    images = np.load(prepared / IMAGES, mmap_mode="r")[rows]
+    lookup = {name: i for i, name in enumerate(ref.class_names)}
+    labels = manifest.loc[rows, "label"].map(lookup).to_numpy(dtype=np.int64)
+    return np.ascontiguousarray(images), labels, manifest.loc[rows].reset_index(drop=True)

@@ -1,0 +1,195 @@
+"""Image sources that `cvops data import` reads: bundled datasets and the user's own folders.
+
+Each source yields `Sample`s; a source is read lazily so that import can show progress
+and fail on the first bad file without holding the whole dataset in memory.
+"""
+
+import gzip
+import re
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cvops.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+FASHION_MNIST_CLASSES = (
+    "t-shirt_top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle_boot",
+)  # fmt: skip
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class Sample:
+    """One image with its class; `name` is unique within the class, `meta` goes into the manifest."""
+
+    label: str
+    name: str
+    image: Image.Image
+    meta: dict[str, str | float | int] = field(default_factory=dict)
+
+
+@dataclass
+class Source:
+    """A readable source: how many samples it holds (for progress) and the samples themselves."""
+
+    classes: list[str]
+    total: int
+    samples: Iterator[Sample]
+
+
+def _cap(labels: list[str], limit: int | None) -> list[int]:
+    """Indices of the first `limit` samples of each class (all when limit is None)."""
+    seen: dict[str, int] = {}
+    keep = []
+    for i, label in enumerate(labels):
+        seen[label] = seen.get(label, 0) + 1
+        if limit is None or seen[label] <= limit:
+            keep.append(i)
+    return keep
+
+
+def digits_source(path: Path | None = None, limit: int | None = None) -> Source:
+    """scikit-learn's 1,797 8x8 grey digits (ships with scikit-learn; BSD-3)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    labels = [str(t) for t in bunch.target]
+    keep = _cap(labels, limit)
+    pixels = np.clip(bunch.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
+
+    def samples() -> Iterator[Sample]:
+        for i in keep:
+            yield Sample(labels[i], f"digit_{i:05d}", Image.fromarray(pixels[i], mode="L"))
+
+    return Source(sorted(set(labels)), len(keep), samples())
+
+
+def elpv_source(path: Path | None = None, limit: int | None = None) -> Source:
+    """ELPV solar-cell electroluminescence images (PyPI elpv-dataset; CC BY-NC-SA 4.0).
+
+    Binary task: defective when the experts' defect probability is >= 0.5.
+    """
+    from elpv_dataset.utils import load_dataset
+
+    images, probabilities, cell_types = load_dataset()
+    labels = ["defective" if p >= 0.5 else "functional" for p in probabilities]
+    keep = _cap(labels, limit)
+
+    def samples() -> Iterator[Sample]:
+        for i in keep:
+            meta = {"cell_type": str(cell_types[i]), "defect_probability": round(float(probabilities[i]), 4)}
+            yield Sample(labels[i], f"cell_{i:04d}", Image.fromarray(np.asarray(images[i], dtype=np.uint8)), meta)
+
+    return Source(sorted(set(labels)), len(keep), samples())
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise DataError(f"{path} is not an idx file of unsigned bytes (see the Fashion-MNIST format)")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated: expected {int(np.prod(shape))} bytes of data, found {body.size}")
+    return body.reshape(shape)
+
+
+def _find_idx(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"{directory} has no {stem}(.gz): point --path at the Fashion-MNIST idx files "
+        "(apt-get install dataset-fashion-mnist puts them in /usr/share/datasets/fashion-mnist)"
+    )
+
+
+def fashion_mnist_source(path: Path | None = None, limit: int | None = None) -> Source:
+    """Fashion-MNIST from its standard idx(.gz) files: train and test sets merged, 70,000 images."""
+    directory = path or FASHION_MNIST_DIR
+    if not directory.is_dir():
+        raise DataError(f"Fashion-MNIST directory {directory} not found: install dataset-fashion-mnist or pass --path")
+    parts = []
+    for prefix in ("train", "t10k"):
+        images = _read_idx(_find_idx(directory, f"{prefix}-images-idx3-ubyte"))
+        targets = _read_idx(_find_idx(directory, f"{prefix}-labels-idx1-ubyte"))
+        if len(images) != len(targets) or images.ndim != 3:
+            raise DataError(f"{directory}: {prefix} images and labels do not match ({len(images)} vs {len(targets)})")
+        if targets.max(initial=0) >= len(FASHION_MNIST_CLASSES):
+            raise DataError(f"{directory}: {prefix} labels hold class {targets.max()}, Fashion-MNIST has 10 classes")
+        parts.append((prefix, images, targets))
+    index = [(prefix, i) for prefix, images, _ in parts for i in range(len(images))]
+    by_prefix = {prefix: (images, targets) for prefix, images, targets in parts}
+    labels = [FASHION_MNIST_CLASSES[by_prefix[p][1][i]] for p, i in index]
+    keep = _cap(labels, limit)
+
+    def samples() -> Iterator[Sample]:
+        for k in keep:
+            prefix, i = index[k]
+            image = Image.fromarray(by_prefix[prefix][0][i], mode="L")
+            yield Sample(labels[k], f"{prefix}_{i:05d}", image, {"original_split": prefix})
+
+    return Source(list(FASHION_MNIST_CLASSES), len(keep), samples())
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
+
+
+def folder_source(path: Path | None = None, limit: int | None = None) -> Source:
+    """The user's ImageFolder tree: DIR/<class>/<image>; every image file must decode."""
+    if path is None:
+        raise DataError("the folder source needs --path DIR (a folder with one sub-folder of images per class)")
+    if not path.is_dir():
+        raise DataError(f"folder {path} does not exist: pass --path to a folder with one sub-folder per class")
+    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"folder {path} has no class sub-folders: lay it out as {path}/<class>/<image>.png")
+    files: list[tuple[str, str, Path]] = []  # (label, name unique in the class, file)
+    for class_dir in class_dirs:
+        images = sorted(f for f in class_dir.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"class folder {class_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        label = _safe_name(class_dir.name)
+        names: set[str] = set()
+        for file in images:
+            name = _safe_name(str(file.relative_to(class_dir).with_suffix("")))
+            while name in names:  # a.png and a.jpg side by side
+                name += "_"
+            names.add(name)
+            files.append((label, name, file))
+    keep = _cap([label for label, _, _ in files], limit)
+
+    def samples() -> Iterator[Sample]:
+        for i in keep:
+            label, name, file = files[i]
+            yield Sample(label, name, open_image(file), {"source_path": str(file)})
+
+    return Source(sorted({label for label, _, _ in files}), len(keep), samples())
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image, or raise a DataError naming the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err} (fix or remove the file, then import again)") from err
+
+
+SOURCE_READERS: dict[str, Callable[[Path | None, int | None], Source]] = {
+    "elpv": elpv_source,
+    "digits": digits_source,
+    "fashion-mnist": fashion_mnist_source,
+    "folder": folder_source,
+}

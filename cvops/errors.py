@@ -1,0 +1,31 @@
+"""Errors a user can cause. Each carries the exit code the CLI returns and says what to do."""
+
+
+class CvopsError(Exception):
+    """Base class: the CLI prints the message on one line and exits with `exit_code`."""
+
+    exit_code = 1
+
+
+class ConfigError(CvopsError):
+    """Bad or misspelt parameters."""
+
+    exit_code = 2
+
+
+class DataError(CvopsError):
+    """Missing, empty or unreadable input data."""
+
+    exit_code = 3
+
+
+class NotInitializedError(CvopsError):
+    """A command ran before `cvops init` or `cvops data import`."""
+
+    exit_code = 4
+
+
+class ModelError(CvopsError):
+    """Missing or incompatible model weights or checkpoints."""
+
+    exit_code = 5

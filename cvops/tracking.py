@@ -1,0 +1,104 @@
+"""MLflow: experiments on the project's store, parameters, trained models and their loading.
+
+MLflow is the model store: steps pass a `TrainedModel` reference, not the weights.
+"""
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
+from torch import nn
+
+from cvops.config import Params, Project
+from cvops.errors import ModelError
+from cvops.models import normalization
+
+MODEL_ARTIFACT = "model"
+
+
+class TrainedModel(BaseModel):
+    """A trained model logged to MLflow, with what inference needs besides the weights."""
+
+    model_uri: str
+    run_id: str
+    architecture: str
+    class_names: list[str]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    best_epoch: int
+
+
+def use_project_store(project: Project, experiment: str) -> str:
+    """Point MLflow at the project's store and make sure `experiment` exists there; returns its id.
+
+    The experiment gets an explicit artifact location so artifacts never land in ./mlruns.
+    """
+    mlflow.set_tracking_uri(project.tracking_uri)
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    project.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    return client.create_experiment(experiment, artifact_location=f"{project.artifact_location}/{experiment}")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_params(params: Params) -> None:
+    mlflow.log_params(flatten(params.model_dump(mode="json")))
+
+
+def log_trained_model(model: nn.Module, architecture: str, class_names: list[str], image_size: int, best_epoch: int) -> TrainedModel:
+    """Log the model to the active MLflow run and return a reference to it."""
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_trained_model needs an active MLflow run")
+    model = model.cpu().eval()
+    mean, std = normalization(model)
+    info = mlflow.pytorch.log_model(
+        model,
+        name=MODEL_ARTIFACT,
+        serialization_format="pickle",  # "pt2" needs torch.export tracing, which not every timm model supports
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "timm"],
+    )
+    return TrainedModel(
+        model_uri=info.model_uri,
+        run_id=run.info.run_id,
+        architecture=architecture,
+        class_names=class_names,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        best_epoch=best_epoch,
+    )
+
+
+def load_trained_model(trained: TrainedModel) -> nn.Module:
+    try:
+        model = mlflow.pytorch.load_model(trained.model_uri, map_location="cpu")
+    except Exception as err:  # MLflow raises several types for a missing or broken model
+        raise ModelError(f"cannot load model {trained.model_uri}: {err}".splitlines()[0]) from err
+    return model.eval()
+
+
+def log_figure_file(path: Path, artifact_dir: str = "plots") -> None:
+    mlflow.log_artifact(str(path), artifact_path=artifact_dir)
+
+
+def scratch_dir() -> Path:
+    """A temporary folder for files that are only written to be logged."""
+    return Path(tempfile.mkdtemp(prefix="cvops-"))

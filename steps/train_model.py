@@ -1,0 +1,38 @@
+from typing import Annotated
+
+import mlflow
+from zenml import get_step_context, step
+
+from cvops.config import Params, Project
+from cvops.data.prepare import DatasetRef
+from cvops.lineage import lineage_tags
+from cvops.tracking import TrainedModel, log_params, log_trained_model
+from cvops.training import fit
+
+
+@step(experiment_tracker=True)
+def train_model(dataset: DatasetRef, params: Params, resume: bool = False) -> Annotated[TrainedModel, "trained_model"]:
+    """Fine-tune the configured timm model, logging params, curves and the model to MLflow."""
+    project = Project.find()
+    context = get_step_context()
+    mlflow.set_tags(
+        lineage_tags(
+            project.root, params, dataset.data_version,
+            zenml_run_id=str(context.pipeline_run.id), pipeline=context.pipeline.name,
+        )
+    )  # fmt: skip
+    log_params(params)
+    result = fit(
+        dataset,
+        params,
+        checkpoint_dir=project.checkpoints_dir / f"{params.hash()}-{dataset.data_version}",
+        resume=resume,
+        on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
+    )
+    mlflow.log_metrics(
+        {"best_epoch": result.best_epoch, "train_images_per_second": result.images_per_second,
+         "stopped_early": float(result.stopped_early)}
+    )  # fmt: skip
+    return log_trained_model(
+        result.model, params.train.model, dataset.class_names, dataset.image_size, result.best_epoch
+    )
