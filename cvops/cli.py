@@ -1,5 +1,6 @@
 """The `cvops` command line: the entry layer that sets up the process and launches pipelines."""
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 cause = cause.__cause__ or cause.__context__
             if cause is None:
                 raise
-            _fail(str(cause), cause.exit_code)  # type: ignore[attr-defined]
+            _fail(str(cause), cause.exit_code)
 
     return wrapper
 
@@ -113,7 +114,9 @@ def import_(source: str | None, path: Path | None, limit_per_class: int | None, 
     params = project.params(list(overrides)).data
     source = source or params.source
     input_path = path or (Path(params.path) if params.path else None)
-    manifest = import_source(SOURCE_READERS[source](input_path, limit_per_class or params.limit_per_class), project.raw_dir)
+    manifest = import_source(
+        SOURCE_READERS[source](input_path, limit_per_class or params.limit_per_class), project.raw_dir
+    )
     counts = ", ".join(f"{label}: {n}" for label, n in manifest["label"].value_counts().sort_index().items())
     click.secho(f"imported {len(manifest)} images from {source} into {project.raw_dir} ({counts})", fg="green")
 
@@ -164,18 +167,19 @@ def run_training(overrides: tuple[str, ...], resume: bool) -> None:
     from pipelines.training import training
 
     use_project_store(project, params.mlflow.experiment)  # creates it with its artifact location under mlflow/
-    tracker = MLFlowExperimentTrackerSettings(experiment_name=params.mlflow.experiment)
+    tracker = MLFlowExperimentTrackerSettings(experiment_name=params.mlflow.experiment, nested=False)
     pipeline_run = training.with_options(settings={"experiment_tracker": tracker})(params=params, resume=resume)
+    if pipeline_run is None:  # only when a remote orchestrator runs it asynchronously
+        click.echo("pipeline submitted; follow it with `zenml pipeline runs list`")
+        return
     metrics = pipeline_run.steps["evaluate_model"].outputs["test_metrics"][0].load()
     version = pipeline_run.steps["register_model"].outputs["model_version"][0].load()
     trained = pipeline_run.steps["train_model"].outputs["trained_model"][0].load()
-    click.secho(
-        f"\ntest accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}", fg="green", bold=True
-    )
+    click.secho(f"\ntest accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}", fg="green", bold=True)
     click.echo(f"MLflow run:       {trained.run_id} (experiment '{params.mlflow.experiment}')")
     click.echo(f"registered model: {params.registry.model_name} version {version}")
     click.echo(f"ZenML run:        {pipeline_run.name}")
-    click.echo("next: `cvops ui` to compare runs (Experiments > cvops; Models > " f"{params.registry.model_name})")
+    click.echo(f"next: `cvops ui` to compare runs (Experiments > cvops; Models > {params.registry.model_name})")
 
 
 @main.command()
@@ -195,10 +199,8 @@ def ui(port: int) -> None:
     click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", project.tracking_uri,
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(command, check=False)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -107,7 +107,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
             return
         annotation = field.annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            raise ConfigError(f"unknown parameter '{dotted}': '{'.'.join(parts[: depth + 1])}' is a value, not a section")
+            raise ConfigError(
+                f"unknown parameter '{dotted}': '{'.'.join(parts[: depth + 1])}' is a value, not a section"
+            )
         model = annotation
         node = node.setdefault(part, {})
         if not isinstance(node, dict):

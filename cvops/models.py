@@ -3,6 +3,7 @@
 import logging
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -37,12 +38,19 @@ def create_model(name: str, num_classes: int, pretrained: str = NO_PRETRAINED) -
     model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if pretrained != NO_PRETRAINED:
         load_pretrained(model, pretrained)
+    # A zero head starts every class at equal odds. timm's default init scales with 1/sqrt(num_classes)
+    # and gives a 2-class head logits of about +-7: fine-tuning then spends epochs unlearning them.
+    for parameter in head_parameters(model):
+        nn.init.zeros_(parameter)
     return model
 
 
 def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
     if not path.is_file():
-        raise ModelError(f"pretrained weights {path} not found: set train.pretrained to a file, a packaged name or none")
+        raise ModelError(
+            f"pretrained weights {path} not found: set train.pretrained to a file, a packaged name or none"
+        )
+    state: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -71,21 +79,22 @@ def load_pretrained(model: nn.Module, pretrained: str) -> None:
     path = packaged[pretrained] if pretrained in packaged else Path(pretrained)
     source = _read_state_dict(path)
     target = model.state_dict()
-    head = {f"{model.pretrained_cfg['classifier']}.{p}" for p in ("weight", "bias")}
+    classifier_name = model.pretrained_cfg["classifier"]  # type: ignore[index]
+    head = {f"{classifier_name}.{p}" for p in ("weight", "bias")}
     target_body = [(k, v) for k, v in target.items() if k not in head]
-    # The source's head is whatever follows its last shared entry: drop its trailing weight/bias.
-    source_body = list(source.items())
-    if len(source_body) == len(target_body) + 2:
-        source_body = source_body[:-2]
-    elif any(k in source for k in head):
-        source_body = [(k, v) for k, v in source_body if k not in head]
-
+    by_name = all(k in source for k, _ in target_body)
+    if by_name:
+        source_body = [(k, source[k]) for k, _ in target_body]
+    else:
+        # The source's head is its trailing weight/bias pair, or entries named like the model's head.
+        source_body = [(k, v) for k, v in source.items() if k not in head]
+        if len(source_body) == len(target_body) + 2 and len(source_body) == len(source):
+            source_body = source_body[:-2]
     if len(source_body) != len(target_body):
         raise ModelError(
             f"pretrained weights {path} have {len(source_body)} backbone tensors, "
             f"model {type(model).__name__} has {len(target_body)}: they are not the same architecture"
         )
-    by_name = all(sk == tk for (sk, _), (tk, _) in zip(source_body, target_body, strict=True))
     mapped = OrderedDict()
     for (s_key, s_val), (t_key, t_val) in zip(source_body, target_body, strict=True):
         if s_val.shape != t_val.shape:
@@ -97,11 +106,14 @@ def load_pretrained(model: nn.Module, pretrained: str) -> None:
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     if unexpected or set(missing) - head:
         raise ModelError(f"pretrained weights {path} left {sorted(set(missing) - head)[:3]} unloaded")
-    log.info("loaded %d pretrained tensors from %s (%s)", len(mapped), path.name, "by name" if by_name else "by position")
+    log.info(
+        "loaded %d pretrained tensors from %s (%s)", len(mapped), path.name, "by name" if by_name else "by position"
+    )
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return list(model.get_classifier().parameters())
+    classifier: nn.Module = model.get_classifier()  # type: ignore[operator]
+    return list(classifier.parameters())
 
 
 def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:

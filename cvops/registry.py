@@ -10,9 +10,7 @@ log = logging.getLogger(__name__)
 HEADLINE_METRICS = ("accuracy", "macro_f1")
 
 
-def register_model(
-    trained: TrainedModel, model_name: str, metrics: dict[str, float], tags: dict[str, str]
-) -> str:
+def register_model(trained: TrainedModel, model_name: str, metrics: dict[str, float], tags: dict[str, str]) -> str:
     """Register `trained` as a new version of `model_name`, tagged with its metrics and lineage."""
     client = MlflowClient()
     if not client.search_registered_models(filter_string=f"name = '{model_name}'"):

@@ -1,7 +1,9 @@
 """Process environment and the ZenML + MLflow + DVC set-up of a checkout (`cvops init`)."""
 
+import contextlib
 import logging
 import os
+from typing import Any
 
 from cvops.config import Project
 from cvops.errors import NotInitializedError
@@ -43,16 +45,14 @@ def _init_dvc(project: Project) -> bool:
     return True
 
 
-def _ensure_component(client, name: str, flavor: str, component_type, configuration: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def _ensure_component(client: Any, name: str, flavor: str, component_type: Any, configuration: dict[str, str]) -> None:
     from zenml.exceptions import EntityExistsError
 
     try:
         existing = client.get_stack_component(component_type, name)
     except KeyError:
-        try:
+        with contextlib.suppress(EntityExistsError):  # created concurrently
             client.create_stack_component(name, flavor, component_type, configuration)
-        except EntityExistsError:  # created concurrently
-            pass
         return
     if any(existing.configuration.get(k) != v for k, v in configuration.items()):
         client.update_stack_component(name, component_type, configuration=configuration)
@@ -75,7 +75,9 @@ def init_project(project: Project, experiment: str) -> list[str]:
         Client.initialize(root=project.root)
         done.append(f"initialised ZenML repository in {project.zenml_dir}")
     client = Client()
-    _ensure_component(client, TRACKER, "mlflow", StackComponentType.EXPERIMENT_TRACKER, {"tracking_uri": project.tracking_uri})
+    _ensure_component(
+        client, TRACKER, "mlflow", StackComponentType.EXPERIMENT_TRACKER, {"tracking_uri": project.tracking_uri}
+    )
     _ensure_component(client, MODEL_REGISTRY, "mlflow", StackComponentType.MODEL_REGISTRY, {})
     try:
         client.get_stack(STACK)

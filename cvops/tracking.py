@@ -62,7 +62,9 @@ def log_params(params: Params) -> None:
     mlflow.log_params(flatten(params.model_dump(mode="json")))
 
 
-def log_trained_model(model: nn.Module, architecture: str, class_names: list[str], image_size: int, best_epoch: int) -> TrainedModel:
+def log_trained_model(
+    model: nn.Module, architecture: str, class_names: list[str], image_size: int, best_epoch: int
+) -> TrainedModel:
     """Log the model to the active MLflow run and return a reference to it."""
     run = mlflow.active_run()
     if run is None:

@@ -24,7 +24,7 @@ from cvops.errors import ModelError
 from cvops.models import backbone_parameters, create_model, head_parameters, normalization, resolve_device
 
 log = logging.getLogger(__name__)
-MetricsCallback = Callable[[dict[str, float], int], None]
+MetricsCallback = Callable[[dict[str, float], int], object]
 
 
 @dataclass
@@ -69,7 +69,7 @@ def run_epoch(
 ) -> dict[str, float]:
     """One pass over `loader`; trains when an optimizer is given, else evaluates without gradients."""
     training = optimizer is not None
-    model.train(training)
+    model.train(training)  # evaluation: BatchNorm running stats, no dropout
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     with torch.set_grad_enabled(training):
@@ -77,7 +77,7 @@ def run_epoch(
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             logits = model(images)
             loss = criterion(logits, labels)
-            if training:
+            if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -86,7 +86,12 @@ def run_epoch(
             total_loss += loss.item() * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
-    return {"loss": total_loss / seen, "accuracy": correct / seen, "images": seen, "seconds": time.perf_counter() - start}
+    return {
+        "loss": total_loss / seen,
+        "accuracy": correct / seen,
+        "images": seen,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
@@ -130,12 +135,15 @@ def train_model(
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels many times over late in training
     model.to(device)
     generator = torch.Generator().manual_seed(seed)
-    workers = {"num_workers": params.num_workers, "persistent_workers": params.num_workers > 0}
+    persistent = params.num_workers > 0
     train_loader = DataLoader(
         train_set, batch_size=params.batch_size, shuffle=True, drop_last=len(train_set) > params.batch_size,
-        generator=generator, pin_memory=device.type == "cuda", **workers,
+        generator=generator, pin_memory=device.type == "cuda", num_workers=params.num_workers,
+        persistent_workers=persistent,
     )  # fmt: skip
-    val_loader = DataLoader(val_set, batch_size=params.batch_size * 2, **workers)
+    val_loader = DataLoader(
+        val_set, batch_size=params.batch_size * 2, num_workers=params.num_workers, persistent_workers=persistent
+    )
     optimizer = torch.optim.AdamW(
         [
             {"params": backbone_parameters(model), "lr": params.lr},

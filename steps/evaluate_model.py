@@ -10,7 +10,9 @@ from cvops.tracking import TrainedModel, load_trained_model, scratch_dir
 
 
 @step(experiment_tracker=True)
-def evaluate_model(trained: TrainedModel, dataset: DatasetRef, device: str) -> Annotated[dict[str, float], "test_metrics"]:
+def evaluate_model(
+    trained: TrainedModel, dataset: DatasetRef, device: str
+) -> Annotated[dict[str, float], "test_metrics"]:
     """Score the trained model on the test split; metrics and the confusion matrix go to MLflow."""
     evaluation = evaluate(load_trained_model(trained), dataset, scratch_dir(), resolve_device(device))
     mlflow.log_metrics({f"test_{name}": value for name, value in evaluation.metrics.items()})

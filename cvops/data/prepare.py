@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from pydantic import BaseModel
-from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from cvops.config import PrepareParams
@@ -39,7 +38,10 @@ class DatasetRef(BaseModel):
 
 
 def split_dataset(labels: pd.Series, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
-    """Assign each row to train/val/test, stratified by label and reproducible from `seed`."""
+    """Assign each row to train/val/test, per class (so every class reaches every split), reproducibly.
+
+    Each class of n images gives round(n * fraction) images, at least one, to val and to test.
+    """
     counts = labels.value_counts()
     if len(counts) < 2:
         raise DataError(f"need at least 2 classes to train a classifier, found {list(counts.index)}")
@@ -48,14 +50,14 @@ def split_dataset(labels: pd.Series, val_fraction: float, test_fraction: float, 
         raise DataError(
             f"classes {dict(too_small)} have fewer than 3 images: each split needs one; add images or drop the class"
         )
-    index = labels.index.to_numpy()
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
-    train, val = train_test_split(
-        rest, test_size=val_fraction / (1.0 - test_fraction), stratify=labels.loc[rest], random_state=seed
-    )
+    rng = np.random.default_rng(seed)
     split = pd.Series("train", index=labels.index)
-    split.loc[val] = "val"
-    split.loc[test] = "test"
+    for label in sorted(counts.index):
+        rows = rng.permutation(labels.index[labels == label].to_numpy())
+        n_test = max(1, round(len(rows) * test_fraction))
+        n_val = max(1, round(len(rows) * val_fraction))
+        split.loc[rows[:n_test]] = "test"
+        split.loc[rows[n_test : n_test + n_val]] = "val"
     return split
 
 

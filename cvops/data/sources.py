@@ -83,7 +83,7 @@ def elpv_source(path: Path | None = None, limit: int | None = None) -> Source:
 
     def samples() -> Iterator[Sample]:
         for i in keep:
-            meta = {"cell_type": str(cell_types[i]), "defect_probability": round(float(probabilities[i]), 4)}
+            meta: dict[str, str | float | int] = {"cell_type": str(cell_types[i]), "defect_probability": round(float(probabilities[i]), 4)}
             yield Sample(labels[i], f"cell_{i:04d}", Image.fromarray(np.asarray(images[i], dtype=np.uint8)), meta)
 
     return Source(sorted(set(labels)), len(keep), samples())
@@ -91,11 +91,16 @@ def elpv_source(path: Path | None = None, limit: int | None = None) -> Source:
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except OSError as err:  # gzip.BadGzipFile included
+        raise DataError(f"cannot read {path}: {err}") from err
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise DataError(f"{path} is not an idx file of unsigned bytes (see the Fashion-MNIST format)")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: its header is incomplete")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
@@ -172,7 +177,7 @@ def folder_source(path: Path | None = None, limit: int | None = None) -> Source:
     def samples() -> Iterator[Sample]:
         for i in keep:
             label, name, file = files[i]
-            yield Sample(label, name, open_image(file), {"source_path": str(file)})
+            yield Sample(label, name, open_image(file), {"source_path": file.relative_to(path).as_posix()})
 
     return Source(sorted({label for label, _, _ in files}), len(keep), samples())
 

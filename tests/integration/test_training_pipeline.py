@@ -1,0 +1,118 @@
+"""The user's path through the CLI on a fresh checkout: real ZenML (SQLite store), real MLflow
+(SQLite store) and a real git repo, each command in its own process as a user would run it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from cvops.config import load_params
+from tests.conftest import TINY_OVERRIDES
+
+pytestmark = pytest.mark.slow
+TINY_SET = [arg for override in TINY_OVERRIDES for arg in ("-S", override)]
+
+
+def cvops(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI")}
+    return subprocess.run(
+        [sys.executable, "-m", "cvops.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert result.returncode == code, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in errors[0]
+
+
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A checkout taken from nothing to a registered model, checking the refusals on the way."""
+    root = tmp_path_factory.mktemp("checkout")
+    (root / "params.yaml").write_text((Path(__file__).parents[2] / "params.yaml").read_text())
+    for command in (
+        ["init", "-q"],
+        ["add", "params.yaml"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"],
+    ):
+        subprocess.run(["git", *command], cwd=root, check=True)
+
+    assert_one_line_error(cvops(root, "run", "training"), 4, "cvops init")
+    assert cvops(root, "init").returncode == 0
+    again = cvops(root, "init")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert_one_line_error(cvops(root, "run", "training"), 4, "cvops data import")
+    imported = cvops(root, "data", "import", "digits")
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    trained = cvops(root, "run", "training", *TINY_SET)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    return root, trained
+
+
+def test_training_registers_a_version_with_metrics_and_lineage(trained_project) -> None:
+    root, result = trained_project
+    params = load_params(root / "params.yaml", TINY_OVERRIDES)
+    assert "test accuracy" in result.stdout and "version 1" in result.stdout
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    client = MlflowClient()
+    version = client.get_model_version(params.registry.model_name, "1")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    assert version.tags["git_commit"] == head
+    assert version.tags["git_dirty"] == "false"
+    assert version.tags["params_hash"] == params.hash()
+    assert version.tags["pipeline"] == "training"
+    assert version.tags["zenml_run_id"]
+    prepared_info = (root / "data" / "prepared" / "dataset.json").read_text()
+    assert version.tags["data_version"] in prepared_info
+    assert float(version.tags["accuracy"]) >= 0.8
+
+    run = client.get_run(version.run_id)
+    assert run.data.tags["params_hash"] == params.hash()
+    assert run.data.params["train.model"] == "resnet10t"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(float(version.tags["accuracy"]), abs=1e-4)
+    curve = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in curve] == list(range(1, len(curve) + 1))
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")]
+    assert "evaluation/confusion_matrix.png" in artifacts
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == params.mlflow.experiment
+    assert Path(experiment.artifact_location.removeprefix("file://")).is_relative_to(root / "mlflow")
+    assert not (root / "mlruns").exists()
+
+
+def test_registered_model_loads_and_predicts(trained_project) -> None:
+    root, _ = trained_project
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model("models:/cvops-classifier/1", map_location="cpu")
+    import torch
+
+    logits = model(torch.zeros(2, 3, 16, 16))
+    assert logits.shape == (2, 10)
+
+
+def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_path: Path) -> None:
+    root, _ = trained_project
+    raw_manifest = (root / "data" / "raw" / "manifest.csv").read_bytes()
+    assert_one_line_error(cvops(root, "run", "training", "-S", "train.epohcs=3"), 2, "train.epohcs")
+    assert_one_line_error(cvops(root, "run", "training", "-S", "train.lr=-1"), 2, "train.lr")
+    assert_one_line_error(cvops(root, "data", "import", "folder", "--path", str(tmp_path / "nope")), 3, "nope")
+    empty = tmp_path / "empty"
+    (empty / "cat").mkdir(parents=True)
+    assert_one_line_error(cvops(root, "data", "import", "folder", "--path", str(empty)), 3, "cat")
+    broken = tmp_path / "broken"
+    (broken / "cat").mkdir(parents=True)
+    (broken / "cat" / "bad.png").write_text("not an image")
+    assert_one_line_error(cvops(root, "data", "import", "folder", "--path", str(broken)), 3, "bad.png")
+    # failed imports left the previous dataset whole, and no staging folders behind
+    assert (root / "data" / "raw" / "manifest.csv").read_bytes() == raw_manifest
+    assert not [p for p in (root / "data").iterdir() if p.name.startswith(".")]
+    assert cvops(root, "data", "import", "nonsense").returncode == 2

@@ -1,0 +1,77 @@
+"""The training loop on real digits: it learns, it is reproducible, and it resumes after a crash."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cvops.config import Params
+from cvops.data.manifest import import_source
+from cvops.data.prepare import DatasetRef, prepare_dataset
+from cvops.data.sources import digits_source
+from cvops.errors import ModelError
+from cvops.evaluation import evaluate
+from cvops.training import TrainResult, fit
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory, tiny_params: Params) -> DatasetRef:
+    root = tmp_path_factory.mktemp("digits")
+    import_source(digits_source(), root / "raw", progress=False)
+    return prepare_dataset(root / "raw", root / "prepared", tiny_params.prepare, tiny_params.base.seed, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(digits: DatasetRef, tiny_params: Params) -> TrainResult:
+    return fit(digits, tiny_params, progress=False)
+
+
+def test_digits_reach_90_percent_test_accuracy(trained: TrainResult, digits: DatasetRef, tmp_path: Path) -> None:
+    evaluation = evaluate(trained.model, digits, tmp_path, torch.device("cpu"))
+    assert evaluation.metrics["accuracy"] >= 0.9
+    assert evaluation.num_images == sum(digits.counts["test"].values())
+    assert Path(evaluation.confusion_matrix_png).stat().st_size > 0
+
+
+def test_history_has_one_entry_per_epoch_and_best_epoch_has_lowest_val_loss(
+    trained: TrainResult, tiny_params: Params
+) -> None:
+    losses = [h["val_loss"] for h in trained.history]
+    assert len(losses) <= tiny_params.train.epochs
+    assert losses[trained.best_epoch - 1] == min(losses)
+    assert trained.images_per_second > 0
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_after_crash_continues_where_it_stopped(digits: DatasetRef, tiny_params: Params, tmp_path: Path) -> None:
+    params = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"epochs": 3})})
+    uninterrupted = fit(digits, params, checkpoint_dir=tmp_path / "full", progress=False)
+
+    def crash_after_two(metrics: dict[str, float], epoch: int) -> None:
+        if epoch == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        fit(digits, params, checkpoint_dir=tmp_path / "crashed", on_epoch=crash_after_two, progress=False)
+    # The crash hit before epoch 2's checkpoint was written: resume redoes epoch 2.
+    assert sorted(p.name for p in (tmp_path / "crashed").glob("*.pt")) == ["epoch_001.pt"]
+    resumed = fit(digits, params, checkpoint_dir=tmp_path / "crashed", resume=True, progress=False)
+
+    assert len(resumed.history) == 3
+    for a, b in zip(resumed.history, uninterrupted.history, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+
+
+def test_resume_refuses_checkpoints_of_other_params(digits: DatasetRef, tiny_params: Params, tmp_path: Path) -> None:
+    one_epoch = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"epochs": 1})})
+    fit(digits, one_epoch, checkpoint_dir=tmp_path, progress=False)
+    other = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"lr": 0.01})})
+    with pytest.raises(ModelError, match="other params"):
+        fit(digits, other, checkpoint_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(ModelError, match="no checkpoint"):
+        fit(digits, other, checkpoint_dir=tmp_path / "empty", resume=True, progress=False)

@@ -1,0 +1,82 @@
+"""params.yaml <-> pydantic models, -S overrides, and finding the project root."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cvops.config import Params, Project, load_params
+from cvops.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "params.yaml"
+
+
+def test_params_yaml_mirrors_the_pydantic_defaults():
+    assert load_params(PARAMS) == Params()
+
+
+def test_overrides_are_read_as_yaml_scalars():
+    params = load_params(PARAMS, ["train.epochs=3", "train.lr=3e-4", "data.path=/x", "data.path=null"])
+    assert params.train.epochs == 3 != Params().train.epochs
+    assert params.train.lr == pytest.approx(3e-4) and params.train.lr != Params().train.lr
+    assert params.data.path is None  # YAML null, not the string "null"
+
+
+def test_override_of_a_string_value():
+    assert load_params(PARAMS, ["data.path=/tmp/images"]).data.path == "/tmp/images"
+
+
+@pytest.mark.parametrize("override, key", [("train.epohcs=3", "epohcs"), ("trian.lr=1", "trian")])
+def test_misspelt_override_key_is_named(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_params(PARAMS, [override])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.lr=-1", "train.lr"),
+        ("prepare.image_size=abc", "prepare.image_size"),
+    ],
+)
+def test_bad_override_value_is_named(override, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_params(PARAMS, [override])
+
+
+def test_override_without_equals_sign_is_rejected():
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        load_params(PARAMS, ["train.epochs"])
+
+
+def test_misspelt_key_in_params_yaml_is_named(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.read_text().replace("  epochs: 4", "  epohcs: 4"))
+    assert "epohcs" in path.read_text()
+    with pytest.raises(ConfigError, match="epohcs"):
+        load_params(path)
+
+
+def test_params_hash_is_stable_and_tracks_values():
+    assert load_params(PARAMS).hash() == Params().hash()
+    assert load_params(PARAMS, ["train.epochs=5"]).hash() != Params().hash()
+
+
+def test_project_found_from_a_subdirectory(tmp_path, monkeypatch):
+    monkeypatch.delenv("CVOPS_ROOT", raising=False)
+    (tmp_path / "params.yaml").write_text(PARAMS.read_text())
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    assert Project.find(sub).root == tmp_path.resolve()
+
+
+def test_project_honours_cvops_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVOPS_ROOT", str(tmp_path / "elsewhere"))
+    assert Project.find(REPO).root == (tmp_path / "elsewhere").resolve()
+
+
+def test_project_without_params_yaml_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("CVOPS_ROOT", raising=False)
+    with pytest.raises(ConfigError, match=r"params\.yaml"):
+        Project.find(tmp_path)

@@ -1,0 +1,23 @@
+"""Which commit produced a model, and whether the working tree had uncommitted changes."""
+
+import subprocess
+
+from cvops.lineage import git_state
+
+
+def test_git_state_reports_commit_and_dirtiness(project_dir):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True).stdout.strip()
+    assert len(head) == 40
+    assert git_state(project_dir) == (head, False)
+
+    (project_dir / "notes.txt").write_text("untracked files do not make a run dirty")
+    assert git_state(project_dir) == (head, False)
+
+    params = project_dir / "params.yaml"
+    params.write_text(params.read_text().replace("epochs: 4", "epochs: 5"))
+    assert git_state(project_dir) == (head, True)
+
+
+def test_git_state_outside_git(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert git_state(tmp_path) == ("unknown", False)
