@@ -182,6 +182,7 @@ def train_model(
             result.stopped_early = True
             break
         _set_backbone_trainable(model, epoch > params.freeze_backbone_epochs)
+        train_set.transform.set_random_seed(seed + epoch)  # so a resumed epoch augments as the original would
         train = run_epoch(model, train_loader, criterion, device, optimizer, scheduler, f"epoch {epoch}", progress)
         val = run_epoch(model, val_loader, criterion, device, desc="val", progress=progress)
         metrics = {
@@ -196,6 +197,11 @@ def train_model(
         else:
             stale += 1
         epochs.set_postfix(val_acc=f"{val['accuracy']:.3f}", val_loss=f"{val['loss']:.3f}")
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s",
+            epoch, params.epochs, train["loss"], train["accuracy"], val["loss"], val["accuracy"],
+            train["images"] / train["seconds"],
+        )  # fmt: skip
         if on_epoch is not None:
             on_epoch(metrics, epoch)
         if checkpoint_dir is not None:
@@ -222,6 +228,7 @@ def fit(
     progress: bool = True,
 ) -> TrainResult:
     """Build the configured model and train it on a prepared dataset's train/val splits."""
+    seed_everything(params.base.seed)  # the head's (and a from-scratch model's) initial weights
     model = create_model(params.train.model, ref.num_classes, params.train.pretrained)
     mean, std = normalization(model)
     train_images, train_labels, _ = load_split(ref, "train")
