@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cvops.config import SOURCES, Project
+from cvops.config import SOURCES, Params, Project, flatten
 from cvops.errors import CvopsError
 
 log = logging.getLogger("cvops")
@@ -51,6 +51,15 @@ def _project() -> Project:
     return project
 
 
+def _set_params(project: Project, overrides: list[str]) -> Params:
+    before = flatten(project.params().as_params())
+    params = project.set_params(overrides)
+    for key, value in flatten(params.as_params()).items():
+        if before.get(key) != value:
+            click.echo(f"params.yaml: {key} = {value}")
+    return params
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs.")
 def main(verbose: bool) -> None:
@@ -82,7 +91,7 @@ def init() -> None:
     from cvops.stack import init_project
 
     project = _project()
-    for line in init_project(project, project.params().mlflow.experiment):
+    for line in init_project(project, project.params()):
         click.echo(f"  {line}")
     click.secho("ready: next, `cvops data import elpv` (or digits)", fg="green")
 
@@ -96,10 +105,13 @@ def data() -> None:
 @click.argument("source", required=False, type=click.Choice(SOURCES))
 @click.option("--path", type=click.Path(path_type=Path), help="Input folder (folder, fashion-mnist).")
 @click.option("--limit-per-class", type=click.IntRange(min=1), help="Import at most N images per class.")
-@click.option("-S", "--set", "overrides", multiple=True, help=OVERRIDE_HELP)
+@click.option("--direct", is_flag=True, help="Import now, outside DVC (what the DVC `import` stage runs).")
 @user_errors
-def import_(source: str | None, path: Path | None, limit_per_class: int | None, overrides: tuple[str, ...]) -> None:
-    """Import SOURCE (default: params data.source) into data/raw/<class>/*.png with a manifest.
+def import_(source: str | None, path: Path | None, limit_per_class: int | None, direct: bool) -> None:
+    """Import SOURCE into data/raw/<class>/*.png with a manifest (the DVC `import` stage).
+
+    SOURCE, --path and --limit-per-class are written into params.yaml (data.*), so DVC and the
+    pipeline import the same thing; without them, params.yaml decides.
 
     \b
     Examples:
@@ -107,32 +119,110 @@ def import_(source: str | None, path: Path | None, limit_per_class: int | None, 
       cvops data import digits --limit-per-class 50
       cvops data import folder --path ~/images     # ~/images/<class>/<image>
     """
-    from cvops.data.manifest import import_source
-    from cvops.data.sources import SOURCE_READERS
+    project = _project()
+    if direct:
+        from cvops.data.manifest import import_source
+        from cvops.data.sources import SOURCE_READERS
+
+        params = project.params().data
+        reader = SOURCE_READERS[params.source]
+        manifest = import_source(
+            reader(Path(params.path) if params.path else None, params.limit_per_class), project.raw_dir
+        )
+        counts = ", ".join(f"{label}: {n}" for label, n in manifest["label"].value_counts().sort_index().items())
+        click.secho(
+            f"imported {len(manifest)} images from {params.source} into {project.raw_dir} ({counts})", fg="green"
+        )
+        return
+    from cvops.data.versioning import reproduce
+
+    chosen = {"data.source": source, "data.path": path and str(path.expanduser().resolve()),
+              "data.limit_per_class": limit_per_class}  # fmt: skip
+    _set_params(
+        project,
+        [f"{k}={v}" for k, v in chosen.items() if v is not None] + (["data.path=null"] if source and not path else []),
+    )
+    reproduce(project, "import", force=True)
+
+
+@data.command("validate")
+@user_errors
+def validate() -> None:
+    """Check data/raw with the great-expectations suite and image checks (the DVC `validate` stage).
+
+    Writes reports/validation.json and reports/validation.html. On failure prints each failed check
+    with its files and exits 6 ("data invalid"); with validate.on_error=quarantine, bad files move to
+    data/validated/quarantine and the rest must pass on its own.
+
+    \b
+    Example:
+      cvops data validate && open reports/validation.html
+    """
+    from cvops.data.validation import validate_dataset, write_reports
+    from cvops.errors import DataInvalidError
 
     project = _project()
-    params = project.params(list(overrides)).data
-    source = source or params.source
-    input_path = path or (Path(params.path) if params.path else None)
-    manifest = import_source(
-        SOURCE_READERS[source](input_path, limit_per_class or params.limit_per_class), project.raw_dir
-    )
-    counts = ", ".join(f"{label}: {n}" for label, n in manifest["label"].value_counts().sort_index().items())
-    click.secho(f"imported {len(manifest)} images from {source} into {project.raw_dir} ({counts})", fg="green")
+    report = validate_dataset(project.raw_dir, project.validated_dir, project.params().validation)
+    _, html_report = write_reports(report, project.reports_dir)
+    click.echo(report.summary(), err=not report.passed)
+    if not report.passed:
+        raise DataInvalidError(f"data invalid: {len(report.failed_checks)} checks failed (report: {html_report})")
 
 
 @data.command("prepare")
-@click.option("-S", "--set", "overrides", multiple=True, help=OVERRIDE_HELP)
 @user_errors
-def prepare(overrides: tuple[str, ...]) -> None:
-    """Split (seeded, stratified) and resize the imported images into data/prepared."""
+def prepare() -> None:
+    """Split (seeded, stratified) and resize the validated images into data/prepared (the DVC `prepare` stage)."""
     from cvops.data.prepare import prepare_dataset
 
     project = _project()
-    params = project.params(list(overrides))
-    ref = prepare_dataset(project.raw_dir, project.prepared_dir, params.prepare, params.base.seed)
+    params = project.params()
+    ref = prepare_dataset(
+        project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, params.base.seed
+    )
     sizes = ", ".join(f"{split}: {sum(c.values())}" for split, c in ref.counts.items())
-    click.secho(f"prepared data version {ref.data_version} ({sizes}) in {ref.prepared_dir}", fg="green")
+    click.secho(f"prepared {sizes} images at {ref.image_size}px in {ref.prepared_dir}", fg="green")
+
+
+@data.command("status")
+@user_errors
+def status() -> None:
+    """Data version, images per class and split, and whether the workspace matches dvc.lock."""
+    from cvops.data.prepare import load_dataset_ref
+    from cvops.data.versioning import data_version, workspace_status
+
+    project = _project()
+    ref = load_dataset_ref(project.prepared_dir, data_version(project))
+    click.echo(f"data version: {ref.data_version}  ({ref.image_size}px, classes: {', '.join(ref.class_names)})")
+    width = max(len(c) for c in ref.class_names)
+    click.echo(f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in ref.counts))
+    for name in ref.class_names:
+        click.echo(f"  {name:<{width}}  " + "  ".join(f"{ref.counts[s].get(name, 0):>6}" for s in ref.counts))
+    changes = workspace_status(project)
+    if changes:
+        click.secho(f"workspace differs from dvc.lock: {changes}; run `dvc repro` or `cvops run training`", fg="yellow")
+    else:
+        click.secho("workspace matches dvc.lock", fg="green")
+
+
+@data.command("push")
+@user_errors
+def push() -> None:
+    """Upload the DVC-tracked data to the remote (params data.remote)."""
+    from cvops.data.versioning import push as dvc_push
+
+    sent = dvc_push(_project())
+    click.secho(f"pushed {sent} objects", fg="green")
+
+
+@data.command("pull")
+@user_errors
+def pull() -> None:
+    """Restore the data that dvc.lock names from the remote (params data.remote)."""
+    from cvops.data.versioning import pull as dvc_pull
+
+    result = dvc_pull(_project())
+    click.secho(f"pulled: {result.get('stats', result)}", fg="green")
 
 
 @main.group()
@@ -145,7 +235,10 @@ def run() -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
 @user_errors
 def run_training(overrides: tuple[str, ...], resume: bool) -> None:
-    """Train, evaluate and register a model: the `training` pipeline.
+    """Validate and prepare the data (DVC), train, evaluate and register a model: the `training` pipeline.
+
+    -S values are written into params.yaml first (as `dvc exp run -S` does), so DVC's data stages,
+    the pipeline and `git diff` all see them.
 
     \b
     Examples:
@@ -153,13 +246,11 @@ def run_training(overrides: tuple[str, ...], resume: bool) -> None:
       cvops run training -S train.epochs=3 -S train.lr=3e-4
       cvops run training --resume        # after an interruption, same params
     """
-    from cvops.data.manifest import read_manifest
     from cvops.stack import ensure_initialized
 
     project = _project()
-    params = project.params(list(overrides))
     ensure_initialized(project)
-    read_manifest(project.raw_dir)  # fail before the pipeline starts if nothing was imported
+    params = _set_params(project, list(overrides))
 
     from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
 

@@ -20,7 +20,16 @@ SOURCES: tuple[str, ...] = get_args(Source)
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    @classmethod
+    def keys(cls) -> dict[str, Any]:
+        """Fields by the name params.yaml uses (the alias where one is set)."""
+        return {field.alias or name: field for name, field in cls.model_fields.items()}
+
+    def as_params(self) -> dict[str, Any]:
+        """The values as params.yaml spells them."""
+        return self.model_dump(mode="json", by_alias=True)
 
 
 class BaseParams(Section):
@@ -32,6 +41,17 @@ class DataParams(Section):
     source: Source = "elpv"
     path: str | None = None
     limit_per_class: int | None = Field(None, ge=1)
+    remote: str = "dvc-remote"
+
+
+class ValidateParams(Section):
+    on_error: Literal["fail", "quarantine"] = "fail"
+    classes: list[str] | None = None
+    allowed_modes: list[str] = ["L", "RGB"]
+    min_size: int = Field(8, ge=1)
+    max_size: int = Field(4096, ge=1)
+    min_per_class: int = Field(10, ge=1)
+    max_imbalance_ratio: float = Field(10.0, ge=1.0)
 
 
 class PrepareParams(Section):
@@ -51,7 +71,7 @@ class AugmentParams(Section):
 class TrainParams(Section):
     model: str = "tf_efficientnet_lite0"
     pretrained: str = "efficientnet-lite0"
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(5, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(0.0005, gt=0.0)
     head_lr_multiplier: float = Field(2.0, gt=0.0)
@@ -75,6 +95,8 @@ class MlflowParams(Section):
 class Params(Section):
     base: BaseParams = BaseParams()
     data: DataParams = DataParams()
+    # "validate" in params.yaml; not the attribute name, which would shadow pydantic's BaseModel.validate
+    validation: ValidateParams = Field(ValidateParams(), alias="validate")
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
     registry: RegistryParams = RegistryParams()
@@ -88,25 +110,37 @@ class Params(Section):
 
     def hash(self) -> str:
         """Short, stable hash of every value: the `params_hash` lineage tag."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        canonical = json.dumps(self.as_params(), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections to dotted keys, as MLflow params and -S overrides name them."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node: Any = tree
     parts = dotted.split(".")
-    model: type[BaseModel] = Params
+    model: type[Section] = Params
     for depth, part in enumerate(parts):
-        field = model.model_fields.get(part)
+        field = model.keys().get(part)
         if field is None:
             where = ".".join(parts[:depth]) or "params"
-            valid = ", ".join(model.model_fields)
+            valid = ", ".join(model.keys())
             raise ConfigError(f"unknown parameter '{dotted}': {where} has no key '{part}' (valid: {valid})")
         if depth == len(parts) - 1:
             node[part] = value
             return
         annotation = field.annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if not (isinstance(annotation, type) and issubclass(annotation, Section)):
             raise ConfigError(
                 f"unknown parameter '{dotted}': '{'.'.join(parts[: depth + 1])}' is a value, not a section"
             )
@@ -185,6 +219,10 @@ class Project:
         return self.data_dir / "raw"
 
     @property
+    def validated_dir(self) -> Path:
+        return self.data_dir / "validated"
+
+    @property
     def prepared_dir(self) -> Path:
         return self.data_dir / "prepared"
 
@@ -215,3 +253,29 @@ class Project:
 
     def params(self, overrides: list[str] | None = None) -> Params:
         return load_params(self.params_file, overrides)
+
+    def set_params(self, overrides: list[str]) -> Params:
+        """Validate `key=value` overrides and write them into params.yaml, as `dvc exp run -S` does.
+
+        Written, not held in memory, so the DVC stages, the pipeline and `git diff` see the same values.
+        """
+        params = load_params(self.params_file, overrides)
+        if overrides:
+            from ruamel.yaml import YAML
+
+            editor = YAML()  # round-trip: keeps comments and layout
+            editor.representer.add_representer(
+                type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+            )
+            tree = editor.load(self.params_file.read_text())
+            for key, value in parse_overrides(overrides):
+                node = tree
+                *sections, leaf = key.split(".")
+                for section in sections:
+                    node = node.setdefault(section, {})
+                node[leaf] = value
+            partial = self.params_file.with_suffix(".yaml.partial")
+            with partial.open("w") as f:
+                editor.dump(tree, f)
+            os.replace(partial, self.params_file)
+        return params

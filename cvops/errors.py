@@ -29,3 +29,9 @@ class ModelError(CvopsError):
     """Missing or incompatible model weights or checkpoints."""
 
     exit_code = 5
+
+
+class DataInvalidError(CvopsError):
+    """The data failed validation: the report names every failed check and file."""
+
+    exit_code = 6

@@ -5,7 +5,8 @@ import logging
 import os
 from typing import Any
 
-from cvops.config import Project
+from cvops.config import Params, Project
+from cvops.data.versioning import configure_remote
 from cvops.errors import NotInitializedError
 from cvops.tracking import use_project_store
 
@@ -20,6 +21,7 @@ OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "GIT_PYTHON_REFRESH": "quiet",
+    "DVC_NO_ANALYTICS": "1",
 }
 log = logging.getLogger(__name__)
 
@@ -58,13 +60,16 @@ def _ensure_component(client: Any, name: str, flavor: str, component_type: Any, 
         client.update_stack_component(name, component_type, configuration=configuration)
 
 
-def init_project(project: Project, experiment: str) -> list[str]:
+def init_project(project: Project, params: Params) -> list[str]:
     """Create the checkout's local state; safe to run again. Returns what was done, for the user."""
     done = []
     for directory in (project.data_dir, project.mlflow_dir):
         directory.mkdir(parents=True, exist_ok=True)
     if _init_dvc(project):
         done.append("initialised DVC")
+    configure_remote(project, params.data.remote)
+    done.append(f"DVC remote: {params.data.remote} (`cvops data push` / `pull`)")
+    experiment = params.mlflow.experiment
     use_project_store(project, experiment)
     done.append(f"MLflow store: {project.tracking_uri} (experiment '{experiment}')")
 

@@ -5,7 +5,6 @@ MLflow is the model store: steps pass a `TrainedModel` reference, not the weight
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import torch
@@ -13,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 from torch import nn
 
-from cvops.config import Params, Project
+from cvops.config import Params, Project, flatten
 from cvops.errors import ModelError
 from cvops.models import normalization
 
@@ -47,19 +46,8 @@ def use_project_store(project: Project, experiment: str) -> str:
     return client.create_experiment(experiment, artifact_location=f"{project.artifact_location}/{experiment}")
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def log_params(params: Params) -> None:
-    mlflow.log_params(flatten(params.model_dump(mode="json")))
+    mlflow.log_params(flatten(params.as_params()))
 
 
 def log_trained_model(

@@ -2,12 +2,15 @@ from typing import Annotated
 
 from zenml import step
 
-from cvops.config import PrepareParams, Project
-from cvops.data.prepare import DatasetRef, prepare_dataset
+from cvops.config import Project
+from cvops.data.prepare import DatasetRef, load_dataset_ref
+from cvops.data.validation import ValidationReport
+from cvops.data.versioning import data_version, reproduce
 
 
 @step
-def load_dataset(prepare: PrepareParams, seed: int) -> Annotated[DatasetRef, "dataset"]:
-    """Split and resize the imported images; the returned reference names the data version."""
+def load_dataset(validation: ValidationReport) -> Annotated[DatasetRef, "dataset"]:
+    """Prepare the validated data through DVC (skipped when unchanged); the reference names its DVC version."""
     project = Project.find()
-    return prepare_dataset(project.raw_dir, project.prepared_dir, prepare, seed, progress=False)
+    reproduce(project, "prepare")
+    return load_dataset_ref(project.prepared_dir, data_version(project))

@@ -53,7 +53,7 @@ def import_source(source: Source, raw_dir: Path, *, progress: bool = True) -> pd
         shutil.rmtree(staging, ignore_errors=True)
         raise
     counts = manifest["label"].value_counts().sort_index()
-    log.info("imported %d images into %s: %s", len(manifest), raw_dir, dict(counts))
+    log.info("imported %d images into %s: %s", len(manifest), raw_dir, {k: int(v) for k, v in counts.items()})
     return manifest
 
 

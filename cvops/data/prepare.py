@@ -1,6 +1,5 @@
 """Seeded stratified split and resize of the imported dataset into a training-ready cache."""
 
-import hashlib
 import json
 import logging
 import shutil
@@ -15,7 +14,7 @@ from tqdm import tqdm
 
 from cvops.config import PrepareParams
 from cvops.data.manifest import MANIFEST, read_manifest
-from cvops.errors import DataError, NotInitializedError
+from cvops.errors import DataError, DataInvalidError, NotInitializedError
 
 IMAGES = "images.npy"
 INFO = "dataset.json"
@@ -24,13 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class DatasetRef(BaseModel):
-    """What training needs to find a prepared dataset, and which data version it is."""
+    """What training needs to find a prepared dataset, and which data version it is.
+
+    `data_version` is DVC's hash of the prepared data (from dvc.lock); empty outside DVC.
+    """
 
     prepared_dir: str
     class_names: list[str]
-    data_version: str
     image_size: int
     counts: dict[str, dict[str, int]]
+    data_version: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -66,12 +68,28 @@ def resize_image(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
+def check_split(manifest: pd.DataFrame) -> None:
+    """After the split: no image twice within a split, and none shared between splits (leakage)."""
+    copies = manifest[manifest.duplicated("sha256", keep=False)]
+    if copies.empty:
+        return
+    spans = copies.groupby("sha256")["split"].nunique()
+    leaked = copies[copies["sha256"].isin(spans[spans > 1].index)]["path"].tolist()
+    doubled = copies[copies["sha256"].isin(spans[spans == 1].index)]["path"].tolist()
+    problems = [f"{what}: {', '.join(paths[:5])}" for what, paths in
+                (("shared between splits (leakage)", leaked), ("duplicated within a split", doubled)) if paths]  # fmt: skip
+    raise DataInvalidError("identical images after the split, " + "; ".join(problems) + " — run `cvops data validate`")
+
+
 def prepare_dataset(
-    raw_dir: Path, prepared_dir: Path, params: PrepareParams, seed: int, *, progress: bool = True
+    validated_dir: Path, raw_dir: Path, prepared_dir: Path, params: PrepareParams, seed: int, *, progress: bool = True
 ) -> DatasetRef:
-    """Split and resize the imported dataset into `prepared_dir` (manifest with a split column + images.npy)."""
-    manifest = read_manifest(raw_dir)
+    """Split and resize the validated images into `prepared_dir` (manifest with a split column + images.npy)."""
+    if not (validated_dir / MANIFEST).is_file():
+        raise NotInitializedError(f"no validated dataset in {validated_dir}: run `cvops data validate` first")
+    manifest = read_manifest(validated_dir)
     manifest["split"] = split_dataset(manifest["label"], params.val_fraction, params.test_fraction, seed)
+    check_split(manifest)
     size = params.image_size
     images = np.empty((len(manifest), size, size, 3), dtype=np.uint8)
     for i, rel in enumerate(tqdm(manifest["path"], desc="prepare", unit="img", disable=None if progress else True)):
@@ -88,16 +106,9 @@ def prepare_dataset(
             split: {c: int(n) for c, n in manifest.loc[manifest["split"] == split, "label"].value_counts().items()}
             for split in SPLITS
         }
-        digest = hashlib.sha256((staging / MANIFEST).read_bytes())
-        digest.update(f"image_size={size}".encode())
-        ref = DatasetRef(
-            prepared_dir=str(prepared_dir.resolve()),
-            class_names=class_names,
-            data_version=digest.hexdigest()[:16],
-            image_size=size,
-            counts=counts,
-        )
-        (staging / INFO).write_text(ref.model_dump_json(indent=2))
+        ref = DatasetRef(prepared_dir=str(prepared_dir.resolve()), class_names=class_names, image_size=size, counts=counts)
+        # Location-free, so the same data hashes to the same DVC version in any checkout.
+        (staging / INFO).write_text(ref.model_dump_json(indent=2, exclude={"prepared_dir", "data_version"}))
         if prepared_dir.exists():
             shutil.rmtree(prepared_dir)
         staging.rename(prepared_dir)
@@ -108,11 +119,12 @@ def prepare_dataset(
     return ref
 
 
-def load_dataset_ref(prepared_dir: Path) -> DatasetRef:
+def load_dataset_ref(prepared_dir: Path, data_version: str = "") -> DatasetRef:
     info = prepared_dir / INFO
     if not info.is_file():
         raise NotInitializedError(f"no prepared dataset in {prepared_dir}: run `cvops data prepare` first")
-    return DatasetRef.model_validate_json(info.read_text())
+    fields = json.loads(info.read_text())
+    return DatasetRef(**fields, prepared_dir=str(prepared_dir.resolve()), data_version=data_version)
 
 
 def load_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

@@ -52,7 +52,7 @@ def test_override_without_equals_sign_is_rejected():
 
 def test_misspelt_key_in_params_yaml_is_named(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text(PARAMS.read_text().replace("  epochs: 4", "  epohcs: 4"))
+    path.write_text(PARAMS.read_text().replace("  epochs:", "  epohcs:"))
     assert "epohcs" in path.read_text()
     with pytest.raises(ConfigError, match="epohcs"):
         load_params(path)
@@ -60,7 +60,7 @@ def test_misspelt_key_in_params_yaml_is_named(tmp_path):
 
 def test_params_hash_is_stable_and_tracks_values():
     assert load_params(PARAMS).hash() == Params().hash()
-    assert load_params(PARAMS, ["train.epochs=5"]).hash() != Params().hash()
+    assert load_params(PARAMS, [f"train.epochs={Params().train.epochs + 1}"]).hash() != Params().hash()
 
 
 def test_project_found_from_a_subdirectory(tmp_path, monkeypatch):

@@ -1,7 +1,6 @@
 """MLflow helpers: parameters are logged under dotted names."""
 
-from cvops.config import Params
-from cvops.tracking import flatten
+from cvops.config import Params, flatten
 
 
 def test_flatten_gives_dotted_keys():

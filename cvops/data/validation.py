@@ -1,0 +1,259 @@
+"""Data validation: image-level checks on the files on disk plus a great-expectations suite.
+
+The files under data/raw are inspected afresh (not trusted from the manifest): each must decode
+fully, have an allowed mode and size, sit in a declared class folder, and be unique. Class
+counts and balance are checked too. The result names every failed check and its files.
+"""
+
+import hashlib
+import html
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+from pydantic import BaseModel
+from tqdm import tqdm
+
+from cvops.config import ValidateParams
+from cvops.data.manifest import MANIFEST, read_manifest
+from cvops.errors import NotInitializedError
+
+SHOWN = 5  # offending files named per check in the summary
+log = logging.getLogger(__name__)
+
+
+class Check(BaseModel):
+    """One validation check: what it demands, whether it held, and what broke it."""
+
+    name: str
+    expectation: str
+    passed: bool
+    failed: int = 0
+    offenders: list[str] = []
+
+
+class ValidationReport(BaseModel):
+    passed: bool
+    num_files: int
+    checks: list[Check]
+    quarantined: list[str] = []
+    gx_results: list[dict[str, Any]] = []
+
+    @property
+    def failed_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def summary(self) -> str:
+        """One screen: each failed check, how many files, and the first offending paths."""
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [f"data validation {verdict}: {len(self.checks)} checks on {self.num_files} files"]
+        if self.quarantined:
+            lines.append(f"  quarantined {len(self.quarantined)} files (listed in data/validated/quarantine.csv)")
+        for check in self.failed_checks:
+            shown = ", ".join(check.offenders[:SHOWN]) + (" ..." if len(check.offenders) > SHOWN else "")
+            lines.append(f"  x {check.name}: {check.failed} failing — {check.expectation}: {shown}")
+        return "\n".join(lines)
+
+
+def inspect_files(raw_dir: Path, *, progress: bool = True) -> pd.DataFrame:
+    """One row per file under raw_dir/<class>/: its label, hash, whether it decodes, mode and size."""
+    if not (raw_dir / MANIFEST).is_file():
+        raise NotInitializedError(f"no imported dataset in {raw_dir}: run `cvops data import SOURCE` first")
+    files = sorted(
+        f for f in raw_dir.glob("*/**/*") if f.is_file() and not any(p.startswith(".") for p in f.parts[-2:])
+    )
+    rows = []
+    for file in tqdm(files, desc="validate", unit="img", disable=None if progress else True):
+        data = file.read_bytes()
+        row: dict[str, Any] = {
+            "path": file.relative_to(raw_dir).as_posix(),
+            "label": file.relative_to(raw_dir).parts[0],
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "decodes": False,
+            "error": "",
+            "mode": "",
+            "width": 0,
+            "height": 0,
+        }
+        try:
+            with Image.open(file) as image:
+                image.load()  # full decode: a truncated file fails here, not at open
+                row.update(decodes=True, mode=image.mode, width=image.width, height=image.height)
+        except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+            row["error"] = f"{type(err).__name__}: {err}"[:200] if data else "empty file"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["path", "label", "sha256", "bytes", "decodes", "error", "mode", "width", "height"])
+
+
+def _gx_validate(frame: pd.DataFrame, expectations: list[Any], index_column: str) -> list[Any]:
+    """Validate `frame` with an ephemeral great-expectations context; results name rows by `index_column`."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = context.data_sources.add_pandas("cvops").add_dataframe_asset("frame")
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
+    suite = gx.ExpectationSuite(name="cvops", expectations=expectations)
+    result = batch.validate(
+        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]}
+    )
+    return list(result.results)
+
+
+def _to_check(name: str, expectation: str, result: Any, index_column: str) -> Check:
+    outcome = result.result or {}
+    offenders = [str(row.get(index_column)) for row in outcome.get("unexpected_index_list") or []]
+    return Check(
+        name=name,
+        expectation=expectation,
+        passed=bool(result.success),
+        failed=int(outcome.get("unexpected_count") or len(offenders)),
+        offenders=offenders,
+    )
+
+
+def run_checks(files: pd.DataFrame, classes: list[str], params: ValidateParams) -> tuple[list[Check], list[dict]]:
+    """The suite over inspected files: row checks name files, class checks name classes."""
+    import great_expectations.expectations as gxe
+
+    all_files = [
+        ("decodes", "every file decodes fully", gxe.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True])),
+        ("classes", f"class folder in the declared set {classes}",
+         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes)),
+        ("duplicates", "no two files with the same content (sha256)",
+         gxe.ExpectColumnValuesToBeUnique(column="sha256")),
+    ]  # fmt: skip
+    images = [  # only files that decode have a mode and a size
+        ("mode", f"mode in {params.allowed_modes}",
+         gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=params.allowed_modes)),
+        ("width", f"width within [{params.min_size}, {params.max_size}]",
+         gxe.ExpectColumnValuesToBeBetween(column="width", min_value=params.min_size, max_value=params.max_size)),
+        ("height", f"height within [{params.min_size}, {params.max_size}]",
+         gxe.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_size, max_value=params.max_size)),
+    ]  # fmt: skip
+    checks: list[Check] = []
+    raw_results: list[Any] = []
+    for frame, group, index in (
+        (files, all_files, "path"),
+        (files[files["decodes"]].reset_index(drop=True), images, "path"),
+    ):
+        results = _gx_validate(frame, [e for _, _, e in group], index)
+        checks += [_to_check(n, d, r, index) for (n, d, _), r in zip(group, results, strict=True)]
+        raw_results += results
+
+    counts = files["label"].value_counts().reindex(classes, fill_value=0).rename_axis("label").reset_index(name="count")
+    smallest = max(int(counts["count"].min()), 1)
+    counts["imbalance"] = counts["count"] / smallest
+    class_checks = [
+        ("min_per_class", f"at least {params.min_per_class} images per class",
+         gxe.ExpectColumnValuesToBeBetween(column="count", min_value=params.min_per_class)),
+        ("imbalance", f"largest/smallest class <= {params.max_imbalance_ratio}",
+         gxe.ExpectColumnValuesToBeBetween(column="imbalance", max_value=params.max_imbalance_ratio)),
+    ]  # fmt: skip
+    class_results = _gx_validate(counts, [e for _, _, e in class_checks], "label")
+    checks += [_to_check(n, d, r, "label") for (n, d, _), r in zip(class_checks, class_results, strict=True)]
+    return checks, [r.to_json_dict() for r in raw_results + class_results]
+
+
+def declared_classes(raw_dir: Path, params: ValidateParams) -> list[str]:
+    """The declared class set: validate.classes, else the classes the import recorded."""
+    if params.classes:
+        return list(params.classes)
+    return sorted(read_manifest(raw_dir)["label"].unique())
+
+
+def _bad_rows(files: pd.DataFrame, checks: list[Check]) -> pd.Series:
+    """Files a quarantine removes: those failing a row check (for duplicates, all copies but the first)."""
+    bad = pd.Series(False, index=files.index)
+    for check in checks:
+        if check.name == "duplicates":
+            bad |= files.duplicated("sha256", keep="first")
+        elif check.name not in ("min_per_class", "imbalance"):
+            bad |= files["path"].isin(check.offenders)
+    return bad
+
+
+def validate_dataset(raw_dir: Path, validated_dir: Path, params: ValidateParams, *, progress: bool = True) -> ValidationReport:
+    """Validate data/raw; on success write data/validated (accepted manifest + quarantine), atomically.
+
+    With `on_error: quarantine`, failing files are moved out of the dataset into the quarantine
+    folder and the rest is checked again: it must then pass on its own.
+    """
+    classes = declared_classes(raw_dir, params)
+    files = inspect_files(raw_dir, progress=progress)
+    checks, gx_results = run_checks(files, classes, params)
+    quarantined = pd.DataFrame(columns=["path", "reasons"])
+    if params.on_error == "quarantine" and not all(c.passed for c in checks):
+        bad = _bad_rows(files, checks)
+        reasons = {p: [c.name for c in checks if p in c.offenders] for p in files.loc[bad, "path"]}
+        quarantined = pd.DataFrame({"path": list(reasons), "reasons": [";".join(r) for r in reasons.values()]})
+        files = files.loc[~bad].reset_index(drop=True)
+        checks, gx_results = run_checks(files, classes, params)
+    report = ValidationReport(
+        passed=all(c.passed for c in checks),
+        num_files=len(files) + len(quarantined),
+        checks=checks,
+        quarantined=quarantined["path"].tolist(),
+        gx_results=gx_results,
+    )
+    if report.passed:
+        _write_validated(raw_dir, validated_dir, files, quarantined)
+    else:
+        shutil.rmtree(validated_dir, ignore_errors=True)  # never leave an old "validated" set beside a failure
+    return report
+
+
+def _write_validated(raw_dir: Path, validated_dir: Path, files: pd.DataFrame, quarantined: pd.DataFrame) -> None:
+    manifest = read_manifest(raw_dir)
+    accepted = manifest[manifest["path"].isin(files["path"])]
+    validated_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{validated_dir.name}.writing-", dir=validated_dir.parent))
+    try:
+        accepted.to_csv(staging / MANIFEST, index=False)
+        quarantined.to_csv(staging / "quarantine.csv", index=False)
+        for rel in quarantined["path"]:
+            target = staging / "quarantine" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(raw_dir / rel, target)
+        shutil.rmtree(validated_dir, ignore_errors=True)
+        staging.rename(validated_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_reports(report: ValidationReport, reports_dir: Path) -> tuple[Path, Path]:
+    """validation.json (summary + great-expectations results) and a readable validation.html."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = reports_dir / "validation.json", reports_dir / "validation.html"
+    json_path.write_text(json.dumps(report.model_dump(mode="json"), indent=1, default=str))
+    rows = "".join(
+        f"<tr class={'ok' if c.passed else 'bad'}><td>{'PASS' if c.passed else 'FAIL'}</td><td>{html.escape(c.name)}</td>"
+        f"<td>{html.escape(c.expectation)}</td><td>{c.failed}</td>"
+        f"<td>{'<br>'.join(html.escape(o) for o in c.offenders[:50])}{' ...' if len(c.offenders) > 50 else ''}</td></tr>"
+        for c in report.checks
+    )
+    quarantine = "".join(f"<li>{html.escape(p)}</li>" for p in report.quarantined)
+    html_path.write_text(
+        "<!doctype html><meta charset=utf-8><title>cvops data validation</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}"
+        "table{border-collapse:collapse}.ok td:first-child{color:#080}.bad td:first-child{color:#c00;font-weight:bold}</style>"
+        f"<h1>Data validation: {'passed' if report.passed else 'FAILED'}</h1><p>{report.num_files} files, "
+        f"{len(report.checks)} checks (great-expectations {_gx_version()}).</p>"
+        f"<table><tr><th>verdict</th><th>check</th><th>expectation</th><th>failing</th><th>offenders</th></tr>{rows}</table>"
+        + (f"<h2>Quarantined ({len(report.quarantined)})</h2><ul>{quarantine}</ul>" if report.quarantined else "")
+    )
+    return json_path, html_path
+
+
+def _gx_version() -> str:
+    from importlib.metadata import version
+
+    return version("great-expectations")

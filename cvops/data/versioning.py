@@ -1,0 +1,104 @@
+"""DVC: running the data stages (DVC decides what is stale), the data version, status, push and pull."""
+
+import contextlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cvops.config import Project
+from cvops.errors import DataError, DataInvalidError, NotInitializedError
+
+PREPARED_OUT = "data/prepared"
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _dvc_repo(project: Project) -> Iterator[Any]:
+    """A DVC repo opened from its root (DVC resolves stage paths against the working directory)."""
+    if not (project.root / ".dvc").is_dir():
+        raise NotInitializedError(f"{project.root} has no DVC repository: run `cvops init` first")
+    if not (project.root / "dvc.yaml").is_file():
+        raise NotInitializedError(f"{project.root} has no dvc.yaml: copy it from the cvops checkout")
+    from dvc.repo import Repo
+
+    dvc_logger = logging.getLogger("dvc")
+    level = dvc_logger.level
+    dvc_logger.setLevel(logging.WARNING)  # DVC narrates every stage on stdout at INFO
+    try:
+        with contextlib.chdir(project.root), Repo(str(project.root)) as repo:
+            yield repo
+    finally:
+        dvc_logger.setLevel(level)
+
+
+def reproduce(project: Project, target: str, *, force: bool = False) -> list[str]:
+    """Run `target` and the stages it depends on, where stale; returns the stages DVC ran or restored.
+
+    The stages call the `cvops` CLI of this interpreter. A stage that exits with the
+    data-invalid code becomes a DataInvalidError; any other failure a DataError.
+    """
+    from dvc.exceptions import ReproductionError
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "CVOPS_ROOT": str(project.root)}
+    with _dvc_repo(project) as repo:
+        try:
+            stages = repo.reproduce(target, force=force, single_item=force, run_env=env)
+        except ReproductionError as err:
+            cause = str(err.__cause__ or err)
+            code = re.search(r"exited with (-?\d+)", cause)
+            if code and int(code.group(1)) == DataInvalidError.exit_code:
+                raise DataInvalidError(
+                    f"data validation failed: see the summary above and {project.reports_dir / 'validation.html'}"
+                ) from err
+            raise DataError(f"DVC stage failed ({err}): {cause}".splitlines()[0]) from err
+    ran = [stage.addressing for stage in stages]
+    log.info("dvc repro %s: %s", target, ", ".join(ran) if ran else "nothing changed")
+    return ran
+
+
+def data_version(project: Project) -> str:
+    """The prepared data's content hash, as dvc.lock records it (the `data_version` lineage tag)."""
+    lock_file = project.root / "dvc.lock"
+    if not lock_file.is_file():
+        raise NotInitializedError("no dvc.lock yet: run `cvops data prepare` or `dvc repro` first")
+    lock = yaml.safe_load(lock_file.read_text()) or {}
+    for stage in (lock.get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            if out.get("path") == PREPARED_OUT:
+                return str(out["md5"]).removesuffix(".dir")
+    raise NotInitializedError(f"dvc.lock records no {PREPARED_OUT}: run `dvc repro prepare`")
+
+
+def workspace_status(project: Project) -> dict[str, Any]:
+    """DVC's view of what differs from dvc.lock; empty when the workspace matches it."""
+    with _dvc_repo(project) as repo:
+        return dict(repo.status())
+
+
+def configure_remote(project: Project, url: str, name: str = "local") -> None:
+    """Make `url` (a folder, relative to the checkout, or s3://...) the default DVC remote."""
+    if "://" not in url and not Path(url).is_absolute():
+        url = str((project.root / url).resolve())
+    with _dvc_repo(project) as repo, repo.config.edit() as config:
+        config["remote"][name] = {"url": url}
+        config["core"]["remote"] = name
+        config["core"]["analytics"] = False
+
+
+def push(project: Project) -> int:
+    """Upload the cached data to the default remote; returns how many objects were sent."""
+    with _dvc_repo(project) as repo:
+        return int(repo.push())
+
+
+def pull(project: Project) -> dict[str, Any]:
+    """Fetch and check out the data that dvc.lock names from the default remote."""
+    with _dvc_repo(project) as repo:
+        return dict(repo.pull())
