@@ -134,8 +134,11 @@ def import_(source: str | None, path: Path | None, limit_per_class: int | None, 
             f"imported {len(manifest)} images from {params.source} into {project.raw_dir} ({counts})", fg="green"
         )
         return
+    from cvops.data.sources import SOURCE_READERS
     from cvops.data.versioning import reproduce
 
+    if source in ("folder", "fashion-mnist"):
+        SOURCE_READERS[source](path, limit_per_class)  # refuse a bad --path before params.yaml changes
     chosen = {"data.source": source, "data.path": path and str(path.expanduser().resolve()),
               "data.limit_per_class": limit_per_class}  # fmt: skip
     _set_params(

@@ -67,9 +67,10 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh checkout: params.yaml in a temporary git repo, with its own ZenML and MLflow state."""
     root = tmp_path / "project"
     root.mkdir()
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(REPO / name, root / name)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["git", "add", "params.yaml"], cwd=root, check=True)
+    subprocess.run(["git", "add", "params.yaml", "dvc.yaml"], cwd=root, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], cwd=root, check=True)
     monkeypatch.chdir(root)
     for key in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI"):

@@ -31,18 +31,29 @@ def import_source(source: Source, raw_dir: Path, *, progress: bool = True) -> pd
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.importing-", dir=raw_dir.parent))
     try:
-        rows = []
+        rows, unreadable = [], []
         for sample in tqdm(source.samples, total=source.total, desc="import", unit="img", disable=None if progress else True):
-            relative = Path(sample.label) / f"{sample.name}.png"
-            buffer = io.BytesIO()
-            sample.image.save(buffer, format="PNG")
-            data = buffer.getvalue()
+            if sample.image is None:  # kept as it is, for validation to name or quarantine
+                data, suffix = sample.unreadable or (b"", "")
+                relative = Path(sample.label) / f"{sample.name}{suffix}"
+                width, height, mode = 0, 0, ""
+                unreadable.append(relative.as_posix())
+            else:
+                relative = Path(sample.label) / f"{sample.name}.png"
+                buffer = io.BytesIO()
+                sample.image.save(buffer, format="PNG")
+                data = buffer.getvalue()
+                (width, height), mode = sample.image.size, sample.image.mode
             (staging / sample.label).mkdir(exist_ok=True)
             (staging / relative).write_bytes(data)
-            width, height = sample.image.size
             rows.append(
                 {"path": relative.as_posix(), "label": sample.label, "sha256": sha256_bytes(data),
-                 "width": width, "height": height, "mode": sample.image.mode, **sample.meta}
+                 "width": width, "height": height, "mode": mode, **sample.meta}
+            )  # fmt: skip
+        if unreadable:
+            log.warning(
+                "%d files do not decode, kept for `cvops data validate` to report: %s",
+                len(unreadable), ", ".join(unreadable[:5]),
             )  # fmt: skip
         if not rows:
             raise DataError("the source yielded no images: check the source and --limit-per-class")

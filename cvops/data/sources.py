@@ -26,12 +26,17 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 @dataclass
 class Sample:
-    """One image with its class; `name` is unique within the class, `meta` goes into the manifest."""
+    """One image with its class; `name` is unique within the class, `meta` goes into the manifest.
+
+    A user's file that does not decode arrives as `unreadable` (its bytes and suffix) instead of
+    `image`: import keeps it as it is, and validation names it (or quarantines it).
+    """
 
     label: str
     name: str
-    image: Image.Image
+    image: Image.Image | None
     meta: dict[str, str | float | int] = field(default_factory=dict)
+    unreadable: tuple[bytes, str] | None = None
 
 
 @dataclass
@@ -177,7 +182,11 @@ def folder_source(path: Path | None = None, limit: int | None = None) -> Source:
     def samples() -> Iterator[Sample]:
         for i in keep:
             label, name, file = files[i]
-            yield Sample(label, name, open_image(file), {"source_path": file.relative_to(path).as_posix()})
+            meta: dict[str, str | float | int] = {"source_path": file.relative_to(path).as_posix()}
+            try:
+                yield Sample(label, name, open_image(file), meta)
+            except DataError:
+                yield Sample(label, name, None, meta, unreadable=(file.read_bytes(), file.suffix.lower()))
 
     return Source(sorted({label for label, _, _ in files}), len(keep), samples())
 

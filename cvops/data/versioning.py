@@ -57,7 +57,10 @@ def reproduce(project: Project, target: str, *, force: bool = False) -> list[str
                 raise DataInvalidError(
                     f"data validation failed: see the summary above and {project.reports_dir / 'validation.html'}"
                 ) from err
-            raise DataError(f"DVC stage failed ({err}): {cause}".splitlines()[0]) from err
+            raise DataError(
+                f"DVC stage failed ({err}): {cause}".splitlines()[0]
+                + "; fix the cause and run again (`dvc checkout` restores the last good data)"
+            ) from err
     ran = [stage.addressing for stage in stages]
     log.info("dvc repro %s: %s", target, ", ".join(ran) if ran else "nothing changed")
     return ran

@@ -10,7 +10,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cvops.config import load_params
+from cvops.config import Project, load_params
+from cvops.data.versioning import data_version
 from tests.conftest import TINY_OVERRIDES
 
 pytestmark = pytest.mark.slow
@@ -37,10 +38,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
 def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """A checkout taken from nothing to a registered model, checking the refusals on the way."""
     root = tmp_path_factory.mktemp("checkout")
-    (root / "params.yaml").write_text((Path(__file__).parents[2] / "params.yaml").read_text())
+    for name in ("params.yaml", "dvc.yaml"):
+        (root / name).write_text((Path(__file__).parents[2] / name).read_text())
     for command in (
         ["init", "-q"],
-        ["add", "params.yaml"],
+        ["add", "params.yaml", "dvc.yaml"],
         ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"],
     ):
         subprocess.run(["git", *command], cwd=root, check=True)
@@ -49,7 +51,6 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, sub
     assert cvops(root, "init").returncode == 0
     again = cvops(root, "init")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert_one_line_error(cvops(root, "run", "training"), 4, "cvops data import")
     imported = cvops(root, "data", "import", "digits")
     assert imported.returncode == 0, imported.stderr[-2000:]
     trained = cvops(root, "run", "training", *TINY_SET)
@@ -59,7 +60,8 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, sub
 
 def test_training_registers_a_version_with_metrics_and_lineage(trained_project) -> None:
     root, result = trained_project
-    params = load_params(root / "params.yaml", TINY_OVERRIDES)
+    params = load_params(root / "params.yaml")  # -S overrides were written into it, as `dvc exp run -S` does
+    assert params == load_params(root / "params.yaml", TINY_OVERRIDES + ["data.source=digits"])
     assert "test accuracy" in result.stdout and "version 1" in result.stdout
 
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
@@ -67,12 +69,11 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     version = client.get_model_version(params.registry.model_name, "1")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
     assert version.tags["git_commit"] == head
-    assert version.tags["git_dirty"] == "false"
+    assert version.tags["git_dirty"] == "true"  # params.yaml differs from the commit
     assert version.tags["params_hash"] == params.hash()
     assert version.tags["pipeline"] == "training"
     assert version.tags["zenml_run_id"]
-    prepared_info = (root / "data" / "prepared" / "dataset.json").read_text()
-    assert version.tags["data_version"] in prepared_info
+    assert version.tags["data_version"] == data_version(Project(root))
     assert float(version.tags["accuracy"]) >= 0.8
 
     run = client.get_run(version.run_id)
@@ -83,6 +84,8 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     assert [m.step for m in curve] == list(range(1, len(curve) + 1))
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")]
     assert "evaluation/confusion_matrix.png" in artifacts
+    validation = [a.path for a in client.list_artifacts(run.info.run_id, "validation")]
+    assert {"validation/validation.json", "validation/validation.html"} <= set(validation)
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == params.mlflow.experiment
     assert Path(experiment.artifact_location.removeprefix("file://")).is_relative_to(root / "mlflow")
@@ -108,11 +111,8 @@ def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_
     empty = tmp_path / "empty"
     (empty / "cat").mkdir(parents=True)
     assert_one_line_error(cvops(root, "data", "import", "folder", "--path", str(empty)), 3, "cat")
-    broken = tmp_path / "broken"
-    (broken / "cat").mkdir(parents=True)
-    (broken / "cat" / "bad.png").write_text("not an image")
-    assert_one_line_error(cvops(root, "data", "import", "folder", "--path", str(broken)), 3, "bad.png")
-    # failed imports left the previous dataset whole, and no staging folders behind
+    # refused imports changed neither the dataset nor params.yaml, and left no staging folders behind
     assert (root / "data" / "raw" / "manifest.csv").read_bytes() == raw_manifest
+    assert load_params(root / "params.yaml").data.source == "digits"
     assert not [p for p in (root / "data").iterdir() if p.name.startswith(".")]
     assert cvops(root, "data", "import", "nonsense").returncode == 2

@@ -14,7 +14,7 @@ def test_git_state_reports_commit_and_dirtiness(project_dir):
     assert git_state(project_dir) == (head, False)
 
     params = project_dir / "params.yaml"
-    params.write_text(params.read_text().replace("epochs: 4", "epochs: 5"))
+    params.write_text(params.read_text() + "\n# edited\n")
     assert git_state(project_dir) == (head, True)
 
 

@@ -1,15 +1,14 @@
-"""Seeded stratified split and the prepared cache (images.npy + dataset.json + data_version)."""
-
-import json
+"""Seeded stratified split and the prepared cache (images.npy + dataset.json + manifest)."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
+from cvops.config import ValidateParams
 from cvops.data.manifest import import_source
 from cvops.data.prepare import IMAGES, INFO, SPLITS, load_dataset_ref, load_split, prepare_dataset, split_dataset
 from cvops.data.sources import folder_source
+from cvops.data.validation import validate_dataset
 from cvops.errors import DataError
 
 LABELS = pd.Series(["cat"] * 40 + ["dog"] * 30 + ["fox"] * 20)
@@ -47,9 +46,13 @@ def test_smallest_accepted_class_reaches_every_split(others):
     assert all("rare" in set(labels[split == name]) for name in SPLITS)
 
 
-def _prepare(image_folder, root, params):
+def _prepare(image_folder, root, params, prepared="prepared"):
     import_source(folder_source(image_folder), root / "raw", progress=False)
-    return prepare_dataset(root / "raw", root / "prepared", params.prepare, params.base.seed, progress=False)
+    report = validate_dataset(root / "raw", root / "validated", ValidateParams(min_per_class=1), progress=False)
+    assert report.passed
+    return prepare_dataset(
+        root / "validated", root / "raw", root / prepared, params.prepare, params.base.seed, progress=False
+    )
 
 
 def test_prepare_writes_images_and_info(image_folder, tmp_path, tiny_params):
@@ -57,21 +60,17 @@ def test_prepare_writes_images_and_info(image_folder, tmp_path, tiny_params):
     size = tiny_params.prepare.image_size
     images = np.load(tmp_path / "prepared" / IMAGES)
     assert images.shape == (11, size, size, 3) and images.dtype == np.uint8
-    assert json.loads((tmp_path / "prepared" / INFO).read_text())["data_version"] == ref.data_version
     assert load_dataset_ref(tmp_path / "prepared") == ref
     assert ref.class_names == ["cat", "dog"]
     assert sum(sum(c.values()) for c in ref.counts.values()) == 11
 
 
-def test_data_version_tracks_the_image_bytes(image_folder, tmp_path, tiny_params):
-    first = _prepare(image_folder, tmp_path, tiny_params).data_version
-    assert _prepare(image_folder, tmp_path, tiny_params).data_version == first
-
-    changed = image_folder / "dog" / "img_002.png"
-    pixels = np.asarray(Image.open(changed)).copy()
-    pixels[0, 0] = 255 - pixels[0, 0]
-    Image.fromarray(pixels).save(changed)
-    assert _prepare(image_folder, tmp_path, tiny_params).data_version != first
+def test_prepared_bytes_are_reproducible_and_location_free(image_folder, tmp_path, tiny_params):
+    """DVC's data version hashes these files: the same data must give the same bytes anywhere."""
+    _prepare(image_folder, tmp_path / "a", tiny_params)
+    _prepare(image_folder, tmp_path / "b", tiny_params, prepared="elsewhere")
+    for name in (INFO, IMAGES, "manifest.csv"):
+        assert (tmp_path / "a" / "prepared" / name).read_bytes() == (tmp_path / "b" / "elsewhere" / name).read_bytes()
 
 
 def test_load_split_returns_aligned_images_labels_rows(image_folder, tmp_path, tiny_params):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvops.data.sources import FASHION_MNIST_CLASSES, digits_source, fashion_mnist_source, folder_source
+from cvops.data.sources import FASHION_MNIST_CLASSES, digits_source, fashion_mnist_source, folder_source, open_image
 from cvops.errors import DataError
 
 
@@ -53,11 +53,20 @@ def test_class_folder_without_images(image_folder):
         folder_source(image_folder)
 
 
-def test_unreadable_image_is_named(image_folder):
+def test_unreadable_file_is_kept_verbatim_for_validation(image_folder):
     bad = image_folder / "dog" / "bad.png"
     bad.write_text("this is not a png")
+    samples = {s.name: s for s in folder_source(image_folder).samples}
+    assert samples["bad"].image is None
+    assert samples["bad"].unreadable == (b"this is not a png", ".png")
+    assert all(s.image is not None for name, s in samples.items() if name != "bad")
+
+
+def test_open_image_names_the_file(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
     with pytest.raises(DataError, match=re.escape(str(bad))):
-        list(folder_source(image_folder).samples)
+        open_image(bad)
 
 
 def _write_idx(path: Path, array: np.ndarray, truncate: int = 0) -> None:
