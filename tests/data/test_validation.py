@@ -170,6 +170,21 @@ def test_quarantine_keeps_exactly_one_of_an_imported_duplicate_pair(tmp_path):
     assert accepted["sha256"].is_unique
 
 
+def test_a_broken_file_in_the_users_folder_is_imported_then_named(tmp_path):
+    source = write_image_folder(tmp_path / "source", {"cat": 12, "dog": 12}, size=16)
+    (source / "dog" / "scan.jpg").write_bytes(b"\xff\xd8 half a jpeg")
+    import_source(folder_source(source), tmp_path / "raw", progress=False)
+
+    failed = validate_dataset(tmp_path / "raw", tmp_path / "validated", ValidateParams(), progress=False)
+    assert [c.name for c in failed.failed_checks] == ["decodes"]
+    assert "dog/scan.jpg" in failed.summary()
+
+    params = ValidateParams(on_error="quarantine")
+    report = validate_dataset(tmp_path / "raw", tmp_path / "validated", params, progress=False)
+    assert report.passed and report.quarantined == ["dog/scan.jpg"]
+    assert len(read_manifest(tmp_path / "validated")) == 24
+
+
 def test_quarantine_cannot_fix_a_class_with_too_few_images(tmp_path):
     raw = imported(tmp_path, {"cat": 12, "dog": 12, "fox": 4})
     plant_file_problems(raw)

@@ -61,7 +61,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, sub
 def test_training_registers_a_version_with_metrics_and_lineage(trained_project) -> None:
     root, result = trained_project
     params = load_params(root / "params.yaml")  # -S overrides were written into it, as `dvc exp run -S` does
-    assert params == load_params(root / "params.yaml", TINY_OVERRIDES + ["data.source=digits"])
+    assert params == load_params(root / "params.yaml", [*TINY_OVERRIDES, "data.source=digits"])
     assert "test accuracy" in result.stdout and "version 1" in result.stdout
 
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
@@ -114,5 +114,5 @@ def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_
     # refused imports changed neither the dataset nor params.yaml, and left no staging folders behind
     assert (root / "data" / "raw" / "manifest.csv").read_bytes() == raw_manifest
     assert load_params(root / "params.yaml").data.source == "digits"
-    assert not [p for p in (root / "data").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (root / "data").iterdir() if p.is_dir() and p.name.startswith(".")]
     assert cvops(root, "data", "import", "nonsense").returncode == 2
