@@ -115,7 +115,8 @@ def main() -> None:
     try:
         root = scratch / "checkout"
         root.mkdir()
-        shutil.copy(REPO / "params.yaml", root / "params.yaml")
+        for name in ("params.yaml", "dvc.yaml"):
+            shutil.copy(REPO / name, root / name)
         subprocess.run(["git", "init", "-q"], cwd=root, check=True)
         split = pipeline_split(root, args.dataset)
         loop = loop_throughput(root, args.dataset, args.repeats)
