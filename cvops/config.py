@@ -23,7 +23,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
 
     @classmethod
-    def keys(cls) -> dict[str, Any]:
+    def param_keys(cls) -> dict[str, Any]:
         """Fields by the name params.yaml uses (the alias where one is set)."""
         return {field.alias or name: field for name, field in cls.model_fields.items()}
 
@@ -131,10 +131,10 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     model: type[Section] = Params
     for depth, part in enumerate(parts):
-        field = model.keys().get(part)
+        field = model.param_keys().get(part)
         if field is None:
             where = ".".join(parts[:depth]) or "params"
-            valid = ", ".join(model.keys())
+            valid = ", ".join(model.param_keys())
             raise ConfigError(f"unknown parameter '{dotted}': {where} has no key '{part}' (valid: {valid})")
         if depth == len(parts) - 1:
             node[part] = value
