@@ -75,8 +75,10 @@ def main() -> None:
     print("| dataset | images | size | import s | validate s | prepare s | total s | images/s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cells = [r["source"], r["images"], f"{r['image_size']} px", f"{r['import_s']:.1f}", f"{r['validate_s']:.1f}",
-                 f"{r['prepare_s']:.1f}", f"{r['total_s']:.1f}", f"{r['images_per_s']:.0f}", f"{r['peak_rss_mb']:.0f}"]  # fmt: skip
+        cells = [
+            r["source"], r["images"], f"{r['image_size']} px", f"{r['import_s']:.1f}", f"{r['validate_s']:.1f}",
+            f"{r['prepare_s']:.1f}", f"{r['total_s']:.1f}", f"{r['images_per_s']:.0f}", f"{r['peak_rss_mb']:.0f}",
+        ]  # fmt: skip
         print("| " + " | ".join(str(c) for c in cells) + " |")
     fashion = [r for r in rows if r["source"] == "fashion-mnist"]
     if len(fashion) > 1:
