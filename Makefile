@@ -56,7 +56,8 @@ format: install ## Apply ruff's fixes and formatting
 ui: install ## MLflow UI on http://127.0.0.1:$(PORT)
 	$(CVOPS) ui --port $(PORT)
 
-bench: install ## Run the benchmarks in bench/ (writes bench/results/*.json)
+bench: install ## Run the benchmarks in bench/ (each prints a table, writes bench/results/*.json)
+	$(PY) bench/data.py
 	$(PY) bench/pipeline.py
 
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv

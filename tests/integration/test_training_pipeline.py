@@ -1,9 +1,14 @@
 """The user's path through the CLI on a fresh checkout: real ZenML (SQLite store), real MLflow
 (SQLite store) and a real git repo, each command in its own process as a user would run it."""
 
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -116,3 +121,31 @@ def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_
     assert load_params(root / "params.yaml").data.source == "digits"
     assert not [p for p in (root / "data").iterdir() if p.is_dir() and p.name.startswith(".")]
     assert cvops(root, "data", "import", "nonsense").returncode == 2
+
+
+def test_ui_serves_the_projects_runs(trained_project) -> None:
+    root, _ = trained_project
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cvops.cli", "ui", "--port", str(port)], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cvops"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = json.loads(response.read())
+                break
+            except OSError:
+                assert server.poll() is None, "cvops ui exited"
+                assert time.monotonic() < deadline, "cvops ui did not answer within 90 s"
+                time.sleep(1)
+        assert body["experiment"]["name"] == "cvops"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
