@@ -6,9 +6,7 @@ import os
 from typing import Any
 
 from cvops.config import Params, Project
-from cvops.data.versioning import configure_remote
 from cvops.errors import NotInitializedError
-from cvops.tracking import use_project_store
 
 STACK = "cvops-local"
 TRACKER = "cvops-mlflow"
@@ -62,6 +60,9 @@ def _ensure_component(client: Any, name: str, flavor: str, component_type: Any, 
 
 def init_project(project: Project, params: Params) -> list[str]:
     """Create the checkout's local state; safe to run again. Returns what was done, for the user."""
+    from cvops.data.versioning import configure_remote
+    from cvops.tracking import use_project_store
+
     done = []
     for directory in (project.data_dir, project.mlflow_dir):
         directory.mkdir(parents=True, exist_ok=True)
