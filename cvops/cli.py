@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cvops.config import SOURCES, Params, Project, flatten
+from cvops.config import SOURCES, Params, Project
 from cvops.errors import CvopsError
 
 log = logging.getLogger("cvops")
@@ -52,11 +52,9 @@ def _project() -> Project:
 
 
 def _set_params(project: Project, overrides: list[str]) -> Params:
-    before = flatten(project.params().as_params())
-    params = project.set_params(overrides)
-    for key, value in flatten(params.as_params()).items():
-        if before.get(key) != value:
-            click.echo(f"params.yaml: {key} = {value}")
+    params, changed = project.set_params(overrides)
+    for key, value in changed:
+        click.echo(f"params.yaml: {key} = {value}")
     return params
 
 

@@ -254,13 +254,17 @@ class Project:
     def params(self, overrides: list[str] | None = None) -> Params:
         return load_params(self.params_file, overrides)
 
-    def set_params(self, overrides: list[str]) -> Params:
+    def set_params(self, overrides: list[str]) -> tuple[Params, list[tuple[str, Any]]]:
         """Validate `key=value` overrides and write them into params.yaml, as `dvc exp run -S` does.
 
         Written, not held in memory, so the DVC stages, the pipeline and `git diff` see the same values.
+        Returns the parameters and the (key, value) pairs that changed.
         """
+        current = flatten(load_params(self.params_file).as_params())
         params = load_params(self.params_file, overrides)
-        if overrides:
+        wanted = flatten(params.as_params())
+        changed = [(key, value) for key, value in parse_overrides(overrides) if current.get(key) != wanted.get(key)]
+        if changed:  # untouched, params.yaml stays byte for byte as committed (no false git_dirty)
             from ruamel.yaml import YAML
 
             editor = YAML()  # round-trip: keeps comments and layout
@@ -268,7 +272,7 @@ class Project:
                 type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
             )
             tree = editor.load(self.params_file.read_text())
-            for key, value in parse_overrides(overrides):
+            for key, value in changed:
                 node = tree
                 *sections, leaf = key.split(".")
                 for section in sections:
@@ -278,4 +282,4 @@ class Project:
             with partial.open("w") as f:
                 editor.dump(tree, f)
             os.replace(partial, self.params_file)
-        return params
+        return params, changed

@@ -86,10 +86,14 @@ def workspace_status(project: Project) -> dict[str, Any]:
 
 
 def configure_remote(project: Project, url: str, name: str = "local") -> None:
-    """Make `url` (a folder, relative to the checkout, or s3://...) the default DVC remote."""
+    """Make `url` (a folder, relative to the checkout, or s3://...) the default DVC remote.
+
+    Written to .dvc/config.local (not tracked): the resolved path is this machine's, and a tracked
+    config changed by `cvops init` would mark every run's git state dirty.
+    """
     if "://" not in url and not Path(url).is_absolute():
         url = str((project.root / url).resolve())
-    with _dvc_repo(project) as repo, repo.config.edit() as config:
+    with _dvc_repo(project) as repo, repo.config.edit(level="local") as config:
         config["remote"][name] = {"url": url}
         config["core"]["remote"] = name
         config["core"]["analytics"] = False

@@ -80,3 +80,26 @@ def test_project_without_params_yaml_is_an_error(tmp_path, monkeypatch):
     monkeypatch.delenv("CVOPS_ROOT", raising=False)
     with pytest.raises(ConfigError, match=r"params\.yaml"):
         Project.find(tmp_path)
+
+
+def test_set_params_writes_overrides_into_params_yaml_keeping_comments(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.read_text())
+    project = Project(tmp_path)
+
+    params, changed = project.set_params([f"train.epochs={Params().train.epochs}"])
+    assert changed == [] and path.read_text() == PARAMS.read_text()  # no change, not a byte rewritten
+
+    params, changed = project.set_params(["train.epochs=2", "data.path=/images"])
+    assert changed == [("train.epochs", 2), ("data.path", "/images")]
+    assert load_params(path) == params and params.train.epochs == 2
+    assert "# backbone learning rate" in path.read_text()
+    assert path.read_text().count("null") == PARAMS.read_text().count("null") - 1
+
+
+def test_set_params_refuses_bad_values_and_leaves_the_file_alone(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.read_text())
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        Project(tmp_path).set_params(["train.epochs=2", "train.lr=-1"])
+    assert path.read_text() == PARAMS.read_text()
