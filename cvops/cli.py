@@ -255,12 +255,19 @@ def run_training(overrides: tuple[str, ...], resume: bool) -> None:
 
     from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
 
+    from cvops.data.versioning import reproduce
     from cvops.tracking import use_project_store
     from pipelines.training import training
 
+    # The data stages first, here: invalid data stops the run with its summary before any step starts.
+    # The pipeline's data steps then find DVC up to date and only record the data version.
+    reproduce(project, "prepare")
     use_project_store(project, params.mlflow.experiment)  # creates it with its artifact location under mlflow/
     tracker = MLFlowExperimentTrackerSettings(experiment_name=params.mlflow.experiment, nested=False)
-    pipeline_run = training.with_options(settings={"experiment_tracker": tracker})(params=params, resume=resume)
+    try:
+        pipeline_run = training.with_options(settings={"experiment_tracker": tracker})(params=params, resume=resume)
+    except RuntimeError as err:
+        raise _step_error(err) from err
     if pipeline_run is None:  # only when a remote orchestrator runs it asynchronously
         click.echo("pipeline submitted; follow it with `zenml pipeline runs list`")
         return
@@ -272,6 +279,28 @@ def run_training(overrides: tuple[str, ...], resume: bool) -> None:
     click.echo(f"registered model: {params.registry.model_name} version {version}")
     click.echo(f"ZenML run:        {pipeline_run.name}")
     click.echo(f"next: `cvops ui` to compare runs (Experiments > cvops; Models > {params.registry.model_name})")
+
+
+def _step_error(failure: RuntimeError) -> Exception:
+    """The user error (a CvopsError) a failed step of the latest run raised, else the orchestrator's error.
+
+    ZenML's local orchestrator reports a failed step as a RuntimeError; the step's own exception
+    is recorded on the step run.
+    """
+    from zenml.client import Client
+    from zenml.enums import ExecutionStatus
+
+    import cvops.errors
+
+    latest = Client().list_pipeline_runs(sort_by="desc:created", size=1).items
+    for step in latest[0].steps.values() if latest else []:
+        info = step.exception_info
+        if step.status != ExecutionStatus.FAILED or info is None or not info.source:
+            continue
+        error_class = getattr(cvops.errors, info.source.rsplit(".", 1)[-1], None)
+        if isinstance(error_class, type) and issubclass(error_class, CvopsError):
+            return error_class(f"step {step.name}: {info.message}")
+    return failure
 
 
 @main.command()

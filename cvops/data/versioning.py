@@ -54,9 +54,7 @@ def reproduce(project: Project, target: str, *, force: bool = False) -> list[str
             cause = str(err.__cause__ or err)
             code = re.search(r"exited with (-?\d+)", cause)
             if code and int(code.group(1)) == DataInvalidError.exit_code:
-                raise DataInvalidError(
-                    f"data validation failed: see the summary above and {project.reports_dir / 'validation.html'}"
-                ) from err
+                raise DataInvalidError("stopped before training: the data is invalid (summary above)") from err
             raise DataError(
                 f"DVC stage failed ({err}): {cause}".splitlines()[0]
                 + "; fix the cause and run again (`dvc checkout` restores the last good data)"

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from cvops.config import Project, load_params
 from cvops.data.versioning import data_version
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import TINY_OVERRIDES, write_image_folder
 
 pytestmark = pytest.mark.slow
 TINY_SET = [arg for override in TINY_OVERRIDES for arg in ("-S", override)]
@@ -121,6 +121,23 @@ def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_
     assert load_params(root / "params.yaml").data.source == "digits"
     assert not [p for p in (root / "data").iterdir() if p.is_dir() and p.name.startswith(".")]
     assert cvops(root, "data", "import", "nonsense").returncode == 2
+
+
+def test_invalid_data_stops_the_run_before_training(trained_project, tmp_path: Path) -> None:
+    root, _ = trained_project
+    images = write_image_folder(tmp_path / "images", {"cat": 12, "dog": 12})
+    (images / "dog" / "broken.png").write_text("not an image")
+    imported = cvops(root, "data", "import", "folder", "--path", str(images))
+    assert imported.returncode == 0, imported.stderr[-2000:]
+
+    result = cvops(root, "run", "training")
+    assert result.returncode == 6, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "x decodes" in output and "dog/broken.png" in output
+    assert "Traceback" not in output
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    versions = MlflowClient().search_model_versions("name = 'cvops-classifier'")
+    assert [v.version for v in versions] == ["1"]  # nothing trained, nothing registered
 
 
 def test_ui_serves_the_projects_runs(trained_project) -> None:
