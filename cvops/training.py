@@ -74,7 +74,8 @@ def run_epoch(
     start = time.perf_counter()
     with torch.set_grad_enabled(training):
         for images, labels in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None if progress else True):
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
             logits = model(images)
             loss = criterion(logits, labels)
             if optimizer is not None:
@@ -133,7 +134,7 @@ def train_model(
     """
     seed_everything(seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels many times over late in training
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU (oneDNN) and GPU
     generator = torch.Generator().manual_seed(seed)
     persistent = params.num_workers > 0
     train_loader = DataLoader(
