@@ -144,7 +144,7 @@ def test_a_broken_source_file_stops_the_pipeline_at_validation(checkout, capfd):
     assert reproduce(project, "import", force=True) == ["import"]  # what `cvops data import` runs
     assert (project.raw_dir / "fox" / "notes.png").is_file()  # imported as it is, for validation to judge
 
-    with pytest.raises(DataInvalidError, match="validation"):
+    with pytest.raises(DataInvalidError, match="data is invalid"):
         reproduce(project, "validate")
     assert "fox/notes.png" in capfd.readouterr().err  # the stage's summary, as `cvops run training` shows it
     assert not project.validated_dir.exists()

@@ -137,7 +137,7 @@ def test_invalid_data_stops_the_run_before_training(trained_project, tmp_path: P
     assert "Traceback" not in output
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     versions = MlflowClient().search_model_versions("name = 'cvops-classifier'")
-    assert [v.version for v in versions] == ["1"]  # nothing trained, nothing registered
+    assert [str(v.version) for v in versions] == ["1"]  # nothing trained, nothing registered
 
 
 def test_ui_serves_the_projects_runs(trained_project) -> None:
