@@ -1,8 +1,9 @@
 """Benchmark: where the demo's wall time goes, and how fast the real training loop is.
 
-1. Runs the demo (init, import, training pipeline) in a scratch checkout and splits the training
-   command's wall time into step compute (ZenML's step durations) and orchestration overhead
-   (everything else: imports, stack set-up, artifact store, run bookkeeping).
+1. Runs the demo (init, import, data stages, training pipeline) in a scratch checkout. The demo's wall
+   time is import + `dvc repro` of the data stages + `cvops run training`; its orchestration overhead
+   is the training command's wall time minus ZenML's step durations (process start, stack set-up,
+   DVC's up-to-date check, artifact store, run bookkeeping).
 2. Trains the same model on the same prepared images for one epoch through cvops's loop (DataLoader,
    albumentations, progress, metrics) and through a bare torch loop over preloaded tensors.
 
@@ -37,6 +38,12 @@ def pipeline_split(root: Path, dataset: str) -> dict[str, float]:
     overrides = [arg for o in (DIGITS_SET if dataset == "digits" else []) for arg in ("-S", o)]
     cvops(root, "init")
     import_s = cvops(root, "data", "import", dataset)
+    start = time.perf_counter()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "prepare"], cwd=root, env=env, check=True, capture_output=True
+    )
+    data_stages_s = time.perf_counter() - start
     wall = cvops(root, "run", "training", *overrides)
 
     os.environ["ZENML_CONFIG_PATH"] = str(root / ".zen" / "global")
@@ -46,8 +53,10 @@ def pipeline_split(root: Path, dataset: str) -> dict[str, float]:
     run = Client().list_pipeline_runs(sort_by="desc:created", size=1).items[0]
     steps = {name: (s.end_time - s.start_time).total_seconds() for name, s in run.steps.items()}
     compute = sum(steps.values())
-    return {"import_s": import_s, "training_command_wall_s": wall, "step_compute_s": compute,
-            "overhead_s": wall - compute, "overhead_fraction": (wall - compute) / wall,
+    demo_wall = import_s + data_stages_s + wall
+    return {"import_s": import_s, "data_stages_s": data_stages_s, "training_command_wall_s": wall,
+            "demo_wall_s": demo_wall, "step_compute_s": compute, "overhead_s": wall - compute,
+            "overhead_fraction": (wall - compute) / demo_wall,
             **{f"step_{k}_s": v for k, v in steps.items()}}  # fmt: skip
 
 
@@ -131,11 +140,13 @@ def main() -> None:
     out = REPO / "bench" / "results" / f"pipeline-{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print("| dataset | training command wall | step compute | overhead | real loop | bare loop | real/bare |")
+    print("| dataset | demo wall (import + data stages + training) | step compute | overhead "
+          "| real loop | bare loop | real/bare |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     cells = [
         f"{args.dataset} ({loop['model']}, {loop['image_size']}px)",
-        f"{split['training_command_wall_s']:.1f} s",
+        f"{split['demo_wall_s']:.0f} s ({split['import_s']:.0f} + {split['data_stages_s']:.0f} + "
+        f"{split['training_command_wall_s']:.0f})",
         f"{split['step_compute_s']:.1f} s",
         f"{split['overhead_s']:.1f} s ({split['overhead_fraction']:.0%})",
         f"{loop['real_loop_img_s']:.0f} img/s",
