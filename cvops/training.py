@@ -134,7 +134,7 @@ def train_model(
     """
     seed_everything(seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels many times over late in training
-    model.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU (oneDNN) and GPU
+    model.to(device).to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU (oneDNN) and GPU
     generator = torch.Generator().manual_seed(seed)
     persistent = params.num_workers > 0
     train_loader = DataLoader(
