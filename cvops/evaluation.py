@@ -1,4 +1,4 @@
-"""Test-split evaluation: predictions, headline and per-class metrics, confusion matrix plot."""
+"""Test-split evaluation: predictions, headline, per-class and calibration metrics with intervals, confusion matrix."""
 
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from cvops.data.augment import ImageDataset, eval_transform
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.models import normalization
+from cvops.statistics import bootstrap_interval, expected_calibration_error
 
 
 @torch.no_grad()
@@ -75,15 +76,25 @@ class Evaluation(BaseModel):
     num_images: int
 
 
-def evaluate(model: nn.Module, ref: DatasetRef, out_dir: Path, device: torch.device) -> Evaluation:
-    """Metrics and confusion matrix of `model` on the prepared test split."""
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
+def evaluate(model: nn.Module, ref: DatasetRef, out_dir: Path, device: torch.device, seed: int) -> Evaluation:
+    """Metrics (with calibration and seeded 95% bootstrap intervals) and confusion matrix on the test split."""
     images, labels, _ = load_split(ref, "test")
     mean, std = normalization(model)
     proba = predict_proba(model, ImageDataset(images, labels, eval_transform(mean, std)), device)
     predicted = proba.argmax(axis=1)
     png = plot_confusion_matrix(labels, predicted, ref.class_names, out_dir / "confusion_matrix.png")
+    metrics = classification_metrics(labels, predicted, ref.class_names)
+    metrics["ece"] = expected_calibration_error(proba, labels)
+    for name, metric in (("accuracy", accuracy_score), ("macro_f1", macro_f1)):
+        metrics[f"{name}_ci95_low"], metrics[f"{name}_ci95_high"] = bootstrap_interval(
+            labels, predicted, metric, seed=seed
+        )
     return Evaluation(
-        metrics=classification_metrics(labels, predicted, ref.class_names),
+        metrics=metrics,
         confusion_matrix_png=str(png),
         num_images=len(labels),
     )

@@ -13,5 +13,5 @@ def training(params: Params, resume: bool = False) -> None:
     validation = validate_data()
     dataset = load_dataset(validation)
     trained = train_model(dataset, params, resume)
-    metrics = evaluate_model(trained, dataset, params.base.device)
+    metrics = evaluate_model(trained, dataset, params.base.device, params.base.seed)
     register_model(trained, metrics, params.registry.model_name)

@@ -85,6 +85,9 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     assert run.data.tags["params_hash"] == params.hash()
     assert run.data.params["train.model"] == "resnet10t"
     assert run.data.metrics["test_accuracy"] == pytest.approx(float(version.tags["accuracy"]), abs=1e-4)
+    m = run.data.metrics
+    assert m["test_accuracy_ci95_low"] <= m["test_accuracy"] <= m["test_accuracy_ci95_high"]
+    assert 0.0 <= m["test_ece"] <= 1.0
     curve = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in curve] == list(range(1, len(curve) + 1))
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")]

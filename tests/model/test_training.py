@@ -33,8 +33,11 @@ def trained(digits: DatasetRef, tiny_params: Params) -> TrainResult:
 
 
 def test_digits_reach_90_percent_test_accuracy(trained: TrainResult, digits: DatasetRef, tmp_path: Path) -> None:
-    evaluation = evaluate(trained.model, digits, tmp_path, torch.device("cpu"))
-    assert evaluation.metrics["accuracy"] >= 0.9
+    evaluation = evaluate(trained.model, digits, tmp_path, torch.device("cpu"), seed=0)
+    accuracy = evaluation.metrics["accuracy"]
+    assert accuracy >= 0.9
+    assert evaluation.metrics["accuracy_ci95_low"] < accuracy < evaluation.metrics["accuracy_ci95_high"]
+    assert 0.0 <= evaluation.metrics["ece"] < 0.2
     assert evaluation.num_images == sum(digits.counts["test"].values())
     assert Path(evaluation.confusion_matrix_png).stat().st_size > 0
 

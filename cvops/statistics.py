@@ -1,0 +1,50 @@
+"""Statistics for evaluation evidence: calibration, bootstrap intervals, paired comparison."""
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.stats import binomtest
+
+
+def expected_calibration_error(proba: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy, over equal-width bins."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            gap += members.mean() * abs(confidence[members].mean() - correct[members].mean())
+    return float(gap)
+
+
+def bootstrap_interval(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    *,
+    seed: int,
+    resamples: int = 1000,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `metric` over test images resampled with replacement (seeded)."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    scores = [metric(y_true[idx], y_pred[idx]) for idx in (rng.integers(0, n, n) for _ in range(resamples))]
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(scores, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[float, int, int]:
+    """Exact McNemar test on paired predictions of the same images.
+
+    Returns (two-sided p-value, images only A got right, images only B got right).
+    """
+    only_a = int(np.sum(correct_a & ~correct_b))
+    only_b = int(np.sum(~correct_a & correct_b))
+    if only_a + only_b == 0:
+        return 1.0, 0, 0
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue), only_a, only_b

@@ -1,0 +1,46 @@
+"""Calibration, bootstrap intervals and the paired test, on constructed data with known answers."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score
+
+from cvops.statistics import bootstrap_interval, expected_calibration_error, mcnemar_exact
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy():
+    # 10 images predicted with confidence 0.8, 8 of them right: perfectly calibrated.
+    proba = np.tile([0.8, 0.2], (10, 1))
+    y_true = np.array([0] * 8 + [1] * 2)
+    assert expected_calibration_error(proba, y_true) == pytest.approx(0.0)
+
+
+def test_ece_measures_overconfidence():
+    # confidence 0.9, accuracy 0.5: a gap of 0.4
+    proba = np.tile([0.9, 0.1], (10, 1))
+    y_true = np.array([0] * 5 + [1] * 5)
+    assert expected_calibration_error(proba, y_true) == pytest.approx(0.4)
+
+
+def test_bootstrap_interval_brackets_the_metric_narrows_with_data_and_is_seeded():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 2, 400)
+    y_pred = np.where(rng.random(400) < 0.8, y_true, 1 - y_true)  # about 80% right
+    low, high = bootstrap_interval(y_true, y_pred, accuracy_score, seed=1)
+    assert low < accuracy_score(y_true, y_pred) < high
+    assert 0.05 < high - low < 0.12  # about 2 * 1.96 * sqrt(.8 * .2 / 400) = 0.078
+    small = bootstrap_interval(y_true[:50], y_pred[:50], accuracy_score, seed=1)
+    assert small[1] - small[0] > high - low
+    assert bootstrap_interval(y_true, y_pred, accuracy_score, seed=1) == (low, high)
+
+
+def test_mcnemar_counts_discordant_pairs_and_gives_the_exact_p_value():
+    a = np.array([True] * 10 + [False] * 0 + [True] * 20)
+    b = np.array([False] * 10 + [True] * 0 + [True] * 20)
+    p, only_a, only_b = mcnemar_exact(a, b)
+    assert (only_a, only_b) == (10, 0)
+    assert p == pytest.approx(2 * 0.5**10)  # two-sided exact binomial, all 10 discordant pairs one way
+
+
+def test_mcnemar_on_identical_predictions_finds_no_difference():
+    same = np.array([True, False, True])
+    assert mcnemar_exact(same, same) == (1.0, 0, 0)
