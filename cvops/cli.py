@@ -96,7 +96,7 @@ def init() -> None:
 
 @main.group()
 def data() -> None:
-    """Import and prepare image datasets."""
+    """Import, validate, prepare and version image datasets (the DVC stages)."""
 
 
 @data.command("import")
