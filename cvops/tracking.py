@@ -85,10 +85,6 @@ def load_trained_model(trained: TrainedModel) -> nn.Module:
     return model.eval()
 
 
-def log_figure_file(path: Path, artifact_dir: str = "plots") -> None:
-    mlflow.log_artifact(str(path), artifact_path=artifact_dir)
-
-
 def scratch_dir() -> Path:
     """A temporary folder for files that are only written to be logged."""
     return Path(tempfile.mkdtemp(prefix="cvops-"))
