@@ -16,7 +16,8 @@ export HF_HUB_OFFLINE := 1
 # The 30-second demo: digits are 8x8 and not flip-invariant, so a small model from scratch, no flips.
 DEMO_SET_digits := -S prepare.image_size=32 -S train.model=resnet18 -S train.pretrained=none \
 	-S train.freeze_backbone_epochs=0 -S train.lr=0.002 -S train.epochs=6 -S train.augment.hflip=0 \
-	-S train.augment.vflip=0 -S train.augment.rotate90=0 -S train.augment.shift_scale_rotate=0
+	-S train.augment.vflip=0 -S train.augment.rotate90=0 -S train.augment.shift_scale_rotate=0 \
+	-S gate.min_invariance.hflip=null
 DEMO_SET_elpv :=
 
 .PHONY: help install demo test test-fast lint format ui bench lock clean-state
@@ -59,6 +60,7 @@ ui: install ## MLflow UI on http://127.0.0.1:$(PORT)
 bench: install ## Run the benchmarks in bench/ (each prints a table, writes bench/results/*.json)
 	$(PY) bench/data.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/quantization.py
 
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/cvops-lock && $(PYTHON) -m venv /tmp/cvops-lock

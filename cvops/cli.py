@@ -7,12 +7,15 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cvops.config import SOURCES, Params, Project
-from cvops.errors import CvopsError
+from cvops.errors import CvopsError, GateFailedError
+
+if TYPE_CHECKING:
+    from cvops.registry import ModelRegistry, VersionInfo
 
 log = logging.getLogger("cvops")
 OVERRIDE_HELP = "Override a parameter for this run, e.g. -S train.epochs=3 (repeatable)."
@@ -49,6 +52,15 @@ def _project() -> Project:
     project = Project.find()
     configure_environment(project)
     return project
+
+
+def _registry(project: Project, params: Params | None = None) -> "ModelRegistry":
+    from cvops.registry import ModelRegistry
+    from cvops.tracking import use_project_store
+
+    params = params or project.params()
+    use_project_store(project, params.mlflow.experiment)
+    return ModelRegistry(params.registry.model_name, project.registry_lock)
 
 
 def _set_params(project: Project, overrides: list[str]) -> Params:
@@ -236,8 +248,10 @@ def run() -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
 @user_errors
 def run_training(overrides: tuple[str, ...], resume: bool) -> None:
-    """Validate and prepare the data (DVC), train, evaluate and register a model: the `training` pipeline.
+    """Validate and prepare the data (DVC), train, evaluate, gate and register a model: the `training` pipeline.
 
+    A version that passes the gate (params.yaml: gate) is registered as `challenger` with approval=pending;
+    one that fails is registered with its evidence but no alias, and the command exits 7.
     -S values are written into params.yaml first (as `dvc exp run -S` does), so DVC's data stages,
     the pipeline and `git diff` all see them.
 
@@ -271,14 +285,31 @@ def run_training(overrides: tuple[str, ...], resume: bool) -> None:
     if pipeline_run is None:  # only when a remote orchestrator runs it asynchronously
         click.echo("pipeline submitted; follow it with `zenml pipeline runs list`")
         return
-    metrics = pipeline_run.steps["evaluate_model"].outputs["test_metrics"][0].load()
-    version = pipeline_run.steps["register_model"].outputs["model_version"][0].load()
-    trained = pipeline_run.steps["train_model"].outputs["trained_model"][0].load()
+    outputs = {name: step.outputs for name, step in pipeline_run.steps.items()}
+    evaluation = outputs["evaluate_model"]["evaluation"][0].load()
+    decision = outputs["check_gate"]["gate_decision"][0].load()
+    quantization = outputs["quantize_model"]["quantization"][0].load()
+    version = outputs["register_model"]["model_version"][0].load()
+    trained = outputs["train_model"]["trained_model"][0].load()
+    metrics = evaluation.metrics
+    click.echo(f"\n{quantization.summary()}\n\n{decision.table()}")
     click.secho(f"\ntest accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}", fg="green", bold=True)
     click.echo(f"MLflow run:       {trained.run_id} (experiment '{params.mlflow.experiment}')")
-    click.echo(f"registered model: {params.registry.model_name} version {version}")
     click.echo(f"ZenML run:        {pipeline_run.name}")
-    click.echo(f"next: `cvops ui` to compare runs (Experiments > cvops; Models > {params.registry.model_name})")
+    registry = _registry(project, params)
+    info = registry.get(version)
+    click.echo(f"registered model: {registry.name} version {version} [{', '.join(info.aliases) or 'no alias'}]")
+    click.echo(f"model card:       {info.tags.get('model_card', '')}")
+    if not decision.passed:
+        raise GateFailedError(
+            f"version {version} failed its gate ({'; '.join(c.name for c in decision.failed)}): not a challenger; "
+            f"evidence: `cvops models show {version}`"
+        )
+    if "champion" in info.aliases:
+        click.secho(f"version {version} is the champion (registry.require_approval is false)", fg="green")
+    else:
+        click.echo(f"next: review with `cvops models show {version}`, then "
+                   f"`cvops models promote {version} --reviewer NAME` (or reject)")  # fmt: skip
 
 
 def _step_error(failure: RuntimeError) -> Exception:
@@ -301,6 +332,240 @@ def _step_error(failure: RuntimeError) -> Exception:
         if isinstance(error_class, type) and issubclass(error_class, CvopsError):
             return error_class(f"step {step.name}: {info.message}")
     return failure
+
+
+@main.group()
+def models() -> None:
+    """Review registered versions: evidence, promotion with approval, rejection, rollback.
+
+    \b
+    Aliases: champion (served), challenger (newest passing version), previous (for rollback).
+    Example review:
+      cvops models list
+      cvops models show 3
+      cvops models promote 3 --reviewer alice --note "beats v2 on poly cells"
+      cvops models rollback --reviewer bob --reason "false rejects in production"
+    """
+
+
+def _version_notes(registry: "ModelRegistry", info: "VersionInfo") -> str:
+    from cvops.registry import OUTSIDE_CVOPS
+
+    notes = []
+    if registry.outside_cvops(info):
+        notes.append(OUTSIDE_CVOPS)
+    if info.tags.get("gate_override") == "true":
+        notes.append("gate overridden")
+    if "rolled_back_by" in info.tags:
+        notes.append(f"rolled back by {info.tags['rolled_back_by']}")
+    return "; ".join(notes)
+
+
+@models.command("list")
+@user_errors
+def models_list() -> None:
+    """Every version, newest first: aliases, metrics, gate verdict, approval, data version, created."""
+    registry = _registry(_project())
+    versions = registry.versions()
+    if not versions:
+        click.echo(f"{registry.name} has no versions yet: run `cvops run training`")
+        return
+    click.echo(f"{'version':>7}  {'aliases':<20} {'accuracy':>8} {'macro_f1':>8}  {'gate':<6}  {'approval':<8}  "
+               f"{'data':<8}  {'created (UTC)':<16}  notes")  # fmt: skip
+    for info in versions:
+        line = (
+            f"{info.version:>7}  {','.join(info.aliases):<20} {info.tags.get('accuracy', '—'):>8} "
+            f"{info.tags.get('macro_f1', '—'):>8}  {info.gate:<6}  {info.approval:<8}  "
+            f"{info.tags.get('data_version', '')[:8]:<8}  {info.created:%Y-%m-%d %H:%M}  "
+            f"{_version_notes(registry, info)}"
+        )
+        click.secho(line, fg="yellow" if registry.outside_cvops(info) else None)
+
+
+def _show(registry: "ModelRegistry", version: str) -> None:
+    from cvops.evidence import load_evidence
+
+    info = registry.get(version)
+    click.secho(f"{registry.name} version {info.version}  [{', '.join(info.aliases) or 'no alias'}]", bold=True)
+    click.echo(f"  {info.description}")
+    click.echo(f"  gate {info.gate}, approval {info.approval}, created {info.created:%Y-%m-%d %H:%M} UTC")
+    for key in ("approved_by", "approved_at", "approval_note", "rejected_by", "rejected_at", "gate_override",
+                "rolled_back_by", "rolled_back_at", "rollback_reason", "git_commit", "git_dirty", "data_version",
+                "params_hash", "zenml_run_id", "shipped_format"):  # fmt: skip
+        if info.tags.get(key):
+            click.echo(f"  {key + ':':<16} {info.tags[key]}")
+    if notes := _version_notes(registry, info):
+        click.secho(f"  note: {notes}", fg="yellow")
+    evaluation, gate, quantization = load_evidence(info.run_id)
+    click.secho("\ngate", bold=True)
+    click.echo(gate.table())
+    click.secho("\ndeployment artifact (ONNX)", bold=True)
+    if quantization is None:
+        click.echo(f"  not exported: `cvops quantize --version {version}`")
+    else:
+        click.echo("  " + quantization.summary().replace("\n", "\n  "))
+        click.echo(f"  shipped file: {info.tags.get('onnx_shipped', '?')}")
+    click.secho("\nchampion comparison (same test images)", bold=True)
+    comparison = evaluation.champion
+    if comparison is None:
+        click.echo("  no champion when this version was evaluated")
+    elif not comparison.comparable:
+        click.echo(f"  champion v{comparison.champion_version}: {comparison.note}")
+    else:
+        click.echo(
+            f"  accuracy {comparison.candidate_accuracy:.4f} vs champion v{comparison.champion_version} "
+            f"{comparison.champion_accuracy:.4f}: {comparison.accuracy_difference:+.4f} "
+            f"(95% CI {comparison.difference_ci95_low:+.4f} to {comparison.difference_ci95_high:+.4f}), "
+            f"McNemar p={comparison.mcnemar_p_value:.3g} on {comparison.n} images"
+        )
+        if comparison.note:
+            click.echo(f"  {comparison.note}")
+    click.secho("\nslices", bold=True)
+    for piece in evaluation.slices:
+        click.echo(f"  {piece.attribute + '=' + piece.value:<24} n={piece.n:<6} accuracy {piece.accuracy:.4f}  "
+                   f"macro-F1 {piece.macro_f1:.4f}")  # fmt: skip
+    click.echo(f"\nmodel card: {info.tags.get('model_card', 'none')}")
+
+
+@models.command("show")
+@click.argument("version")
+@user_errors
+def models_show(version: str) -> None:
+    """The evidence for VERSION: gate table, champion comparison, slices, approval record, model card.
+
+    \b
+    Example:
+      cvops models show 3
+    """
+    _show(_registry(_project()), version)
+
+
+@models.command("review")
+@user_errors
+def models_review() -> None:
+    """Show the evidence for the current challenger (the version waiting for a reviewer)."""
+    from cvops.errors import RegistryError
+    from cvops.registry import CHALLENGER
+
+    registry = _registry(_project())
+    challenger = registry.alias(CHALLENGER)
+    if challenger is None:
+        raise RegistryError(f"{registry.name} has no challenger waiting for review; `cvops models list` shows all")
+    _show(registry, challenger.version)
+    click.echo(f"\ndecide: `cvops models promote {challenger.version} --reviewer NAME [--note TEXT]` "
+               f"or `cvops models reject {challenger.version} --reviewer NAME --reason TEXT`")  # fmt: skip
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option("--reviewer", required=True, help="Who approves (recorded as approved_by).")
+@click.option("--note", default="", help="Why (recorded as approval_note); required with --override.")
+@click.option("--override", is_flag=True, help="Promote although the gate failed (needs --note).")
+@user_errors
+def models_promote(version: str, reviewer: str, note: str, override: bool) -> None:
+    """Make VERSION the champion (served); the old champion becomes `previous`.
+
+    \b
+    Examples:
+      cvops models promote 3 --reviewer alice --note "better on poly cells"
+      cvops models promote 4 --reviewer alice --override --note "latency budget waived for the pilot"
+    """
+    registry = _registry(_project())
+    old = registry.promote(version, reviewer, note, override)
+    click.secho(f"version {version} is the champion (approved by {reviewer})", fg="green")
+    if old is not None:
+        click.echo(f"version {old.version} is `previous`: `cvops models rollback` restores it")
+
+
+@models.command("reject")
+@click.argument("version")
+@click.option("--reviewer", required=True, help="Who rejects (recorded as rejected_by).")
+@click.option("--reason", required=True, help="Why (recorded as approval_note).")
+@user_errors
+def models_reject(version: str, reviewer: str, reason: str) -> None:
+    """Reject VERSION: it loses its alias and can never be promoted.
+
+    \b
+    Example:
+      cvops models reject 4 --reviewer alice --reason "misses cracks on poly cells"
+    """
+    _registry(_project()).reject(version, reviewer, reason)
+    click.secho(f"version {version} rejected by {reviewer}", fg="yellow")
+
+
+@models.command("rollback")
+@click.option("--reviewer", required=True, help="Who rolls back (recorded on both versions).")
+@click.option("--reason", required=True, help="Why (recorded on both versions).")
+@user_errors
+def models_rollback(reviewer: str, reason: str) -> None:
+    """Give `champion` back to the `previous` version, recording who and why.
+
+    \b
+    Example:
+      cvops models rollback --reviewer bob --reason "false alarms since the promotion"
+    """
+    restored, demoted = _registry(_project()).rollback(reviewer, reason)
+    click.secho(f"rolled back: version {restored.version} is the champion again (was {demoted.version})", fg="green")
+
+
+@main.command()
+@click.option("--version", "version", required=True, help="Registered model version to export and quantize.")
+@click.option(
+    "-S",
+    "--set",
+    "overrides",
+    multiple=True,
+    help="Override a quantize.* parameter, e.g. -S quantize.calibration_size=128.",
+)
+@user_errors
+def quantize(version: str, overrides: tuple[str, ...]) -> None:
+    """Export VERSION to ONNX fp32 and int8, measure both here, and record which one ships.
+
+    What the pipeline's quantize_model step does, for a version registered earlier or to try other
+    quantize.* settings. The version's gate is decided again with the new shipped artifact.
+
+    \b
+    Examples:
+      cvops quantize --version 3
+      cvops quantize --version 3 -S quantize.calibration_method=percentile
+    """
+    import mlflow
+
+    from cvops.data.prepare import load_dataset_ref
+    from cvops.data.versioning import data_version
+    from cvops.errors import DataError
+    from cvops.evidence import load_evidence, log_gate_decision, log_quantization, quantization_tags
+    from cvops.gate import decide
+    from cvops.quantization import quantize as quantize_model
+    from cvops.registry import MODEL_INFO_TAG
+    from cvops.tracking import TrainedModel, load_trained_model, scratch_dir
+
+    project = _project()
+    params = _set_params(project, list(overrides))
+    registry = _registry(project, params)
+    info = registry.get(version)
+    ref = load_dataset_ref(project.prepared_dir, data_version(project))
+    if info.tags.get("data_version") and info.tags["data_version"] != ref.data_version:
+        raise DataError(
+            f"version {version} was trained on data {info.tags['data_version'][:8]}, the checkout holds "
+            f"{ref.data_version[:8] or 'unversioned data'}: check out its commit and run `dvc checkout` first"
+        )
+    trained = TrainedModel.model_validate_json(info.tags[MODEL_INFO_TAG])
+    report = quantize_model(load_trained_model(trained), ref, scratch_dir(), params.quantize, params.base.seed)
+    evaluation, before, _ = load_evidence(info.run_id)
+    decision = decide(evaluation, params.gate, report)
+    with mlflow.start_run(run_id=info.run_id) as run:
+        log_quantization(report)
+        log_gate_decision(decision)
+    tags = quantization_tags(report, run.info.artifact_uri)
+    registry.tag(version, tags)
+    if "onnx_int8" not in tags and "onnx_int8" in info.tags:  # int8 switched off: no stale link
+        registry.client.delete_model_version_tag(registry.name, version, "onnx_int8")
+    registry.record_gate(version, decision)
+    click.echo(report.summary())
+    click.echo(decision.table())
+    if before.passed != decision.passed:
+        click.secho(f"the gate verdict changed: {'passed' if decision.passed else 'failed'} now", fg="yellow")
 
 
 @main.command()

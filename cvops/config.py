@@ -84,8 +84,50 @@ class TrainParams(Section):
     augment: AugmentParams = AugmentParams()
 
 
+class EvaluateParams(Section):
+    slice_by: list[str] = ["cell_type"]
+    brightness_slices: int = Field(3, ge=0, le=10)
+    bootstrap_resamples: int = Field(1000, ge=100)
+    latency_runs: int = Field(30, ge=3)
+
+
+class QuantizeParams(Section):
+    enabled: bool = True
+    calibration_size: int = Field(256, ge=1)
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    parity_tolerance: float = Field(1e-3, gt=0.0)
+    min_parity_agreement: Probability = 0.99
+    max_accuracy_drop: Probability = 0.01
+    min_speedup: float = Field(1.5, gt=0.0)
+    latency_runs: int = Field(30, ge=3)
+
+
+class InvarianceParams(Section):
+    """Least share of test images whose prediction must survive each transform (null: not checked)."""
+
+    hflip: Probability | None = 0.9
+    vflip: Probability | None = None
+    rotate90: Probability | None = None
+
+    def checks(self) -> dict[str, float]:
+        return {name: floor for name, floor in self.model_dump().items() if floor is not None}
+
+
+class GateParams(Section):
+    min_accuracy: Probability = 0.8
+    min_macro_f1: Probability = 0.75
+    min_class_recall: Probability = 0.6
+    non_inferiority_margin: Probability = 0.02
+    min_slice_accuracy: Probability = 0.7
+    min_slice_size: int = Field(30, ge=1)
+    max_model_size_mb: float = Field(50.0, gt=0.0)
+    max_latency_ms: float = Field(100.0, gt=0.0)
+    min_invariance: InvarianceParams = InvarianceParams()
+
+
 class RegistryParams(Section):
     model_name: str = Field("cvops-classifier", min_length=1)
+    require_approval: bool = True
 
 
 class MlflowParams(Section):
@@ -99,6 +141,9 @@ class Params(Section):
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    quantize: QuantizeParams = QuantizeParams()
+    gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
     mlflow: MlflowParams = MlflowParams()
 
@@ -233,6 +278,11 @@ class Project:
     @property
     def zenml_dir(self) -> Path:
         return self.root / ".zen"
+
+    @property
+    def registry_lock(self) -> Path:
+        """Serialises alias changes (promote, reject, rollback) of every process on this checkout."""
+        return self.mlflow_dir / "registry.lock"
 
     @property
     def checkpoints_dir(self) -> Path:

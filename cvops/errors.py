@@ -35,3 +35,21 @@ class DataInvalidError(CvopsError):
     """The data failed validation: the report names every failed check and file."""
 
     exit_code = 6
+
+
+class GateFailedError(CvopsError):
+    """A trained model failed its gate: registered with its evidence, but not as challenger."""
+
+    exit_code = 7
+
+
+class RegistryError(CvopsError):
+    """An unknown model version, or no champion / previous champion where one is needed."""
+
+    exit_code = 8
+
+
+class PromotionRefusedError(CvopsError):
+    """A promotion, rejection or rollback that the approval rules forbid."""
+
+    exit_code = 9

@@ -1,18 +1,31 @@
-"""Test-split evaluation: predictions, headline, per-class and calibration metrics with intervals, confusion matrix."""
+"""Test-split evidence: metrics with intervals, calibration, confusion matrix, slices, behavioural checks,
+footprint and the paired comparison with the champion."""
 
+import io
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from pydantic import BaseModel
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cvops.config import EvaluateParams
 from cvops.data.augment import ImageDataset, eval_transform
-from cvops.data.prepare import DatasetRef, load_split
+from cvops.data.prepare import DatasetRef, load_split, resize_image
 from cvops.models import normalization
-from cvops.statistics import bootstrap_interval, expected_calibration_error
+from cvops.statistics import (
+    bootstrap_interval,
+    expected_calibration_error,
+    mcnemar_exact,
+    paired_bootstrap_difference,
+)
 
 
 @torch.no_grad()
@@ -68,33 +81,256 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: l
     return path
 
 
+class SliceMetrics(BaseModel):
+    """Metrics on the test images that share one value of one attribute (e.g. cell_type = mono)."""
+
+    attribute: str
+    value: str
+    n: int
+    accuracy: float
+    macro_f1: float
+
+
+class Footprint(BaseModel):
+    """What a deployment pays for a model artifact: its size and its batch-1 latency here."""
+
+    format: str
+    size_mb: float
+    latency_ms: float
+    threads: int
+
+
+class ChampionComparison(BaseModel):
+    """The candidate against the current champion on the same test images (paired)."""
+
+    champion_version: str
+    comparable: bool
+    note: str = ""
+    n: int = 0
+    candidate_accuracy: float | None = None
+    champion_accuracy: float | None = None
+    accuracy_difference: float | None = None
+    difference_ci95_low: float | None = None
+    difference_ci95_high: float | None = None
+    candidate_macro_f1: float | None = None
+    champion_macro_f1: float | None = None
+    mcnemar_p_value: float | None = None
+    only_candidate_correct: int = 0
+    only_champion_correct: int = 0
+
+
 class Evaluation(BaseModel):
-    """Test-split results of one model."""
+    """Test-split evidence for one model: what the gate decides on and the model card shows."""
 
     metrics: dict[str, float]
+    class_names: list[str]
     confusion_matrix_png: str
     num_images: int
+    slices: list[SliceMetrics] = []
+    invariance: dict[str, float] = {}
+    footprint: Footprint | None = None
+    champion: ChampionComparison | None = None
+
+    def flat_metrics(self) -> dict[str, float]:
+        """Every number, under names MLflow accepts, for the run's metrics."""
+        flat = dict(self.metrics)
+        for piece in self.slices:
+            flat[_metric_name(f"slice_{piece.attribute}_{piece.value}_accuracy")] = piece.accuracy
+        flat.update({f"invariance_{name}": share for name, share in self.invariance.items()})
+        if self.footprint:
+            flat.update(model_size_mb=self.footprint.size_mb, latency_ms=self.footprint.latency_ms)
+        if self.champion and self.champion.comparable:
+            flat.update(
+                {f"vs_champion_{k}": float(v) for k, v in self.champion.model_dump().items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            )  # fmt: skip
+        return flat
+
+
+def _metric_name(name: str) -> str:
+    return re.sub(r"[^\w\-. /]", "_", name)
+
+
+class Champion(BaseModel):
+    """The model currently serving, loaded for a paired comparison."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    version: str
+    model: nn.Module
+    class_names: list[str]
+    image_size: int
+    data_version: str = ""
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
-def evaluate(model: nn.Module, ref: DatasetRef, out_dir: Path, device: torch.device, seed: int) -> Evaluation:
-    """Metrics (with calibration and seeded 95% bootstrap intervals) and confusion matrix on the test split."""
-    images, labels, _ = load_split(ref, "test")
+def brightness(images: np.ndarray) -> np.ndarray:
+    """Mean luminance (0-255) of each image of an (N, H, W, 3) uint8 batch."""
+    return (images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).mean(axis=(1, 2))
+
+
+def slice_metrics(
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    manifest: pd.DataFrame,
+    images: np.ndarray,
+    slice_by: list[str],
+    brightness_slices: int,
+) -> list[SliceMetrics]:
+    """Accuracy and macro-F1 per value of each metadata column in `slice_by` present in the manifest,
+    and per brightness quantile of the images (tertiles: dark / mid / bright)."""
+    attributes = {
+        column: manifest[column].fillna("unknown").astype(str).to_numpy()
+        for column in slice_by
+        if column in manifest.columns
+    }
+    if brightness_slices >= 2:
+        level = brightness(images)
+        edges = np.quantile(level, np.linspace(0, 1, brightness_slices + 1)[1:-1])
+        names = ["dark", "mid", "bright"] if brightness_slices == 3 else [f"q{i + 1}" for i in range(brightness_slices)]
+        attributes["brightness"] = np.array(names)[np.searchsorted(edges, level, side="right")]
+    slices = []
+    for attribute, values in attributes.items():
+        for value in sorted(set(values)):
+            members = values == value
+            y_true, y_pred = labels[members], predicted[members]
+            slices.append(
+                SliceMetrics(
+                    attribute=attribute, value=str(value), n=int(members.sum()),
+                    accuracy=float(accuracy_score(y_true, y_pred)), macro_f1=macro_f1(y_true, y_pred),
+                )
+            )  # fmt: skip
+    return slices
+
+
+INVARIANCE_TRANSFORMS = {
+    "hflip": lambda images: images[:, :, ::-1],
+    "vflip": lambda images: images[:, ::-1],
+    "rotate90": lambda images: np.rot90(images, k=1, axes=(1, 2)),
+}
+
+
+def invariance(
+    model: nn.Module, images: np.ndarray, predicted: np.ndarray, transforms: tuple[str, ...], device: torch.device
+) -> dict[str, float]:
+    """Share of images whose predicted class stays the same under each transform (a behavioural test)."""
+    mean, std = normalization(model)
+    shares = {}
+    for name in transforms:
+        moved = np.ascontiguousarray(INVARIANCE_TRANSFORMS[name](images))
+        dataset = ImageDataset(moved, np.zeros(len(moved), dtype=np.int64), eval_transform(mean, std))
+        shares[name] = float(np.mean(predict_proba(model, dataset, device).argmax(axis=1) == predicted))
+    return shares
+
+
+def footprint(model: nn.Module, image_size: int, device: torch.device, runs: int) -> Footprint:
+    """Serialized size of the weights and the median batch-1 latency over `runs` timed predictions."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    model.eval().to(device)
+    batch = torch.rand(1, 3, image_size, image_size, device=device)
+    with torch.no_grad():
+        latency = median_latency_ms(lambda: model(batch), runs)
+    return Footprint(
+        format="torch", size_mb=buffer.getbuffer().nbytes / 2**20, latency_ms=latency, threads=torch.get_num_threads()
+    )
+
+
+def median_latency_ms(predict: Callable[[], object], runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        predict()
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        predict()
+        timings.append((time.perf_counter() - start) * 1000)
+    return float(np.median(timings))
+
+
+def compare_with_champion(
+    champion: Champion,
+    ref: DatasetRef,
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    device: torch.device,
+    *,
+    seed: int,
+    resamples: int,
+) -> ChampionComparison:
+    """Score the champion on the same test images and test the paired difference (McNemar, bootstrap)."""
+    if champion.class_names != ref.class_names:
+        return ChampionComparison(
+            champion_version=champion.version, comparable=False,
+            note=f"the champion predicts other classes ({', '.join(champion.class_names)}); no paired comparison",
+        )  # fmt: skip
+    note = ""
+    if champion.image_size != ref.image_size:
+        images = np.stack([resize_image(Image.fromarray(image), champion.image_size) for image in images])
+        note = f"test images resized from {ref.image_size} to the champion's {champion.image_size}px. "
+    if champion.data_version and champion.data_version != ref.data_version:
+        note += "The champion was trained on another data version: its training images may include test images."
+    mean, std = normalization(champion.model)
+    proba = predict_proba(champion.model, ImageDataset(images, labels, eval_transform(mean, std)), device)
+    theirs = proba.argmax(axis=1)
+    p_value, only_candidate, only_champion = mcnemar_exact(predicted == labels, theirs == labels)
+    difference, low, high = paired_bootstrap_difference(predicted == labels, theirs == labels, seed, resamples)
+    return ChampionComparison(
+        champion_version=champion.version,
+        comparable=True,
+        note=note.strip(),
+        n=len(labels),
+        candidate_accuracy=float(np.mean(predicted == labels)),
+        champion_accuracy=float(np.mean(theirs == labels)),
+        accuracy_difference=difference,
+        difference_ci95_low=low,
+        difference_ci95_high=high,
+        candidate_macro_f1=macro_f1(labels, predicted),
+        champion_macro_f1=macro_f1(labels, theirs),
+        mcnemar_p_value=p_value,
+        only_candidate_correct=only_candidate,
+        only_champion_correct=only_champion,
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    ref: DatasetRef,
+    out_dir: Path,
+    device: torch.device,
+    seed: int,
+    params: EvaluateParams,
+    invariance_checks: tuple[str, ...] = (),
+    champion: Champion | None = None,
+) -> Evaluation:
+    """Every piece of test-split evidence: metrics with calibration and seeded 95% bootstrap intervals,
+    confusion matrix, slices, behavioural invariance, size and latency, and the paired champion comparison."""
+    images, labels, manifest = load_split(ref, "test")
     mean, std = normalization(model)
     proba = predict_proba(model, ImageDataset(images, labels, eval_transform(mean, std)), device)
     predicted = proba.argmax(axis=1)
+    comparison = None
+    if champion is not None:
+        comparison = compare_with_champion(
+            champion, ref, images, labels, predicted, device, seed=seed, resamples=params.bootstrap_resamples
+        )
     png = plot_confusion_matrix(labels, predicted, ref.class_names, out_dir / "confusion_matrix.png")
     metrics = classification_metrics(labels, predicted, ref.class_names)
     metrics["ece"] = expected_calibration_error(proba, labels)
     for name, metric in (("accuracy", accuracy_score), ("macro_f1", macro_f1)):
         metrics[f"{name}_ci95_low"], metrics[f"{name}_ci95_high"] = bootstrap_interval(
-            labels, predicted, metric, seed=seed
+            labels, predicted, metric, seed=seed, resamples=params.bootstrap_resamples
         )
     return Evaluation(
         metrics=metrics,
+        class_names=ref.class_names,
         confusion_matrix_png=str(png),
         num_images=len(labels),
+        slices=slice_metrics(labels, predicted, manifest, images, params.slice_by, params.brightness_slices),
+        invariance=invariance(model, images, predicted, invariance_checks, device),
+        footprint=footprint(model, ref.image_size, device, params.latency_runs),
+        champion=comparison,
     )

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from cvops.config import Params
 
+LINEAGE_KEYS = ("git_commit", "git_dirty", "data_version", "params_hash", "zenml_run_id", "pipeline")
+
 
 def _git(root: Path, *args: str) -> str | None:
     try:

@@ -1,26 +1,266 @@
-"""The MLflow model registry: versions with metrics, lineage and approval tags."""
+"""The MLflow model registry: versions with evidence and lineage, reviewed promotion, rejection, rollback.
 
+Aliases carry the deployment state (`champion` is served, `challenger` is the newest version that
+passed its gate, `previous` is the champion before the current one); tags carry the evidence and
+the approval record. Every change to the aliases happens under one lock, so concurrent promotions
+leave exactly one consistent champion.
+"""
+
+import json
 import logging
+from datetime import UTC, datetime
+from pathlib import Path
 
+from filelock import FileLock
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
 
-from cvops.tracking import TrainedModel
+from cvops.errors import ModelError, PromotionRefusedError, RegistryError
+from cvops.evaluation import Champion
+from cvops.gate import GateDecision
+from cvops.tracking import TrainedModel, load_trained_model
 
 log = logging.getLogger(__name__)
 HEADLINE_METRICS = ("accuracy", "macro_f1")
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+MODEL_INFO_TAG = "model_info"
+# Registered-model tag: the version cvops itself last made champion. An alias moved by hand in the
+# MLflow UI no longer matches it, which is how `list` tells a promotion made outside cvops.
+CVOPS_CHAMPION_TAG = "cvops.champion"
+OUTSIDE_CVOPS = "promoted outside cvops, no approval record"
+AUTO_REVIEWER = "cvops-auto"
 
 
-def register_model(trained: TrainedModel, model_name: str, metrics: dict[str, float], tags: dict[str, str]) -> str:
-    """Register `trained` as a new version of `model_name`, tagged with its metrics and lineage."""
-    client = MlflowClient()
-    if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
-        client.create_registered_model(model_name, description="cvops image classifier")
-    version = client.create_model_version(
-        name=model_name,
-        source=trained.model_uri,
-        run_id=trained.run_id,
-        tags={**tags, **{k: f"{metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics}},
-        description=f"{trained.architecture} on {len(trained.class_names)} classes ({', '.join(trained.class_names)})",
-    )
-    log.info("registered %s version %s", model_name, version.version)
-    return str(version.version)
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class VersionInfo(BaseModel):
+    """One registered version as the review commands show it."""
+
+    version: str
+    aliases: list[str]
+    tags: dict[str, str]
+    run_id: str
+    created: datetime
+    description: str = ""
+
+    @classmethod
+    def from_mlflow(cls, version: ModelVersion, aliases: list[str] | None = None) -> "VersionInfo":
+        return cls(
+            version=str(version.version),
+            aliases=sorted(version.aliases or aliases or []),
+            tags=dict(version.tags or {}),
+            run_id=version.run_id or "",
+            created=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC),
+            description=version.description or "",
+        )
+
+    @property
+    def gate(self) -> str:
+        return self.tags.get("gate", "none")
+
+    @property
+    def approval(self) -> str:
+        return self.tags.get("approval", "—")
+
+
+class ModelRegistry:
+    """The versions of one registered model on the active MLflow tracking store."""
+
+    def __init__(self, model_name: str, lock_path: Path) -> None:
+        self.name = model_name
+        self.client = MlflowClient()
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(lock_path, timeout=120)
+
+    def register(
+        self,
+        trained: TrainedModel,
+        metrics: dict[str, float],
+        lineage: dict[str, str],
+        decision: GateDecision,
+        require_approval: bool = True,
+    ) -> str:
+        """A new version with its metrics, lineage and gate verdict; `challenger` and approval=pending
+        when the gate passed, neither when it failed (the evidence stays for review).
+
+        With `require_approval` false, a passing version becomes the champion at once (unattended retraining).
+        """
+        if not self.client.search_registered_models(filter_string=f"name = '{self.name}'"):
+            self.client.create_registered_model(self.name, description="cvops image classifier")
+        tags = {
+            **lineage,
+            **{k: f"{metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics},
+            "gate": "passed" if decision.passed else "failed",
+            MODEL_INFO_TAG: trained.model_dump_json(),
+        }
+        if decision.passed:
+            tags["approval"] = PENDING
+        else:
+            tags["gate_failed_checks"] = "; ".join(check.name for check in decision.failed)
+        version = self.client.create_model_version(
+            name=self.name,
+            source=trained.model_uri,
+            run_id=trained.run_id,
+            tags=tags,
+            description=f"{trained.architecture} on {len(trained.class_names)} classes "
+            f"({', '.join(trained.class_names)}); gate {tags['gate']}",
+        )
+        number = str(version.version)
+        if decision.passed:
+            with self.lock:
+                self.client.set_registered_model_alias(self.name, CHALLENGER, number)
+        log.info("registered %s version %s (gate %s)", self.name, number, tags["gate"])
+        if decision.passed and not require_approval:
+            self.promote(number, reviewer=AUTO_REVIEWER, note="gate passed; registry.require_approval is false")
+        return number
+
+    def record_gate(self, version: str, decision: GateDecision) -> None:
+        """A new gate decision for an existing version (re-quantized): a version that now fails loses
+        `challenger`; one that now passes waits for a reviewer's `promote` (it does not displace a newer challenger)."""
+        with self.lock:
+            info = self.get(version)
+            self.tag(version, {"gate": "passed" if decision.passed else "failed",
+                               "gate_failed_checks": "; ".join(check.name for check in decision.failed)})  # fmt: skip
+            if decision.passed and info.approval == "—":
+                self.tag(version, {"approval": PENDING})
+            if not decision.passed and CHALLENGER in info.aliases:
+                self.client.delete_registered_model_alias(self.name, CHALLENGER)
+
+    def versions(self) -> list[VersionInfo]:
+        """Newest first."""
+        found = self.client.search_model_versions(f"name = '{self.name}'")
+        if not found:
+            return []
+        aliases: dict[str, list[str]] = {}  # search results leave out the aliases; the registered model has them
+        for alias, number in self.client.get_registered_model(self.name).aliases.items():
+            aliases.setdefault(str(number), []).append(alias)
+        infos = (VersionInfo.from_mlflow(v, aliases.get(str(v.version))) for v in found)
+        return sorted(infos, key=lambda v: int(v.version), reverse=True)
+
+    def get(self, version: str) -> VersionInfo:
+        try:
+            return VersionInfo.from_mlflow(self.client.get_model_version(self.name, str(version)))
+        except MlflowException as err:
+            known = ", ".join(v.version for v in self.versions()) or "none yet"
+            raise RegistryError(f"{self.name} has no version '{version}' (versions: {known})") from err
+
+    def alias(self, alias: str) -> VersionInfo | None:
+        try:
+            return VersionInfo.from_mlflow(self.client.get_model_version_by_alias(self.name, alias))
+        except MlflowException:
+            return None
+
+    def tag(self, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+
+    def outside_cvops(self, info: VersionInfo) -> bool:
+        """True for a champion whose alias was set outside cvops (e.g. in the MLflow UI)."""
+        if CHAMPION not in info.aliases:
+            return False
+        model_tags = self.client.get_registered_model(self.name).tags
+        return model_tags.get(CVOPS_CHAMPION_TAG) != info.version or info.approval != APPROVED
+
+    def promote(self, version: str, reviewer: str, note: str = "", override: bool = False) -> VersionInfo | None:
+        """Make `version` the champion, recording who approved it; the old champion becomes `previous`.
+
+        Returns the old champion. Refuses a rejected version, and a version whose gate did not pass
+        unless `override` with a note that says why.
+        """
+        with self.lock:
+            info = self.get(version)
+            if CHAMPION in info.aliases:
+                raise PromotionRefusedError(f"version {version} is already the champion")
+            if info.approval == REJECTED:
+                raise PromotionRefusedError(
+                    f"version {version} was rejected by {info.tags.get('rejected_by', '?')} "
+                    f"({info.tags.get('approval_note', 'no reason')}); train and register a new version"
+                )
+            tags = {"approval": APPROVED, "approved_by": reviewer, "approved_at": _now(), "approval_note": note}
+            if info.gate != "passed":
+                if not override:
+                    failed = info.tags.get("gate_failed_checks", "no gate record")
+                    raise PromotionRefusedError(
+                        f"version {version} did not pass its gate ({failed}); see `cvops models show {version}`, "
+                        "or promote with --override --note WHY"
+                    )
+                if not note.strip():
+                    raise PromotionRefusedError("--override needs --note saying why the failed gate is acceptable")
+                tags["gate_override"] = "true"
+            old = self.alias(CHAMPION)
+            self.tag(version, tags)
+            if old is not None:
+                self.client.set_registered_model_alias(self.name, PREVIOUS, old.version)
+            self.client.set_registered_model_alias(self.name, CHAMPION, version)
+            if CHALLENGER in info.aliases or (old is not None and CHALLENGER in old.aliases):
+                # a challenger awaits review; the new champion or one made champion in the UI no longer does
+                self.client.delete_registered_model_alias(self.name, CHALLENGER)
+            self.client.set_registered_model_tag(self.name, CVOPS_CHAMPION_TAG, version)
+        log.debug("%s: version %s is champion (approved by %s)", self.name, version, reviewer)
+        return old
+
+    def reject(self, version: str, reviewer: str, reason: str) -> None:
+        """Record a rejection; a rejected version loses `challenger`/`previous` and can never be promoted."""
+        if not reason.strip():
+            raise PromotionRefusedError("a rejection needs --reason, for the record")
+        with self.lock:
+            info = self.get(version)
+            if CHAMPION in info.aliases:
+                raise PromotionRefusedError(
+                    f"version {version} is the champion: `cvops models rollback` first, then reject it"
+                )
+            self.tag(version, {"approval": REJECTED, "rejected_by": reviewer, "rejected_at": _now(),
+                               "approval_note": reason})  # fmt: skip
+            for alias in (CHALLENGER, PREVIOUS):
+                if alias in info.aliases:
+                    self.client.delete_registered_model_alias(self.name, alias)
+
+    def rollback(self, reviewer: str, reason: str) -> tuple[VersionInfo, VersionInfo]:
+        """Champion <- previous, recording who and why on both; returns (restored, demoted)."""
+        if not reason.strip():
+            raise PromotionRefusedError("a rollback needs --reason, for the record")
+        with self.lock:
+            demoted, restored = self.alias(CHAMPION), self.alias(PREVIOUS)
+            if demoted is None:
+                raise RegistryError(f"{self.name} has no champion to roll back")
+            if restored is None:
+                raise RegistryError(
+                    f"{self.name} has no previous champion to roll back to; promote another version instead"
+                )
+            when = _now()
+            self.tag(demoted.version, {"rolled_back_by": reviewer, "rolled_back_at": when, "rollback_reason": reason})
+            self.tag(restored.version, {"restored_by": reviewer, "restored_at": when, "restore_reason": reason})
+            self.client.set_registered_model_alias(self.name, CHAMPION, restored.version)
+            self.client.delete_registered_model_alias(self.name, PREVIOUS)
+            self.client.set_registered_model_tag(self.name, CVOPS_CHAMPION_TAG, restored.version)
+            self.client.set_registered_model_tag(
+                self.name, "cvops.last_rollback",
+                json.dumps({"from": demoted.version, "to": restored.version, "by": reviewer, "at": when,
+                            "reason": reason}),
+            )  # fmt: skip
+        log.debug("%s: rolled back from version %s to %s", self.name, demoted.version, restored.version)
+        return restored, demoted
+
+    def load_champion(self) -> Champion | None:
+        """The champion's model and what it was trained on, for the paired comparison; None without one."""
+        info = self.alias(CHAMPION)
+        if info is None:
+            return None
+        if MODEL_INFO_TAG not in info.tags:
+            raise ModelError(
+                f"champion {self.name} v{info.version} has no '{MODEL_INFO_TAG}' tag (not registered by cvops): "
+                "promote a cvops-registered version, or remove the alias, before training a challenger"
+            )
+        trained = TrainedModel.model_validate_json(info.tags[MODEL_INFO_TAG])
+        return Champion(
+            version=info.version,
+            model=load_trained_model(trained),
+            class_names=trained.class_names,
+            image_size=trained.image_size,
+            data_version=info.tags.get("data_version", ""),
+        )

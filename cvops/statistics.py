@@ -48,3 +48,16 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[float, 
     if only_a + only_b == 0:
         return 1.0, 0, 0
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue), only_a, only_b
+
+
+def paired_bootstrap_difference(
+    correct_a: np.ndarray, correct_b: np.ndarray, seed: int, resamples: int = 1000, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Accuracy of A minus accuracy of B on the same images, with a paired percentile bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    n = len(correct_a)
+    delta = correct_a.astype(np.float64) - correct_b.astype(np.float64)
+    scores = delta[rng.integers(0, n, (resamples, n))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(scores, [tail, 100 - tail])
+    return float(delta.mean()), float(low), float(high)

@@ -1,17 +1,28 @@
 from zenml import pipeline
 
 from cvops.config import Params
-from steps import evaluate_model, load_dataset, register_model, train_model, validate_data
+from steps import (
+    check_gate,
+    evaluate_model,
+    load_dataset,
+    quantize_model,
+    register_model,
+    train_model,
+    validate_data,
+)
 
 
 @pipeline(name="training", enable_cache=False)
 def training(params: Params, resume: bool = False) -> None:
-    """Validated data -> prepared dataset (DVC) -> trained model -> test metrics -> registered version.
+    """Validated data -> prepared dataset (DVC) -> trained model -> evidence -> ONNX fp32/int8 -> gate
+    -> registered version.
 
     The data steps read their params from params.yaml through DVC; `params` feeds the rest.
     """
     validation = validate_data()
     dataset = load_dataset(validation)
     trained = train_model(dataset, params, resume)
-    metrics = evaluate_model(trained, dataset, params.base.device, params.base.seed)
-    register_model(trained, metrics, params.registry.model_name)
+    evaluation = evaluate_model(trained, dataset, params)
+    quantization = quantize_model(trained, dataset, params)
+    decision = check_gate(evaluation, quantization, params.gate)
+    register_model(trained, dataset, evaluation, quantization, decision, params)

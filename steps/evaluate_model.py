@@ -1,20 +1,23 @@
 from typing import Annotated
 
-import mlflow
 from zenml import step
 
+from cvops.config import Params, Project
 from cvops.data.prepare import DatasetRef
-from cvops.evaluation import evaluate
+from cvops.evaluation import Evaluation, evaluate
+from cvops.evidence import log_evaluation
 from cvops.models import resolve_device
+from cvops.registry import ModelRegistry
 from cvops.tracking import TrainedModel, load_trained_model, scratch_dir
 
 
 @step(experiment_tracker=True)
-def evaluate_model(
-    trained: TrainedModel, dataset: DatasetRef, device: str, seed: int
-) -> Annotated[dict[str, float], "test_metrics"]:
-    """Score the trained model on the test split; metrics and the confusion matrix go to MLflow."""
-    evaluation = evaluate(load_trained_model(trained), dataset, scratch_dir(), resolve_device(device), seed)
-    mlflow.log_metrics({f"test_{name}": value for name, value in evaluation.metrics.items()})
-    mlflow.log_artifact(evaluation.confusion_matrix_png, artifact_path="evaluation")
-    return evaluation.metrics
+def evaluate_model(trained: TrainedModel, dataset: DatasetRef, params: Params) -> Annotated[Evaluation, "evaluation"]:
+    """Test-split evidence, with the champion scored on the same images; all of it goes to MLflow."""
+    champion = ModelRegistry(params.registry.model_name, Project.find().registry_lock).load_champion()
+    evaluation = evaluate(
+        load_trained_model(trained), dataset, scratch_dir(), resolve_device(params.base.device), params.base.seed,
+        params.evaluate, tuple(params.gate.min_invariance.checks()), champion,
+    )  # fmt: skip
+    log_evaluation(evaluation)
+    return evaluation

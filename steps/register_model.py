@@ -3,15 +3,39 @@ from typing import Annotated
 import mlflow
 from zenml import step
 
-from cvops.registry import register_model as register_version
-from cvops.tracking import TrainedModel
+from cvops.config import Params, Project
+from cvops.data.prepare import DatasetRef
+from cvops.evaluation import Evaluation
+from cvops.evidence import quantization_tags
+from cvops.gate import GateDecision
+from cvops.lineage import LINEAGE_KEYS
+from cvops.modelcard import ModelCard, write_model_card
+from cvops.quantization import QuantizationReport
+from cvops.registry import ModelRegistry
+from cvops.tracking import TrainedModel, scratch_dir
 
 
 @step(experiment_tracker=True)
 def register_model(
-    trained: TrainedModel, metrics: dict[str, float], model_name: str
+    trained: TrainedModel,
+    dataset: DatasetRef,
+    evaluation: Evaluation,
+    quantization: QuantizationReport,
+    decision: GateDecision,
+    params: Params,
 ) -> Annotated[str, "model_version"]:
-    """Register the model in MLflow with its test metrics and the run's lineage tags."""
+    """Register the version with its evidence, ONNX artifacts and model card: `challenger` + approval=pending
+    when the gate passed (champion at once when registry.require_approval is false), no alias when it failed."""
+    registry = ModelRegistry(params.registry.model_name, Project.find().registry_lock)
     run = mlflow.get_run(trained.run_id)
-    lineage = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-    return register_version(trained, model_name, metrics, lineage)
+    lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_KEYS}
+    tags = {**lineage, **quantization_tags(quantization, run.info.artifact_uri)}
+    version = registry.register(trained, evaluation.metrics, tags, decision, params.registry.require_approval)
+    card = ModelCard(
+        model_name=registry.name, version=version, data_source=params.data.source, trained=trained,
+        dataset=dataset, evaluation=evaluation, decision=decision, lineage=lineage, quantization=quantization,
+    )  # fmt: skip
+    markdown, _ = write_model_card(card, scratch_dir())
+    mlflow.log_artifacts(str(markdown.parent), artifact_path="model_card")
+    registry.tag(version, {"model_card": f"{run.info.artifact_uri}/model_card/model_card.html"})
+    return version

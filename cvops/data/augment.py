@@ -46,3 +46,9 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(image=self.images[index])["image"], int(self.labels[index])
+
+
+def model_inputs(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(N,H,W,3) uint8 images to the float32 NCHW batch a model takes, through `eval_transform`."""
+    transform = eval_transform(mean, std)
+    return np.stack([transform(image=image)["image"].numpy() for image in images]).astype(np.float32, copy=False)

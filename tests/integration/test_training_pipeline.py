@@ -17,26 +17,11 @@ from mlflow.tracking import MlflowClient
 
 from cvops.config import Project, load_params
 from cvops.data.versioning import data_version
+from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import TINY_OVERRIDES, write_image_folder
 
 pytestmark = pytest.mark.slow
 TINY_SET = [arg for override in TINY_OVERRIDES for arg in ("-S", override)]
-
-
-def cvops(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI")}
-    return subprocess.run(
-        [sys.executable, "-m", "cvops.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
-    assert result.returncode == code, result.stderr[-2000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word in errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +76,26 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     curve = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in curve] == list(range(1, len(curve) + 1))
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")]
-    assert "evaluation/confusion_matrix.png" in artifacts
+    assert {"evaluation/confusion_matrix.png", "evaluation/evaluation.json"} <= set(artifacts)
+    # the gate passed: challenger awaiting review, with its model card
+    assert (version.tags["gate"], version.tags["approval"]) == ("passed", "pending")
+    assert version.aliases == ["challenger"]
+    assert run.data.metrics["gate_passed"] == 1.0
+    card = Path(version.tags["model_card"].removeprefix("file://"))
+    assert card.is_file() and card.with_suffix(".md").is_file()
+    markdown = card.with_suffix(".md").read_text()
+    for section in ("## Intended use", "## Slices", "## Gate", "## Known limitations", "## Lineage"):
+        assert section in markdown
+    assert version.tags["data_version"] in markdown and "data:image/png;base64," in card.read_text()
+    # both ONNX files are attached; the shipped one carries the preprocessing a server needs
+    from cvops.quantization import read_preprocessing
+
+    assert version.tags["shipped_format"] in ("onnx-fp32", "onnx-int8") and "## Deployment artifact" in markdown
+    onnx_files = {fmt: Path(version.tags[fmt].removeprefix("file://")) for fmt in ("onnx_fp32", "onnx_int8")}
+    assert all(path.is_file() for path in onnx_files.values())
+    shipped = Path(version.tags["onnx_shipped"].removeprefix("file://"))
+    assert read_preprocessing(shipped).class_names == [str(d) for d in range(10)]
+    assert run.data.metrics["onnx_parity_max_abs_diff"] < 1e-3
     validation = [a.path for a in client.list_artifacts(run.info.run_id, "validation")]
     assert {"validation/validation.json", "validation/validation.html"} <= set(validation)
     experiment = client.get_experiment(run.info.experiment_id)
@@ -108,6 +112,50 @@ def test_registered_model_loads_and_predicts(trained_project) -> None:
 
     logits = model(torch.zeros(2, 3, 16, 16))
     assert logits.shape == (2, 10)
+
+
+def test_failed_gate_registers_evidence_but_no_challenger(trained_project) -> None:
+    root, _ = trained_project
+    promoted = cvops(root, "models", "promote", "1", "--reviewer", "alice", "--note", "first model")
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+
+    result = cvops(root, "run", "training", "-S", "gate.min_accuracy=0.999")
+    assert_one_line_error(result, 7, "version 2 failed its gate", "accuracy")
+    assert "gate: FAILED" in result.stdout
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    client = MlflowClient()
+    failed = client.get_model_version("cvops-classifier", "2")
+    assert failed.tags["gate"] == "failed" and "approval" not in failed.tags
+    assert {k: str(v) for k, v in client.get_registered_model("cvops-classifier").aliases.items()} == {"champion": "1"}
+    # the champion was scored again on the same test images: it scores what it scored when it was registered
+    metrics = client.get_run(failed.run_id).data.metrics
+    test_size = sum(v for k, v in metrics.items() if k.startswith("test_support_"))
+    assert metrics["test_vs_champion_n"] == test_size
+    champion_accuracy = float(client.get_model_version("cvops-classifier", "1").tags["accuracy"])
+    assert metrics["test_vs_champion_champion_accuracy"] == pytest.approx(champion_accuracy, abs=1e-4)
+    assert metrics["test_vs_champion_accuracy_difference"] == pytest.approx(
+        metrics["test_accuracy"] - metrics["test_vs_champion_champion_accuracy"]
+    )
+
+    shown = cvops(root, "models", "show", "2")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "accuracy - champion v1" in shown.stdout and "FAIL" in shown.stdout
+    assert_one_line_error(cvops(root, "models", "promote", "2", "--reviewer", "bob"), 9, "did not pass its gate")
+
+
+def test_quantize_command_re_exports_a_version_and_records_what_ships(trained_project) -> None:
+    root, _ = trained_project
+    result = cvops(root, "quantize", "--version", "1", "-S", "quantize.enabled=false")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ships onnx-fp32: int8 quantization is off" in result.stdout and "gate: PASSED" in result.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    tags = MlflowClient().get_model_version("cvops-classifier", "1").tags
+    assert tags["shipped_format"] == "onnx-fp32" and "onnx_int8" not in tags
+    assert tags["onnx_shipped"] == tags["onnx_fp32"] and Path(tags["onnx_fp32"].removeprefix("file://")).is_file()
+    shown = cvops(root, "models", "show", "1")
+    assert "ships onnx-fp32" in shown.stdout
+    assert_one_line_error(cvops(root, "quantize", "--version", "9"), 8, "no version '9'")
 
 
 def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_path: Path) -> None:
@@ -140,7 +188,7 @@ def test_invalid_data_stops_the_run_before_training(trained_project, tmp_path: P
     assert "Traceback" not in output
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     versions = MlflowClient().search_model_versions("name = 'cvops-classifier'")
-    assert [str(v.version) for v in versions] == ["1"]  # nothing trained, nothing registered
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]  # nothing trained, nothing registered
 
 
 def test_ui_serves_the_projects_runs(trained_project) -> None:
@@ -148,9 +196,8 @@ def test_ui_serves_the_projects_runs(trained_project) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "cvops.cli", "ui", "--port", str(port)], cwd=root, env=env,
+        [sys.executable, "-m", "cvops.cli", "ui", "--port", str(port)], cwd=root, env=clean_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cvops"

@@ -1,10 +1,20 @@
-"""Test-split metrics and the confusion-matrix plot."""
+"""Test-split evidence: metrics, confusion matrix, slices, behavioural invariance, paired champion comparison."""
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
-from cvops.evaluation import classification_metrics, plot_confusion_matrix
+from cvops.data.prepare import DatasetRef
+from cvops.evaluation import (
+    Champion,
+    classification_metrics,
+    compare_with_champion,
+    invariance,
+    plot_confusion_matrix,
+    slice_metrics,
+)
 
 
 def test_metrics_on_a_hand_checked_example():
@@ -30,3 +40,72 @@ def test_confusion_matrix_png(tmp_path):
     assert path.stat().st_size > 0
     with Image.open(path) as image:
         assert image.format == "PNG" and image.width > 100 and image.height > 100
+
+
+class LeftVersusRight(torch.nn.Module):
+    """Class 1 when the right half of the image is brighter than the left half: flip-sensitive by design."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        score = x[..., half:].mean(dim=(1, 2, 3)) - x[..., :half].mean(dim=(1, 2, 3))
+        return torch.stack([-score, score], dim=1) * 10
+
+
+def half_bright_images(right_bright: list[bool], size: int = 8) -> np.ndarray:
+    images = np.full((len(right_bright), size, size, 3), 40, dtype=np.uint8)
+    for image, right in zip(images, right_bright, strict=True):
+        (image[:, size // 2 :] if right else image[:, : size // 2])[...] = 220
+    return images
+
+
+def test_slices_by_metadata_and_brightness_tertile():
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    predicted = np.array([0, 1, 1, 1, 0, 0])  # wrong on rows 1 and 5
+    manifest = pd.DataFrame({"cell_type": ["mono", "mono", "mono", "poly", "poly", None]})
+    images = np.stack([np.full((4, 4, 3), level, dtype=np.uint8) for level in (10, 20, 100, 110, 200, 210)])
+    slices = {
+        (s.attribute, s.value): s
+        for s in slice_metrics(labels, predicted, manifest, images, ["cell_type", "absent"], 3)
+    }
+    assert set(slices) == {("cell_type", "mono"), ("cell_type", "poly"), ("cell_type", "unknown"),
+                           ("brightness", "dark"), ("brightness", "mid"), ("brightness", "bright")}  # fmt: skip
+    assert (slices["cell_type", "mono"].n, slices["cell_type", "mono"].accuracy) == (3, pytest.approx(2 / 3))
+    assert slices["cell_type", "poly"].accuracy == 1.0 and slices["cell_type", "unknown"].accuracy == 0.0
+    assert [slices["brightness", v].accuracy for v in ("dark", "mid", "bright")] == [0.5, 1.0, 0.5]
+    assert all(slices["brightness", v].n == 2 for v in ("dark", "mid", "bright"))
+
+
+def test_invariance_is_the_share_of_predictions_a_transform_keeps():
+    images = half_bright_images([True, False, True, True])
+    model = LeftVersusRight()
+    predicted = np.array([1, 0, 1, 1])
+    shares = invariance(model, images, predicted, ("hflip", "vflip"), torch.device("cpu"))
+    assert shares == {"hflip": 0.0, "vflip": 1.0}
+
+
+def test_champion_comparison_on_the_same_images_has_the_known_answer():
+    right = [True] * 6 + [False] * 4
+    images, labels = half_bright_images(right), np.array([1] * 6 + [0] * 4)
+    ref = DatasetRef(prepared_dir=".", class_names=["left", "right"], image_size=8, counts={}, data_version="d1")
+    champion = Champion(
+        version="4", model=LeftVersusRight(), class_names=["left", "right"], image_size=8, data_version="d1"
+    )
+    candidate = labels.copy()
+    candidate[:3] = 0  # the candidate misses 3 images the champion gets right
+    result = compare_with_champion(champion, ref, images, labels, candidate, torch.device("cpu"), seed=0, resamples=200)
+    assert result.comparable and result.champion_version == "4" and result.n == 10
+    assert (result.candidate_accuracy, result.champion_accuracy) == (0.7, 1.0)
+    assert result.accuracy_difference == pytest.approx(-0.3)
+    assert (result.only_candidate_correct, result.only_champion_correct) == (0, 3)
+    assert result.mcnemar_p_value == pytest.approx(0.25)  # 3 discordant pairs all one way: 2 * 0.5**3
+    assert result.note == ""
+
+
+def test_champion_with_other_classes_is_not_compared():
+    ref = DatasetRef(prepared_dir=".", class_names=["a", "b"], image_size=8, counts={})
+    champion = Champion(version="1", model=LeftVersusRight(), class_names=["x", "y"], image_size=8)
+    images = half_bright_images([True])
+    result = compare_with_champion(
+        champion, ref, images, np.array([1]), np.array([1]), torch.device("cpu"), seed=0, resamples=100
+    )
+    assert not result.comparable and "other classes" in result.note

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from cvops.statistics import bootstrap_interval, expected_calibration_error, mcnemar_exact
+from cvops.statistics import bootstrap_interval, expected_calibration_error, mcnemar_exact, paired_bootstrap_difference
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy():
@@ -44,3 +44,14 @@ def test_mcnemar_counts_discordant_pairs_and_gives_the_exact_p_value():
 def test_mcnemar_on_identical_predictions_finds_no_difference():
     same = np.array([True, False, True])
     assert mcnemar_exact(same, same) == (1.0, 0, 0)
+
+
+def test_paired_bootstrap_difference_brackets_the_known_difference():
+    # 200 paired images: A right on 180, B right on 160, B's right answers a subset of A's
+    a = np.array([True] * 180 + [False] * 20)
+    b = np.array([True] * 160 + [False] * 40)
+    difference, low, high = paired_bootstrap_difference(a, b, seed=3)
+    assert difference == pytest.approx(0.1)
+    assert 0.05 < low < 0.1 < high < 0.15
+    assert paired_bootstrap_difference(a, b, seed=3) == (difference, low, high)
+    assert paired_bootstrap_difference(a, a, seed=3) == (0.0, 0.0, 0.0)

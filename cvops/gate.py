@@ -1,0 +1,101 @@
+"""The promotion gate: every check a model must pass to become the challenger, with its evidence."""
+
+from typing import Literal
+
+from pydantic import BaseModel, computed_field
+
+from cvops.config import GateParams
+from cvops.evaluation import Evaluation
+from cvops.quantization import QuantizationReport
+
+Verdict = Literal["pass", "fail", "skip"]
+
+
+class GateCheck(BaseModel):
+    name: str
+    value: float | None
+    rule: Literal[">=", "<="]
+    threshold: float
+    verdict: Verdict
+    note: str = ""
+
+
+class GateDecision(BaseModel):
+    """Every check with its value, threshold and verdict; the model passes when none fails."""
+
+    checks: list[GateCheck]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    @property
+    def failed(self) -> list[GateCheck]:
+        return [check for check in self.checks if check.verdict == "fail"]
+
+    def table(self) -> str:
+        """A fixed-width table for the terminal and the model card."""
+        width = max(len(check.name) for check in self.checks)
+        lines = [f"{'check':<{width}}  {'value':>9}  rule  {'threshold':>9}  verdict"]
+        for check in self.checks:
+            value = "—" if check.value is None else f"{check.value:.4g}"
+            note = f"  ({check.note})" if check.note else ""
+            lines.append(
+                f"{check.name:<{width}}  {value:>9}  {check.rule:^4}  {check.threshold:>9.4g}  "
+                f"{check.verdict.upper()}{note}"
+            )
+        lines.append(f"gate: {'PASSED' if self.passed else f'FAILED ({len(self.failed)} checks)'}")
+        return "\n".join(lines)
+
+
+def _check(name: str, value: float | None, rule: Literal[">=", "<="], threshold: float, note: str = "") -> GateCheck:
+    if value is None:
+        return GateCheck(name=name, value=None, rule=rule, threshold=threshold, verdict="skip", note=note)
+    ok = value >= threshold if rule == ">=" else value <= threshold
+    verdict: Verdict = "pass" if ok else "fail"
+    return GateCheck(name=name, value=value, rule=rule, threshold=threshold, verdict=verdict, note=note)
+
+
+def decide(evaluation: Evaluation, params: GateParams, quantization: QuantizationReport | None = None) -> GateDecision:
+    """Absolute floors, non-inferiority to the champion, slice floors, behaviour, and the size, latency
+    and accuracy of the artifact that ships (the torch model's when nothing was exported)."""
+    metrics = evaluation.metrics
+    checks = [
+        _check("accuracy", metrics["accuracy"], ">=", params.min_accuracy),
+        _check("macro_f1", metrics["macro_f1"], ">=", params.min_macro_f1),
+    ]
+    checks += [
+        _check(f"recall[{name}]", metrics[f"recall_{name}"], ">=", params.min_class_recall)
+        for name in evaluation.class_names
+    ]
+    champion = evaluation.champion
+    if champion is None:
+        checks.append(_check("accuracy - champion", None, ">=", -params.non_inferiority_margin, "no champion yet"))
+    elif not champion.comparable:
+        checks.append(_check("accuracy - champion", None, ">=", -params.non_inferiority_margin, champion.note))
+    else:
+        checks.append(
+            _check(
+                f"accuracy - champion v{champion.champion_version}", champion.accuracy_difference, ">=",
+                -params.non_inferiority_margin, f"McNemar p={champion.mcnemar_p_value:.3g}",
+            )
+        )  # fmt: skip
+    for piece in evaluation.slices:
+        name = f"slice {piece.attribute}={piece.value} accuracy"
+        if piece.n >= params.min_slice_size:
+            checks.append(_check(name, piece.accuracy, ">=", params.min_slice_accuracy, f"n={piece.n}"))
+        else:
+            note = f"n={piece.n} < min_slice_size {params.min_slice_size}"
+            checks.append(_check(name, None, ">=", params.min_slice_accuracy, note))
+    for transform, floor in params.min_invariance.checks().items():
+        checks.append(_check(f"same prediction under {transform}", evaluation.invariance.get(transform), ">=", floor))
+    if quantization is not None:
+        name, accuracy = f"accuracy of shipped {quantization.shipped}", quantization.shipped_artifact.accuracy
+        checks.append(_check(name, accuracy, ">=", params.min_accuracy))
+    shipped = quantization.footprint() if quantization else evaluation.footprint
+    size, latency = (shipped.size_mb, shipped.latency_ms) if shipped else (None, None)
+    note = f"{shipped.format}, {shipped.threads} threads" if shipped else "not measured"
+    checks.append(_check("model size MB", size, "<=", params.max_model_size_mb, note))
+    checks.append(_check("latency ms (batch 1)", latency, "<=", params.max_latency_ms, note))
+    return GateDecision(checks=checks)

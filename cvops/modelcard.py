@@ -1,0 +1,164 @@
+"""Model cards: one Markdown and one self-contained HTML page per registered version."""
+
+import base64
+from pathlib import Path
+
+from markdown_it import MarkdownIt
+from pydantic import BaseModel
+
+from cvops.data.prepare import DatasetRef
+from cvops.evaluation import Evaluation
+from cvops.gate import GateDecision
+from cvops.lineage import LINEAGE_KEYS
+from cvops.quantization import QuantizationReport
+from cvops.tracking import TrainedModel
+
+HIGH_ECE = 0.1
+
+
+class ModelCard(BaseModel):
+    model_name: str
+    version: str
+    data_source: str
+    trained: TrainedModel
+    dataset: DatasetRef
+    evaluation: Evaluation
+    decision: GateDecision
+    lineage: dict[str, str]
+    quantization: QuantizationReport | None = None
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def limitations(card: ModelCard) -> list[str]:
+    """What a reviewer should know before trusting the model, derived from its own evidence."""
+    evaluation, gate = card.evaluation, card.decision
+    notes = [
+        f"Trained and tested only on the `{card.data_source}` data ({card.evaluation.num_images} test images); "
+        "images from other sources, cameras or preprocessing are outside its tested range."
+    ]
+    low, high = evaluation.metrics["accuracy_ci95_low"], evaluation.metrics["accuracy_ci95_high"]
+    notes.append(f"Test accuracy is known only to within {low:.3f}-{high:.3f} (95% bootstrap interval).")
+    if evaluation.metrics["ece"] > HIGH_ECE:
+        ece = evaluation.metrics["ece"]
+        notes.append(f"Scores are poorly calibrated (ECE {ece:.3f}): do not read them as probabilities.")
+    worst = min(evaluation.class_names, key=lambda name: evaluation.metrics[f"recall_{name}"])
+    notes.append(f"Weakest class: `{worst}` (recall {evaluation.metrics[f'recall_{worst}']:.3f}).")
+    for check in gate.checks:
+        if check.verdict == "fail":
+            needs = f"{check.rule} {check.threshold:.4g}"
+            notes.append(f"Failed gate check: {check.name} = {check.value:.4g} (needs {needs}).")
+        elif check.verdict == "skip" and check.name.startswith("slice"):
+            notes.append(f"Not gated: {check.name} ({check.note}).")
+    return notes
+
+
+def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png") -> str:
+    trained, dataset, evaluation = card.trained, card.dataset, card.evaluation
+    m = evaluation.metrics
+    classes = ", ".join(f"`{c}`" for c in dataset.class_names)
+    per_class = [
+        [c, *(f"{m[f'{k}_{c}']:.4f}" for k in ("precision", "recall", "f1")), f"{m[f'support_{c}']:.0f}"]
+        for c in dataset.class_names
+    ]
+    parts = [
+        f"# Model card: {card.model_name} version {card.version}",
+        f"`{trained.architecture}` image classifier, {dataset.image_size}x{dataset.image_size} px input, "
+        f"gate **{'passed' if card.decision.passed else 'FAILED'}**.",
+        "## Intended use",
+        f"Sorts images like those of the `{card.data_source}` dataset into {classes}, as decision support: a "
+        "person reviews low-confidence or high-stakes predictions. Not for images from another domain, and not "
+        "as the sole basis of a decision about people.",
+        "## Data",
+        f"Data version `{dataset.data_version or 'unversioned'}` (DVC hash of the prepared data). "
+        "Images per class and split:",
+        _table(
+            ["class", *dataset.counts],
+            [[c, *(str(dataset.counts[s].get(c, 0)) for s in dataset.counts)] for c in dataset.class_names],
+        ),
+        "## Metrics (test split)",
+        _table(
+            ["metric", "value", "95% interval"],
+            [
+                ["accuracy", f"{m['accuracy']:.4f}", f"{m['accuracy_ci95_low']:.4f}-{m['accuracy_ci95_high']:.4f}"],
+                ["macro-F1", f"{m['macro_f1']:.4f}", f"{m['macro_f1_ci95_low']:.4f}-{m['macro_f1_ci95_high']:.4f}"],
+                ["ECE (calibration)", f"{m['ece']:.4f}", ""],
+            ],
+        ),
+        _table(["class", "precision", "recall", "F1", "support"], per_class),
+        f"![confusion matrix]({confusion_png})",
+        "## Slices",
+        _table(
+            ["attribute", "value", "images", "accuracy", "macro-F1"],
+            [[s.attribute, s.value, str(s.n), f"{s.accuracy:.4f}", f"{s.macro_f1:.4f}"] for s in evaluation.slices],
+        )
+        if evaluation.slices
+        else "No slices (no metadata columns and brightness slicing off).",
+    ]
+    if evaluation.invariance:
+        parts += [
+            "## Behaviour",
+            _table(["transform", "same prediction"], [[t, f"{v:.1%}"] for t, v in evaluation.invariance.items()]),
+        ]
+    if card.quantization is not None:
+        q = card.quantization
+        rows = [
+            [m.format, f"{m.accuracy:.4f}", f"{m.agreement:.4f}", f"{m.size_mb:.2f}", f"{m.latency_ms_b1:.2f}",
+             f"{m.latency_ms_b32:.2f}"]
+            for m in (q.fp32, q.int8) if m is not None
+        ]  # fmt: skip
+        parts += [
+            "## Deployment artifact",
+            f"Ships **{q.shipped}** ({q.reason}). ONNX fp32 matches torch to {q.parity_max_abs_diff:.1e} in the "
+            f"logits; int8 is calibrated ({q.calibration_method}) on {len(q.calibration_ids)} seeded train images. "
+            f"Measured on the test split with {q.threads} threads:",
+            _table(["artifact", "accuracy", "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
+        ]
+    parts += ["## Gate", "```", card.decision.table(), "```", "## Comparison with the champion"]
+    comparison = evaluation.champion
+    if comparison is None:
+        parts.append("There was no champion when this version was evaluated.")
+    elif not comparison.comparable:
+        parts.append(f"Champion version {comparison.champion_version}: {comparison.note}")
+    else:
+        rows = [
+            ["accuracy", f"{comparison.candidate_accuracy:.4f}", f"{comparison.champion_accuracy:.4f}"],
+            ["macro-F1", f"{comparison.candidate_macro_f1:.4f}", f"{comparison.champion_macro_f1:.4f}"],
+            ["right where the other is wrong", str(comparison.only_candidate_correct),
+             str(comparison.only_champion_correct)],
+        ]  # fmt: skip
+        parts.append(_table(["", "this version", f"champion v{comparison.champion_version}"], rows))
+        parts.append(
+            f"Accuracy difference {comparison.accuracy_difference:+.4f} (paired 95% interval "
+            f"{comparison.difference_ci95_low:+.4f} to {comparison.difference_ci95_high:+.4f}), exact McNemar "
+            f"p = {comparison.mcnemar_p_value:.3g} on {comparison.n} images. {comparison.note}"
+        )
+    parts += ["## Known limitations", "\n".join(f"- {note}" for note in limitations(card))]
+    parts += ["## Lineage", _table(["tag", "value"], [[k, f"`{card.lineage.get(k, '')}`"] for k in LINEAGE_KEYS])]
+    parts.append(f"MLflow run `{trained.run_id}`, model `{trained.model_uri}`.")
+    return "\n\n".join(parts) + "\n"
+
+
+def write_model_card(card: ModelCard, out_dir: Path) -> tuple[Path, Path]:
+    """model_card.md (beside a copy of the confusion matrix) and a self-contained model_card.html."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = Path(card.evaluation.confusion_matrix_png)
+    (out_dir / "confusion_matrix.png").write_bytes(png.read_bytes())
+    markdown = out_dir / "model_card.md"
+    markdown.write_text(render_markdown(card))
+    inline = f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}"
+    body = MarkdownIt("commonmark").enable("table").render(render_markdown(card, confusion_png=inline))
+    html = out_dir / "model_card.html"
+    html.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{card.model_name} v{card.version}</title><style>"
+        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.4}"
+        "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.2rem .6rem}"
+        "th{background:#f3f3f3}pre{background:#f6f6f6;padding:.6rem;overflow-x:auto}img{max-width:32rem}"
+        f"</style></head><body>{body}</body></html>\n"
+    )
+    return markdown, html

@@ -1,0 +1,106 @@
+"""ONNX export and int8 quantization of a small model trained on real digits: parity, reproducible
+calibration, the rule that picks the shipped artifact, and clear errors for broken files."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from cvops.config import Params
+from cvops.data.augment import model_inputs
+from cvops.data.prepare import DatasetRef
+from cvops.errors import ModelError
+from cvops.quantization import (
+    QuantizationReport,
+    calibration_subset,
+    choose,
+    predict_logits,
+    quantize,
+    quantize_int8,
+    read_preprocessing,
+    session,
+    sha256,
+)
+from cvops.training import TrainResult
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report(trained: TrainResult, digits: DatasetRef, tiny_params: Params, tmp_path_factory) -> QuantizationReport:
+    return quantize(trained.model, digits, tmp_path_factory.mktemp("onnx"), tiny_params.quantize, seed=0)
+
+
+def test_onnx_fp32_matches_torch_and_carries_its_preprocessing(report, digits: DatasetRef) -> None:
+    assert report.parity_max_abs_diff < 1e-3
+    assert report.fp32.agreement >= 0.99
+    assert report.fp32.accuracy == pytest.approx(report.torch_accuracy, abs=0.01)
+    preprocessing = read_preprocessing(Path(report.fp32.path))
+    assert (preprocessing.class_names, preprocessing.image_size) == (digits.class_names, digits.image_size)
+    # the batch axis is dynamic: 1, 7 and 32 images all run
+    fp32 = session(Path(report.fp32.path))
+    for n in (1, 7, 32):
+        assert predict_logits(fp32, np.zeros((n, 3, 16, 16), dtype=np.float32)).shape == (n, 10)
+
+
+def test_int8_is_smaller_close_to_fp32_and_measured(report) -> None:
+    assert report.int8 is not None
+    assert report.int8.size_mb < report.fp32.size_mb / 2
+    assert report.int8.agreement >= 0.9
+    assert report.fp32.accuracy - report.int8.accuracy < 0.05
+    assert read_preprocessing(Path(report.int8.path)) == read_preprocessing(Path(report.fp32.path))
+    for measured in (report.fp32, report.int8):
+        assert 0 < measured.latency_ms_b1 < measured.latency_ms_b32
+    assert report.shipped in ("onnx-fp32", "onnx-int8") and report.reason
+    assert report.footprint().format == report.shipped
+
+
+def test_calibration_subset_and_int8_file_are_reproducible(report, digits: DatasetRef, tmp_path: Path) -> None:
+    images, ids = calibration_subset(digits, 64, seed=5)
+    again, ids_again = calibration_subset(digits, 64, seed=5)
+    assert ids == ids_again and np.array_equal(images, again) and len(set(ids)) == 64
+    assert calibration_subset(digits, 64, seed=6)[1] != ids
+    train_paths = set(ids) | set(calibration_subset(digits, 10_000, seed=5)[1])
+    assert len(train_paths) == sum(digits.counts["train"].values())  # drawn from the train split only
+
+    inputs = model_inputs(images, *_normalization(report))
+    first = quantize_int8(Path(report.fp32.path), tmp_path / "a.onnx", inputs, "minmax")
+    second = quantize_int8(Path(report.fp32.path), tmp_path / "b.onnx", inputs, "minmax")
+    assert sha256(first) == sha256(second)
+
+
+def _normalization(report: QuantizationReport) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    preprocessing = read_preprocessing(Path(report.fp32.path))
+    return preprocessing.mean, preprocessing.std
+
+
+def test_rule_ships_fp32_when_int8_misses_the_tolerance(report, tiny_params: Params) -> None:
+    impossible = tiny_params.quantize.model_copy(update={"max_accuracy_drop": 0.0, "min_speedup": 1000.0})
+    shipped, reason = choose(report.fp32, report.int8, impossible)
+    assert shipped == "onnx-fp32" and reason.startswith("int8 rejected") and "x1000" in reason
+    lenient = tiny_params.quantize.model_copy(update={"max_accuracy_drop": 1.0, "min_speedup": 0.001})
+    assert choose(report.fp32, report.int8, lenient)[0] == "onnx-int8"
+    assert choose(report.fp32, None, lenient) == ("onnx-fp32", "int8 quantization is off (quantize.enabled: false)")
+
+
+def test_export_that_breaks_parity_fails_loudly(trained, digits, tiny_params: Params, tmp_path: Path) -> None:
+    strict = tiny_params.quantize.model_copy(update={"parity_tolerance": 1e-12, "enabled": False})
+    with pytest.raises(ModelError, match="ONNX export differs from the torch model"):
+        quantize(trained.model, digits, tmp_path, strict, seed=0)
+
+
+def test_missing_corrupt_or_foreign_onnx_files_get_clear_errors(report, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        session(tmp_path / "missing.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(Path(report.fp32.path).read_bytes()[:5000])
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        session(corrupt)
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        read_preprocessing(corrupt)
+    foreign = onnx.load(report.fp32.path)
+    del foreign.metadata_props[:]
+    onnx.save(foreign, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(ModelError, match="no cvops preprocessing metadata"):
+        read_preprocessing(tmp_path / "foreign.onnx")

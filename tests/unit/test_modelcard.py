@@ -1,0 +1,70 @@
+"""The model card reads as the evidence: data, metrics with intervals, slices, gate, comparison, limits."""
+
+import numpy as np
+
+from cvops.config import GateParams
+from cvops.data.prepare import DatasetRef
+from cvops.evaluation import ChampionComparison, Evaluation, Footprint, SliceMetrics, plot_confusion_matrix
+from cvops.gate import decide
+from cvops.modelcard import ModelCard, write_model_card
+from cvops.tracking import TrainedModel
+
+
+def card(tmp_path, recall_bad: float = 0.9, champion: ChampionComparison | None = None) -> ModelCard:
+    png = plot_confusion_matrix(np.array([0, 1]), np.array([0, 1]), ["bad", "ok"], tmp_path / "cm.png")
+    metrics = {"accuracy": 0.9, "macro_f1": 0.88, "ece": 0.15, "accuracy_ci95_low": 0.86, "accuracy_ci95_high": 0.93,
+               "macro_f1_ci95_low": 0.84, "macro_f1_ci95_high": 0.91}  # fmt: skip
+    for name, recall in (("bad", recall_bad), ("ok", 0.95)):
+        metrics |= {f"precision_{name}": 0.9, f"recall_{name}": recall, f"f1_{name}": 0.9, f"support_{name}": 60.0}
+    evaluation = Evaluation(
+        metrics=metrics, class_names=["bad", "ok"], confusion_matrix_png=str(png), num_images=120,
+        slices=[SliceMetrics(attribute="cell_type", value="poly", n=12, accuracy=0.75, macro_f1=0.7)],
+        invariance={"hflip": 0.96}, footprint=Footprint(format="torch", size_mb=13, latency_ms=9, threads=2),
+        champion=champion,
+    )  # fmt: skip
+    trained = TrainedModel(model_uri="models:/m-1", run_id="r1", architecture="resnet10t", class_names=["bad", "ok"],
+                           image_size=64, mean=(0.5,) * 3, std=(0.5,) * 3, best_epoch=3)  # fmt: skip
+    counts = {"train": {"bad": 300, "ok": 280}, "val": {"bad": 60}, "test": {"bad": 60, "ok": 60}}
+    dataset = DatasetRef(
+        prepared_dir=".", class_names=["bad", "ok"], image_size=64, data_version="abc123", counts=counts
+    )
+    return ModelCard(
+        model_name="cvops-classifier", version="7", data_source="elpv", trained=trained, dataset=dataset,
+        evaluation=evaluation, decision=decide(evaluation, GateParams()),
+        lineage={"git_commit": "f00d", "data_version": "abc123"},
+    )  # fmt: skip
+
+
+def test_card_holds_every_section_with_the_numbers(tmp_path):
+    markdown, html = write_model_card(card(tmp_path), tmp_path / "card")
+    text = markdown.read_text()
+    for section in ("## Intended use", "## Data", "## Metrics (test split)", "## Slices", "## Behaviour", "## Gate",
+                    "## Comparison with the champion", "## Known limitations", "## Lineage"):  # fmt: skip
+        assert section in text
+    assert "| bad | 300 | 60 | 60 |" in text and "| ok | 280 | 0 | 60 |" in text  # per-class counts per split
+    assert "0.8600-0.9300" in text  # the accuracy interval
+    assert "gate: PASSED" in text and "`f00d`" in text
+    assert "There was no champion" in text
+    assert (markdown.parent / "confusion_matrix.png").is_file() and "](confusion_matrix.png)" in text
+    page = html.read_text()
+    assert "<table>" in page and "data:image/png;base64," in page  # self-contained: opens from anywhere
+
+
+def test_limitations_come_from_the_evidence(tmp_path):
+    text = write_model_card(card(tmp_path, recall_bad=0.3), tmp_path / "card")[0].read_text()
+    limits = text.split("## Known limitations")[1].split("## Lineage")[0]
+    assert "Failed gate check: recall[bad] = 0.3" in limits
+    assert "Weakest class: `bad`" in limits
+    assert "poorly calibrated (ECE 0.150)" in limits
+    assert "Not gated: slice cell_type=poly accuracy (n=12 < min_slice_size 30)" in limits
+    assert "gate **FAILED**" in text
+
+
+def test_champion_comparison_is_written_out(tmp_path):
+    comparison = ChampionComparison(
+        champion_version="5", comparable=True, n=120, candidate_accuracy=0.9, champion_accuracy=0.85,
+        accuracy_difference=0.05, difference_ci95_low=0.01, difference_ci95_high=0.09, candidate_macro_f1=0.88,
+        champion_macro_f1=0.8, mcnemar_p_value=0.03, only_candidate_correct=9, only_champion_correct=3,
+    )  # fmt: skip
+    text = write_model_card(card(tmp_path, champion=comparison), tmp_path / "card")[0].read_text()
+    assert "champion v5" in text and "+0.0500" in text and "p = 0.03 on 120 images" in text
