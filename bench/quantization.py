@@ -25,8 +25,8 @@ def torch_row(model, ref, runs: int) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from cvops.data.augment import model_inputs
     from cvops.data.prepare import load_split
+    from cvops.data.preprocess import model_inputs
     from cvops.evaluation import median_latency_ms
     from cvops.models import normalization
 

@@ -569,6 +569,47 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option("--version", "version", help="Serve this registered version (pinned).")
+@click.option(
+    "--alias", default="champion", show_default=True, help="Serve the version this alias names, and follow it."
+)
+@click.option("--port", type=click.IntRange(1, 65535), help="Port on 127.0.0.1 (default: params serve.port).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@user_errors
+def serve(version: str | None, alias: str, port: int | None, host: str) -> None:
+    """Serve a model over HTTP with BentoML: POST /classify, /classify_batch; GET /healthz, /readyz, /metrics.
+
+    With an alias (default: champion) the service checks the registry every serve.poll_seconds and
+    swaps in a newly promoted version without downtime. Set CVOPS_API_TOKEN to require a bearer token.
+
+    \b
+    Examples:
+      cvops serve                                   # the champion, on serve.port
+      cvops serve --version 3 --port 3001
+      curl -F image=@cell.png http://127.0.0.1:3000/classify
+    """
+    import os
+
+    from cvops.serving.source import resolve
+
+    project = _project()
+    params = project.params()
+    selector = version or alias
+    served = resolve(
+        _registry(project, params), selector, project.bentoml_home / "onnx"
+    )  # fail here, not in the server
+    port = port or params.serve.port
+    click.echo(
+        f"serving {served.model_name} version {served.version} ({selector}) on http://{host}:{port} (Ctrl-C stops it)"
+    )
+    env = {**os.environ, "CVOPS_SERVE_MODEL": selector}
+    command = [sys.executable, "-m", "bentoml", "serve", "cvops.serving.service:Classifier", "--host", host,
+               "--port", str(port)]  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run(command, env=env, check=False)
+
+
+@main.command()
 @click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
 @user_errors
 def ui(port: int) -> None:

@@ -125,6 +125,16 @@ class GateParams(Section):
     min_invariance: InvarianceParams = InvarianceParams()
 
 
+class ServeParams(Section):
+    port: int = Field(3000, ge=1, le=65535)
+    top_k: int = Field(3, ge=1)
+    max_request_bytes: int = Field(20_000_000, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=64)
+    max_batch_images: int = Field(32, ge=1)
+    poll_seconds: float = Field(5.0, gt=0.0)
+    inference_log: str = "monitoring/inference_log"
+
+
 class RegistryParams(Section):
     model_name: str = Field("cvops-classifier", min_length=1)
     require_approval: bool = True
@@ -145,6 +155,7 @@ class Params(Section):
     quantize: QuantizeParams = QuantizeParams()
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
+    serve: ServeParams = ServeParams()
     mlflow: MlflowParams = MlflowParams()
 
     @model_validator(mode="after")
@@ -283,6 +294,11 @@ class Project:
     def registry_lock(self) -> Path:
         """Serialises alias changes (promote, reject, rollback) of every process on this checkout."""
         return self.mlflow_dir / "registry.lock"
+
+    @property
+    def bentoml_home(self) -> Path:
+        """BentoML's model and bento store, and the cache of served ONNX files."""
+        return self.root / "bentos"
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 
 from cvops.config import EvaluateParams
 from cvops.data.augment import ImageDataset, eval_transform
-from cvops.data.prepare import DatasetRef, load_split, resize_image
+from cvops.data.prepare import DatasetRef, load_split
+from cvops.data.preprocess import resize_image
 from cvops.models import normalization
 from cvops.statistics import (
     bootstrap_interval,

@@ -21,30 +21,26 @@ from pydantic import BaseModel
 from torch import nn
 
 from cvops.config import QuantizeParams
-from cvops.data.augment import model_inputs
 from cvops.data.prepare import DatasetRef, load_split
+from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
 from cvops.evaluation import Footprint, median_latency_ms
 from cvops.models import normalization
+from cvops.onnx_model import (
+    INPUT,
+    OUTPUT,
+    Preprocessing,
+    predict_logits,
+    read_preprocessing,
+    session,
+    set_metadata,
+)
 
 if TYPE_CHECKING:
-    import onnx
-    import onnxruntime
+    pass
 
 log = logging.getLogger(__name__)
-INPUT, OUTPUT = "image", "logits"
-METADATA_KEY = "cvops"
 Format = Literal["onnx-fp32", "onnx-int8"]
-
-
-class Preprocessing(BaseModel):
-    """What turns an image into the model's input, and its output into labels."""
-
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    class_names: list[str]
-    layout: str = "NCHW float32, RGB resized bilinear to image_size, (x / 255 - mean) / std"
 
 
 class OnnxMeasurement(BaseModel):
@@ -111,55 +107,9 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> P
     if program is None:
         raise ModelError("the ONNX exporter returned nothing")
     proto = program.model_proto
-    _set_metadata(proto, preprocessing)
+    set_metadata(proto, preprocessing)
     onnx.save(proto, str(path))
     return path
-
-
-def _set_metadata(proto: "onnx.ModelProto", preprocessing: Preprocessing) -> None:
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, preprocessing.model_dump_json()
-
-
-def read_preprocessing(path: Path) -> Preprocessing:
-    """The preprocessing an ONNX file of cvops carries; a clear error for a missing or foreign file."""
-    import onnx
-
-    if not path.is_file():
-        raise ModelError(f"ONNX file {path} not found: re-run `cvops quantize --version V` to recreate it")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # onnx raises DecodeError and others for damaged files
-        raise ModelError(f"{path} is not a readable ONNX model ({type(err).__name__}); re-export it") from err
-    found = {p.key: p.value for p in proto.metadata_props}
-    if METADATA_KEY not in found:
-        raise ModelError(f"{path} has no cvops preprocessing metadata: export it with cvops")
-    return Preprocessing.model_validate_json(found[METADATA_KEY])
-
-
-def session(path: Path, threads: int | None = None) -> "onnxruntime.InferenceSession":
-    """An onnxruntime CPU session; a clear error for a missing or corrupt file."""
-    import onnxruntime as ort
-
-    if not path.is_file():
-        raise ModelError(f"ONNX file {path} not found: re-run `cvops quantize --version V` to recreate it")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        detail = str(err).splitlines()[0][:200]
-        raise ModelError(f"{path} is not a loadable ONNX model ({detail}); re-export it") from err
-
-
-def predict_logits(
-    onnx_session: "onnxruntime.InferenceSession", inputs: np.ndarray, batch_size: int = 64
-) -> np.ndarray:
-    return np.concatenate(
-        [onnx_session.run([OUTPUT], {INPUT: inputs[i : i + batch_size]})[0] for i in range(0, len(inputs), batch_size)]
-    )
 
 
 class _Calibration:
@@ -202,7 +152,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray, met
     import onnx
 
     proto = onnx.load(str(int8_path))
-    _set_metadata(proto, read_preprocessing(fp32_path))
+    set_metadata(proto, read_preprocessing(fp32_path))
     onnx.save(proto, str(int8_path))
     return int8_path
 
@@ -215,7 +165,7 @@ def measure(
     path: Path, fmt: Format, inputs: np.ndarray, labels: np.ndarray, reference: np.ndarray, runs: int
 ) -> tuple[OnnxMeasurement, np.ndarray]:
     """Accuracy and agreement with `reference` predictions on `inputs`, size, median latency at batch 1 and 32."""
-    onnx_session = session(path)
+    onnx_session = session(path, torch.get_num_threads())
     logits = predict_logits(onnx_session, inputs)
     predicted = logits.argmax(axis=1)
     b1, b32 = inputs[:1], np.resize(inputs, (32, *inputs.shape[1:]))  # b32 repeats images if the split is small

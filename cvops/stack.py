@@ -20,6 +20,7 @@ OFFLINE_ENV = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "GIT_PYTHON_REFRESH": "quiet",
     "DVC_NO_ANALYTICS": "1",
+    "BENTOML_DO_NOT_TRACK": "true",
 }
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def configure_environment(project: Project) -> None:
         os.environ.setdefault(key, value)
     os.environ.setdefault("ZENML_CONFIG_PATH", str(project.zenml_dir / "global"))
     os.environ.setdefault("CVOPS_ROOT", str(project.root))
+    os.environ.setdefault("BENTOML_HOME", str(project.bentoml_home))
 
 
 def _init_dvc(project: Project) -> bool:

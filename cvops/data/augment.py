@@ -9,10 +9,11 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset
 
 from cvops.config import AugmentParams
+from cvops.data.preprocess import normalize
 
 
-def normalize(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
-    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+def to_model_tensor(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTransform]:
+    return [normalize(mean, std), ToTensorV2()]
 
 
 def train_transform(params: AugmentParams, mean: Sequence[float], std: Sequence[float], seed: int) -> A.Compose:
@@ -24,11 +25,11 @@ def train_transform(params: AugmentParams, mean: Sequence[float], std: Sequence[
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=params.brightness_contrast),
         A.Affine(translate_percent=(-0.05, 0.05), scale=(0.9, 1.1), rotate=(-10, 10), p=params.shift_scale_rotate),
     ]
-    return A.Compose([t for t in augment if t.p > 0] + normalize(mean, std), seed=seed)
+    return A.Compose([t for t in augment if t.p > 0] + to_model_tensor(mean, std), seed=seed)
 
 
 def eval_transform(mean: Sequence[float], std: Sequence[float]) -> A.Compose:
-    return A.Compose(normalize(mean, std))
+    return A.Compose(to_model_tensor(mean, std))
 
 
 class ImageDataset(Dataset):
@@ -47,8 +48,3 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(image=self.images[index])["image"], int(self.labels[index])
 
-
-def model_inputs(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """(N,H,W,3) uint8 images to the float32 NCHW batch a model takes, through `eval_transform`."""
-    transform = eval_transform(mean, std)
-    return np.stack([transform(image=image)["image"].numpy() for image in images]).astype(np.float32, copy=False)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from cvops.config import PrepareParams
 from cvops.data.manifest import MANIFEST, read_manifest
+from cvops.data.preprocess import resize_image
 from cvops.errors import DataError, DataInvalidError, NotInitializedError
 
 IMAGES = "images.npy"
@@ -61,11 +62,6 @@ def split_dataset(labels: pd.Series, val_fraction: float, test_fraction: float, 
         split.loc[rows[:n_test]] = "test"
         split.loc[rows[n_test : n_test + n_val]] = "val"
     return split
-
-
-def resize_image(image: Image.Image, size: int) -> np.ndarray:
-    """The one resize used by training, evaluation and serving: RGB, bilinear, size x size, uint8 HWC."""
-    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def check_split(manifest: pd.DataFrame) -> None:

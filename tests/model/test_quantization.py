@@ -8,8 +8,8 @@ import onnx
 import pytest
 
 from cvops.config import Params
-from cvops.data.augment import model_inputs
 from cvops.data.prepare import DatasetRef
+from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
 from cvops.quantization import (
     QuantizationReport,

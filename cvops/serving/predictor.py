@@ -1,0 +1,143 @@
+"""What a served model does with bytes: validate and decode them, preprocess exactly as training did,
+predict with the shipped ONNX file, and say which model version answered."""
+
+import asyncio
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cvops.data.preprocess import model_inputs, resize_image
+from cvops.monitoring.features import image_features
+from cvops.onnx_model import predict_logits, read_preprocessing, session
+
+FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+SEND = f"send one of {', '.join(FORMATS)}"
+
+
+class RequestError(Exception):
+    """A request the service must refuse: `status` is the HTTP status (4xx), the message says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class DecodedImage:
+    pixels: np.ndarray  # (size, size, 3) uint8, resized as in training
+    width: int
+    height: int
+    features: dict[str, float]
+
+
+def decode_image(data: bytes, size: int, max_pixels: int) -> DecodedImage:
+    """Validated bytes to a resized RGB image; RequestError (400/413/415) for anything else.
+
+    The pixel count is checked from the header before decoding, so a decompression bomb costs nothing.
+    """
+    if not data:
+        raise RequestError(400, "empty image: send the image file's bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if image.format not in FORMATS:
+                    raise RequestError(
+                        415, f"unsupported image format {image.format}: send one of {', '.join(FORMATS)}"
+                    )
+                if image.width * image.height > max_pixels:
+                    raise RequestError(
+                        413, f"image of {image.width}x{image.height} pixels is over the limit of {max_pixels} pixels"
+                    )
+                image.load()  # decodes fully: a truncated file fails here
+                pixels = resize_image(image, size)
+                width, height = image.width, image.height
+    except RequestError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:  # PIL's own, lower guard
+        raise RequestError(413, f"image over the limit of {max_pixels} pixels ({err})"[:300]) from err
+    except UnidentifiedImageError as err:
+        raise RequestError(400, f"not a readable image ({type(err).__name__}): {SEND}") from err
+    except (OSError, ValueError, SyntaxError) as err:
+        raise RequestError(400, f"corrupt image: {str(err)[:120]}") from err
+    return DecodedImage(pixels=pixels, width=width, height=height, features=image_features(pixels))
+
+
+class MicroBatcher:
+    """Adaptive batching: requests that arrive while the model is busy are merged into its next call.
+
+    A lone request runs at once (no waiting); under load, batches grow up to `max_batch` images.
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int) -> None:
+        self.predict = predict
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
+
+    async def submit(self, images: np.ndarray) -> np.ndarray:
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            asyncio.get_running_loop().create_task(self._run(self.queue))
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self.queue.put((images, future))
+        return await future
+
+    async def _run(self, pending: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
+        while True:
+            batch = [await pending.get()]
+            size = len(batch[0][0])
+            while not pending.empty() and size + len(pending._queue[0][0]) <= self.max_batch:  # type: ignore[attr-defined]
+                batch.append(pending.get_nowait())
+                size += len(batch[-1][0])
+            try:
+                output = await asyncio.to_thread(self.predict, np.concatenate([images for images, _ in batch]))
+            except Exception as err:  # the model failed: every waiting request learns why
+                for _, future in batch:
+                    future.set_exception(err)
+                continue
+            start = 0
+            for images, future in batch:
+                future.set_result(output[start : start + len(images)])
+                start += len(images)
+
+
+@dataclass
+class Predictor:
+    """One loaded model version: an onnxruntime session plus its preprocessing and identity."""
+
+    onnx_path: Path
+    model_name: str
+    version: str
+    lineage_id: str
+    max_batch: int = 32
+    threads: int | None = None
+    batcher: MicroBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.preprocessing = read_preprocessing(self.onnx_path)
+        self.session = session(self.onnx_path, self.threads)
+        self.batcher = MicroBatcher(self.probabilities, self.max_batch)
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, size, size, 3) uint8 to (N, classes) probabilities."""
+        pre = self.preprocessing
+        logits = predict_logits(self.session, model_inputs(pixels, pre.mean, pre.std))
+        logits = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def answer(self, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
+        order = np.argsort(-probabilities)[:top_k]
+        names = self.preprocessing.class_names
+        return {
+            "predictions": [{"label": names[i], "score": round(float(probabilities[i]), 6)} for i in order],
+            "model_name": self.model_name,
+            "model_version": self.version,
+            "lineage_id": self.lineage_id,
+        }

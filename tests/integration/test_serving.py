@@ -1,0 +1,334 @@
+"""The BentoML service, started as `cvops serve` on a free loopback port over a real MLflow registry:
+valid and bad requests, the API token, a champion swap under traffic, parity with offline predictions,
+and the inference log."""
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cvops.config import Project
+from cvops.data.manifest import import_source
+from cvops.data.prepare import load_split, prepare_dataset
+from cvops.data.preprocess import model_inputs
+from cvops.data.sources import digits_source
+from cvops.data.validation import validate_dataset
+from cvops.evaluation import evaluate
+from cvops.evidence import log_evaluation, log_gate_decision, log_quantization, quantization_tags
+from cvops.gate import decide
+from cvops.monitoring.inference_log import read_inference_log
+from cvops.onnx_model import predict_logits, read_preprocessing, session
+from cvops.quantization import quantize
+from cvops.registry import ModelRegistry
+from cvops.tracking import log_trained_model, scratch_dir, use_project_store
+from cvops.training import fit
+from tests.cli import clean_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tuple[Project, ModelRegistry]:
+    """A checkout with digits prepared and two registered versions of a small model (1 is champion)."""
+    root = tmp_path_factory.mktemp("served")
+    (root / "params.yaml").write_text((Path(__file__).parents[2] / "params.yaml").read_text())
+    project = Project(root)
+    params = tiny_params.model_copy(update={"serve": tiny_params.serve.model_copy(update={"poll_seconds": 1.0})})
+    project.set_params([f"serve.poll_seconds={params.serve.poll_seconds}"])
+    import_source(digits_source(), project.raw_dir, progress=False)
+    validate_dataset(project.raw_dir, project.validated_dir, params.validation, progress=False)
+    ref = prepare_dataset(
+        project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, 0, progress=False
+    )
+    use_project_store(project, "cvops")
+    registry = ModelRegistry("cvops-classifier", project.registry_lock)
+    model = fit(ref, params, progress=False).model
+    with mlflow.start_run() as run:
+        trained = log_trained_model(model, params.train.model, ref.class_names, ref.image_size, 1)
+        evaluation = evaluate(model, ref, scratch_dir(), torch.device("cpu"), 0, params.evaluate)
+        report = quantize(model, ref, scratch_dir(), params.quantize, 0)
+        decision = decide(evaluation, params.gate, report)
+        log_evaluation(evaluation)
+        log_quantization(report)
+        log_gate_decision(decision)
+    tags = {"data_version": "d", **quantization_tags(report, run.info.artifact_uri)}
+    for _ in range(2):  # two versions of the same model: enough to watch the service swap between them
+        registry.register(trained, evaluation.metrics, tags, decision)
+    registry.promote("1", reviewer="test")
+    return project, registry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`cvops serve` in its own process group, ready when /readyz answers 200."""
+
+    def __init__(self, root: Path, token: str | None = None) -> None:
+        self.port = free_port()
+        env = clean_env() | ({"CVOPS_API_TOKEN": token} if token else {})
+        self.log = root / f"serve-{self.port}.log"
+        with self.log.open("w") as log:  # a file, not a pipe: nobody reads a pipe, and a full one stalls the server
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cvops.cli", "serve", "--port", str(self.port)], cwd=root, env=env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the service was not ready within 120 s"
+            time.sleep(0.5)
+
+    def request(self, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict | str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def get(self, path: str) -> tuple[int, dict | str]:
+        return self.request(path, None, {})
+
+    def post_json(self, path: str, payload: object, token: str | None = None) -> tuple[int, dict | str]:
+        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        return self.request(path, json.dumps(payload).encode(), headers)
+
+    def post_files(self, path: str, field: str, files: list[tuple[str, bytes]]) -> tuple[int, dict | str]:
+        boundary = "cvopsboundary7MA4YWxkTrZu0gW"
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+            for name, data in files
+        ]
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        return self.request(path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    def declare_body(self, path: str, length: int) -> tuple[int, dict]:
+        """Announce a body of `length` bytes and send only its start: the answer must not wait for the rest."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as connection:
+            connection.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                               f"Content-Length: {length}\r\n\r\n".encode() + b"--b\r\n")  # fmt: skip
+            response = b""
+            while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                response += chunk
+        head, _, body = response.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(body)
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(served_project) -> Server:
+    project, _ = served_project
+    started = Server(project.root)
+    yield started
+    started.stop()
+
+
+def png(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_single_and_batch_requests_name_the_model(server, served_project) -> None:
+    project, registry = served_project
+    images, _, _ = load_split(registry_ref(project), "test")
+    status, body = server.post_files("/classify", "image", [("a.png", png(images[0]))])
+    assert status == 200, body
+    assert body["model_version"] == "1" and body["lineage_id"] == registry.get("1").run_id
+    assert len(body["predictions"]) == 3 and body["predictions"][0]["score"] >= body["predictions"][1]["score"]
+    status, same = server.post_json("/classify", {"image_base64": b64(png(images[0]))})
+    assert status == 200 and same["predictions"] == body["predictions"]
+    status, batch = server.post_files("/classify_batch", "images", [(f"{i}.png", png(images[i])) for i in range(5)])
+    assert status == 200 and len(batch["results"]) == 5
+    assert batch["results"][0]["predictions"] == body["predictions"]
+
+
+def registry_ref(project: Project):
+    from cvops.data.prepare import load_dataset_ref
+
+    return load_dataset_ref(project.prepared_dir)
+
+
+def test_served_predictions_match_offline_ones(server, served_project) -> None:
+    project, registry = served_project
+    ref = registry_ref(project)
+    images, labels, _ = load_split(ref, "test")
+    onnx_path = Path(registry.get("1").tags["onnx_shipped"].removeprefix("file://"))
+    pre = read_preprocessing(onnx_path)
+    offline = predict_logits(session(onnx_path), model_inputs(images[:20], pre.mean, pre.std)).argmax(axis=1)
+    # the served path starts from encoded files of the prepared images; PNG is lossless, so the pixels agree
+    files = [(f"{i}.png", png(images[i])) for i in range(20)]
+    status, body = server.post_files("/classify_batch", "images", files)
+    assert status == 200
+    served = [pre.class_names.index(result["predictions"][0]["label"]) for result in body["results"]]
+    assert served == offline.tolist()
+    assert np.mean(np.array(served) == labels[:20]) >= 0.8
+
+
+@pytest.mark.parametrize(
+    ("how", "status", "words"),
+    [
+        ("corrupt bytes", 400, "not a readable image"),
+        ("truncated png", 400, "corrupt image"),
+        ("text file", 400, "not a readable image"),
+        ("empty file", 400, "empty image"),
+        ("empty body", 400, "send exactly one"),
+        ("missing field", 400, "send exactly one"),
+        ("file field sent as text", 400, "must be a file upload"),
+        ("bad base64", 400, "not valid base64"),
+        ("gif", 415, "unsupported image format GIF"),
+        ("pixel bomb", 413, "over the limit"),
+        ("body too large", 413, "request body over"),
+        ("batch too large", 413, "at most"),
+        ("one bad image in a batch", 400, "image 1:"),
+    ],
+)
+def test_bad_requests_get_4xx_json_and_the_service_stays_up(server, how: str, status: int, words: str) -> None:
+    good = png(np.full((8, 8, 3), 100, dtype=np.uint8))
+    send = {
+        "corrupt bytes": lambda: server.post_files("/classify", "image", [("x.png", b"\x89PNG\r\n\x1a\nxxxx")]),
+        "truncated png": lambda: server.post_files("/classify", "image", [("x.png", noise_png()[:-200])]),
+        "text file": lambda: server.post_files("/classify", "image", [("x.txt", b"hello, not an image")]),
+        "empty file": lambda: server.post_files("/classify", "image", [("x.png", b"")]),
+        "empty body": lambda: server.request("/classify", b"", {"Content-Type": "application/json"}),
+        "missing field": lambda: server.post_json("/classify", {"picture": b64(good)}),
+        "file field sent as text": lambda: server.request(
+            "/classify", b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhello\r\n--b--\r\n',
+            {"Content-Type": "multipart/form-data; boundary=b"}),
+        "bad base64": lambda: server.post_json("/classify", {"image_base64": "%%%not base64%%%"}),
+        "gif": lambda: server.post_files("/classify", "image", [("x.gif", png(np.zeros((8, 8, 3), np.uint8), "GIF"))]),
+        "pixel bomb": lambda: server.post_files("/classify", "image", [("x.png", bomb())]),
+        "body too large": lambda: server.declare_body("/classify", 21_000_000),
+        "batch too large": lambda: server.post_json("/classify_batch", {"images_base64": [b64(good)] * 33}),
+        "one bad image in a batch": lambda: server.post_files("/classify_batch", "images",
+                                                              [("a.png", good), ("b.png", b"junk")]),
+    }[how]  # fmt: skip
+    got, body = send()
+    assert got == status, body
+    assert isinstance(body, dict) and words in body["error"]
+    assert server.get("/healthz")[0] == 200
+    assert server.post_files("/classify", "image", [("ok.png", good)])[0] == 200
+
+
+def bomb() -> bytes:
+    """A tiny PNG whose header declares 10,000 x 10,000 pixels (100 M, over the 40 M limit)."""
+    import struct
+    import zlib
+
+    data = bytearray(png(np.zeros((8, 8, 3), np.uint8)))
+    header = b"IHDR" + struct.pack(">II", 10_000, 10_000) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    return bytes(data)
+
+
+def noise_png() -> bytes:
+    return png(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+
+def test_metrics_count_requests_and_predictions_by_model_version(server) -> None:
+    server.post_files("/classify", "image", [("ok.png", png(np.full((8, 8, 3), 50, dtype=np.uint8)))])
+    status, text = server.get("/metrics")
+    assert status == 200
+    assert 'cvops_requests_total{endpoint="classify",status="200"}' in text
+    assert 'cvops_model_info{model_version="1"' in text and "cvops_predictions_total{" in text
+    assert "cvops_request_seconds_bucket" in text
+
+
+def test_every_prediction_lands_in_the_inference_log(server, served_project) -> None:
+    project, _ = served_project
+    log_dir = project.root / project.params().serve.inference_log
+    before = len(read_inference_log(log_dir))
+    pixels = np.full((8, 8, 3), 200, dtype=np.uint8)
+    server.post_files("/classify_batch", "images", [("a.png", png(pixels)), ("b.png", png(pixels))])
+    deadline = time.monotonic() + 10
+    while len(rows := read_inference_log(log_dir)) < before + 2:
+        assert time.monotonic() < deadline, "the inference log did not grow"
+        time.sleep(0.2)
+    row = rows.iloc[-1]
+    assert row["model_version"] == "1" and row["label"] and 0 <= row["score"] <= 1
+    assert row["brightness"] == pytest.approx(200, abs=1) and row["contrast"] == pytest.approx(0, abs=1e-3)
+    assert (row["width"], row["height"]) == (8, 8)
+
+
+def test_token_required_when_set(served_project) -> None:
+    project, _ = served_project
+    guarded = Server(project.root, token="s3cret")
+    try:
+        good = {"image_base64": b64(png(np.full((8, 8, 3), 9, dtype=np.uint8)))}
+        assert guarded.post_json("/classify", good)[0] == 401
+        status, body = guarded.post_json("/classify", good, token="wrong")
+        assert status == 401 and "token" in body["error"]
+        assert guarded.post_json("/classify", good, token="s3cret")[0] == 200
+        assert guarded.get("/healthz")[0] == 200  # probes stay open for the orchestrator
+    finally:
+        guarded.stop()
+
+
+def test_champion_swap_under_traffic_fails_no_request(server, served_project) -> None:
+    _, registry = served_project
+    payload = {"image_base64": b64(png(np.full((8, 8, 3), 120, dtype=np.uint8)))}
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            status, body = server.post_json("/classify", payload)
+            results.append((status, body.get("model_version", "") if isinstance(body, dict) else body))
+
+    workers = [threading.Thread(target=traffic) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(1)
+    registry.promote("2", reviewer="test", note="swap under traffic")
+    deadline = time.monotonic() + 30
+    while not any(version == "2" for _, version in results[-5:]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    assert [r for r in results if r[0] != 200] == [], server.log.read_text()[-3000:]
+    versions = [version for _, version in results]
+    assert versions[0] == "1" and versions[-1] == "2", server.log.read_text()[-3000:]
