@@ -312,6 +312,58 @@ def run_training(overrides: tuple[str, ...], resume: bool) -> None:
                    f"`cvops models promote {version} --reviewer NAME` (or reject)")  # fmt: skip
 
 
+@run.command("batch-inference")
+@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help="Folder of images to score.")
+@click.option("--output", type=click.Path(path_type=Path), help="Predictions file, .parquet or .csv "
+              "(default: reports/predictions-<time>.parquet).")  # fmt: skip
+@click.option("--version", "version", help="Score with this version instead of the champion.")
+@user_errors
+def run_batch_inference(input_dir: Path, output: Path | None, version: str | None) -> None:
+    """Score a folder with the champion: the `batch_inference` pipeline.
+
+    Writes path, label, score and model version per file (unreadable files get an error instead),
+    logs counts to MLflow and appends every scored image to the inference log.
+
+    \b
+    Examples:
+      cvops run batch-inference --input incoming/
+      cvops run batch-inference --input incoming/ --output scored.csv --version 3
+    """
+    import time
+
+    from cvops.errors import DataError
+    from cvops.serving.source import resolve
+    from cvops.stack import ensure_initialized
+
+    project = _project()
+    ensure_initialized(project)
+    params = project.params()
+    if not input_dir.is_dir():
+        raise DataError(f"input folder {input_dir} does not exist")
+    selector = version or "champion"
+    resolve(_registry(project, params), selector, project.bentoml_home / "onnx")  # a missing champion fails here
+    output = (output or project.reports_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.parquet").resolve()
+
+    from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
+
+    from pipelines.batch_inference import batch_inference
+
+    tracker = MLFlowExperimentTrackerSettings(experiment_name=params.mlflow.experiment, nested=False)
+    try:
+        pipeline_run = batch_inference.with_options(settings={"experiment_tracker": tracker})(
+            input_dir=str(input_dir.resolve()), output=str(output), selector=selector, params=params
+        )
+    except RuntimeError as err:
+        raise _step_error(err) from err
+    if pipeline_run is None:
+        click.echo("pipeline submitted; follow it with `zenml pipeline runs list`")
+        return
+    counts = pipeline_run.steps["batch_predict"].outputs["counts"][0].load()
+    click.secho(f"scored {counts['scored']} of {counts['images']} files -> {output}", fg="green")
+    if counts["unreadable"]:
+        click.secho(f"{counts['unreadable']} files could not be read: see the error column", fg="yellow")
+
+
 def _step_error(failure: RuntimeError) -> Exception:
     """The user error (a CvopsError) a failed step of the latest run raised, else the orchestrator's error.
 
@@ -566,6 +618,31 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
     click.echo(decision.table())
     if before.passed != decision.passed:
         click.secho(f"the gate verdict changed: {'passed' if decision.passed else 'failed'} now", fg="yellow")
+
+
+@main.command()
+@click.option("--version", "version", required=True, help="Registered model version to package.")
+@user_errors
+def package(version: str) -> None:
+    """Put VERSION's shipped ONNX model into BentoML's store and build a bento that serves it offline.
+
+    \b
+    Examples:
+      cvops package --version 3
+      bentoml containerize cvops-classifier:latest    # on a machine with a Docker engine (see infra/)
+    """
+    from cvops.serving.packaging import build_bento, store_model
+    from cvops.serving.source import resolve
+
+    project = _project()
+    registry = _registry(project)
+    served = resolve(registry, version, project.bentoml_home / "onnx")
+    info = registry.get(served.version)
+    model_tag = store_model(served, info.tags)
+    bento_tag = build_bento(model_tag, served.version)
+    registry.tag(served.version, {"bento": bento_tag, "bentoml_model": model_tag})
+    click.secho(f"packaged version {served.version}: model {model_tag}, bento {bento_tag}", fg="green")
+    click.echo(f"serve it: BENTOML_HOME={project.bentoml_home} CVOPS_BENTO_MODEL={model_tag} bentoml serve {bento_tag}")
 
 
 @main.command()

@@ -5,6 +5,7 @@ from steps import (
     check_gate,
     evaluate_model,
     load_dataset,
+    package_model,
     quantize_model,
     register_model,
     train_model,
@@ -15,7 +16,7 @@ from steps import (
 @pipeline(name="training", enable_cache=False)
 def training(params: Params, resume: bool = False) -> None:
     """Validated data -> prepared dataset (DVC) -> trained model -> evidence -> ONNX fp32/int8 -> gate
-    -> registered version.
+    -> registered version -> bento.
 
     The data steps read their params from params.yaml through DVC; `params` feeds the rest.
     """
@@ -25,4 +26,5 @@ def training(params: Params, resume: bool = False) -> None:
     evaluation = evaluate_model(trained, dataset, params)
     quantization = quantize_model(trained, dataset, params)
     decision = check_gate(evaluation, quantization, params.gate)
-    register_model(trained, dataset, evaluation, quantization, decision, params)
+    version = register_model(trained, dataset, evaluation, quantization, decision, params)
+    package_model(version, decision, params)

@@ -5,7 +5,7 @@ Started by `cvops serve`, which sets the environment this module reads:
   CVOPS_ROOT        the checkout (params.yaml: serve.*, the MLflow store, the inference log)
   CVOPS_SERVE_MODEL alias (champion) or version number; an alias is polled, and a new version is
                     swapped in atomically (requests in flight finish on the model they started with)
-  CVOPS_SERVE_ONNX  instead of the registry: a packaged ONNX file (in a bento, from the BentoML store)
+  CVOPS_BENTO_MODEL instead of the registry: a packaged model in BentoML's store (what a bento serves)
   CVOPS_API_TOKEN   when set, every request but the probes and /metrics needs `Authorization: Bearer <token>`
 
 Built-in BentoML endpoints: GET /healthz, /livez, /readyz (200 once the model is loaded), /metrics.
@@ -135,14 +135,17 @@ class Classifier:
         self.cache = PROJECT.bentoml_home / "onnx"
         self.predictor = self._load()
         self.inference_log = InferenceLog(PROJECT.root / SETTINGS.inference_log)
-        if not os.environ.get("CVOPS_SERVE_ONNX") and not self.selector.isdigit():
+        if not os.environ.get("CVOPS_BENTO_MODEL") and not self.selector.isdigit():
             threading.Thread(target=self._follow_alias, name="follow-alias", daemon=True).start()
 
     def _load(self, served: t.Any = None) -> Predictor:
-        if path := os.environ.get("CVOPS_SERVE_ONNX"):
-            predictor = Predictor(Path(path), os.environ.get("CVOPS_SERVE_NAME", "cvops-classifier"),
-                                  os.environ.get("CVOPS_SERVE_VERSION", "?"), os.environ.get("CVOPS_SERVE_LINEAGE", ""),
-                                  SETTINGS.max_batch_images)  # fmt: skip
+        if tag := os.environ.get("CVOPS_BENTO_MODEL"):
+            from cvops.serving.packaging import MODEL_FILE
+
+            stored = bentoml.models.get(tag)
+            labels = stored.info.labels
+            predictor = Predictor(Path(stored.path_of(MODEL_FILE)), labels["registered_model"],
+                                  labels["model_version"], labels["lineage_id"], SETTINGS.max_batch_images)  # fmt: skip
         else:
             if served is None:
                 served = self._resolve()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -37,7 +38,7 @@ from cvops.quantization import quantize
 from cvops.registry import ModelRegistry
 from cvops.tracking import log_trained_model, scratch_dir, use_project_store
 from cvops.training import fit
-from tests.cli import clean_env
+from tests.cli import assert_one_line_error, clean_env, cvops
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,8 @@ pytestmark = pytest.mark.slow
 def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tuple[Project, ModelRegistry]:
     """A checkout with digits prepared and two registered versions of a small model (1 is champion)."""
     root = tmp_path_factory.mktemp("served")
-    (root / "params.yaml").write_text((Path(__file__).parents[2] / "params.yaml").read_text())
+    for name in ("params.yaml", "dvc.yaml"):
+        (root / name).write_text((Path(__file__).parents[2] / name).read_text())
     project = Project(root)
     params = tiny_params.model_copy(update={"serve": tiny_params.serve.model_copy(update={"poll_seconds": 1.0})})
     project.set_params([f"serve.poll_seconds={params.serve.poll_seconds}"])
@@ -304,6 +306,47 @@ def test_token_required_when_set(served_project) -> None:
         assert guarded.get("/healthz")[0] == 200  # probes stay open for the orchestrator
     finally:
         guarded.stop()
+
+
+def test_package_stores_the_shipped_onnx_and_builds_a_bento(served_project) -> None:
+    project, registry = served_project
+    result = cvops(project.root, "package", "--version", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tags = registry.get("1").tags
+    model_name, model_version = tags["bentoml_model"].split(":")
+    stored = project.bentoml_home / "models" / model_name / model_version
+    onnx_file = Path(tags["onnx_shipped"].removeprefix("file://"))
+    assert (stored / "model.onnx").read_bytes() == onnx_file.read_bytes()
+    assert "model_version: '1'" in (stored / "model.yaml").read_text()
+    bento_name, bento_version = tags["bento"].split(":")
+    bento = project.bentoml_home / "bentos" / bento_name / bento_version
+    assert tags["bentoml_model"] in (bento / "bento.yaml").read_text()
+    assert (bento / "src" / "cvops" / "serving" / "service.py").is_file()
+
+
+def test_batch_inference_scores_a_folder_with_the_champion(served_project, tmp_path: Path) -> None:
+    project, registry = served_project
+    assert cvops(project.root, "init").returncode == 0
+    images, _, _ = load_split(registry_ref(project), "test")
+    folder = tmp_path / "incoming"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):
+        (folder / "sub" / f"{i}.png").write_bytes(png(images[i]))
+    (folder / "notes.txt").write_text("not an image")
+    log_dir = project.root / project.params().serve.inference_log
+    before = len(read_inference_log(log_dir))
+    output = tmp_path / "scored.parquet"
+
+    result = cvops(project.root, "run", "batch-inference", "--input", str(folder), "--output", str(output))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scored 3 of 4 files" in result.stdout
+    frame = pd.read_parquet(output)
+    assert list(frame.columns) == ["path", "label", "score", "model_version", "error"]
+    assert set(frame["model_version"]) == {registry.alias("champion").version}
+    assert frame.set_index("path").loc["notes.txt", "error"].startswith("not a readable image")
+    assert frame["label"].notna().sum() == 3
+    assert len(read_inference_log(log_dir)) == before + 3
+    assert_one_line_error(cvops(project.root, "run", "batch-inference", "--input", str(tmp_path / "nope")), 3, "nope")
 
 
 def test_champion_swap_under_traffic_fails_no_request(server, served_project) -> None:

@@ -1,0 +1,61 @@
+"""Packaging: the shipped ONNX file into BentoML's model store, and a bento that serves it offline."""
+
+import shutil
+from pathlib import Path
+
+from cvops.onnx_model import read_preprocessing
+from cvops.serving.source import ServedModel
+
+SERVICE = "cvops.serving.service:Classifier"
+MODEL_FILE = "model.onnx"
+# What the service imports, pinned as in requirements.lock (the bento installs them; no resolver runs offline).
+SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow", "albumentations", "pydantic", "pyyaml",
+                    "prometheus-client", "pandas", "mlflow", "torch", "timm", "scikit-learn", "filelock")  # fmt: skip
+
+
+def store_model(served: ServedModel, lineage: dict[str, str]) -> str:
+    """Copy the ONNX file into BentoML's model store, labelled with its registry version; returns the tag."""
+    import bentoml
+
+    preprocessing = read_preprocessing(Path(served.onnx_path))
+    labels = {"model_version": served.version, "registered_model": served.model_name, "lineage_id": served.lineage_id}
+    metadata = {**lineage, "class_names": preprocessing.class_names, "image_size": preprocessing.image_size}
+    with bentoml.models.create(served.model_name, labels=labels, metadata=metadata) as model:
+        shutil.copy(served.onnx_path, model.path_of(MODEL_FILE))
+    return str(model.tag)
+
+
+def pinned(packages: tuple[str, ...], lock: Path) -> list[str]:
+    def canonical(name: str) -> str:
+        return name.strip().lower().replace("_", "-")
+
+    pairs = (line.split("==", 1) for line in lock.read_text().splitlines() if "==" in line)
+    versions = {canonical(name): version.strip() for name, version in pairs}
+    return [f"{name}=={versions[name]}" if name in versions else name for name in packages]
+
+
+def source_root() -> Path:
+    """The cvops checkout the package runs from (sources, params.yaml, requirements.lock): the build context."""
+    return Path(__file__).resolve().parents[2]
+
+
+def build_bento(model_tag: str, version: str) -> str:
+    """A bento of the service and `model_tag`, served from the model store (CVOPS_BENTO_MODEL)."""
+    import bentoml
+    from bentoml._internal.bento.build_config import BentoEnvSchema  # the type bentos.build() expects
+
+    root = source_root()
+    bento = bentoml.bentos.build(
+        SERVICE,
+        name="cvops-classifier",
+        labels={"model_version": version},
+        include=["/cvops/**/*.py", "/params.yaml"],
+        python={"packages": pinned(SERVING_PACKAGES, root / "requirements.lock"), "lock_packages": False},
+        envs=[
+            BentoEnvSchema(name="CVOPS_BENTO_MODEL", value=model_tag),
+            BentoEnvSchema(name="BENTOML_DO_NOT_TRACK", value="true"),
+        ],
+        models=[model_tag],
+        build_ctx=str(root),
+    )
+    return str(bento.tag)

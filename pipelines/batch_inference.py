@@ -1,0 +1,10 @@
+from zenml import pipeline
+
+from cvops.config import Params
+from steps import batch_predict
+
+
+@pipeline(name="batch_inference", enable_cache=False)
+def batch_inference(input_dir: str, output: str, selector: str, params: Params) -> None:
+    """A folder of images -> predictions file (label, score, model version) + MLflow counts + inference log."""
+    batch_predict(input_dir, output, selector, params)
