@@ -61,6 +61,7 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 	$(PY) bench/data.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/quantization.py
+	$(PY) bench/serving.py
 
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/cvops-lock && $(PYTHON) -m venv /tmp/cvops-lock
