@@ -143,7 +143,7 @@ def main() -> None:
         raw[batch] = {"latency_ms": ms, "images_per_s": batch * 1000 / ms}
 
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "version": version,
-              "format": pre.model_dump().get("layout", ""), "onnx": onnx_path.name, "image_size": pre.image_size,
+              "preprocessing": pre.layout, "onnx": onnx_path.name, "image_size": pre.image_size,
               "levels": levels, "raw_onnxruntime": raw,
               "c32_vs_raw_b32": levels[-1]["throughput_rps"] / raw[32]["images_per_s"]}  # fmt: skip
     out = REPO / "bench" / "results" / "serving.json"

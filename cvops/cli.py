@@ -459,19 +459,7 @@ def _show(registry: "ModelRegistry", version: str) -> None:
         click.echo(f"  shipped file: {info.tags.get('onnx_shipped', '?')}")
     click.secho("\nchampion comparison (same test images)", bold=True)
     comparison = evaluation.champion
-    if comparison is None:
-        click.echo("  no champion when this version was evaluated")
-    elif not comparison.comparable:
-        click.echo(f"  champion v{comparison.champion_version}: {comparison.note}")
-    else:
-        click.echo(
-            f"  accuracy {comparison.candidate_accuracy:.4f} vs champion v{comparison.champion_version} "
-            f"{comparison.champion_accuracy:.4f}: {comparison.accuracy_difference:+.4f} "
-            f"(95% CI {comparison.difference_ci95_low:+.4f} to {comparison.difference_ci95_high:+.4f}), "
-            f"McNemar p={comparison.mcnemar_p_value:.3g} on {comparison.n} images"
-        )
-        if comparison.note:
-            click.echo(f"  {comparison.note}")
+    click.echo(f"  {comparison.describe() if comparison else 'no champion when this version was evaluated'}")
     click.secho("\nslices", bold=True)
     for piece in evaluation.slices:
         click.echo(f"  {piece.attribute + '=' + piece.value:<24} n={piece.n:<6} accuracy {piece.accuracy:.4f}  "

@@ -119,6 +119,17 @@ class ChampionComparison(BaseModel):
     only_candidate_correct: int = 0
     only_champion_correct: int = 0
 
+    def describe(self) -> str:
+        """One sentence for reviewers: the paired difference, its interval and the McNemar test."""
+        if not self.comparable:
+            return f"champion v{self.champion_version}: {self.note}"
+        return (
+            f"accuracy {self.candidate_accuracy:.4f} vs champion v{self.champion_version} "
+            f"{self.champion_accuracy:.4f}: {self.accuracy_difference:+.4f} (paired 95% interval "
+            f"{self.difference_ci95_low:+.4f} to {self.difference_ci95_high:+.4f}), exact McNemar "
+            f"p = {self.mcnemar_p_value:.3g} on {self.n} images. {self.note}"
+        ).strip()
+
 
 class Evaluation(BaseModel):
     """Test-split evidence for one model: what the gate decides on and the model card shows."""

@@ -122,21 +122,16 @@ def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png"
     comparison = evaluation.champion
     if comparison is None:
         parts.append("There was no champion when this version was evaluated.")
-    elif not comparison.comparable:
-        parts.append(f"Champion version {comparison.champion_version}: {comparison.note}")
     else:
-        rows = [
-            ["accuracy", f"{comparison.candidate_accuracy:.4f}", f"{comparison.champion_accuracy:.4f}"],
-            ["macro-F1", f"{comparison.candidate_macro_f1:.4f}", f"{comparison.champion_macro_f1:.4f}"],
-            ["right where the other is wrong", str(comparison.only_candidate_correct),
-             str(comparison.only_champion_correct)],
-        ]  # fmt: skip
-        parts.append(_table(["", "this version", f"champion v{comparison.champion_version}"], rows))
-        parts.append(
-            f"Accuracy difference {comparison.accuracy_difference:+.4f} (paired 95% interval "
-            f"{comparison.difference_ci95_low:+.4f} to {comparison.difference_ci95_high:+.4f}), exact McNemar "
-            f"p = {comparison.mcnemar_p_value:.3g} on {comparison.n} images. {comparison.note}"
-        )
+        if comparison.comparable:
+            rows = [
+                ["accuracy", f"{comparison.candidate_accuracy:.4f}", f"{comparison.champion_accuracy:.4f}"],
+                ["macro-F1", f"{comparison.candidate_macro_f1:.4f}", f"{comparison.champion_macro_f1:.4f}"],
+                ["right where the other is wrong", str(comparison.only_candidate_correct),
+                 str(comparison.only_champion_correct)],
+            ]  # fmt: skip
+            parts.append(_table(["", "this version", f"champion v{comparison.champion_version}"], rows))
+        parts.append(comparison.describe())
     parts += ["## Known limitations", "\n".join(f"- {note}" for note in limitations(card))]
     parts += ["## Lineage", _table(["tag", "value"], [[k, f"`{card.lineage.get(k, '')}`"] for k in LINEAGE_KEYS])]
     parts.append(f"MLflow run `{trained.run_id}`, model `{trained.model_uri}`.")

@@ -8,7 +8,11 @@ from pathlib import Path
 
 def clean_env() -> dict[str, str]:
     """The environment without the variables that would point cvops at another checkout's state."""
-    return {k: v for k, v in os.environ.items() if k not in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI", "BENTOML_HOME")
+    }
 
 
 def cvops(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
