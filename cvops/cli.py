@@ -300,6 +300,8 @@ def run_training(overrides: tuple[str, ...], resume: bool) -> None:
     info = registry.get(version)
     click.echo(f"registered model: {registry.name} version {version} [{', '.join(info.aliases) or 'no alias'}]")
     click.echo(f"model card:       {info.tags.get('model_card', '')}")
+    if info.tags.get("bento"):
+        click.echo(f"bento:            {info.tags['bento']} (`cvops serve --version {version}` or infra/README.md)")
     if not decision.passed:
         raise GateFailedError(
             f"version {version} failed its gate ({'; '.join(c.name for c in decision.failed)}): not a challenger; "

@@ -9,7 +9,7 @@ from cvops.serving.packaging import build_bento, store_model
 from cvops.serving.source import resolve
 
 
-@step
+@step(experiment_tracker=True)  # the tracker points MLflow at the registry
 def package_model(version: str, decision: GateDecision, params: Params) -> Annotated[str, "bento"]:
     """A passing version's shipped ONNX into BentoML's store and a bento (tagged on the version); a failing
     version is not packaged (empty tag)."""

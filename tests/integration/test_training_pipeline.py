@@ -96,6 +96,9 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     shipped = Path(version.tags["onnx_shipped"].removeprefix("file://"))
     assert read_preprocessing(shipped).class_names == [str(d) for d in range(10)]
     assert run.data.metrics["onnx_parity_max_abs_diff"] < 1e-3
+    # a passing version is packaged: its ONNX file in BentoML's store, a bento to serve it
+    bento_name, bento_version = version.tags["bento"].split(":")
+    assert (root / "bentos" / "bentos" / bento_name / bento_version / "bento.yaml").is_file()
     validation = [a.path for a in client.list_artifacts(run.info.run_id, "validation")]
     assert {"validation/validation.json", "validation/validation.html"} <= set(validation)
     experiment = client.get_experiment(run.info.experiment_id)
