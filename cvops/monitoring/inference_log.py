@@ -36,6 +36,8 @@ class InferenceLog:
                 self.rows.put_nowait({"timestamp": stamp, **row})
             except queue.Full:
                 self.dropped += 1
+                if self.dropped % 1000 == 1:  # the first, then every thousandth: loud, but never a flood
+                    log.warning("inference log cannot keep up: %d rows dropped so far", self.dropped)
 
     def _write(self) -> None:
         while True:

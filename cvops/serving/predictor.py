@@ -89,12 +89,18 @@ class MicroBatcher:
         return await future
 
     async def _run(self, pending: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
+        carried: tuple[np.ndarray, asyncio.Future[np.ndarray]] | None = None  # the request that did not fit
         while True:
-            batch = [await pending.get()]
+            batch = [carried or await pending.get()]
+            carried = None
             size = len(batch[0][0])
-            while not pending.empty() and size + len(pending._queue[0][0]) <= self.max_batch:  # type: ignore[attr-defined]
-                batch.append(pending.get_nowait())
-                size += len(batch[-1][0])
+            while not pending.empty():
+                item = pending.get_nowait()
+                if size + len(item[0]) > self.max_batch:
+                    carried = item
+                    break
+                batch.append(item)
+                size += len(item[0])
             try:
                 output = await asyncio.to_thread(self.predict, np.concatenate([images for images, _ in batch]))
             except Exception as err:  # the model failed: every waiting request learns why

@@ -88,7 +88,7 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
         assert section in markdown
     assert version.tags["data_version"] in markdown and "data:image/png;base64," in card.read_text()
     # both ONNX files are attached; the shipped one carries the preprocessing a server needs
-    from cvops.quantization import read_preprocessing
+    from cvops.onnx_model import read_preprocessing
 
     assert version.tags["shipped_format"] in ("onnx-fp32", "onnx-int8") and "## Deployment artifact" in markdown
     onnx_files = {fmt: Path(version.tags[fmt].removeprefix("file://")) for fmt in ("onnx_fp32", "onnx_int8")}

@@ -11,17 +11,8 @@ from cvops.config import Params
 from cvops.data.prepare import DatasetRef
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
-from cvops.quantization import (
-    QuantizationReport,
-    calibration_subset,
-    choose,
-    predict_logits,
-    quantize,
-    quantize_int8,
-    read_preprocessing,
-    session,
-    sha256,
-)
+from cvops.onnx_model import predict_logits, read_preprocessing, session
+from cvops.quantization import QuantizationReport, calibration_subset, choose, quantize, quantize_int8, sha256
 from cvops.training import TrainResult
 
 pytestmark = pytest.mark.slow
