@@ -62,6 +62,7 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 	$(PY) bench/pipeline.py
 	$(PY) bench/quantization.py
 	$(PY) bench/serving.py
+	$(PY) bench/drift.py
 
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/cvops-lock && $(PYTHON) -m venv /tmp/cvops-lock
@@ -69,4 +70,4 @@ lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	/tmp/cvops-lock/bin/pip freeze --exclude cvops | sed '1i # Full pinned dependency tree of cvops (pip constraints). Regenerate: make lock' > requirements.lock
 
 clean-state: ## Delete local state (data, stores, checkpoints); `cvops init` starts clean
-	rm -rf data mlflow/mlflow.db mlflow/artifacts .zen .dvc/cache checkpoints reports
+	rm -rf data mlflow/mlflow.db mlflow/artifacts .zen .dvc/cache checkpoints reports monitoring bentos

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cvops.config import SOURCES, Params, Project
-from cvops.errors import CvopsError, GateFailedError
+from cvops.errors import CvopsError, GateFailedError, ServiceUnavailable
+from cvops.monitoring.shifts import SHIFTS
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from cvops.registry import ModelRegistry, VersionInfo
 
 log = logging.getLogger("cvops")
@@ -261,41 +264,23 @@ def run_training(overrides: tuple[str, ...], resume: bool) -> None:
       cvops run training -S train.epochs=3 -S train.lr=3e-4
       cvops run training --resume        # after an interruption, same params
     """
+    from cvops.scheduler import launch_training
     from cvops.stack import ensure_initialized
 
     project = _project()
     ensure_initialized(project)
     params = _set_params(project, list(overrides))
-
-    from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
-
-    from cvops.data.versioning import reproduce
-    from cvops.tracking import use_project_store
-    from pipelines.training import training
-
-    # The data stages first, here: invalid data stops the run with its summary before any step starts.
-    # The pipeline's data steps then find DVC up to date and only record the data version.
-    reproduce(project, "prepare")
-    use_project_store(project, params.mlflow.experiment)  # creates it with its artifact location under mlflow/
-    tracker = MLFlowExperimentTrackerSettings(experiment_name=params.mlflow.experiment, nested=False)
-    try:
-        pipeline_run = training.with_options(settings={"experiment_tracker": tracker})(params=params, resume=resume)
-    except RuntimeError as err:
-        raise _step_error(err) from err
-    if pipeline_run is None:  # only when a remote orchestrator runs it asynchronously
+    result = launch_training(project, params, resume=resume)
+    if result is None:  # only when a remote orchestrator runs it asynchronously
         click.echo("pipeline submitted; follow it with `zenml pipeline runs list`")
         return
-    outputs = {name: step.outputs for name, step in pipeline_run.steps.items()}
-    evaluation = outputs["evaluate_model"]["evaluation"][0].load()
-    decision = outputs["check_gate"]["gate_decision"][0].load()
-    quantization = outputs["quantize_model"]["quantization"][0].load()
-    version = outputs["register_model"]["model_version"][0].load()
-    trained = outputs["train_model"]["trained_model"][0].load()
+    evaluation, decision, quantization = result.evaluation, result.decision, result.quantization
+    version, trained = result.version, result.trained
     metrics = evaluation.metrics
     click.echo(f"\n{quantization.summary()}\n\n{decision.table()}")
     click.secho(f"\ntest accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}", fg="green", bold=True)
     click.echo(f"MLflow run:       {trained.run_id} (experiment '{params.mlflow.experiment}')")
-    click.echo(f"ZenML run:        {pipeline_run.name}")
+    click.echo(f"ZenML run:        {result.run_name}")
     registry = _registry(project, params)
     info = registry.get(version)
     click.echo(f"registered model: {registry.name} version {version} [{', '.join(info.aliases) or 'no alias'}]")
@@ -346,17 +331,15 @@ def run_batch_inference(input_dir: Path, output: Path | None, version: str | Non
     resolve(_registry(project, params), selector, project.bentoml_home / "onnx")  # a missing champion fails here
     output = (output or project.reports_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.parquet").resolve()
 
-    from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
-
+    from cvops.scheduler import step_error, tracker_settings
     from pipelines.batch_inference import batch_inference
 
-    tracker = MLFlowExperimentTrackerSettings(experiment_name=params.mlflow.experiment, nested=False)
     try:
-        pipeline_run = batch_inference.with_options(settings={"experiment_tracker": tracker})(
+        pipeline_run = batch_inference.with_options(settings=tracker_settings(params.mlflow.experiment))(
             input_dir=str(input_dir.resolve()), output=str(output), selector=selector, params=params
         )
     except RuntimeError as err:
-        raise _step_error(err) from err
+        raise step_error(err) from err
     if pipeline_run is None:
         click.echo("pipeline submitted; follow it with `zenml pipeline runs list`")
         return
@@ -366,26 +349,154 @@ def run_batch_inference(input_dir: Path, output: Path | None, version: str | Non
         click.secho(f"{counts['unreadable']} files could not be read: see the error column", fg="yellow")
 
 
-def _step_error(failure: RuntimeError) -> Exception:
-    """The user error (a CvopsError) a failed step of the latest run raised, else the orchestrator's error.
+def _since(value: str | None) -> "datetime | None":
+    """An ISO time (UTC unless it says otherwise) or an age: 90m, 6h, 2d."""
+    from datetime import UTC, datetime, timedelta
 
-    ZenML's local orchestrator reports a failed step as a RuntimeError; the step's own exception
-    is recorded on the step run.
+    if value is None:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(**{units[value[-1]]: float(value[:-1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give an ISO time (2026-11-22T08:00) or an age (90m, 6h, 2d)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@run.command("monitoring")
+@click.option("--window", type=click.IntRange(min=1), help="Check the newest N logged predictions (default: "
+              "params monitor.window).")  # fmt: skip
+@click.option("--since", help="Check the predictions since a time (ISO, UTC) or for an age: 90m, 6h, 2d.")
+@click.option("--no-retrain", is_flag=True, help="Alert on drift, but do not start a retraining.")
+@user_errors
+def run_monitoring(window: int | None, since: str | None, no_retrain: bool) -> None:
+    """Check served traffic for drift against the champion's reference: the `monitoring` pipeline.
+
+    Reads the inference log, runs Evidently's drift tests (image statistics, embeddings, predictions),
+    writes HTML and JSON reports under reports/monitoring/ and to MLflow, and prints the verdict.
+    On drift it alerts (log line, webhook) and starts one retraining per drift episode, outside the
+    cooldown (params.yaml: monitor); every decision is appended to monitoring/triggers.jsonl.
+
+    \b
+    Examples:
+      cvops run monitoring
+      cvops run monitoring --window 200
+      cvops run monitoring --since 6h --no-retrain
     """
-    from zenml.client import Client
-    from zenml.enums import ExecutionStatus
+    if window and since:
+        raise click.UsageError("give --window or --since, not both")
+    from cvops.scheduler import monitor
+    from cvops.stack import ensure_initialized
 
-    import cvops.errors
+    project = _project()
+    ensure_initialized(project)
+    params = project.params()
+    _registry(project, params)  # the MLflow store, for the champion
+    result = monitor(project, params, window=window, since=_since(since), retrain=not no_retrain)
+    if result is None:
+        click.echo("pipeline submitted; follow it with `zenml pipeline runs list`")
+        return
+    verdict = result.verdict
+    if verdict.columns:
+        click.echo(verdict.table())
+    colour = {"drift": "red", "no_drift": "green", "not_enough_data": "yellow"}[verdict.status]
+    click.secho(f"\n{verdict.status.replace('_', ' ').upper()}: {verdict.reason}", fg=colour, bold=True)
+    click.echo(f"window: {verdict.rows} predictions ({verdict.model_rows} by champion version {verdict.model_version})")
+    if verdict.report_dir:
+        click.echo(f"report: {verdict.report_dir}")
+    decision = result.decision
+    if decision is not None:
+        click.echo(
+            f"episode {decision.episode}: {decision.action}" + (f" ({decision.outcome})" if decision.outcome else "")
+        )
+    if result.training is not None:
+        click.echo(f"retraining run {result.training.run_name}: version {result.training.version} "
+                   f"({'passed' if result.training.decision.passed else 'failed'} its gate)")  # fmt: skip
 
-    latest = Client().list_pipeline_runs(sort_by="desc:created", size=1).items
-    for step in latest[0].steps.values() if latest else []:
-        info = step.exception_info
-        if step.status != ExecutionStatus.FAILED or info is None or not info.source:
-            continue
-        error_class = getattr(cvops.errors, info.source.rsplit(".", 1)[-1], None)
-        if isinstance(error_class, type) and issubclass(error_class, CvopsError):
-            return error_class(f"step {step.name}: {info.message}")
-    return failure
+
+@main.command()
+@click.option("--once", is_flag=True, help="Run the jobs that are due, then exit (for cron or systemd timers).")
+@click.option("--remote", is_flag=True, help="Register schedule.training_cron with the active stack's orchestrator.")
+@user_errors
+def schedule(once: bool, remote: bool) -> None:
+    """Run monitoring and training on their schedules (params.yaml: schedule) with a local scheduler.
+
+    Jobs and their next run times persist in monitoring/scheduler.sqlite. A pipeline never runs twice at
+    once (a due job whose pipeline is running is skipped and stays due). SIGTERM stops the scheduler
+    after the running job finishes.
+
+    \b
+    Examples:
+      cvops schedule                                  # runs until SIGTERM / Ctrl-C
+      cvops schedule --once                           # from cron: */15 * * * * cd /repo && cvops schedule --once
+      cvops run training -S schedule.training_cron="0 3 * * 0"   # then: cvops schedule
+      cvops schedule --remote                         # on a Kubernetes/Kubeflow/Airflow stack
+    """
+    from cvops.scheduler import run_due, schedule_remote, serve_schedule
+    from cvops.stack import ensure_initialized
+
+    project = _project()
+    ensure_initialized(project)
+    params = project.params()
+    if remote:
+        click.secho(schedule_remote(params), fg="green")
+    elif once:
+        for job, outcome in run_due(project, params):
+            click.echo(f"{job}: {outcome}")
+    else:
+        serve_schedule(project, params)
+
+
+@main.command()
+@click.option("--source", "split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="Dataset split the images come from (their original files).")  # fmt: skip
+@click.option("--shift", type=click.Choice(SHIFTS), default="none", show_default=True, help="Distribution shift.")
+@click.option("--severity", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Size of the shift (0.3: 30% brighter, see cvops/monitoring/shifts.py).")  # fmt: skip
+@click.option("--n", "count", type=click.IntRange(min=1), default=200, show_default=True, help="Images to send.")
+@click.option("--offline", is_flag=True, help="Score in this process with the champion, straight into the "
+              "inference log (no service needed).")  # fmt: skip
+@click.option("--url", help="Service URL (default: http://127.0.0.1:<serve.port>).")
+@click.option("--seed", type=int, help="Seed of the image draw and the noise (default: base.seed).")
+@user_errors
+def traffic(split: str, shift: str, severity: float, count: int, offline: bool, url: str | None,
+            seed: int | None) -> None:  # fmt: skip
+    """Send demo traffic to the served model, shifted or not, to watch monitoring react.
+
+    \b
+    Examples:
+      cvops traffic --shift none --n 300              # to `cvops serve`; then `cvops run monitoring`: no drift
+      cvops traffic --shift brightness --n 300        # then `cvops run monitoring`: drift, one retraining
+      cvops traffic --shift blur --n 200 --offline    # no service: straight into the inference log
+    """
+    import os
+
+    from cvops.data.prepare import load_dataset_ref
+    from cvops.monitoring.traffic import log_offline, send, traffic_images
+
+    project = _project()
+    params = project.params()
+    images = traffic_images(load_dataset_ref(project.prepared_dir), project.raw_dir, split, shift, severity, count,
+                            params.base.seed if seed is None else seed)  # fmt: skip
+    if offline:
+        from cvops.monitoring.inference_log import InferenceLog
+        from cvops.serving.predictor import Predictor
+        from cvops.serving.source import resolve
+
+        served = resolve(_registry(project, params), "champion", project.bentoml_home / "onnx")
+        inference_log = InferenceLog(project.root / params.serve.inference_log)
+        written = log_offline(Predictor.of(served), images, count, inference_log, params.serve.max_image_pixels)
+        inference_log.close()
+        click.secho(f"{written} {shift} images scored by version {served.version} into the inference log", fg="green")
+        return
+    url = url or f"http://127.0.0.1:{params.serve.port}"
+    statuses = send(url, images, count, token=os.environ.get("CVOPS_API_TOKEN"))
+    summary = ", ".join(f"{n} x {status or 'no answer'}" for status, n in sorted(statuses.items()))
+    click.echo(f"sent {count} {shift} images to {url}: {summary}")
+    if statuses.get(0) == count:
+        raise ServiceUnavailable(f"no answer from {url}: start the service with `cvops serve`, or use --offline")
 
 
 @main.group()
@@ -412,6 +523,8 @@ def _version_notes(registry: "ModelRegistry", info: "VersionInfo") -> str:
         notes.append("gate overridden")
     if "rolled_back_by" in info.tags:
         notes.append(f"rolled back by {info.tags['rolled_back_by']}")
+    if "retrain_trigger" in info.tags:
+        notes.append(f"retrained on drift {info.tags['retrain_trigger']}")
     return "; ".join(notes)
 
 
@@ -561,7 +674,8 @@ def models_rollback(reviewer: str, reason: str) -> None:
 )
 @user_errors
 def quantize(version: str, overrides: tuple[str, ...]) -> None:
-    """Export VERSION to ONNX fp32 and int8, measure both here, and record which one ships.
+    """Export VERSION to ONNX fp32 and int8, measure both here, record which one ships, and rebuild the
+    version's monitoring reference with it.
 
     What the pipeline's quantize_model step does, for a version registered earlier or to try other
     quantize.* settings. The version's gate is decided again with the new shipped artifact.
@@ -576,8 +690,16 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
     from cvops.data.prepare import load_dataset_ref
     from cvops.data.versioning import data_version
     from cvops.errors import DataError
-    from cvops.evidence import load_evidence, log_gate_decision, log_quantization, quantization_tags
+    from cvops.evidence import (
+        load_evidence,
+        log_gate_decision,
+        log_quantization,
+        log_reference,
+        quantization_tags,
+        reference_tags,
+    )
     from cvops.gate import decide
+    from cvops.monitoring.reference import build_reference
     from cvops.quantization import quantize as quantize_model
     from cvops.registry import MODEL_INFO_TAG
     from cvops.tracking import TrainedModel, load_trained_model, scratch_dir
@@ -594,12 +716,15 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
         )
     trained = TrainedModel.model_validate_json(info.tags[MODEL_INFO_TAG])
     report = quantize_model(load_trained_model(trained), ref, scratch_dir(), params.quantize, params.base.seed)
+    reference = build_reference(Path(report.shipped_artifact.path), ref, scratch_dir() / "reference",
+                                params.monitor.embedding_dims)  # fmt: skip
     evaluation, before, _ = load_evidence(info.run_id)
     decision = decide(evaluation, params.gate, report)
     with mlflow.start_run(run_id=info.run_id) as run:
         log_quantization(report)
+        log_reference(reference)
         log_gate_decision(decision)
-    tags = quantization_tags(report, run.info.artifact_uri)
+    tags = quantization_tags(report, run.info.artifact_uri) | reference_tags(run.info.artifact_uri, reference)
     registry.tag(version, tags)
     if "onnx_int8" not in tags and "onnx_int8" in info.tags:  # int8 switched off: no stale link
         registry.client.delete_model_version_tag(registry.name, version, "onnx_int8")

@@ -140,6 +140,22 @@ class RegistryParams(Section):
     require_approval: bool = True
 
 
+class MonitorParams(Section):
+    window: int = Field(1000, ge=1)  # newest inference-log rows a monitoring run checks (--window / --since override)
+    min_samples: int = Field(100, ge=10)
+    false_alarm_rate: float = Field(0.05, gt=0.0, lt=0.5)
+    embedding_dims: int = Field(8, ge=1, le=64)
+    cooldown_hours: float = Field(24.0, ge=0.0)
+    retrain: bool = True
+    webhook_url: str | None = None
+    reports: str = "reports/monitoring"
+
+
+class ScheduleParams(Section):
+    monitoring_minutes: float | None = Field(60.0, gt=0.0)
+    training_cron: str | None = None
+
+
 class MlflowParams(Section):
     experiment: str = Field("cvops", min_length=1)
 
@@ -156,6 +172,8 @@ class Params(Section):
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
     serve: ServeParams = ServeParams()
+    monitor: MonitorParams = MonitorParams()
+    schedule: ScheduleParams = ScheduleParams()
     mlflow: MlflowParams = MlflowParams()
 
     @model_validator(mode="after")
@@ -299,6 +317,11 @@ class Project:
     def bentoml_home(self) -> Path:
         """BentoML's model and bento store, and the cache of served ONNX files."""
         return self.root / "bentos"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Inference log, drift-episode state and trigger audit, scheduler job store, pipeline locks."""
+        return self.root / "monitoring"
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -53,3 +53,9 @@ class PromotionRefusedError(CvopsError):
     """A promotion, rejection or rollback that the approval rules forbid."""
 
     exit_code = 9
+
+
+class ServiceUnavailable(CvopsError):
+    """The model service did not answer."""
+
+    exit_code = 10

@@ -9,11 +9,14 @@ from pydantic import ValidationError
 from cvops.errors import RegistryError
 from cvops.evaluation import Evaluation
 from cvops.gate import GateDecision
+from cvops.monitoring.reference import ReferenceSummary
 from cvops.quantization import QuantizationReport
+from cvops.serving.source import REFERENCE_TAG
 
 EVALUATION_FILE = "evaluation/evaluation.json"
 QUANTIZATION_DIR = "onnx"
 QUANTIZATION_FILE = f"{QUANTIZATION_DIR}/quantization.json"
+REFERENCE_DIR = "reference"
 GATE_FILE = "gate/gate.json"
 GATE_TABLE_FILE = "gate/gate.txt"
 
@@ -46,6 +49,16 @@ def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str
             tags[artifact.format.replace("-", "_")] = f"{artifact_uri}/{QUANTIZATION_DIR}/{Path(artifact.path).name}"
     tags["onnx_shipped"] = tags[report.shipped.replace("-", "_")]
     return tags
+
+
+def log_reference(summary: ReferenceSummary) -> None:
+    """The monitoring reference folder (table, projection, summary) on the active run."""
+    mlflow.log_artifacts(summary.directory, artifact_path=REFERENCE_DIR)
+    mlflow.log_metrics({"reference_rows": summary.rows, "reference_explained_variance": summary.explained_variance})
+
+
+def reference_tags(artifact_uri: str, summary: ReferenceSummary) -> dict[str, str]:
+    return {REFERENCE_TAG: f"{artifact_uri}/{REFERENCE_DIR}", "reference_rows": str(summary.rows)}
 
 
 def log_gate_decision(decision: GateDecision) -> None:

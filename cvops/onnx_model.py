@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import onnxruntime
 
 INPUT, OUTPUT = "image", "logits"
+EMBEDDING = "embedding"  # the penultimate layer (pooled features), for drift monitoring
 METADATA_KEY = "cvops"
 
 
@@ -65,6 +66,20 @@ def session(path: Path, threads: int | None = None) -> "onnxruntime.InferenceSes
     except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf types
         detail = str(err).splitlines()[0][:200]
         raise ModelError(f"{path} is not a loadable ONNX model ({detail}); re-export it") from err
+
+
+def has_embedding(onnx_session: "onnxruntime.InferenceSession") -> bool:
+    return EMBEDDING in {output.name for output in onnx_session.get_outputs()}
+
+
+def predict_outputs(
+    onnx_session: "onnxruntime.InferenceSession", inputs: np.ndarray, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and, when the file has that output, embeddings (files exported before it have none)."""
+    names = [OUTPUT, EMBEDDING] if has_embedding(onnx_session) else [OUTPUT]
+    chunks = [onnx_session.run(names, {INPUT: inputs[i : i + batch_size]}) for i in range(0, len(inputs), batch_size)]
+    logits = np.concatenate([chunk[0] for chunk in chunks])
+    return logits, (np.concatenate([chunk[1] for chunk in chunks]) if len(names) > 1 else None)
 
 
 def predict_logits(

@@ -13,7 +13,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from cvops.errors import ModelError
 from cvops.evaluation import Footprint, median_latency_ms
 from cvops.models import normalization
 from cvops.onnx_model import (
+    EMBEDDING,
     INPUT,
     OUTPUT,
     Preprocessing,
@@ -35,9 +36,6 @@ from cvops.onnx_model import (
     session,
     set_metadata,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 Format = Literal["onnx-fp32", "onnx-int8"]
@@ -91,17 +89,34 @@ class QuantizationReport(BaseModel):
         return "\n".join(lines)
 
 
+class _WithEmbedding(nn.Module):
+    """A timm classifier that also returns its penultimate layer (the pooled features before the classifier)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model: Any = self.model  # timm's methods, which nn.Module does not declare
+        features = model.forward_head(model.forward_features(x), pre_logits=True)
+        return model.get_classifier()(features), features
+
+
 def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> Path:
-    """fp32 ONNX with a dynamic batch axis and the preprocessing in its metadata."""
+    """fp32 ONNX with a dynamic batch axis, the preprocessing in its metadata, and two outputs: the logits
+    and the embedding (models without timm's forward_head export the logits only)."""
     import onnx
 
     model = model.cpu().eval()
+    outputs = [OUTPUT]
+    if hasattr(model, "forward_head") and hasattr(model, "get_classifier"):
+        model, outputs = _WithEmbedding(model).eval(), [OUTPUT, EMBEDDING]
     example = torch.rand(2, 3, preprocessing.image_size, preprocessing.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), input_names=[INPUT], output_names=[OUTPUT], dynamo=True, verbose=False,
+            model, (example,), input_names=[INPUT], output_names=outputs, dynamo=True, verbose=False,
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )  # fmt: skip
     if program is None:

@@ -2,6 +2,7 @@ from zenml import pipeline
 
 from cvops.config import Params
 from steps import (
+    build_reference,
     check_gate,
     evaluate_model,
     load_dataset,
@@ -14,9 +15,11 @@ from steps import (
 
 
 @pipeline(name="training", enable_cache=False)
-def training(params: Params, resume: bool = False) -> None:
+def training(params: Params, resume: bool = False, trigger: dict[str, str] | None = None) -> None:
     """Validated data -> prepared dataset (DVC) -> trained model -> evidence -> ONNX fp32/int8 -> gate
-    -> registered version -> bento.
+    -> monitoring reference -> registered version -> bento.
+
+    `trigger` tags the version when drift monitoring started the run (episode, reason, report).
 
     The data steps read their params from params.yaml through DVC; `params` feeds the rest.
     """
@@ -26,5 +29,6 @@ def training(params: Params, resume: bool = False) -> None:
     evaluation = evaluate_model(trained, dataset, params)
     quantization = quantize_model(trained, dataset, params)
     decision = check_gate(evaluation, quantization, params.gate)
-    version = register_model(trained, dataset, evaluation, quantization, decision, params)
+    reference = build_reference(dataset, quantization, params)
+    version = register_model(trained, dataset, evaluation, quantization, decision, reference, params, trigger)
     package_model(version, decision, params)

@@ -19,7 +19,7 @@ def batch_predict(input_dir: str, output: str, selector: str, params: Params) ->
     project = Project.find()
     served = resolve(ModelRegistry(params.registry.model_name, project.registry_lock), selector,
                      project.bentoml_home / "onnx")  # fmt: skip
-    predictor = Predictor(Path(served.onnx_path), served.model_name, served.version, served.lineage_id)
+    predictor = Predictor.of(served)
     frame = score_folder(predictor, Path(input_dir), params.serve.max_image_pixels)
     write_predictions(frame, Path(output))
     scored = frame[frame["error"].isna()]
@@ -29,8 +29,7 @@ def batch_predict(input_dir: str, output: str, selector: str, params: Params) ->
     mlflow.set_tags({"model_version": served.version, "input_dir": input_dir, "output": output})
     inference_log = InferenceLog(project.root / params.serve.inference_log)
     inference_log.append(
-        {"endpoint": "batch", "model_version": served.version, **row}
-        for row in scored.drop(columns=["path", "error", "model_version"]).to_dict("records")
+        {"endpoint": "batch", **row} for row in scored.drop(columns=["path", "error"]).to_dict("records")
     )
     inference_log.close()
     return counts

@@ -29,12 +29,9 @@ def score_folder(predictor: Predictor, input_dir: Path, max_pixels: int, batch_s
                 rows.append({"path": str(path.relative_to(input_dir)), "error": str(err)})
         if not decoded:
             continue
-        probabilities = predictor.probabilities(np.stack([image.pixels for _, image in decoded]))
-        for (path, image), p in zip(decoded, probabilities, strict=True):
-            best = int(p.argmax())
-            label = predictor.preprocessing.class_names[best]
-            rows.append({"path": str(path.relative_to(input_dir)), "label": label, "score": float(p[best]),
-                         "width": image.width, "height": image.height, **image.features})  # fmt: skip
+        probabilities, embeddings = predictor.predict(np.stack([image.pixels for _, image in decoded]))
+        for (path, image), p, e in zip(decoded, probabilities, embeddings, strict=True):
+            rows.append({"path": str(path.relative_to(input_dir)), **predictor.log_row(image, p, e)})
     frame = pd.DataFrame(rows).sort_values("path", kind="stable").reset_index(drop=True)
     frame["model_version"] = predictor.version
     if "error" not in frame:

@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+from cvops.monitoring.reference import PROJECTION_FILE
 from cvops.onnx_model import read_preprocessing
 from cvops.serving.source import ServedModel
 
@@ -22,6 +23,8 @@ def store_model(served: ServedModel, lineage: dict[str, str]) -> str:
     metadata = {**lineage, "class_names": preprocessing.class_names, "image_size": preprocessing.image_size}
     with bentoml.models.create(served.model_name, labels=labels, metadata=metadata) as model:
         shutil.copy(served.onnx_path, model.path_of(MODEL_FILE))
+        if served.projection_path:  # the embeddings the service logs are reduced with the version's projection
+            shutil.copy(served.projection_path, model.path_of(PROJECTION_FILE))
     return str(model.tag)
 
 

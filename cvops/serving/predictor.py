@@ -7,14 +7,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cvops.data.preprocess import model_inputs, resize_image
 from cvops.monitoring.features import image_features
-from cvops.onnx_model import predict_logits, read_preprocessing, session
+from cvops.monitoring.reference import Projection
+from cvops.onnx_model import predict_outputs, read_preprocessing, session
+
+if TYPE_CHECKING:
+    from cvops.serving.source import ServedModel
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
 SEND = f"send one of {', '.join(FORMATS)}"
@@ -69,27 +73,30 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> DecodedImage:
     return DecodedImage(pixels=pixels, width=width, height=height, features=image_features(pixels))
 
 
+Outputs = tuple[np.ndarray, ...]  # arrays with one row per image
+
+
 class MicroBatcher:
     """Adaptive batching: requests that arrive while the model is busy are merged into its next call.
 
     A lone request runs at once (no waiting); under load, batches grow up to `max_batch` images.
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int) -> None:
+    def __init__(self, predict: Callable[[np.ndarray], Outputs], max_batch: int) -> None:
         self.predict = predict
         self.max_batch = max_batch
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
+        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[Outputs]]] | None = None
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
+    async def submit(self, images: np.ndarray) -> Outputs:
         if self.queue is None:
             self.queue = asyncio.Queue()
             asyncio.get_running_loop().create_task(self._run(self.queue))
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         await self.queue.put((images, future))
         return await future
 
-    async def _run(self, pending: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
-        carried: tuple[np.ndarray, asyncio.Future[np.ndarray]] | None = None  # the request that did not fit
+    async def _run(self, pending: asyncio.Queue[tuple[np.ndarray, asyncio.Future[Outputs]]]) -> None:
+        carried: tuple[np.ndarray, asyncio.Future[Outputs]] | None = None  # the request that did not fit
         while True:
             batch = [carried or await pending.get()]
             carried = None
@@ -102,20 +109,21 @@ class MicroBatcher:
                 batch.append(item)
                 size += len(item[0])
             try:
-                output = await asyncio.to_thread(self.predict, np.concatenate([images for images, _ in batch]))
+                outputs = await asyncio.to_thread(self.predict, np.concatenate([images for images, _ in batch]))
             except Exception as err:  # the model failed: every waiting request learns why
                 for _, future in batch:
                     future.set_exception(err)
                 continue
             start = 0
             for images, future in batch:
-                future.set_result(output[start : start + len(images)])
+                future.set_result(tuple(output[start : start + len(images)] for output in outputs))
                 start += len(images)
 
 
 @dataclass
 class Predictor:
-    """One loaded model version: an onnxruntime session plus its preprocessing and identity."""
+    """One loaded model version: an onnxruntime session plus its preprocessing, identity and (when the version
+    has a monitoring reference) the projection that reduces its embeddings for the inference log."""
 
     onnx_path: Path
     model_name: str
@@ -123,20 +131,33 @@ class Predictor:
     lineage_id: str
     max_batch: int = 32
     threads: int | None = None
+    projection_path: Path | None = None
     batcher: MicroBatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.preprocessing = read_preprocessing(self.onnx_path)
         self.session = session(self.onnx_path, self.threads)
-        self.batcher = MicroBatcher(self.probabilities, self.max_batch)
+        self.projection = Projection.load(self.projection_path) if self.projection_path else None
+        self.batcher = MicroBatcher(self.predict, self.max_batch)
 
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, size, size, 3) uint8 to (N, classes) probabilities."""
+    @classmethod
+    def of(cls, served: "ServedModel", max_batch: int = 32) -> "Predictor":
+        projection = Path(served.projection_path) if served.projection_path else None
+        return cls(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, max_batch,
+                   projection_path=projection)  # fmt: skip
+
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, size, size, 3) uint8 to (N, classes) probabilities and (N, dims) projected embeddings
+        ((N, 0) without a projection)."""
         pre = self.preprocessing
-        logits = predict_logits(self.session, model_inputs(pixels, pre.mean, pre.std))
+        logits, embeddings = predict_outputs(self.session, model_inputs(pixels, pre.mean, pre.std))
         logits = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        if self.projection is None or embeddings is None:
+            projected = np.zeros((len(pixels), 0), dtype=np.float32)
+        else:
+            projected = self.projection.apply(embeddings)
+        return exp / exp.sum(axis=1, keepdims=True), projected
 
     def answer(self, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
         order = np.argsort(-probabilities)[:top_k]
@@ -147,3 +168,15 @@ class Predictor:
             "model_version": self.version,
             "lineage_id": self.lineage_id,
         }
+
+    def log_row(self, image: DecodedImage, probabilities: np.ndarray, embedding: np.ndarray) -> dict[str, Any]:
+        """What the inference log keeps of one prediction: monitoring's input."""
+        best = int(probabilities.argmax())
+        row: dict[str, Any] = {
+            "model_version": self.version, "label": self.preprocessing.class_names[best],
+            "score": round(float(probabilities[best]), 6), "width": image.width, "height": image.height,
+            **image.features,
+        }  # fmt: skip
+        if embedding.size:
+            row["embedding"] = [round(float(x), 5) for x in embedding]
+        return row

@@ -140,17 +140,19 @@ class Classifier:
 
     def _load(self, served: t.Any = None) -> Predictor:
         if tag := os.environ.get("CVOPS_BENTO_MODEL"):
+            from cvops.monitoring.reference import PROJECTION_FILE
             from cvops.serving.packaging import MODEL_FILE
 
             stored = bentoml.models.get(tag)
             labels = stored.info.labels
+            projection = Path(stored.path_of(PROJECTION_FILE))
             predictor = Predictor(Path(stored.path_of(MODEL_FILE)), labels["registered_model"],
-                                  labels["model_version"], labels["lineage_id"], SETTINGS.max_batch_images)  # fmt: skip
+                                  labels["model_version"], labels["lineage_id"], SETTINGS.max_batch_images,
+                                  projection_path=projection if projection.is_file() else None)  # fmt: skip
         else:
             if served is None:
                 served = self._resolve()
-            predictor = Predictor(Path(served.onnx_path), served.model_name, served.version, served.lineage_id,
-                                  SETTINGS.max_batch_images)  # fmt: skip
+            predictor = Predictor.of(served, SETTINGS.max_batch_images)
         MODEL.clear()
         MODEL.labels(model_version=predictor.version).set(1)
         log.info("serving %s version %s (%s)", predictor.model_name, predictor.version, predictor.onnx_path.name)
@@ -184,17 +186,13 @@ class Classifier:
                 decoded.append(decode_image(data, size, SETTINGS.max_image_pixels))
             except RequestError as err:
                 raise RequestError(err.status, f"image {index}: {err}" if len(raw) > 1 else str(err)) from err
-        probabilities = await predictor.batcher.submit(np.stack([image.pixels for image in decoded]))
-        answers = [predictor.answer(p, SETTINGS.top_k) for p in probabilities]
-        rows = []
-        for image, answer in zip(decoded, answers, strict=True):
-            best = answer["predictions"][0]
-            PREDICTIONS.labels(label=best["label"], model_version=predictor.version).inc()
-            rows.append({"endpoint": endpoint, "model_version": predictor.version, "label": best["label"],
-                         "score": best["score"], "width": image.width, "height": image.height,
-                         **image.features})  # fmt: skip
+        probabilities, embeddings = await predictor.batcher.submit(np.stack([image.pixels for image in decoded]))
+        rows = [{"endpoint": endpoint, **predictor.log_row(image, p, e)}
+                for image, p, e in zip(decoded, probabilities, embeddings, strict=True)]  # fmt: skip
+        for row in rows:
+            PREDICTIONS.labels(label=row["label"], model_version=predictor.version).inc()
         self.inference_log.append(rows)
-        return answers
+        return [predictor.answer(p, SETTINGS.top_k) for p in probabilities]
 
     async def _answer(self, endpoint: str, ctx: bentoml.Context, collect: t.Callable[[], list[bytes]]) -> t.Any:
         start = time.perf_counter()

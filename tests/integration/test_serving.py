@@ -4,16 +4,9 @@ and the inference log."""
 
 import base64
 import io
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -38,7 +31,8 @@ from cvops.quantization import quantize
 from cvops.registry import ModelRegistry
 from cvops.tracking import log_trained_model, scratch_dir, use_project_store
 from cvops.training import fit
-from tests.cli import assert_one_line_error, clean_env, cvops
+from tests.cli import assert_one_line_error, cvops
+from tests.server import Server
 
 pytestmark = pytest.mark.slow
 
@@ -74,85 +68,6 @@ def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tup
         registry.register(trained, evaluation.metrics, tags, decision)
     registry.promote("1", reviewer="test")
     return project, registry
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`cvops serve` in its own process group, ready when /readyz answers 200."""
-
-    def __init__(self, root: Path, token: str | None = None) -> None:
-        self.port = free_port()
-        env = clean_env() | ({"CVOPS_API_TOKEN": token} if token else {})
-        self.log = root / f"serve-{self.port}.log"
-        with self.log.open("w") as log:  # a file, not a pipe: nobody reads a pipe, and a full one stalls the server
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "cvops.cli", "serve", "--port", str(self.port)], cwd=root, env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the service was not ready within 120 s"
-            time.sleep(0.5)
-
-    def request(self, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict | str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as err:
-            status, raw = err.code, err.read()
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode(errors="replace")
-
-    def get(self, path: str) -> tuple[int, dict | str]:
-        return self.request(path, None, {})
-
-    def post_json(self, path: str, payload: object, token: str | None = None) -> tuple[int, dict | str]:
-        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-        return self.request(path, json.dumps(payload).encode(), headers)
-
-    def post_files(self, path: str, field: str, files: list[tuple[str, bytes]]) -> tuple[int, dict | str]:
-        boundary = "cvopsboundary7MA4YWxkTrZu0gW"
-        parts = [
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-            f"Content-Type: application/octet-stream\r\n\r\n".encode()
-            + data
-            + b"\r\n"
-            for name, data in files
-        ]
-        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        return self.request(path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-
-    def declare_body(self, path: str, length: int) -> tuple[int, dict]:
-        """Announce a body of `length` bytes and send only its start: the answer must not wait for the rest."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as connection:
-            connection.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                               f"Content-Length: {length}\r\n\r\n".encode() + b"--b\r\n")  # fmt: skip
-            response = b""
-            while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
-                chunk = connection.recv(65536)
-                if not chunk:
-                    break
-                response += chunk
-        head, _, body = response.partition(b"\r\n\r\n")
-        return int(head.split()[1]), json.loads(body)
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from cvops.config import Params
-from cvops.data.prepare import DatasetRef
+from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
-from cvops.onnx_model import predict_logits, read_preprocessing, session
+from cvops.onnx_model import predict_logits, predict_outputs, read_preprocessing, session
 from cvops.quantization import QuantizationReport, calibration_subset, choose, quantize, quantize_int8, sha256
 from cvops.training import TrainResult
 
@@ -33,6 +34,21 @@ def test_onnx_fp32_matches_torch_and_carries_its_preprocessing(report, digits: D
     fp32 = session(Path(report.fp32.path))
     for n in (1, 7, 32):
         assert predict_logits(fp32, np.zeros((n, 3, 16, 16), dtype=np.float32)).shape == (n, 10)
+
+
+def test_onnx_emits_the_penultimate_layer_for_monitoring(report, trained: TrainResult, digits: DatasetRef) -> None:
+    """The embedding output is the pooled features the classifier reads, in fp32 and (close to it) in int8."""
+    images, _, _ = load_split(digits, "test")
+    inputs = model_inputs(images[:32], *_normalization(report))
+    model = trained.model.cpu().eval()
+    with torch.no_grad():
+        expected = model.forward_head(model.forward_features(torch.from_numpy(inputs)), pre_logits=True).numpy()
+    _, embeddings = predict_outputs(session(Path(report.fp32.path)), inputs)
+    assert embeddings is not None and embeddings.shape == (32, model.num_features)
+    assert np.abs(embeddings - expected).max() < 1e-3
+    assert report.int8 is not None
+    _, int8_embeddings = predict_outputs(session(Path(report.int8.path)), inputs)
+    assert int8_embeddings is not None and np.corrcoef(int8_embeddings.ravel(), expected.ravel())[0, 1] > 0.95
 
 
 def test_int8_is_smaller_close_to_fp32_and_measured(report) -> None:

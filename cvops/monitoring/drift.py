@@ -1,0 +1,163 @@
+"""Drift of served traffic against a model version's reference, tested with Evidently.
+
+Three groups of columns: the image statistics (every logged row), the projected embedding and the
+predicted label (rows the reference's version answered: another version embeds differently). Each
+column gets a two-sample test, Kolmogorov-Smirnov for numbers and chi-square for the label, and drifts
+at p < false_alarm_rate / m for m tested columns (Bonferroni), so a window of unchanged traffic raises
+an alarm with probability at most false_alarm_rate.
+"""
+
+import json
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from cvops.config import MonitorParams
+from cvops.monitoring.reference import EMBEDDING_PREFIX, PREDICTION, STATISTICS
+
+Status = Literal["drift", "no_drift", "not_enough_data"]
+Group = Literal["statistics", "embedding", "prediction"]
+HTML_FILE, JSON_FILE, VERDICT_FILE = "drift_report.html", "drift_report.json", "verdict.json"
+
+
+class ColumnDrift(BaseModel):
+    column: str
+    group: Group
+    method: str
+    p_value: float
+    drifted: bool
+
+
+class DriftVerdict(BaseModel):
+    status: Status
+    model_version: str
+    rows: int  # in the window
+    model_rows: int  # of them answered by model_version (tested for embedding and prediction drift)
+    reference_rows: int
+    window_start: datetime | None
+    window_end: datetime | None
+    threshold: float  # per-column p-value below which a column drifts
+    columns: list[ColumnDrift] = []
+    notes: list[str] = []
+    report_dir: str | None = None
+
+    @property
+    def drifted(self) -> list[ColumnDrift]:
+        return [c for c in self.columns if c.drifted]
+
+    @property
+    def reason(self) -> str:
+        if self.status == "not_enough_data":
+            return self.notes[0] if self.notes else "not enough data"
+        if self.status == "no_drift":
+            return f"no column drifted ({len(self.columns)} tested at p < {self.threshold:.2g})"
+        worst = sorted(self.drifted, key=lambda c: c.p_value)
+        return (
+            "drift in "
+            + ", ".join(f"{c.column} (p={c.p_value:.1e})" for c in worst[:5])
+            + (f" and {len(worst) - 5} more" if len(worst) > 5 else "")
+        )
+
+    def table(self) -> str:
+        lines = [f"{'column':<12} {'group':<11} {'test':<10} {'p-value':>9}  drift"]
+        for c in self.columns:
+            lines.append(
+                f"{c.column:<12} {c.group:<11} {c.method:<10} {c.p_value:>9.2g}  {'YES' if c.drifted else '-'}"
+            )
+        return "\n".join(lines + [f"  {note}" for note in self.notes])
+
+
+def window_table(rows: pd.DataFrame, version: str, dims: int) -> tuple[pd.DataFrame, int]:
+    """Inference-log rows as test columns: embeddings and labels kept only for rows `version` answered."""
+    table = pd.DataFrame({c: pd.to_numeric(rows[c], errors="coerce") for c in STATISTICS if c in rows})
+    ours = (
+        (rows["model_version"].astype(str) == version).to_numpy()
+        if "model_version" in rows
+        else np.zeros(len(rows), bool)
+    )
+    if "embedding" in rows:
+        # a list from the log, an array after a round trip through Parquet, NaN where a row has none
+        logged = [list(e) if mine and hasattr(e, "__len__") and len(e) == dims else [np.nan] * dims
+                  for e, mine in zip(rows["embedding"], ours, strict=True)]  # fmt: skip
+        table[[f"{EMBEDDING_PREFIX}{i}" for i in range(dims)]] = np.array(logged, dtype=float).reshape(len(rows), dims)
+        ours &= ~np.isnan(table[f"{EMBEDDING_PREFIX}0"].to_numpy())
+    if PREDICTION in rows:
+        table[PREDICTION] = rows[PREDICTION].where(ours, None)
+    return table, int(ours.sum())
+
+
+def _group(column: str) -> Group:
+    if column.startswith(EMBEDDING_PREFIX):
+        return "embedding"
+    return "prediction" if column == PREDICTION else "statistics"
+
+
+def detect_drift(
+    reference: pd.DataFrame, rows: pd.DataFrame, version: str, params: MonitorParams, out_dir: Path
+) -> DriftVerdict:
+    """Test the window `rows` against `reference`; the Evidently report and the verdict go to `out_dir`."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    dims = sum(c.startswith(EMBEDDING_PREFIX) for c in reference.columns)
+    current, model_rows = window_table(rows, version, dims)
+    stamps = pd.to_datetime(rows["timestamp"], utc=True) if "timestamp" in rows and len(rows) else None
+    verdict = DriftVerdict(
+        status="not_enough_data", model_version=version, rows=len(rows), model_rows=model_rows,
+        reference_rows=len(reference), window_start=None if stamps is None else stamps.min(),
+        window_end=None if stamps is None else stamps.max(), threshold=params.false_alarm_rate,
+    )  # fmt: skip
+    if len(rows) < params.min_samples:
+        verdict.notes.append(
+            f"{len(rows)} logged predictions in the window, monitor.min_samples is "
+            f"{params.min_samples}; send more traffic or widen the window (--window, --since)"
+        )
+        return _save(verdict, None, out_dir)
+    columns = [c for c in STATISTICS if c in current and c in reference]
+    if model_rows >= params.min_samples:
+        columns += [c for c in reference.columns if c.startswith(EMBEDDING_PREFIX) and c in current]
+        columns += [PREDICTION] if PREDICTION in current else []
+    else:
+        verdict.notes.append(
+            f"embedding and prediction not tested: {model_rows} rows answered by version {version} "
+            f"(< monitor.min_samples {params.min_samples})"
+        )
+    threshold = params.false_alarm_rate / len(columns)
+    numerical = [c for c in columns if c != PREDICTION]
+    definition = DataDefinition(
+        numerical_columns=numerical, categorical_columns=[c for c in columns if c == PREDICTION]
+    )
+    tests = {c: "chisquare" if c == PREDICTION else "ks" for c in columns}
+    metrics = [ValueDrift(column=c, method=method, threshold=threshold) for c, method in tests.items()]
+    snapshot = Report(metrics).run(
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
+    p_values = [float(m["value"]) for m in snapshot.dict()["metrics"]]
+    verdict.columns = [
+        ColumnDrift(column=c, group=_group(c), method=tests[c], p_value=p, drifted=p < threshold)
+        for c, p in zip(columns, p_values, strict=True)
+    ]
+    verdict.threshold = threshold
+    verdict.status = "drift" if verdict.drifted else "no_drift"
+    return _save(verdict, snapshot, out_dir)
+
+
+def _save(verdict: DriftVerdict, snapshot: object, out_dir: Path) -> DriftVerdict:
+    """The report folder appears complete or not at all."""
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    if snapshot is not None:
+        snapshot.save_html(str(partial / HTML_FILE))  # type: ignore[attr-defined]
+        snapshot.save_json(str(partial / JSON_FILE))  # type: ignore[attr-defined]
+    verdict.report_dir = str(out_dir)
+    (partial / VERDICT_FILE).write_text(json.dumps(verdict.model_dump(mode="json"), indent=2))
+    os.replace(partial, out_dir)
+    return verdict

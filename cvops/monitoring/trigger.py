@@ -1,0 +1,164 @@
+"""From drift verdicts to retraining: drift episodes, the cooldown, the audit trail, alerts, run locks.
+
+An episode opens at the first drift verdict and closes at the next no-drift verdict; "not enough data"
+changes nothing. An episode triggers at most one retraining, and no retraining starts within
+`cooldown` of the previous one: an episode that opens during the cooldown triggers once it is over,
+if the drift is still there. Every decision on a drift verdict is appended to the audit file.
+"""
+
+import json
+import logging
+import os
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import filelock
+from pydantic import BaseModel
+
+from cvops.monitoring.drift import DriftVerdict
+
+log = logging.getLogger(__name__)
+Action = Literal["retrain", "cooldown", "already_triggered", "alert_only", "deferred"]
+WEBHOOK_ENV = "CVOPS_ALERT_WEBHOOK"
+
+
+class Episode(BaseModel):
+    key: str  # <champion version>@<opened at>: names the episode in alerts, the audit and version tags
+    opened_at: datetime
+    model_version: str
+    triggered_run: str | None = None  # the ZenML run its retraining started
+
+
+class EpisodeState(BaseModel):
+    open: Episode | None = None
+    last_trigger_at: datetime | None = None
+
+
+class TriggerRecord(BaseModel):
+    """One line of the audit: what a drift verdict led to, and (for a retraining) what came of it."""
+
+    at: datetime
+    episode: str
+    action: Action
+    reason: str
+    report: str | None
+    model_version: str
+    run: str | None = None  # the ZenML run of the retraining
+    new_version: str | None = None  # the model version it registered
+    outcome: str | None = None
+    opened: bool = False  # this verdict opened the episode (alerts go out once per episode)
+
+
+class Episodes:
+    """The drift-episode state and audit of a checkout, under monitoring/ (JSON, rewritten atomically)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.state_file = directory / "drift_state.json"
+        self.audit_file = directory / "triggers.jsonl"
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def state(self) -> EpisodeState:
+        if not self.state_file.is_file():
+            return EpisodeState()
+        return EpisodeState.model_validate_json(self.state_file.read_text())
+
+    def _save(self, state: EpisodeState) -> None:
+        partial = self.state_file.with_suffix(".partial")
+        partial.write_text(state.model_dump_json(indent=2))
+        os.replace(partial, self.state_file)
+
+    def observe(self, verdict: DriftVerdict, now: datetime, cooldown: timedelta, retrain: bool) -> TriggerRecord | None:
+        """Update the episode state with a verdict; for a drift verdict, the decision (not yet recorded)."""
+        state = self.state()
+        if verdict.status == "no_drift" and state.open is not None:
+            log.info("drift episode %s closed", state.open.key)
+            self._save(state.model_copy(update={"open": None}))
+        if verdict.status != "drift":
+            return None
+        episode, opened = state.open, state.open is None
+        if episode is None:
+            episode = Episode(key=f"v{verdict.model_version}@{now:%Y%m%dT%H%M%SZ}", opened_at=now,
+                              model_version=verdict.model_version)  # fmt: skip
+            self._save(state.model_copy(update={"open": episode}))
+        decision = TriggerRecord(
+            at=now, episode=episode.key, action="retrain", reason=verdict.reason, report=verdict.report_dir,
+            model_version=verdict.model_version, opened=opened,
+        )  # fmt: skip
+        if episode.triggered_run is not None:
+            return decision.model_copy(
+                update={"action": "already_triggered", "run": episode.triggered_run,
+                        "outcome": f"episode {episode.key} already started run {episode.triggered_run}"}
+            )  # fmt: skip
+        if not retrain:
+            return decision.model_copy(update={"action": "alert_only", "outcome": "monitor.retrain is false"})
+        if state.last_trigger_at is not None and now < state.last_trigger_at + cooldown:
+            until = state.last_trigger_at + cooldown
+            return decision.model_copy(
+                update={"action": "cooldown", "outcome": f"cooldown until {until:%Y-%m-%d %H:%M} UTC"}
+            )
+        return decision
+
+    def started(self, decision: TriggerRecord, run: str) -> None:
+        """A retraining for the decision's episode has started as `run`: the episode will not trigger again."""
+        state = self.state()
+        episode = state.open if state.open and state.open.key == decision.episode else None
+        if episode is not None:
+            episode = episode.model_copy(update={"triggered_run": run})
+        self._save(EpisodeState(open=episode, last_trigger_at=decision.at))
+
+    def record(self, decision: TriggerRecord) -> None:
+        with self.audit_file.open("a") as f:
+            f.write(decision.model_dump_json() + "\n")
+
+    def records(self) -> list[TriggerRecord]:
+        if not self.audit_file.is_file():
+            return []
+        return [TriggerRecord.model_validate_json(line) for line in self.audit_file.read_text().splitlines() if line]
+
+
+def send_alert(decision: TriggerRecord, webhook_url: str | None) -> None:
+    """A log line, and a JSON POST to the webhook when one is set (params or CVOPS_ALERT_WEBHOOK).
+
+    A webhook that fails is logged, never raised: the alert must not stop the retraining.
+    """
+    log.warning("DRIFT %s: %s -> %s (report %s)", decision.episode, decision.reason, decision.action, decision.report)
+    url = os.environ.get(WEBHOOK_ENV) or webhook_url
+    if not url:
+        return
+    body = json.dumps({"event": "cvops.drift", **decision.model_dump(mode="json")}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    except OSError as err:
+        log.error("drift alert webhook %s failed: %s", url, err)
+
+
+class AlreadyRunning(Exception):
+    """Another process holds the pipeline's run lock."""
+
+
+@contextmanager
+def pipeline_lock(directory: Path, pipeline: str) -> Iterator[None]:
+    """Hold the run lock of `pipeline` (monitoring/locks/<pipeline>.lock) or raise AlreadyRunning at once.
+
+    Scheduled runs and drift-triggered retraining take it, so the same pipeline never runs twice at once.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(directory / f"{pipeline}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout as err:
+        raise AlreadyRunning(f"{pipeline} is already running (lock {lock.lock_file})") from err
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,320 @@
+"""Entry layer: launching the pipelines, the drift -> retraining decision, and the local scheduler.
+
+The monitoring pipeline only returns a verdict. `monitor()` decides what it leads to (alert, retraining,
+nothing) through the drift episodes of `cvops.monitoring.trigger`, and launches the training pipeline
+itself. `cvops schedule` runs monitoring and training on their schedules from params.yaml with
+APScheduler and a job store under monitoring/, since ZenML's local orchestrator cannot schedule;
+`--remote` hands the training cron to an orchestrator that can.
+"""
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cvops.config import Params, Project
+from cvops.errors import ConfigError, CvopsError
+from cvops.monitoring.trigger import AlreadyRunning, Episodes, TriggerRecord, pipeline_lock, send_alert
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
+    from apscheduler.triggers.base import BaseTrigger
+
+    from cvops.evaluation import Evaluation
+    from cvops.gate import GateDecision
+    from cvops.monitoring.drift import DriftVerdict
+    from cvops.quantization import QuantizationReport
+    from cvops.tracking import TrainedModel
+
+log = logging.getLogger("cvops")
+PIPELINES = ("monitoring", "training")
+
+
+def tracker_settings(experiment: str) -> dict[str, Any]:
+    """ZenML settings that send a pipeline's MLflow logging to `experiment`."""
+    from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
+
+    return {"experiment_tracker": MLFlowExperimentTrackerSettings(experiment_name=experiment, nested=False)}
+
+
+def step_error(failure: RuntimeError) -> Exception:
+    """The user error (a CvopsError) a failed step of the latest run raised, else the orchestrator's error.
+
+    ZenML's local orchestrator reports a failed step as a RuntimeError; the step's own exception
+    is recorded on the step run.
+    """
+    from zenml.client import Client
+    from zenml.enums import ExecutionStatus
+
+    import cvops.errors
+
+    latest = Client().list_pipeline_runs(sort_by="desc:created", size=1).items
+    for step in latest[0].steps.values() if latest else []:
+        info = step.exception_info
+        if step.status != ExecutionStatus.FAILED or info is None or not info.source:
+            continue
+        error_class = getattr(cvops.errors, info.source.rsplit(".", 1)[-1], None)
+        if isinstance(error_class, type) and issubclass(error_class, CvopsError):
+            return error_class(f"step {step.name}: {info.message}")
+    return failure
+
+
+@dataclass
+class TrainingResult:
+    run_name: str
+    version: str
+    trained: "TrainedModel"
+    evaluation: "Evaluation"
+    quantization: "QuantizationReport"
+    decision: "GateDecision"
+
+
+def launch_training(
+    project: Project,
+    params: Params,
+    resume: bool = False,
+    trigger: dict[str, str] | None = None,
+    run_name: str | None = None,
+) -> TrainingResult | None:
+    """Reproduce the data stages, then run the training pipeline; None when a remote orchestrator took it."""
+    from cvops.data.versioning import reproduce
+    from cvops.tracking import use_project_store
+    from pipelines.training import training
+
+    # The data stages first, here: invalid data stops the run with its summary before any step starts.
+    # The pipeline's data steps then find DVC up to date and only record the data version.
+    reproduce(project, "prepare")
+    use_project_store(project, params.mlflow.experiment)  # creates it with its artifact location under mlflow/
+    options: dict[str, Any] = {"settings": tracker_settings(params.mlflow.experiment)}
+    if run_name:
+        options["run_name"] = run_name
+    try:
+        run = training.with_options(**options)(params=params, resume=resume, trigger=trigger)
+    except RuntimeError as err:
+        raise step_error(err) from err
+    if run is None:
+        return None
+    outputs = {name: step.outputs for name, step in run.steps.items()}
+    return TrainingResult(
+        run_name=run.name,
+        version=outputs["register_model"]["model_version"][0].load(),
+        trained=outputs["train_model"]["trained_model"][0].load(),
+        evaluation=outputs["evaluate_model"]["evaluation"][0].load(),
+        quantization=outputs["quantize_model"]["quantization"][0].load(),
+        decision=outputs["check_gate"]["gate_decision"][0].load(),
+    )
+
+
+def launch_monitoring(
+    project: Project, params: Params, window: int | None = None, since: datetime | None = None
+) -> "DriftVerdict | None":
+    from cvops.tracking import use_project_store
+    from pipelines.monitoring import monitoring
+
+    experiment = f"{params.mlflow.experiment}-monitoring"  # apart from training runs, which users compare
+    use_project_store(project, experiment)
+    try:
+        run = monitoring.with_options(settings=tracker_settings(experiment))(params=params, window=window, since=since)
+    except RuntimeError as err:
+        raise step_error(err) from err
+    return None if run is None else run.steps["detect_drift"].outputs["drift_verdict"][0].load()
+
+
+@dataclass
+class MonitoringResult:
+    verdict: "DriftVerdict"
+    decision: TriggerRecord | None  # what a drift verdict led to (None: no drift, or not enough data)
+    training: TrainingResult | None  # the retraining it started
+
+
+def _outcome(training: TrainingResult | None) -> str:
+    if training is None:
+        return "submitted to the orchestrator"
+    if not training.decision.passed:
+        return f"version {training.version} failed its gate: no alias"
+    return f"version {training.version} registered and passed its gate"
+
+
+def monitor(
+    project: Project,
+    params: Params,
+    window: int | None = None,
+    since: datetime | None = None,
+    retrain: bool = True,
+    now: datetime | None = None,
+) -> MonitoringResult | None:
+    """Run the monitoring pipeline and act on its verdict: alert, and retrain once per drift episode."""
+    verdict = launch_monitoring(project, params, window, since)
+    if verdict is None:
+        return None
+    now = now or datetime.now(UTC)
+    episodes = Episodes(project.monitoring_dir)
+    cooldown = timedelta(hours=params.monitor.cooldown_hours)
+    decision = episodes.observe(verdict, now, cooldown, retrain and params.monitor.retrain)
+    if decision is None:
+        return MonitoringResult(verdict, None, None)
+    training = None
+    if decision.action == "retrain":
+        run_name = f"training-drift-{now:%Y%m%d-%H%M%S}"
+        trigger = {"retrain_trigger": decision.episode, "retrain_reason": decision.reason[:500],
+                   "retrain_report": decision.report or ""}  # fmt: skip
+        try:
+            with pipeline_lock(project.monitoring_dir / "locks", "training"):
+                episodes.started(decision, run_name)
+                decision = decision.model_copy(update={"run": run_name})
+                send_alert(decision, params.monitor.webhook_url)
+                try:
+                    training = launch_training(project, params, trigger=trigger, run_name=run_name)
+                except Exception as err:
+                    episodes.record(decision.model_copy(update={"outcome": f"failed: {err}"[:500]}))
+                    raise
+            decision = decision.model_copy(
+                update={"new_version": training.version if training else None, "outcome": _outcome(training)}
+            )
+        except AlreadyRunning as err:
+            decision = decision.model_copy(update={"action": "deferred", "outcome": f"{err}; the next run retries"})
+            send_alert(decision, params.monitor.webhook_url)
+    elif decision.opened:
+        send_alert(decision, params.monitor.webhook_url)
+    else:
+        log.info("drift continues in episode %s: %s", decision.episode, decision.outcome)
+    episodes.record(decision)
+    return MonitoringResult(verdict, decision, training)
+
+
+# --- the local scheduler -------------------------------------------------------------------------------------
+
+
+def wanted_triggers(params: Params) -> dict[str, "BaseTrigger"]:
+    """The jobs params.yaml asks for: monitoring every N minutes, training on a cron."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    triggers: dict[str, BaseTrigger] = {}
+    if params.schedule.monitoring_minutes:
+        triggers["monitoring"] = IntervalTrigger(minutes=params.schedule.monitoring_minutes, timezone=UTC)
+    if params.schedule.training_cron:
+        try:
+            triggers["training"] = CronTrigger.from_crontab(params.schedule.training_cron, timezone=UTC)
+        except ValueError as err:
+            raise ConfigError(
+                f"schedule.training_cron {params.schedule.training_cron!r} is not a crontab expression ({err}); "
+                "write five fields, e.g. '0 3 * * 0' for Sundays at 03:00 UTC"
+            ) from err
+    return triggers
+
+
+def run_job(root: str, pipeline: str) -> str:
+    """`cvops run <pipeline>` in its own process, under the pipeline's run lock; says what happened."""
+    project = Project(Path(root))
+    try:
+        with pipeline_lock(project.monitoring_dir / "locks", pipeline):
+            log.info("scheduler: starting %s", pipeline)
+            result = subprocess.run([sys.executable, "-m", "cvops.cli", "run", pipeline], cwd=root, check=False)
+    except AlreadyRunning as err:
+        log.warning("scheduler: %s skipped: %s", pipeline, err)
+        return f"skipped: {err}"
+    outcome = "succeeded" if result.returncode == 0 else f"failed (exit {result.returncode})"
+    log.info("scheduler: %s %s", pipeline, outcome)
+    return outcome
+
+
+def _open(project: Project) -> "BaseScheduler":
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    project.monitoring_dir.mkdir(parents=True, exist_ok=True)
+    store = SQLAlchemyJobStore(url=f"sqlite:///{project.monitoring_dir / 'scheduler.sqlite'}")
+    return BackgroundScheduler(
+        jobstores={"default": store}, executors={"default": ThreadPoolExecutor(len(PIPELINES))}, timezone=UTC,
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+    )  # fmt: skip
+
+
+def _sync(scheduler: "BaseScheduler", project: Project, params: Params, now: datetime) -> None:
+    """Make the job store hold what params.yaml asks for. A job whose schedule did not change keeps its next
+    run time; a new monitoring job is due at once, a new training job at its next cron time."""
+    wanted = wanted_triggers(params)
+    for job in scheduler.get_jobs():
+        if job.id not in wanted:
+            scheduler.remove_job(job.id)
+    for name, trigger in wanted.items():
+        job = scheduler.get_job(name)
+        if job is not None and str(job.trigger) == str(trigger):
+            continue
+        first = now if name == "monitoring" else trigger.get_next_fire_time(None, now)
+        scheduler.add_job(run_job, trigger, args=[str(project.root), name], id=name, name=name,
+                          replace_existing=True, next_run_time=first)  # fmt: skip
+
+
+def run_due(project: Project, params: Params, now: datetime | None = None) -> list[tuple[str, str]]:
+    """`cvops schedule --once`: run the jobs that are due, one after the other, and say what each did.
+
+    A job skipped because its pipeline is running stays due; the others move to their next run time.
+    """
+    now = now or datetime.now(UTC)
+    scheduler = _open(project)
+    scheduler.start(paused=True)
+    try:
+        _sync(scheduler, project, params, now)
+        report = []
+        for job in scheduler.get_jobs():
+            if job.next_run_time is None or job.next_run_time > now:
+                report.append((job.id, f"not due (next {job.next_run_time:%Y-%m-%d %H:%M} UTC)"))
+                continue
+            outcome = run_job(*job.args)
+            if not outcome.startswith("skipped"):
+                job.modify(next_run_time=job.trigger.get_next_fire_time(job.next_run_time, now))
+            report.append((job.id, outcome))
+        return report
+    finally:  # detach the store first: a paused scheduler that is shut down runs one last round of due jobs
+        scheduler.remove_jobstore("default")
+        scheduler.shutdown(wait=False)
+
+
+def serve_schedule(project: Project, params: Params) -> None:
+    """`cvops schedule`: run the jobs on their schedules until SIGTERM or Ctrl-C, then stop cleanly: no new
+    runs start, and a run in progress finishes first."""
+    scheduler = _open(project)
+    scheduler.start(paused=True)
+    _sync(scheduler, project, params, datetime.now(UTC))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    scheduler.resume()
+    for job in scheduler.get_jobs():
+        log.info("scheduler: %s %s, next run %s", job.id, job.trigger, f"{job.next_run_time:%Y-%m-%d %H:%M} UTC")
+    log.info(
+        "scheduler running (job store %s); SIGTERM or Ctrl-C stops it", project.monitoring_dir / "scheduler.sqlite"
+    )
+    stop.wait()
+    log.info("scheduler stopping: waiting for running jobs to finish")
+    scheduler.shutdown(wait=True)
+    log.info("scheduler stopped")
+
+
+def schedule_remote(params: Params) -> str:
+    """Register the training cron with the active stack's orchestrator (Kubernetes, Kubeflow, Airflow...)."""
+    from zenml.client import Client
+    from zenml.config.schedule import Schedule
+
+    from pipelines.training import training
+
+    if not params.schedule.training_cron:
+        raise ConfigError("schedule.training_cron is not set: set it in params.yaml, e.g. '0 3 * * 0'")
+    wanted_triggers(params)  # validates the cron
+    flavor = Client().active_stack.orchestrator.flavor
+    if flavor == "local":
+        raise ConfigError(
+            f"the active stack's orchestrator ({flavor}) cannot run schedules: switch to a stack with a "
+            "Kubernetes, Kubeflow or Airflow orchestrator (`zenml stack set NAME`), or run `cvops schedule` here"
+        )
+    schedule = Schedule(name="cvops-training", cron_expression=params.schedule.training_cron)
+    training.with_options(schedule=schedule, settings=tracker_settings(params.mlflow.experiment))(params=params)
+    return f"training scheduled on the {flavor} orchestrator with cron '{params.schedule.training_cron}'"

@@ -1,0 +1,187 @@
+"""The monitoring loop as a user drives it, each command in its own process on a real checkout (ZenML
+SQLite store, MLflow SQLite, DVC, Evidently, APScheduler's SQLite job store, a BentoML server):
+demo traffic -> `cvops run monitoring` -> verdict, reports, alert, one retraining per drift episode;
+and `cvops schedule`."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import filelock
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from cvops.config import Project
+from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerdict
+from cvops.monitoring.inference_log import read_inference_log
+from cvops.monitoring.trigger import Episodes
+from tests.cli import assert_one_line_error, clean_env, cvops
+from tests.conftest import TINY_OVERRIDES
+from tests.server import Server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkout whose first trained version became champion (no reviewer needed), with its reference."""
+    root = tmp_path_factory.mktemp("monitored")
+    for name in ("params.yaml", "dvc.yaml"):
+        (root / name).write_text((Path(__file__).parents[2] / name).read_text())
+    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+        subprocess.run(["git", *command], cwd=root, check=True)
+    for command in (["init"], ["data", "import", "digits"]):
+        assert cvops(root, *command).returncode == 0
+    overrides = [*TINY_OVERRIDES, "registry.require_approval=false"]
+    trained = cvops(root, "run", "training", *[arg for o in overrides for arg in ("-S", o)])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    return root
+
+
+def client(root: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+
+
+def monitoring(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[str, DriftVerdict]:
+    """`cvops run monitoring`; its output and the verdict it saved."""
+    result = subprocess.run([sys.executable, "-m", "cvops.cli", "run", "monitoring", *args], cwd=root,
+                            env=clean_env() | (env or {}), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = result.stdout.split("report: ")[1].split()[0]
+    return result.stdout, DriftVerdict.model_validate_json((Path(report) / VERDICT_FILE).read_text())
+
+
+def traffic(root: Path, shift: str, *args: str) -> None:
+    result = cvops(root, "traffic", "--offline", "--shift", shift, "--n", "200", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_reference_is_stored_with_the_version(champion: Path) -> None:
+    version = client(champion).get_model_version("cvops-classifier", "1")
+    reference = version.tags["reference"]
+    local = Path(client(champion).download_artifacts(version.run_id, "reference", str(champion / "tmp-ref")))
+    table = pd.read_parquet(local / "reference.parquet")
+    prepared = pd.read_csv(champion / "data" / "prepared" / "manifest.csv")
+    assert reference.endswith("/reference") and len(table) == (prepared["split"] == "train").sum()
+    assert {"brightness", "sharpness", "width", "emb_0", "emb_7", "label"} <= set(table.columns)
+    assert int(version.tags["reference_rows"]) == len(table)
+
+
+def test_iid_traffic_raises_no_alarm(champion: Path) -> None:
+    traffic(champion, "none")
+    output, verdict = monitoring(champion, "--window", "200")
+    assert verdict.status == "no_drift" and "NO DRIFT" in output
+    assert verdict.model_rows == 200  # every row carries the champion's embedding and label
+    assert {c.group for c in verdict.columns} == {"statistics", "embedding", "prediction"}
+    report = Path(verdict.report_dir or "")
+    assert (report / HTML_FILE).stat().st_size > 10_000 and json.loads((report / JSON_FILE).read_text())
+    runs = client(champion).search_runs(
+        [client(champion).get_experiment_by_name("cvops-monitoring").experiment_id], "tags.drift = 'no_drift'"
+    )
+    assert runs and runs[0].data.metrics["window_rows"] == 200
+    assert not Episodes(champion / "monitoring").records()
+
+
+def test_a_tiny_window_is_not_enough_data(champion: Path) -> None:
+    output, verdict = monitoring(champion, "--window", "10")
+    assert verdict.status == "not_enough_data" and "NOT ENOUGH DATA" in output and "10 logged predictions" in output
+
+
+def test_brightness_drift_retrains_once_per_episode_and_alerts(champion: Path) -> None:
+    alerts: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            alerts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    env = {"CVOPS_ALERT_WEBHOOK": f"http://127.0.0.1:{hook.server_address[1]}/"}
+    traffic(champion, "brightness")
+    try:
+        output, verdict = monitoring(champion, "--window", "200", env=env)
+        assert verdict.status == "drift" and "brightness" in {c.column for c in verdict.drifted}
+        (record,) = Episodes(champion / "monitoring").records()
+        assert record.action == "retrain" and record.new_version == "2" and record.report == verdict.report_dir
+        assert f"retraining run {record.run}: version 2" in output
+        tags = client(champion).get_model_version("cvops-classifier", "2").tags
+        assert tags["retrain_trigger"] == record.episode and tags["retrain_report"] == verdict.report_dir
+        assert "brightness" in tags["retrain_reason"]
+
+        output, again = monitoring(champion, "--window", "200", env=env)  # the drift goes on: same episode
+        assert again.status == "drift" and "already_triggered" in output
+    finally:
+        hook.shutdown()
+    records = Episodes(champion / "monitoring").records()
+    assert [r.action for r in records] == ["retrain", "already_triggered"]
+    assert {r.episode for r in records} == {record.episode}
+    assert len(client(champion).search_model_versions("name = 'cvops-classifier'")) == 2
+    assert [a["action"] for a in alerts] == ["retrain"] and alerts[0]["episode"] == record.episode
+
+
+def test_blur_is_detected(champion: Path) -> None:
+    traffic(champion, "blur", "--severity", "1")  # digits are 8x8 files: sigma = 5% of the side per unit
+    _, verdict = monitoring(champion, "--window", "200", "--no-retrain")
+    assert verdict.status == "drift" and "sharpness" in {c.column for c in verdict.drifted}
+
+
+def test_schedule_once_runs_due_jobs_and_skips_a_running_one(champion: Path) -> None:
+    lock = filelock.FileLock(champion / "monitoring" / "locks" / "monitoring.lock")
+    with lock:  # a monitoring run is in progress elsewhere
+        skipped = cvops(champion, "schedule", "--once")
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    assert "monitoring: skipped: monitoring is already running" in skipped.stdout
+    ran = cvops(champion, "schedule", "--once")  # still due: it runs now
+    assert "monitoring: succeeded" in ran.stdout, ran.stderr[-2000:]
+    idle = cvops(champion, "schedule", "--once")
+    assert "monitoring: not due (next " in idle.stdout
+
+
+def test_scheduler_stops_cleanly_on_sigterm(champion: Path) -> None:
+    log = champion / "scheduler.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "cvops.cli", "schedule"], cwd=champion, env=clean_env(),
+                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "scheduler running" not in log.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert "scheduler stopped" in log.read_text()
+
+
+def test_schedule_remote_needs_an_orchestrator_that_schedules(champion: Path) -> None:
+    assert_one_line_error(cvops(champion, "schedule", "--remote"), 2, "schedule.training_cron is not set")
+    Project(champion).set_params(["schedule.training_cron=0 3 * * 0"])
+    try:
+        assert_one_line_error(cvops(champion, "schedule", "--remote"), 2, "cannot run schedules", "zenml stack set")
+    finally:
+        Project(champion).set_params(["schedule.training_cron=null"])
+
+
+def test_traffic_to_the_service_is_logged_with_embeddings(champion: Path) -> None:
+    server = Server(champion)
+    try:
+        sent = cvops(champion, "traffic", "--n", "20", "--url", f"http://127.0.0.1:{server.port}")
+    finally:
+        server.stop()
+    assert sent.returncode == 0 and "20 x 200" in sent.stdout, sent.stderr[-2000:]
+    rows = read_inference_log(champion / "monitoring" / "inference_log")
+    served = rows[rows["endpoint"] == "classify"]
+    assert len(served) == 20 and all(len(e) == 8 for e in served["embedding"])
+    assert set(served["model_version"].astype(str)) == {"2"}  # the retrained version became champion
+
+    refused = cvops(champion, "traffic", "--n", "5", "--url", f"http://127.0.0.1:{server.port}")
+    assert_one_line_error(refused, 10, "no answer", "cvops serve")

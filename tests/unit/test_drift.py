@@ -1,0 +1,196 @@
+"""Drift verdicts with the real Evidently on synthetic tables, the projection, the shifts, and the episode
+rules that turn verdicts into at most one retraining per drift episode."""
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cvops.config import MonitorParams
+from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerdict, detect_drift, window_table
+from cvops.monitoring.features import image_features
+from cvops.monitoring.reference import STATISTICS, Projection, embedding_columns
+from cvops.monitoring.shifts import SHIFTS, apply_shift
+from cvops.monitoring.trigger import AlreadyRunning, Episodes, pipeline_lock, send_alert
+
+PARAMS = MonitorParams(min_samples=50, embedding_dims=4)
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+def reference_table(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    table = pd.DataFrame({c: rng.normal(100, 20, n) for c in STATISTICS})
+    table[embedding_columns(4)] = rng.normal(0, 1, (n, 4))
+    table["label"] = rng.choice(["cat", "dog"], n)
+    return table
+
+
+def log_rows(n: int, rng: np.random.Generator, version: str = "3", brightness: float = 0.0) -> pd.DataFrame:
+    """Inference-log rows as the service writes them: embeddings as lists, a model version, timestamps."""
+    table = reference_table(n, rng)
+    table["brightness"] += brightness
+    rows = table[[*STATISTICS, "label"]].copy()
+    rows["embedding"] = table[embedding_columns(4)].to_numpy().tolist()
+    rows["model_version"] = version
+    rows["timestamp"] = pd.Timestamp(T0)
+    return rows
+
+
+def test_same_distribution_is_no_drift_and_a_shift_names_its_column(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    reference = reference_table(2000, rng)
+
+    same = detect_drift(reference, log_rows(300, rng), "3", PARAMS, tmp_path / "same")
+    assert same.status == "no_drift" and not same.drifted
+    assert same.model_rows == 300 and {c.group for c in same.columns} == {"statistics", "embedding", "prediction"}
+    assert same.threshold == pytest.approx(PARAMS.false_alarm_rate / len(same.columns))
+
+    shifted = detect_drift(reference, log_rows(300, rng, brightness=15.0), "3", PARAMS, tmp_path / "shifted")
+    assert shifted.status == "drift"
+    assert [c.column for c in shifted.drifted] == ["brightness"]
+    assert "brightness" in shifted.reason
+    for name in (HTML_FILE, JSON_FILE, VERDICT_FILE):
+        assert (tmp_path / "shifted" / name).stat().st_size > 0
+    saved = DriftVerdict.model_validate_json((tmp_path / "shifted" / VERDICT_FILE).read_text())
+    assert saved.status == "drift" and saved.report_dir == str(tmp_path / "shifted")
+    assert "brightness" in (tmp_path / "shifted" / HTML_FILE).read_text()
+
+
+@pytest.mark.slow
+def test_false_alarm_rate_holds_over_many_iid_windows(tmp_path: Path) -> None:
+    """The Bonferroni threshold keeps the family-wise alarm rate near false_alarm_rate (0.05): with 19
+    columns, testing each at 0.05 would alarm in 62% of the windows."""
+    rng = np.random.default_rng(1)
+    reference = reference_table(2000, rng)
+    alarms = sum(
+        detect_drift(reference, log_rows(200, rng), "3", PARAMS, tmp_path / str(i)).status == "drift" for i in range(20)
+    )
+    assert alarms <= 3  # binomial(20, 0.05): P(X > 3) = 1.6%; testing each column at 0.05 expects 12
+
+
+def test_a_tiny_window_is_not_enough_data_not_an_alarm(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    verdict = detect_drift(reference_table(500, rng), log_rows(20, rng, brightness=80.0), "3", PARAMS, tmp_path / "r")
+    assert verdict.status == "not_enough_data" and not verdict.columns
+    assert "20 logged predictions" in verdict.reason and "min_samples is 50" in verdict.reason
+    assert not (tmp_path / "r" / HTML_FILE).exists() and (tmp_path / "r" / VERDICT_FILE).is_file()
+
+
+def test_rows_of_another_version_feed_only_the_statistics(tmp_path: Path) -> None:
+    """Another version embeds differently: its rows count for image statistics, not embeddings or labels."""
+    rng = np.random.default_rng(3)
+    rows = pd.concat([log_rows(120, rng, version="2"), log_rows(30, rng, version="3")], ignore_index=True)
+    rows["embedding"] = rows["embedding"].map(np.array)  # as the rows come back from Parquet
+    table, ours = window_table(rows, "3", 4)
+    assert ours == 30
+    assert table["emb_0"].notna().sum() == 30 and table["label"].notna().sum() == 30
+    assert table["brightness"].notna().sum() == 150
+
+    verdict = detect_drift(reference_table(1000, rng), rows, "3", PARAMS, tmp_path / "r")
+    assert {c.group for c in verdict.columns} == {"statistics"}
+    assert "30 rows answered by version 3" in verdict.notes[0]
+
+
+def test_projection_keeps_the_main_directions() -> None:
+    rng = np.random.default_rng(4)
+    embeddings = rng.normal(0, 1, (500, 2)) @ rng.normal(0, 1, (2, 64)) + rng.normal(0, 0.01, (500, 64)) + 5
+    projection = Projection.fit(embeddings.astype(np.float32), dims=4)
+    assert projection.dims == 4 and projection.explained > 0.99  # the data is 2-dimensional plus noise
+    reduced = projection.apply(embeddings)
+    assert reduced.shape == (500, 4) and np.abs(reduced.mean(axis=0)).max() < 1e-3
+    assert np.allclose(projection.components @ projection.components.T, np.eye(4), atol=1e-4)
+
+
+@pytest.mark.parametrize("shift", [s for s in SHIFTS if s != "none"])
+def test_each_shift_moves_the_statistic_it_targets(shift: str) -> None:
+    rng = np.random.default_rng(5)
+    pixels = (rng.random((64, 64, 3)) * 120 + 40).astype(np.uint8)
+    base = Image.fromarray(pixels)
+    before = image_features(np.asarray(base))
+    after = image_features(np.asarray(apply_shift(base, shift, 0.3, rng)))
+    assert apply_shift(base, shift, 0.3, rng).size == base.size
+    if shift == "brightness":
+        assert after["brightness"] == pytest.approx(before["brightness"] * 1.3, rel=0.02)
+    elif shift in ("blur", "rotate"):  # smoothing, and the bilinear resampling of a rotation
+        assert after["sharpness"] < 0.7 * before["sharpness"]
+    else:
+        assert after["contrast"] > before["contrast"]
+    assert np.array_equal(np.asarray(apply_shift(base, "none", 0.3, rng)), pixels)
+
+
+def verdict(status: str, version: str = "3") -> DriftVerdict:
+    return DriftVerdict(status=status, model_version=version, rows=200, model_rows=200, reference_rows=1000,  # type: ignore[arg-type]
+                        window_start=None, window_end=None, threshold=0.003, report_dir="reports/x")  # fmt: skip
+
+
+def test_one_drift_episode_triggers_one_retraining(tmp_path: Path) -> None:
+    episodes = Episodes(tmp_path)
+    cooldown = timedelta(hours=24)
+    first = episodes.observe(verdict("drift"), T0, cooldown, retrain=True)
+    assert first is not None and first.action == "retrain" and first.opened
+    episodes.started(first, "training-drift-1")
+    again = episodes.observe(verdict("drift", version="4"), T0 + timedelta(hours=1), cooldown, retrain=True)
+    assert again is not None and again.action == "already_triggered" and again.episode == first.episode
+    assert again.run == "training-drift-1" and not again.opened
+    assert episodes.observe(verdict("not_enough_data"), T0 + timedelta(hours=2), cooldown, retrain=True) is None
+    assert episodes.state().open is not None  # not enough data neither opens nor closes an episode
+
+    assert episodes.observe(verdict("no_drift"), T0 + timedelta(hours=3), cooldown, retrain=True) is None
+    assert episodes.state().open is None
+    # a new episode inside the cooldown waits ...
+    during = episodes.observe(verdict("drift"), T0 + timedelta(hours=4), cooldown, retrain=True)
+    assert during is not None and during.action == "cooldown" and during.episode != first.episode
+    # ... and triggers once the cooldown is over, if the drift is still there
+    after = episodes.observe(verdict("drift"), T0 + timedelta(hours=25), cooldown, retrain=True)
+    assert after is not None and after.action == "retrain" and after.episode == during.episode
+
+
+def test_retrain_false_only_alerts(tmp_path: Path) -> None:
+    decision = Episodes(tmp_path).observe(verdict("drift"), T0, timedelta(0), retrain=False)
+    assert decision is not None and decision.action == "alert_only"
+
+
+def test_the_audit_keeps_every_record(tmp_path: Path) -> None:
+    episodes = Episodes(tmp_path)
+    decision = episodes.observe(verdict("drift"), T0, timedelta(0), retrain=True)
+    assert decision is not None
+    episodes.record(decision.model_copy(update={"run": "r1", "new_version": "5", "outcome": "passed"}))
+    (record,) = episodes.records()
+    assert (record.action, record.run, record.new_version, record.report) == ("retrain", "r1", "5", "reports/x")
+
+
+def test_alert_posts_json_to_the_webhook(tmp_path: Path) -> None:
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    decision = Episodes(tmp_path).observe(verdict("drift"), T0, timedelta(0), retrain=True)
+    assert decision is not None
+    send_alert(decision, f"http://127.0.0.1:{server.server_address[1]}/hook")
+    server.server_close()
+    assert received and received[0]["event"] == "cvops.drift" and received[0]["episode"] == decision.episode
+    send_alert(decision, "http://127.0.0.1:9/unreachable")  # a dead webhook is logged, never raised
+
+
+def test_a_pipeline_runs_once_at_a_time(tmp_path: Path) -> None:
+    with pipeline_lock(tmp_path, "training"):
+        with pytest.raises(AlreadyRunning, match="training is already running"), pipeline_lock(tmp_path, "training"):
+            pass
+        with pipeline_lock(tmp_path, "monitoring"):  # another pipeline is free to run
+            pass
+    with pipeline_lock(tmp_path, "training"):  # released
+        pass
