@@ -63,6 +63,7 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 	$(PY) bench/quantization.py
 	$(PY) bench/serving.py
 	$(PY) bench/drift.py
+	$(PY) bench/drift.py --dataset fashion-mnist
 
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/cvops-lock && $(PYTHON) -m venv /tmp/cvops-lock

@@ -84,6 +84,9 @@ def main(verbose: bool) -> None:
       cvops data import elpv        # or: digits | fashion-mnist | folder --path DIR
       cvops run training            # train, evaluate, register
       cvops ui                      # compare runs in the MLflow UI
+      cvops serve                   # serve the champion (after `cvops models promote`)
+      cvops run monitoring          # drift check of served traffic; retrains on drift
+      cvops schedule                # monitoring and retraining on a schedule
     """
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -270,7 +273,7 @@ def run_training(overrides: tuple[str, ...], resume: bool) -> None:
     project = _project()
     ensure_initialized(project)
     params = _set_params(project, list(overrides))
-    result = launch_training(project, params, resume=resume)
+    result = launch_training(project, params, resume)
     if result is None:  # only when a remote orchestrator runs it asynchronously
         click.echo("pipeline submitted; follow it with `zenml pipeline runs list`")
         return
@@ -362,7 +365,7 @@ def _since(value: str | None) -> "datetime | None":
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r}: give an ISO time (2026-11-22T08:00) or an age (90m, 6h, 2d)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @run.command("monitoring")
@@ -492,6 +495,8 @@ def traffic(split: str, shift: str, severity: float, count: int, offline: bool, 
         click.secho(f"{written} {shift} images scored by version {served.version} into the inference log", fg="green")
         return
     url = url or f"http://127.0.0.1:{params.serve.port}"
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url!r}: give the service's URL, e.g. http://127.0.0.1:3000", param_hint="--url")
     statuses = send(url, images, count, token=os.environ.get("CVOPS_API_TOKEN"))
     summary = ", ".join(f"{n} x {status or 'no answer'}" for status, n in sorted(statuses.items()))
     click.echo(f"sent {count} {shift} images to {url}: {summary}")
@@ -702,6 +707,7 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
     from cvops.monitoring.reference import build_reference
     from cvops.quantization import quantize as quantize_model
     from cvops.registry import MODEL_INFO_TAG
+    from cvops.serving.source import forget
     from cvops.tracking import TrainedModel, load_trained_model, scratch_dir
 
     project = _project()
@@ -729,6 +735,7 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
     if "onnx_int8" not in tags and "onnx_int8" in info.tags:  # int8 switched off: no stale link
         registry.client.delete_model_version_tag(registry.name, version, "onnx_int8")
     registry.record_gate(version, decision)
+    forget(project.bentoml_home / "onnx", version)  # served and monitored from the new files from now on
     click.echo(report.summary())
     click.echo(decision.table())
     if before.passed != decision.passed:

@@ -147,7 +147,7 @@ class MonitorParams(Section):
     embedding_dims: int = Field(8, ge=1, le=64)
     cooldown_hours: float = Field(24.0, ge=0.0)
     retrain: bool = True
-    webhook_url: str | None = None
+    webhook_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     reports: str = "reports/monitoring"
 
 

@@ -55,6 +55,12 @@ class PromotionRefusedError(CvopsError):
     exit_code = 9
 
 
+class AlreadyRunningError(CvopsError):
+    """The same pipeline is already running in this checkout."""
+
+    exit_code = 11
+
+
 class ServiceUnavailable(CvopsError):
     """The model service did not answer."""
 

@@ -54,7 +54,8 @@ def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str
 def log_reference(summary: ReferenceSummary) -> None:
     """The monitoring reference folder (table, projection, summary) on the active run."""
     mlflow.log_artifacts(summary.directory, artifact_path=REFERENCE_DIR)
-    mlflow.log_metrics({"reference_rows": summary.rows, "reference_explained_variance": summary.explained_variance})
+    mlflow.log_metrics({"reference_rows": summary.rows, "reference_model_rows": summary.model_rows,
+                        "reference_explained_variance": summary.explained_variance})  # fmt: skip
 
 
 def reference_tags(artifact_uri: str, summary: ReferenceSummary) -> dict[str, str]:

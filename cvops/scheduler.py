@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvops.config import Params, Project
-from cvops.errors import ConfigError, CvopsError
-from cvops.monitoring.trigger import AlreadyRunning, Episodes, TriggerRecord, pipeline_lock, send_alert
+from cvops.errors import AlreadyRunningError, ConfigError, CvopsError
+from cvops.monitoring.trigger import Episodes, TriggerRecord, pipeline_lock, send_alert
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -74,14 +74,26 @@ class TrainingResult:
     decision: "GateDecision"
 
 
-def launch_training(
+def _locks(project: Project) -> Path:
+    return project.monitoring_dir / "locks"
+
+
+def launch_training(project: Project, params: Params, resume: bool = False) -> TrainingResult | None:
+    """Reproduce the data stages, then run the training pipeline; None when a remote orchestrator took it.
+
+    Refused (AlreadyRunningError) while another training runs in this checkout.
+    """
+    with pipeline_lock(_locks(project), "training"):
+        return _train(project, params, resume)
+
+
+def _train(
     project: Project,
     params: Params,
     resume: bool = False,
     trigger: dict[str, str] | None = None,
     run_name: str | None = None,
 ) -> TrainingResult | None:
-    """Reproduce the data stages, then run the training pipeline; None when a remote orchestrator took it."""
     from cvops.data.versioning import reproduce
     from cvops.tracking import use_project_store
     from pipelines.training import training
@@ -148,43 +160,57 @@ def monitor(
     retrain: bool = True,
     now: datetime | None = None,
 ) -> MonitoringResult | None:
-    """Run the monitoring pipeline and act on its verdict: alert, and retrain once per drift episode."""
-    verdict = launch_monitoring(project, params, window, since)
-    if verdict is None:
-        return None
-    now = now or datetime.now(UTC)
-    episodes = Episodes(project.monitoring_dir)
-    cooldown = timedelta(hours=params.monitor.cooldown_hours)
-    decision = episodes.observe(verdict, now, cooldown, retrain and params.monitor.retrain)
-    if decision is None:
-        return MonitoringResult(verdict, None, None)
-    training = None
-    if decision.action == "retrain":
-        run_name = f"training-drift-{now:%Y%m%d-%H%M%S}"
-        trigger = {"retrain_trigger": decision.episode, "retrain_reason": decision.reason[:500],
-                   "retrain_report": decision.report or ""}  # fmt: skip
-        try:
-            with pipeline_lock(project.monitoring_dir / "locks", "training"):
-                episodes.started(decision, run_name)
-                decision = decision.model_copy(update={"run": run_name})
-                send_alert(decision, params.monitor.webhook_url)
-                try:
-                    training = launch_training(project, params, trigger=trigger, run_name=run_name)
-                except Exception as err:
-                    episodes.record(decision.model_copy(update={"outcome": f"failed: {err}"[:500]}))
-                    raise
-            decision = decision.model_copy(
-                update={"new_version": training.version if training else None, "outcome": _outcome(training)}
-            )
-        except AlreadyRunning as err:
-            decision = decision.model_copy(update={"action": "deferred", "outcome": f"{err}; the next run retries"})
+    """Run the monitoring pipeline and act on its verdict: alert, and retrain once per drift episode.
+
+    Refused (AlreadyRunningError) while another monitoring run is in progress in this checkout.
+    """
+    with pipeline_lock(_locks(project), "monitoring"):
+        verdict = launch_monitoring(project, params, window, since)
+        if verdict is None:
+            return None
+        now = now or datetime.now(UTC)
+        episodes = Episodes(project.monitoring_dir)
+        cooldown = timedelta(hours=params.monitor.cooldown_hours)
+        decision = episodes.observe(verdict, now, cooldown, retrain and params.monitor.retrain)
+        if decision is None:
+            return MonitoringResult(verdict, None, None)
+        training = None
+        if decision.action == "retrain":
+            decision, training = _retrain(project, params, episodes, decision)
+        if decision.opened and decision.action != "retrain":  # a retraining alerted when it started
             send_alert(decision, params.monitor.webhook_url)
-    elif decision.opened:
-        send_alert(decision, params.monitor.webhook_url)
-    else:
-        log.info("drift continues in episode %s: %s", decision.episode, decision.outcome)
-    episodes.record(decision)
-    return MonitoringResult(verdict, decision, training)
+        elif not decision.opened:
+            log.info("drift continues in episode %s: %s (%s)", decision.episode, decision.action, decision.outcome)
+        episodes.record(decision)
+        return MonitoringResult(verdict, decision, training)
+
+
+def _retrain(
+    project: Project, params: Params, episodes: Episodes, decision: TriggerRecord
+) -> tuple[TriggerRecord, TrainingResult | None]:
+    """Start the training pipeline for a drift episode, unless training is running or the episode has its run."""
+    run_name = f"training-drift-{decision.at:%Y%m%d-%H%M%S}"
+    trigger = {"retrain_trigger": decision.episode, "retrain_reason": decision.reason[:500],
+               "retrain_report": decision.report or ""}  # fmt: skip
+    try:
+        with pipeline_lock(_locks(project), "training"):
+            if not episodes.claim(decision, run_name):  # another monitoring run got here first
+                return decision.model_copy(
+                    update={"action": "already_triggered", "outcome": "claimed by another run"}
+                ), None
+            decision = decision.model_copy(update={"run": run_name})
+            send_alert(decision, params.monitor.webhook_url)
+            try:
+                training = _train(project, params, trigger=trigger, run_name=run_name)
+            except Exception as err:
+                episodes.release(decision)  # the episode may retry once the cooldown is over
+                episodes.record(decision.model_copy(update={"outcome": f"failed: {err}"[:500]}))
+                raise
+    except AlreadyRunningError as err:
+        outcome = f"{err}; the next monitoring run retries"
+        return decision.model_copy(update={"action": "deferred", "outcome": outcome}), None
+    update = {"new_version": training.version if training else None, "outcome": _outcome(training)}
+    return decision.model_copy(update=update), training
 
 
 # --- the local scheduler -------------------------------------------------------------------------------------
@@ -210,15 +236,14 @@ def wanted_triggers(params: Params) -> dict[str, "BaseTrigger"]:
 
 
 def run_job(root: str, pipeline: str) -> str:
-    """`cvops run <pipeline>` in its own process, under the pipeline's run lock; says what happened."""
-    project = Project(Path(root))
-    try:
-        with pipeline_lock(project.monitoring_dir / "locks", pipeline):
-            log.info("scheduler: starting %s", pipeline)
-            result = subprocess.run([sys.executable, "-m", "cvops.cli", "run", pipeline], cwd=root, check=False)
-    except AlreadyRunning as err:
-        log.warning("scheduler: %s skipped: %s", pipeline, err)
-        return f"skipped: {err}"
+    """`cvops run <pipeline>` in its own process (and session: a Ctrl-C of the scheduler does not reach it);
+    says what happened. The command takes the pipeline's run lock and exits 11 when the pipeline is running."""
+    log.info("scheduler: starting %s", pipeline)
+    command = [sys.executable, "-m", "cvops.cli", "run", pipeline]
+    result = subprocess.run(command, cwd=root, check=False, start_new_session=True)
+    if result.returncode == AlreadyRunningError.exit_code:
+        log.warning("scheduler: %s skipped: it is already running", pipeline)
+        return f"skipped: {pipeline} is already running"
     outcome = "succeeded" if result.returncode == 0 else f"failed (exit {result.returncode})"
     log.info("scheduler: %s %s", pipeline, outcome)
     return outcome
@@ -270,7 +295,7 @@ def run_due(project: Project, params: Params, now: datetime | None = None) -> li
                 continue
             outcome = run_job(*job.args)
             if not outcome.startswith("skipped"):
-                job.modify(next_run_time=job.trigger.get_next_fire_time(job.next_run_time, now))
+                job.modify(next_run_time=job.trigger.get_next_fire_time(None, now))  # no catch-up of missed runs
             report.append((job.id, outcome))
         return report
     finally:  # detach the store first: a paused scheduler that is shut down runs one last round of due jobs

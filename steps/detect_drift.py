@@ -20,9 +20,9 @@ def detect_drift(window: pd.DataFrame, params: Params) -> Annotated[DriftVerdict
     project = Project.find()
     cache = project.bentoml_home / "onnx"
     served = resolve(ModelRegistry(params.registry.model_name, project.registry_lock), "champion", cache)
-    reference, _ = load_reference(reference_dir(served, cache))
+    reference, projection = load_reference(reference_dir(served, cache))
     out_dir = project.root / params.monitor.reports / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    verdict = drift.detect_drift(reference, window, served.version, params.monitor, out_dir)
+    verdict = drift.detect_drift(reference, projection.fingerprint, window, served.version, params.monitor, out_dir)
     mlflow.set_tags({"pipeline": "monitoring", "drift": verdict.status, "model_version": served.version})
     mlflow.log_metrics({"window_rows": verdict.rows, "drifted_columns": len(verdict.drifted)})
     mlflow.log_metrics({f"p_{c.column}": c.p_value for c in verdict.columns})

@@ -73,23 +73,30 @@ class DriftVerdict(BaseModel):
         return "\n".join(lines + [f"  {note}" for note in self.notes])
 
 
-def window_table(rows: pd.DataFrame, version: str, dims: int) -> tuple[pd.DataFrame, int]:
-    """Inference-log rows as test columns: embeddings and labels kept only for rows `version` answered."""
+def window_table(rows: pd.DataFrame, version: str, projection: str) -> tuple[pd.DataFrame, int, str | None]:
+    """Inference-log rows as test columns. Embeddings and labels are kept only for the rows `version`
+    answered with the reference's `projection`; returns the table, how many rows carry them, and a note
+    when rows of `version` had to be left out."""
     table = pd.DataFrame({c: pd.to_numeric(rows[c], errors="coerce") for c in STATISTICS if c in rows})
-    ours = (
-        (rows["model_version"].astype(str) == version).to_numpy()
-        if "model_version" in rows
-        else np.zeros(len(rows), bool)
-    )
-    if "embedding" in rows:
-        # a list from the log, an array after a round trip through Parquet, NaN where a row has none
-        logged = [list(e) if mine and hasattr(e, "__len__") and len(e) == dims else [np.nan] * dims
-                  for e, mine in zip(rows["embedding"], ours, strict=True)]  # fmt: skip
-        table[[f"{EMBEDDING_PREFIX}{i}" for i in range(dims)]] = np.array(logged, dtype=float).reshape(len(rows), dims)
-        ours &= ~np.isnan(table[f"{EMBEDDING_PREFIX}0"].to_numpy())
+    answered = np.zeros(len(rows), dtype=bool)
+    if "model_version" in rows:
+        answered = (rows["model_version"].astype(str) == version).to_numpy()
+    ours = answered & (rows["projection"] == projection).to_numpy() if "projection" in rows else answered & False
+    if ours.any():
+        embeddings = np.stack([np.asarray(e, dtype=float) for e in rows["embedding"][ours]])  # lists or arrays
+        columns = [f"{EMBEDDING_PREFIX}{i}" for i in range(embeddings.shape[1])]
+        table[columns] = np.nan
+        table.loc[ours, columns] = embeddings
     if PREDICTION in rows:
         table[PREDICTION] = rows[PREDICTION].where(ours, None)
-    return table, int(ours.sum())
+    note = None
+    if answered.sum() > ours.sum():
+        note = (
+            f"{answered.sum() - ours.sum()} rows of version {version} carry no embedding made with its reference's "
+            f"projection {projection} (logged by a service started before `cvops quantize --version {version}`, "
+            "or by an ONNX file without an embedding output): left out of the embedding and prediction tests"
+        )
+    return table, int(ours.sum()), note
 
 
 def _group(column: str) -> Group:
@@ -99,14 +106,14 @@ def _group(column: str) -> Group:
 
 
 def detect_drift(
-    reference: pd.DataFrame, rows: pd.DataFrame, version: str, params: MonitorParams, out_dir: Path
+    reference: pd.DataFrame, projection: str, rows: pd.DataFrame, version: str, params: MonitorParams, out_dir: Path
 ) -> DriftVerdict:
-    """Test the window `rows` against `reference`; the Evidently report and the verdict go to `out_dir`."""
+    """Test the window `rows` against the `reference` of `version` (embeddings reduced by `projection`);
+    the Evidently report and the verdict go to `out_dir`."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    dims = sum(c.startswith(EMBEDDING_PREFIX) for c in reference.columns)
-    current, model_rows = window_table(rows, version, dims)
+    current, model_rows, note = window_table(rows, version, projection)
     stamps = pd.to_datetime(rows["timestamp"], utc=True) if "timestamp" in rows and len(rows) else None
     verdict = DriftVerdict(
         status="not_enough_data", model_version=version, rows=len(rows), model_rows=model_rows,
@@ -128,6 +135,8 @@ def detect_drift(
             f"embedding and prediction not tested: {model_rows} rows answered by version {version} "
             f"(< monitor.min_samples {params.min_samples})"
         )
+    if note:
+        verdict.notes.append(note)
     threshold = params.false_alarm_rate / len(columns)
     numerical = [c for c in columns if c != PREDICTION]
     definition = DataDefinition(

@@ -1,6 +1,7 @@
 """The inference log: one JSON line per prediction, appended by a background thread so that writing
 never slows a response. One file per UTC day under the log directory."""
 
+import io
 import json
 import logging
 import queue
@@ -66,9 +67,14 @@ def read_inference_log(directory: Path, since: datetime | None = None, last: int
     import pandas as pd
 
     files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
-    if since is not None:
-        files = [f for f in files if f.stem >= since.strftime("%Y-%m-%d")]
-    frames = [pd.read_json(f, lines=True, dtype=False) for f in files if f.stat().st_size]
+    if since is not None:  # files are named by UTC day
+        files = [f for f in files if f.stem >= since.astimezone(UTC).strftime("%Y-%m-%d")]
+    frames = []
+    for f in files:
+        text = f.read_text()
+        text = text[: text.rfind("\n") + 1]  # a line the service is still writing is left for the next read
+        if text:
+            frames.append(pd.read_json(io.StringIO(text), lines=True, dtype=False))
     if not frames:
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True)

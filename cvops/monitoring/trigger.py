@@ -19,6 +19,7 @@ from typing import Literal
 import filelock
 from pydantic import BaseModel
 
+from cvops.errors import AlreadyRunningError
 from cvops.monitoring.drift import DriftVerdict
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,9 @@ class Episodes:
                         "outcome": f"episode {episode.key} already started run {episode.triggered_run}"}
             )  # fmt: skip
         if not retrain:
-            return decision.model_copy(update={"action": "alert_only", "outcome": "monitor.retrain is false"})
+            return decision.model_copy(
+                update={"action": "alert_only", "outcome": "retraining is off (monitor.retrain, --no-retrain)"}
+            )
         if state.last_trigger_at is not None and now < state.last_trigger_at + cooldown:
             until = state.last_trigger_at + cooldown
             return decision.model_copy(
@@ -102,13 +105,22 @@ class Episodes:
             )
         return decision
 
-    def started(self, decision: TriggerRecord, run: str) -> None:
-        """A retraining for the decision's episode has started as `run`: the episode will not trigger again."""
+    def claim(self, decision: TriggerRecord, run: str) -> bool:
+        """Record that `run` retrains for the decision's episode, unless another process claimed it first.
+
+        Called under the training lock, so of two monitoring runs that saw the same episode, one retrains.
+        """
         state = self.state()
-        episode = state.open if state.open and state.open.key == decision.episode else None
-        if episode is not None:
-            episode = episode.model_copy(update={"triggered_run": run})
-        self._save(EpisodeState(open=episode, last_trigger_at=decision.at))
+        if state.open is None or state.open.key != decision.episode or state.open.triggered_run is not None:
+            return False
+        self._save(EpisodeState(open=state.open.model_copy(update={"triggered_run": run}), last_trigger_at=decision.at))
+        return True
+
+    def release(self, decision: TriggerRecord) -> None:
+        """The retraining failed: the episode may trigger again once the cooldown is over."""
+        state = self.state()
+        if state.open is not None and state.open.key == decision.episode:
+            self._save(state.model_copy(update={"open": state.open.model_copy(update={"triggered_run": None})}))
 
     def record(self, decision: TriggerRecord) -> None:
         with self.audit_file.open("a") as f:
@@ -134,26 +146,26 @@ def send_alert(decision: TriggerRecord, webhook_url: str | None) -> None:
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
-    except OSError as err:
+    except Exception as err:  # OSError, and ValueError / InvalidURL for a malformed URL
         log.error("drift alert webhook %s failed: %s", url, err)
-
-
-class AlreadyRunning(Exception):
-    """Another process holds the pipeline's run lock."""
 
 
 @contextmanager
 def pipeline_lock(directory: Path, pipeline: str) -> Iterator[None]:
-    """Hold the run lock of `pipeline` (monitoring/locks/<pipeline>.lock) or raise AlreadyRunning at once.
+    """Hold the run lock of `pipeline` (monitoring/locks/<pipeline>.lock), or fail at once.
 
-    Scheduled runs and drift-triggered retraining take it, so the same pipeline never runs twice at once.
+    `cvops run training` and `cvops run monitoring` take it however they were started (by hand, by the
+    scheduler, by a drift trigger), so the same pipeline never runs twice at once in a checkout. The
+    operating system releases it when the process ends, however it ends.
     """
     directory.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(directory / f"{pipeline}.lock")
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout as err:
-        raise AlreadyRunning(f"{pipeline} is already running (lock {lock.lock_file})") from err
+        raise AlreadyRunningError(
+            f"{pipeline} is already running in this checkout (lock {lock.lock_file}): wait for it to finish"
+        ) from err
     try:
         yield
     finally:

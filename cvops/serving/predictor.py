@@ -177,6 +177,7 @@ class Predictor:
             "score": round(float(probabilities[best]), 6), "width": image.width, "height": image.height,
             **image.features,
         }  # fmt: skip
-        if embedding.size:
+        if embedding.size and self.projection is not None:
             row["embedding"] = [round(float(x), 5) for x in embedding]
+            row["projection"] = self.projection.fingerprint
         return row

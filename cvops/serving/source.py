@@ -1,5 +1,8 @@
 """Which model the service answers with: a registry alias or version, resolved to its shipped ONNX file."""
 
+import contextlib
+import shutil
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -18,7 +21,7 @@ class ServedModel(BaseModel):
     onnx_path: str
     lineage_id: str  # the MLflow run that produced it: params, data version, commit, evidence
     reference_uri: str | None = None  # its monitoring reference (MLflow artifact folder), if it has one
-    projection_path: str | None = None  # the reference's embedding projection, downloaded beside the ONNX file
+    projection_path: str | None = None  # the reference's embedding projection, in the downloaded reference
 
 
 def resolve(registry: ModelRegistry, selector: str, cache_dir: Path) -> ServedModel:
@@ -37,14 +40,11 @@ def resolve(registry: ModelRegistry, selector: str, cache_dir: Path) -> ServedMo
     if not local.is_file():
         target.mkdir(parents=True, exist_ok=True)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
-    reference = info.tags.get(REFERENCE_TAG)
-    projection = target / PROJECTION_FILE
-    if reference and not projection.is_file():
-        mlflow.artifacts.download_artifacts(artifact_uri=f"{reference}/{PROJECTION_FILE}", dst_path=str(target))
-    return ServedModel(
-        model_name=registry.name, version=info.version, onnx_path=str(local), lineage_id=info.run_id,
-        reference_uri=reference, projection_path=str(projection) if reference else None,
-    )  # fmt: skip
+    served = ServedModel(model_name=registry.name, version=info.version, onnx_path=str(local),
+                         lineage_id=info.run_id, reference_uri=info.tags.get(REFERENCE_TAG))  # fmt: skip
+    if served.reference_uri:  # the service projects embeddings with the very file monitoring compares against
+        served.projection_path = str(reference_dir(served, cache_dir) / PROJECTION_FILE)
+    return served
 
 
 def reference_dir(served: ServedModel, cache_dir: Path) -> Path:
@@ -56,9 +56,15 @@ def reference_dir(served: ServedModel, cache_dir: Path) -> Path:
         )
     target = cache_dir / served.version / "reference"
     if not target.is_dir():
-        partial = cache_dir / served.version / "reference.partial"
-        partial.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".reference-", dir=target.parent))
         mlflow.artifacts.download_artifacts(artifact_uri=served.reference_uri, dst_path=str(partial))
-        Path(partial / "reference").rename(target)
-        partial.rmdir()
+        with contextlib.suppress(OSError):  # another process renamed its identical copy first
+            (partial / Path(served.reference_uri).name).rename(target)
+        shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def forget(cache_dir: Path, version: str) -> None:
+    """Drop a version's cached files (after its ONNX files and reference were rebuilt)."""
+    shutil.rmtree(cache_dir / version, ignore_errors=True)

@@ -4,12 +4,11 @@ demo traffic -> `cvops run monitoring` -> verdict, reports, alert, one retrainin
 and `cvops schedule`."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import filelock
@@ -23,7 +22,7 @@ from cvops.monitoring.inference_log import read_inference_log
 from cvops.monitoring.trigger import Episodes
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import TINY_OVERRIDES
-from tests.server import Server
+from tests.server import Server, Webhook
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +67,12 @@ def test_the_reference_is_stored_with_the_version(champion: Path) -> None:
     local = Path(client(champion).download_artifacts(version.run_id, "reference", str(champion / "tmp-ref")))
     table = pd.read_parquet(local / "reference.parquet")
     prepared = pd.read_csv(champion / "data" / "prepared" / "manifest.csv")
-    assert reference.endswith("/reference") and len(table) == (prepared["split"] == "train").sum()
+    splits = prepared["split"].value_counts()
+    # statistics of train + validation images; the model's view (embedding, label) of held-out validation images
+    assert reference.endswith("/reference") and len(table) == splits["train"] + splits["val"]
     assert {"brightness", "sharpness", "width", "emb_0", "emb_7", "label"} <= set(table.columns)
+    assert table["emb_0"].notna().sum() == table["label"].notna().sum() == splits["val"]
+    assert set(table.loc[table["emb_0"].notna(), "split"]) == {"val"}
     assert int(version.tags["reference_rows"]) == len(table)
 
 
@@ -94,22 +97,9 @@ def test_a_tiny_window_is_not_enough_data(champion: Path) -> None:
 
 
 def test_brightness_drift_retrains_once_per_episode_and_alerts(champion: Path) -> None:
-    alerts: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            alerts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    hook = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    env = {"CVOPS_ALERT_WEBHOOK": f"http://127.0.0.1:{hook.server_address[1]}/"}
     traffic(champion, "brightness")
-    try:
+    with Webhook() as hook:
+        env = {"CVOPS_ALERT_WEBHOOK": hook.url}
         output, verdict = monitoring(champion, "--window", "200", env=env)
         assert verdict.status == "drift" and "brightness" in {c.column for c in verdict.drifted}
         (record,) = Episodes(champion / "monitoring").records()
@@ -121,13 +111,11 @@ def test_brightness_drift_retrains_once_per_episode_and_alerts(champion: Path) -
 
         output, again = monitoring(champion, "--window", "200", env=env)  # the drift goes on: same episode
         assert again.status == "drift" and "already_triggered" in output
-    finally:
-        hook.shutdown()
     records = Episodes(champion / "monitoring").records()
     assert [r.action for r in records] == ["retrain", "already_triggered"]
     assert {r.episode for r in records} == {record.episode}
     assert len(client(champion).search_model_versions("name = 'cvops-classifier'")) == 2
-    assert [a["action"] for a in alerts] == ["retrain"] and alerts[0]["episode"] == record.episode
+    assert [a["action"] for a in hook.received] == ["retrain"] and hook.received[0]["episode"] == record.episode
 
 
 def test_blur_is_detected(champion: Path) -> None:
@@ -148,18 +136,20 @@ def test_schedule_once_runs_due_jobs_and_skips_a_running_one(champion: Path) -> 
     assert "monitoring: not due (next " in idle.stdout
 
 
-def test_scheduler_stops_cleanly_on_sigterm(champion: Path) -> None:
+def test_scheduler_stops_on_sigterm_after_the_running_job(champion: Path) -> None:
+    (champion / "monitoring" / "scheduler.sqlite").unlink()  # a fresh job store: monitoring is due at once
     log = champion / "scheduler.log"
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "cvops.cli", "schedule"], cwd=champion, env=clean_env(),
                                    stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     deadline = time.monotonic() + 120
-    while "scheduler running" not in log.read_text():
+    while "scheduler: starting monitoring" not in log.read_text():
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
-    assert "scheduler stopped" in log.read_text()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)  # while the monitoring run is in progress
+    assert process.wait(timeout=300) == 0
+    text = log.read_text()
+    assert text.index("scheduler stopping") < text.index("monitoring succeeded") < text.index("scheduler stopped")
 
 
 def test_schedule_remote_needs_an_orchestrator_that_schedules(champion: Path) -> None:
@@ -181,7 +171,18 @@ def test_traffic_to_the_service_is_logged_with_embeddings(champion: Path) -> Non
     rows = read_inference_log(champion / "monitoring" / "inference_log")
     served = rows[rows["endpoint"] == "classify"]
     assert len(served) == 20 and all(len(e) == 8 for e in served["embedding"])
-    assert set(served["model_version"].astype(str)) == {"2"}  # the retrained version became champion
+    champion_version = str(client(champion).get_model_version_by_alias("cvops-classifier", "champion").version)
+    assert set(served["model_version"].astype(str)) == {champion_version}
+    assert served["projection"].nunique() == 1  # the fingerprint of the projection it reduced them with
 
     refused = cvops(champion, "traffic", "--n", "5", "--url", f"http://127.0.0.1:{server.port}")
     assert_one_line_error(refused, 10, "no answer", "cvops serve")
+
+
+def test_a_champion_without_reference_gets_a_one_line_error(champion: Path) -> None:
+    """A version registered before monitoring existed has no reference: say how to build one."""
+    version = str(client(champion).get_model_version_by_alias("cvops-classifier", "champion").version)
+    client(champion).delete_model_version_tag("cvops-classifier", version, "reference")
+    shutil.rmtree(champion / "bentos" / "onnx" / version)
+    failed = cvops(champion, "run", "monitoring")
+    assert_one_line_error(failed, 5, f"version {version} has no monitoring reference", "cvops quantize --version")

@@ -1,10 +1,7 @@
 """Drift verdicts with the real Evidently on synthetic tables, the projection, the shifts, and the episode
 rules that turn verdicts into at most one retraining per drift episode."""
 
-import json
-import threading
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +10,14 @@ import pytest
 from PIL import Image
 
 from cvops.config import MonitorParams
+from cvops.errors import AlreadyRunningError
 from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerdict, detect_drift, window_table
 from cvops.monitoring.features import image_features
+from cvops.monitoring.inference_log import InferenceLog, read_inference_log
 from cvops.monitoring.reference import STATISTICS, Projection, embedding_columns
 from cvops.monitoring.shifts import SHIFTS, apply_shift
-from cvops.monitoring.trigger import AlreadyRunning, Episodes, pipeline_lock, send_alert
+from cvops.monitoring.trigger import Episodes, pipeline_lock, send_alert
+from tests.server import Webhook
 
 PARAMS = MonitorParams(min_samples=50, embedding_dims=4)
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -36,6 +36,7 @@ def log_rows(n: int, rng: np.random.Generator, version: str = "3", brightness: f
     table["brightness"] += brightness
     rows = table[[*STATISTICS, "label"]].copy()
     rows["embedding"] = table[embedding_columns(4)].to_numpy().tolist()
+    rows["projection"] = "p1"
     rows["model_version"] = version
     rows["timestamp"] = pd.Timestamp(T0)
     return rows
@@ -45,12 +46,12 @@ def test_same_distribution_is_no_drift_and_a_shift_names_its_column(tmp_path: Pa
     rng = np.random.default_rng(0)
     reference = reference_table(2000, rng)
 
-    same = detect_drift(reference, log_rows(300, rng), "3", PARAMS, tmp_path / "same")
+    same = detect_drift(reference, "p1", log_rows(300, rng), "3", PARAMS, tmp_path / "same")
     assert same.status == "no_drift" and not same.drifted
     assert same.model_rows == 300 and {c.group for c in same.columns} == {"statistics", "embedding", "prediction"}
     assert same.threshold == pytest.approx(PARAMS.false_alarm_rate / len(same.columns))
 
-    shifted = detect_drift(reference, log_rows(300, rng, brightness=15.0), "3", PARAMS, tmp_path / "shifted")
+    shifted = detect_drift(reference, "p1", log_rows(300, rng, brightness=15.0), "3", PARAMS, tmp_path / "shifted")
     assert shifted.status == "drift"
     assert [c.column for c in shifted.drifted] == ["brightness"]
     assert "brightness" in shifted.reason
@@ -63,37 +64,44 @@ def test_same_distribution_is_no_drift_and_a_shift_names_its_column(tmp_path: Pa
 
 @pytest.mark.slow
 def test_false_alarm_rate_holds_over_many_iid_windows(tmp_path: Path) -> None:
-    """The Bonferroni threshold keeps the family-wise alarm rate near false_alarm_rate (0.05): with 19
-    columns, testing each at 0.05 would alarm in 62% of the windows."""
+    """The Bonferroni threshold keeps the family-wise alarm rate near false_alarm_rate (0.05): with 14
+    columns, testing each at 0.05 would alarm in half of the windows."""
     rng = np.random.default_rng(1)
     reference = reference_table(2000, rng)
     alarms = sum(
-        detect_drift(reference, log_rows(200, rng), "3", PARAMS, tmp_path / str(i)).status == "drift" for i in range(20)
+        detect_drift(reference, "p1", log_rows(200, rng), "3", PARAMS, tmp_path / str(i)).status == "drift"
+        for i in range(20)
     )
-    assert alarms <= 3  # binomial(20, 0.05): P(X > 3) = 1.6%; testing each column at 0.05 expects 12
+    assert alarms <= 3  # binomial(20, 0.05): P(X > 3) = 1.6%; 14 columns each at 0.05 expect 10
 
 
 def test_a_tiny_window_is_not_enough_data_not_an_alarm(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    verdict = detect_drift(reference_table(500, rng), log_rows(20, rng, brightness=80.0), "3", PARAMS, tmp_path / "r")
+    verdict = detect_drift(
+        reference_table(500, rng), "p1", log_rows(20, rng, brightness=80.0), "3", PARAMS, tmp_path / "r"
+    )
     assert verdict.status == "not_enough_data" and not verdict.columns
     assert "20 logged predictions" in verdict.reason and "min_samples is 50" in verdict.reason
     assert not (tmp_path / "r" / HTML_FILE).exists() and (tmp_path / "r" / VERDICT_FILE).is_file()
 
 
-def test_rows_of_another_version_feed_only_the_statistics(tmp_path: Path) -> None:
-    """Another version embeds differently: its rows count for image statistics, not embeddings or labels."""
+def test_rows_of_another_version_or_projection_feed_only_the_statistics(tmp_path: Path) -> None:
+    """Another version, or another build of its reference, embeds differently: those rows count for the
+    image statistics, not for embeddings or labels."""
     rng = np.random.default_rng(3)
-    rows = pd.concat([log_rows(120, rng, version="2"), log_rows(30, rng, version="3")], ignore_index=True)
+    stale = log_rows(10, rng, version="3")
+    stale["projection"] = "p0"  # logged before the version's reference was rebuilt
+    rows = pd.concat([log_rows(110, rng, version="2"), stale, log_rows(30, rng, version="3")], ignore_index=True)
     rows["embedding"] = rows["embedding"].map(np.array)  # as the rows come back from Parquet
-    table, ours = window_table(rows, "3", 4)
+    table, ours, note = window_table(rows, "3", "p1")
     assert ours == 30
     assert table["emb_0"].notna().sum() == 30 and table["label"].notna().sum() == 30
     assert table["brightness"].notna().sum() == 150
+    assert note is not None and note.startswith("10 rows of version 3") and "cvops quantize --version 3" in note
 
-    verdict = detect_drift(reference_table(1000, rng), rows, "3", PARAMS, tmp_path / "r")
+    verdict = detect_drift(reference_table(1000, rng), "p1", rows, "3", PARAMS, tmp_path / "r")
     assert {c.group for c in verdict.columns} == {"statistics"}
-    assert "30 rows answered by version 3" in verdict.notes[0]
+    assert "30 rows answered by version 3" in verdict.notes[0] and "10 rows of version 3" in verdict.notes[1]
 
 
 def test_projection_keeps_the_main_directions() -> None:
@@ -133,7 +141,8 @@ def test_one_drift_episode_triggers_one_retraining(tmp_path: Path) -> None:
     cooldown = timedelta(hours=24)
     first = episodes.observe(verdict("drift"), T0, cooldown, retrain=True)
     assert first is not None and first.action == "retrain" and first.opened
-    episodes.started(first, "training-drift-1")
+    assert episodes.claim(first, "training-drift-1")
+    assert not episodes.claim(first, "training-drift-2")  # a second monitoring run that saw the same verdict
     again = episodes.observe(verdict("drift", version="4"), T0 + timedelta(hours=1), cooldown, retrain=True)
     assert again is not None and again.action == "already_triggered" and again.episode == first.episode
     assert again.run == "training-drift-1" and not again.opened
@@ -148,6 +157,18 @@ def test_one_drift_episode_triggers_one_retraining(tmp_path: Path) -> None:
     # ... and triggers once the cooldown is over, if the drift is still there
     after = episodes.observe(verdict("drift"), T0 + timedelta(hours=25), cooldown, retrain=True)
     assert after is not None and after.action == "retrain" and after.episode == during.episode
+
+
+def test_a_failed_retraining_frees_its_episode_after_the_cooldown(tmp_path: Path) -> None:
+    episodes = Episodes(tmp_path)
+    cooldown = timedelta(hours=24)
+    first = episodes.observe(verdict("drift"), T0, cooldown, retrain=True)
+    assert first is not None and episodes.claim(first, "training-drift-1")
+    episodes.release(first)
+    soon = episodes.observe(verdict("drift"), T0 + timedelta(hours=1), cooldown, retrain=True)
+    assert soon is not None and soon.action == "cooldown"
+    later = episodes.observe(verdict("drift"), T0 + timedelta(hours=25), cooldown, retrain=True)
+    assert later is not None and later.action == "retrain" and later.episode == first.episode
 
 
 def test_retrain_false_only_alerts(tmp_path: Path) -> None:
@@ -165,32 +186,37 @@ def test_the_audit_keeps_every_record(tmp_path: Path) -> None:
 
 
 def test_alert_posts_json_to_the_webhook(tmp_path: Path) -> None:
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.handle_request, daemon=True).start()
     decision = Episodes(tmp_path).observe(verdict("drift"), T0, timedelta(0), retrain=True)
     assert decision is not None
-    send_alert(decision, f"http://127.0.0.1:{server.server_address[1]}/hook")
-    server.server_close()
-    assert received and received[0]["event"] == "cvops.drift" and received[0]["episode"] == decision.episode
-    send_alert(decision, "http://127.0.0.1:9/unreachable")  # a dead webhook is logged, never raised
+    with Webhook() as hook:
+        send_alert(decision, hook.url)
+    assert len(hook.received) == 1
+    assert hook.received[0]["event"] == "cvops.drift" and hook.received[0]["episode"] == decision.episode
+    for dead in ("http://127.0.0.1:9/unreachable", "127.0.0.1:9", "http://bad host/"):
+        send_alert(decision, dead)  # a dead or malformed webhook is logged, never raised
 
 
 def test_a_pipeline_runs_once_at_a_time(tmp_path: Path) -> None:
     with pipeline_lock(tmp_path, "training"):
-        with pytest.raises(AlreadyRunning, match="training is already running"), pipeline_lock(tmp_path, "training"):
+        with (
+            pytest.raises(AlreadyRunningError, match="training is already running"),
+            pipeline_lock(tmp_path, "training"),
+        ):
             pass
         with pipeline_lock(tmp_path, "monitoring"):  # another pipeline is free to run
             pass
     with pipeline_lock(tmp_path, "training"):  # released
         pass
+
+
+def test_the_log_reader_leaves_a_line_being_written(tmp_path: Path) -> None:
+    log = InferenceLog(tmp_path)
+    log.append([{"label": "a", "brightness": 1.0}, {"label": "b", "brightness": 2.0}])
+    log.close()
+    (day,) = tmp_path.glob("*.jsonl")
+    with day.open("a") as f:
+        f.write('{"timestamp": "2026-11-22T08:00:00+00:00", "label": "c", "bri')  # the service is mid-write
+    rows = read_inference_log(tmp_path)
+    assert list(rows["label"]) == ["a", "b"]
+    since = datetime.now(UTC).astimezone(timezone(timedelta(hours=-11)))  # the same instant, another offset
+    assert read_inference_log(tmp_path, since=since - timedelta(minutes=1))["label"].tolist() == ["a", "b"]
