@@ -15,7 +15,7 @@ Two sources of model and images:
                                 30% of them in the test split, and a small CNN trained here for 3 epochs
 
 Usage: python bench/drift.py [--dataset checkout|fashion-mnist] [--version V] [--reps 50] [--severity 0.3]
-Writes bench/results/drift-<dataset>.json and prints a markdown table.
+Writes bench/results/drift-<dataset>[-severity<S>].json and prints a markdown table.
 """
 
 import argparse
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SEVERITY = 0.3
 
 
 def wilson(successes: int, n: int) -> tuple[float, float]:
@@ -92,7 +93,7 @@ def main() -> None:
     parser.add_argument("--version", help="registered version (checkout; default: champion, else the newest)")
     parser.add_argument("--limit-per-class", type=int, default=1000, help="fashion-mnist images per class")
     parser.add_argument("--reps", type=int, default=50, help="windows per shift and size")
-    parser.add_argument("--severity", type=float, default=0.3)
+    parser.add_argument("--severity", type=float, default=DEFAULT_SEVERITY)
     parser.add_argument("--sizes", default="50,200,1000")
     args = parser.parse_args()
 
@@ -173,7 +174,10 @@ def main() -> None:
         "pool": len(pool), "monitor": params.monitor.model_dump(), "results": results, "costs": costs,
     }  # fmt: skip
     (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / f"drift-{args.dataset}.json").write_text(json.dumps(out, indent=2, default=str))
+    suffix = "" if args.severity == DEFAULT_SEVERITY else f"-severity{args.severity:g}"
+    (REPO / "bench" / "results" / f"drift-{args.dataset}{suffix}.json").write_text(
+        json.dumps(out, indent=2, default=str)
+    )
 
     print(f"\n{args.dataset}: model {model_name} ({onnx_path.name}), pool {len(pool)} test images, "
           f"reference {summary.rows} train+val images ({summary.model_rows} with the model's view), "
