@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cvops.config import SOURCES, Params, Project
-from cvops.errors import CvopsError, GateFailedError, ServiceUnavailable
+from cvops.errors import ConfigError, CvopsError, GateFailedError, ServiceUnavailable
 from cvops.monitoring.shifts import SHIFTS
 
 if TYPE_CHECKING:
@@ -364,7 +364,7 @@ def _since(value: str | None) -> "datetime | None":
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give an ISO time (2026-11-22T08:00) or an age (90m, 6h, 2d)") from None
+        raise ConfigError(f"--since {value!r}: give an ISO time (2026-11-22T08:00) or an age (90m, 6h, 2d)") from None
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -389,7 +389,8 @@ def run_monitoring(window: int | None, since: str | None, no_retrain: bool) -> N
       cvops run monitoring --since 6h --no-retrain
     """
     if window and since:
-        raise click.UsageError("give --window or --since, not both")
+        raise ConfigError("give --window or --since, not both")
+    start = _since(since)
     from cvops.scheduler import monitor
     from cvops.stack import ensure_initialized
 
@@ -397,7 +398,7 @@ def run_monitoring(window: int | None, since: str | None, no_retrain: bool) -> N
     ensure_initialized(project)
     params = project.params()
     _registry(project, params)  # the MLflow store, for the champion
-    result = monitor(project, params, window=window, since=_since(since), retrain=not no_retrain)
+    result = monitor(project, params, window=window, since=start, retrain=not no_retrain)
     if result is None:
         click.echo("pipeline submitted; follow it with `zenml pipeline runs list`")
         return
@@ -479,6 +480,8 @@ def traffic(split: str, shift: str, severity: float, count: int, offline: bool, 
     from cvops.data.prepare import load_dataset_ref
     from cvops.monitoring.traffic import log_offline, send, traffic_images
 
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--url {url!r}: give the service's URL, e.g. http://127.0.0.1:3000")
     project = _project()
     params = project.params()
     images = traffic_images(load_dataset_ref(project.prepared_dir), project.raw_dir, split, shift, severity, count,
@@ -495,8 +498,6 @@ def traffic(split: str, shift: str, severity: float, count: int, offline: bool, 
         click.secho(f"{written} {shift} images scored by version {served.version} into the inference log", fg="green")
         return
     url = url or f"http://127.0.0.1:{params.serve.port}"
-    if not url.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{url!r}: give the service's URL, e.g. http://127.0.0.1:3000", param_hint="--url")
     statuses = send(url, images, count, token=os.environ.get("CVOPS_API_TOKEN"))
     summary = ", ".join(f"{n} x {status or 'no answer'}" for status, n in sorted(statuses.items()))
     click.echo(f"sent {count} {shift} images to {url}: {summary}")

@@ -158,7 +158,6 @@ def monitor(
     window: int | None = None,
     since: datetime | None = None,
     retrain: bool = True,
-    now: datetime | None = None,
 ) -> MonitoringResult | None:
     """Run the monitoring pipeline and act on its verdict: alert, and retrain once per drift episode.
 
@@ -168,7 +167,7 @@ def monitor(
         verdict = launch_monitoring(project, params, window, since)
         if verdict is None:
             return None
-        now = now or datetime.now(UTC)
+        now = datetime.now(UTC)
         episodes = Episodes(project.monitoring_dir)
         cooldown = timedelta(hours=params.monitor.cooldown_hours)
         decision = episodes.observe(verdict, now, cooldown, retrain and params.monitor.retrain)
@@ -278,12 +277,12 @@ def _sync(scheduler: "BaseScheduler", project: Project, params: Params, now: dat
                           replace_existing=True, next_run_time=first)  # fmt: skip
 
 
-def run_due(project: Project, params: Params, now: datetime | None = None) -> list[tuple[str, str]]:
+def run_due(project: Project, params: Params) -> list[tuple[str, str]]:
     """`cvops schedule --once`: run the jobs that are due, one after the other, and say what each did.
 
     A job skipped because its pipeline is running stays due; the others move to their next run time.
     """
-    now = now or datetime.now(UTC)
+    now = datetime.now(UTC)
     scheduler = _open(project)
     scheduler.start(paused=True)
     try:

@@ -157,8 +157,21 @@ def test_schedule_remote_needs_an_orchestrator_that_schedules(champion: Path) ->
     Project(champion).set_params(["schedule.training_cron=0 3 * * 0"])
     try:
         assert_one_line_error(cvops(champion, "schedule", "--remote"), 2, "cannot run schedules", "zenml stack set")
+        Project(champion).set_params(["schedule.training_cron=61 3 * * 0"])
+        assert_one_line_error(cvops(champion, "schedule", "--once"), 2, "'61 3 * * 0' is not a crontab expression")
     finally:
         Project(champion).set_params(["schedule.training_cron=null"])
+
+
+def test_bad_monitoring_arguments_and_a_busy_pipeline_get_one_line_errors(champion: Path) -> None:
+    assert_one_line_error(cvops(champion, "run", "monitoring", "--since", "yesterday"), 2, "--since", "6h")
+    both = cvops(champion, "run", "monitoring", "--since", "6h", "--window", "5")
+    assert_one_line_error(both, 2, "--window or --since, not both")
+    assert_one_line_error(cvops(champion, "traffic", "--url", "localhost:3000"), 2, "--url", "http://")
+    with filelock.FileLock(champion / "monitoring" / "locks" / "monitoring.lock"):
+        busy = cvops(champion, "run", "monitoring")
+    assert_one_line_error(busy, 11, "monitoring is already running", "wait for it")
+    assert "NO DRIFT" not in busy.stdout and "DRIFT" not in busy.stdout  # nothing was checked
 
 
 def test_traffic_to_the_service_is_logged_with_embeddings(champion: Path) -> None:
