@@ -20,7 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from cvops.stack import go_offline
+
 REPO = Path(__file__).resolve().parents[1]
+go_offline()  # the offline switches, before any library loads
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -35,10 +38,10 @@ def measure(source: str, limit: int | None, image_size: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="cvops-bench-data-"))
     timings = {}
     start = time.perf_counter()
-    manifest = import_source(SOURCE_READERS[source](None, limit), root / "raw", progress=False)
+    manifest = import_source(SOURCE_READERS[source](None, limit), root / "raw")
     timings["import_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    report = validate_dataset(root / "raw", root / "validated", ValidateParams(), progress=False)
+    report = validate_dataset(root / "raw", root / "validated", ValidateParams())
     timings["validate_s"] = time.perf_counter() - start
     assert report.passed, report.summary()
     start = time.perf_counter()

@@ -27,7 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from cvops.stack import go_offline
+
 REPO = Path(__file__).resolve().parents[1]
+go_offline()  # the offline switches, before any library loads
 DEFAULT_SEVERITY = 0.3
 
 
@@ -43,23 +46,13 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
 
 def checkout_model(version: str | None):  # type: ignore[no-untyped-def]
     """The checkout's prepared dataset and the shipped ONNX file of a registered version."""
-    from cvops.config import Project
-    from cvops.data.prepare import load_dataset_ref
-    from cvops.registry import ModelRegistry
-    from cvops.serving.source import resolve
-    from cvops.stack import configure_environment
-    from cvops.tracking import use_project_store
+    from checkout import registered_version
 
-    project = Project.find(REPO)
-    configure_environment(project)
-    params = project.params()
-    use_project_store(project, params.mlflow.experiment)
-    registry = ModelRegistry(params.registry.model_name, project.registry_lock)
-    versions = registry.versions()
-    if not versions:
-        raise SystemExit("no registered version: run `make demo` first")
-    selector = version or ("champion" if registry.alias("champion") else versions[0].version)
-    served = resolve(registry, str(selector), project.bentoml_home / "onnx")
+    from cvops.artifacts import resolve
+    from cvops.data.prepare import load_dataset_ref
+
+    project, params, registry, info = registered_version(version)
+    served = resolve(registry, info.version, project.onnx_cache)
     return load_dataset_ref(project.prepared_dir), project.raw_dir, Path(served.onnx_path), f"v{served.version}", params
 
 
@@ -73,17 +66,15 @@ def fashion_mnist_model(limit: int, scratch: Path):  # type: ignore[no-untyped-d
     from cvops.quantization import quantize
     from cvops.training import fit
 
-    overrides = ["prepare.image_size=32", "prepare.test_fraction=0.3", "train.model=resnet10t",
-                 "train.pretrained=none", "train.epochs=3", "train.lr=0.003", "train.head_lr_multiplier=1",
-                 "train.batch_size=64", "train.augment.hflip=0", "train.augment.vflip=0", "train.augment.rotate90=0",
-                 "train.augment.shift_scale_rotate=0", "base.device=cpu"]  # fmt: skip
-    params = load_params(REPO / "params.yaml", overrides)
+    # the small run of the digits demo and the tests, at Fashion-MNIST's 28 px (32), with a larger test split
+    overrides = ["prepare.image_size=32", "prepare.test_fraction=0.3", "train.epochs=3"]
+    params = load_params(REPO / "params.yaml", overrides, overlay=REPO / "overlays" / "digits.yaml")
     raw, validated, prepared = scratch / "raw", scratch / "validated", scratch / "prepared"
-    import_source(fashion_mnist_source(limit=limit), raw, progress=False)
-    validate_dataset(raw, validated, params.validation, progress=False)
-    ref = prepare_dataset(validated, raw, prepared, params.prepare, params.base.seed, progress=False)
-    model = fit(ref, params, progress=False).model
-    report = quantize(model, ref, scratch / "onnx", params.quantize, params.base.seed)
+    import_source(fashion_mnist_source(limit=limit), raw)
+    validate_dataset(raw, validated, params.validation)
+    ref = prepare_dataset(validated, raw, prepared, params.prepare, params.base.seed)
+    model = fit(ref, params).model
+    report = quantize(model, ref, scratch / "onnx", params.quantize, params.measure, params.base.seed)
     return ref, raw, Path(report.shipped_artifact.path), f"resnet10t {report.shipped}", params
 
 
@@ -106,6 +97,7 @@ def main() -> None:
     from cvops.monitoring.drift import detect_drift
     from cvops.monitoring.reference import build_reference, load_reference
     from cvops.monitoring.shifts import SHIFTS, apply_shift
+    from cvops.projection import PROJECTION_FILE
     from cvops.serving.predictor import Predictor, decode_image
 
     scratch = Path(tempfile.mkdtemp(prefix="cvops-bench-drift-"))
@@ -118,7 +110,8 @@ def main() -> None:
     summary = build_reference(onnx_path, ref, scratch / "reference", params.monitor.embedding_dims)
     reference_seconds = time.perf_counter() - start
     reference, projection = load_reference(scratch / "reference")
-    predictor = Predictor(onnx_path, "bench", "1", "bench", projection_path=scratch / "reference" / "projection.npz")
+    predictor = Predictor(onnx_path, "bench", "1", "bench", params.serve.max_batch_images,
+                          projection_path=scratch / "reference" / PROJECTION_FILE)  # fmt: skip
 
     pool = load_split(ref, "test")[2]
     size = predictor.preprocessing.image_size

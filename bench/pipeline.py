@@ -22,7 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from cvops.stack import go_offline
+
 REPO = Path(__file__).resolve().parents[1]
+go_offline()  # the offline switches, before any library loads
 
 
 def cvops(root: Path, *args: str) -> float:
@@ -60,7 +63,7 @@ def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
     import torch
 
     from cvops.config import load_params
-    from cvops.data.augment import ImageDataset, eval_transform, train_transform
+    from cvops.data.augment import ImageDataset, augmentation
     from cvops.data.prepare import load_dataset_ref, load_split
     from cvops.models import create_model, normalization
     from cvops.training import train_model
@@ -78,9 +81,8 @@ def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
         model = create_model(params.train.model, ref.num_classes, params.train.pretrained)
         mean, std = normalization(model)
         result = train_model(
-            model, ImageDataset(images, labels, train_transform(params.train.augment, mean, std, 0)),
-            ImageDataset(val_images[:1], val_labels[:1], eval_transform(mean, std)),
-            params.train, seed=0, device=device, progress=True,
+            model, ImageDataset(images, labels, mean, std, augmentation(params.train.augment, 0)),
+            ImageDataset(val_images[:1], val_labels[:1], mean, std), params.train, seed=0, device=device,
         )  # fmt: skip
         return result.images_per_second
 

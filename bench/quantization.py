@@ -18,17 +18,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from cvops.stack import go_offline
+
 REPO = Path(__file__).resolve().parents[1]
+go_offline()  # the offline switches, before any library loads
 
 
-def torch_row(model, ref, runs: int) -> dict[str, float]:
+def torch_row(model, ref, measure) -> dict[str, float]:  # type: ignore[no-untyped-def]
     import numpy as np
     import torch
 
     from cvops.data.prepare import load_split
     from cvops.data.preprocess import model_inputs
-    from cvops.evaluation import median_latency_ms
     from cvops.models import normalization
+    from cvops.timing import interleaved_latency, torch_threads
 
     images, labels, _ = load_split(ref, "test")
     inputs = torch.from_numpy(model_inputs(images, *normalization(model)))
@@ -36,8 +39,9 @@ def torch_row(model, ref, runs: int) -> dict[str, float]:
     with torch.no_grad():
         predicted = torch.cat([model(inputs[i : i + 64]) for i in range(0, len(inputs), 64)]).argmax(1).numpy()
         b1, b32 = inputs[:1], inputs[:32]
-        latency_b1 = median_latency_ms(lambda: model(b1), runs)
-        latency_b32 = median_latency_ms(lambda: model(b32), max(3, runs // 4))
+        with torch_threads(measure.threads):
+            latency_b1 = interleaved_latency({"b1": lambda: model(b1)}, measure.runs)["b1"].ms
+            latency_b32 = interleaved_latency({"b32": lambda: model(b32)}, max(3, measure.runs // 4))["b32"].ms
     size = sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 2**20
     return {"format": "torch-fp32", "accuracy": float(np.mean(predicted == labels)), "agreement": 1.0,
             "size_mb": size, "latency_ms_b1": latency_b1, "latency_ms_b32": latency_b32}  # fmt: skip
@@ -48,8 +52,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs for the non-default models")
     parser.add_argument("--models", default="resnet18,mobilenetv3_large_100", help="comma-separated timm names")
     args = parser.parse_args()
-
-    import torch
 
     from cvops.config import Project
     from cvops.data.prepare import load_dataset_ref
@@ -68,11 +70,11 @@ def main() -> None:
     rows = []
     for name, model_params in candidates:
         start = time.perf_counter()
-        trained = fit(ref, model_params, progress=True)
+        trained = fit(ref, model_params)
         train_s = time.perf_counter() - start
-        baseline = torch_row(trained.model, ref, params.quantize.latency_runs)
+        baseline = torch_row(trained.model, ref, params.measure)
         report = quantize(trained.model, ref, Path(tempfile.mkdtemp(prefix="cvops-q-")), params.quantize,
-                          params.base.seed)  # fmt: skip
+                          params.measure, params.base.seed)  # fmt: skip
         onnx_rows = [m.model_dump(exclude={"path", "sha256"}) for m in (report.fp32, report.int8) if m]
         speedup = report.speedup_b32()
         rows.append({"model": name, "pretrained": model_params.train.pretrained, "epochs": model_params.train.epochs,
@@ -81,7 +83,7 @@ def main() -> None:
                      "shipped": report.shipped, "reason": report.reason})  # fmt: skip
 
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; measured on {params.measure.threads} thread(s)",
         "image_size": ref.image_size, "test_images": sum(ref.counts["test"].values()),
         "calibration": f"{params.quantize.calibration_size} train images, {params.quantize.calibration_method}",
         "models": rows,

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cvops.stack import go_offline
+
 REPO = Path(__file__).resolve().parents[1]
+go_offline()  # the offline switches, before any library loads
 
 
 def free_port() -> int:
@@ -81,27 +84,22 @@ def load(port: int, bodies: list[tuple[bytes, str]], concurrency: int, requests:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--version", help="registered version to serve (default: newest with an ONNX artifact)")
+    parser.add_argument("--version", help="registered version to serve (default: the champion, else the newest)")
     parser.add_argument("--requests", type=int, default=300, help="requests per concurrency level")
     args = parser.parse_args()
 
+    from checkout import registered_version
     from PIL import Image
 
-    from cvops.config import Project
+    from cvops.artifacts import resolve
     from cvops.data.prepare import load_dataset_ref, load_split
     from cvops.data.preprocess import model_inputs
-    from cvops.evaluation import median_latency_ms
     from cvops.onnx_model import predict_logits, read_preprocessing, session
-    from cvops.registry import ModelRegistry
-    from cvops.serving.source import resolve
-    from cvops.tracking import use_project_store
+    from cvops.timing import interleaved_latency
 
-    project = Project.find(REPO)
-    params = project.params()
-    use_project_store(project, params.mlflow.experiment)
-    registry = ModelRegistry(params.registry.model_name, project.registry_lock)
-    version = args.version or next(v.version for v in registry.versions() if "onnx_shipped" in v.tags)
-    served = resolve(registry, version, project.bentoml_home / "onnx")
+    project, _, registry, info = registered_version(args.version)
+    version = info.version
+    served = resolve(registry, version, project.onnx_cache)
     images, _, _ = load_split(load_dataset_ref(project.prepared_dir), "test")
     encoded = []
     for pixels in images[:64]:
@@ -138,9 +136,9 @@ def main() -> None:
     inputs = model_inputs(np.resize(images, (32, *images.shape[1:])), pre.mean, pre.std)
     ort = session(onnx_path)
     raw = {}
-    for batch in (1, 8, 32):
-        ms = median_latency_ms(lambda b=batch: predict_logits(ort, inputs[:b], batch_size=b), 30)
-        raw[batch] = {"latency_ms": ms, "images_per_s": batch * 1000 / ms}
+    batches = {b: (lambda b=b: predict_logits(ort, inputs[:b], batch_size=b)) for b in (1, 8, 32)}
+    for batch, latency in interleaved_latency(batches, 30).items():
+        raw[batch] = {"latency_ms": latency.ms, "images_per_s": batch * 1000 / latency.ms}
 
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "version": version,
               "preprocessing": pre.layout, "onnx": onnx_path.name, "image_size": pre.image_size,

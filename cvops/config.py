@@ -1,8 +1,12 @@
 """Typed parameters (mirroring params.yaml) and the project's paths."""
 
 import hashlib
+import io
 import json
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,10 +48,13 @@ class DataParams(Section):
     remote: str = "dvc-remote"
 
 
+ImageMode = Literal["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I", "F"]
+
+
 class ValidateParams(Section):
     on_error: Literal["fail", "quarantine"] = "fail"
     classes: list[str] | None = None
-    allowed_modes: list[str] = ["L", "RGB"]
+    allowed_modes: list[ImageMode] = ["L", "RGB"]
     min_size: int = Field(8, ge=1)
     max_size: int = Field(4096, ge=1)
     min_per_class: int = Field(10, ge=1)
@@ -88,7 +95,6 @@ class EvaluateParams(Section):
     slice_by: list[str] = ["cell_type"]
     brightness_slices: int = Field(3, ge=0, le=10)
     bootstrap_resamples: int = Field(1000, ge=100)
-    latency_runs: int = Field(30, ge=3)
 
 
 class QuantizeParams(Section):
@@ -99,7 +105,13 @@ class QuantizeParams(Section):
     min_parity_agreement: Probability = 0.99
     max_accuracy_drop: Probability = 0.01
     min_speedup: float = Field(1.5, gt=0.0)
-    latency_runs: int = Field(30, ge=3)
+
+
+class MeasureParams(Section):
+    """How latency is measured (evaluation, both ONNX files, the gate's budget): see cvops/timing.py."""
+
+    threads: int = Field(1, ge=1)
+    runs: int = Field(30, ge=3)
 
 
 class InvarianceParams(Section):
@@ -139,6 +151,11 @@ class RegistryParams(Section):
     model_name: str = Field("cvops-classifier", min_length=1)
     require_approval: bool = True
 
+    @property
+    def bento_name(self) -> str:
+        """The registered model's name as BentoML accepts it: the bento's and the service's name."""
+        return re.sub(r"[^a-z0-9._-]+", "-", self.model_name.lower()).strip("-._") or "cvops"
+
 
 class MonitorParams(Section):
     window: int = Field(1000, ge=1)  # newest inference-log rows a monitoring run checks (--window / --since override)
@@ -169,6 +186,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     quantize: QuantizeParams = QuantizeParams()
+    measure: MeasureParams = MeasureParams()
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
     serve: ServeParams = ServeParams()
@@ -245,22 +263,37 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
     return f"{origin}: {where}: {first['msg']}"
 
 
-def load_params(path: Path, overrides: list[str] | None = None) -> Params:
-    """Read params.yaml, apply `-S key=value` overrides and validate everything."""
+def _read_mapping(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"{path} not found: run cvops from a project checkout (or `cvops init` there)")
+        raise ConfigError(f"{path} not found: {what}")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}".splitlines()[0]) from err
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (base, data, train, ...)")
-    for key, value in parse_overrides(overrides or []):
+    return tree
+
+
+def read_overlay(path: Path) -> list[tuple[str, Any]]:
+    """The (key, value) pairs of a params overlay: a YAML file with some of params.yaml's sections and keys."""
+    pairs = list(flatten(_read_mapping(path, "give the path of a params overlay, e.g. overlays/digits.yaml")).items())
+    for key, _ in pairs:
+        _set_dotted({}, key, None)  # a misspelt key is named now, with the overlay's file name
+    return pairs
+
+
+def load_params(path: Path, overrides: list[str] | None = None, overlay: Path | None = None) -> Params:
+    """Read params.yaml, apply an overlay file and then `-S key=value` overrides, and validate everything."""
+    tree = _read_mapping(path, "run cvops from a project checkout (or `cvops init` there)")
+    pairs = (read_overlay(overlay) if overlay else []) + parse_overrides(overrides or [])
+    for key, value in pairs:
         _set_dotted(tree, key, value)
     try:
         return Params.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, path.name)) from err
+        origin = f"{path.name}{f' + {overlay.name}' if overlay else ''}"
+        raise ConfigError(_format_validation_error(err, origin)) from err
 
 
 @dataclass(frozen=True)
@@ -319,6 +352,11 @@ class Project:
         return self.root / "bentos"
 
     @property
+    def onnx_cache(self) -> Path:
+        """Shipped ONNX files and monitoring references of served versions, downloaded once from MLflow."""
+        return self.bentoml_home / "onnx"
+
+    @property
     def monitoring_dir(self) -> Path:
         """Inference log, drift-episode state and trigger audit, scheduler job store, pipeline locks."""
         return self.root / "monitoring"
@@ -349,10 +387,34 @@ class Project:
         Written, not held in memory, so the DVC stages, the pipeline and `git diff` see the same values.
         Returns the parameters and the (key, value) pairs that changed.
         """
-        current = flatten(load_params(self.params_file).as_params())
-        params = load_params(self.params_file, overrides)
+        return self._write_params(parse_overrides(overrides))
+
+    @contextmanager
+    def overlaid(self, overlay: Path | None, overrides: list[str] | None = None) -> Iterator[Params]:
+        """params.yaml with an overlay's values (then `overrides`) written into it for the block, and restored
+        byte for byte afterwards, however the block ends: DVC and the pipeline see the overlay, and the
+        committed params.yaml stays as it was. Without an overlay, the parameters as they are."""
+        if overlay is None:
+            yield self.params()
+            return
+        original = self.params_file.read_bytes()
+        try:
+            params, _ = self._write_params(read_overlay(overlay) + parse_overrides(overrides or []))
+            yield params
+        finally:
+            _replace(self.params_file, original)
+
+    def _write_params(self, pairs: list[tuple[str, Any]]) -> tuple[Params, list[tuple[str, Any]]]:
+        tree = _read_mapping(self.params_file, "run cvops from a project checkout")
+        current = flatten(Params.model_validate(tree).as_params())
+        for key, value in pairs:
+            _set_dotted(tree, key, value)
+        try:
+            params = Params.model_validate(tree)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, self.params_file.name)) from err
         wanted = flatten(params.as_params())
-        changed = [(key, value) for key, value in parse_overrides(overrides) if current.get(key) != wanted.get(key)]
+        changed = [(key, wanted[key]) for key in dict(pairs) if current.get(key) != wanted.get(key)]
         if changed:  # untouched, params.yaml stays byte for byte as committed (no false git_dirty)
             from ruamel.yaml import YAML
 
@@ -360,15 +422,21 @@ class Project:
             editor.representer.add_representer(
                 type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
             )
-            tree = editor.load(self.params_file.read_text())
+            tree = editor.load(self.params_file.read_text(encoding="utf-8"))
             for key, value in changed:
                 node = tree
                 *sections, leaf = key.split(".")
                 for section in sections:
                     node = node.setdefault(section, {})
                 node[leaf] = value
-            partial = self.params_file.with_suffix(".yaml.partial")
-            with partial.open("w") as f:
-                editor.dump(tree, f)
-            os.replace(partial, self.params_file)
+            text = io.StringIO()
+            editor.dump(tree, text)
+            _replace(self.params_file, text.getvalue().encode("utf-8"))
         return params, changed
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary file and a rename: readers see the old file or the new one."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)

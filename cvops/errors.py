@@ -65,3 +65,15 @@ class ServiceUnavailable(CvopsError):
     """The model service did not answer."""
 
     exit_code = 10
+
+
+class LineageError(CvopsError):
+    """A version's commit, data or parameters cannot be found, so it cannot be reproduced."""
+
+    exit_code = 12
+
+
+class NotReproducedError(CvopsError):
+    """A reproduction ran but did not give the version back (other data, or metrics outside their interval)."""
+
+    exit_code = 13

@@ -2,9 +2,6 @@
 footprint and the paired comparison with the champion."""
 
 import io
-import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +13,21 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cvops.config import EvaluateParams
-from cvops.data.augment import ImageDataset, eval_transform
+from cvops.config import EvaluateParams, MeasureParams
+from cvops.data.augment import ImageDataset
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import resize_image
 from cvops.models import normalization
+from cvops.registry import CHAMPION, ModelRegistry
+from cvops.reports import ChampionComparison, Evaluation, Footprint, SliceMetrics
 from cvops.statistics import (
     bootstrap_interval,
     expected_calibration_error,
     mcnemar_exact,
     paired_bootstrap_difference,
 )
+from cvops.timing import interleaved_latency, torch_threads
+from cvops.tracking import load_trained_model
 
 
 @torch.no_grad()
@@ -82,87 +83,6 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: l
     return path
 
 
-class SliceMetrics(BaseModel):
-    """Metrics on the test images that share one value of one attribute (e.g. cell_type = mono)."""
-
-    attribute: str
-    value: str
-    n: int
-    accuracy: float
-    macro_f1: float
-
-
-class Footprint(BaseModel):
-    """What a deployment pays for a model artifact: its size and its batch-1 latency here."""
-
-    format: str
-    size_mb: float
-    latency_ms: float
-    threads: int
-
-
-class ChampionComparison(BaseModel):
-    """The candidate against the current champion on the same test images (paired)."""
-
-    champion_version: str
-    comparable: bool
-    note: str = ""
-    n: int = 0
-    candidate_accuracy: float | None = None
-    champion_accuracy: float | None = None
-    accuracy_difference: float | None = None
-    difference_ci95_low: float | None = None
-    difference_ci95_high: float | None = None
-    candidate_macro_f1: float | None = None
-    champion_macro_f1: float | None = None
-    mcnemar_p_value: float | None = None
-    only_candidate_correct: int = 0
-    only_champion_correct: int = 0
-
-    def describe(self) -> str:
-        """One sentence for reviewers: the paired difference, its interval and the McNemar test."""
-        if not self.comparable:
-            return f"champion v{self.champion_version}: {self.note}"
-        return (
-            f"accuracy {self.candidate_accuracy:.4f} vs champion v{self.champion_version} "
-            f"{self.champion_accuracy:.4f}: {self.accuracy_difference:+.4f} (paired 95% interval "
-            f"{self.difference_ci95_low:+.4f} to {self.difference_ci95_high:+.4f}), exact McNemar "
-            f"p = {self.mcnemar_p_value:.3g} on {self.n} images. {self.note}"
-        ).strip()
-
-
-class Evaluation(BaseModel):
-    """Test-split evidence for one model: what the gate decides on and the model card shows."""
-
-    metrics: dict[str, float]
-    class_names: list[str]
-    confusion_matrix_png: str
-    num_images: int
-    slices: list[SliceMetrics] = []
-    invariance: dict[str, float] = {}
-    footprint: Footprint | None = None
-    champion: ChampionComparison | None = None
-
-    def flat_metrics(self) -> dict[str, float]:
-        """Every number, under names MLflow accepts, for the run's metrics."""
-        flat = dict(self.metrics)
-        for piece in self.slices:
-            flat[_metric_name(f"slice_{piece.attribute}_{piece.value}_accuracy")] = piece.accuracy
-        flat.update({f"invariance_{name}": share for name, share in self.invariance.items()})
-        if self.footprint:
-            flat.update(model_size_mb=self.footprint.size_mb, latency_ms=self.footprint.latency_ms)
-        if self.champion and self.champion.comparable:
-            flat.update(
-                {f"vs_champion_{k}": float(v) for k, v in self.champion.model_dump().items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            )  # fmt: skip
-        return flat
-
-
-def _metric_name(name: str) -> str:
-    return re.sub(r"[^\w\-. /]", "_", name)
-
-
 class Champion(BaseModel):
     """The model currently serving, loaded for a paired comparison."""
 
@@ -173,6 +93,21 @@ class Champion(BaseModel):
     class_names: list[str]
     image_size: int
     data_version: str = ""
+
+
+def load_champion(registry: ModelRegistry) -> Champion | None:
+    """The champion's model and what it was trained on, for the paired comparison; None without one."""
+    info = registry.alias(CHAMPION)
+    if info is None:
+        return None
+    trained = registry.trained_model(info)
+    return Champion(
+        version=info.version,
+        model=load_trained_model(trained),
+        class_names=trained.class_names,
+        image_size=trained.image_size,
+        data_version=info.tags.get("data_version", ""),
+    )
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -233,33 +168,21 @@ def invariance(
     shares = {}
     for name in transforms:
         moved = np.ascontiguousarray(INVARIANCE_TRANSFORMS[name](images))
-        dataset = ImageDataset(moved, np.zeros(len(moved), dtype=np.int64), eval_transform(mean, std))
+        dataset = ImageDataset(moved, np.zeros(len(moved), dtype=np.int64), mean, std)
         shares[name] = float(np.mean(predict_proba(model, dataset, device).argmax(axis=1) == predicted))
     return shares
 
 
-def footprint(model: nn.Module, image_size: int, device: torch.device, runs: int) -> Footprint:
-    """Serialized size of the weights and the median batch-1 latency over `runs` timed predictions."""
+def footprint(model: nn.Module, image_size: int, device: torch.device, measure: MeasureParams) -> Footprint:
+    """Serialized size of the weights and the batch-1 latency (cvops/timing.py)."""
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     model.eval().to(device)
     batch = torch.rand(1, 3, image_size, image_size, device=device)
-    with torch.no_grad():
-        latency = median_latency_ms(lambda: model(batch), runs)
-    return Footprint(
-        format="torch", size_mb=buffer.getbuffer().nbytes / 2**20, latency_ms=latency, threads=torch.get_num_threads()
-    )
-
-
-def median_latency_ms(predict: Callable[[], object], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        predict()
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        predict()
-        timings.append((time.perf_counter() - start) * 1000)
-    return float(np.median(timings))
+    with torch.no_grad(), torch_threads(measure.threads):
+        latency = interleaved_latency({"torch": lambda: model(batch)}, measure.runs)["torch"]
+    return Footprint(format="torch", size_mb=buffer.getbuffer().nbytes / 2**20, latency_ms=latency.ms,
+                     latency_ms_high=latency.high_ms, threads=measure.threads)  # fmt: skip
 
 
 def compare_with_champion(
@@ -286,7 +209,7 @@ def compare_with_champion(
     if champion.data_version and champion.data_version != ref.data_version:
         note += "The champion was trained on another data version: its training images may include test images."
     mean, std = normalization(champion.model)
-    proba = predict_proba(champion.model, ImageDataset(images, labels, eval_transform(mean, std)), device)
+    proba = predict_proba(champion.model, ImageDataset(images, labels, mean, std), device)
     theirs = proba.argmax(axis=1)
     p_value, only_candidate, only_champion = mcnemar_exact(predicted == labels, theirs == labels)
     difference, low, high = paired_bootstrap_difference(predicted == labels, theirs == labels, seed, resamples)
@@ -315,6 +238,7 @@ def evaluate(
     device: torch.device,
     seed: int,
     params: EvaluateParams,
+    measure: MeasureParams,
     invariance_checks: tuple[str, ...] = (),
     champion: Champion | None = None,
 ) -> Evaluation:
@@ -322,7 +246,7 @@ def evaluate(
     confusion matrix, slices, behavioural invariance, size and latency, and the paired champion comparison."""
     images, labels, manifest = load_split(ref, "test")
     mean, std = normalization(model)
-    proba = predict_proba(model, ImageDataset(images, labels, eval_transform(mean, std)), device)
+    proba = predict_proba(model, ImageDataset(images, labels, mean, std), device)
     predicted = proba.argmax(axis=1)
     comparison = None
     if champion is not None:
@@ -343,6 +267,6 @@ def evaluate(
         num_images=len(labels),
         slices=slice_metrics(labels, predicted, manifest, images, params.slice_by, params.brightness_slices),
         invariance=invariance(model, images, predicted, invariance_checks, device),
-        footprint=footprint(model, ref.image_size, device, params.latency_runs),
+        footprint=footprint(model, ref.image_size, device, measure),
         champion=comparison,
     )

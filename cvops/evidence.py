@@ -1,17 +1,19 @@
 """The review evidence of a run: its evaluation and gate decision, as MLflow run artifacts."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
 from cvops.errors import RegistryError
-from cvops.evaluation import Evaluation
 from cvops.gate import GateDecision
-from cvops.monitoring.reference import ReferenceSummary
-from cvops.quantization import QuantizationReport
-from cvops.serving.source import REFERENCE_TAG
+from cvops.registry import REFERENCE_TAG, SHIPPED_TAG
+from cvops.reports import Evaluation, QuantizationReport
+
+if TYPE_CHECKING:
+    from cvops.monitoring.reference import ReferenceSummary
 
 EVALUATION_FILE = "evaluation/evaluation.json"
 QUANTIZATION_DIR = "onnx"
@@ -47,18 +49,18 @@ def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str
     for artifact in (report.fp32, report.int8):
         if artifact is not None:
             tags[artifact.format.replace("-", "_")] = f"{artifact_uri}/{QUANTIZATION_DIR}/{Path(artifact.path).name}"
-    tags["onnx_shipped"] = tags[report.shipped.replace("-", "_")]
+    tags[SHIPPED_TAG] = tags[report.shipped.replace("-", "_")]
     return tags
 
 
-def log_reference(summary: ReferenceSummary) -> None:
+def log_reference(summary: "ReferenceSummary") -> None:
     """The monitoring reference folder (table, projection, summary) on the active run."""
     mlflow.log_artifacts(summary.directory, artifact_path=REFERENCE_DIR)
     mlflow.log_metrics({"reference_rows": summary.rows, "reference_model_rows": summary.model_rows,
                         "reference_explained_variance": summary.explained_variance})  # fmt: skip
 
 
-def reference_tags(artifact_uri: str, summary: ReferenceSummary) -> dict[str, str]:
+def reference_tags(artifact_uri: str, summary: "ReferenceSummary") -> dict[str, str]:
     return {REFERENCE_TAG: f"{artifact_uri}/{REFERENCE_DIR}", "reference_rows": str(summary.rows)}
 
 

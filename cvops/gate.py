@@ -5,8 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, computed_field
 
 from cvops.config import GateParams
-from cvops.evaluation import Evaluation
-from cvops.quantization import QuantizationReport
+from cvops.reports import Evaluation, QuantizationReport
 
 Verdict = Literal["pass", "fail", "skip"]
 
@@ -95,7 +94,7 @@ def decide(evaluation: Evaluation, params: GateParams, quantization: Quantizatio
         checks.append(_check(name, accuracy, ">=", params.min_accuracy))
     shipped = quantization.footprint() if quantization else evaluation.footprint
     size, latency = (shipped.size_mb, shipped.latency_ms) if shipped else (None, None)
-    note = f"{shipped.format}, {shipped.threads} threads" if shipped else "not measured"
-    checks.append(_check("model size MB", size, "<=", params.max_model_size_mb, note))
+    checks.append(_check("model size MB", size, "<=", params.max_model_size_mb, shipped.format if shipped else ""))
+    note = shipped.describe() if shipped else "not measured"
     checks.append(_check("latency ms (batch 1)", latency, "<=", params.max_latency_ms, note))
     return GateDecision(checks=checks)

@@ -1,16 +1,16 @@
 """Model cards: one Markdown and one self-contained HTML page per registered version."""
 
 import base64
+from html import escape
 from pathlib import Path
 
 from markdown_it import MarkdownIt
 from pydantic import BaseModel
 
 from cvops.data.prepare import DatasetRef
-from cvops.evaluation import Evaluation
 from cvops.gate import GateDecision
 from cvops.lineage import LINEAGE_KEYS
-from cvops.quantization import QuantizationReport
+from cvops.reports import ChampionComparison, Evaluation, QuantizationReport
 from cvops.tracking import TrainedModel
 
 HIGH_ECE = 0.1
@@ -28,9 +28,14 @@ class ModelCard(BaseModel):
     quantization: QuantizationReport | None = None
 
 
+def _cell(text: str) -> str:
+    """A table cell: a class name may hold `|`, which would split the cell."""
+    return str(text).replace("|", "\\|")
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -57,22 +62,15 @@ def limitations(card: ModelCard) -> list[str]:
     return notes
 
 
-def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png") -> str:
-    trained, dataset, evaluation = card.trained, card.dataset, card.evaluation
+def _data_and_metrics(card: ModelCard, confusion_png: str) -> list[str]:
+    dataset, evaluation = card.dataset, card.evaluation
     m = evaluation.metrics
-    classes = ", ".join(f"`{c}`" for c in dataset.class_names)
     per_class = [
         [c, *(f"{m[f'{k}_{c}']:.4f}" for k in ("precision", "recall", "f1")), f"{m[f'support_{c}']:.0f}"]
         for c in dataset.class_names
     ]
-    parts = [
-        f"# Model card: {card.model_name} version {card.version}",
-        f"`{trained.architecture}` image classifier, {dataset.image_size}x{dataset.image_size} px input, "
-        f"gate **{'passed' if card.decision.passed else 'FAILED'}**.",
-        "## Intended use",
-        f"Sorts images like those of the `{card.data_source}` dataset into {classes}, as decision support: a "
-        "person reviews low-confidence or high-stakes predictions. Not for images from another domain, and not "
-        "as the sole basis of a decision about people.",
+    interval = {k: f"{m[f'{k}_ci95_low']:.4f}-{m[f'{k}_ci95_high']:.4f}" for k in ("accuracy", "macro_f1")}
+    return [
         "## Data",
         f"Data version `{dataset.data_version or 'unversioned'}` (DVC hash of the prepared data). "
         "Images per class and split:",
@@ -84,19 +82,22 @@ def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png"
         _table(
             ["metric", "value", "95% interval"],
             [
-                ["accuracy", f"{m['accuracy']:.4f}", f"{m['accuracy_ci95_low']:.4f}-{m['accuracy_ci95_high']:.4f}"],
-                ["macro-F1", f"{m['macro_f1']:.4f}", f"{m['macro_f1_ci95_low']:.4f}-{m['macro_f1_ci95_high']:.4f}"],
+                ["accuracy", f"{m['accuracy']:.4f}", interval["accuracy"]],
+                ["macro-F1", f"{m['macro_f1']:.4f}", interval["macro_f1"]],
                 ["ECE (calibration)", f"{m['ece']:.4f}", ""],
             ],
         ),
         _table(["class", "precision", "recall", "F1", "support"], per_class),
         f"![confusion matrix]({confusion_png})",
+    ]
+
+
+def _slices_and_behaviour(evaluation: Evaluation) -> list[str]:
+    slices = [[s.attribute, s.value, str(s.n), f"{s.accuracy:.4f}", f"{s.macro_f1:.4f}"] for s in evaluation.slices]
+    parts = [
         "## Slices",
-        _table(
-            ["attribute", "value", "images", "accuracy", "macro-F1"],
-            [[s.attribute, s.value, str(s.n), f"{s.accuracy:.4f}", f"{s.macro_f1:.4f}"] for s in evaluation.slices],
-        )
-        if evaluation.slices
+        _table(["attribute", "value", "images", "accuracy", "macro-F1"], slices)
+        if slices
         else "No slices (no metadata columns and brightness slicing off).",
     ]
     if evaluation.invariance:
@@ -104,37 +105,66 @@ def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png"
             "## Behaviour",
             _table(["transform", "same prediction"], [[t, f"{v:.1%}"] for t, v in evaluation.invariance.items()]),
         ]
-    if card.quantization is not None:
-        q = card.quantization
-        rows = [
-            [m.format, f"{m.accuracy:.4f}", f"{m.agreement:.4f}", f"{m.size_mb:.2f}", f"{m.latency_ms_b1:.2f}",
-             f"{m.latency_ms_b32:.2f}"]
-            for m in (q.fp32, q.int8) if m is not None
-        ]  # fmt: skip
-        parts += [
-            "## Deployment artifact",
-            f"Ships **{q.shipped}** ({q.reason}). ONNX fp32 matches torch to {q.parity_max_abs_diff:.1e} in the "
-            f"logits; int8 is calibrated ({q.calibration_method}) on {len(q.calibration_ids)} seeded train images. "
-            f"Measured on the test split with {q.threads} threads:",
-            _table(["artifact", "accuracy", "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
-        ]
-    parts += ["## Gate", "```", card.decision.table(), "```", "## Comparison with the champion"]
-    comparison = evaluation.champion
+    return parts
+
+
+def _deployment(q: QuantizationReport | None) -> list[str]:
+    if q is None:
+        return []
+    rows = [
+        [m.format, f"{m.accuracy:.4f}", f"{m.agreement:.4f}", f"{m.size_mb:.2f}", f"{m.latency_ms_b1:.2f}",
+         f"{m.latency_ms_b32:.2f}"]
+        for m in (q.fp32, q.int8) if m is not None
+    ]  # fmt: skip
+    return [
+        "## Deployment artifact",
+        f"Ships **{q.shipped}** ({q.reason}). ONNX fp32 matches torch to {q.parity_max_abs_diff:.1e} in the "
+        f"logits; int8 is calibrated ({q.calibration_method}) on {len(q.calibration_ids)} seeded train images. "
+        f"Measured on the test split with {q.threads} thread(s), each latency the lowest of interleaved rounds:",
+        _table(["artifact", "accuracy", "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
+    ]
+
+
+def _comparison(comparison: ChampionComparison | None) -> list[str]:
+    parts = ["## Comparison with the champion"]
     if comparison is None:
-        parts.append("There was no champion when this version was evaluated.")
-    else:
-        if comparison.comparable:
-            rows = [
-                ["accuracy", f"{comparison.candidate_accuracy:.4f}", f"{comparison.champion_accuracy:.4f}"],
-                ["macro-F1", f"{comparison.candidate_macro_f1:.4f}", f"{comparison.champion_macro_f1:.4f}"],
-                ["right where the other is wrong", str(comparison.only_candidate_correct),
-                 str(comparison.only_champion_correct)],
-            ]  # fmt: skip
-            parts.append(_table(["", "this version", f"champion v{comparison.champion_version}"], rows))
-        parts.append(comparison.describe())
-    parts += ["## Known limitations", "\n".join(f"- {note}" for note in limitations(card))]
-    parts += ["## Lineage", _table(["tag", "value"], [[k, f"`{card.lineage.get(k, '')}`"] for k in LINEAGE_KEYS])]
-    parts.append(f"MLflow run `{trained.run_id}`, model `{trained.model_uri}`.")
+        return [*parts, "There was no champion when this version was evaluated."]
+    if comparison.comparable:
+        rows = [
+            ["accuracy", f"{comparison.candidate_accuracy:.4f}", f"{comparison.champion_accuracy:.4f}"],
+            ["macro-F1", f"{comparison.candidate_macro_f1:.4f}", f"{comparison.champion_macro_f1:.4f}"],
+            ["right where the other is wrong", str(comparison.only_candidate_correct),
+             str(comparison.only_champion_correct)],
+        ]  # fmt: skip
+        parts.append(_table(["", "this version", f"champion v{comparison.champion_version}"], rows))
+    return [*parts, comparison.describe()]
+
+
+def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png") -> str:
+    trained, dataset = card.trained, card.dataset
+    classes = ", ".join(f"`{c}`" for c in dataset.class_names)
+    parts = [
+        f"# Model card: {card.model_name} version {card.version}",
+        f"`{trained.architecture}` image classifier, {dataset.image_size}x{dataset.image_size} px input, "
+        f"gate **{'passed' if card.decision.passed else 'FAILED'}**.",
+        "## Intended use",
+        f"Sorts images like those of the `{card.data_source}` dataset into {classes}, as decision support: a "
+        "person reviews low-confidence or high-stakes predictions. Not for images from another domain, and not "
+        "as the sole basis of a decision about people.",
+        *_data_and_metrics(card, confusion_png),
+        *_slices_and_behaviour(card.evaluation),
+        *_deployment(card.quantization),
+        "## Gate",
+        "```",
+        card.decision.table(),
+        "```",
+        *_comparison(card.evaluation.champion),
+        "## Known limitations",
+        "\n".join(f"- {note}" for note in limitations(card)),
+        "## Lineage",
+        _table(["tag", "value"], [[k, f"`{card.lineage.get(k, '')}`"] for k in LINEAGE_KEYS]),
+        f"MLflow run `{trained.run_id}`, model `{trained.model_uri}`.",
+    ]
     return "\n\n".join(parts) + "\n"
 
 
@@ -144,16 +174,17 @@ def write_model_card(card: ModelCard, out_dir: Path) -> tuple[Path, Path]:
     png = Path(card.evaluation.confusion_matrix_png)
     (out_dir / "confusion_matrix.png").write_bytes(png.read_bytes())
     markdown = out_dir / "model_card.md"
-    markdown.write_text(render_markdown(card))
+    markdown.write_text(render_markdown(card), encoding="utf-8")
     inline = f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}"
     body = MarkdownIt("commonmark").enable("table").render(render_markdown(card, confusion_png=inline))
     html = out_dir / "model_card.html"
     html.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{card.model_name} v{card.version}</title><style>"
+        encoding="utf-8",
+        data="<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{escape(card.model_name)} v{card.version}</title><style>"
         "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.4}"
         "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.2rem .6rem}"
         "th{background:#f3f3f3}pre{background:#f6f6f6;padding:.6rem;overflow-x:auto}img{max-width:32rem}"
-        f"</style></head><body>{body}</body></html>\n"
+        f"</style></head><body>{body}</body></html>\n",
     )
     return markdown, html

@@ -38,15 +38,12 @@ def set_metadata(proto: "onnx.ModelProto", preprocessing: Preprocessing) -> None
 
 def read_preprocessing(path: Path) -> Preprocessing:
     """The preprocessing an ONNX file of cvops carries; a clear error for a missing or foreign file."""
-    import onnx
+    return preprocessing_of(session(path), path)
 
-    if not path.is_file():
-        raise ModelError(f"ONNX file {path} not found: re-run `cvops quantize --version V` to recreate it")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # onnx raises DecodeError and others for damaged files
-        raise ModelError(f"{path} is not a readable ONNX model ({type(err).__name__}); re-export it") from err
-    found = {p.key: p.value for p in proto.metadata_props}
+
+def preprocessing_of(onnx_session: "onnxruntime.InferenceSession", path: Path) -> Preprocessing:
+    """The preprocessing in the metadata of `path`, loaded as `onnx_session`."""
+    found = onnx_session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in found:
         raise ModelError(f"{path} has no cvops preprocessing metadata: export it with cvops")
     return Preprocessing.model_validate_json(found[METADATA_KEY])

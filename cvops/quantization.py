@@ -13,18 +13,17 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 from torch import nn
 
-from cvops.config import QuantizeParams
+from cvops.config import MeasureParams, QuantizeParams
+from cvops.console import progress, quiet
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
-from cvops.evaluation import Footprint, median_latency_ms
 from cvops.models import normalization
 from cvops.onnx_model import (
     EMBEDDING,
@@ -36,57 +35,10 @@ from cvops.onnx_model import (
     session,
     set_metadata,
 )
+from cvops.reports import Format, OnnxMeasurement, QuantizationReport
+from cvops.timing import interleaved_latency, ratio_range
 
 log = logging.getLogger(__name__)
-Format = Literal["onnx-fp32", "onnx-int8"]
-
-
-class OnnxMeasurement(BaseModel):
-    """One ONNX artifact measured on the test split, on this machine."""
-
-    format: Format
-    path: str
-    sha256: str
-    size_mb: float
-    accuracy: float
-    agreement: float  # top-1 agreement with the torch model
-    latency_ms_b1: float
-    latency_ms_b32: float
-
-
-class QuantizationReport(BaseModel):
-    """Both artifacts, the evidence of the export and calibration, and which one ships (and why)."""
-
-    fp32: OnnxMeasurement
-    int8: OnnxMeasurement | None
-    torch_accuracy: float
-    parity_max_abs_diff: float
-    calibration_method: str
-    calibration_ids: list[str]
-    threads: int
-    shipped: Format
-    reason: str
-
-    @property
-    def shipped_artifact(self) -> OnnxMeasurement:
-        return self.int8 if self.shipped == "onnx-int8" and self.int8 else self.fp32
-
-    def footprint(self) -> Footprint:
-        shipped = self.shipped_artifact
-        return Footprint(format=shipped.format, size_mb=shipped.size_mb, latency_ms=shipped.latency_ms_b1,
-                         threads=self.threads)  # fmt: skip
-
-    def speedup_b32(self) -> float | None:
-        return self.fp32.latency_ms_b32 / self.int8.latency_ms_b32 if self.int8 else None
-
-    def summary(self) -> str:
-        lines = [f"{'artifact':<10} {'accuracy':>8} {'agreement':>9} {'size MB':>8} {'b1 ms':>7} {'b32 ms':>8}"]
-        for m in (self.fp32, self.int8):
-            if m is not None:
-                lines.append(f"{m.format:<10} {m.accuracy:>8.4f} {m.agreement:>9.4f} {m.size_mb:>8.2f} "
-                             f"{m.latency_ms_b1:>7.2f} {m.latency_ms_b32:>8.2f}")  # fmt: skip
-        lines.append(f"ships {self.shipped}: {self.reason} ({self.threads} threads)")
-        return "\n".join(lines)
 
 
 class _WithEmbedding(nn.Module):
@@ -113,7 +65,8 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> P
         model, outputs = _WithEmbedding(model).eval(), [OUTPUT, EMBEDDING]
     example = torch.rand(2, 3, preprocessing.image_size, preprocessing.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress
+    # the exporter prints progress, and its optimiser narrates every pass at INFO
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet("onnxscript", "onnx_ir"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, (example,), input_names=[INPUT], output_names=outputs, dynamo=True, verbose=False,
@@ -131,9 +84,8 @@ class _Calibration:
     """onnxruntime's CalibrationDataReader protocol over a fixed array of model inputs."""
 
     def __init__(self, inputs: np.ndarray, batch_size: int = 32) -> None:
-        self.batches: Iterator[np.ndarray] = iter(
-            [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
-        )
+        batches = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
+        self.batches: Iterator[np.ndarray] = iter(progress(batches, "calibration", unit="batch"))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self.batches, None)
@@ -177,38 +129,63 @@ def sha256(path: Path) -> str:
 
 
 def measure(
-    path: Path, fmt: Format, inputs: np.ndarray, labels: np.ndarray, reference: np.ndarray, runs: int
-) -> tuple[OnnxMeasurement, np.ndarray]:
-    """Accuracy and agreement with `reference` predictions on `inputs`, size, median latency at batch 1 and 32."""
-    onnx_session = session(path, torch.get_num_threads())
-    logits = predict_logits(onnx_session, inputs)
-    predicted = logits.argmax(axis=1)
+    predictions: dict[Format, tuple[Path, np.ndarray]], labels: np.ndarray, reference: np.ndarray,
+    inputs: np.ndarray, measure: MeasureParams,
+) -> tuple[dict[Format, OnnxMeasurement], tuple[float, float] | None]:  # fmt: skip
+    """Each file's size, accuracy and agreement with the `reference` predictions (from its logits), and its
+    batch-1 and batch-32 latency, the files timed in interleaved rounds on `measure.threads` threads
+    (cvops/timing.py). Also the range of per-round fp32/int8 batch-32 ratios, with both files."""
     b1, b32 = inputs[:1], np.resize(inputs, (32, *inputs.shape[1:]))  # b32 repeats images if the split is small
-    measured = OnnxMeasurement(
-        format=fmt, path=str(path), sha256=sha256(path), size_mb=path.stat().st_size / 2**20,
-        accuracy=float(np.mean(predicted == labels)), agreement=float(np.mean(predicted == reference)),
-        latency_ms_b1=median_latency_ms(lambda: onnx_session.run([OUTPUT], {INPUT: b1}), runs),
-        latency_ms_b32=median_latency_ms(lambda: onnx_session.run([OUTPUT], {INPUT: b32}), max(3, runs // 4)),
-    )  # fmt: skip
-    return measured, logits
+    sessions = {fmt: session(path, measure.threads) for fmt, (path, _) in predictions.items()}
+
+    def call(fmt: Format, batch: np.ndarray) -> Any:
+        return lambda: sessions[fmt].run([OUTPUT], {INPUT: batch})
+
+    single = interleaved_latency({fmt: call(fmt, b1) for fmt in sessions}, measure.runs)
+    batched = interleaved_latency({fmt: call(fmt, b32) for fmt in sessions}, max(3, measure.runs // 4))
+    measured = {}
+    for fmt, (path, logits) in predictions.items():
+        measured[fmt] = OnnxMeasurement(
+            format=fmt, path=str(path), sha256=sha256(path), size_mb=path.stat().st_size / 2**20,
+            accuracy=float(np.mean(logits.argmax(axis=1) == labels)),
+            agreement=float(np.mean(logits.argmax(axis=1) == reference)),
+            latency_ms_b1=single[fmt].ms, latency_ms_b1_high=single[fmt].high_ms,
+            latency_ms_b32=batched[fmt].ms, latency_ms_b32_high=batched[fmt].high_ms,
+        )  # fmt: skip
+    both = "onnx-int8" in batched
+    return measured, ratio_range(batched["onnx-fp32"], batched["onnx-int8"]) if both else None
 
 
-def choose(fp32: OnnxMeasurement, int8: OnnxMeasurement | None, params: QuantizeParams) -> tuple[Format, str]:
-    """int8 ships when it loses at most `max_accuracy_drop` accuracy and is `min_speedup` faster at batch 32."""
+def choose(
+    fp32: OnnxMeasurement, int8: OnnxMeasurement | None, params: QuantizeParams,
+    speedup_range: tuple[float, float] | None = None,
+) -> tuple[Format, str]:  # fmt: skip
+    """int8 ships when it loses at most `max_accuracy_drop` accuracy and is `min_speedup` faster at batch 32.
+
+    The speed-up is the ratio of the two files' lowest round latencies; `speedup_range` (the per-round
+    ratios) is reported, and flagged when it straddles the threshold: the two files are then within noise.
+    """
     if int8 is None:
         return "onnx-fp32", "int8 quantization is off (quantize.enabled: false)"
     drop = fp32.accuracy - int8.accuracy
     speedup = fp32.latency_ms_b32 / int8.latency_ms_b32
+    rounds = ""
+    if speedup_range is not None:
+        low, high = speedup_range
+        noise = ", within noise" if low < params.min_speedup <= high else ""
+        rounds = f" [rounds x{low:.2f}-x{high:.2f}{noise}]"
     numbers = (
         f"accuracy drop {drop:+.4f} (max {params.max_accuracy_drop}), "
-        f"speed-up x{speedup:.2f} at batch 32 (min x{params.min_speedup})"
+        f"speed-up x{speedup:.2f}{rounds} at batch 32 (min x{params.min_speedup})"
     )
     if drop <= params.max_accuracy_drop and speedup >= params.min_speedup:
         return "onnx-int8", numbers
     return "onnx-fp32", f"int8 rejected: {numbers}"
 
 
-def quantize(model: nn.Module, ref: DatasetRef, out_dir: Path, params: QuantizeParams, seed: int) -> QuantizationReport:
+def quantize(
+    model: nn.Module, ref: DatasetRef, out_dir: Path, params: QuantizeParams, measure_params: MeasureParams, seed: int
+) -> QuantizationReport:
     """Export, check parity, quantize (calibrated on a seeded train subset), measure both, decide."""
     mean, std = normalization(model)
     preprocessing = Preprocessing(image_size=ref.image_size, mean=mean, std=std, class_names=ref.class_names)
@@ -220,27 +197,39 @@ def quantize(model: nn.Module, ref: DatasetRef, out_dir: Path, params: QuantizeP
         torch_logits = torch.cat([model.cpu().eval()(torch.from_numpy(inputs[i : i + 64]))
                                   for i in range(0, len(inputs), 64)]).numpy()  # fmt: skip
     torch_predicted = torch_logits.argmax(axis=1)
-    fp32, fp32_logits = measure(fp32_path, "onnx-fp32", inputs, labels, torch_predicted, params.latency_runs)
-    difference = float(np.abs(fp32_logits - torch_logits).max())
-    if difference > params.parity_tolerance or fp32.agreement < params.min_parity_agreement:
-        raise ModelError(
-            f"ONNX export differs from the torch model: max |logit difference| {difference:.2e} "
-            f"(tolerance {params.parity_tolerance:g}), top-1 agreement {fp32.agreement:.4f} "
-            f"(min {params.min_parity_agreement}); the model has an op the exporter does not reproduce"
-        )
-    int8, ids = None, list[str]()
+    predictions: dict[Format, tuple[Path, np.ndarray]] = {
+        "onnx-fp32": (fp32_path, predict_logits(session(fp32_path), inputs))
+    }
+    difference = check_parity(predictions["onnx-fp32"][1], torch_logits, params)
+    ids: list[str] = []
     if params.enabled:
         calibration, ids = calibration_subset(ref, params.calibration_size, seed)
         int8_path = quantize_int8(fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std),
                                   params.calibration_method)  # fmt: skip
-        int8, _ = measure(int8_path, "onnx-int8", inputs, labels, torch_predicted, params.latency_runs)
-    shipped, reason = choose(fp32, int8, params)
+        predictions["onnx-int8"] = (int8_path, predict_logits(session(int8_path), inputs))
+    measured, speedup_range = measure(predictions, labels, torch_predicted, inputs, measure_params)
+    shipped, reason = choose(measured["onnx-fp32"], measured.get("onnx-int8"), params, speedup_range)
     report = QuantizationReport(
-        fp32=fp32, int8=int8, torch_accuracy=float(np.mean(torch_predicted == labels)),
-        parity_max_abs_diff=difference, calibration_method=params.calibration_method, calibration_ids=ids,
-        threads=torch.get_num_threads(), shipped=shipped, reason=reason,
+        fp32=measured["onnx-fp32"], int8=measured.get("onnx-int8"),
+        torch_accuracy=float(np.mean(torch_predicted == labels)), parity_max_abs_diff=difference,
+        calibration_method=params.calibration_method, calibration_ids=ids,
+        threads=measure_params.threads, shipped=shipped, reason=reason, speedup_b32_range=speedup_range,
     )  # fmt: skip
     (out_dir / "quantization.json").write_text(report.model_dump_json(indent=2))
     (out_dir / "calibration_ids.json").write_text(json.dumps(ids, indent=0))
     log.info("quantization: %s", reason)
     return report
+
+
+def check_parity(onnx_logits: np.ndarray, torch_logits: np.ndarray, params: QuantizeParams) -> float:
+    """The fp32 ONNX file must reproduce the torch model, or the export changed the model; returns the largest
+    logit difference."""
+    difference = float(np.abs(onnx_logits - torch_logits).max())
+    agreement = float(np.mean(onnx_logits.argmax(axis=1) == torch_logits.argmax(axis=1)))
+    if difference > params.parity_tolerance or agreement < params.min_parity_agreement:
+        raise ModelError(
+            f"ONNX export differs from the torch model: max |logit difference| {difference:.2e} "
+            f"(tolerance {params.parity_tolerance:g}), top-1 agreement {agreement:.4f} "
+            f"(min {params.min_parity_agreement}); the model has an op the exporter does not reproduce"
+        )
+    return difference

@@ -17,16 +17,21 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from cvops.config import Project
 from cvops.errors import ModelError, PromotionRefusedError, RegistryError
-from cvops.evaluation import Champion
 from cvops.gate import GateDecision
-from cvops.tracking import TrainedModel, load_trained_model
+from cvops.tracking import TrainedModel
 
 log = logging.getLogger(__name__)
 HEADLINE_METRICS = ("accuracy", "macro_f1")
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
-MODEL_INFO_TAG = "model_info"
+# Version tags other modules write or read (evidence and lineage tags are named in evidence.py, lineage.py)
+MODEL_INFO_TAG = "model_info"  # the TrainedModel reference (JSON)
+SHIPPED_TAG = "onnx_shipped"  # the MLflow URI of the ONNX file that ships
+REFERENCE_TAG = "reference"  # the MLflow URI of the version's monitoring reference folder
+MODEL_CARD_TAG = "model_card"
+BENTO_TAG, BENTOML_MODEL_TAG = "bento", "bentoml_model"
 # Registered-model tag: the version cvops itself last made champion. An alias moved by hand in the
 # MLflow UI no longer matches it, which is how `list` tells a promotion made outside cvops.
 CVOPS_CHAMPION_TAG = "cvops.champion"
@@ -76,6 +81,11 @@ class ModelRegistry:
         self.client = MlflowClient()
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(lock_path, timeout=120)
+
+    @classmethod
+    def of(cls, project: Project, model_name: str) -> "ModelRegistry":
+        """The registered model `model_name` on the tracking store MLflow points at, locked per checkout."""
+        return cls(model_name, project.registry_lock)
 
     def register(
         self,
@@ -246,21 +256,11 @@ class ModelRegistry:
         log.debug("%s: rolled back from version %s to %s", self.name, demoted.version, restored.version)
         return restored, demoted
 
-    def load_champion(self) -> Champion | None:
-        """The champion's model and what it was trained on, for the paired comparison; None without one."""
-        info = self.alias(CHAMPION)
-        if info is None:
-            return None
+    def trained_model(self, info: VersionInfo) -> TrainedModel:
+        """The reference to a version's torch model that cvops recorded when it registered the version."""
         if MODEL_INFO_TAG not in info.tags:
             raise ModelError(
-                f"champion {self.name} v{info.version} has no '{MODEL_INFO_TAG}' tag (not registered by cvops): "
-                "promote a cvops-registered version, or remove the alias, before training a challenger"
+                f"{self.name} v{info.version} has no '{MODEL_INFO_TAG}' tag (not registered by cvops): "
+                "use a version that `cvops run training` registered"
             )
-        trained = TrainedModel.model_validate_json(info.tags[MODEL_INFO_TAG])
-        return Champion(
-            version=info.version,
-            model=load_trained_model(trained),
-            class_names=trained.class_names,
-            image_size=trained.image_size,
-            data_version=info.tags.get("data_version", ""),
-        )
+        return TrainedModel.model_validate_json(info.tags[MODEL_INFO_TAG])

@@ -1,4 +1,4 @@
-"""Entry layer: launching the pipelines, the drift -> retraining decision, and the local scheduler.
+"""Entry layer: the drift -> retraining decision, and the local scheduler.
 
 The monitoring pipeline only returns a verdict. `monitor()` decides what it leads to (alert, retraining,
 nothing) through the drift episodes of `cvops.monitoring.trigger`, and launches the training pipeline
@@ -14,127 +14,21 @@ import sys
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cvops.config import Params, Project
-from cvops.errors import AlreadyRunningError, ConfigError, CvopsError
+from cvops.errors import AlreadyRunningError, ConfigError
+from cvops.launch import TrainingResult, launch_monitoring, locks_dir, tracker_settings, train, training_lock
 from cvops.monitoring.trigger import Episodes, TriggerRecord, pipeline_lock, send_alert
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
     from apscheduler.triggers.base import BaseTrigger
 
-    from cvops.evaluation import Evaluation
-    from cvops.gate import GateDecision
     from cvops.monitoring.drift import DriftVerdict
-    from cvops.quantization import QuantizationReport
-    from cvops.tracking import TrainedModel
 
 log = logging.getLogger("cvops")
 PIPELINES = ("monitoring", "training")
-
-
-def tracker_settings(experiment: str) -> dict[str, Any]:
-    """ZenML settings that send a pipeline's MLflow logging to `experiment`."""
-    from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
-
-    return {"experiment_tracker": MLFlowExperimentTrackerSettings(experiment_name=experiment, nested=False)}
-
-
-def step_error(failure: RuntimeError) -> Exception:
-    """The user error (a CvopsError) a failed step of the latest run raised, else the orchestrator's error.
-
-    ZenML's local orchestrator reports a failed step as a RuntimeError; the step's own exception
-    is recorded on the step run.
-    """
-    from zenml.client import Client
-    from zenml.enums import ExecutionStatus
-
-    import cvops.errors
-
-    latest = Client().list_pipeline_runs(sort_by="desc:created", size=1).items
-    for step in latest[0].steps.values() if latest else []:
-        info = step.exception_info
-        if step.status != ExecutionStatus.FAILED or info is None or not info.source:
-            continue
-        error_class = getattr(cvops.errors, info.source.rsplit(".", 1)[-1], None)
-        if isinstance(error_class, type) and issubclass(error_class, CvopsError):
-            return error_class(f"step {step.name}: {info.message}")
-    return failure
-
-
-@dataclass
-class TrainingResult:
-    run_name: str
-    version: str
-    trained: "TrainedModel"
-    evaluation: "Evaluation"
-    quantization: "QuantizationReport"
-    decision: "GateDecision"
-
-
-def _locks(project: Project) -> Path:
-    return project.monitoring_dir / "locks"
-
-
-def launch_training(project: Project, params: Params, resume: bool = False) -> TrainingResult | None:
-    """Reproduce the data stages, then run the training pipeline; None when a remote orchestrator took it.
-
-    Refused (AlreadyRunningError) while another training runs in this checkout.
-    """
-    with pipeline_lock(_locks(project), "training"):
-        return _train(project, params, resume)
-
-
-def _train(
-    project: Project,
-    params: Params,
-    resume: bool = False,
-    trigger: dict[str, str] | None = None,
-    run_name: str | None = None,
-) -> TrainingResult | None:
-    from cvops.data.versioning import reproduce
-    from cvops.tracking import use_project_store
-    from pipelines.training import training
-
-    # The data stages first, here: invalid data stops the run with its summary before any step starts.
-    # The pipeline's data steps then find DVC up to date and only record the data version.
-    reproduce(project, "prepare")
-    use_project_store(project, params.mlflow.experiment)  # creates it with its artifact location under mlflow/
-    options: dict[str, Any] = {"settings": tracker_settings(params.mlflow.experiment)}
-    if run_name:
-        options["run_name"] = run_name
-    try:
-        run = training.with_options(**options)(params=params, resume=resume, trigger=trigger)
-    except RuntimeError as err:
-        raise step_error(err) from err
-    if run is None:
-        return None
-    outputs = {name: step.outputs for name, step in run.steps.items()}
-    return TrainingResult(
-        run_name=run.name,
-        version=outputs["register_model"]["model_version"][0].load(),
-        trained=outputs["train_model"]["trained_model"][0].load(),
-        evaluation=outputs["evaluate_model"]["evaluation"][0].load(),
-        quantization=outputs["quantize_model"]["quantization"][0].load(),
-        decision=outputs["check_gate"]["gate_decision"][0].load(),
-    )
-
-
-def launch_monitoring(
-    project: Project, params: Params, window: int | None = None, since: datetime | None = None
-) -> "DriftVerdict | None":
-    from cvops.tracking import use_project_store
-    from pipelines.monitoring import monitoring
-
-    experiment = f"{params.mlflow.experiment}-monitoring"  # apart from training runs, which users compare
-    use_project_store(project, experiment)
-    try:
-        run = monitoring.with_options(settings=tracker_settings(experiment))(params=params, window=window, since=since)
-    except RuntimeError as err:
-        raise step_error(err) from err
-    return None if run is None else run.steps["detect_drift"].outputs["drift_verdict"][0].load()
 
 
 @dataclass
@@ -163,7 +57,7 @@ def monitor(
 
     Refused (AlreadyRunningError) while another monitoring run is in progress in this checkout.
     """
-    with pipeline_lock(_locks(project), "monitoring"):
+    with pipeline_lock(locks_dir(project), "monitoring"):
         verdict = launch_monitoring(project, params, window, since)
         if verdict is None:
             return None
@@ -192,7 +86,7 @@ def _retrain(
     trigger = {"retrain_trigger": decision.episode, "retrain_reason": decision.reason[:500],
                "retrain_report": decision.report or ""}  # fmt: skip
     try:
-        with pipeline_lock(_locks(project), "training"):
+        with training_lock(project):
             if not episodes.claim(decision, run_name):  # another monitoring run got here first
                 return decision.model_copy(
                     update={"action": "already_triggered", "outcome": "claimed by another run"}
@@ -200,7 +94,7 @@ def _retrain(
             decision = decision.model_copy(update={"run": run_name})
             send_alert(decision, params.monitor.webhook_url)
             try:
-                training = _train(project, params, trigger=trigger, run_name=run_name)
+                training = train(project, params, trigger=trigger, run_name=run_name)
             except Exception as err:
                 episodes.release(decision)  # the episode may retry once the cooldown is over
                 episodes.record(decision.model_copy(update={"outcome": f"failed: {err}"[:500]}))

@@ -25,14 +25,20 @@ OFFLINE_ENV = {
 log = logging.getLogger(__name__)
 
 
+def go_offline() -> None:
+    """Set the offline switches of every library cvops uses (OFFLINE_ENV), unless already set: for the CLI,
+    and for anything else that imports cvops first (the tests, the benchmarks)."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def configure_environment(project: Project) -> None:
     """Set this process's offline switches and keep ZenML's config and SQLite store inside the checkout.
 
     Called by the CLI before ZenML is imported; a remote set-up sets ZENML_CONFIG_PATH (or
     ZENML_STORE_URL) itself and wins, since nothing here overrides a value already set.
     """
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+    go_offline()
     os.environ.setdefault("ZENML_CONFIG_PATH", str(project.zenml_dir / "global"))
     os.environ.setdefault("CVOPS_ROOT", str(project.root))
     os.environ.setdefault("BENTOML_HOME", str(project.bentoml_home))

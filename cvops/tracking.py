@@ -1,20 +1,24 @@
 """MLflow: experiments on the project's store, parameters, trained models and their loading.
 
-MLflow is the model store: steps pass a `TrainedModel` reference, not the weights.
+MLflow is the model store: steps pass a `TrainedModel` reference, not the weights. torch is imported only
+by the functions that log or load weights, so reading references (the registry) stays light.
 """
 
+import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
-import torch
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
-from torch import nn
 
-from cvops.config import Params, Project, flatten
+from cvops.config import Project
+from cvops.console import quiet
 from cvops.errors import ModelError
-from cvops.models import normalization
+
+if TYPE_CHECKING:
+    from torch import nn
 
 MODEL_ARTIFACT = "model"
 
@@ -46,25 +50,28 @@ def use_project_store(project: Project, experiment: str) -> str:
     return client.create_experiment(experiment, artifact_location=f"{project.artifact_location}/{experiment}")
 
 
-def log_params(params: Params) -> None:
-    mlflow.log_params(flatten(params.as_params()))
-
-
 def log_trained_model(
-    model: nn.Module, architecture: str, class_names: list[str], image_size: int, best_epoch: int
+    model: "nn.Module", architecture: str, class_names: list[str], image_size: int, best_epoch: int
 ) -> TrainedModel:
     """Log the model to the active MLflow run and return a reference to it."""
+    import mlflow.pytorch
+    import torch
+
+    from cvops.models import normalization
+
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_trained_model needs an active MLflow run")
     model = model.cpu().eval()
     mean, std = normalization(model)
-    info = mlflow.pytorch.log_model(
-        model,
-        name=MODEL_ARTIFACT,
-        serialization_format="pickle",  # "pt2" needs torch.export tracing, which not every timm model supports
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "timm"],
-    )
+    # "pt2" needs torch.export tracing, which not every timm model supports; MLflow warns about pickle every time
+    with quiet("mlflow.pytorch", level=logging.ERROR):
+        info = mlflow.pytorch.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "timm"],
+        )
     return TrainedModel(
         model_uri=info.model_uri,
         run_id=run.info.run_id,
@@ -77,7 +84,9 @@ def log_trained_model(
     )
 
 
-def load_trained_model(trained: TrainedModel) -> nn.Module:
+def load_trained_model(trained: TrainedModel) -> "nn.Module":
+    import mlflow.pytorch
+
     try:
         model = mlflow.pytorch.load_model(trained.model_uri, map_location="cpu")
     except Exception as err:  # MLflow raises several types for a missing or broken model

@@ -10,15 +10,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from cvops.config import Params, TrainParams
-from cvops.data.augment import ImageDataset, eval_transform, train_transform
+from cvops.console import progress
+from cvops.data.augment import ImageDataset, augmentation
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.errors import ModelError
 from cvops.models import backbone_parameters, create_model, head_parameters, normalization, resolve_device
@@ -39,6 +40,32 @@ class TrainResult:
         seen = sum(h["train_images"] for h in self.history)
         seconds = sum(h["train_seconds"] for h in self.history)
         return seen / seconds if seconds else 0.0
+
+
+@dataclass
+class Checkpoints:
+    """Where a run keeps its per-epoch checkpoints; `run_key` (params and data) must match to resume."""
+
+    directory: Path
+    run_key: str
+
+    def latest(self) -> dict[str, Any]:
+        found = sorted(self.directory.glob("epoch_*.pt"))
+        if not found:
+            raise ModelError(f"--resume: no checkpoint in {self.directory}; run without --resume to start afresh")
+        state = torch.load(found[-1], map_location="cpu", weights_only=False)
+        if state["run_key"] != self.run_key:
+            raise ModelError(f"--resume: {found[-1]} was made with other params or data; run without --resume")
+        log.info("resuming from %s (epoch %d done)", found[-1], state["epoch"])
+        return state
+
+    def save(self, epoch: int, state: dict[str, Any]) -> None:
+        """Write to a temporary name and rename, so a crash never leaves a truncated checkpoint."""
+        path = self.directory / f"epoch_{epoch:03d}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".pt.partial")
+        torch.save({**state, "epoch": epoch, "run_key": self.run_key}, partial)
+        os.replace(partial, path)
 
 
 def seed_everything(seed: int) -> None:
@@ -65,7 +92,6 @@ def run_epoch(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     desc: str = "",
-    progress: bool = True,
 ) -> dict[str, float]:
     """One pass over `loader`; trains when an optimizer is given, else evaluates without gradients."""
     training = optimizer is not None
@@ -73,7 +99,7 @@ def run_epoch(
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     with torch.set_grad_enabled(training):
-        for images, labels in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None if progress else True):
+        for images, labels in progress(loader, desc, unit="batch", leave=False):
             images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
             logits = model(images)
@@ -95,22 +121,79 @@ def run_epoch(
     }
 
 
-def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
-    for p in backbone_parameters(model):
-        p.requires_grad_(trainable)
+class _Loop:
+    """The model with its data loaders, optimiser, schedule and loss: everything an epoch needs, and
+    everything a checkpoint saves so that a resumed run continues as the original would have."""
+
+    def __init__(
+        self, model: nn.Module, train_set: ImageDataset, val_set: ImageDataset, params: TrainParams, seed: int,
+        device: torch.device,
+    ) -> None:  # fmt: skip
+        self.model, self.train_set, self.params, self.seed, self.device = model, train_set, params, seed, device
+        self.generator = torch.Generator().manual_seed(seed)
+        persistent = params.num_workers > 0
+        self.train_loader = DataLoader(
+            train_set, batch_size=params.batch_size, shuffle=True, drop_last=len(train_set) > params.batch_size,
+            generator=self.generator, pin_memory=device.type == "cuda", num_workers=params.num_workers,
+            persistent_workers=persistent,
+        )  # fmt: skip
+        self.val_loader = DataLoader(
+            val_set, batch_size=params.batch_size * 2, num_workers=params.num_workers, persistent_workers=persistent
+        )
+        self.optimizer = torch.optim.AdamW(
+            [{"params": backbone_parameters(model), "lr": params.lr},
+             {"params": head_parameters(model), "lr": params.lr * params.head_lr_multiplier}],
+            weight_decay=params.weight_decay,
+        )  # fmt: skip
+        steps = len(self.train_loader)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(params.warmup_epochs * steps, params.epochs * steps)
+        )
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """Train one epoch (backbone frozen for the first freeze_backbone_epochs), then validate."""
+        for parameter in backbone_parameters(self.model):
+            parameter.requires_grad_(epoch > self.params.freeze_backbone_epochs)
+        if self.train_set.augment is not None:
+            self.train_set.augment.set_random_seed(self.seed + epoch)  # a resumed epoch augments as the original
+        train = run_epoch(self.model, self.train_loader, self.criterion, self.device, self.optimizer, self.scheduler,
+                          f"epoch {epoch}")  # fmt: skip
+        val = run_epoch(self.model, self.val_loader, self.criterion, self.device, desc="val")
+        return {
+            "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            "train_images": train["images"], "train_seconds": train["seconds"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }  # fmt: skip
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state()}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
 
 
-def _latest_checkpoint(directory: Path) -> Path | None:
-    checkpoints = sorted(directory.glob("epoch_*.pt"))
-    return checkpoints[-1] if checkpoints else None
+@dataclass
+class _Best:
+    """Early-stopping bookkeeping: the best validation loss so far, its weights and epoch, epochs since."""
 
+    loss: float
+    weights: dict[str, Any]
+    epoch: int = 0
+    stale: int = 0
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temporary name and rename, so a crash never leaves a truncated checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".pt.partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    def update(self, epoch: int, val_loss: float, model: nn.Module) -> None:
+        if val_loss < self.loss:
+            self.loss, self.weights, self.epoch, self.stale = val_loss, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            self.stale += 1
 
 
 def train_model(
@@ -121,101 +204,49 @@ def train_model(
     *,
     seed: int,
     device: torch.device,
-    checkpoint_dir: Path | None = None,
+    checkpoints: Checkpoints | None = None,
     resume: bool = False,
-    run_key: str = "",
     on_epoch: MetricsCallback | None = None,
-    progress: bool = True,
 ) -> TrainResult:
     """Fine-tune `model`; returns it with the weights of its best validation epoch.
 
-    With `checkpoint_dir`, every epoch is saved there; `resume` continues from the newest
-    checkpoint, which must carry the same `run_key` (params and data) as this run.
+    With `checkpoints`, every epoch is saved; `resume` continues from the newest checkpoint.
     """
     seed_everything(seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels many times over late in training
     model.to(device).to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU (oneDNN) and GPU
-    generator = torch.Generator().manual_seed(seed)
-    persistent = params.num_workers > 0
-    train_loader = DataLoader(
-        train_set, batch_size=params.batch_size, shuffle=True, drop_last=len(train_set) > params.batch_size,
-        generator=generator, pin_memory=device.type == "cuda", num_workers=params.num_workers,
-        persistent_workers=persistent,
-    )  # fmt: skip
-    val_loader = DataLoader(
-        val_set, batch_size=params.batch_size * 2, num_workers=params.num_workers, persistent_workers=persistent
-    )
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": backbone_parameters(model), "lr": params.lr},
-            {"params": head_parameters(model), "lr": params.lr * params.head_lr_multiplier},
-        ],
-        weight_decay=params.weight_decay,
-    )
-    steps_per_epoch = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(params.warmup_epochs * steps_per_epoch, params.epochs * steps_per_epoch)
-    )
-    criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
-    result = TrainResult(model=model)
-    best_loss, best_state, stale, first_epoch = math.inf, copy.deepcopy(model.state_dict()), 0, 1
-
+    loop = _Loop(model, train_set, val_set, params, seed, device)
+    result, best = TrainResult(model=model), _Best(loss=math.inf, weights=copy.deepcopy(model.state_dict()))
+    first_epoch = 1
     if resume:
-        latest = _latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
-        if latest is None:
-            raise ModelError(f"--resume: no checkpoint in {checkpoint_dir}; run without --resume to start afresh")
-        state = torch.load(latest, map_location=device, weights_only=False)
-        if state["run_key"] != run_key:
-            raise ModelError(f"--resume: {latest} was made with other params or data; run without --resume")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        best_loss, best_state, stale = state["best_loss"], state["best_state"], state["stale"]
-        result.history, result.best_epoch = state["history"], state["best_epoch"]
-        first_epoch = state["epoch"] + 1
-        log.info("resuming from %s (epoch %d done)", latest, state["epoch"])
-
-    epochs = tqdm(range(first_epoch, params.epochs + 1), desc="train", unit="epoch", disable=None if progress else True)
+        if checkpoints is None:
+            raise ModelError("--resume needs a checkpoint folder")
+        state = checkpoints.latest()
+        loop.restore(state)
+        best, result.history, first_epoch = state["best"], state["history"], state["epoch"] + 1
+    epochs = progress(range(first_epoch, params.epochs + 1), "train", unit="epoch")
     for epoch in epochs:
-        if stale >= params.early_stopping_patience:
+        if best.stale >= params.early_stopping_patience:
             result.stopped_early = True
             break
-        _set_backbone_trainable(model, epoch > params.freeze_backbone_epochs)
-        train_set.transform.set_random_seed(seed + epoch)  # so a resumed epoch augments as the original would
-        train = run_epoch(model, train_loader, criterion, device, optimizer, scheduler, f"epoch {epoch}", progress)
-        val = run_epoch(model, val_loader, criterion, device, desc="val", progress=progress)
-        metrics = {
-            "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-            "train_images": train["images"], "train_seconds": train["seconds"],
-            "lr": optimizer.param_groups[0]["lr"],
-        }  # fmt: skip
+        metrics = loop.epoch(epoch)
         result.history.append(metrics)
-        if val["loss"] < best_loss:
-            best_loss, best_state, stale, result.best_epoch = val["loss"], copy.deepcopy(model.state_dict()), 0, epoch
-        else:
-            stale += 1
-        epochs.set_postfix(val_acc=f"{val['accuracy']:.3f}", val_loss=f"{val['loss']:.3f}")
+        best.update(epoch, metrics["val_loss"], model)
+        epochs.set_postfix(val_acc=f"{metrics['val_accuracy']:.3f}", val_loss=f"{metrics['val_loss']:.3f}")
         log.info(
-            "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s",
-            epoch, params.epochs, train["loss"], train["accuracy"], val["loss"], val["accuracy"],
-            train["images"] / train["seconds"],
+            "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s", epoch, params.epochs,
+            metrics["train_loss"], metrics["train_accuracy"], metrics["val_loss"], metrics["val_accuracy"],
+            metrics["train_images"] / metrics["train_seconds"],
         )  # fmt: skip
         if on_epoch is not None:
             on_epoch(metrics, epoch)
-        if checkpoint_dir is not None:
-            _save_checkpoint(
-                checkpoint_dir / f"epoch_{epoch:03d}.pt",
-                {"epoch": epoch, "run_key": run_key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                 "torch_rng": torch.get_rng_state(), "best_loss": best_loss, "best_state": best_state,
-                 "stale": stale, "history": result.history, "best_epoch": result.best_epoch},
-            )  # fmt: skip
-    _set_backbone_trainable(model, True)
-    model.load_state_dict(best_state)
+        if checkpoints is not None:
+            checkpoints.save(epoch, {**loop.state(), "best": best, "history": result.history})
+    for parameter in backbone_parameters(model):
+        parameter.requires_grad_(True)
+    model.load_state_dict(best.weights)
     model.eval()
+    result.best_epoch = best.epoch
     return result
 
 
@@ -226,7 +257,6 @@ def fit(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     on_epoch: MetricsCallback | None = None,
-    progress: bool = True,
 ) -> TrainResult:
     """Build the configured model and train it on a prepared dataset's train/val splits."""
     seed_everything(params.base.seed)  # the head's (and a from-scratch model's) initial weights
@@ -234,16 +264,15 @@ def fit(
     mean, std = normalization(model)
     train_images, train_labels, _ = load_split(ref, "train")
     val_images, val_labels, _ = load_split(ref, "val")
+    augment = augmentation(params.train.augment, params.base.seed)
     return train_model(
         model,
-        ImageDataset(train_images, train_labels, train_transform(params.train.augment, mean, std, params.base.seed)),
-        ImageDataset(val_images, val_labels, eval_transform(mean, std)),
+        ImageDataset(train_images, train_labels, mean, std, augment),
+        ImageDataset(val_images, val_labels, mean, std),
         params.train,
         seed=params.base.seed,
         device=resolve_device(params.base.device),
-        checkpoint_dir=checkpoint_dir,
+        checkpoints=Checkpoints(checkpoint_dir, f"{params.hash()}-{ref.data_version}") if checkpoint_dir else None,
         resume=resume,
-        run_key=f"{params.hash()}-{ref.data_version}",
         on_epoch=on_epoch,
-        progress=progress,
     )

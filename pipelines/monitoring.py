@@ -13,5 +13,5 @@ def monitoring(params: Params, window: int | None = None, since: datetime | None
     The verdict is the pipeline's output; what to do about it (alert, retrain) is decided by the caller
     (`cvops run monitoring`, `cvops schedule`), never by a step.
     """
-    rows = load_inference_window(params, window, since)
-    detect_drift(rows, params)
+    rows = load_inference_window(params.serve, params.monitor, window, since)
+    detect_drift(rows, params.registry, params.monitor)

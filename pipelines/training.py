@@ -21,14 +21,19 @@ def training(params: Params, resume: bool = False, trigger: dict[str, str] | Non
 
     `trigger` tags the version when drift monitoring started the run (episode, reason, report).
 
-    The data steps read their params from params.yaml through DVC; `params` feeds the rest.
+    The data steps read their params from params.yaml through DVC; `params` feeds the rest, a step the
+    sections it uses.
     """
     validation = validate_data()
     dataset = load_dataset(validation)
     trained = train_model(dataset, params, resume)
-    evaluation = evaluate_model(trained, dataset, params)
-    quantization = quantize_model(trained, dataset, params)
+    evaluation = evaluate_model(
+        trained, dataset, params.base, params.evaluate, params.measure, params.gate.min_invariance, params.registry
+    )
+    quantization = quantize_model(trained, dataset, params.quantize, params.measure, params.base.seed)
     decision = check_gate(evaluation, quantization, params.gate)
-    reference = build_reference(dataset, quantization, params)
-    version = register_model(trained, dataset, evaluation, quantization, decision, reference, params, trigger)
-    package_model(version, decision, params)
+    reference = build_reference(dataset, quantization, params.monitor)
+    version = register_model(
+        trained, dataset, evaluation, quantization, decision, reference, params.registry, params.data.source, trigger
+    )
+    package_model(version, decision, params.registry)

@@ -1,18 +1,17 @@
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 from zenml import step
 
-from cvops.config import Params, Project
-from cvops.monitoring.inference_log import read_inference_log
+from cvops.config import MonitorParams, Project, ServeParams
+from cvops.inference_log import read_inference_log
 
 
 @step
 def load_inference_window(
-    params: Params, window: int | None = None, since: datetime | None = None
+    serve: ServeParams, monitor: MonitorParams, window: int | None = None, since: datetime | None = None
 ) -> Annotated[pd.DataFrame, "inference_window"]:
     """The inference-log rows to check: those since `since`, else the newest `window` (monitor.window)."""
-    directory = Project.find().root / Path(params.serve.inference_log)
-    return read_inference_log(directory, since=since, last=None if since else window or params.monitor.window)
+    directory = Project.find().root / serve.inference_log
+    return read_inference_log(directory, since=since, last=None if since else window or monitor.window)

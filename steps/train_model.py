@@ -5,23 +5,23 @@ from zenml import get_step_context, step
 
 from cvops.config import Params, Project
 from cvops.data.prepare import DatasetRef
-from cvops.lineage import lineage_tags
-from cvops.tracking import TrainedModel, log_params, log_trained_model
+from cvops.lineage import lineage_tags, log_lineage
+from cvops.tracking import TrainedModel, log_trained_model
 from cvops.training import fit
 
 
 @step(experiment_tracker=True)
 def train_model(dataset: DatasetRef, params: Params, resume: bool = False) -> Annotated[TrainedModel, "trained_model"]:
-    """Fine-tune the configured timm model, logging params, curves and the model to MLflow."""
+    """Fine-tune the configured timm model, logging curves and the model to MLflow.
+
+    It takes every parameter, not one section: the run records all of them (with the lineage) so that runs
+    compare in the MLflow UI and `cvops models reproduce` can recreate them.
+    """
     project = Project.find()
     context = get_step_context()
-    mlflow.set_tags(
-        lineage_tags(
-            project.root, params, dataset.data_version,
-            zenml_run_id=str(context.pipeline_run.id), pipeline=context.pipeline.name,
-        )
-    )  # fmt: skip
-    log_params(params)
+    tags = lineage_tags(project.root, params, dataset.data_version, zenml_run_id=str(context.pipeline_run.id),
+                        pipeline=context.pipeline.name)  # fmt: skip
+    log_lineage(project.root, params, tags)
     result = fit(
         dataset,
         params,

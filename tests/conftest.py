@@ -1,5 +1,6 @@
-"""Shared fixtures: the REAL params.yaml shrunk for tests, tiny synthetic image folders,
-and isolated project checkouts (own ZenML config, MLflow store, git+DVC repo)."""
+"""Shared fixtures: the REAL params.yaml shrunk for tests (by the same overlay `make demo DATASET=digits`
+trains), tiny synthetic image folders, and isolated project checkouts (own ZenML config, MLflow store,
+git+DVC repo)."""
 
 import os
 import shutil
@@ -11,40 +12,20 @@ import pytest
 from PIL import Image
 
 from cvops.config import Params, load_params
+from cvops.stack import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
-# Shrinks the real configuration: tiny images, a small CNN from scratch, no flips (digits are not
-# flip-invariant), few epochs. Tests run the same code path as production, just smaller.
-TINY_OVERRIDES = [
-    "prepare.image_size=16",
-    "train.model=resnet10t",
-    "train.pretrained=none",
-    "train.epochs=6",
-    "train.lr=0.003",
-    "train.head_lr_multiplier=1",
-    "train.freeze_backbone_epochs=0",
-    "train.batch_size=64",
-    "train.augment.hflip=0",
-    "train.augment.vflip=0",
-    "train.augment.rotate90=0",
-    "train.augment.shift_scale_rotate=0",
-    "base.device=cpu",
-    "gate.min_invariance.hflip=null",  # digits are not flip-invariant
-]
+# The real configuration shrunk: digits, tiny images, a small CNN from scratch, few epochs. Tests run the
+# same code path as production, just smaller.
+SMALL_RUN = REPO / "overlays" / "digits.yaml"
 
-for key, value in {
-    "ZENML_ANALYTICS_OPT_IN": "false",
-    "NO_ALBUMENTATIONS_UPDATE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "GIT_PYTHON_REFRESH": "quiet",
-    "TQDM_DISABLE": "1",
-}.items():
-    os.environ.setdefault(key, value)
+go_offline()
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(scope="session")
 def tiny_params() -> Params:
-    return load_params(REPO / "params.yaml", TINY_OVERRIDES)
+    return load_params(REPO / "params.yaml", overlay=SMALL_RUN)
 
 
 def write_image_folder(root: Path, classes: dict[str, int], size: int = 12, seed: int = 0) -> Path:

@@ -11,10 +11,30 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import psutil
+
 from tests.cli import clean_env
+
+
+@contextmanager
+def stopped_on_exit(process: subprocess.Popen) -> Iterator[list[psutil.Process]]:
+    """Whatever a test does, `process` (started in its own session) and the workers the test lists in the
+    yielded list are gone afterwards: a failing test leaks no server."""
+    workers: list[psutil.Process] = []
+    try:
+        yield workers
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        for worker in workers:
+            with suppress(psutil.NoSuchProcess):
+                worker.kill()
 
 
 def free_port() -> int:
@@ -26,13 +46,13 @@ def free_port() -> int:
 class Server:
     """`cvops serve` in its own process group, ready when /readyz answers 200."""
 
-    def __init__(self, root: Path, token: str | None = None) -> None:
+    def __init__(self, root: Path, *args: str, token: str | None = None) -> None:
         self.port = free_port()
         env = clean_env() | ({"CVOPS_API_TOKEN": token} if token else {})
         self.log = root / f"serve-{self.port}.log"
         with self.log.open("w") as log:  # a file, not a pipe: nobody reads a pipe, and a full one stalls the server
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cvops.cli", "serve", "--port", str(self.port)], cwd=root, env=env,
+                [sys.executable, "-m", "cvops.cli", "serve", "--port", str(self.port), *args], cwd=root, env=env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + 120

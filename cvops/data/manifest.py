@@ -1,4 +1,4 @@
-"""Importing a source into data/raw/<class>/*.png with a manifest, atomically."""
+"""Importing a source into data/raw/<class>/ with a manifest, atomically."""
 
 import hashlib
 import io
@@ -8,9 +8,12 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
+from PIL import Image
 
-from cvops.data.sources import Source
+from cvops.config import Project
+from cvops.console import progress
+from cvops.data.preprocess import image_mode, oriented_size
+from cvops.data.sources import SOURCE_READERS, Sample, Source
 from cvops.errors import DataError, NotInitializedError
 
 MANIFEST = "manifest.csv"
@@ -22,28 +25,45 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def import_source(source: Source, raw_dir: Path, *, progress: bool = True) -> pd.DataFrame:
-    """Write every sample of `source` as PNG under `raw_dir` and a manifest beside them.
+def _encoded(sample: Sample) -> tuple[bytes, str]:
+    """The bytes to store and their suffix: the user's file as it is, a bundled image as PNG."""
+    if sample.file is not None:
+        return sample.file.read_bytes(), sample.file.suffix
+    if sample.image is None:
+        raise ValueError(f"sample {sample.label}/{sample.name} holds neither an image nor a file")
+    buffer = io.BytesIO()
+    sample.image.save(buffer, format="PNG")
+    return buffer.getvalue(), ".png"
+
+
+def describe(data: bytes) -> tuple[int, int, str]:
+    """Width and height as displayed, and the mode, from the header alone; (0, 0, "") when it does not open
+    (validation decodes every file fully and names the ones that fail)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return *oriented_size(image), image_mode(image)
+    except Exception:  # PIL raises many types for bad files; validation reports them
+        return 0, 0, ""
+
+
+def import_source(source: Source, raw_dir: Path) -> pd.DataFrame:
+    """Write every sample of `source` under `raw_dir`/<class>/ and a manifest beside them.
 
     The tree is written into a temporary sibling folder and swapped in only when complete,
     so a failed import leaves the previous `raw_dir` untouched and nothing half-written.
     """
+    if MANIFEST in source.classes:
+        raise DataError(f"a class is named {MANIFEST}, like the import's manifest: rename its folder")
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.importing-", dir=raw_dir.parent))
     try:
         rows, unreadable = [], []
-        for sample in tqdm(source.samples, total=source.total, desc="import", unit="img", disable=None if progress else True):
-            if sample.image is None:  # kept as it is, for validation to name or quarantine
-                data, suffix = sample.unreadable or (b"", "")
-                relative = Path(sample.label) / f"{sample.name}{suffix}"
-                width, height, mode = 0, 0, ""
+        for sample in progress(source.samples, "import", total=source.total):
+            data, suffix = _encoded(sample)
+            relative = Path(sample.label) / f"{sample.name}{suffix}"
+            width, height, mode = describe(data)
+            if not mode:
                 unreadable.append(relative.as_posix())
-            else:
-                relative = Path(sample.label) / f"{sample.name}.png"
-                buffer = io.BytesIO()
-                sample.image.save(buffer, format="PNG")
-                data = buffer.getvalue()
-                (width, height), mode = sample.image.size, sample.image.mode
             (staging / sample.label).mkdir(exist_ok=True)
             (staging / relative).write_bytes(data)
             rows.append(
@@ -52,7 +72,7 @@ def import_source(source: Source, raw_dir: Path, *, progress: bool = True) -> pd
             )  # fmt: skip
         if unreadable:
             log.warning(
-                "%d files do not decode, kept for `cvops data validate` to report: %s",
+                "%d files do not open as images, kept for `cvops data validate` to report: %s",
                 len(unreadable), ", ".join(unreadable[:5]),
             )  # fmt: skip
         if not rows:
@@ -63,9 +83,14 @@ def import_source(source: Source, raw_dir: Path, *, progress: bool = True) -> pd
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    counts = manifest["label"].value_counts().sort_index()
-    log.info("imported %d images into %s: %s", len(manifest), raw_dir, {k: int(v) for k, v in counts.items()})
     return manifest
+
+
+def import_configured(project: Project) -> pd.DataFrame:
+    """What the DVC `import` stage runs: import the source params.yaml names (data.*) into data/raw."""
+    params = project.params().data
+    reader = SOURCE_READERS[params.source]
+    return import_source(reader(Path(params.path) if params.path else None, params.limit_per_class), project.raw_dir)
 
 
 def _swap_in(staging: Path, target: Path) -> None:
@@ -80,14 +105,18 @@ def _swap_in(staging: Path, target: Path) -> None:
         staging.rename(target)
 
 
+def load_manifest(path: Path) -> pd.DataFrame:
+    """A manifest CSV with its labels exactly as written: a class named NA or None stays a name."""
+    return pd.read_csv(path, dtype={"label": str}, keep_default_na=False, na_values=[""])
+
+
 def read_manifest(raw_dir: Path) -> pd.DataFrame:
     """The manifest of an imported dataset, or a clear error when nothing was imported."""
     path = raw_dir / MANIFEST
     if not path.is_file():
         raise NotInitializedError(f"no imported dataset in {raw_dir}: run `cvops data import SOURCE` first")
-    manifest = pd.read_csv(path)
+    manifest = load_manifest(path)
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing or manifest.empty:
         raise DataError(f"{path} is empty or lacks columns {missing}: import the dataset again")
-    manifest["label"] = manifest["label"].astype(str)
     return manifest

@@ -1,7 +1,6 @@
 """Seeded stratified split and resize of the imported dataset into a training-ready cache."""
 
 import json
-import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,17 +9,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from pydantic import BaseModel
-from tqdm import tqdm
 
-from cvops.config import PrepareParams
-from cvops.data.manifest import MANIFEST, read_manifest
+from cvops.config import PrepareParams, Project
+from cvops.console import progress
+from cvops.data.manifest import MANIFEST, load_manifest, read_manifest
 from cvops.data.preprocess import resize_image
 from cvops.errors import DataError, DataInvalidError, NotInitializedError
 
 IMAGES = "images.npy"
 INFO = "dataset.json"
 SPLITS = ("train", "val", "test")
-log = logging.getLogger(__name__)
 
 
 class DatasetRef(BaseModel):
@@ -72,13 +70,13 @@ def check_split(manifest: pd.DataFrame) -> None:
     spans = copies.groupby("sha256")["split"].nunique()
     leaked = copies[copies["sha256"].isin(spans[spans > 1].index)]["path"].tolist()
     doubled = copies[copies["sha256"].isin(spans[spans == 1].index)]["path"].tolist()
-    problems = [f"{what}: {', '.join(paths[:5])}" for what, paths in
-                (("shared between splits (leakage)", leaked), ("duplicated within a split", doubled)) if paths]  # fmt: skip
+    kinds = (("shared between splits (leakage)", leaked), ("duplicated within a split", doubled))
+    problems = [f"{what}: {', '.join(paths[:5])}" for what, paths in kinds if paths]
     raise DataInvalidError("identical images after the split, " + "; ".join(problems) + " — run `cvops data validate`")
 
 
 def prepare_dataset(
-    validated_dir: Path, raw_dir: Path, prepared_dir: Path, params: PrepareParams, seed: int, *, progress: bool = True
+    validated_dir: Path, raw_dir: Path, prepared_dir: Path, params: PrepareParams, seed: int
 ) -> DatasetRef:
     """Split and resize the validated images into `prepared_dir` (manifest with a split column + images.npy)."""
     if not (validated_dir / MANIFEST).is_file():
@@ -88,7 +86,7 @@ def prepare_dataset(
     check_split(manifest)
     size = params.image_size
     images = np.empty((len(manifest), size, size, 3), dtype=np.uint8)
-    for i, rel in enumerate(tqdm(manifest["path"], desc="prepare", unit="img", disable=None if progress else True)):
+    for i, rel in enumerate(progress(manifest["path"], "prepare")):
         with Image.open(raw_dir / rel) as image:
             images[i] = resize_image(image, size)
 
@@ -102,32 +100,40 @@ def prepare_dataset(
             split: {c: int(n) for c, n in manifest.loc[manifest["split"] == split, "label"].value_counts().items()}
             for split in SPLITS
         }
-        ref = DatasetRef(prepared_dir=str(prepared_dir.resolve()), class_names=class_names, image_size=size, counts=counts)
+        ref = DatasetRef(
+            prepared_dir=str(prepared_dir.resolve()), class_names=class_names, image_size=size, counts=counts
+        )
         # Location-free, so the same data hashes to the same DVC version in any checkout.
-        (staging / INFO).write_text(ref.model_dump_json(indent=2, exclude={"prepared_dir", "data_version"}))
+        info = ref.model_dump_json(indent=2, exclude={"prepared_dir", "data_version"})
+        (staging / INFO).write_text(info, encoding="utf-8")
         if prepared_dir.exists():
             shutil.rmtree(prepared_dir)
         staging.rename(prepared_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("prepared %d images at %dpx: %s", len(manifest), size, json.dumps(counts))
     return ref
+
+
+def prepare_configured(project: Project) -> DatasetRef:
+    """What the DVC `prepare` stage runs: split and resize the validated data as params.yaml says."""
+    params = project.params()
+    return prepare_dataset(project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare,
+                           params.base.seed)  # fmt: skip
 
 
 def load_dataset_ref(prepared_dir: Path, data_version: str = "") -> DatasetRef:
     info = prepared_dir / INFO
     if not info.is_file():
         raise NotInitializedError(f"no prepared dataset in {prepared_dir}: run `cvops data prepare` first")
-    fields = json.loads(info.read_text())
+    fields = json.loads(info.read_text(encoding="utf-8"))
     return DatasetRef(**fields, prepared_dir=str(prepared_dir.resolve()), data_version=data_version)
 
 
 def load_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Images (N,H,W,3 uint8), integer labels and manifest rows of one split."""
     prepared = Path(ref.prepared_dir)
-    manifest = pd.read_csv(prepared / MANIFEST)
-    manifest["label"] = manifest["label"].astype(str)
+    manifest = load_manifest(prepared / MANIFEST)
     rows = manifest.index[manifest["split"] == split].to_numpy()
     images = np.load(prepared / IMAGES, mmap_mode="r")[rows]
     lookup = {name: i for i, name in enumerate(ref.class_names)}

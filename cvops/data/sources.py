@@ -1,7 +1,8 @@
 """Image sources that `cvops data import` reads: bundled datasets and the user's own folders.
 
-Each source yields `Sample`s; a source is read lazily so that import can show progress
-and fail on the first bad file without holding the whole dataset in memory.
+Each source yields `Sample`s; a source is read lazily so that import can show progress without holding
+the whole dataset in memory. A user's files are imported as they are (their bytes, not a re-encoding):
+validation then judges the real files, and a JPEG dataset does not grow into PNGs.
 """
 
 import gzip
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cvops.errors import DataError
 
@@ -28,15 +29,15 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 class Sample:
     """One image with its class; `name` is unique within the class, `meta` goes into the manifest.
 
-    A user's file that does not decode arrives as `unreadable` (its bytes and suffix) instead of
-    `image`: import keeps it as it is, and validation names it (or quarantines it).
+    A bundled dataset's sample is an `image`, written as PNG. A user's sample is a `file`, copied byte for
+    byte whatever it holds: a file that does not decode is kept for validation to name (or quarantine).
     """
 
     label: str
     name: str
-    image: Image.Image | None
+    image: Image.Image | None = None
+    file: Path | None = None
     meta: dict[str, str | float | int] = field(default_factory=dict)
-    unreadable: tuple[bytes, str] | None = None
 
 
 @dataclass
@@ -88,8 +89,11 @@ def elpv_source(path: Path | None = None, limit: int | None = None) -> Source:
 
     def samples() -> Iterator[Sample]:
         for i in keep:
-            meta: dict[str, str | float | int] = {"cell_type": str(cell_types[i]), "defect_probability": round(float(probabilities[i]), 4)}
-            yield Sample(labels[i], f"cell_{i:04d}", Image.fromarray(np.asarray(images[i], dtype=np.uint8)), meta)
+            meta: dict[str, str | float | int] = {
+                "cell_type": str(cell_types[i]),
+                "defect_probability": round(float(probabilities[i]), 4),
+            }
+            yield Sample(labels[i], f"cell_{i:04d}", Image.fromarray(np.asarray(images[i], dtype=np.uint8)), meta=meta)
 
     return Source(sorted(set(labels)), len(keep), samples())
 
@@ -146,17 +150,30 @@ def fashion_mnist_source(path: Path | None = None, limit: int | None = None) -> 
         for k in keep:
             prefix, i = index[k]
             image = Image.fromarray(by_prefix[prefix][0][i], mode="L")
-            yield Sample(labels[k], f"{prefix}_{i:05d}", image, {"original_split": prefix})
+            yield Sample(labels[k], f"{prefix}_{i:05d}", image, meta={"original_split": prefix})
 
     return Source(list(FASHION_MNIST_CLASSES), len(keep), samples())
 
 
 def _safe_name(text: str) -> str:
+    """A file name made of portable characters (the user's name stays in the manifest's source_path)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
 
 
+def class_name(directory: Path) -> str:
+    """A class folder's name, kept exactly (any Unicode, spaces): it is the label the model answers with.
+
+    It names a folder under data/raw as it is; only a name that cannot be stored as text is refused.
+    """
+    try:
+        directory.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"class folder {directory} has a name that is not valid UTF-8: rename it") from None
+    return directory.name
+
+
 def folder_source(path: Path | None = None, limit: int | None = None) -> Source:
-    """The user's ImageFolder tree: DIR/<class>/<image>; every image file must decode."""
+    """The user's ImageFolder tree, DIR/<class>/<image>: each image file is imported as it is."""
     if path is None:
         raise DataError("the folder source needs --path DIR (a folder with one sub-folder of images per class)")
     if not path.is_dir():
@@ -169,7 +186,7 @@ def folder_source(path: Path | None = None, limit: int | None = None) -> Source:
         images = sorted(f for f in class_dir.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise DataError(f"class folder {class_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        label = _safe_name(class_dir.name)
+        label = class_name(class_dir)
         names: set[str] = set()
         for file in images:
             name = _safe_name(str(file.relative_to(class_dir).with_suffix("")))
@@ -182,23 +199,9 @@ def folder_source(path: Path | None = None, limit: int | None = None) -> Source:
     def samples() -> Iterator[Sample]:
         for i in keep:
             label, name, file = files[i]
-            meta: dict[str, str | float | int] = {"source_path": file.relative_to(path).as_posix()}
-            try:
-                yield Sample(label, name, open_image(file), meta)
-            except DataError:
-                yield Sample(label, name, None, meta, unreadable=(file.read_bytes(), file.suffix.lower()))
+            yield Sample(label, name, file=file, meta={"source_path": file.relative_to(path).as_posix()})
 
     return Source(sorted({label for label, _, _ in files}), len(keep), samples())
-
-
-def open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image, or raise a DataError naming the file."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err} (fix or remove the file, then import again)") from err
 
 
 SOURCE_READERS: dict[str, Callable[[Path | None, int | None], Source]] = {

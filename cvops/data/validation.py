@@ -17,10 +17,11 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 from pydantic import BaseModel
-from tqdm import tqdm
 
-from cvops.config import ValidateParams
+from cvops.config import Project, ValidateParams
+from cvops.console import progress
 from cvops.data.manifest import MANIFEST, read_manifest
+from cvops.data.preprocess import image_mode, oriented_size, to_rgb
 from cvops.errors import NotInitializedError
 
 SHOWN = 5  # offending files named per check in the summary
@@ -60,15 +61,16 @@ class ValidationReport(BaseModel):
         return "\n".join(lines)
 
 
-def inspect_files(raw_dir: Path, *, progress: bool = True) -> pd.DataFrame:
-    """One row per file under raw_dir/<class>/: its label, hash, whether it decodes, mode and size."""
+def inspect_files(raw_dir: Path) -> pd.DataFrame:
+    """One row per file under raw_dir/<class>/: its label, hash, whether it decodes (into the RGB pixels
+    training and serving would make of it), its mode and its size as displayed."""
     if not (raw_dir / MANIFEST).is_file():
         raise NotInitializedError(f"no imported dataset in {raw_dir}: run `cvops data import SOURCE` first")
     files = sorted(
         f for f in raw_dir.glob("*/**/*") if f.is_file() and not any(p.startswith(".") for p in f.parts[-2:])
     )
     rows = []
-    for file in tqdm(files, desc="validate", unit="img", disable=None if progress else True):
+    for file in progress(files, "validate"):
         data = file.read_bytes()
         row: dict[str, Any] = {
             "path": file.relative_to(raw_dir).as_posix(),
@@ -83,12 +85,15 @@ def inspect_files(raw_dir: Path, *, progress: bool = True) -> pd.DataFrame:
         }
         try:
             with Image.open(file) as image:
-                image.load()  # full decode: a truncated file fails here, not at open
-                row.update(decodes=True, mode=image.mode, width=image.width, height=image.height)
+                width, height = oriented_size(image)
+                mode = image_mode(image)
+                to_rgb(image)  # full decode and the conversion every later stage makes: a bad file fails here
+                row.update(decodes=True, mode=mode, width=width, height=height)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             row["error"] = f"{type(err).__name__}: {err}"[:200] if data else "empty file"
         rows.append(row)
-    return pd.DataFrame(rows, columns=["path", "label", "sha256", "bytes", "decodes", "error", "mode", "width", "height"])
+    columns = ["path", "label", "sha256", "bytes", "decodes", "error", "mode", "width", "height"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _gx_validate(frame: pd.DataFrame, expectations: list[Any], index_column: str) -> list[Any]:
@@ -131,7 +136,7 @@ def run_checks(files: pd.DataFrame, classes: list[str], params: ValidateParams) 
          gxe.ExpectColumnValuesToBeUnique(column="sha256")),
     ]  # fmt: skip
     images = [  # only files that decode have a mode and a size
-        ("mode", f"mode in {params.allowed_modes}",
+        ("mode", f"mode in validate.allowed_modes {params.allowed_modes}",
          gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=params.allowed_modes)),
         ("width", f"width within [{params.min_size}, {params.max_size}]",
          gxe.ExpectColumnValuesToBeBetween(column="width", min_value=params.min_size, max_value=params.max_size)),
@@ -180,14 +185,14 @@ def _bad_rows(files: pd.DataFrame, checks: list[Check]) -> pd.Series:
     return bad
 
 
-def validate_dataset(raw_dir: Path, validated_dir: Path, params: ValidateParams, *, progress: bool = True) -> ValidationReport:
+def validate_dataset(raw_dir: Path, validated_dir: Path, params: ValidateParams) -> ValidationReport:
     """Validate data/raw; on success write data/validated (accepted manifest + quarantine), atomically.
 
     With `on_error: quarantine`, failing files are moved out of the dataset into the quarantine
     folder and the rest is checked again: it must then pass on its own.
     """
     classes = declared_classes(raw_dir, params)
-    files = inspect_files(raw_dir, progress=progress)
+    files = inspect_files(raw_dir)
     checks, gx_results = run_checks(files, classes, params)
     quarantined = pd.DataFrame(columns=["path", "reasons"])
     if params.on_error == "quarantine" and not all(c.passed for c in checks):
@@ -208,6 +213,14 @@ def validate_dataset(raw_dir: Path, validated_dir: Path, params: ValidateParams,
     else:
         shutil.rmtree(validated_dir, ignore_errors=True)  # never leave an old "validated" set beside a failure
     return report
+
+
+def validate_configured(project: Project) -> tuple[ValidationReport, Path]:
+    """What the DVC `validate` stage runs: validate data/raw as params.yaml says, and write the reports.
+    Returns the report and the HTML report's path."""
+    report = validate_dataset(project.raw_dir, project.validated_dir, project.params().validation)
+    _, html_report = write_reports(report, project.reports_dir)
+    return report, html_report
 
 
 def _write_validated(raw_dir: Path, validated_dir: Path, files: pd.DataFrame, quarantined: pd.DataFrame) -> None:
@@ -233,22 +246,28 @@ def write_reports(report: ValidationReport, reports_dir: Path) -> tuple[Path, Pa
     """validation.json (summary + great-expectations results) and a readable validation.html."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = reports_dir / "validation.json", reports_dir / "validation.html"
-    json_path.write_text(json.dumps(report.model_dump(mode="json"), indent=1, default=str))
+    json_path.write_text(
+        json.dumps(report.model_dump(mode="json"), indent=1, default=str, ensure_ascii=False), encoding="utf-8"
+    )
     rows = "".join(
-        f"<tr class={'ok' if c.passed else 'bad'}><td>{'PASS' if c.passed else 'FAIL'}</td><td>{html.escape(c.name)}</td>"
-        f"<td>{html.escape(c.expectation)}</td><td>{c.failed}</td>"
-        f"<td>{'<br>'.join(html.escape(o) for o in c.offenders[:50])}{' ...' if len(c.offenders) > 50 else ''}</td></tr>"
+        f"<tr class={'ok' if c.passed else 'bad'}><td>{'PASS' if c.passed else 'FAIL'}</td>"
+        f"<td>{html.escape(c.name)}</td><td>{html.escape(c.expectation)}</td><td>{c.failed}</td>"
+        f"<td>{'<br>'.join(html.escape(o) for o in c.offenders[:50])}{' ...' if len(c.offenders) > 50 else ''}"
+        "</td></tr>"
         for c in report.checks
     )
     quarantine = "".join(f"<li>{html.escape(p)}</li>" for p in report.quarantined)
     html_path.write_text(
-        "<!doctype html><meta charset=utf-8><title>cvops data validation</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}"
-        "table{border-collapse:collapse}.ok td:first-child{color:#080}.bad td:first-child{color:#c00;font-weight:bold}</style>"
+        encoding="utf-8",
+        data="<!doctype html><meta charset=utf-8><title>cvops data validation</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "vertical-align:top}table{border-collapse:collapse}.ok td:first-child{color:#080}"
+        ".bad td:first-child{color:#c00;font-weight:bold}</style>"
         f"<h1>Data validation: {'passed' if report.passed else 'FAILED'}</h1><p>{report.num_files} files, "
         f"{len(report.checks)} checks (great-expectations {_gx_version()}).</p>"
-        f"<table><tr><th>verdict</th><th>check</th><th>expectation</th><th>failing</th><th>offenders</th></tr>{rows}</table>"
-        + (f"<h2>Quarantined ({len(report.quarantined)})</h2><ul>{quarantine}</ul>" if report.quarantined else "")
+        "<table><tr><th>verdict</th><th>check</th><th>expectation</th><th>failing</th><th>offenders</th></tr>"
+        f"{rows}</table>"
+        + (f"<h2>Quarantined ({len(report.quarantined)})</h2><ul>{quarantine}</ul>" if report.quarantined else ""),
     )
     return json_path, html_path
 

@@ -7,12 +7,15 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from cvops.config import Project
-from cvops.errors import DataError, DataInvalidError, NotInitializedError
+from cvops.errors import DataError, DataInvalidError, LineageError, NotInitializedError
+
+if TYPE_CHECKING:
+    from cvops.data.prepare import DatasetRef
 
 PREPARED_OUT = "data/prepared"
 log = logging.getLogger(__name__)
@@ -107,3 +110,59 @@ def pull(project: Project) -> dict[str, Any]:
     """Fetch and check out the data that dvc.lock names from the default remote."""
     with _dvc_repo(project) as repo:
         return dict(repo.pull())
+
+
+def import_data(project: Project, source: str | None, path: Path | None, limit: int | None) -> list[tuple[str, Any]]:
+    """`cvops data import`: record the source in params.yaml (data.*), then run DVC's import stage, so DVC and
+    the pipeline import the same thing. A path the source cannot read is refused before params.yaml changes.
+    Returns the params.yaml values that changed."""
+    from cvops.data.sources import SOURCE_READERS
+
+    if source in ("folder", "fashion-mnist"):
+        SOURCE_READERS[source](path, limit)
+    chosen = {
+        "data.source": source,
+        "data.path": path and str(path.expanduser().resolve()),
+        "data.limit_per_class": limit,
+    }
+    overrides = [f"{key}={value}" for key, value in chosen.items() if value is not None]
+    if source and not path:
+        overrides.append("data.path=null")
+    _, changed = project.set_params(overrides)
+    reproduce(project, "import", force=True)
+    return changed
+
+
+def data_status(project: Project) -> tuple["DatasetRef", dict[str, Any]]:
+    """The prepared dataset with its data version, and what differs from dvc.lock (empty: nothing)."""
+    from cvops.data.prepare import load_dataset_ref
+
+    return load_dataset_ref(project.prepared_dir, data_version(project)), workspace_status(project)
+
+
+def restore_from(project: Project, source: Project) -> None:
+    """Check out the data that `project`'s dvc.lock names, from `source`'s DVC cache, else pulled from
+    `source`'s remote; a LineageError when neither has it."""
+    from dvc.exceptions import DvcException
+
+    with _dvc_repo(source) as repo:
+        cache_dir = str(Path(repo.cache.local.path).parents[1])  # the cache's root, above files/md5
+        remotes, default = dict(repo.config["remote"]), repo.config["core"].get("remote")
+    with _dvc_repo(project) as repo, repo.config.edit(level="local") as config:
+        config["cache"]["dir"] = cache_dir
+        config["remote"].update(remotes)
+        if default:
+            config["core"]["remote"] = default
+    with _dvc_repo(project) as repo:
+        try:
+            repo.checkout(force=True)
+            return
+        except DvcException as missing:
+            log.info("not all in the DVC cache (%s): pulling from the remote", missing)
+        try:
+            repo.pull(force=True)
+        except DvcException as err:
+            raise LineageError(
+                f"the data that dvc.lock names is in neither the DVC cache nor the remote ({err}): push it from "
+                "a checkout that has it (`cvops data push`)".replace("\n", " ")
+            ) from err

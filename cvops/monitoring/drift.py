@@ -10,16 +10,19 @@ an alarm with probability at most false_alarm_rate.
 import json
 import os
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import mlflow
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from cvops.artifacts import reference_dir, resolve
 from cvops.config import MonitorParams
-from cvops.monitoring.reference import EMBEDDING_PREFIX, PREDICTION, STATISTICS
+from cvops.monitoring.reference import EMBEDDING_PREFIX, PREDICTION, STATISTICS, load_reference
+from cvops.registry import CHAMPION, ModelRegistry
 
 Status = Literal["drift", "no_drift", "not_enough_data"]
 Group = Literal["statistics", "embedding", "prediction"]
@@ -169,4 +172,20 @@ def _save(verdict: DriftVerdict, snapshot: object, out_dir: Path) -> DriftVerdic
     verdict.report_dir = str(out_dir)
     (partial / VERDICT_FILE).write_text(json.dumps(verdict.model_dump(mode="json"), indent=2))
     os.replace(partial, out_dir)
+    return verdict
+
+
+def check_champion(
+    registry: ModelRegistry, cache_dir: Path, window: pd.DataFrame, params: MonitorParams, reports_dir: Path
+) -> DriftVerdict:
+    """Test `window` against the champion's reference; the verdict, with its reports in a new folder under
+    `reports_dir` and on the active MLflow run."""
+    served = resolve(registry, CHAMPION, cache_dir)
+    reference, projection = load_reference(reference_dir(served, cache_dir))
+    out_dir = reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    verdict = detect_drift(reference, projection.fingerprint, window, served.version, params, out_dir)
+    mlflow.set_tags({"pipeline": "monitoring", "drift": verdict.status, "model_version": served.version})
+    mlflow.log_metrics({"window_rows": verdict.rows, "drifted_columns": len(verdict.drifted)})
+    mlflow.log_metrics({f"p_{c.column}": c.p_value for c in verdict.columns})
+    mlflow.log_artifacts(str(out_dir), artifact_path="drift")
     return verdict

@@ -1,6 +1,6 @@
 """The monitoring reference of a model version: what its training data looked like, to the shipped model.
 
-Two kinds of columns. The image statistics of `features.py` and the original size, which need no model,
+Two kinds of columns. The image statistics of `cvops/features.py` and the original size, which need no model,
 for every train and validation image. The model's view, for the validation images only: the embedding
 (the penultimate layer) reduced by a projection fitted on the train embeddings, and the predicted label.
 The model has fitted its train images, so it embeds and labels them unlike any new image: with the
@@ -11,69 +11,31 @@ Stored with the version, it is what monitoring compares live traffic against; th
 same projection to the embeddings it logs.
 """
 
-import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from cvops.console import progress
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
-from cvops.monitoring.features import FEATURES, image_features
-from cvops.onnx_model import predict_outputs, read_preprocessing, session
+from cvops.features import FEATURES, image_features
+from cvops.onnx_model import predict_outputs, preprocessing_of, read_preprocessing, session
+from cvops.projection import PROJECTION_FILE, Projection
 
 STATISTICS = (*FEATURES, "width", "height")  # the per-image columns that need no model
 EMBEDDING_PREFIX = "emb_"
 PREDICTION = "label"
-TABLE_FILE, PROJECTION_FILE, SUMMARY_FILE = "reference.parquet", "projection.npz", "reference.json"
+TABLE_FILE, SUMMARY_FILE = "reference.parquet", "reference.json"
 
 
 def embedding_columns(dims: int) -> list[str]:
     return [f"{EMBEDDING_PREFIX}{i}" for i in range(dims)]
-
-
-@dataclass(frozen=True)
-class Projection:
-    """Principal components of the reference embeddings: (N, D) embeddings to (N, dims) coordinates."""
-
-    mean: np.ndarray  # (D,)
-    components: np.ndarray  # (dims, D)
-    explained: float  # share of the reference's embedding variance the components keep
-
-    @classmethod
-    def fit(cls, embeddings: np.ndarray, dims: int) -> "Projection":
-        mean = embeddings.mean(axis=0)
-        _, singular, vt = np.linalg.svd(embeddings - mean, full_matrices=False)
-        dims = min(dims, len(singular))
-        variance = singular**2
-        explained = float(variance[:dims].sum() / variance.sum()) if variance.sum() > 0 else 1.0
-        return cls(mean=mean.astype(np.float32), components=vt[:dims].astype(np.float32), explained=explained)
-
-    def apply(self, embeddings: np.ndarray) -> np.ndarray:
-        return (embeddings - self.mean) @ self.components.T
-
-    @property
-    def dims(self) -> int:
-        return len(self.components)
-
-    @property
-    def fingerprint(self) -> str:
-        """Names this projection in every logged row: embeddings compare only under the same projection."""
-        return hashlib.sha256(self.mean.tobytes() + self.components.tobytes()).hexdigest()[:12]
-
-    def save(self, path: Path) -> None:
-        np.savez(path, mean=self.mean, components=self.components, explained=np.float32(self.explained))
-
-    @classmethod
-    def load(cls, path: Path) -> "Projection":
-        with np.load(path) as saved:
-            return cls(mean=saved["mean"], components=saved["components"], explained=float(saved["explained"]))
 
 
 class ReferenceSummary(BaseModel):
@@ -92,7 +54,7 @@ def reference_table(
 ) -> pd.DataFrame:
     """One row per image: statistics, original width and height, and (when given) projected embedding and
     predicted label."""
-    table = pd.DataFrame([image_features(image) for image in images])
+    table = pd.DataFrame([image_features(image) for image in progress(images, "image features")])
     table["width"] = sizes["width"].to_numpy(dtype=float)
     table["height"] = sizes["height"].to_numpy(dtype=float)
     if embeddings is not None:
@@ -101,12 +63,12 @@ def reference_table(
     return table
 
 
-def _outputs(onnx_path: Path, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _outputs(onnx_path: Path, images: np.ndarray, desc: str, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Logits and embeddings of the ONNX model, a batch of preprocessed images at a time."""
-    preprocessing = read_preprocessing(onnx_path)
     model = session(onnx_path)
+    preprocessing = preprocessing_of(model, onnx_path)
     logits, embeddings = [], []
-    for start in range(0, len(images), batch_size):
+    for start in progress(range(0, len(images), batch_size), desc, unit="batch"):
         inputs = model_inputs(images[start : start + batch_size], preprocessing.mean, preprocessing.std)
         batch_logits, batch_embeddings = predict_outputs(model, inputs)
         if batch_embeddings is None:
@@ -124,9 +86,9 @@ def build_reference(onnx_path: Path, ref: DatasetRef, out_dir: Path, dims: int) 
     (complete or not at all)."""
     train_images, _, train_manifest = load_split(ref, "train")
     val_images, _, val_manifest = load_split(ref, "val")
-    _, train_embeddings = _outputs(onnx_path, train_images)
+    _, train_embeddings = _outputs(onnx_path, train_images, "reference (train)")
     projection = Projection.fit(train_embeddings, dims)
-    val_logits, val_embeddings = _outputs(onnx_path, val_images)
+    val_logits, val_embeddings = _outputs(onnx_path, val_images, "reference (val)")
     class_names = read_preprocessing(onnx_path).class_names
     labels = [class_names[i] for i in val_logits.argmax(axis=1)]
     table = pd.concat(

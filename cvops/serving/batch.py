@@ -3,15 +3,21 @@
 import os
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
+from cvops.artifacts import resolve
+from cvops.config import ServeParams
+from cvops.console import progress
 from cvops.errors import DataError
+from cvops.inference_log import InferenceLog
+from cvops.registry import ModelRegistry
+from cvops.reports import metric_name
 from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decode_image
 
 
-def score_folder(predictor: Predictor, input_dir: Path, max_pixels: int, batch_size: int = 64) -> pd.DataFrame:
+def score_folder(predictor: Predictor, input_dir: Path, max_pixels: int) -> pd.DataFrame:
     """One row per file under `input_dir`: label, score and model version, or why the file was not scored."""
     if not input_dir.is_dir():
         raise DataError(f"input folder {input_dir} does not exist")
@@ -20,7 +26,8 @@ def score_folder(predictor: Predictor, input_dir: Path, max_pixels: int, batch_s
         raise DataError(f"no files in {input_dir}: put the images to score there")
     size = predictor.preprocessing.image_size
     rows: list[dict[str, object]] = []
-    for start in tqdm(range(0, len(files), batch_size), desc="score", unit="batch", disable=None):
+    batch_size = predictor.max_batch
+    for start in progress(range(0, len(files), batch_size), "score", unit="batch"):
         decoded: list[tuple[Path, DecodedImage]] = []
         for path in files[start : start + batch_size]:
             try:
@@ -50,3 +57,25 @@ def write_predictions(frame: pd.DataFrame, output: Path) -> Path:
         frame[columns].to_csv(partial, index=False)
     os.replace(partial, output)
     return output
+
+
+def score_and_log(
+    registry: ModelRegistry, cache_dir: Path, selector: str, input_dir: Path, output: Path, serve: ServeParams,
+    log_dir: Path,
+) -> dict[str, int]:  # fmt: skip
+    """Score every file of `input_dir` with the `selector` model: predictions to `output`, counts to the active
+    MLflow run, every scored image to the inference log in `log_dir`. Returns the counts."""
+    served = resolve(registry, selector, cache_dir)
+    frame = score_folder(Predictor.of(served, serve.max_batch_images), input_dir, serve.max_image_pixels)
+    write_predictions(frame, output)
+    scored = frame[frame["error"].isna()]
+    counts = {"images": len(frame), "scored": len(scored), "unreadable": len(frame) - len(scored),
+              **{f"label_{k}": int(v) for k, v in scored["label"].value_counts().items()}}  # fmt: skip
+    mlflow.log_metrics({metric_name(f"batch_{k}"): v for k, v in counts.items()})
+    mlflow.set_tags({"model_version": served.version, "input_dir": str(input_dir), "output": str(output)})
+    inference_log = InferenceLog(log_dir)
+    inference_log.append(
+        {"endpoint": "batch", **row} for row in scored.drop(columns=["path", "error"]).to_dict("records")
+    )
+    inference_log.close()
+    return counts

@@ -1,17 +1,20 @@
 """Packaging: the shipped ONNX file into BentoML's model store, and a bento that serves it offline."""
 
 import shutil
+import warnings
 from pathlib import Path
 
-from cvops.monitoring.reference import PROJECTION_FILE
+from cvops.artifacts import ServedModel, resolve
+from cvops.console import quiet
 from cvops.onnx_model import read_preprocessing
-from cvops.serving.source import ServedModel
+from cvops.projection import PROJECTION_FILE
+from cvops.registry import BENTO_TAG, BENTOML_MODEL_TAG, ModelRegistry
+from cvops.serving.predictor import MODEL_FILE
 
 SERVICE = "cvops.serving.service:Classifier"
-MODEL_FILE = "model.onnx"
-# What the service imports, pinned as in requirements.lock (the bento installs them; no resolver runs offline).
-SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow", "albumentations", "pydantic", "pyyaml",
-                    "prometheus-client", "pandas", "mlflow", "torch", "timm", "scikit-learn", "filelock")  # fmt: skip
+# What the service imports when it serves a packaged model, pinned as in requirements.lock (the bento installs
+# them; no resolver runs offline). No torch: a bento serves the ONNX file with onnxruntime.
+SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow", "pydantic", "pyyaml", "prometheus-client")
 
 
 def store_model(served: ServedModel, lineage: dict[str, str]) -> str:
@@ -42,23 +45,38 @@ def source_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def build_bento(model_tag: str, version: str) -> str:
-    """A bento of the service and `model_tag`, served from the model store (CVOPS_BENTO_MODEL)."""
+def build_bento(model_tag: str, version: str, name: str) -> str:
+    """A bento called `name`, serving `model_tag` from the model store (CVOPS_BENTO_MODEL)."""
     import bentoml
     from bentoml._internal.bento.build_config import BentoEnvSchema  # the type bentos.build() expects
+    from pydantic.json_schema import PydanticJsonSchemaWarning
 
     root = source_root()
-    bento = bentoml.bentos.build(
-        SERVICE,
-        name="cvops-classifier",
-        labels={"model_version": version},
-        include=["/cvops/**/*.py", "/params.yaml"],
-        python={"packages": pinned(SERVING_PACKAGES, root / "requirements.lock"), "lock_packages": False},
-        envs=[
-            BentoEnvSchema(name="CVOPS_BENTO_MODEL", value=model_tag),
-            BentoEnvSchema(name="BENTOML_DO_NOT_TRACK", value="true"),
-        ],
-        models=[model_tag],
-        build_ctx=str(root),
-    )
+    # BentoML narrates the build at INFO, and pydantic warns that the API's optional file field has no
+    # JSON-schema default: neither is for the user
+    with quiet("bentoml", "_bentoml_sdk"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
+        bento = bentoml.bentos.build(
+            SERVICE,
+            name=name,
+            labels={"model_version": version},
+            include=["/cvops/**/*.py", "/params.yaml"],
+            python={"packages": pinned(SERVING_PACKAGES, root / "requirements.lock"), "lock_packages": False},
+            envs=[
+                BentoEnvSchema(name="CVOPS_BENTO_MODEL", value=model_tag),
+                BentoEnvSchema(name="BENTOML_DO_NOT_TRACK", value="true"),
+            ],
+            models=[model_tag],
+            build_ctx=str(root),
+        )
     return str(bento.tag)
+
+
+def package_version(registry: ModelRegistry, version: str, cache_dir: Path, bento_name: str) -> tuple[str, str]:
+    """A version's shipped ONNX file into BentoML's store and a bento that serves it, both tagged on the
+    version; returns (model tag, bento tag)."""
+    served = resolve(registry, version, cache_dir)
+    model_tag = store_model(served, registry.get(served.version).tags)
+    bento_tag = build_bento(model_tag, served.version, bento_name)
+    registry.tag(served.version, {BENTO_TAG: bento_tag, BENTOML_MODEL_TAG: model_tag})
+    return model_tag, bento_tag

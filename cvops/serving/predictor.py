@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cvops.data.preprocess import model_inputs, resize_image
-from cvops.monitoring.features import image_features
-from cvops.monitoring.reference import Projection
-from cvops.onnx_model import predict_outputs, read_preprocessing, session
+from cvops.data.preprocess import model_inputs, oriented_size, resize_image
+from cvops.features import image_features
+from cvops.onnx_model import predict_outputs, preprocessing_of, session
+from cvops.projection import Projection
 
 if TYPE_CHECKING:
-    from cvops.serving.source import ServedModel
+    from cvops.artifacts import ServedModel
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+MODEL_FILE = "model.onnx"  # a packaged model's ONNX file in BentoML's model store
 SEND = f"send one of {', '.join(FORMATS)}"
 
 
@@ -59,9 +60,8 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> DecodedImage:
                     raise RequestError(
                         413, f"image of {image.width}x{image.height} pixels is over the limit of {max_pixels} pixels"
                     )
-                image.load()  # decodes fully: a truncated file fails here
-                pixels = resize_image(image, size)
-                width, height = image.width, image.height
+                width, height = oriented_size(image)
+                pixels = resize_image(image, size)  # decodes fully: a truncated file fails here
     except RequestError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:  # PIL's own, lower guard
@@ -129,19 +129,19 @@ class Predictor:
     model_name: str
     version: str
     lineage_id: str
-    max_batch: int = 32
+    max_batch: int
     threads: int | None = None
     projection_path: Path | None = None
     batcher: MicroBatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.preprocessing = read_preprocessing(self.onnx_path)
         self.session = session(self.onnx_path, self.threads)
+        self.preprocessing = preprocessing_of(self.session, self.onnx_path)
         self.projection = Projection.load(self.projection_path) if self.projection_path else None
         self.batcher = MicroBatcher(self.predict, self.max_batch)
 
     @classmethod
-    def of(cls, served: "ServedModel", max_batch: int = 32) -> "Predictor":
+    def of(cls, served: "ServedModel", max_batch: int) -> "Predictor":
         projection = Path(served.projection_path) if served.projection_path else None
         return cls(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, max_batch,
                    projection_path=projection)  # fmt: skip

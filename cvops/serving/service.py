@@ -27,12 +27,14 @@ import numpy as np
 import prometheus_client as prom
 
 from cvops.config import Project
-from cvops.monitoring.inference_log import InferenceLog
-from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decode_image
+from cvops.inference_log import InferenceLog
+from cvops.projection import PROJECTION_FILE
+from cvops.serving.predictor import MODEL_FILE, DecodedImage, Predictor, RequestError, decode_image
 
 log = logging.getLogger("cvops.serving")
 PROJECT = Project.find()
-SETTINGS = PROJECT.params().serve
+PARAMS = PROJECT.params()
+SETTINGS = PARAMS.serve
 OPEN_PATHS = {"/healthz", "/livez", "/readyz", "/metrics"}
 FILE_FIELDS = {"/classify": "image", "/classify_batch": "images"}
 
@@ -128,43 +130,37 @@ def _b64(text: str) -> bytes:
         raise RequestError(400, "not valid base64") from err
 
 
-@bentoml.service(name="cvops-classifier", workers=1, traffic={"timeout": 60})
+@bentoml.service(name=PARAMS.registry.bento_name, workers=1, traffic={"timeout": 60})
 class Classifier:
     def __init__(self) -> None:
-        self.selector = os.environ.get("CVOPS_SERVE_MODEL", "champion")
-        self.cache = PROJECT.bentoml_home / "onnx"
+        self.packaged = os.environ.get("CVOPS_BENTO_MODEL")  # a bento: the model in BentoML's store, no registry
+        self.selector = os.environ.get("CVOPS_SERVE_MODEL", "")  # else the registry's alias or version to serve
         self.predictor = self._load()
         self.inference_log = InferenceLog(PROJECT.root / SETTINGS.inference_log)
-        if not os.environ.get("CVOPS_BENTO_MODEL") and not self.selector.isdigit():
+        if not self.packaged and not self.selector.isdigit():
             threading.Thread(target=self._follow_alias, name="follow-alias", daemon=True).start()
 
     def _load(self, served: t.Any = None) -> Predictor:
-        if tag := os.environ.get("CVOPS_BENTO_MODEL"):
-            from cvops.monitoring.reference import PROJECTION_FILE
-            from cvops.serving.packaging import MODEL_FILE
-
-            stored = bentoml.models.get(tag)
-            labels = stored.info.labels
-            projection = Path(stored.path_of(PROJECTION_FILE))
-            predictor = Predictor(Path(stored.path_of(MODEL_FILE)), labels["registered_model"],
-                                  labels["model_version"], labels["lineage_id"], SETTINGS.max_batch_images,
-                                  projection_path=projection if projection.is_file() else None)  # fmt: skip
+        if self.packaged:
+            predictor = _packaged(self.packaged)
         else:
-            if served is None:
-                served = self._resolve()
-            predictor = Predictor.of(served, SETTINGS.max_batch_images)
-        MODEL.clear()
+            predictor = Predictor.of(served or self._resolve(), SETTINGS.max_batch_images)
+        if current := getattr(self, "predictor", None):  # the version it replaces is no longer current
+            MODEL.labels(model_version=current.version).set(0)
         MODEL.labels(model_version=predictor.version).set(1)
         log.info("serving %s version %s (%s)", predictor.model_name, predictor.version, predictor.onnx_path.name)
         return predictor
 
     def _resolve(self) -> t.Any:
-        from cvops.registry import ModelRegistry
-        from cvops.serving.source import resolve
+        """The version the selector names now (imports MLflow, which a bento does without)."""
+        import mlflow
 
-        mlflow_setup()
-        params = PROJECT.params()
-        return resolve(ModelRegistry(params.registry.model_name, PROJECT.registry_lock), self.selector, self.cache)
+        from cvops.artifacts import resolve
+        from cvops.registry import CHAMPION, ModelRegistry
+
+        mlflow.set_tracking_uri(PROJECT.tracking_uri)
+        registry = ModelRegistry.of(PROJECT, PARAMS.registry.model_name)
+        return resolve(registry, self.selector or CHAMPION, PROJECT.onnx_cache)
 
     def _follow_alias(self) -> None:
         """Poll the registry; when the alias moves, load the new version and swap it in atomically."""
@@ -242,10 +238,14 @@ class Classifier:
         return await self._answer("classify_batch", ctx, collect)
 
 
-def mlflow_setup() -> None:
-    import mlflow
-
-    mlflow.set_tracking_uri(PROJECT.tracking_uri)
+def _packaged(tag: str) -> Predictor:
+    """The model a bento serves, from BentoML's model store (labelled by `cvops package`)."""
+    stored = bentoml.models.get(tag)
+    labels = stored.info.labels
+    projection = Path(stored.path_of(PROJECTION_FILE))
+    return Predictor(Path(stored.path_of(MODEL_FILE)), labels["registered_model"], labels["model_version"],
+                     labels["lineage_id"], SETTINGS.max_batch_images,
+                     projection_path=projection if projection.is_file() else None)  # fmt: skip
 
 
 Classifier.add_asgi_middleware(  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ BOUNDS = {"min_size": 8, "max_size": 64}
 def imported(root: Path, classes: dict[str, int]) -> Path:
     """A clean import of distinct random 16x16 PNGs; returns raw_dir."""
     source = write_image_folder(root / "source", classes, size=16)
-    import_source(folder_source(source), root / "raw", progress=False)
+    import_source(folder_source(source), root / "raw")
     return root / "raw"
 
 
@@ -58,7 +58,7 @@ def test_clean_dataset_passes_every_check(tmp_path):
     raw = imported(tmp_path, {"cat": 12, "dog": 12, "fox": 12})
     validated = tmp_path / "validated"
 
-    report = validate_dataset(raw, validated, ValidateParams(min_per_class=10, **BOUNDS), progress=False)
+    report = validate_dataset(raw, validated, ValidateParams(min_per_class=10, **BOUNDS))
 
     assert report.passed and report.num_files == 36 and not report.quarantined
     assert set(by_name(report)) == {"decodes", "mode", "width", "height", "classes", "duplicates",
@@ -77,7 +77,7 @@ def corrupted(tmp_path_factory):
     raw = imported(root, {"cat": 12, "dog": 12, "fox": 4})
     validated = root / "validated"
     params = ValidateParams(classes=["cat", "dog", "fox"], min_per_class=3, **BOUNDS)
-    assert validate_dataset(raw, validated, params, progress=False).passed
+    assert validate_dataset(raw, validated, params).passed
     assert (validated / MANIFEST).is_file()
 
     planted = plant_file_problems(raw)
@@ -85,7 +85,7 @@ def corrupted(tmp_path_factory):
     save(raw / "dog" / "wide.png", (6000, 10))  # too wide, but tall enough
     save(raw / "dog" / "alpha.png", (16, 16), mode="RGBA")
     params = params.model_copy(update={"min_per_class": 10, "max_imbalance_ratio": 3.9})
-    report = validate_dataset(raw, validated, params, progress=False)
+    report = validate_dataset(raw, validated, params)
     return report, validated, planted
 
 
@@ -140,7 +140,7 @@ def test_quarantine_moves_bad_files_out_and_passes(tmp_path):
     validated = tmp_path / "validated"
     params = ValidateParams(on_error="quarantine", min_per_class=10, **BOUNDS)
 
-    report = validate_dataset(raw, validated, params, progress=False)
+    report = validate_dataset(raw, validated, params)
 
     assert report.passed, report.summary()
     assert sorted(report.quarantined) == sorted(planted)
@@ -159,10 +159,10 @@ def test_quarantine_moves_bad_files_out_and_passes(tmp_path):
 def test_quarantine_keeps_exactly_one_of_an_imported_duplicate_pair(tmp_path):
     source = write_image_folder(tmp_path / "source", {"cat": 12, "dog": 12}, size=16)
     shutil.copy(source / "cat" / "img_005.png", source / "dog" / "stray_cat.png")  # same image, two classes
-    import_source(folder_source(source), tmp_path / "raw", progress=False)
+    import_source(folder_source(source), tmp_path / "raw")
     params = ValidateParams(on_error="quarantine", min_per_class=10)
 
-    report = validate_dataset(tmp_path / "raw", tmp_path / "validated", params, progress=False)
+    report = validate_dataset(tmp_path / "raw", tmp_path / "validated", params)
 
     assert report.passed and report.quarantined == ["dog/stray_cat.png"]
     accepted = read_manifest(tmp_path / "validated")
@@ -173,14 +173,14 @@ def test_quarantine_keeps_exactly_one_of_an_imported_duplicate_pair(tmp_path):
 def test_a_broken_file_in_the_users_folder_is_imported_then_named(tmp_path):
     source = write_image_folder(tmp_path / "source", {"cat": 12, "dog": 12}, size=16)
     (source / "dog" / "scan.jpg").write_bytes(b"\xff\xd8 half a jpeg")
-    import_source(folder_source(source), tmp_path / "raw", progress=False)
+    import_source(folder_source(source), tmp_path / "raw")
 
-    failed = validate_dataset(tmp_path / "raw", tmp_path / "validated", ValidateParams(), progress=False)
+    failed = validate_dataset(tmp_path / "raw", tmp_path / "validated", ValidateParams())
     assert [c.name for c in failed.failed_checks] == ["decodes"]
     assert "dog/scan.jpg" in failed.summary()
 
     params = ValidateParams(on_error="quarantine")
-    report = validate_dataset(tmp_path / "raw", tmp_path / "validated", params, progress=False)
+    report = validate_dataset(tmp_path / "raw", tmp_path / "validated", params)
     assert report.passed and report.quarantined == ["dog/scan.jpg"]
     assert len(read_manifest(tmp_path / "validated")) == 24
 
@@ -191,7 +191,7 @@ def test_quarantine_cannot_fix_a_class_with_too_few_images(tmp_path):
     validated = tmp_path / "validated"
     params = ValidateParams(on_error="quarantine", min_per_class=10, **BOUNDS)
 
-    report = validate_dataset(raw, validated, params, progress=False)
+    report = validate_dataset(raw, validated, params)
 
     assert not report.passed
     assert [c.name for c in report.failed_checks] == ["min_per_class"]

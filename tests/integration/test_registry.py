@@ -4,7 +4,6 @@ promotions leave one consistent champion."""
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -14,10 +13,11 @@ from filelock import FileLock
 
 from cvops.config import GateParams, Project
 from cvops.errors import PromotionRefusedError, RegistryError
-from cvops.evaluation import Evaluation, Footprint, SliceMetrics, plot_confusion_matrix
+from cvops.evaluation import load_champion, plot_confusion_matrix
 from cvops.evidence import log_evaluation, log_gate_decision
 from cvops.gate import decide
 from cvops.registry import CVOPS_CHAMPION_TAG, ModelRegistry
+from cvops.reports import Evaluation, Footprint, SliceMetrics
 from cvops.tracking import log_trained_model, use_project_store
 from tests.cli import assert_one_line_error, clean_env, cvops
 
@@ -140,7 +140,7 @@ def test_champion_set_in_the_ui_is_honoured_and_flagged(registry, tmp_path, proj
     registry.promote(first, reviewer="alice")
     registry.client.set_registered_model_alias(registry.name, "champion", second)  # what the MLflow UI does
     assert registry.outside_cvops(registry.get(second))
-    assert registry.load_champion().version == second  # honoured: the next challenger is compared with it
+    assert load_champion(registry).version == second  # honoured: the next challenger is compared with it
     listed = cvops(project_dir, "models", "list")
     assert listed.returncode == 0, listed.stderr[-2000:]
     row = next(line for line in listed.stdout.splitlines() if line.split()[0] == second)
@@ -160,10 +160,10 @@ def test_auto_promotion_when_approval_is_not_required(registry, tmp_path) -> Non
 
 
 def test_champion_loads_for_the_paired_comparison(registry, tmp_path) -> None:
-    assert registry.load_champion() is None
+    assert load_champion(registry) is None
     version = add_version(registry, tmp_path)
     registry.promote(version, reviewer="alice")
-    champion = registry.load_champion()
+    champion = load_champion(registry)
     assert (champion.version, champion.class_names, champion.image_size, champion.data_version) == (
         version, CLASSES, 16, "d1")  # fmt: skip
     import torch
@@ -172,7 +172,7 @@ def test_champion_loads_for_the_paired_comparison(registry, tmp_path) -> None:
 
 
 PROMOTE_ON_SIGNAL = """
-import sys, time
+import logging, sys, time
 from pathlib import Path
 from cvops.config import Project
 from cvops.registry import ModelRegistry
@@ -182,6 +182,9 @@ project = Project(Path(sys.argv[1]))
 use_project_store(project, "cvops")
 registry = ModelRegistry("cvops-classifier", project.registry_lock)
 go = Path(sys.argv[3])
+handler = logging.StreamHandler(sys.stdout)  # filelock says when it finds the lock held: "... not acquired ..."
+logging.getLogger("filelock").addHandler(handler)
+logging.getLogger("filelock").setLevel(logging.DEBUG)
 print("ready", flush=True)
 while not go.exists():
     time.sleep(0.002)
@@ -206,9 +209,11 @@ def test_a_promotion_waits_while_another_holds_the_registry(registry, tmp_path, 
     with FileLock(Project(project_dir).registry_lock):
         (waiting,) = promoters(project_dir, [version], tmp_path / "go")
         (tmp_path / "go").touch()
-        time.sleep(3)
+        while "not acquired" not in (line := waiting.stdout.readline()):  # it reached the lock, and found it held
+            assert line, waiting.stderr.read()[-2000:]
         assert waiting.poll() is None and "champion" not in aliases(registry)
-    assert waiting.wait(timeout=60) == 0, waiting.stderr.read()[-2000:]
+    _, errors = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, errors[-2000:]
     assert aliases(registry) == {"champion": version}
 
 
@@ -218,7 +223,8 @@ def test_concurrent_promotions_leave_one_consistent_champion(registry, tmp_path,
     racers = promoters(project_dir, [a, b], tmp_path / "go")
     (tmp_path / "go").touch()
     for racer in racers:
-        assert racer.wait(timeout=120) == 0, racer.stderr.read()[-2000:]
+        _, errors = racer.communicate(timeout=120)  # read as they write: filelock's debug lines must not stall them
+        assert racer.returncode == 0, errors[-2000:]
     final = aliases(registry)
     # serialised: one promotion ran first, the other found it as champion and made it `previous`
     assert {final["champion"], final["previous"]} == {a, b}

@@ -5,6 +5,7 @@ and the inference log."""
 import base64
 import io
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 from PIL import Image
@@ -25,14 +27,14 @@ from cvops.data.validation import validate_dataset
 from cvops.evaluation import evaluate
 from cvops.evidence import log_evaluation, log_gate_decision, log_quantization, quantization_tags
 from cvops.gate import decide
-from cvops.monitoring.inference_log import read_inference_log
+from cvops.inference_log import read_inference_log
 from cvops.onnx_model import predict_logits, read_preprocessing, session
 from cvops.quantization import quantize
 from cvops.registry import ModelRegistry
 from cvops.tracking import log_trained_model, scratch_dir, use_project_store
 from cvops.training import fit
 from tests.cli import assert_one_line_error, cvops
-from tests.server import Server
+from tests.server import Server, stopped_on_exit
 
 pytestmark = pytest.mark.slow
 
@@ -47,18 +49,16 @@ def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tup
     project = Project(root)
     params = tiny_params.model_copy(update={"serve": tiny_params.serve.model_copy(update={"poll_seconds": 1.0})})
     project.set_params([f"serve.poll_seconds={params.serve.poll_seconds}"])
-    import_source(digits_source(), project.raw_dir, progress=False)
-    validate_dataset(project.raw_dir, project.validated_dir, params.validation, progress=False)
-    ref = prepare_dataset(
-        project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, 0, progress=False
-    )
+    import_source(digits_source(), project.raw_dir)
+    validate_dataset(project.raw_dir, project.validated_dir, params.validation)
+    ref = prepare_dataset(project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, 0)
     use_project_store(project, "cvops")
     registry = ModelRegistry("cvops-classifier", project.registry_lock)
-    model = fit(ref, params, progress=False).model
+    model = fit(ref, params).model
     with mlflow.start_run() as run:
         trained = log_trained_model(model, params.train.model, ref.class_names, ref.image_size, 1)
-        evaluation = evaluate(model, ref, scratch_dir(), torch.device("cpu"), 0, params.evaluate)
-        report = quantize(model, ref, scratch_dir(), params.quantize, 0)
+        evaluation = evaluate(model, ref, scratch_dir(), torch.device("cpu"), 0, params.evaluate, params.measure)
+        report = quantize(model, ref, scratch_dir(), params.quantize, params.measure, 0)
         decision = decide(evaluation, params.gate, report)
         log_evaluation(evaluation)
         log_quantization(report)
@@ -235,9 +235,14 @@ def test_package_stores_the_shipped_onnx_and_builds_a_bento(served_project) -> N
     assert (stored / "model.onnx").read_bytes() == onnx_file.read_bytes()
     assert "model_version: '1'" in (stored / "model.yaml").read_text()
     bento_name, bento_version = tags["bento"].split(":")
+    assert bento_name == project.params().registry.bento_name
     bento = project.bentoml_home / "bentos" / bento_name / bento_version
     assert tags["bentoml_model"] in (bento / "bento.yaml").read_text()
     assert (bento / "src" / "cvops" / "serving" / "service.py").is_file()
+    installed = (bento / "env" / "python" / "requirements.txt").read_text().lower()
+    assert "onnxruntime==" in installed and "bentoml==" in installed
+    for heavy in ("torch", "timm", "scikit-learn", "albumentations", "mlflow", "pandas"):
+        assert f"{heavy}==" not in installed, f"the bento installs {heavy}"
 
 
 def test_batch_inference_scores_a_folder_with_the_champion(served_project, tmp_path: Path) -> None:
@@ -276,18 +281,42 @@ def test_champion_swap_under_traffic_fails_no_request(server, served_project) ->
             status, body = server.post_json("/classify", payload)
             results.append((status, body.get("model_version", "") if isinstance(body, dict) else body))
 
+    def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, f"{what} within 60 s: {server.log.read_text()[-2000:]}"
+            time.sleep(0.05)
+
     workers = [threading.Thread(target=traffic) for _ in range(4)]
     for worker in workers:
         worker.start()
-    time.sleep(1)
-    registry.promote("2", reviewer="test", note="swap under traffic")
-    deadline = time.monotonic() + 30
-    while not any(version == "2" for _, version in results[-5:]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)
-    stop.set()
-    for worker in workers:
-        worker.join()
+    try:
+        wait_for(lambda: len(results) >= 20, "20 answers from version 1")
+        registry.promote("2", reviewer="test", note="swap under traffic")
+        wait_for(lambda: any(version == "2" for _, version in results), "the service to swap to version 2")
+        swapped = len(results)
+        wait_for(lambda: len(results) >= swapped + 20, "20 more answers after the swap")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
     assert [r for r in results if r[0] != 200] == [], server.log.read_text()[-3000:]
     versions = [version for _, version in results]
     assert versions[0] == "1" and versions[-1] == "2", server.log.read_text()[-3000:]
+    assert versions[versions.index("2") :].count("1") <= len(workers)  # only requests in flight at the swap
+
+
+def test_sigterm_to_cvops_serve_stops_the_bentoml_server(served_project) -> None:
+    """systemd, a supervisor or `kill PID` stop `cvops serve` with SIGTERM: the BentoML server and its workers
+    stop too (they used to keep running, orphaned, holding the port), and cvops exits with the server's status."""
+    project, _ = served_project
+    started = Server(project.root)
+    with stopped_on_exit(started.process) as workers:
+        workers.extend(psutil.Process(started.process.pid).children(recursive=True))
+        assert workers and started.get("/readyz")[0] == 200
+        started.process.send_signal(signal.SIGTERM)  # to cvops alone, not to its process group
+        assert started.process.wait(timeout=60) in (0, 128 + signal.SIGTERM)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert alive == []
+        with pytest.raises(OSError):
+            started.get("/healthz")

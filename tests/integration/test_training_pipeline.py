@@ -2,9 +2,7 @@
 (SQLite store) and a real git repo, each command in its own process as a user would run it."""
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +10,21 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
 from cvops.config import Project, load_params
 from cvops.data.versioning import data_version
 from tests.cli import assert_one_line_error, clean_env, cvops
-from tests.conftest import TINY_OVERRIDES, write_image_folder
+from tests.conftest import SMALL_RUN, write_image_folder
+from tests.server import free_port, stopped_on_exit
 
 pytestmark = pytest.mark.slow
-TINY_SET = [arg for override in TINY_OVERRIDES for arg in ("-S", override)]
+SMALL = ["--overlay", str(SMALL_RUN)]
+# What a user need not read, which `cvops run training` used to print at every step
+NOISE = ("Failed to disable MLflow autologging", "PydanticJsonSchemaWarning", "exercising caution",
+         "No unused functions to remove", "Adding BentoML requirement")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +44,32 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, sub
     assert cvops(root, "init").returncode == 0
     again = cvops(root, "init")
     assert again.returncode == 0, again.stderr[-2000:]
-    imported = cvops(root, "data", "import", "digits")
-    assert imported.returncode == 0, imported.stderr[-2000:]
-    trained = cvops(root, "run", "training", *TINY_SET)
+    trained = cvops(root, "run", "training", *SMALL)  # the overlay names digits: DVC imports them
     assert trained.returncode == 0, trained.stderr[-3000:]
     return root, trained
 
 
+def test_the_overlay_trains_the_small_run_and_leaves_params_yaml_as_committed(trained_project) -> None:
+    root, result = trained_project
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=root, capture_output=True, text=True)
+    assert (root / "params.yaml").read_text() == committed.stdout  # `make demo DATASET=digits` leaves nothing
+    assert "this run differs from the committed params.yaml:" in result.stdout
+    assert "  train.model: resnet10t (committed: tf_efficientnet_lite0)" in result.stdout
+    assert "  data.source: digits (committed: elpv)" in result.stdout
+
+
+def test_the_run_prints_what_a_user_needs_and_no_library_noise(trained_project) -> None:
+    _, result = trained_project
+    output = result.stdout + result.stderr
+    assert [phrase for phrase in NOISE if phrase in output] == []
+    epochs = [line for line in output.splitlines() if " cvops.training: epoch " in line]
+    assert [line.split("epoch ")[1].split(":")[0] for line in epochs] == [f"{i}/6" for i in range(1, 7)]
+    assert "Traceback" not in output
+
+
 def test_training_registers_a_version_with_metrics_and_lineage(trained_project) -> None:
     root, result = trained_project
-    params = load_params(root / "params.yaml")  # -S overrides were written into it, as `dvc exp run -S` does
-    assert params == load_params(root / "params.yaml", [*TINY_OVERRIDES, "data.source=digits"])
+    params = load_params(root / "params.yaml", overlay=SMALL_RUN)  # what the run used
     assert "test accuracy" in result.stdout and "version 1" in result.stdout
 
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
@@ -59,7 +77,7 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     version = client.get_model_version(params.registry.model_name, "1")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
     assert version.tags["git_commit"] == head
-    assert version.tags["git_dirty"] == "true"  # params.yaml differs from the commit
+    assert version.tags["git_dirty"] == "true"  # params.yaml differed from the commit while the run lasted
     assert version.tags["params_hash"] == params.hash()
     assert version.tags["pipeline"] == "training"
     assert version.tags["zenml_run_id"]
@@ -68,6 +86,8 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
 
     run = client.get_run(version.run_id)
     assert run.data.tags["params_hash"] == params.hash()
+    lineage = {a.path for a in client.list_artifacts(run.info.run_id, "lineage")}
+    assert lineage == {"lineage/params.yaml", "lineage/dvc.lock"}  # what `cvops models reproduce` starts from
     assert run.data.params["train.model"] == "resnet10t"
     assert run.data.metrics["test_accuracy"] == pytest.approx(float(version.tags["accuracy"]), abs=1e-4)
     m = run.data.metrics
@@ -117,12 +137,60 @@ def test_registered_model_loads_and_predicts(trained_project) -> None:
     assert logits.shape == (2, 10)
 
 
+def test_reproduce_trains_the_version_again_from_its_lineage(trained_project) -> None:
+    """Commit in a worktree, data through DVC, logged params: the same data version and metrics within their
+    intervals, in the rerun's own experiment and registered model; no alias of the original moves."""
+    root, _ = trained_project
+    params_before = (root / "params.yaml").read_bytes()
+    result = cvops(root, "models", "reproduce", "1")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "reproduced: same data version" in result.stdout
+    assert "trained from a modified checkout (git_dirty)" in result.stdout  # the overlay was written for the run
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    original = client.get_model_version("cvops-classifier", "1")
+    rerun = client.get_model_version("cvops-classifier-reproduce", "1")
+    assert rerun.tags["data_version"] == original.tags["data_version"]
+    assert rerun.tags["git_commit"] == original.tags["git_commit"]
+    assert client.get_experiment(client.get_run(rerun.run_id).info.experiment_id).name == "cvops-reproduce"
+    assert original.tags["reproduce_verdict"] == "reproduced" and original.tags["reproduce_run"] == rerun.run_id
+    assert original.tags["reproduced_at"].startswith("20") and "reproduce_accuracy_diff" in original.tags
+    assert {k: str(v) for k, v in client.get_registered_model("cvops-classifier").aliases.items()} == {
+        "challenger": "1"
+    }
+    assert (root / "params.yaml").read_bytes() == params_before
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True, text=True).stdout
+    assert len(worktrees.splitlines()) == 1  # the temporary worktree is gone
+    shown = cvops(root, "models", "show", "1")
+    assert f"mlflow_run:        {original.run_id}" in shown.stdout
+    assert "train.model: resnet10t (default: tf_efficientnet_lite0)" in shown.stdout
+    assert "reproduce_verdict: reproduced" in shown.stdout
+
+
+def test_reproduce_names_what_is_missing(trained_project, tmp_path: Path) -> None:
+    root, _ = trained_project
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    commit = client.get_model_version("cvops-classifier", "1").tags["git_commit"]
+    client.set_model_version_tag("cvops-classifier", "1", "git_commit", "0" * 40)
+    try:
+        assert_one_line_error(cvops(root, "models", "reproduce", "1"), 12, "0000000000", "git fetch")
+    finally:
+        client.set_model_version_tag("cvops-classifier", "1", "git_commit", commit)
+    cache = root / ".dvc" / "cache"
+    cache.rename(tmp_path / "cache")  # the data is in no cache, and was never pushed
+    try:
+        missing = cvops(root, "models", "reproduce", "1")
+        assert_one_line_error(missing, 12, "neither the DVC cache nor the remote", "cvops data push")
+    finally:
+        (tmp_path / "cache").rename(cache)
+    assert_one_line_error(cvops(root, "models", "reproduce", "9"), 8, "no version '9'")
+
+
 def test_failed_gate_registers_evidence_but_no_challenger(trained_project) -> None:
     root, _ = trained_project
     promoted = cvops(root, "models", "promote", "1", "--reviewer", "alice", "--note", "first model")
     assert promoted.returncode == 0, promoted.stderr[-2000:]
 
-    result = cvops(root, "run", "training", "-S", "gate.min_accuracy=0.999")
+    result = cvops(root, "run", "training", *SMALL, "-S", "gate.min_accuracy=0.999")
     assert_one_line_error(result, 7, "version 2 failed its gate", "accuracy")
     assert "gate: FAILED" in result.stdout
 
@@ -165,6 +233,7 @@ def test_quantize_command_re_exports_a_version_and_records_what_ships(trained_pr
 def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_path: Path) -> None:
     root, _ = trained_project
     raw_manifest = (root / "data" / "raw" / "manifest.csv").read_bytes()
+    params_yaml = (root / "params.yaml").read_bytes()
     assert_one_line_error(cvops(root, "run", "training", "-S", "train.epohcs=3"), 2, "train.epohcs")
     assert_one_line_error(cvops(root, "run", "training", "-S", "train.lr=-1"), 2, "train.lr")
     assert_one_line_error(cvops(root, "data", "import", "folder", "--path", str(tmp_path / "nope")), 3, "nope")
@@ -173,7 +242,7 @@ def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_
     assert_one_line_error(cvops(root, "data", "import", "folder", "--path", str(empty)), 3, "cat")
     # refused imports changed neither the dataset nor params.yaml, and left no staging folders behind
     assert (root / "data" / "raw" / "manifest.csv").read_bytes() == raw_manifest
-    assert load_params(root / "params.yaml").data.source == "digits"
+    assert (root / "params.yaml").read_bytes() == params_yaml
     assert not [p for p in (root / "data").iterdir() if p.is_dir() and p.name.startswith(".")]
     assert cvops(root, "data", "import", "nonsense").returncode == 2
 
@@ -195,17 +264,15 @@ def test_invalid_data_stops_the_run_before_training(trained_project, tmp_path: P
     assert sorted(str(v.version) for v in versions) == ["1", "2"]  # nothing trained, nothing registered
 
 
-def test_ui_serves_the_projects_runs(trained_project) -> None:
+def test_ui_serves_the_projects_runs_and_stops_with_sigterm(trained_project) -> None:
+    """SIGTERM to `cvops ui` (as systemd or `kill PID` sends it) stops the MLflow server behind it, which used
+    to keep running, orphaned, on the port."""
     root, _ = trained_project
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cvops.cli", "ui", "--port", str(port)], cwd=root, env=clean_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "cvops.cli", "ui", "--port", str(port)], cwd=root, env=clean_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cvops"
-    try:
+    with stopped_on_exit(ui) as workers:
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -213,10 +280,16 @@ def test_ui_serves_the_projects_runs(trained_project) -> None:
                     body = json.loads(response.read())
                 break
             except OSError:
-                assert server.poll() is None, "cvops ui exited"
+                assert ui.poll() is None, "cvops ui exited"
                 assert time.monotonic() < deadline, "cvops ui did not answer within 90 s"
                 time.sleep(1)
         assert body["experiment"]["name"] == "cvops"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        workers.extend(psutil.Process(ui.pid).children(recursive=True))
+        assert workers  # the MLflow server and its workers run under cvops
+
+        ui.send_signal(signal.SIGTERM)  # to cvops alone, not its group
+        assert ui.wait(timeout=60) in (0, 128 + signal.SIGTERM)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert alive == []
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=5)

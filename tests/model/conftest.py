@@ -13,13 +13,13 @@ from cvops.training import TrainResult, fit
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory: pytest.TempPathFactory, tiny_params: Params) -> DatasetRef:
     root = tmp_path_factory.mktemp("digits")
-    import_source(digits_source(), root / "raw", progress=False)
-    assert validate_dataset(root / "raw", root / "validated", tiny_params.validation, progress=False).passed
+    import_source(digits_source(), root / "raw")
+    assert validate_dataset(root / "raw", root / "validated", tiny_params.validation).passed
     return prepare_dataset(
-        root / "validated", root / "raw", root / "prepared", tiny_params.prepare, tiny_params.base.seed, progress=False
+        root / "validated", root / "raw", root / "prepared", tiny_params.prepare, tiny_params.base.seed
     )
 
 
 @pytest.fixture(scope="session")
 def trained(digits: DatasetRef, tiny_params: Params) -> TrainResult:
-    return fit(digits, tiny_params, progress=False)
+    return fit(digits, tiny_params)

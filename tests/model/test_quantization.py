@@ -13,7 +13,8 @@ from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
 from cvops.onnx_model import predict_logits, predict_outputs, read_preprocessing, session
-from cvops.quantization import QuantizationReport, calibration_subset, choose, quantize, quantize_int8, sha256
+from cvops.quantization import calibration_subset, choose, quantize, quantize_int8, sha256
+from cvops.reports import QuantizationReport
 from cvops.training import TrainResult
 
 pytestmark = pytest.mark.slow
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def report(trained: TrainResult, digits: DatasetRef, tiny_params: Params, tmp_path_factory) -> QuantizationReport:
-    return quantize(trained.model, digits, tmp_path_factory.mktemp("onnx"), tiny_params.quantize, seed=0)
+    return quantize(
+        trained.model, digits, tmp_path_factory.mktemp("onnx"), tiny_params.quantize, tiny_params.measure, seed=0
+    )
 
 
 def test_onnx_fp32_matches_torch_and_carries_its_preprocessing(report, digits: DatasetRef) -> None:
@@ -59,7 +62,10 @@ def test_int8_is_smaller_close_to_fp32_and_measured(report) -> None:
     assert read_preprocessing(Path(report.int8.path)) == read_preprocessing(Path(report.fp32.path))
     for measured in (report.fp32, report.int8):
         assert 0 < measured.latency_ms_b1 < measured.latency_ms_b32
-    assert report.shipped in ("onnx-fp32", "onnx-int8") and report.reason
+        assert measured.latency_ms_b1 <= measured.latency_ms_b1_high  # the lowest round and the spread
+    low, high = report.speedup_b32_range
+    assert low <= report.speedup_b32() <= high and report.threads == 1  # measure.threads: fixed
+    assert report.shipped in ("onnx-fp32", "onnx-int8") and report.reason and "[rounds x" in report.reason
     assert report.footprint().format == report.shipped
 
 
@@ -94,7 +100,7 @@ def test_rule_ships_fp32_when_int8_misses_the_tolerance(report, tiny_params: Par
 def test_export_that_breaks_parity_fails_loudly(trained, digits, tiny_params: Params, tmp_path: Path) -> None:
     strict = tiny_params.quantize.model_copy(update={"parity_tolerance": 1e-12, "enabled": False})
     with pytest.raises(ModelError, match="ONNX export differs from the torch model"):
-        quantize(trained.model, digits, tmp_path, strict, seed=0)
+        quantize(trained.model, digits, tmp_path, strict, tiny_params.measure, seed=0)
 
 
 def test_missing_corrupt_or_foreign_onnx_files_get_clear_errors(report, tmp_path: Path) -> None:
@@ -104,7 +110,7 @@ def test_missing_corrupt_or_foreign_onnx_files_get_clear_errors(report, tmp_path
     corrupt.write_bytes(Path(report.fp32.path).read_bytes()[:5000])
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
         session(corrupt)
-    with pytest.raises(ModelError, match="not a readable ONNX model"):
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
         read_preprocessing(corrupt)
     foreign = onnx.load(report.fp32.path)
     del foreign.metadata_props[:]

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 def test_digits_reach_90_percent_test_accuracy(
     trained: TrainResult, digits: DatasetRef, tiny_params: Params, tmp_path: Path
 ) -> None:
-    evaluation = evaluate(trained.model, digits, tmp_path, torch.device("cpu"), 0, tiny_params.evaluate, ("hflip",))
+    evaluation = evaluate(
+        trained.model, digits, tmp_path, torch.device("cpu"), 0, tiny_params.evaluate, tiny_params.measure, ("hflip",)
+    )
     accuracy = evaluation.metrics["accuracy"]
     assert accuracy >= 0.9
     assert evaluation.metrics["accuracy_ci95_low"] < accuracy < evaluation.metrics["accuracy_ci95_high"]
@@ -46,17 +48,17 @@ class Crash(RuntimeError):
 
 def test_resume_after_crash_continues_where_it_stopped(digits: DatasetRef, tiny_params: Params, tmp_path: Path) -> None:
     params = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"epochs": 3})})
-    uninterrupted = fit(digits, params, checkpoint_dir=tmp_path / "full", progress=False)
+    uninterrupted = fit(digits, params, checkpoint_dir=tmp_path / "full")
 
     def crash_after_two(metrics: dict[str, float], epoch: int) -> None:
         if epoch == 2:
             raise Crash
 
     with pytest.raises(Crash):
-        fit(digits, params, checkpoint_dir=tmp_path / "crashed", on_epoch=crash_after_two, progress=False)
+        fit(digits, params, checkpoint_dir=tmp_path / "crashed", on_epoch=crash_after_two)
     # The crash hit before epoch 2's checkpoint was written: resume redoes epoch 2.
     assert sorted(p.name for p in (tmp_path / "crashed").glob("*.pt")) == ["epoch_001.pt"]
-    resumed = fit(digits, params, checkpoint_dir=tmp_path / "crashed", resume=True, progress=False)
+    resumed = fit(digits, params, checkpoint_dir=tmp_path / "crashed", resume=True)
 
     assert len(resumed.history) == 3
     for a, b in zip(resumed.history, uninterrupted.history, strict=True):
@@ -65,9 +67,9 @@ def test_resume_after_crash_continues_where_it_stopped(digits: DatasetRef, tiny_
 
 def test_resume_refuses_checkpoints_of_other_params(digits: DatasetRef, tiny_params: Params, tmp_path: Path) -> None:
     one_epoch = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"epochs": 1})})
-    fit(digits, one_epoch, checkpoint_dir=tmp_path, progress=False)
+    fit(digits, one_epoch, checkpoint_dir=tmp_path)
     other = tiny_params.model_copy(update={"train": tiny_params.train.model_copy(update={"lr": 0.01})})
     with pytest.raises(ModelError, match="other params"):
-        fit(digits, other, checkpoint_dir=tmp_path, resume=True, progress=False)
+        fit(digits, other, checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ModelError, match="no checkpoint"):
-        fit(digits, other, checkpoint_dir=tmp_path / "empty", resume=True, progress=False)
+        fit(digits, other, checkpoint_dir=tmp_path / "empty", resume=True)

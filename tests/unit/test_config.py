@@ -103,3 +103,46 @@ def test_set_params_refuses_bad_values_and_leaves_the_file_alone(tmp_path):
     with pytest.raises(ConfigError, match=r"train\.lr"):
         Project(tmp_path).set_params(["train.epochs=2", "train.lr=-1"])
     assert path.read_text() == PARAMS.read_text()
+
+
+OVERLAY = REPO / "overlays" / "digits.yaml"
+
+
+def test_an_overlay_applies_its_keys_under_the_overrides():
+    params = load_params(PARAMS, ["train.epochs=2"], overlay=OVERLAY)
+    assert (params.data.source, params.train.model, params.prepare.image_size) == ("digits", "resnet10t", 16)
+    assert params.train.epochs == 2  # -S wins over the overlay
+    assert params.train.weight_decay == Params().train.weight_decay  # keys it does not name keep params.yaml's
+
+
+def test_a_misspelt_key_in_an_overlay_is_named(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train:\n  epohcs: 3\n")
+    with pytest.raises(ConfigError, match=r"train\.epohcs"):
+        load_params(PARAMS, overlay=tmp_path / "bad.yaml")
+
+
+def test_an_overlay_is_written_for_the_block_and_params_yaml_restored_byte_for_byte(tmp_path):
+    """`make demo DATASET=digits` used to leave the digits settings in params.yaml for the next run."""
+    (tmp_path / "params.yaml").write_bytes(PARAMS.read_bytes())
+    project = Project(tmp_path)
+    with project.overlaid(OVERLAY) as params:
+        assert params.train.model == "resnet10t" == project.params().train.model  # DVC reads the file: it has it
+        assert "# backbone learning rate" in project.params_file.read_text()
+    assert project.params_file.read_bytes() == PARAMS.read_bytes()
+
+    with pytest.raises(KeyboardInterrupt), project.overlaid(OVERLAY):
+        raise KeyboardInterrupt  # Ctrl-C mid-run (SIGTERM ends a cvops command the same way)
+    assert project.params_file.read_bytes() == PARAMS.read_bytes()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_without_an_overlay_nothing_is_written(tmp_path):
+    (tmp_path / "params.yaml").write_bytes(PARAMS.read_bytes())
+    with Project(tmp_path).overlaid(None) as params:
+        assert params == Params()
+    assert (tmp_path / "params.yaml").read_bytes() == PARAMS.read_bytes()
+
+
+def test_the_bento_name_follows_the_registered_model():
+    assert Params().registry.bento_name == "cvops-classifier"
+    assert load_params(PARAMS, ["registry.model_name=Solar Cells v2"]).registry.bento_name == "solar-cells-v2"

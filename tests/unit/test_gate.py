@@ -3,9 +3,8 @@
 import pytest
 
 from cvops.config import GateParams
-from cvops.evaluation import ChampionComparison, Evaluation, Footprint, SliceMetrics
 from cvops.gate import decide
-from cvops.quantization import OnnxMeasurement, QuantizationReport
+from cvops.reports import ChampionComparison, Evaluation, Footprint, OnnxMeasurement, QuantizationReport, SliceMetrics
 
 
 def evidence(**changes) -> Evaluation:

@@ -1,8 +1,10 @@
 """Which commit produced a model, and whether the working tree had uncommitted changes."""
 
 import subprocess
+from pathlib import Path
 
-from cvops.lineage import git_state
+from cvops.config import Params, Project
+from cvops.lineage import committed_differences, git_state
 
 
 def test_git_state_reports_commit_and_dirtiness(project_dir):
@@ -21,3 +23,16 @@ def test_git_state_reports_commit_and_dirtiness(project_dir):
 def test_git_state_outside_git(tmp_path, monkeypatch):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert git_state(tmp_path) == ("unknown", False)
+
+
+def test_a_run_says_which_values_differ_from_the_committed_params(project_dir):
+    project = Project(project_dir)
+    assert committed_differences(project_dir, project.params()) == []
+    params, _ = project.set_params(["train.epochs=2"])
+    assert committed_differences(project_dir, params) == [("train.epochs", Params().train.epochs, 2)]
+
+
+def test_no_differences_outside_git(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    (tmp_path / "params.yaml").write_text(Path(__file__).parents[2].joinpath("params.yaml").read_text())
+    assert committed_differences(tmp_path, Params()) == []

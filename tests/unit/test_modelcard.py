@@ -4,9 +4,10 @@ import numpy as np
 
 from cvops.config import GateParams
 from cvops.data.prepare import DatasetRef
-from cvops.evaluation import ChampionComparison, Evaluation, Footprint, SliceMetrics, plot_confusion_matrix
+from cvops.evaluation import plot_confusion_matrix
 from cvops.gate import decide
 from cvops.modelcard import ModelCard, write_model_card
+from cvops.reports import ChampionComparison, Evaluation, Footprint, SliceMetrics
 from cvops.tracking import TrainedModel
 
 

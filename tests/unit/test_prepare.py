@@ -47,12 +47,10 @@ def test_smallest_accepted_class_reaches_every_split(others):
 
 
 def _prepare(image_folder, root, params, prepared="prepared"):
-    import_source(folder_source(image_folder), root / "raw", progress=False)
-    report = validate_dataset(root / "raw", root / "validated", ValidateParams(min_per_class=1), progress=False)
+    import_source(folder_source(image_folder), root / "raw")
+    report = validate_dataset(root / "raw", root / "validated", ValidateParams(min_per_class=1))
     assert report.passed
-    return prepare_dataset(
-        root / "validated", root / "raw", root / prepared, params.prepare, params.base.seed, progress=False
-    )
+    return prepare_dataset(root / "validated", root / "raw", root / prepared, params.prepare, params.base.seed)
 
 
 def test_prepare_writes_images_and_info(image_folder, tmp_path, tiny_params):

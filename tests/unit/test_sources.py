@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvops.data.sources import FASHION_MNIST_CLASSES, digits_source, fashion_mnist_source, folder_source, open_image
+from cvops.data.sources import FASHION_MNIST_CLASSES, digits_source, fashion_mnist_source, folder_source
 from cvops.errors import DataError
 
 
@@ -22,13 +22,27 @@ def test_digits_has_ten_classes_and_limit_caps_each():
     assert source.total == 30
 
 
-def test_folder_source_reads_every_image(image_folder):
+def test_folder_source_lists_every_image_file_as_it_is(image_folder):
     source = folder_source(image_folder)
     samples = list(source.samples)
     assert source.classes == ["cat", "dog"]
     assert Counter(s.label for s in samples) == {"cat": 6, "dog": 5}
     assert source.total == len(samples)
-    assert all(s.image.size == (12, 12) for s in samples)
+    assert all(s.image is None and s.file.parent.name == s.label for s in samples)  # the file, not a decoding
+    assert {s.meta["source_path"] for s in samples} >= {"cat/img_000.png", "dog/img_004.png"}
+
+
+def test_class_names_are_kept_exactly(tmp_path):
+    """Spaces and non-ASCII letters are the user's labels: no two names collapse into one."""
+    for name in ("große Teile", "grosse_Teile", "café crème", "NA"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "a b é.png")
+    source = folder_source(tmp_path)
+    samples = list(source.samples)
+    assert source.classes == sorted(["große Teile", "grosse_Teile", "café crème", "NA"])
+    assert {s.label for s in samples} == set(source.classes)
+    assert {s.name for s in samples} == {"a_b"}  # file names (not labels) are made portable; the path is kept
+    assert {s.meta["source_path"] for s in samples} >= {"große Teile/a b é.png"}
 
 
 def test_folder_limit_per_class(image_folder):
@@ -51,22 +65,6 @@ def test_class_folder_without_images(image_folder):
     (image_folder / "bird" / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match=re.escape(str(image_folder / "bird"))):
         folder_source(image_folder)
-
-
-def test_unreadable_file_is_kept_verbatim_for_validation(image_folder):
-    bad = image_folder / "dog" / "bad.png"
-    bad.write_text("this is not a png")
-    samples = {s.name: s for s in folder_source(image_folder).samples}
-    assert samples["bad"].image is None
-    assert samples["bad"].unreadable == (b"this is not a png", ".png")
-    assert all(s.image is not None for name, s in samples.items() if name != "bad")
-
-
-def test_open_image_names_the_file(tmp_path):
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"")
-    with pytest.raises(DataError, match=re.escape(str(bad))):
-        open_image(bad)
 
 
 def _write_idx(path: Path, array: np.ndarray, truncate: int = 0) -> None:

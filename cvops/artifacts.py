@@ -1,4 +1,5 @@
-"""Which model the service answers with: a registry alias or version, resolved to its shipped ONNX file."""
+"""The files of a registered version, downloaded once into the local cache: the shipped ONNX file that a
+selector (an alias such as champion, or a version number) resolves to, and the monitoring reference."""
 
 import contextlib
 import shutil
@@ -9,10 +10,8 @@ import mlflow
 from pydantic import BaseModel
 
 from cvops.errors import ModelError, RegistryError
-from cvops.monitoring.reference import PROJECTION_FILE
-from cvops.registry import ModelRegistry
-
-REFERENCE_TAG = "reference"  # model-version tag: the MLflow URI of the version's monitoring reference folder
+from cvops.projection import PROJECTION_FILE
+from cvops.registry import REFERENCE_TAG, SHIPPED_TAG, ModelRegistry
 
 
 class ServedModel(BaseModel):
@@ -32,7 +31,7 @@ def resolve(registry: ModelRegistry, selector: str, cache_dir: Path) -> ServedMo
             f"{registry.name} has no '{selector}': promote a version (`cvops models promote V --reviewer NAME`) "
             "or serve one with --version V"
         )
-    uri = info.tags.get("onnx_shipped")
+    uri = info.tags.get(SHIPPED_TAG)
     if not uri:
         raise ModelError(f"version {info.version} has no ONNX artifact: run `cvops quantize --version {info.version}`")
     target = cache_dir / info.version

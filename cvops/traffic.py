@@ -1,10 +1,11 @@
-"""Demo traffic: images of a dataset split, optionally shifted, sent to the service or scored in-process
-straight into the inference log, so a user can watch the monitoring loop react."""
+"""Entry layer: demo traffic. Images of a dataset split, optionally shifted, sent to the service or scored
+in-process straight into the inference log, so a user can watch the monitoring loop react."""
 
 import base64
 import io
 import itertools
 import json
+import os
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -14,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from cvops.data.prepare import DatasetRef, load_split
-from cvops.errors import DataError
-from cvops.monitoring.inference_log import InferenceLog
+from cvops.artifacts import resolve
+from cvops.config import Params, Project
+from cvops.console import progress
+from cvops.data.prepare import DatasetRef, load_dataset_ref, load_split
+from cvops.errors import DataError, ServiceUnavailable
+from cvops.inference_log import InferenceLog
 from cvops.monitoring.shifts import apply_shift
+from cvops.registry import CHAMPION, ModelRegistry
 from cvops.serving.predictor import Predictor, decode_image
 
 
@@ -60,22 +64,43 @@ def send(url: str, images: Iterator[bytes], n: int, token: str | None = None, co
             return 0
 
     with ThreadPoolExecutor(concurrency) as pool:
-        return Counter(tqdm(pool.map(post, images), total=n, desc="traffic", unit="img", disable=None))
+        return Counter(progress(pool.map(post, images), "traffic", total=n))
 
 
-def log_offline(
-    predictor: Predictor, images: Iterator[bytes], n: int, log: InferenceLog, max_pixels: int, batch_size: int = 64
-) -> int:
+def log_offline(predictor: Predictor, images: Iterator[bytes], n: int, log: InferenceLog, max_pixels: int) -> int:
     """Score the images in this process, exactly as the service does, and append them to the inference log."""
     size = predictor.preprocessing.image_size
     written = 0
-    with tqdm(total=n, desc="traffic (offline)", unit="img", disable=None) as progress:
-        while batch := [decode_image(data, size, max_pixels) for data in itertools.islice(images, batch_size)]:
+    with progress(None, "traffic (offline)", total=n) as bar:
+        while batch := [decode_image(data, size, max_pixels) for data in itertools.islice(images, predictor.max_batch)]:
             probabilities, embeddings = predictor.predict(np.stack([image.pixels for image in batch]))
             log.append(
                 {"endpoint": "traffic", **predictor.log_row(image, p, e)}
                 for image, p, e in zip(batch, probabilities, embeddings, strict=True)
             )
             written += len(batch)
-            progress.update(len(batch))
+            bar.update(len(batch))
     return written
+
+
+def send_traffic(
+    project: Project, params: Params, split: str, shift: str, severity: float, count: int, seed: int | None,
+    url: str | None, offline: bool,
+) -> str:  # fmt: skip
+    """`cvops traffic`: `count` shifted images to the service at `url` (default: serve.port on 127.0.0.1), or,
+    `offline`, scored by the champion in this process into the inference log. Says what happened."""
+    images = traffic_images(load_dataset_ref(project.prepared_dir), project.raw_dir, split, shift, severity, count,
+                            params.base.seed if seed is None else seed)  # fmt: skip
+    if offline:
+        served = resolve(ModelRegistry.of(project, params.registry.model_name), CHAMPION, project.onnx_cache)
+        inference_log = InferenceLog(project.root / params.serve.inference_log)
+        predictor = Predictor.of(served, params.serve.max_batch_images)
+        written = log_offline(predictor, images, count, inference_log, params.serve.max_image_pixels)
+        inference_log.close()
+        return f"{written} {shift} images scored by version {served.version} into the inference log"
+    url = url or f"http://127.0.0.1:{params.serve.port}"
+    statuses = send(url, images, count, token=os.environ.get("CVOPS_API_TOKEN"))
+    if statuses.get(0) == count:
+        raise ServiceUnavailable(f"no answer from {url}: start the service with `cvops serve`, or use --offline")
+    summary = ", ".join(f"{n} x {status or 'no answer'}" for status, n in sorted(statuses.items()))
+    return f"sent {count} {shift} images to {url}: {summary}"

@@ -1,0 +1,125 @@
+"""The root of the `cvops` command line: the group, one-line errors, and what every command starts from.
+
+Each command parses its options, calls one function of cvops, and renders what it returns
+(cvops/cli/render.py). The group turns every error a user can cause into one line on stderr and an exit
+code (README: Errors): a CvopsError raised anywhere, even inside a pipeline step, and a command line that
+click cannot parse.
+"""
+
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from cvops.config import Params, Project
+from cvops.errors import CvopsError
+
+if TYPE_CHECKING:
+    from cvops.registry import ModelRegistry
+
+log = logging.getLogger("cvops")
+USAGE_EXIT = 2  # a command line click cannot parse: like a bad parameter
+INTERRUPTED_EXIT = 130
+OVERRIDE_HELP = "Set a parameter in params.yaml before the run, e.g. -S train.epochs=3 (repeatable)."
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def user_error(err: BaseException) -> CvopsError | None:
+    """The CvopsError behind `err`: itself, or the one a failed pipeline step raised underneath."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, CvopsError):
+        cause = cause.__cause__ or cause.__context__
+    return cause
+
+
+class Cvops(click.Group):
+    """The root group: every user error, from click or from cvops, is one line and its exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> NoReturn:
+        kwargs["standalone_mode"] = False  # click's own handling prints multi-line usage text
+        kwargs.setdefault("prog_name", "cvops")  # also when started as `python -m cvops.cli`
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx else "cvops"
+            fail(f"{err.format_message().rstrip('.')} (see `{where} --help`)", USAGE_EXIT)
+        except click.ClickException as err:
+            fail(err.format_message(), err.exit_code)
+        except click.Abort:
+            fail("interrupted", INTERRUPTED_EXIT)
+        except Exception as err:
+            cause = user_error(err)
+            if cause is None:
+                raise
+            fail(str(cause), cause.exit_code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _terminate(signum: int, _: object) -> NoReturn:
+    """SIGTERM ends a command as Ctrl-C would, through its cleanup (temporary files, params.yaml overlays)."""
+    raise SystemExit(128 + signum)
+
+
+@click.group(cls=Cvops, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logs.")
+def main(verbose: bool) -> None:
+    """cvops: an offline-first MLOps pipeline for image classifiers.
+
+    \b
+    Quick start:
+      cvops init                    # local ZenML stack, MLflow store, DVC
+      cvops data import elpv        # or: digits | fashion-mnist | folder --path DIR
+      cvops run training            # train, evaluate, register
+      cvops ui                      # compare runs in the MLflow UI
+      cvops serve                   # serve the champion (after `cvops models promote`)
+      cvops run monitoring          # drift check of served traffic; retrains on drift
+      cvops schedule                # monitoring and retraining on a schedule
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)  # only cvops's own logger: ZenML and MLflow configure theirs
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def project() -> Project:
+    """The checkout the command runs in, with this process's environment set up for it."""
+    from cvops.stack import configure_environment
+
+    found = Project.find()
+    configure_environment(found)
+    return found
+
+
+def initialized_project() -> Project:
+    """The checkout, refusing with what to do when `cvops init` has not run there."""
+    from cvops.stack import ensure_initialized
+
+    found = project()
+    ensure_initialized(found)
+    return found
+
+
+def registry(checkout: Project, params: Params | None = None) -> "ModelRegistry":
+    """The checkout's registered model, on its MLflow store."""
+    from cvops.registry import ModelRegistry
+    from cvops.tracking import use_project_store
+
+    params = params or checkout.params()
+    use_project_store(checkout, params.mlflow.experiment)
+    return ModelRegistry.of(checkout, params.registry.model_name)
+
+
+def set_params(checkout: Project, overrides: list[str]) -> Params:
+    """Write `-S` overrides into params.yaml, saying which values changed."""
+    params, changed = checkout.set_params(overrides)
+    for key, value in changed:
+        click.echo(f"params.yaml: {key} = {value}")
+    return params

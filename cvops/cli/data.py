@@ -1,0 +1,117 @@
+"""`cvops init` and `cvops data ...`: the checkout's state and the DVC data stages."""
+
+from pathlib import Path
+
+import click
+
+from cvops.cli import render
+from cvops.cli.app import main, project
+from cvops.config import SOURCES
+from cvops.errors import DataInvalidError
+
+
+@main.command()
+def init() -> None:
+    """Create the checkout's local state: ZenML repo and stack, MLflow store, DVC. Safe to re-run.
+
+    \b
+    Example:
+      cvops init
+    """
+    from cvops.stack import init_project
+
+    checkout = project()
+    for line in init_project(checkout, checkout.params()):
+        click.echo(f"  {line}")
+    click.secho("ready: next, `cvops data import elpv` (or digits)", fg="green")
+
+
+@main.group()
+def data() -> None:
+    """Import, validate, prepare and version image datasets (the DVC stages)."""
+
+
+@data.command("import")
+@click.argument("source", required=False, type=click.Choice(SOURCES))
+@click.option("--path", type=click.Path(path_type=Path), help="Input folder (folder, fashion-mnist).")
+@click.option("--limit-per-class", type=click.IntRange(min=1), help="Import at most N images per class.")
+@click.option("--direct", is_flag=True, help="Import now, outside DVC (what the DVC `import` stage runs).")
+def import_(source: str | None, path: Path | None, limit_per_class: int | None, direct: bool) -> None:
+    """Import SOURCE into data/raw/<class>/ with a manifest (the DVC `import` stage).
+
+    SOURCE, --path and --limit-per-class are written into params.yaml (data.*), so DVC and the
+    pipeline import the same thing; without them, params.yaml decides. A folder's files are imported
+    as they are (not re-encoded) and its class names kept exactly; validation then judges each file.
+
+    \b
+    Examples:
+      cvops data import elpv
+      cvops data import digits --limit-per-class 50
+      cvops data import folder --path ~/images     # ~/images/<class>/<image>
+    """
+    if direct:
+        from cvops.data.manifest import import_configured
+
+        checkout = project()
+        manifest = import_configured(checkout)
+        counts = ", ".join(f"{label}: {n}" for label, n in manifest["label"].value_counts().sort_index().items())
+        click.secho(f"imported {len(manifest)} images into {checkout.raw_dir} ({counts})", fg="green")
+        return
+    from cvops.data.versioning import import_data
+
+    render.changed_params(import_data(project(), source, path, limit_per_class))
+
+
+@data.command("validate")
+def validate() -> None:
+    """Check data/raw with the great-expectations suite and image checks (the DVC `validate` stage).
+
+    Writes reports/validation.json and reports/validation.html. On failure prints each failed check
+    with its files and exits 6 ("data invalid"); with validate.on_error=quarantine, bad files move to
+    data/validated/quarantine and the rest must pass on its own.
+
+    \b
+    Example:
+      cvops data validate && open reports/validation.html
+    """
+    from cvops.data.validation import validate_configured
+
+    report, html_report = validate_configured(project())
+    render.validation(report)
+    if not report.passed:
+        raise DataInvalidError(f"data invalid: {len(report.failed_checks)} checks failed (report: {html_report})")
+
+
+@data.command("prepare")
+def prepare() -> None:
+    """Split (seeded, stratified) and resize the validated images into data/prepared (the DVC `prepare` stage)."""
+    from cvops.data.prepare import prepare_configured
+
+    ref = prepare_configured(project())
+    sizes = ", ".join(f"{split}: {sum(c.values())}" for split, c in ref.counts.items())
+    click.secho(f"prepared {sizes} images at {ref.image_size}px in {ref.prepared_dir}", fg="green")
+
+
+@data.command("status")
+def status() -> None:
+    """Data version, images per class and split, and whether the workspace matches dvc.lock."""
+    from cvops.data.versioning import data_status
+
+    render.data_status(*data_status(project()))
+
+
+@data.command("push")
+def push() -> None:
+    """Upload the DVC-tracked data to the remote (params data.remote)."""
+    from cvops.data.versioning import push as dvc_push
+
+    click.secho(f"pushed {dvc_push(project())} objects", fg="green")
+
+
+@data.command("pull")
+def pull() -> None:
+    """Restore the data that dvc.lock names from the remote (params data.remote)."""
+    from cvops.data.versioning import pull as dvc_pull
+
+    result = dvc_pull(project())
+    click.secho(f"pulled: {result.get('stats', result)}", fg="green")

@@ -1,0 +1,130 @@
+"""`cvops models ...`: review registered versions, promote with approval, reject, roll back, reproduce."""
+
+import click
+
+from cvops.cli import render
+from cvops.cli.app import initialized_project, main, project, registry
+
+
+@main.group()
+def models() -> None:
+    """Review registered versions: evidence, promotion with approval, rejection, rollback, reproduction.
+
+    \b
+    Aliases: champion (served), challenger (newest passing version), previous (for rollback).
+    Example review:
+      cvops models list
+      cvops models show 3
+      cvops models promote 3 --reviewer alice --note "beats v2 on poly cells"
+      cvops models rollback --reviewer bob --reason "false rejects in production"
+    """
+
+
+@models.command("list")
+def models_list() -> None:
+    """Every version, newest first: aliases, metrics, gate verdict, approval, data version, created."""
+    from cvops.review import version_notes
+
+    versions = registry(project())
+    rows = [(info, version_notes(versions, info), versions.outside_cvops(info)) for info in versions.versions()]
+    render.versions(rows, versions.name)
+
+
+@models.command("show")
+@click.argument("version")
+def models_show(version: str) -> None:
+    """The evidence for VERSION: approval record, lineage, MLflow run, parameters that differ from the
+    defaults, gate table, deployment artifact, champion comparison, slices, model card.
+
+    \b
+    Example:
+      cvops models show 3
+    """
+    from cvops.review import review_version
+
+    render.version(review_version(registry(project()), version))
+
+
+@models.command("review")
+def models_review() -> None:
+    """Show the evidence for the current challenger (the version waiting for a reviewer)."""
+    from cvops.review import review_challenger
+
+    review = review_challenger(registry(project()))
+    render.version(review)
+    version = review.info.version
+    click.echo(f"\ndecide: `cvops models promote {version} --reviewer NAME [--note TEXT]` "
+               f"or `cvops models reject {version} --reviewer NAME --reason TEXT`")  # fmt: skip
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option("--reviewer", required=True, help="Who approves (recorded as approved_by).")
+@click.option("--note", default="", help="Why (recorded as approval_note); required with --override.")
+@click.option("--override", is_flag=True, help="Promote although the gate failed (needs --note).")
+def models_promote(version: str, reviewer: str, note: str, override: bool) -> None:
+    """Make VERSION the champion (served); the old champion becomes `previous`.
+
+    \b
+    Examples:
+      cvops models promote 3 --reviewer alice --note "better on poly cells"
+      cvops models promote 4 --reviewer alice --override --note "latency budget waived for the pilot"
+    """
+    old = registry(project()).promote(version, reviewer, note, override)
+    click.secho(f"version {version} is the champion (approved by {reviewer})", fg="green")
+    if old is not None:
+        click.echo(f"version {old.version} is `previous`: `cvops models rollback` restores it")
+
+
+@models.command("reject")
+@click.argument("version")
+@click.option("--reviewer", required=True, help="Who rejects (recorded as rejected_by).")
+@click.option("--reason", required=True, help="Why (recorded as approval_note).")
+def models_reject(version: str, reviewer: str, reason: str) -> None:
+    """Reject VERSION: it loses its alias and can never be promoted.
+
+    \b
+    Example:
+      cvops models reject 4 --reviewer alice --reason "misses cracks on poly cells"
+    """
+    registry(project()).reject(version, reviewer, reason)
+    click.secho(f"version {version} rejected by {reviewer}", fg="yellow")
+
+
+@models.command("rollback")
+@click.option("--reviewer", required=True, help="Who rolls back (recorded on both versions).")
+@click.option("--reason", required=True, help="Why (recorded on both versions).")
+def models_rollback(reviewer: str, reason: str) -> None:
+    """Give `champion` back to the `previous` version, recording who and why.
+
+    \b
+    Example:
+      cvops models rollback --reviewer bob --reason "false alarms since the promotion"
+    """
+    restored, demoted = registry(project()).rollback(reviewer, reason)
+    click.secho(f"rolled back: version {restored.version} is the champion again (was {demoted.version})", fg="green")
+
+
+@models.command("reproduce")
+@click.argument("version")
+@click.option("--keep", is_flag=True, help="Keep the temporary worktree (its path is printed) for inspection.")
+def models_reproduce(version: str, keep: bool) -> None:
+    """Recreate VERSION's inputs from its lineage and train it again, then compare the two side by side.
+
+    The version's git commit is checked out in a temporary worktree, its data restored through DVC (from
+    the cache or the remote), its logged parameters written there, and the training pipeline run. The rerun
+    goes to the experiment `<experiment>-reproduce` and the registered model `<name>-reproduce`: no alias
+    of the original moves. The original gets tags saying when it was reproduced and what differed.
+    Exits 12 when the commit, data or parameters are missing, 13 when the rerun does not reproduce.
+
+    \b
+    Example:
+      cvops models reproduce 3
+    """
+    from cvops.errors import NotReproducedError
+    from cvops.reproduce import reproduce_version
+
+    result = reproduce_version(initialized_project(), version, keep)
+    render.reproduction(result)
+    if not result.reproduced:
+        raise NotReproducedError(f"version {version} was not reproduced: {result.verdict}")

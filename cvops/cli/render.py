@@ -1,0 +1,161 @@
+"""How the command line shows results: tables and summaries on the terminal. No logic beyond layout."""
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from cvops.data.prepare import DatasetRef
+    from cvops.data.validation import ValidationReport
+    from cvops.launch import TrainingResult
+    from cvops.registry import VersionInfo
+    from cvops.reproduce import Reproduction
+    from cvops.review import VersionReview
+    from cvops.scheduler import MonitoringResult
+
+STATUS_COLOURS = {"drift": "red", "no_drift": "green", "not_enough_data": "yellow"}
+SHOWN_TAGS = ("approved_by", "approved_at", "approval_note", "rejected_by", "rejected_at", "gate_override",
+              "rolled_back_by", "rolled_back_at", "rollback_reason", "git_commit", "git_dirty", "data_version",
+              "params_hash", "zenml_run_id", "shipped_format", "reproduced_at", "reproduce_verdict")  # fmt: skip
+
+
+def submitted() -> None:
+    click.echo("pipeline submitted to the orchestrator; follow it with `zenml pipeline runs list`")
+
+
+def changed_params(changed: list[tuple[str, Any]], where: str = "params.yaml") -> None:
+    for key, value in changed:
+        click.echo(f"{where}: {key} = {value}")
+
+
+def committed_params_diff(differences: list[tuple[str, Any, Any]]) -> None:
+    """The values this run uses that differ from the committed params.yaml."""
+    if differences:
+        click.echo("this run differs from the committed params.yaml:")
+        for key, committed, now in differences:
+            click.echo(f"  {key}: {now} (committed: {committed})")
+
+
+def data_status(ref: "DatasetRef", changes: dict[str, Any]) -> None:
+    click.echo(f"data version: {ref.data_version}  ({ref.image_size}px, classes: {', '.join(ref.class_names)})")
+    width = max(len(c) for c in ref.class_names)
+    click.echo(f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in ref.counts))
+    for name in ref.class_names:
+        click.echo(f"  {name:<{width}}  " + "  ".join(f"{ref.counts[s].get(name, 0):>6}" for s in ref.counts))
+    if changes:
+        click.secho(f"workspace differs from dvc.lock: {changes}; run `dvc repro` or `cvops run training`", fg="yellow")
+    else:
+        click.secho("workspace matches dvc.lock", fg="green")
+
+
+def validation(report: "ValidationReport") -> None:
+    click.echo(report.summary(), err=not report.passed)
+
+
+def training(result: "TrainingResult", experiment: str) -> None:
+    evaluation, info = result.evaluation, result.info
+    metrics = evaluation.metrics
+    click.echo(f"\n{result.quantization.summary()}\n\n{result.decision.table()}")
+    click.secho(f"\ntest accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}", fg="green", bold=True)
+    click.echo(f"MLflow run:       {result.trained.run_id} (experiment '{experiment}')")
+    click.echo(f"ZenML run:        {result.run_name}")
+    click.echo(
+        f"registered model: {result.model_name} version {info.version} [{', '.join(info.aliases) or 'no alias'}]"
+    )
+    click.echo(f"model card:       {info.tags.get('model_card', '')}")
+    if info.tags.get("bento"):
+        click.echo(
+            f"bento:            {info.tags['bento']} (`cvops serve --version {info.version}` or infra/README.md)"
+        )
+    if not result.decision.passed:
+        return
+    if "champion" in info.aliases:
+        click.secho(f"version {info.version} is the champion (registry.require_approval is false)", fg="green")
+    else:
+        click.echo(f"next: review with `cvops models show {info.version}`, then "
+                   f"`cvops models promote {info.version} --reviewer NAME` (or reject)")  # fmt: skip
+
+
+def monitoring(result: "MonitoringResult") -> None:
+    verdict = result.verdict
+    if verdict.columns:
+        click.echo(verdict.table())
+    click.secho(f"\n{verdict.status.replace('_', ' ').upper()}: {verdict.reason}", fg=STATUS_COLOURS[verdict.status],
+                bold=True)  # fmt: skip
+    click.echo(f"window: {verdict.rows} predictions ({verdict.model_rows} by champion version {verdict.model_version})")
+    if verdict.report_dir:
+        click.echo(f"report: {verdict.report_dir}")
+    decision = result.decision
+    if decision is not None:
+        outcome = f" ({decision.outcome})" if decision.outcome else ""
+        click.echo(f"episode {decision.episode}: {decision.action}{outcome}")
+    if result.training is not None:
+        passed = "passed" if result.training.decision.passed else "failed"
+        click.echo(f"retraining run {result.training.run_name}: version {result.training.version} ({passed} its gate)")
+
+
+def versions(rows: list[tuple["VersionInfo", str, bool]], model_name: str) -> None:
+    """One line per version, newest first: (info, notes, whether it was promoted outside cvops)."""
+    if not rows:
+        click.echo(f"{model_name} has no versions yet: run `cvops run training`")
+        return
+    click.echo(f"{'version':>7}  {'aliases':<20} {'accuracy':>8} {'macro_f1':>8}  {'gate':<6}  {'approval':<8}  "
+               f"{'data':<8}  {'created (UTC)':<16}  notes")  # fmt: skip
+    for info, notes, outside in rows:
+        line = (
+            f"{info.version:>7}  {','.join(info.aliases):<20} {info.tags.get('accuracy', '—'):>8} "
+            f"{info.tags.get('macro_f1', '—'):>8}  {info.gate:<6}  {info.approval:<8}  "
+            f"{info.tags.get('data_version', '')[:8]:<8}  {info.created:%Y-%m-%d %H:%M}  {notes}"
+        )
+        click.secho(line, fg="yellow" if outside else None)
+
+
+def version(review: "VersionReview") -> None:
+    """The evidence of one version: record, lineage, parameters, gate, artifact, comparison, slices."""
+    info = review.info
+    click.secho(f"{review.model_name} version {info.version}  [{', '.join(info.aliases) or 'no alias'}]", bold=True)
+    click.echo(f"  {info.description}")
+    click.echo(f"  gate {info.gate}, approval {info.approval}, created {info.created:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"  {'mlflow_run:':<18} {info.run_id}")
+    for key in SHOWN_TAGS:
+        if info.tags.get(key):
+            click.echo(f"  {key + ':':<18} {info.tags[key]}")
+    if review.notes:
+        click.secho(f"  note: {review.notes}", fg="yellow")
+    click.secho("\nparameters that differ from the defaults", bold=True)
+    for key, default, value in review.params:
+        click.echo(f"  {key}: {value} (default: {default})")
+    if not review.params:
+        click.echo("  none: every parameter had its default")
+    click.secho("\ngate", bold=True)
+    click.echo(review.decision.table())
+    _artifact_and_comparison(review)
+    click.echo(f"\nmodel card: {info.tags.get('model_card', 'none')}")
+
+
+def _artifact_and_comparison(review: "VersionReview") -> None:
+    click.secho("\ndeployment artifact (ONNX)", bold=True)
+    if review.quantization is None:
+        click.echo(f"  not exported: `cvops quantize --version {review.info.version}`")
+    else:
+        click.echo("  " + review.quantization.summary().replace("\n", "\n  "))
+        click.echo(f"  shipped file: {review.info.tags.get('onnx_shipped', '?')}")
+    click.secho("\nchampion comparison (same test images)", bold=True)
+    comparison = review.evaluation.champion
+    click.echo(f"  {comparison.describe() if comparison else 'no champion when this version was evaluated'}")
+    click.secho("\nslices", bold=True)
+    for piece in review.evaluation.slices:
+        click.echo(f"  {piece.attribute + '=' + piece.value:<24} n={piece.n:<6} accuracy {piece.accuracy:.4f}  "
+                   f"macro-F1 {piece.macro_f1:.4f}")  # fmt: skip
+
+
+def reproduction(result: "Reproduction") -> None:
+    """The original version and its rerun side by side, and whether the rerun reproduced it."""
+    original_header = f"version {result.original.version} [95% interval]"
+    click.echo(f"\n{'':<14} {original_header:>26} {'rerun ' + result.rerun.version:>14}")
+    for name, original, rerun, verdict in result.rows():
+        click.echo(f"{name:<14} {original:>26} {rerun:>14}  {verdict}")
+    for note in result.notes:
+        click.secho(f"note: {note}", fg="yellow")
+    colour = "green" if result.reproduced else "red"
+    click.secho(f"\n{result.verdict}", fg=colour, bold=True)

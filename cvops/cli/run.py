@@ -1,0 +1,135 @@
+"""`cvops run ...`: the ZenML pipelines (training, batch inference, monitoring)."""
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import click
+
+from cvops.cli import render
+from cvops.cli.app import OVERRIDE_HELP, initialized_project, main, set_params
+from cvops.errors import ConfigError, GateFailedError
+
+
+class Since(click.ParamType):
+    """An ISO time (UTC unless it says otherwise) or an age: 90m, 6h, 2d."""
+
+    name = "since"
+    UNITS: ClassVar[dict[str, str]] = {"m": "minutes", "h": "hours", "d": "days"}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        if value[-1:] in self.UNITS and value[:-1].replace(".", "", 1).isdigit():
+            return datetime.now(UTC) - timedelta(**{self.UNITS[value[-1]]: float(value[:-1])})
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r}: give an ISO time (2026-11-22T08:00) or an age (90m, 6h, 2d)", param, ctx)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@main.group()
+def run() -> None:
+    """Run a ZenML pipeline on the active stack."""
+
+
+@run.command("training")
+@click.option("-S", "--set", "overrides", multiple=True, help=OVERRIDE_HELP)
+@click.option("--overlay", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="A params overlay (YAML with some of params.yaml's keys) for this run only: written into "
+                   "params.yaml while the run lasts, then params.yaml is restored.")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
+def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool) -> None:
+    """Validate and prepare the data (DVC), train, evaluate, gate and register a model: the `training` pipeline.
+
+    A version that passes the gate (params.yaml: gate) is registered as `challenger` with approval=pending;
+    one that fails is registered with its evidence but no alias, and the command exits 7.
+    -S values are written into params.yaml first (as `dvc exp run -S` does), so DVC's data stages,
+    the pipeline and `git diff` all see them; an --overlay is written only for the run. The values that
+    differ from the committed params.yaml are printed before the run starts.
+
+    \b
+    Examples:
+      cvops run training
+      cvops run training -S train.epochs=3 -S train.lr=3e-4
+      cvops run training --overlay overlays/digits.yaml     # the small digits run; params.yaml unchanged after
+      cvops run training --resume        # after an interruption, same params
+    """
+    from cvops.launch import train, training_lock
+    from cvops.lineage import committed_differences
+
+    checkout = initialized_project()
+    with training_lock(checkout):
+        set_params(checkout, list(overrides))
+        with checkout.overlaid(overlay, list(overrides)) as params:
+            render.committed_params_diff(committed_differences(checkout.root, params))
+            result = train(checkout, params, resume)
+    if result is None:
+        return render.submitted()
+    render.training(result, params.mlflow.experiment)
+    if not result.decision.passed:
+        raise GateFailedError(
+            f"version {result.version} failed its gate ({'; '.join(c.name for c in result.decision.failed)}): "
+            f"not a challenger; evidence: `cvops models show {result.version}`"
+        )
+
+
+@run.command("batch-inference")
+@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help="Folder of images to score.")
+@click.option("--output", type=click.Path(path_type=Path), help="Predictions file, .parquet or .csv "
+              "(default: reports/predictions-<time>.parquet).")  # fmt: skip
+@click.option("--version", "version", help="Score with this version instead of the champion.")
+def run_batch_inference(input_dir: Path, output: Path | None, version: str | None) -> None:
+    """Score a folder with the champion: the `batch_inference` pipeline.
+
+    Writes path, label, score and model version per file (unreadable files get an error instead),
+    logs counts to MLflow and appends every scored image to the inference log.
+
+    \b
+    Examples:
+      cvops run batch-inference --input incoming/
+      cvops run batch-inference --input incoming/ --output scored.csv --version 3
+    """
+    from cvops.launch import launch_batch_inference
+    from cvops.registry import CHAMPION
+
+    checkout = initialized_project()
+    output = output or checkout.reports_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
+    counts = launch_batch_inference(checkout, checkout.params(), input_dir, output, version or CHAMPION)
+    if counts is None:
+        return render.submitted()
+    click.secho(f"scored {counts['scored']} of {counts['images']} files -> {output.resolve()}", fg="green")
+    if counts["unreadable"]:
+        click.secho(f"{counts['unreadable']} files could not be read: see the error column", fg="yellow")
+
+
+@run.command("monitoring")
+@click.option("--window", type=click.IntRange(min=1), help="Check the newest N logged predictions (default: "
+              "params monitor.window).")  # fmt: skip
+@click.option("--since", type=Since(), help="Check the predictions since a time (ISO, UTC) or for an age: 90m, 6h, 2d.")
+@click.option("--no-retrain", is_flag=True, help="Alert on drift, but do not start a retraining.")
+def run_monitoring(window: int | None, since: datetime | None, no_retrain: bool) -> None:
+    """Check served traffic for drift against the champion's reference: the `monitoring` pipeline.
+
+    Reads the inference log, runs Evidently's drift tests (image statistics, embeddings, predictions),
+    writes HTML and JSON reports under reports/monitoring/ and to MLflow, and prints the verdict.
+    On drift it alerts (log line, webhook) and starts one retraining per drift episode, outside the
+    cooldown (params.yaml: monitor); every decision is appended to monitoring/triggers.jsonl.
+
+    \b
+    Examples:
+      cvops run monitoring
+      cvops run monitoring --window 200
+      cvops run monitoring --since 6h --no-retrain
+    """
+    from cvops.scheduler import monitor
+
+    if window and since:
+        raise ConfigError("give --window or --since, not both")
+    checkout = initialized_project()
+    result = monitor(checkout, checkout.params(), window=window, since=since, retrain=not no_retrain)
+    if result is None:
+        return render.submitted()
+    render.monitoring(result)

@@ -1,0 +1,69 @@
+"""`cvops schedule` and `cvops traffic`: the pipelines on their schedules, and demo traffic to watch them."""
+
+import click
+
+from cvops.cli.app import initialized_project, main, project
+from cvops.errors import ConfigError
+from cvops.monitoring.shifts import SHIFTS
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Run the jobs that are due, then exit (for cron or systemd timers).")
+@click.option("--remote", is_flag=True, help="Register schedule.training_cron with the active stack's orchestrator.")
+def schedule(once: bool, remote: bool) -> None:
+    """Run monitoring and training on their schedules (params.yaml: schedule) with a local scheduler.
+
+    Jobs and their next run times persist in monitoring/scheduler.sqlite. A pipeline never runs twice at
+    once (a due job whose pipeline is running is skipped and stays due). SIGTERM stops the scheduler
+    after the running job finishes.
+
+    \b
+    Examples:
+      cvops schedule                                  # runs until SIGTERM / Ctrl-C
+      cvops schedule --once                           # from cron: */15 * * * * cd /repo && cvops schedule --once
+      cvops run training -S schedule.training_cron="0 3 * * 0"   # then: cvops schedule
+      cvops schedule --remote                         # on a Kubernetes/Kubeflow/Airflow stack
+    """
+    from cvops.scheduler import run_due, schedule_remote, serve_schedule
+
+    checkout = initialized_project()
+    params = checkout.params()
+    if remote:
+        click.secho(schedule_remote(params), fg="green")
+    elif once:
+        for job, outcome in run_due(checkout, params):
+            click.echo(f"{job}: {outcome}")
+    else:
+        serve_schedule(checkout, params)
+
+
+@main.command()
+@click.option("--source", "split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="Dataset split the images come from (their original files).")  # fmt: skip
+@click.option("--shift", type=click.Choice(SHIFTS), default="none", show_default=True, help="Distribution shift.")
+@click.option("--severity", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Size of the shift (0.3: 30% brighter, see cvops/monitoring/shifts.py).")  # fmt: skip
+@click.option("--n", "count", type=click.IntRange(min=1), default=200, show_default=True, help="Images to send.")
+@click.option("--offline", is_flag=True, help="Score in this process with the champion, straight into the "
+              "inference log (no service needed).")  # fmt: skip
+@click.option("--url", help="Service URL (default: http://127.0.0.1:<serve.port>).")
+@click.option("--seed", type=int, help="Seed of the image draw and the noise (default: base.seed).")
+def traffic(split: str, shift: str, severity: float, count: int, offline: bool, url: str | None,
+            seed: int | None) -> None:  # fmt: skip
+    """Send demo traffic to the served model, shifted or not, to watch monitoring react.
+
+    \b
+    Examples:
+      cvops traffic --shift none --n 300              # to `cvops serve`; then `cvops run monitoring`: no drift
+      cvops traffic --shift brightness --n 300        # then `cvops run monitoring`: drift, one retraining
+      cvops traffic --shift blur --n 200 --offline    # no service: straight into the inference log
+    """
+    from cvops.tracking import use_project_store
+    from cvops.traffic import send_traffic
+
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--url {url!r}: give the service's URL, e.g. http://127.0.0.1:3000")
+    checkout = project()
+    params = checkout.params()
+    use_project_store(checkout, params.mlflow.experiment)  # where --offline finds the champion
+    click.secho(send_traffic(checkout, params, split, shift, severity, count, seed, url, offline), fg="green")

@@ -1,0 +1,113 @@
+"""`cvops serve` and `cvops ui`: servers that run until they are stopped, and stop with their parent."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import click
+
+from cvops.cli.app import initialized_project, main, project, registry
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+GRACE_SECONDS = 30  # after a stop signal, how long a server may take to finish before it is killed
+
+
+def run_server(command: list[str], env: dict[str, str] | None = None) -> int:
+    """Run a server in its own process group until it exits. A stop signal to this process (SIGTERM from
+    systemd, a supervisor or `kill`; SIGINT from Ctrl-C) goes to the server's whole group; a server that has
+    not stopped GRACE_SECONDS later is killed, and any worker left in its group after it exits is stopped
+    too, so nothing outlives this process. Returns the server's exit status, as a shell reports it."""
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    stopping: list[float] = []
+
+    def forward(signum: int, _: FrameType | None) -> None:
+        stopping.append(time.monotonic())
+        _signal_group(server.pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
+    try:
+        while True:
+            try:
+                code = server.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if stopping and time.monotonic() - stopping[0] > GRACE_SECONDS:
+                    _signal_group(server.pid, signal.SIGKILL)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _stop_group(server.pid)
+    return code if code >= 0 else 128 - code
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    """Send `signum` to every process of `group`; False when the group is gone."""
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop_group(group: int) -> None:
+    """Stop what is left of a server's process group (workers it did not stop), waiting until it is gone."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if not _signal_group(group, signum):
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not _signal_group(group, 0):  # signal 0 only asks whether the group still exists
+                return
+            time.sleep(0.1)
+
+
+@main.command()
+@click.option("--version", "version", help="Serve this registered version (pinned).")
+@click.option("--alias", default="champion", show_default=True,
+              help="Serve the version this alias names, and follow it.")  # fmt: skip
+@click.option("--port", type=click.IntRange(1, 65535), help="Port on 127.0.0.1 (default: params serve.port).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+def serve(version: str | None, alias: str, port: int | None, host: str) -> None:
+    """Serve a model over HTTP with BentoML: POST /classify, /classify_batch; GET /healthz, /readyz, /metrics.
+
+    With an alias (default: champion) the service checks the registry every serve.poll_seconds and
+    swaps in a newly promoted version without downtime. Set CVOPS_API_TOKEN to require a bearer token.
+    SIGTERM or Ctrl-C stops the server and its workers, and the command exits with the server's status.
+
+    \b
+    Examples:
+      cvops serve                                   # the champion, on serve.port
+      cvops serve --version 3 --port 3001
+      curl -F image=@cell.png http://127.0.0.1:3000/classify
+    """
+    from cvops.artifacts import resolve
+
+    checkout = project()
+    params = checkout.params()
+    selector = version or alias
+    served = resolve(registry(checkout, params), selector, checkout.onnx_cache)  # fail here, not in the server
+    port = port or params.serve.port
+    click.echo(f"serving {served.model_name} version {served.version} ({selector}) on http://{host}:{port} "
+               "(Ctrl-C stops it)")  # fmt: skip
+    command = [sys.executable, "-m", "bentoml", "serve", "cvops.serving.service:Classifier", "--host", host,
+               "--port", str(port)]  # fmt: skip
+    sys.exit(run_server(command, env={**os.environ, "CVOPS_SERVE_MODEL": selector}))
+
+
+@main.command()
+@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+def ui(port: int) -> None:
+    """Start the MLflow UI on 127.0.0.1 over the checkout's tracking store (SIGTERM or Ctrl-C stops it).
+
+    \b
+    Example:
+      cvops ui --port 5001     # then open http://127.0.0.1:5001
+    """
+    checkout = initialized_project()
+    click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", checkout.tracking_uri,
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    sys.exit(run_server(command))

@@ -1,0 +1,174 @@
+"""Entry layer: running the ZenML pipelines on the active stack and reading back what they produced.
+
+Each `launch_*` returns the pipeline's results, or None when a remote orchestrator took the run
+asynchronously. A step that fails with a user error (a CvopsError) raises that error here, so the CLI
+reports it in one line.
+"""
+
+import logging
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cvops.config import Params, Project
+from cvops.errors import CvopsError, DataError
+from cvops.monitoring.trigger import pipeline_lock
+
+if TYPE_CHECKING:
+    from cvops.gate import GateDecision
+    from cvops.monitoring.drift import DriftVerdict
+    from cvops.registry import VersionInfo
+    from cvops.reports import Evaluation, QuantizationReport
+    from cvops.tracking import TrainedModel
+
+log = logging.getLogger("cvops")
+# ZenML 0.98 tries to switch off autologging for MLflow flavours that MLflow 3 no longer has (fastai), and
+# warns about it after every step: nothing is wrong, and nothing for the user to do.
+_ZENML_TRACKER_LOGGER = "zenml.integrations.mlflow.experiment_trackers.mlflow_experiment_tracker"
+
+
+class _NoAutologNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to disable MLflow autologging")
+
+
+_AUTOLOG_NOISE = _NoAutologNoise()
+
+
+def tracker_settings(experiment: str) -> dict[str, Any]:
+    """ZenML settings that send a pipeline's MLflow logging to `experiment`."""
+    from zenml.integrations.mlflow.flavors.mlflow_experiment_tracker_flavor import MLFlowExperimentTrackerSettings
+
+    return {"experiment_tracker": MLFlowExperimentTrackerSettings(experiment_name=experiment, nested=False)}
+
+
+def step_error(failure: RuntimeError) -> Exception:
+    """The user error (a CvopsError) a failed step of the latest run raised, else the orchestrator's error.
+
+    ZenML's local orchestrator reports a failed step as a RuntimeError; the step's own exception
+    is recorded on the step run.
+    """
+    from zenml.client import Client
+    from zenml.enums import ExecutionStatus
+
+    import cvops.errors
+
+    latest = Client().list_pipeline_runs(sort_by="desc:created", size=1).items
+    for step in latest[0].steps.values() if latest else []:
+        info = step.exception_info
+        if step.status != ExecutionStatus.FAILED or info is None or not info.source:
+            continue
+        error_class = getattr(cvops.errors, info.source.rsplit(".", 1)[-1], None)
+        if isinstance(error_class, type) and issubclass(error_class, CvopsError):
+            return error_class(f"step {step.name}: {info.message}")
+    return failure
+
+
+def run_pipeline(pipeline: Any, project: Project, experiment: str, run_name: str | None = None, **inputs: Any) -> Any:
+    """Run `pipeline` with its MLflow logging in `experiment` (created under the checkout's store if new):
+    the run, or None when a remote orchestrator took it."""
+    from cvops.tracking import use_project_store
+
+    use_project_store(project, experiment)  # creates it with its artifact location under mlflow/
+    logging.getLogger(_ZENML_TRACKER_LOGGER).addFilter(_AUTOLOG_NOISE)  # once: the same filter is not added twice
+    options: dict[str, Any] = {"settings": tracker_settings(experiment)}
+    if run_name:
+        options["run_name"] = run_name
+    try:
+        return pipeline.with_options(**options)(**inputs)
+    except RuntimeError as err:
+        raise step_error(err) from err
+
+
+@dataclass
+class TrainingResult:
+    run_name: str
+    model_name: str
+    info: "VersionInfo"  # the registered version, as it stands after the run
+    trained: "TrainedModel"
+    evaluation: "Evaluation"
+    quantization: "QuantizationReport"
+    decision: "GateDecision"
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+
+def locks_dir(project: Project) -> Path:
+    """The per-pipeline run locks of a checkout (monitoring/locks/<pipeline>.lock)."""
+    return project.monitoring_dir / "locks"
+
+
+def training_lock(project: Project) -> AbstractContextManager[None]:
+    """Held while training runs in this checkout; refused at once (AlreadyRunningError) while another does."""
+    return pipeline_lock(locks_dir(project), "training")
+
+
+def train(
+    project: Project,
+    params: Params,
+    resume: bool = False,
+    trigger: dict[str, str] | None = None,
+    run_name: str | None = None,
+) -> TrainingResult | None:
+    """Reproduce the data stages, then run the training pipeline; for a caller holding the training lock."""
+    from cvops.data.versioning import reproduce
+    from cvops.registry import ModelRegistry
+    from cvops.tracking import use_project_store
+    from pipelines.training import training
+
+    # The data stages first, here: invalid data stops the run with its summary before any step starts.
+    # The pipeline's data steps then find DVC up to date and only record the data version.
+    reproduce(project, "prepare")
+    run = run_pipeline(training, project, params.mlflow.experiment, run_name, params=params, resume=resume,
+                       trigger=trigger)  # fmt: skip
+    if run is None:
+        return None
+    outputs = {name: step.outputs for name, step in run.steps.items()}
+    use_project_store(project, params.mlflow.experiment)  # the steps leave MLflow pointing nowhere
+    registry = ModelRegistry.of(project, params.registry.model_name)
+    return TrainingResult(
+        run_name=run.name,
+        model_name=registry.name,
+        info=registry.get(outputs["register_model"]["model_version"][0].load()),
+        trained=outputs["train_model"]["trained_model"][0].load(),
+        evaluation=outputs["evaluate_model"]["evaluation"][0].load(),
+        quantization=outputs["quantize_model"]["quantization"][0].load(),
+        decision=outputs["check_gate"]["gate_decision"][0].load(),
+    )
+
+
+def monitoring_experiment(params: Params) -> str:
+    """Monitoring runs go to their own experiment, apart from the training runs that users compare."""
+    return f"{params.mlflow.experiment}-monitoring"
+
+
+def launch_monitoring(
+    project: Project, params: Params, window: int | None = None, since: datetime | None = None
+) -> "DriftVerdict | None":
+    """The monitoring pipeline's verdict on a window of the inference log."""
+    from pipelines.monitoring import monitoring
+
+    run = run_pipeline(monitoring, project, monitoring_experiment(params), params=params, window=window, since=since)
+    return None if run is None else run.steps["detect_drift"].outputs["drift_verdict"][0].load()
+
+
+def launch_batch_inference(
+    project: Project, params: Params, input_dir: Path, output: Path, selector: str
+) -> dict[str, int] | None:
+    """Score a folder with the `selector` model (the batch_inference pipeline); the counts."""
+    from cvops.artifacts import resolve
+    from cvops.registry import ModelRegistry
+    from cvops.tracking import use_project_store
+    from pipelines.batch_inference import batch_inference
+
+    if not input_dir.is_dir():
+        raise DataError(f"input folder {input_dir} does not exist")
+    use_project_store(project, params.mlflow.experiment)
+    resolve(ModelRegistry.of(project, params.registry.model_name), selector, project.onnx_cache)  # fail here
+    run = run_pipeline(batch_inference, project, params.mlflow.experiment, input_dir=str(input_dir.resolve()),
+                       output=str(output.resolve()), selector=selector, params=params)  # fmt: skip
+    return None if run is None else run.steps["batch_predict"].outputs["counts"][0].load()

@@ -1,0 +1,161 @@
+"""The evidence a model version carries, as data: what evaluation and quantization found.
+
+Plain pydantic models with no torch, so the registry, the gate, the review commands and the service can
+read evidence without loading a deep-learning framework.
+"""
+
+import hashlib
+import re
+from typing import Literal
+
+from pydantic import BaseModel
+
+Format = Literal["onnx-fp32", "onnx-int8"]
+_METRIC_CHARACTERS = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric name
+
+
+def metric_name(name: str) -> str:
+    """`name` as an MLflow metric name: unchanged when MLflow accepts it, else its offending characters
+    replaced and a short hash of the original appended, so two class names never share a metric."""
+    safe = _METRIC_CHARACTERS.sub("_", name).replace("..", "__")
+    if safe == name:
+        return name
+    return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+
+
+class SliceMetrics(BaseModel):
+    """Metrics on the test images that share one value of one attribute (e.g. cell_type = mono)."""
+
+    attribute: str
+    value: str
+    n: int
+    accuracy: float
+    macro_f1: float
+
+
+class Footprint(BaseModel):
+    """What a deployment pays for a model artifact: its size and its batch-1 latency here."""
+
+    format: str
+    size_mb: float
+    latency_ms: float
+    threads: int
+    latency_ms_high: float | None = None  # the slowest measurement round (see cvops/timing.py)
+
+    def describe(self) -> str:
+        spread = f", rounds up to {self.latency_ms_high:.3g} ms" if self.latency_ms_high is not None else ""
+        return f"{self.format}, {self.threads} thread{'s' if self.threads > 1 else ''}{spread}"
+
+
+class ChampionComparison(BaseModel):
+    """The candidate against the current champion on the same test images (paired)."""
+
+    champion_version: str
+    comparable: bool
+    note: str = ""
+    n: int = 0
+    candidate_accuracy: float | None = None
+    champion_accuracy: float | None = None
+    accuracy_difference: float | None = None
+    difference_ci95_low: float | None = None
+    difference_ci95_high: float | None = None
+    candidate_macro_f1: float | None = None
+    champion_macro_f1: float | None = None
+    mcnemar_p_value: float | None = None
+    only_candidate_correct: int = 0
+    only_champion_correct: int = 0
+
+    def describe(self) -> str:
+        """One sentence for reviewers: the paired difference, its interval and the McNemar test."""
+        if not self.comparable:
+            return f"champion v{self.champion_version}: {self.note}"
+        return (
+            f"accuracy {self.candidate_accuracy:.4f} vs champion v{self.champion_version} "
+            f"{self.champion_accuracy:.4f}: {self.accuracy_difference:+.4f} (paired 95% interval "
+            f"{self.difference_ci95_low:+.4f} to {self.difference_ci95_high:+.4f}), exact McNemar "
+            f"p = {self.mcnemar_p_value:.3g} on {self.n} images. {self.note}"
+        ).strip()
+
+
+class Evaluation(BaseModel):
+    """Test-split evidence for one model: what the gate decides on and the model card shows.
+
+    `metrics` names per-class values by the class names themselves (`recall_<class>`); `flat_metrics`
+    gives the names MLflow accepts.
+    """
+
+    metrics: dict[str, float]
+    class_names: list[str]
+    confusion_matrix_png: str
+    num_images: int
+    slices: list[SliceMetrics] = []
+    invariance: dict[str, float] = {}
+    footprint: Footprint | None = None
+    champion: ChampionComparison | None = None
+
+    def flat_metrics(self) -> dict[str, float]:
+        """Every number, under names MLflow accepts, for the run's metrics."""
+        flat = dict(self.metrics)
+        for piece in self.slices:
+            flat[f"slice_{piece.attribute}_{piece.value}_accuracy"] = piece.accuracy
+        flat.update({f"invariance_{name}": share for name, share in self.invariance.items()})
+        if self.footprint:
+            flat.update(model_size_mb=self.footprint.size_mb, latency_ms=self.footprint.latency_ms)
+        if self.champion and self.champion.comparable:
+            flat.update(
+                {f"vs_champion_{k}": float(v) for k, v in self.champion.model_dump().items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            )  # fmt: skip
+        return {metric_name(name): value for name, value in flat.items()}
+
+
+class OnnxMeasurement(BaseModel):
+    """One ONNX artifact measured on the test split, on this machine."""
+
+    format: Format
+    path: str
+    sha256: str
+    size_mb: float
+    accuracy: float
+    agreement: float  # top-1 agreement with the torch model
+    latency_ms_b1: float  # lowest round median (cvops/timing.py)
+    latency_ms_b32: float
+    latency_ms_b1_high: float | None = None  # highest round median: the spread
+    latency_ms_b32_high: float | None = None
+
+
+class QuantizationReport(BaseModel):
+    """Both artifacts, the evidence of the export and calibration, and which one ships (and why)."""
+
+    fp32: OnnxMeasurement
+    int8: OnnxMeasurement | None
+    torch_accuracy: float
+    parity_max_abs_diff: float
+    calibration_method: str
+    calibration_ids: list[str]
+    threads: int
+    shipped: Format
+    reason: str
+    speedup_b32_range: tuple[float, float] | None = None  # lowest and highest per-round fp32/int8 ratio
+
+    @property
+    def shipped_artifact(self) -> OnnxMeasurement:
+        return self.int8 if self.shipped == "onnx-int8" and self.int8 else self.fp32
+
+    def footprint(self) -> Footprint:
+        shipped = self.shipped_artifact
+        return Footprint(format=shipped.format, size_mb=shipped.size_mb, latency_ms=shipped.latency_ms_b1,
+                         latency_ms_high=shipped.latency_ms_b1_high, threads=self.threads)  # fmt: skip
+
+    def speedup_b32(self) -> float | None:
+        return self.fp32.latency_ms_b32 / self.int8.latency_ms_b32 if self.int8 else None
+
+    def summary(self) -> str:
+        lines = [f"{'artifact':<10} {'accuracy':>8} {'agreement':>9} {'size MB':>8} {'b1 ms':>7} {'b32 ms':>8}"]
+        for m in (self.fp32, self.int8):
+            if m is not None:
+                lines.append(f"{m.format:<10} {m.accuracy:>8.4f} {m.agreement:>9.4f} {m.size_mb:>8.2f} "
+                             f"{m.latency_ms_b1:>7.2f} {m.latency_ms_b32:>8.2f}")  # fmt: skip
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+        lines.append(f"ships {self.shipped}: {self.reason} ({threads}; latency: lowest of interleaved rounds)")
+        return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""A trained model on its way to a registered version: the ONNX export and its measurements, the monitoring
+reference, the gate, and the registration with its model card. Each piece is computed and logged to the
+active MLflow run, by the training pipeline's steps and, for a version registered earlier, by
+`cvops quantize --version` (`requantize`)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from cvops.artifacts import forget
+from cvops.config import GateParams, MeasureParams, Params, QuantizeParams
+from cvops.data.prepare import DatasetRef
+from cvops.errors import DataError
+from cvops.evidence import (
+    load_evidence,
+    log_gate_decision,
+    log_quantization,
+    log_reference,
+    quantization_tags,
+    reference_tags,
+)
+from cvops.gate import GateDecision, decide
+from cvops.lineage import LINEAGE_KEYS
+from cvops.modelcard import ModelCard, write_model_card
+from cvops.monitoring.reference import ReferenceSummary, build_reference
+from cvops.quantization import quantize
+from cvops.registry import MODEL_CARD_TAG, ModelRegistry
+from cvops.reports import Evaluation, QuantizationReport
+from cvops.tracking import TrainedModel, load_trained_model, scratch_dir
+
+MODEL_CARD_DIR = "model_card"
+
+
+def export_model(
+    trained: TrainedModel, dataset: DatasetRef, params: QuantizeParams, measure: MeasureParams, seed: int
+) -> QuantizationReport:
+    """ONNX fp32 (parity-checked) and static int8, both measured; the report names the artifact that ships."""
+    report = quantize(load_trained_model(trained), dataset, scratch_dir(), params, measure, seed)
+    log_quantization(report)
+    return report
+
+
+def monitoring_reference(quantization: QuantizationReport, dataset: DatasetRef, dims: int) -> ReferenceSummary:
+    """The shipped model's view of the training data, what monitoring compares served traffic against."""
+    summary = build_reference(Path(quantization.shipped_artifact.path), dataset, scratch_dir() / "reference", dims)
+    log_reference(summary)
+    return summary
+
+
+def gate(evaluation: Evaluation, quantization: QuantizationReport, params: GateParams) -> GateDecision:
+    """Pass/fail on every gate check, logged pass or fail: never silent."""
+    decision = decide(evaluation, params, quantization)
+    log_gate_decision(decision)
+    return decision
+
+
+def artifact_tags(quantization: QuantizationReport, reference: ReferenceSummary, artifact_uri: str) -> dict[str, str]:
+    """Version tags that attach the ONNX files and the monitoring reference logged under `artifact_uri`."""
+    return quantization_tags(quantization, artifact_uri) | reference_tags(artifact_uri, reference)
+
+
+@dataclass
+class Registration:
+    """What `register_model` needs beside the registry: the evidence of the run."""
+
+    trained: TrainedModel
+    dataset: DatasetRef
+    evaluation: Evaluation
+    quantization: QuantizationReport
+    decision: GateDecision
+    reference: ReferenceSummary
+
+
+def register(
+    registry: ModelRegistry,
+    evidence: Registration,
+    require_approval: bool,
+    data_source: str,
+    trigger: dict[str, str] | None = None,
+) -> str:
+    """Register the version with its evidence, ONNX artifacts, lineage and model card: `challenger` and
+    approval=pending when the gate passed (champion at once when registry.require_approval is false), no
+    alias when it failed. `trigger` tags a drift-triggered retraining (episode, reason, report)."""
+    run = mlflow.get_run(evidence.trained.run_id)
+    lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_KEYS}
+    tags = lineage | artifact_tags(evidence.quantization, evidence.reference, run.info.artifact_uri)
+    if trigger:
+        tags |= trigger
+        mlflow.set_tags(trigger)
+    version = registry.register(evidence.trained, evidence.evaluation.metrics, tags, evidence.decision,
+                                require_approval)  # fmt: skip
+    card = ModelCard(
+        model_name=registry.name, version=version, data_source=data_source, trained=evidence.trained,
+        dataset=evidence.dataset, evaluation=evidence.evaluation, decision=evidence.decision, lineage=lineage,
+        quantization=evidence.quantization,
+    )  # fmt: skip
+    markdown, html = write_model_card(card, scratch_dir())
+    mlflow.log_artifacts(str(markdown.parent), artifact_path=MODEL_CARD_DIR)
+    registry.tag(version, {MODEL_CARD_TAG: f"{run.info.artifact_uri}/{MODEL_CARD_DIR}/{html.name}"})
+    return version
+
+
+@dataclass
+class Requantized:
+    quantization: QuantizationReport
+    decision: GateDecision
+    verdict_changed: bool
+
+
+def requantize(
+    registry: ModelRegistry, version: str, dataset: DatasetRef, params: Params, cache_dir: Path
+) -> Requantized:
+    """Export VERSION again (fp32 + int8, measured here), rebuild its monitoring reference with the file that
+    now ships, decide its gate again, and record all of it on the version and its run."""
+    info = registry.get(version)
+    if info.tags.get("data_version") and info.tags["data_version"] != dataset.data_version:
+        raise DataError(
+            f"version {version} was trained on data {info.tags['data_version'][:8]}, the checkout holds "
+            f"{dataset.data_version[:8] or 'unversioned data'}: check out its commit and run `dvc checkout` first"
+        )
+    trained = registry.trained_model(info)
+    evaluation, before, _ = load_evidence(info.run_id)
+    with mlflow.start_run(run_id=info.run_id) as run:
+        report = export_model(trained, dataset, params.quantize, params.measure, params.base.seed)
+        reference = monitoring_reference(report, dataset, params.monitor.embedding_dims)
+        decision = gate(evaluation, report, params.gate)
+    tags = artifact_tags(report, reference, run.info.artifact_uri)
+    registry.tag(version, tags)
+    if "onnx_int8" not in tags and "onnx_int8" in info.tags:  # int8 switched off: no stale link
+        registry.client.delete_model_version_tag(registry.name, version, "onnx_int8")
+    registry.record_gate(version, decision)
+    forget(cache_dir, version)  # served and monitored from the new files from now on
+    return Requantized(report, decision, before.passed != decision.passed)

@@ -1,0 +1,37 @@
+"""The command line as a user meets it, in seconds: every mistake on the command line is one line on stderr
+and exit code 2, checked before any work starts (no checkout or trained model needed)."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.cli import assert_one_line_error, cvops
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["data", "import", "nonsense"], ["'nonsense' is not one of", "cvops data import --help"]),
+        (["nope"], ["No such command 'nope'", "cvops --help"]),
+        (["models", "promote", "3"], ["--reviewer", "cvops models promote --help"]),
+        (["run", "monitoring", "--since", "yesterday"], ["--since", "6h"]),
+        (["run", "monitoring", "--window", "0"], ["--window", "0"]),
+        (["run", "monitoring", "--since", "6h", "--window", "5"], ["--window or --since, not both"]),
+        (["run", "training", "--overlay", "no-such-overlay.yaml"], ["--overlay", "no-such-overlay.yaml"]),
+        (["traffic", "--url", "localhost:3000"], ["--url", "http://"]),
+        (["serve", "--port", "70000"], ["--port", "70000"]),
+    ],
+)
+def test_a_command_line_mistake_is_one_line_and_exit_2(tmp_path: Path, args: list[str], words: list[str]) -> None:
+    result = cvops(tmp_path, *args)
+    assert_one_line_error(result, 2, *words)
+    assert "Usage:" not in result.stderr and result.stdout == ""
+
+
+def test_outside_a_checkout_the_error_says_where_to_run(tmp_path: Path) -> None:
+    assert_one_line_error(cvops(tmp_path, "models", "list"), 2, "no params.yaml", "cvops checkout")
+
+
+def test_help_still_prints_usage_and_exits_0(tmp_path: Path) -> None:
+    result = cvops(tmp_path, "run", "training", "--help")
+    assert result.returncode == 0 and "--overlay" in result.stdout and "Examples:" in result.stdout
