@@ -5,7 +5,8 @@ that speed-up again and again on the checkout's fp32 and int8 files (a registere
 `make demo`), with the machine idle and with one and two other processes burning a core each, two ways:
 
 - before: as cvops measured it until issue 12, fp32 timed first, then int8, a median each, on all cores;
-- now: cvops/timing.py, the files taking turns in 5 rounds, each file's lowest round, on measure.threads.
+- now: cvops/timing.py, the files taking turns call by call on measure.threads threads, the median of the
+  paired calls' ratios.
 
 For each, the range of speed-ups over the repeats and how many of them would ship int8.
 
@@ -67,12 +68,12 @@ def main() -> None:
     import numpy as np
 
     from cvops.onnx_model import read_preprocessing, session
-    from cvops.timing import interleaved_latency
+    from cvops.timing import interleaved_calls, ratio
 
     fp32_path, int8_path, version, params = version_files(args.version)
     size = read_preprocessing(fp32_path).image_size
     batch = np.random.default_rng(0).standard_normal((32, 3, size, size)).astype(np.float32)
-    runs = max(3, params.measure.runs // 4)  # as the batch-32 measurement of cvops/quantization.py
+    runs = params.measure.batch_runs
     everything = (session(fp32_path), session(int8_path))  # before: onnxruntime's default, every core
     fixed = (session(fp32_path, params.measure.threads), session(int8_path, params.measure.threads))
     rows = []
@@ -82,15 +83,15 @@ def main() -> None:
             before = [sequential_speedup(*everything, batch, runs) for _ in range(args.repeats)]
             now = []
             for _ in range(args.repeats):
-                latency = interleaved_latency({n: (lambda m=m: m.run(None, {"image": batch})) for n, m in
-                                               zip(("fp32", "int8"), fixed, strict=True)}, runs)  # fmt: skip
-                now.append(latency["fp32"].ms / latency["int8"].ms)
+                calls = interleaved_calls({n: (lambda m=m: m.run(None, {"image": batch})) for n, m in
+                                           zip(("fp32", "int8"), fixed, strict=True)}, runs)  # fmt: skip
+                now.append(ratio(calls["fp32"], calls["int8"]).median)
         finally:
             for process in load:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         for method, speedups in (("before: sequential medians, all cores", before),
-                                 (f"now: interleaved rounds, {params.measure.threads} thread", now)):  # fmt: skip
+                                 (f"now: paired calls, {params.measure.threads} thread", now)):  # fmt: skip
             rows.append({"busy_processes": burners, "method": method, "min": min(speedups), "max": max(speedups),
                          "median": statistics.median(speedups), "speedups": speedups,
                          "ships_int8": sum(s >= params.quantize.min_speedup for s in speedups)})  # fmt: skip

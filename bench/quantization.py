@@ -31,7 +31,7 @@ def torch_row(model, ref, measure) -> dict[str, float]:  # type: ignore[no-untyp
     from cvops.data.prepare import load_split
     from cvops.data.preprocess import model_inputs
     from cvops.models import normalization
-    from cvops.timing import interleaved_latency, torch_threads
+    from cvops.timing import interleaved_calls, latency, torch_threads
 
     images, labels, _ = load_split(ref, "test")
     inputs = torch.from_numpy(model_inputs(images, *normalization(model)))
@@ -40,8 +40,8 @@ def torch_row(model, ref, measure) -> dict[str, float]:  # type: ignore[no-untyp
         predicted = torch.cat([model(inputs[i : i + 64]) for i in range(0, len(inputs), 64)]).argmax(1).numpy()
         b1, b32 = inputs[:1], inputs[:32]
         with torch_threads(measure.threads):
-            latency_b1 = interleaved_latency({"b1": lambda: model(b1)}, measure.runs)["b1"].ms
-            latency_b32 = interleaved_latency({"b32": lambda: model(b32)}, max(3, measure.runs // 4))["b32"].ms
+            latency_b1 = latency(interleaved_calls({"b1": lambda: model(b1)}, measure.runs)["b1"]).median
+            latency_b32 = latency(interleaved_calls({"b32": lambda: model(b32)}, measure.batch_runs)["b32"]).median
     size = sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 2**20
     return {"format": "torch-fp32", "accuracy": float(np.mean(predicted == labels)), "agreement": 1.0,
             "size_mb": size, "latency_ms_b1": latency_b1, "latency_ms_b32": latency_b32}  # fmt: skip

@@ -95,7 +95,7 @@ def main() -> None:
     from cvops.data.prepare import load_dataset_ref, load_split
     from cvops.data.preprocess import model_inputs
     from cvops.onnx_model import predict_logits, read_preprocessing, session
-    from cvops.timing import interleaved_latency
+    from cvops.timing import interleaved_calls, latency
 
     project, _, registry, info = registered_version(args.version)
     version = info.version
@@ -137,8 +137,9 @@ def main() -> None:
     ort = session(onnx_path)
     raw = {}
     batches = {b: (lambda b=b: predict_logits(ort, inputs[:b], batch_size=b)) for b in (1, 8, 32)}
-    for batch, latency in interleaved_latency(batches, 30).items():
-        raw[batch] = {"latency_ms": latency.ms, "images_per_s": batch * 1000 / latency.ms}
+    for batch, calls in interleaved_calls(batches, 30).items():
+        ms = latency(calls).median
+        raw[batch] = {"latency_ms": ms, "images_per_s": batch * 1000 / ms}
 
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "version": version,
               "preprocessing": pre.layout, "onnx": onnx_path.name, "image_size": pre.image_size,

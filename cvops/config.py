@@ -108,10 +108,15 @@ class QuantizeParams(Section):
 
 
 class MeasureParams(Section):
-    """How latency is measured (evaluation, both ONNX files, the gate's budget): see cvops/timing.py."""
+    """How latency is measured (the torch model, both ONNX files, the gate's budget): see cvops/timing.py."""
 
     threads: int = Field(1, ge=1)
     runs: int = Field(30, ge=3)
+
+    @property
+    def batch_runs(self) -> int:
+        """Timed calls per file at batch 32, each costing about 32 of batch 1."""
+        return max(5, self.runs // 2)
 
 
 class InvarianceParams(Section):

@@ -26,7 +26,7 @@ from cvops.statistics import (
     mcnemar_exact,
     paired_bootstrap_difference,
 )
-from cvops.timing import interleaved_latency, torch_threads
+from cvops.timing import interleaved_calls, latency, torch_threads
 from cvops.tracking import load_trained_model
 
 
@@ -180,9 +180,9 @@ def footprint(model: nn.Module, image_size: int, device: torch.device, measure: 
     model.eval().to(device)
     batch = torch.rand(1, 3, image_size, image_size, device=device)
     with torch.no_grad(), torch_threads(measure.threads):
-        latency = interleaved_latency({"torch": lambda: model(batch)}, measure.runs)["torch"]
-    return Footprint(format="torch", size_mb=buffer.getbuffer().nbytes / 2**20, latency_ms=latency.ms,
-                     latency_ms_high=latency.high_ms, threads=measure.threads)  # fmt: skip
+        measured = latency(interleaved_calls({"torch": lambda: model(batch)}, measure.runs)["torch"])
+    return Footprint(format="torch", size_mb=buffer.getbuffer().nbytes / 2**20, latency_ms=measured.median,
+                     latency_ms_high=measured.high, threads=measure.threads)  # fmt: skip
 
 
 def compare_with_champion(

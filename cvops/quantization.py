@@ -36,7 +36,7 @@ from cvops.onnx_model import (
     set_metadata,
 )
 from cvops.reports import Format, OnnxMeasurement, QuantizationReport
-from cvops.timing import interleaved_latency, ratio_range
+from cvops.timing import Spread, interleaved_calls, latency, ratio
 
 log = logging.getLogger(__name__)
 
@@ -131,54 +131,53 @@ def sha256(path: Path) -> str:
 def measure(
     predictions: dict[Format, tuple[Path, np.ndarray]], labels: np.ndarray, reference: np.ndarray,
     inputs: np.ndarray, measure: MeasureParams,
-) -> tuple[dict[Format, OnnxMeasurement], tuple[float, float] | None]:  # fmt: skip
+) -> tuple[dict[Format, OnnxMeasurement], Spread | None]:  # fmt: skip
     """Each file's size, accuracy and agreement with the `reference` predictions (from its logits), and its
-    batch-1 and batch-32 latency, the files timed in interleaved rounds on `measure.threads` threads
-    (cvops/timing.py). Also the range of per-round fp32/int8 batch-32 ratios, with both files."""
+    batch-1 and batch-32 latency, the files timed call by call in turns on `measure.threads` threads
+    (cvops/timing.py). Also, with both files, the int8 speed-up at batch 32 from the paired calls."""
     b1, b32 = inputs[:1], np.resize(inputs, (32, *inputs.shape[1:]))  # b32 repeats images if the split is small
     sessions = {fmt: session(path, measure.threads) for fmt, (path, _) in predictions.items()}
 
     def call(fmt: Format, batch: np.ndarray) -> Any:
         return lambda: sessions[fmt].run([OUTPUT], {INPUT: batch})
 
-    single = interleaved_latency({fmt: call(fmt, b1) for fmt in sessions}, measure.runs)
-    batched = interleaved_latency({fmt: call(fmt, b32) for fmt in sessions}, max(3, measure.runs // 4))
+    single = interleaved_calls({fmt: call(fmt, b1) for fmt in sessions}, measure.runs)
+    batched = interleaved_calls({fmt: call(fmt, b32) for fmt in sessions}, measure.batch_runs)
     measured = {}
     for fmt, (path, logits) in predictions.items():
+        b1_ms, b32_ms = latency(single[fmt]), latency(batched[fmt])
         measured[fmt] = OnnxMeasurement(
             format=fmt, path=str(path), sha256=sha256(path), size_mb=path.stat().st_size / 2**20,
             accuracy=float(np.mean(logits.argmax(axis=1) == labels)),
             agreement=float(np.mean(logits.argmax(axis=1) == reference)),
-            latency_ms_b1=single[fmt].ms, latency_ms_b1_high=single[fmt].high_ms,
-            latency_ms_b32=batched[fmt].ms, latency_ms_b32_high=batched[fmt].high_ms,
+            latency_ms_b1=b1_ms.median, latency_ms_b1_high=b1_ms.high,
+            latency_ms_b32=b32_ms.median, latency_ms_b32_high=b32_ms.high,
         )  # fmt: skip
     both = "onnx-int8" in batched
-    return measured, ratio_range(batched["onnx-fp32"], batched["onnx-int8"]) if both else None
+    return measured, ratio(batched["onnx-fp32"], batched["onnx-int8"]) if both else None
 
 
 def choose(
-    fp32: OnnxMeasurement, int8: OnnxMeasurement | None, params: QuantizeParams,
-    speedup_range: tuple[float, float] | None = None,
-) -> tuple[Format, str]:  # fmt: skip
+    fp32: OnnxMeasurement, int8: OnnxMeasurement | None, params: QuantizeParams, speedup: Spread | None = None
+) -> tuple[Format, str]:
     """int8 ships when it loses at most `max_accuracy_drop` accuracy and is `min_speedup` faster at batch 32.
 
-    The speed-up is the ratio of the two files' lowest round latencies; `speedup_range` (the per-round
-    ratios) is reported, and flagged when it straddles the threshold: the two files are then within noise.
+    The speed-up is the median ratio of paired calls (`speedup`; without one, the ratio of the two medians).
+    Its spread is reported, and flagged when it straddles the threshold: the two files are then within noise.
     """
     if int8 is None:
         return "onnx-fp32", "int8 quantization is off (quantize.enabled: false)"
     drop = fp32.accuracy - int8.accuracy
-    speedup = fp32.latency_ms_b32 / int8.latency_ms_b32
-    rounds = ""
-    if speedup_range is not None:
-        low, high = speedup_range
-        noise = ", within noise" if low < params.min_speedup <= high else ""
-        rounds = f" [rounds x{low:.2f}-x{high:.2f}{noise}]"
+    factor = speedup.median if speedup else fp32.latency_ms_b32 / int8.latency_ms_b32
+    spread = ""
+    if speedup is not None:
+        noise = ", within noise" if speedup.low < params.min_speedup <= speedup.high else ""
+        spread = f" [x{speedup.low:.2f}-x{speedup.high:.2f} over paired calls{noise}]"
     numbers = (
         f"accuracy drop {drop:+.4f} (max {params.max_accuracy_drop}), "
-        f"speed-up x{speedup:.2f}{rounds} at batch 32 (min x{params.min_speedup})"
+        f"speed-up x{factor:.2f}{spread} at batch 32 (min x{params.min_speedup})"
     )
-    if drop <= params.max_accuracy_drop and speedup >= params.min_speedup:
+    if drop <= params.max_accuracy_drop and factor >= params.min_speedup:
         return "onnx-int8", numbers
     return "onnx-fp32", f"int8 rejected: {numbers}"
 
@@ -207,13 +206,15 @@ def quantize(
         int8_path = quantize_int8(fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std),
                                   params.calibration_method)  # fmt: skip
         predictions["onnx-int8"] = (int8_path, predict_logits(session(int8_path), inputs))
-    measured, speedup_range = measure(predictions, labels, torch_predicted, inputs, measure_params)
-    shipped, reason = choose(measured["onnx-fp32"], measured.get("onnx-int8"), params, speedup_range)
+    measured, speedup = measure(predictions, labels, torch_predicted, inputs, measure_params)
+    shipped, reason = choose(measured["onnx-fp32"], measured.get("onnx-int8"), params, speedup)
     report = QuantizationReport(
         fp32=measured["onnx-fp32"], int8=measured.get("onnx-int8"),
         torch_accuracy=float(np.mean(torch_predicted == labels)), parity_max_abs_diff=difference,
         calibration_method=params.calibration_method, calibration_ids=ids,
-        threads=measure_params.threads, shipped=shipped, reason=reason, speedup_b32_range=speedup_range,
+        threads=measure_params.threads, shipped=shipped, reason=reason,
+        speedup_b32_range=(speedup.low, speedup.high) if speedup else None,
+        paired_speedup_b32=speedup.median if speedup else None,
     )  # fmt: skip
     (out_dir / "quantization.json").write_text(report.model_dump_json(indent=2))
     (out_dir / "calibration_ids.json").write_text(json.dumps(ids, indent=0))

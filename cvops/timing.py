@@ -1,10 +1,10 @@
 """Latency measurements that a busy machine does not flip.
 
-Load only ever adds time. So each candidate is timed in several rounds, the candidates taking turns within
-every round (A B, then B A, ...), and its latency is the lowest round median: the round the machine was
-least busy. The range of round medians is kept as the spread. A ratio of two candidates is the ratio of
-their lowest round medians; its spread is the range of the per-round ratios, which a burst of load
-touches on both sides at once.
+Candidates are timed call by call, taking turns (A B, then B A, ...), so that every call of one has a
+call of the other right beside it, under the same load. A candidate's latency is the median of its calls;
+a ratio of two candidates is the median of the ratios of their paired calls, which a burst of load
+touches on both sides at once. The 10th and 90th percentiles are kept as the spread. bench/latency.py
+measures how much steadier this is, under load, than timing one file after the other.
 """
 
 import statistics
@@ -12,60 +12,51 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from pydantic import BaseModel, computed_field
+import numpy as np
+from pydantic import BaseModel
 
-ROUNDS = 5  # rounds per measurement: one or two rounds hit by a load burst still leave clean ones
-WARMUP = 3  # untimed calls per candidate before the first round
-
-
-class Latency(BaseModel):
-    """Milliseconds per call in each round (the median of its runs)."""
-
-    round_ms: list[float]
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def ms(self) -> float:
-        """The estimate: the lowest round median."""
-        return min(self.round_ms)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def high_ms(self) -> float:
-        """The highest round median: ms to high_ms is the spread."""
-        return max(self.round_ms)
-
-    def describe(self) -> str:
-        return f"{self.ms:.3g} ms (rounds up to {self.high_ms:.3g})"
+WARMUP = 3  # untimed calls per candidate first
 
 
-def interleaved_latency(
-    candidates: dict[str, Callable[[], object]],
-    runs: int,
-    rounds: int = ROUNDS,
-    clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, Latency]:
-    """Time every candidate `runs` times per round, the candidates taking turns, for `rounds` rounds."""
+class Spread(BaseModel):
+    """A median with its 10th and 90th percentiles."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Spread":
+        low, high = np.percentile(values, [10, 90])
+        return cls(median=statistics.median(values), low=float(low), high=float(high))
+
+
+def interleaved_calls(
+    candidates: dict[str, Callable[[], object]], runs: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, list[float]]:
+    """Milliseconds of `runs` calls of every candidate, the candidates taking turns (the order reversed every
+    turn); call i of one candidate ran right beside call i of the others."""
     names = list(candidates)
     for name in names:
         for _ in range(WARMUP):
             candidates[name]()
-    medians: dict[str, list[float]] = {name: [] for name in names}
-    for index in range(rounds):
-        for name in names if index % 2 == 0 else reversed(names):
-            timings = []
-            for _ in range(runs):
-                start = clock()
-                candidates[name]()
-                timings.append((clock() - start) * 1000)
-            medians[name].append(statistics.median(timings))
-    return {name: Latency(round_ms=values) for name, values in medians.items()}
+    calls: dict[str, list[float]] = {name: [] for name in names}
+    for turn in range(runs):
+        for name in names if turn % 2 == 0 else reversed(names):
+            start = clock()
+            candidates[name]()
+            calls[name].append((clock() - start) * 1000)
+    return calls
 
 
-def ratio_range(slow: Latency, fast: Latency) -> tuple[float, float]:
-    """Lowest and highest per-round ratio slow/fast (both measured in the same round)."""
-    ratios = [s / f for s, f in zip(slow.round_ms, fast.round_ms, strict=True)]
-    return min(ratios), max(ratios)
+def latency(calls: list[float]) -> Spread:
+    """A candidate's latency in ms: the median of its calls, with the spread."""
+    return Spread.of(calls)
+
+
+def ratio(slow: list[float], fast: list[float]) -> Spread:
+    """How many times slower `slow` is than `fast`: the median of the paired calls' ratios, with the spread."""
+    return Spread.of([s / f for s, f in zip(slow, fast, strict=True)])
 
 
 @contextmanager

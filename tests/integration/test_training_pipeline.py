@@ -22,9 +22,10 @@ from tests.server import free_port, stopped_on_exit
 
 pytestmark = pytest.mark.slow
 SMALL = ["--overlay", str(SMALL_RUN)]
-# What a user need not read, which `cvops run training` used to print at every step
+# What a user need not read, which `cvops run training` used to print at every step; and progress bars,
+# which belong on a terminal, not in a log ("%|" is a bar's frame)
 NOISE = ("Failed to disable MLflow autologging", "PydanticJsonSchemaWarning", "exercising caution",
-         "No unused functions to remove", "Adding BentoML requirement")  # fmt: skip
+         "No unused functions to remove", "Adding BentoML requirement", "%|")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
