@@ -34,7 +34,8 @@ def oriented_size(image: Image.Image) -> tuple[int, int]:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """The image upright (EXIF orientation) as 8-bit RGB, whatever its mode (see the module's docstring)."""
-    image = ImageOps.exif_transpose(image) or image
+    if image.getexif().get(_ORIENTATION_TAG, 1) != 1:  # 1 is upright: most images, and no copy for them
+        image = ImageOps.exif_transpose(image) or image
     if image.mode.startswith("I"):  # I;16, I;16B, I;16L, I
         pixels = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257.0
         image = Image.fromarray(np.round(pixels).astype(np.uint8), mode="L")
@@ -51,7 +52,7 @@ def resize_image(image: Image.Image, size: int) -> np.ndarray:
 
 def model_inputs(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(N,H,W,3) uint8 resized images to the float32 NCHW batch a model takes: (x / 255 - mean) / std."""
-    scale = np.asarray(std, dtype=np.float32) * 255.0
-    shift = np.asarray(mean, dtype=np.float32) * 255.0
-    batch = (images.astype(np.float32) - shift) / scale
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    batch = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)  # one copy: layout and type
+    batch -= (np.asarray(mean, dtype=np.float32) * 255.0)[:, None, None]
+    batch *= (1.0 / (np.asarray(std, dtype=np.float32) * 255.0))[:, None, None]
+    return batch
