@@ -126,20 +126,26 @@ def _commit(project: Project, info: VersionInfo) -> str:
     return commit
 
 
-def _lineage_files(project: Project, info: VersionInfo, commit: str) -> dict[str, str]:
-    """params.yaml (the version's parameters) and dvc.lock (its data), as the worktree gets them."""
-    files = {PARAMS_FILE: yaml.safe_dump(_unflatten(run_params(info.run_id)), sort_keys=False, allow_unicode=True)}
+@dataclass
+class Inputs:
+    """What the worktree gets besides the commit's files: the version's parameters and its dvc.lock."""
+
+    params: dict[str, Any]
+    dvc_lock: str
+
+
+def _lineage_files(project: Project, info: VersionInfo, commit: str) -> Inputs:
     try:
-        files[DVC_LOCK] = mlflow.artifacts.load_text(f"runs:/{info.run_id}/{LINEAGE_DIR}/{DVC_LOCK}")
+        dvc_lock = mlflow.artifacts.load_text(f"runs:/{info.run_id}/{LINEAGE_DIR}/{DVC_LOCK}")
     except (MlflowException, OSError):  # a version trained before cvops logged its dvc.lock: the commit's
-        files[DVC_LOCK] = git(project.root, "show", f"{commit}:./{DVC_LOCK}") or ""
+        dvc_lock = git(project.root, "show", f"{commit}:./{DVC_LOCK}") or ""
     data_version = info.tags.get("data_version", "")
-    if not data_version or f"md5: {data_version}.dir" not in files[DVC_LOCK]:
+    if not data_version or f"md5: {data_version}.dir" not in dvc_lock:
         raise LineageError(
             f"version {info.version}'s data version {data_version[:12] or '(none)'} is recorded neither with its run "
             f"nor in the dvc.lock of commit {commit[:12]}: its data cannot be restored"
         )
-    return files
+    return Inputs(_unflatten(run_params(info.run_id)), dvc_lock)
 
 
 def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
@@ -194,16 +200,16 @@ def _worktree(root: Path, commit: str, keep: bool) -> Iterator[Path]:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run_in(tree: Path, project: Project, inputs: dict[str, str], params: Params) -> None:
+def _run_in(tree: Path, project: Project, inputs: Inputs, params: Params) -> None:
     """Write the version's inputs into the worktree, restore its data, and run the training pipeline there."""
-    logged = yaml.safe_load(inputs[PARAMS_FILE])
+    logged = inputs.params
     logged.setdefault("mlflow", {})["experiment"] = params.mlflow.experiment + SUFFIX
     logged.setdefault("registry", {})["model_name"] = params.registry.model_name + SUFFIX
     (tree / PARAMS_FILE).write_text(yaml.safe_dump(logged, sort_keys=False, allow_unicode=True), encoding="utf-8")
     env = {**os.environ, "CVOPS_ROOT": str(tree), "MLFLOW_TRACKING_URI": project.tracking_uri,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     _cvops(tree, env, "init")
-    (tree / DVC_LOCK).write_text(inputs[DVC_LOCK], encoding="utf-8")
+    (tree / DVC_LOCK).write_text(inputs.dvc_lock, encoding="utf-8")
     restore_from(Project(tree), project)
     _cvops(tree, env, "run", "training", ok=(0, GATE_FAILED))
 
