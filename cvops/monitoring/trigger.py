@@ -12,7 +12,7 @@ import os
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -170,7 +170,3 @@ def pipeline_lock(directory: Path, pipeline: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
