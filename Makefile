@@ -14,7 +14,7 @@ PORT ?= 5000
 DEMO_elpv := $(CVOPS) data import elpv && $(CVOPS) run training
 DEMO_digits := $(CVOPS) run training --overlay overlays/digits.yaml
 
-.PHONY: help install demo test test-fast lint format ui bench lock clean-state
+.PHONY: help install demo test test-fast lint format ui bench lock clean-state team-up team-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ format: install ## Apply ruff's fixes and formatting
 ui: install ## MLflow UI on http://127.0.0.1:$(PORT)
 	$(CVOPS) ui --port $(PORT)
 
+team-up: install ## Start a team stack on this machine (databases, S3, MLflow + ZenML servers); writes .team/env
+	$(CVOPS) team up
+
+team-down: install ## Stop the team stack (its state stays in .team/ and its databases)
+	$(CVOPS) team down
+
 bench: install ## Run the benchmarks in bench/ (each prints a table, writes bench/results/*.json)
 	$(PY) bench/data.py
 	$(PY) bench/pipeline.py
@@ -59,6 +65,7 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 	$(PY) bench/serving.py
 	$(PY) bench/drift.py
 	$(PY) bench/drift.py --dataset fashion-mnist
+	$(PY) bench/team.py
 
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/cvops-lock && $(PYTHON) -m venv /tmp/cvops-lock

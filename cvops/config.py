@@ -19,6 +19,7 @@ from cvops.errors import ConfigError
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 PARAMS_FILE = "params.yaml"
+STATE_ENV = "CVOPS_STATE_URL"
 Source = Literal["elpv", "digits", "fashion-mnist", "folder"]
 SOURCES: tuple[str, ...] = get_args(Source)
 
@@ -155,6 +156,7 @@ class ServeParams(Section):
 class RegistryParams(Section):
     model_name: str = Field("cvops-classifier", min_length=1)
     require_approval: bool = True
+    allow_self_approval: bool = False  # team stack: may the MLflow user who trained a version approve it?
 
     @property
     def bento_name(self) -> str:
@@ -178,6 +180,11 @@ class ScheduleParams(Section):
     training_cron: str | None = None
 
 
+class StateParams(Section):
+    # cvops's shared state (locks; CVOPS_STATE_URL wins): none = files in the checkout, postgresql://... for a team
+    url: Annotated[str, Field(pattern=r"^postgres(ql)?://\S+$")] | None = None
+
+
 class MlflowParams(Section):
     experiment: str = Field("cvops", min_length=1)
 
@@ -198,6 +205,7 @@ class Params(Section):
     monitor: MonitorParams = MonitorParams()
     schedule: ScheduleParams = ScheduleParams()
     mlflow: MlflowParams = MlflowParams()
+    state: StateParams = StateParams()
 
     @model_validator(mode="after")
     def _check_fractions(self) -> "Params":
@@ -347,14 +355,24 @@ class Project:
         return self.root / ".zen"
 
     @property
-    def registry_lock(self) -> Path:
-        """Serialises alias changes (promote, reject, rollback) of every process on this checkout."""
-        return self.mlflow_dir / "registry.lock"
+    def locks_dir(self) -> Path:
+        """The checkout's lock files, when the state is local (no state URL)."""
+        return self.monitoring_dir / "locks"
+
+    @cached_property
+    def state_url(self) -> str | None:
+        """Where cvops's shared state lives: CVOPS_STATE_URL, else params.yaml `state.url`; None: in the checkout."""
+        return os.environ.get(STATE_ENV) or self.params().state.url
 
     @property
     def bentoml_home(self) -> Path:
         """BentoML's model and bento store, and the cache of served ONNX files."""
         return self.root / "bentos"
+
+    @property
+    def manifests_dir(self) -> Path:
+        """Kubernetes manifests for the bentos `cvops package` builds (a kustomize folder per version)."""
+        return self.bentoml_home / "kubernetes"
 
     @property
     def onnx_cache(self) -> Path:
@@ -378,6 +396,16 @@ class Project:
     def tracking_uri(self) -> str:
         """MLflow tracking URI: MLFLOW_TRACKING_URI when set (a remote server), else the local SQLite store."""
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    def inference_log(self, serve: "ServeParams") -> Path | str:
+        """Where every prediction is logged: the team's state database (shared by every serving replica) when
+        there is one, else the folder `serve.inference_log` in the checkout."""
+        return self.state_url or self.root / serve.inference_log
+
+    @property
+    def tracking_server(self) -> bool:
+        """True when MLflow is a tracking server (the team stack), not the checkout's SQLite store."""
+        return self.tracking_uri.startswith(("http://", "https://"))
 
     @property
     def artifact_location(self) -> str:

@@ -62,7 +62,7 @@ class AlreadyRunningError(CvopsError):
 
 
 class ServiceUnavailable(CvopsError):
-    """The model service did not answer."""
+    """A server did not answer: the model service, or the team stack's MLflow, ZenML or S3 server."""
 
     exit_code = 10
 

@@ -1,10 +1,17 @@
-"""The inference log: one JSON line per prediction, appended by a background thread so that writing
-never slows a response. One file per UTC day under the log directory."""
+"""The inference log: one JSON row per prediction, appended by a background thread so that writing never
+slows a response.
+
+Where it goes is `Project.inference_log`: locally, one JSON-lines file per UTC day under a folder; with a
+team's PostgreSQL state database, one table that every serving replica appends to (each row names its
+replica), so one monitoring run reads the traffic of all of them.
+"""
 
 import io
 import json
 import logging
+import os
 import queue
+import socket
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -16,14 +23,64 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _STOP = object()
+TABLE = "cvops_inference_log"
+REPLICA_ENV = "CVOPS_REPLICA"  # names this process's rows (a pod name on Kubernetes); default host-pid
+LogTarget = Path | str  # a folder, or a postgresql:// URL
+
+
+def replica() -> str:
+    return os.environ.get(REPLICA_ENV) or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _Files:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        day = rows[0]["timestamp"][:10]
+        with (self.directory / f"{day}.jsonl").open("a") as f:
+            f.write("".join(json.dumps(row) + "\n" for row in rows))
+
+
+class _Table:
+    """Rows in the state database: (at, replica, body), one INSERT per batch, reconnecting after a failure."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.replica = url, replica()
+        self.connection: Any = None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        import psycopg2
+        from psycopg2.extras import execute_values
+
+        try:
+            if self.connection is None:
+                self.connection = _connect(self.url)
+            with self.connection, self.connection.cursor() as cursor:
+                values = [(row["timestamp"], self.replica, json.dumps(row)) for row in rows]
+                execute_values(cursor, f"INSERT INTO {TABLE} (at, replica, body) VALUES %s", values)
+        except psycopg2.Error as err:
+            self.connection = None
+            raise OSError(f"state database: {err}".strip()) from err
+
+
+def _connect(url: str) -> Any:
+    import psycopg2
+
+    connection = psycopg2.connect(url, connect_timeout=10, application_name="cvops-inference-log")
+    with connection, connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL, "
+                       "replica TEXT NOT NULL, body JSONB NOT NULL)")  # fmt: skip
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_at ON {TABLE} (at)")
+    return connection
 
 
 class InferenceLog:
     """Append-only, asynchronous writer of prediction rows."""
 
-    def __init__(self, directory: Path, capacity: int = 100_000) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, target: LogTarget, capacity: int = 100_000) -> None:
+        self.sink = _Table(target) if isinstance(target, str) else _Files(target)
         self.rows: queue.Queue[Any] = queue.Queue(maxsize=capacity)
         self.dropped = 0
         self.thread = threading.Thread(target=self._write, name="inference-log", daemon=True)
@@ -48,9 +105,7 @@ class InferenceLog:
             rows = [row for row in batch if row is not _STOP]
             if rows:
                 try:
-                    day = rows[0]["timestamp"][:10]
-                    with (self.directory / f"{day}.jsonl").open("a") as f:
-                        f.write("".join(json.dumps(row) + "\n" for row in rows))
+                    self.sink.write(rows)
                 except OSError:
                     log.exception("inference log: could not write %d rows", len(rows))
             if len(rows) < len(batch):
@@ -62,19 +117,12 @@ class InferenceLog:
         self.thread.join(timeout)
 
 
-def read_inference_log(directory: Path, since: datetime | None = None, last: int | None = None) -> "pd.DataFrame":
+def read_inference_log(source: LogTarget, since: datetime | None = None, last: int | None = None) -> "pd.DataFrame":
     """Rows of the log, oldest first: those at or after `since`, then the newest `last` of them."""
     import pandas as pd
 
-    files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
-    if since is not None:  # files are named by UTC day
-        files = [f for f in files if f.stem >= since.astimezone(UTC).strftime("%Y-%m-%d")]
-    frames = []
-    for f in files:
-        text = f.read_text()
-        text = text[: text.rfind("\n") + 1]  # a line the service is still writing is left for the next read
-        if text:
-            frames.append(pd.read_json(io.StringIO(text), lines=True, dtype=False))
+    texts = _table_text(source, since, last) if isinstance(source, str) else _files_text(source, since)
+    frames = [pd.read_json(io.StringIO(text), lines=True, dtype=False) for text in texts if text]
     if not frames:
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True)
@@ -83,3 +131,24 @@ def read_inference_log(directory: Path, since: datetime | None = None, last: int
         rows = rows[rows["timestamp"] >= pd.Timestamp(since)]
     rows = rows.sort_values("timestamp", kind="stable")
     return (rows.tail(last) if last else rows).reset_index(drop=True)
+
+
+def _files_text(directory: Path, since: datetime | None) -> list[str]:
+    files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+    if since is not None:  # files are named by UTC day
+        files = [f for f in files if f.stem >= since.astimezone(UTC).strftime("%Y-%m-%d")]
+    texts = [f.read_text() for f in files]
+    return [text[: text.rfind("\n") + 1] for text in texts]  # a line being written is left for the next read
+
+
+def _table_text(url: str, since: datetime | None, last: int | None) -> list[str]:
+    """The table's rows as JSON lines: every replica's, newest `last` at or after `since`."""
+    query = f"SELECT body::text FROM {TABLE} WHERE at >= %s ORDER BY at DESC, id DESC" + (" LIMIT %s" if last else "")
+    arguments = (since or datetime(1970, 1, 1, tzinfo=UTC), *([last] if last else []))
+    connection = _connect(url)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(query, arguments)
+            return ["".join(f"{body}\n" for (body,) in reversed(cursor.fetchall()))]
+    finally:
+        connection.close()

@@ -66,9 +66,12 @@ def step_error(failure: RuntimeError) -> Exception:
     return failure
 
 
-def run_pipeline(pipeline: Any, project: Project, experiment: str, run_name: str | None = None, **inputs: Any) -> Any:
-    """Run `pipeline` with its MLflow logging in `experiment` (created under the checkout's store if new):
-    the run, or None when a remote orchestrator took it."""
+def run_pipeline(
+    pipeline: Any, project: Project, experiment: str, run_name: str | None = None, config: Path | None = None,
+    **inputs: Any,
+) -> Any:  # fmt: skip
+    """Run `pipeline` with its MLflow logging in `experiment` (created under the checkout's store if new) and
+    the ZenML run configuration `config`, if any: the run, or None when a remote orchestrator took it."""
     from cvops.tracking import use_project_store
 
     use_project_store(project, experiment)  # creates it with its artifact location under mlflow/
@@ -76,6 +79,8 @@ def run_pipeline(pipeline: Any, project: Project, experiment: str, run_name: str
     options: dict[str, Any] = {"settings": tracker_settings(experiment)}
     if run_name:
         options["run_name"] = run_name
+    if config:
+        options["config_path"] = str(config)
     try:
         return pipeline.with_options(**options)(**inputs)
     except RuntimeError as err:
@@ -97,14 +102,10 @@ class TrainingResult:
         return self.info.version
 
 
-def locks_dir(project: Project) -> Path:
-    """The per-pipeline run locks of a checkout (monitoring/locks/<pipeline>.lock)."""
-    return project.monitoring_dir / "locks"
-
-
 def training_lock(project: Project) -> AbstractContextManager[None]:
-    """Held while training runs in this checkout; refused at once (AlreadyRunningError) while another does."""
-    return pipeline_lock(locks_dir(project), "training")
+    """Held while training runs (in this checkout, or on the team's state database); refused at once
+    (AlreadyRunningError) while another does."""
+    return pipeline_lock(project, "training")
 
 
 def train(
@@ -113,6 +114,7 @@ def train(
     resume: bool = False,
     trigger: dict[str, str] | None = None,
     run_name: str | None = None,
+    config: Path | None = None,
 ) -> TrainingResult | None:
     """Reproduce the data stages, then run the training pipeline; for a caller holding the training lock."""
     from cvops.data.versioning import reproduce
@@ -123,7 +125,7 @@ def train(
     # The data stages first, here: invalid data stops the run with its summary before any step starts.
     # The pipeline's data steps then find DVC up to date and only record the data version.
     reproduce(project, "prepare")
-    run = run_pipeline(training, project, params.mlflow.experiment, run_name, params=params, resume=resume,
+    run = run_pipeline(training, project, params.mlflow.experiment, run_name, config, params=params, resume=resume,
                        trigger=trigger)  # fmt: skip
     if run is None:
         return None

@@ -8,10 +8,12 @@ leave exactly one consistent champion.
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from filelock import FileLock
+import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -20,6 +22,8 @@ from pydantic import BaseModel
 from cvops.config import Project
 from cvops.errors import ModelError, PromotionRefusedError, RegistryError
 from cvops.gate import GateDecision
+from cvops.identity import MANAGE, current_identity
+from cvops.state import LockBusy, held
 from cvops.tracking import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,10 @@ BENTO_TAG, BENTOML_MODEL_TAG = "bento", "bentoml_model"
 CVOPS_CHAMPION_TAG = "cvops.champion"
 OUTSIDE_CVOPS = "promoted outside cvops, no approval record"
 AUTO_REVIEWER = "cvops-auto"
+# With a team stack: the MLflow user who registered a version (four eyes), and the account an automatic
+# promotion (registry.require_approval: false) acted through
+TRAINED_BY_TAG, SERVICE_ACCOUNT_TAG = "trained_by", "approved_via"
+LOCK_WAIT_SECONDS = 120
 
 
 def _now() -> str:
@@ -76,16 +84,50 @@ class VersionInfo(BaseModel):
 class ModelRegistry:
     """The versions of one registered model on the active MLflow tracking store."""
 
-    def __init__(self, model_name: str, lock_path: Path) -> None:
+    def __init__(
+        self, model_name: str, locks_dir: Path, state_url: str | None = None, allow_self_approval: bool = False
+    ) -> None:
         self.name = model_name
         self.client = MlflowClient()
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(lock_path, timeout=120)
+        self.locks_dir, self.state_url = locks_dir, state_url
+        self.allow_self_approval = allow_self_approval
 
     @classmethod
-    def of(cls, project: Project, model_name: str) -> "ModelRegistry":
-        """The registered model `model_name` on the tracking store MLflow points at, locked per checkout."""
-        return cls(model_name, project.registry_lock)
+    def of(cls, project: Project, model_name: str, allow_self_approval: bool = False) -> "ModelRegistry":
+        """The registered model `model_name` on the tracking store MLflow points at; its alias changes are
+        serialised across every process sharing the project's state (the checkout, or the team's database)."""
+        return cls(model_name, project.locks_dir, project.state_url, allow_self_approval)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        try:
+            with held(f"registry-{self.name}", self.state_url, self.locks_dir, wait=LOCK_WAIT_SECONDS):
+                yield
+        except LockBusy as err:
+            raise RegistryError(f"another cvops process has held the registry lock of {self.name} for "
+                                f"{LOCK_WAIT_SECONDS} s: try again when it is done") from err  # fmt: skip
+
+    def acting_reviewer(self, typed: str | None, act: str) -> str:
+        """Who is recorded as deciding `act`. With a team stack, the MLflow user the server authenticated, who
+        must have MANAGE on the registered model, and a typed name other than theirs is refused; locally, the
+        typed name."""
+        identity = current_identity(mlflow.get_tracking_uri())
+        if identity is None:
+            if not typed or not typed.strip():
+                raise PromotionRefusedError(f"{act} needs --reviewer NAME, for the record")
+            return typed.strip()
+        if typed and typed.strip() != identity.user:
+            raise PromotionRefusedError(
+                f"you are signed in to MLflow as '{identity.user}', so --reviewer '{typed}' is refused: decisions "
+                "are recorded as the signed-in user (set MLFLOW_TRACKING_USERNAME/_PASSWORD to act as another)"
+            )
+        permission = identity.permission(self.name)
+        if permission != MANAGE:
+            raise PromotionRefusedError(
+                f"'{identity.user}' may not {act} {self.name}: that needs MANAGE on the registered model and the "
+                f"MLflow server grants {permission}; ask an MLflow admin, or a reviewer to do it"
+            )
+        return identity.user
 
     def register(
         self,
@@ -102,11 +144,13 @@ class ModelRegistry:
         """
         if not self.client.search_registered_models(filter_string=f"name = '{self.name}'"):
             self.client.create_registered_model(self.name, description="cvops image classifier")
+        identity = current_identity(mlflow.get_tracking_uri())
         tags = {
             **lineage,
             **{k: f"{metrics[k]:.4f}" for k in HEADLINE_METRICS if k in metrics},
             "gate": "passed" if decision.passed else "failed",
             MODEL_INFO_TAG: trained.model_dump_json(),
+            **({TRAINED_BY_TAG: identity.user} if identity else {}),
         }
         if decision.passed:
             tags["approval"] = PENDING
@@ -116,23 +160,26 @@ class ModelRegistry:
             name=self.name,
             source=trained.model_uri,
             run_id=trained.run_id,
+            model_id=trained.model_id,
             tags=tags,
             description=f"{trained.architecture} on {len(trained.class_names)} classes "
             f"({', '.join(trained.class_names)}); gate {tags['gate']}",
         )
         number = str(version.version)
         if decision.passed:
-            with self.lock:
+            with self.lock():
                 self.client.set_registered_model_alias(self.name, CHALLENGER, number)
         log.info("registered %s version %s (gate %s)", self.name, number, tags["gate"])
-        if decision.passed and not require_approval:
-            self.promote(number, reviewer=AUTO_REVIEWER, note="gate passed; registry.require_approval is false")
+        if decision.passed and not require_approval:  # a service account acts; four eyes does not apply
+            account = {SERVICE_ACCOUNT_TAG: identity.user} if identity else {}
+            self._make_champion(number, AUTO_REVIEWER, "gate passed; registry.require_approval is false", False,
+                                account)  # fmt: skip
         return number
 
     def record_gate(self, version: str, decision: GateDecision) -> None:
         """A new gate decision for an existing version (re-quantized): a version that now fails loses
         `challenger`; one that now passes waits for a reviewer's `promote` (it does not displace a newer challenger)."""
-        with self.lock:
+        with self.lock():
             info = self.get(version)
             self.tag(version, {"gate": "passed" if decision.passed else "failed",
                                "gate_failed_checks": "; ".join(check.name for check in decision.failed)})  # fmt: skip
@@ -176,13 +223,29 @@ class ModelRegistry:
         model_tags = self.client.get_registered_model(self.name).tags
         return model_tags.get(CVOPS_CHAMPION_TAG) != info.version or info.approval != APPROVED
 
-    def promote(self, version: str, reviewer: str, note: str = "", override: bool = False) -> VersionInfo | None:
-        """Make `version` the champion, recording who approved it; the old champion becomes `previous`.
+    def promote(
+        self, version: str, reviewer: str | None = None, note: str = "", override: bool = False
+    ) -> VersionInfo | None:
+        """Make `version` the champion, recording who approved it (see `acting_reviewer`); the old champion
+        becomes `previous`.
 
-        Returns the old champion. Refuses a rejected version, and a version whose gate did not pass
-        unless `override` with a note that says why.
+        Returns the old champion. Refuses a rejected version, a
+        version whose gate did not pass unless `override` with a note that says why, and (four eyes) a
+        version the approving user trained, unless `registry.allow_self_approval`.
         """
-        with self.lock:
+        reviewer = self.acting_reviewer(reviewer, "promote")
+        trained_by = self.get(version).tags.get(TRAINED_BY_TAG)
+        if trained_by == reviewer and not self.allow_self_approval:
+            raise PromotionRefusedError(
+                f"four eyes: '{reviewer}' trained version {version} and cannot also approve it; another reviewer "
+                "must (registry.allow_self_approval is false)"
+            )
+        return self._make_champion(version, reviewer, note, override, {})
+
+    def _make_champion(
+        self, version: str, reviewer: str, note: str, override: bool, extra: dict[str, str]
+    ) -> VersionInfo | None:
+        with self.lock():
             info = self.get(version)
             if CHAMPION in info.aliases:
                 raise PromotionRefusedError(f"version {version} is already the champion")
@@ -191,7 +254,8 @@ class ModelRegistry:
                     f"version {version} was rejected by {info.tags.get('rejected_by', '?')} "
                     f"({info.tags.get('approval_note', 'no reason')}); train and register a new version"
                 )
-            tags = {"approval": APPROVED, "approved_by": reviewer, "approved_at": _now(), "approval_note": note}
+            tags = {"approval": APPROVED, "approved_by": reviewer, "approved_at": _now(), "approval_note": note,
+                    **extra}  # fmt: skip
             if info.gate != "passed":
                 if not override:
                     failed = info.tags.get("gate_failed_checks", "no gate record")
@@ -214,11 +278,13 @@ class ModelRegistry:
         log.debug("%s: version %s is champion (approved by %s)", self.name, version, reviewer)
         return old
 
-    def reject(self, version: str, reviewer: str, reason: str) -> None:
-        """Record a rejection; a rejected version loses `challenger`/`previous` and can never be promoted."""
+    def reject(self, version: str, reviewer: str | None, reason: str) -> None:
+        """Record a rejection (who: see `acting_reviewer`); a rejected version loses `challenger`/`previous` and
+        can never be promoted."""
         if not reason.strip():
             raise PromotionRefusedError("a rejection needs --reason, for the record")
-        with self.lock:
+        reviewer = self.acting_reviewer(reviewer, "reject")
+        with self.lock():
             info = self.get(version)
             if CHAMPION in info.aliases:
                 raise PromotionRefusedError(
@@ -230,11 +296,12 @@ class ModelRegistry:
                 if alias in info.aliases:
                     self.client.delete_registered_model_alias(self.name, alias)
 
-    def rollback(self, reviewer: str, reason: str) -> tuple[VersionInfo, VersionInfo]:
-        """Champion <- previous, recording who and why on both; returns (restored, demoted)."""
+    def rollback(self, reviewer: str | None, reason: str) -> tuple[VersionInfo, VersionInfo]:
+        """Champion <- previous, recording who (see `acting_reviewer`) and why on both; returns (restored, demoted)."""
         if not reason.strip():
             raise PromotionRefusedError("a rollback needs --reason, for the record")
-        with self.lock:
+        reviewer = self.acting_reviewer(reviewer, "roll back")
+        with self.lock():
             demoted, restored = self.alias(CHAMPION), self.alias(PREVIOUS)
             if demoted is None:
                 raise RegistryError(f"{self.name} has no champion to roll back")
@@ -254,7 +321,7 @@ class ModelRegistry:
                             "reason": reason}),
             )  # fmt: skip
         log.debug("%s: rolled back from version %s to %s", self.name, demoted.version, restored.version)
-        return restored, demoted
+        return self.get(restored.version), demoted
 
     def trained_model(self, info: VersionInfo) -> TrainedModel:
         """The reference to a version's torch model that cvops recorded when it registered the version."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from cvops.config import Params, Project
 from cvops.errors import AlreadyRunningError, ConfigError
-from cvops.launch import TrainingResult, launch_monitoring, locks_dir, tracker_settings, train, training_lock
+from cvops.launch import TrainingResult, launch_monitoring, tracker_settings, train, training_lock
 from cvops.monitoring.trigger import Episodes, TriggerRecord, pipeline_lock, send_alert
 
 if TYPE_CHECKING:
@@ -57,12 +57,12 @@ def monitor(
 
     Refused (AlreadyRunningError) while another monitoring run is in progress in this checkout.
     """
-    with pipeline_lock(locks_dir(project), "monitoring"):
+    with pipeline_lock(project, "monitoring"):
         verdict = launch_monitoring(project, params, window, since)
         if verdict is None:
             return None
         now = datetime.now(UTC)
-        episodes = Episodes(project.monitoring_dir)
+        episodes = Episodes(project.monitoring_dir, project.state_url)
         cooldown = timedelta(hours=params.monitor.cooldown_hours)
         decision = episodes.observe(verdict, now, cooldown, retrain and params.monitor.retrain)
         if decision is None:
@@ -142,13 +142,18 @@ def run_job(root: str, pipeline: str) -> str:
     return outcome
 
 
+def job_store(project: Project) -> str:
+    """The scheduler's job store: the team's state database, else monitoring/scheduler.sqlite."""
+    return project.state_url or f"sqlite:///{project.monitoring_dir / 'scheduler.sqlite'}"
+
+
 def _open(project: Project) -> "BaseScheduler":
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
     project.monitoring_dir.mkdir(parents=True, exist_ok=True)
-    store = SQLAlchemyJobStore(url=f"sqlite:///{project.monitoring_dir / 'scheduler.sqlite'}")
+    store = SQLAlchemyJobStore(url=job_store(project))
     return BackgroundScheduler(
         jobstores={"default": store}, executors={"default": ThreadPoolExecutor(len(PIPELINES))}, timezone=UTC,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -208,9 +213,7 @@ def serve_schedule(project: Project, params: Params) -> None:
     scheduler.resume()
     for job in scheduler.get_jobs():
         log.info("scheduler: %s %s, next run %s", job.id, job.trigger, f"{job.next_run_time:%Y-%m-%d %H:%M} UTC")
-    log.info(
-        "scheduler running (job store %s); SIGTERM or Ctrl-C stops it", project.monitoring_dir / "scheduler.sqlite"
-    )
+    log.info("scheduler running (job store %s); SIGTERM or Ctrl-C stops it", job_store(project).split("@")[-1])
     stop.wait()
     log.info("scheduler stopping: waiting for running jobs to finish")
     scheduler.shutdown(wait=True)

@@ -3,14 +3,19 @@
 import contextlib
 import logging
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from cvops.config import Params, Project
-from cvops.errors import NotInitializedError
+from cvops.errors import ConfigError, NotInitializedError
 
-STACK = "cvops-local"
-TRACKER = "cvops-mlflow"
+STACK, TEAM_STACK = "cvops-local", "cvops-team"
+TRACKER, TEAM_TRACKER = "cvops-mlflow", "cvops-mlflow-team"
 MODEL_REGISTRY = "cvops-mlflow-registry"
+TEAM_ARTIFACTS = "cvops-s3"
+# ZenML secrets holding the team stack's credentials: components refer to them, nothing else stores them
+MLFLOW_SECRET, S3_SECRET = "cvops-mlflow", "cvops-s3"
+StackKind = Literal["local", "team"]
 # Offline-first: no analytics, no version checks, no hub downloads. Users may override any of them.
 OFFLINE_ENV = {
     "ZENML_ANALYTICS_OPT_IN": "false",
@@ -21,6 +26,8 @@ OFFLINE_ENV = {
     "GIT_PYTHON_REFRESH": "quiet",
     "DVC_NO_ANALYTICS": "1",
     "BENTOML_DO_NOT_TRACK": "true",
+    # A tracking server that went away (a restart) is retried for about a minute, not MLflow's four
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
 }
 log = logging.getLogger(__name__)
 
@@ -66,49 +73,111 @@ def _ensure_component(client: Any, name: str, flavor: str, component_type: Any, 
         client.update_stack_component(name, component_type, configuration=configuration)
 
 
-def init_project(project: Project, params: Params) -> list[str]:
-    """Create the checkout's local state; safe to run again. Returns what was done, for the user."""
+@dataclass(frozen=True)
+class TeamServers:
+    """Where the team stack's servers are and how to reach them, read from the environment (`.team/env`)."""
+
+    tracking_uri: str
+    mlflow_user: str
+    mlflow_password: str
+    s3_url: str  # s3://bucket: DVC data under dvc/, ZenML artifacts under zenml/
+    s3_endpoint: str | None  # None for AWS itself
+    s3_key: str
+    s3_secret: str
+
+    NEEDED = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZENML_STORE_URL",
+              "CVOPS_S3_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # fmt: skip
+
+    @classmethod
+    def from_env(cls) -> "TeamServers":
+        missing = [name for name in cls.NEEDED if not os.environ.get(name)]
+        if missing:
+            raise ConfigError(f"`cvops init --stack team` needs {', '.join(missing)}: `. .team/env` after "
+                              "`make team-up`, or set them for your servers (README: Working as a team)")  # fmt: skip
+        if not os.environ["MLFLOW_TRACKING_URI"].startswith(("http://", "https://")):
+            raise ConfigError("MLFLOW_TRACKING_URI must be the team's MLflow server (http:// or https://)")
+        env = os.environ
+        return cls(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"],
+                   env["CVOPS_S3_URL"].rstrip("/"), env.get("AWS_ENDPOINT_URL"), env["AWS_ACCESS_KEY_ID"],
+                   env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+
+
+def init_project(project: Project, params: Params, stack: StackKind = "local") -> list[str]:
+    """Create the checkout's local state and activate the ZenML stack; safe to run again. Returns what was done.
+
+    The team stack reads its servers from the environment; its credentials go to ZenML secrets, never to files.
+    """
     from cvops.data.versioning import configure_remote
     from cvops.tracking import use_project_store
 
+    team = TeamServers.from_env() if stack == "team" else None
     done = []
     for directory in (project.data_dir, project.mlflow_dir):
         directory.mkdir(parents=True, exist_ok=True)
     if _init_dvc(project):
         done.append("initialised DVC")
-    configure_remote(project, params.data.remote)
-    done.append(f"DVC remote: {params.data.remote} (`cvops data push` / `pull`)")
+    remote = f"{team.s3_url}/dvc" if team else params.data.remote
+    configure_remote(project, remote, "team" if team else "local", team.s3_endpoint if team else None)
+    done.append(f"DVC remote: {remote} (`cvops data push` / `pull`)")
     experiment = params.mlflow.experiment
     use_project_store(project, experiment)
-    done.append(f"MLflow store: {project.tracking_uri} (experiment '{experiment}')")
+    done.append(f"MLflow: {project.tracking_uri} (experiment '{experiment}')")
 
     from zenml.client import Client
-    from zenml.enums import StackComponentType
 
     if not (project.zenml_dir / "config.yaml").is_file():
         Client.initialize(root=project.root)
         done.append(f"initialised ZenML repository in {project.zenml_dir}")
     client = Client()
-    _ensure_component(
-        client, TRACKER, "mlflow", StackComponentType.EXPERIMENT_TRACKER, {"tracking_uri": project.tracking_uri}
-    )
-    _ensure_component(client, MODEL_REGISTRY, "mlflow", StackComponentType.MODEL_REGISTRY, {})
+    name, components = (TEAM_STACK, _team_components(client, team)) if team else (STACK, _local_components(project))
     try:
-        client.get_stack(STACK)
+        client.get_stack(name)
     except KeyError:
-        client.create_stack(
-            STACK,
-            components={
-                StackComponentType.ORCHESTRATOR: "default",
-                StackComponentType.ARTIFACT_STORE: "default",
-                StackComponentType.EXPERIMENT_TRACKER: TRACKER,
-                StackComponentType.MODEL_REGISTRY: MODEL_REGISTRY,
-            },
-        )
-    if client.active_stack_model.name != STACK:
-        client.activate_stack(STACK)
-    done.append(f"ZenML stack '{STACK}' active (local orchestrator, MLflow tracker and registry)")
+        client.create_stack(name, components=components)
+    if client.active_stack_model.name != name:
+        client.activate_stack(name)
+    where = f"ZenML server {client.zen_store.url}, S3 artifact store" if team else "local orchestrator"
+    done.append(f"ZenML stack '{name}' active ({where}, MLflow tracker and registry)")
     return done
+
+
+def _local_components(project: Project) -> dict[Any, str]:
+    from zenml.client import Client
+    from zenml.enums import StackComponentType as Type
+
+    client = Client()
+    _ensure_component(client, TRACKER, "mlflow", Type.EXPERIMENT_TRACKER, {"tracking_uri": project.tracking_uri})
+    _ensure_component(client, MODEL_REGISTRY, "mlflow", Type.MODEL_REGISTRY, {})
+    return {Type.ORCHESTRATOR: "default", Type.ARTIFACT_STORE: "default", Type.EXPERIMENT_TRACKER: TRACKER,
+            Type.MODEL_REGISTRY: MODEL_REGISTRY}  # fmt: skip
+
+
+def _team_components(client: Any, team: TeamServers) -> dict[Any, str]:
+    """S3 artifact store and MLflow tracker + registry on the server, their credentials held as ZenML secrets."""
+    from zenml.enums import StackComponentType as Type
+
+    _ensure_secret(client, MLFLOW_SECRET, {"username": team.mlflow_user, "password": team.mlflow_password})
+    _ensure_secret(client, S3_SECRET, {"key": team.s3_key, "secret": team.s3_secret})
+    store = {"path": f"{team.s3_url}/zenml", "key": f"{{{{{S3_SECRET}.key}}}}",
+             "secret": f"{{{{{S3_SECRET}.secret}}}}"}  # fmt: skip
+    if team.s3_endpoint:
+        store["client_kwargs"] = {"endpoint_url": team.s3_endpoint}  # type: ignore[assignment]
+    _ensure_component(client, TEAM_ARTIFACTS, "s3", Type.ARTIFACT_STORE, store)
+    tracker = {"tracking_uri": team.tracking_uri, "tracking_username": f"{{{{{MLFLOW_SECRET}.username}}}}",
+               "tracking_password": f"{{{{{MLFLOW_SECRET}.password}}}}"}  # fmt: skip
+    _ensure_component(client, TEAM_TRACKER, "mlflow", Type.EXPERIMENT_TRACKER, tracker)
+    _ensure_component(client, MODEL_REGISTRY, "mlflow", Type.MODEL_REGISTRY, {})
+    return {Type.ORCHESTRATOR: "default", Type.ARTIFACT_STORE: TEAM_ARTIFACTS, Type.EXPERIMENT_TRACKER: TEAM_TRACKER,
+            Type.MODEL_REGISTRY: MODEL_REGISTRY}  # fmt: skip
+
+
+def _ensure_secret(client: Any, name: str, values: dict[str, str]) -> None:
+    try:
+        client.get_secret_by_name_and_private_status(name)
+    except KeyError:
+        client.create_secret(name, values=values)
+        return
+    client.update_secret(name, add_or_update_values=values)
 
 
 def ensure_initialized(project: Project) -> None:

@@ -35,17 +35,25 @@ class TrainedModel(BaseModel):
     std: tuple[float, ...]
     best_epoch: int
 
+    @property
+    def model_id(self) -> str | None:
+        """The MLflow logged model's id (a tracking server refuses a version from `models:/<id>` without it)."""
+        return self.model_uri.removeprefix("models:/") if self.model_uri.startswith("models:/m-") else None
+
 
 def use_project_store(project: Project, experiment: str) -> str:
     """Point MLflow at the project's store and make sure `experiment` exists there; returns its id.
 
-    The experiment gets an explicit artifact location so artifacts never land in ./mlruns.
+    A local store's experiment gets an explicit artifact location so artifacts never land in ./mlruns; a
+    server's keeps the server's own (proxied to its artifact store).
     """
     mlflow.set_tracking_uri(project.tracking_uri)
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
+    if project.tracking_server:
+        return client.create_experiment(experiment)
     project.mlflow_dir.mkdir(parents=True, exist_ok=True)
     return client.create_experiment(experiment, artifact_location=f"{project.artifact_location}/{experiment}")
 

@@ -93,7 +93,7 @@ def send_traffic(
                             params.base.seed if seed is None else seed)  # fmt: skip
     if offline:
         served = resolve(ModelRegistry.of(project, params.registry.model_name), CHAMPION, project.onnx_cache)
-        inference_log = InferenceLog(project.root / params.serve.inference_log)
+        inference_log = InferenceLog(project.inference_log(params.serve))
         predictor = Predictor.of(served, params.serve.max_batch_images)
         written = log_offline(predictor, images, count, inference_log, params.serve.max_image_pixels)
         inference_log.close()

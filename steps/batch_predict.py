@@ -16,4 +16,4 @@ def batch_predict(
     every scored image to the inference log."""
     project = Project.find()
     return score_and_log(ModelRegistry.of(project, registry.model_name), project.onnx_cache, selector,
-                         Path(input_dir), Path(output), serve, project.root / serve.inference_log)  # fmt: skip
+                         Path(input_dir), Path(output), serve, project.inference_log(serve))  # fmt: skip

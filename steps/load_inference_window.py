@@ -13,5 +13,5 @@ def load_inference_window(
     serve: ServeParams, monitor: MonitorParams, window: int | None = None, since: datetime | None = None
 ) -> Annotated[pd.DataFrame, "inference_window"]:
     """The inference-log rows to check: those since `since`, else the newest `window` (monitor.window)."""
-    directory = Project.find().root / serve.inference_log
-    return read_inference_log(directory, since=since, last=None if since else window or monitor.window)
+    source = Project.find().inference_log(serve)
+    return read_inference_log(source, since=since, last=None if since else window or monitor.window)

@@ -15,11 +15,12 @@ def clean_env() -> dict[str, str]:
     }
 
 
-def cvops(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cvops(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`cvops ARGS` in `cwd`, with `env` on top of the clean environment."""
     return subprocess.run(
         [sys.executable, "-m", "cvops.cli", *args],
         cwd=cwd,
-        env=clean_env(),
+        env=clean_env() | (env or {}),
         capture_output=True,
         text=True,
         timeout=600,

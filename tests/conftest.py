@@ -5,6 +5,8 @@ git+DVC repo)."""
 import os
 import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +60,29 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(key, raising=False)
     return root
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database on the machine's server, dropped afterwards."""
+    import psycopg2
+
+    name = f"cvops_test_{uuid.uuid4().hex[:10]}"
+
+    def admin(statement: str) -> None:
+        connection = psycopg2.connect(f"{POSTGRES}/postgres", connect_timeout=10)
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            connection.close()
+
+    admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

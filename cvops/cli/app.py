@@ -7,6 +7,7 @@ click cannot parse.
 """
 
 import logging
+import re
 import signal
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from cvops.config import Params, Project
-from cvops.errors import CvopsError
+from cvops.errors import CvopsError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from cvops.registry import ModelRegistry
@@ -30,12 +31,30 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def user_error(err: BaseException) -> CvopsError | None:
-    """The CvopsError behind `err`: itself, or the one a failed pipeline step raised underneath."""
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and the errors behind it; a chain can loop (an error raised while handling itself)."""
+    found: list[BaseException] = []
     cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, CvopsError):
+    while cause is not None and all(cause is not seen for seen in found):
+        found.append(cause)
         cause = cause.__cause__ or cause.__context__
-    return cause
+    return found
+
+
+def user_error(err: BaseException) -> CvopsError | None:
+    """The CvopsError behind `err` (itself, or the one a failed pipeline step raised underneath), or a server
+    that did not answer, as one line a user can act on."""
+    chain = _chain(err)
+    for cause in chain:
+        if isinstance(cause, CvopsError):
+            return cause
+    refused = next((m for c in chain if (m := re.search(r"host='([^']+)', port=(\d+)\).*(Max retries|refused)",
+                                                         str(c)))), None)  # fmt: skip
+    if refused:
+        return ServiceUnavailable(f"the server at {refused[1]}:{refused[2]} does not answer (MLflow, ZenML or S3): "
+                                  "start it again (`cvops team up` restarts a stopped team stack), then run the "
+                                  "command again")  # fmt: skip
+    return None
 
 
 class Cvops(click.Group):
@@ -114,7 +133,7 @@ def registry(checkout: Project, params: Params | None = None) -> "ModelRegistry"
 
     params = params or checkout.params()
     use_project_store(checkout, params.mlflow.experiment)
-    return ModelRegistry.of(checkout, params.registry.model_name)
+    return ModelRegistry.of(checkout, params.registry.model_name, params.registry.allow_self_approval)
 
 
 def set_params(checkout: Project, overrides: list[str]) -> Params:

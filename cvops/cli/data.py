@@ -11,17 +11,30 @@ from cvops.errors import DataInvalidError
 
 
 @main.command()
-def init() -> None:
-    """Create the checkout's local state: ZenML repo and stack, MLflow store, DVC. Safe to re-run.
+@click.option(
+    "--stack",
+    "stack",
+    type=click.Choice(["local", "team"]),
+    default="local",
+    show_default=True,
+    help="local: SQLite stores and folders in the checkout; team: the servers named in the environment.",
+)
+def init(stack: str) -> None:
+    """Create the checkout's state: ZenML repo and stack, MLflow store, DVC remote. Safe to re-run.
+
+    With --stack team, the ZenML stack is registered on the team's ZenML server (S3 artifact store, MLflow
+    tracker and registry on the team's MLflow server, credentials held as ZenML secrets) and DVC's remote is
+    the team's S3 bucket; the servers come from the environment (`.team/env` after `make team-up`).
 
     \b
-    Example:
+    Examples:
       cvops init
+      make team-up && . .team/env && cvops init --stack team
     """
     from cvops.stack import init_project
 
     checkout = project()
-    for line in init_project(checkout, checkout.params()):
+    for line in init_project(checkout, checkout.params(), stack):  # type: ignore[arg-type]
         click.echo(f"  {line}")
     click.secho("ready: next, `cvops data import elpv` (or digits)", fg="green")
 

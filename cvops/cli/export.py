@@ -51,9 +51,10 @@ def package(version: str) -> None:
 
     checkout = project()
     params = checkout.params()
-    model_tag, bento_tag = package_version(registry(checkout, params), version, checkout.onnx_cache,
-                                           params.registry.bento_name)  # fmt: skip
+    model_tag, bento_tag, manifests = package_version(registry(checkout, params), version, checkout.onnx_cache,
+                                                      params.registry.bento_name, checkout.manifests_dir)  # fmt: skip
     click.secho(f"packaged version {version}: model {model_tag}, bento {bento_tag}", fg="green")
+    click.echo(f"Kubernetes: `kubectl apply -k {manifests}` (Deployment, Service, HPA, PDB; see infra/README.md)")
     click.echo(
         f"serve it: BENTOML_HOME={checkout.bentoml_home} CVOPS_BENTO_MODEL={model_tag} bentoml serve {bento_tag}"
     )

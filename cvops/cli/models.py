@@ -59,10 +59,12 @@ def models_review() -> None:
 
 @models.command("promote")
 @click.argument("version")
-@click.option("--reviewer", required=True, help="Who approves (recorded as approved_by).")
+@click.option(
+    "--reviewer", help="Who approves (recorded as approved_by); with a team stack, the signed-in MLflow user."
+)
 @click.option("--note", default="", help="Why (recorded as approval_note); required with --override.")
 @click.option("--override", is_flag=True, help="Promote although the gate failed (needs --note).")
-def models_promote(version: str, reviewer: str, note: str, override: bool) -> None:
+def models_promote(version: str, reviewer: str | None, note: str, override: bool) -> None:
     """Make VERSION the champion (served); the old champion becomes `previous`.
 
     \b
@@ -70,31 +72,35 @@ def models_promote(version: str, reviewer: str, note: str, override: bool) -> No
       cvops models promote 3 --reviewer alice --note "better on poly cells"
       cvops models promote 4 --reviewer alice --override --note "latency budget waived for the pilot"
     """
-    old = registry(project()).promote(version, reviewer, note, override)
-    click.secho(f"version {version} is the champion (approved by {reviewer})", fg="green")
+    versions = registry(project())
+    old = versions.promote(version, reviewer, note, override)
+    click.secho(
+        f"version {version} is the champion (approved by {versions.get(version).tags['approved_by']})", fg="green"
+    )
     if old is not None:
         click.echo(f"version {old.version} is `previous`: `cvops models rollback` restores it")
 
 
 @models.command("reject")
 @click.argument("version")
-@click.option("--reviewer", required=True, help="Who rejects (recorded as rejected_by).")
+@click.option("--reviewer", help="Who rejects (recorded as rejected_by); with a team stack, the signed-in MLflow user.")
 @click.option("--reason", required=True, help="Why (recorded as approval_note).")
-def models_reject(version: str, reviewer: str, reason: str) -> None:
+def models_reject(version: str, reviewer: str | None, reason: str) -> None:
     """Reject VERSION: it loses its alias and can never be promoted.
 
     \b
     Example:
       cvops models reject 4 --reviewer alice --reason "misses cracks on poly cells"
     """
-    registry(project()).reject(version, reviewer, reason)
-    click.secho(f"version {version} rejected by {reviewer}", fg="yellow")
+    versions = registry(project())
+    versions.reject(version, reviewer, reason)
+    click.secho(f"version {version} rejected by {versions.get(version).tags['rejected_by']}", fg="yellow")
 
 
 @models.command("rollback")
-@click.option("--reviewer", required=True, help="Who rolls back (recorded on both versions).")
+@click.option("--reviewer", help="Who rolls back (recorded on both); with a team stack, the signed-in MLflow user.")
 @click.option("--reason", required=True, help="Why (recorded on both versions).")
-def models_rollback(reviewer: str, reason: str) -> None:
+def models_rollback(reviewer: str | None, reason: str) -> None:
     """Give `champion` back to the `previous` version, recording who and why.
 
     \b

@@ -83,6 +83,10 @@ def monitoring(result: "MonitoringResult") -> None:
     click.secho(f"\n{verdict.status.replace('_', ' ').upper()}: {verdict.reason}", fg=STATUS_COLOURS[verdict.status],
                 bold=True)  # fmt: skip
     click.echo(f"window: {verdict.rows} predictions ({verdict.model_rows} by champion version {verdict.model_version})")
+    if not verdict.champion_approved:
+        from cvops.registry import OUTSIDE_CVOPS
+
+        click.secho(f"warning: champion version {verdict.model_version}: {OUTSIDE_CVOPS}", fg="yellow")
     if verdict.report_dir:
         click.echo(f"report: {verdict.report_dir}")
     decision = result.decision

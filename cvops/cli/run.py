@@ -41,7 +41,10 @@ def run() -> None:
               help="A params overlay (YAML with some of params.yaml's keys) for this run only: written into "
                    "params.yaml while the run lasts, then params.yaml is restored.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
-def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool) -> None:
+@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="A ZenML run configuration: step resources, GPUs, node selectors for a remote orchestrator "
+                   "(e.g. infra/kubernetes/training.yaml).")  # fmt: skip
+def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool, config: Path | None) -> None:
     """Validate and prepare the data (DVC), train, evaluate, gate and register a model: the `training` pipeline.
 
     A version that passes the gate (params.yaml: gate) is registered as `challenger` with approval=pending;
@@ -56,6 +59,7 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool)
       cvops run training -S train.epochs=3 -S train.lr=3e-4
       cvops run training --overlay overlays/digits.yaml     # the small digits run; params.yaml unchanged after
       cvops run training --resume        # after an interruption, same params
+      cvops run training --config infra/kubernetes/training.yaml   # on the Kubernetes stack
     """
     from cvops.launch import train, training_lock
     from cvops.lineage import committed_differences
@@ -65,7 +69,7 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool)
         set_params(checkout, list(overrides))
         with checkout.overlaid(overlay, list(overrides)) as params:
             render.committed_params_diff(committed_differences(checkout.root, params))
-            result = train(checkout, params, resume)
+            result = train(checkout, params, resume, config=config)
     if result is None:
         return render.submitted()
     render.training(result, params.mlflow.experiment)

@@ -13,8 +13,9 @@ from cvops.monitoring.shifts import SHIFTS
 def schedule(once: bool, remote: bool) -> None:
     """Run monitoring and training on their schedules (params.yaml: schedule) with a local scheduler.
 
-    Jobs and their next run times persist in monitoring/scheduler.sqlite. A pipeline never runs twice at
-    once (a due job whose pipeline is running is skipped and stays due). SIGTERM stops the scheduler
+    Jobs and their next run times persist in monitoring/scheduler.sqlite, or in the team's state database
+    (CVOPS_STATE_URL). A pipeline never runs twice at once, on any host sharing that state (a due job whose
+    pipeline is running is skipped and stays due). SIGTERM stops the scheduler
     after the running job finishes.
 
     \b

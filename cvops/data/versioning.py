@@ -86,8 +86,9 @@ def workspace_status(project: Project) -> dict[str, Any]:
         return dict(repo.status())
 
 
-def configure_remote(project: Project, url: str, name: str = "local") -> None:
-    """Make `url` (a folder, relative to the checkout, or s3://...) the default DVC remote.
+def configure_remote(project: Project, url: str, name: str = "local", endpoint: str | None = None) -> None:
+    """Make `url` (a folder, relative to the checkout, or s3://...) the default DVC remote; `endpoint` is an
+    S3-compatible server's URL (MinIO, the team stack's), None for AWS. S3 keys come from the AWS_* variables.
 
     Written to .dvc/config.local (not tracked): the resolved path is this machine's, and a tracked
     config changed by `cvops init` would mark every run's git state dirty.
@@ -95,7 +96,7 @@ def configure_remote(project: Project, url: str, name: str = "local") -> None:
     if "://" not in url and not Path(url).is_absolute():
         url = str((project.root / url).resolve())
     with _dvc_repo(project) as repo, repo.config.edit(level="local") as config:
-        config["remote"][name] = {"url": url}
+        config["remote"][name] = {"url": url, **({"endpointurl": endpoint} if endpoint else {})}
         config["core"]["remote"] = name
         config["core"]["analytics"] = False
 

@@ -49,6 +49,7 @@ class DriftVerdict(BaseModel):
     columns: list[ColumnDrift] = []
     notes: list[str] = []
     report_dir: str | None = None
+    champion_approved: bool = True  # False: the champion was set outside cvops, with no approval record
 
     @property
     def drifted(self) -> list[ColumnDrift]:
@@ -170,9 +171,15 @@ def _save(verdict: DriftVerdict, snapshot: object, out_dir: Path) -> DriftVerdic
         snapshot.save_html(str(partial / HTML_FILE))  # type: ignore[attr-defined]
         snapshot.save_json(str(partial / JSON_FILE))  # type: ignore[attr-defined]
     verdict.report_dir = str(out_dir)
-    (partial / VERDICT_FILE).write_text(json.dumps(verdict.model_dump(mode="json"), indent=2))
+    _write_verdict(verdict, partial)
     os.replace(partial, out_dir)
     return verdict
+
+
+def _write_verdict(verdict: DriftVerdict, folder: Path) -> None:
+    partial = folder / f"{VERDICT_FILE}.partial"
+    partial.write_text(json.dumps(verdict.model_dump(mode="json"), indent=2))
+    os.replace(partial, folder / VERDICT_FILE)
 
 
 def check_champion(
@@ -184,7 +191,11 @@ def check_champion(
     reference, projection = load_reference(reference_dir(served, cache_dir))
     out_dir = reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     verdict = detect_drift(reference, projection.fingerprint, window, served.version, params, out_dir)
-    mlflow.set_tags({"pipeline": "monitoring", "drift": verdict.status, "model_version": served.version})
+    if registry.outside_cvops(registry.get(served.version)):  # its alias was moved in the MLflow UI or API
+        verdict.champion_approved = False
+        _write_verdict(verdict, out_dir)
+    mlflow.set_tags({"pipeline": "monitoring", "drift": verdict.status, "model_version": served.version,
+                     "champion_approved": str(verdict.champion_approved).lower()})  # fmt: skip
     mlflow.log_metrics({"window_rows": verdict.rows, "drifted_columns": len(verdict.drifted)})
     mlflow.log_metrics({f"p_{c.column}": c.p_value for c in verdict.columns})
     mlflow.log_artifacts(str(out_dir), artifact_path="drift")

@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-import filelock
 from pydantic import BaseModel
 
+from cvops.config import Project
 from cvops.errors import AlreadyRunningError
 from cvops.monitoring.drift import DriftVerdict
+from cvops.state import LockBusy, SharedState, held
 
 log = logging.getLogger(__name__)
 Action = Literal["retrain", "cooldown", "already_triggered", "alert_only", "deferred"]
@@ -55,22 +56,20 @@ class TriggerRecord(BaseModel):
 
 
 class Episodes:
-    """The drift-episode state and audit of a checkout, under monitoring/ (JSON, rewritten atomically)."""
+    """The drift-episode state and the trigger audit: JSON under monitoring/ of the checkout, or in the team's
+    state database (`state_url`), where the scheduler of every host sees the same episodes."""
 
-    def __init__(self, directory: Path) -> None:
-        self.state_file = directory / "drift_state.json"
-        self.audit_file = directory / "triggers.jsonl"
-        directory.mkdir(parents=True, exist_ok=True)
+    STATE, AUDIT = "drift_state.json", "triggers.jsonl"
+
+    def __init__(self, directory: Path, state_url: str | None = None) -> None:
+        self.store = SharedState(directory, state_url)
 
     def state(self) -> EpisodeState:
-        if not self.state_file.is_file():
-            return EpisodeState()
-        return EpisodeState.model_validate_json(self.state_file.read_text())
+        saved = self.store.read(self.STATE)
+        return EpisodeState() if saved is None else EpisodeState.model_validate_json(saved)
 
     def _save(self, state: EpisodeState) -> None:
-        partial = self.state_file.with_suffix(".partial")
-        partial.write_text(state.model_dump_json(indent=2))
-        os.replace(partial, self.state_file)
+        self.store.write(self.STATE, state.model_dump_json(indent=2))
 
     def observe(self, verdict: DriftVerdict, now: datetime, cooldown: timedelta, retrain: bool) -> TriggerRecord | None:
         """Update the episode state with a verdict; for a drift verdict, the decision (not yet recorded)."""
@@ -123,13 +122,10 @@ class Episodes:
             self._save(state.model_copy(update={"open": state.open.model_copy(update={"triggered_run": None})}))
 
     def record(self, decision: TriggerRecord) -> None:
-        with self.audit_file.open("a") as f:
-            f.write(decision.model_dump_json() + "\n")
+        self.store.append(self.AUDIT, decision.model_dump_json())
 
     def records(self) -> list[TriggerRecord]:
-        if not self.audit_file.is_file():
-            return []
-        return [TriggerRecord.model_validate_json(line) for line in self.audit_file.read_text().splitlines() if line]
+        return [TriggerRecord.model_validate_json(line) for line in self.store.lines(self.AUDIT)]
 
 
 def send_alert(decision: TriggerRecord, webhook_url: str | None) -> None:
@@ -151,22 +147,17 @@ def send_alert(decision: TriggerRecord, webhook_url: str | None) -> None:
 
 
 @contextmanager
-def pipeline_lock(directory: Path, pipeline: str) -> Iterator[None]:
-    """Hold the run lock of `pipeline` (monitoring/locks/<pipeline>.lock), or fail at once.
+def pipeline_lock(project: Project, pipeline: str) -> Iterator[None]:
+    """Hold the run lock of `pipeline`, or fail at once.
 
     `cvops run training` and `cvops run monitoring` take it however they were started (by hand, by the
-    scheduler, by a drift trigger), so the same pipeline never runs twice at once in a checkout. The
-    operating system releases it when the process ends, however it ends.
+    scheduler, by a drift trigger), so the same pipeline never runs twice at once: in a checkout (a file in
+    monitoring/locks/), or across every host sharing the project's PostgreSQL state URL. It is released
+    when the process ends, however it ends.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(directory / f"{pipeline}.lock")
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout as err:
-        raise AlreadyRunningError(
-            f"{pipeline} is already running in this checkout (lock {lock.lock_file}): wait for it to finish"
-        ) from err
-    try:
-        yield
-    finally:
-        lock.release()
+        with held(pipeline, project.state_url, project.locks_dir, wait=0):
+            yield
+    except LockBusy as err:
+        where = "on the team's state database" if project.state_url else f"in this checkout (lock {err})"
+        raise AlreadyRunningError(f"{pipeline} is already running {where}: wait for it to finish") from err

@@ -11,7 +11,7 @@ from cvops.artifacts import resolve
 from cvops.config import ServeParams
 from cvops.console import progress
 from cvops.errors import DataError
-from cvops.inference_log import InferenceLog
+from cvops.inference_log import InferenceLog, LogTarget
 from cvops.registry import ModelRegistry
 from cvops.reports import metric_name
 from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decode_image
@@ -61,10 +61,10 @@ def write_predictions(frame: pd.DataFrame, output: Path) -> Path:
 
 def score_and_log(
     registry: ModelRegistry, cache_dir: Path, selector: str, input_dir: Path, output: Path, serve: ServeParams,
-    log_dir: Path,
+    log_to: LogTarget,
 ) -> dict[str, int]:  # fmt: skip
     """Score every file of `input_dir` with the `selector` model: predictions to `output`, counts to the active
-    MLflow run, every scored image to the inference log in `log_dir`. Returns the counts."""
+    MLflow run, every scored image to the inference log `log_to`. Returns the counts."""
     served = resolve(registry, selector, cache_dir)
     frame = score_folder(Predictor.of(served, serve.max_batch_images), input_dir, serve.max_image_pixels)
     write_predictions(frame, output)
@@ -73,7 +73,7 @@ def score_and_log(
               **{f"label_{k}": int(v) for k, v in scored["label"].value_counts().items()}}  # fmt: skip
     mlflow.log_metrics({metric_name(f"batch_{k}"): v for k, v in counts.items()})
     mlflow.set_tags({"model_version": served.version, "input_dir": str(input_dir), "output": str(output)})
-    inference_log = InferenceLog(log_dir)
+    inference_log = InferenceLog(log_to)
     inference_log.append(
         {"endpoint": "batch", **row} for row in scored.drop(columns=["path", "error"]).to_dict("records")
     )

@@ -9,12 +9,15 @@ from cvops.console import quiet
 from cvops.onnx_model import read_preprocessing
 from cvops.projection import PROJECTION_FILE
 from cvops.registry import BENTO_TAG, BENTOML_MODEL_TAG, ModelRegistry
+from cvops.serving.kubernetes import write_serving_manifests
 from cvops.serving.predictor import MODEL_FILE
 
 SERVICE = "cvops.serving.service:Classifier"
 # What the service imports when it serves a packaged model, pinned as in requirements.lock (the bento installs
 # them; no resolver runs offline). No torch: a bento serves the ONNX file with onnxruntime.
-SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow", "pydantic", "pyyaml", "prometheus-client")
+# psycopg2: replicas log to the team's state database (CVOPS_STATE_URL).
+SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow", "pydantic", "pyyaml", "prometheus-client",
+                    "psycopg2-binary")  # fmt: skip
 
 
 def store_model(served: ServedModel, lineage: dict[str, str]) -> str:
@@ -72,11 +75,13 @@ def build_bento(model_tag: str, version: str, name: str) -> str:
     return str(bento.tag)
 
 
-def package_version(registry: ModelRegistry, version: str, cache_dir: Path, bento_name: str) -> tuple[str, str]:
+def package_version(
+    registry: ModelRegistry, version: str, cache_dir: Path, bento_name: str, manifests_dir: Path
+) -> tuple[str, str, Path]:
     """A version's shipped ONNX file into BentoML's store and a bento that serves it, both tagged on the
-    version; returns (model tag, bento tag)."""
+    version, and the Kubernetes manifests for the bento's image; returns (model tag, bento tag, manifests)."""
     served = resolve(registry, version, cache_dir)
     model_tag = store_model(served, registry.get(served.version).tags)
     bento_tag = build_bento(model_tag, served.version, bento_name)
     registry.tag(served.version, {BENTO_TAG: bento_tag, BENTOML_MODEL_TAG: model_tag})
-    return model_tag, bento_tag
+    return model_tag, bento_tag, write_serving_manifests(manifests_dir, bento_name, served.version)

@@ -136,7 +136,7 @@ class Classifier:
         self.packaged = os.environ.get("CVOPS_BENTO_MODEL")  # a bento: the model in BentoML's store, no registry
         self.selector = os.environ.get("CVOPS_SERVE_MODEL", "")  # else the registry's alias or version to serve
         self.predictor = self._load()
-        self.inference_log = InferenceLog(PROJECT.root / SETTINGS.inference_log)
+        self.inference_log = InferenceLog(PROJECT.inference_log(SETTINGS))
         if not self.packaged and not self.selector.isdigit():
             threading.Thread(target=self._follow_alias, name="follow-alias", daemon=True).start()
 

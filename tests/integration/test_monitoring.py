@@ -21,6 +21,7 @@ from cvops.config import Project, load_params
 from cvops.inference_log import read_inference_log
 from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerdict
 from cvops.monitoring.trigger import Episodes
+from cvops.registry import CVOPS_CHAMPION_TAG
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
 from tests.server import Server, Webhook
@@ -98,6 +99,21 @@ def test_iid_traffic_raises_no_alarm(champion: Path) -> None:
 def test_a_tiny_window_is_not_enough_data(champion: Path) -> None:
     output, verdict = monitoring(champion, "--window", "10")
     assert verdict.status == "not_enough_data" and "NOT ENOUGH DATA" in output and "10 logged predictions" in output
+    assert verdict.champion_approved and "outside cvops" not in output
+
+
+def test_monitoring_flags_a_champion_set_outside_cvops(champion: Path) -> None:
+    """As when someone moved the alias in the MLflow UI or API: cvops's record of its champion differs."""
+    client(champion).set_registered_model_tag("cvops-classifier", CVOPS_CHAMPION_TAG, "0")
+    try:
+        output, verdict = monitoring(champion, "--window", "10")
+    finally:
+        client(champion).set_registered_model_tag("cvops-classifier", CVOPS_CHAMPION_TAG, "1")
+    assert not verdict.champion_approved and "promoted outside cvops, no approval record" in output
+    runs = client(champion).search_runs(
+        [client(champion).get_experiment_by_name("cvops-monitoring").experiment_id], "tags.champion_approved = 'false'"
+    )
+    assert len(runs) == 1
 
 
 def test_brightness_drift_retrains_once_per_episode_and_alerts(champion: Path) -> None:

@@ -29,7 +29,7 @@ CLASSES = ["cat", "dog"]
 def registry(project_dir: Path) -> ModelRegistry:
     project = Project(project_dir)
     use_project_store(project, "cvops")
-    return ModelRegistry("cvops-classifier", project.registry_lock)
+    return ModelRegistry.of(project, "cvops-classifier")
 
 
 def evidence(tmp_path: Path, accuracy: float) -> Evaluation:
@@ -180,7 +180,7 @@ from cvops.tracking import use_project_store
 
 project = Project(Path(sys.argv[1]))
 use_project_store(project, "cvops")
-registry = ModelRegistry("cvops-classifier", project.registry_lock)
+registry = ModelRegistry.of(project, "cvops-classifier")
 go = Path(sys.argv[3])
 handler = logging.StreamHandler(sys.stdout)  # filelock says when it finds the lock held: "... not acquired ..."
 logging.getLogger("filelock").addHandler(handler)
@@ -206,7 +206,7 @@ def promoters(project_dir: Path, versions: list[str], go: Path) -> list[subproce
 
 def test_a_promotion_waits_while_another_holds_the_registry(registry, tmp_path, project_dir) -> None:
     version = add_version(registry, tmp_path)
-    with FileLock(Project(project_dir).registry_lock):
+    with FileLock(Project(project_dir).locks_dir / "registry-cvops-classifier.lock"):
         (waiting,) = promoters(project_dir, [version], tmp_path / "go")
         (tmp_path / "go").touch()
         while "not acquired" not in (line := waiting.stdout.readline()):  # it reached the lock, and found it held

@@ -53,7 +53,7 @@ def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tup
     validate_dataset(project.raw_dir, project.validated_dir, params.validation)
     ref = prepare_dataset(project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, 0)
     use_project_store(project, "cvops")
-    registry = ModelRegistry("cvops-classifier", project.registry_lock)
+    registry = ModelRegistry.of(project, "cvops-classifier")
     model = fit(ref, params).model
     with mlflow.start_run() as run:
         trained = log_trained_model(model, params.train.model, ref.class_names, ref.image_size, 1)

@@ -13,7 +13,7 @@ from tests.cli import assert_one_line_error, cvops
     [
         (["data", "import", "nonsense"], ["'nonsense' is not one of", "cvops data import --help"]),
         (["nope"], ["No such command 'nope'", "cvops --help"]),
-        (["models", "promote", "3"], ["--reviewer", "cvops models promote --help"]),
+        (["models", "reject", "3"], ["--reason", "cvops models reject --help"]),
         (["run", "monitoring", "--since", "yesterday"], ["--since", "6h"]),
         (["run", "monitoring", "--window", "0"], ["--window", "0"]),
         (["run", "monitoring", "--since", "6h", "--window", "5"], ["--window or --since, not both"]),
@@ -35,3 +35,10 @@ def test_outside_a_checkout_the_error_says_where_to_run(tmp_path: Path) -> None:
 def test_help_still_prints_usage_and_exits_0(tmp_path: Path) -> None:
     result = cvops(tmp_path, "run", "training", "--help")
     assert result.returncode == 0 and "--overlay" in result.stdout and "Examples:" in result.stdout
+
+
+def test_init_for_a_team_names_the_missing_servers_and_creates_nothing(project_dir: Path) -> None:
+    result = cvops(project_dir, "init", "--stack", "team", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert_one_line_error(result, 2, "MLFLOW_TRACKING_USERNAME", "ZENML_STORE_URL", "CVOPS_S3_URL", ".team/env")
+    assert "MLFLOW_TRACKING_URI," not in result.stderr  # that one is set
+    assert not (project_dir / ".dvc").exists() and not (project_dir / ".zen").exists()

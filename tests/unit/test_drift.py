@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cvops.config import MonitorParams
+from cvops.config import PARAMS_FILE, STATE_ENV, MonitorParams, Project
 from cvops.errors import AlreadyRunningError
 from cvops.features import image_features
 from cvops.inference_log import InferenceLog, read_inference_log
@@ -137,8 +137,15 @@ def verdict(status: str, version: str = "3") -> DriftVerdict:
                         window_start=None, window_end=None, threshold=0.003, report_dir="reports/x")  # fmt: skip
 
 
-def test_one_drift_episode_triggers_one_retraining(tmp_path: Path) -> None:
-    episodes = Episodes(tmp_path)
+@pytest.fixture(params=["files", "postgres"])
+def episodes(request: pytest.FixtureRequest, tmp_path: Path) -> Episodes:
+    """The episode state and audit in a checkout's files, and in a team's state database."""
+    if request.param == "files":
+        return Episodes(tmp_path)
+    return Episodes(tmp_path / "not-used", request.getfixturevalue("postgres_db"))
+
+
+def test_one_drift_episode_triggers_one_retraining(episodes: Episodes) -> None:
     cooldown = timedelta(hours=24)
     first = episodes.observe(verdict("drift"), T0, cooldown, retrain=True)
     assert first is not None and first.action == "retrain" and first.opened
@@ -160,8 +167,7 @@ def test_one_drift_episode_triggers_one_retraining(tmp_path: Path) -> None:
     assert after is not None and after.action == "retrain" and after.episode == during.episode
 
 
-def test_a_failed_retraining_frees_its_episode_after_the_cooldown(tmp_path: Path) -> None:
-    episodes = Episodes(tmp_path)
+def test_a_failed_retraining_frees_its_episode_after_the_cooldown(episodes: Episodes) -> None:
     cooldown = timedelta(hours=24)
     first = episodes.observe(verdict("drift"), T0, cooldown, retrain=True)
     assert first is not None and episodes.claim(first, "training-drift-1")
@@ -177,8 +183,7 @@ def test_retrain_false_only_alerts(tmp_path: Path) -> None:
     assert decision is not None and decision.action == "alert_only"
 
 
-def test_the_audit_keeps_every_record(tmp_path: Path) -> None:
-    episodes = Episodes(tmp_path)
+def test_the_audit_keeps_every_record(episodes: Episodes) -> None:
     decision = episodes.observe(verdict("drift"), T0, timedelta(0), retrain=True)
     assert decision is not None
     episodes.record(decision.model_copy(update={"run": "r1", "new_version": "5", "outcome": "passed"}))
@@ -197,16 +202,28 @@ def test_alert_posts_json_to_the_webhook(tmp_path: Path) -> None:
         send_alert(decision, dead)  # a dead or malformed webhook is logged, never raised
 
 
-def test_a_pipeline_runs_once_at_a_time(tmp_path: Path) -> None:
-    with pipeline_lock(tmp_path, "training"):
+@pytest.mark.parametrize("where", ["files", "postgres"])
+def test_a_pipeline_runs_once_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, where: str
+) -> None:
+    """In a checkout (lock files), and across hosts sharing a PostgreSQL state URL (advisory locks; each
+    pipeline_lock holds its own database session, as another host would)."""
+    state_url = request.getfixturevalue("postgres_db") if where == "postgres" else None
+    monkeypatch.delenv(STATE_ENV, raising=False)
+    for root in (tmp_path, tmp_path / "elsewhere"):
+        root.mkdir(exist_ok=True)
+        (root / PARAMS_FILE).write_text(f"state:\n  url: {state_url or 'null'}\n")
+    project = Project(tmp_path)
+    other_host = Project(tmp_path / "elsewhere") if state_url else project  # shares only the database
+    with pipeline_lock(project, "training"):
         with (
             pytest.raises(AlreadyRunningError, match="training is already running"),
-            pipeline_lock(tmp_path, "training"),
+            pipeline_lock(other_host, "training"),
         ):
             pass
-        with pipeline_lock(tmp_path, "monitoring"):  # another pipeline is free to run
+        with pipeline_lock(project, "monitoring"):  # another pipeline is free to run
             pass
-    with pipeline_lock(tmp_path, "training"):  # released
+    with pipeline_lock(project, "training"):  # released
         pass
 
 

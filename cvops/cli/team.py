@@ -1,0 +1,87 @@
+"""`cvops team ...`: a complete team stack on this machine, for trying it and for tests (`make team-up`)."""
+
+import click
+
+from cvops.cli.app import main, project
+
+TEAM_DIR = ".team"
+
+
+@main.group()
+def team() -> None:
+    """Start and stop a team stack on this machine: PostgreSQL + MariaDB databases, an S3-compatible server,
+    the MLflow server with users and permissions, the ZenML server. No Docker needed.
+
+    \b
+    Example:
+      cvops team up                  # or: make team-up
+      . .team/env && cvops init --stack team
+      cvops run training
+      cvops team down                # or: make team-down (state stays in .team/ and the databases)
+    """
+
+
+@team.command("up")
+def team_up() -> None:
+    """Start the stack (what is not already running) and write .team/env and .team/users.env."""
+    from cvops.team import TeamStack
+
+    checkout = project()
+    stack = TeamStack(checkout.root / TEAM_DIR)
+    env = stack.up(checkout.params().registry.model_name, say=lambda line: click.echo(f"  {line}"))
+    click.secho(f"team stack up: MLflow {env['MLFLOW_TRACKING_URI']}, ZenML {env['ZENML_STORE_URL']}", fg="green")
+    click.echo(f"next: `. {TEAM_DIR}/env && cvops init --stack team`; other users' credentials: {TEAM_DIR}/users.env")
+
+
+@team.command("down")
+@click.option("--drop", is_flag=True, help="Also delete the stack's databases and .team/ (everything it stored).")
+def team_down(drop: bool) -> None:
+    """Stop every process the stack started; its state stays for the next `up` unless --drop."""
+    from cvops.team import TeamStack
+
+    TeamStack(project().root / TEAM_DIR).down(say=lambda line: click.echo(f"  {line}"), drop=drop)
+    click.secho("team stack down" + (" and dropped" if drop else ""), fg="green")
+
+
+@team.command("status")
+def team_status() -> None:
+    """Which of the stack's processes are running, on which port."""
+    from cvops.team import TeamStack
+
+    stack = TeamStack(project().root / TEAM_DIR)
+    running = stack.running()
+    for name, service in stack.services().items():
+        state = "running" if name in running else "stopped"
+        click.echo(f"  {name:8} {state:8} http://127.0.0.1:{service.port}  (log {service.log})")
+    if not running:
+        click.echo("the team stack is not running: `make team-up`")
+
+
+@team.command("users")
+def team_users() -> None:
+    """Create the trainer, reviewer and viewer users and their grants on an MLflow server you run yourself
+    (compose, Kubernetes), as its admin. Safe to re-run.
+
+    Reads the server and the admin's credentials from MLFLOW_TRACKING_URI / _USERNAME / _PASSWORD and the
+    three passwords from CVOPS_TRAINER_PASSWORD, CVOPS_REVIEWER_PASSWORD, CVOPS_VIEWER_PASSWORD.
+
+    \b
+    Example:
+      MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=... cvops team users
+    """
+    import os
+
+    from cvops.errors import ConfigError
+    from cvops.team import ROLES, create_mlflow_users
+
+    needed = ["MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+              *(f"CVOPS_{role.upper()}_PASSWORD" for role in ROLES)]  # fmt: skip
+    if missing := [name for name in needed if not os.environ.get(name)]:
+        raise ConfigError(f"`cvops team users` needs {', '.join(missing)}")
+    env = os.environ
+    model = project().params().registry.model_name
+    passwords = {role: env[f"CVOPS_{role.upper()}_PASSWORD"] for role in ROLES}
+    create_mlflow_users(env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]),
+                        passwords, model)  # fmt: skip
+    granted = ", ".join(f"{user} {permission}" for user, permission in ROLES.values())
+    click.secho(f"MLflow users on {env['MLFLOW_TRACKING_URI']}, on registered model {model}: {granted}", fg="green")

@@ -1,0 +1,82 @@
+"""The team stack, started by the same code as `make team-up` (real PostgreSQL, MariaDB, S3 server, MLflow
+and ZenML servers), and one checkout that trained the digits model on it. Both are shared by the session;
+the stack's databases are dropped at the end. When PostgreSQL or MariaDB can neither be reached nor
+started, the stack's one-line error fails every test here: nothing is skipped."""
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from mlflow.tracking import MlflowClient
+
+from cvops.team import BUCKET, ROLES, TeamConfig, TeamStack
+from tests.cli import cvops
+from tests.conftest import REPO, SMALL_RUN
+
+MODEL = "cvops-classifier"
+
+
+@dataclass
+class Team:
+    stack: TeamStack
+    env: dict[str, str]  # what `. .team/env` exports: the trainer's credentials
+    config: TeamConfig
+
+    def as_user(self, role: str) -> dict[str, str]:
+        """The environment of someone who set MLFLOW_TRACKING_USERNAME/_PASSWORD to `role`'s account."""
+        user, _ = ROLES[role]
+        return self.env | {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": self.config.passwords[role]}
+
+    def as_admin(self) -> dict[str, str]:
+        return self.env | {"MLFLOW_TRACKING_USERNAME": "admin",
+                           "MLFLOW_TRACKING_PASSWORD": self.config.mlflow_admin_password}  # fmt: skip
+
+    def s3_keys(self) -> list[str]:
+        s3 = boto3.client("s3", aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+                          endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1")  # fmt: skip
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@pytest.fixture(scope="session")
+def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
+    stack = TeamStack(tmp_path_factory.mktemp("team") / ".team")
+    try:
+        env = stack.up(MODEL, say=print)
+        yield Team(stack, env, stack.config())
+    finally:
+        stack.down(say=print, drop=True)
+
+
+def new_checkout(root: Path) -> Path:
+    """params.yaml and dvc.yaml in a fresh git repo, as a team member's clone would have them."""
+    root.mkdir(parents=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        (root / name).write_text((REPO / name).read_text())
+    for command in (["init", "-q"], ["add", "params.yaml", "dvc.yaml"],
+                    ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):  # fmt: skip
+        subprocess.run(["git", *command], cwd=root, check=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_on_team(team: Team, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A checkout initialised on the team stack that trained the small digits run: (checkout, its output)."""
+    root = new_checkout(tmp_path_factory.mktemp("member") / "checkout")
+    init = cvops(root, "init", "--stack", "team", env=team.env)
+    assert init.returncode == 0, init.stderr[-3000:]
+    trained = cvops(root, "run", "training", "--overlay", str(SMALL_RUN), env=team.env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    return root, init.stdout + init.stderr + trained.stdout + trained.stderr
+
+
+def mlflow_client(team: Team, monkeypatch: pytest.MonkeyPatch, role: str) -> MlflowClient:
+    """An MLflow client of this process signed in as `role` (or "admin")."""
+    env = team.as_admin() if role == "admin" else team.as_user(role)
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, env[key])
+    return MlflowClient(tracking_uri=team.env["MLFLOW_TRACKING_URI"], registry_uri=team.env["MLFLOW_TRACKING_URI"])

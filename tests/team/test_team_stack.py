@@ -1,0 +1,221 @@
+"""A team on real servers: training lands on the MLflow server (artifacts in S3) and the ZenML server, the
+three users' rights and four eyes hold on the CLI and on the server, promotions from two hosts serialise,
+data round-trips through S3, and no secret leaks into anything a run wrote."""
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import psycopg2
+import pytest
+from mlflow.exceptions import MlflowException
+from PIL import Image
+
+from cvops.inference_log import REPLICA_ENV, TABLE
+from cvops.registry import CHAMPION, CVOPS_CHAMPION_TAG, PREVIOUS, TRAINED_BY_TAG
+from cvops.stack import TEAM_TRACKER
+from cvops.state import held
+from cvops.web import http_json
+from tests.cli import assert_one_line_error, clean_env, cvops
+from tests.server import Server, stopped_on_exit
+from tests.team.conftest import MODEL, Team, mlflow_client, new_checkout
+
+pytestmark = pytest.mark.slow
+
+
+def zenml(team: Team, code: str, config: Path) -> str:
+    """Run `code` with a ZenML client of the team's server (the API key of `.team/env`); its stdout."""
+    env = clean_env() | team.env | {"ZENML_CONFIG_PATH": str(config)}
+    done = subprocess.run([sys.executable, "-c", f"from zenml.client import Client\n{code}"], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_training_keeps_runs_artifacts_and_pipeline_runs_on_the_servers(team, trained_on_team, monkeypatch, tmp_path):
+    root, _ = trained_on_team
+    client = mlflow_client(team, monkeypatch, "viewer")  # a reader sees everything
+    version = client.get_model_version(MODEL, "1")
+    assert version.tags[TRAINED_BY_TAG] == "trainer" and version.tags["gate"] == "passed"
+    assert client.get_run(version.run_id).info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server
+    keys = team.s3_keys()
+    assert any(key.startswith("mlflow/") and version.run_id in key for key in keys), keys[:20]
+    assert any(key.startswith("zenml/") for key in keys), "ZenML's artifact store is the bucket"
+    assert not (root / "mlflow" / "mlflow.db").exists() and not list((root / ".zen").rglob("*.db"))  # no local store
+    runs = zenml(team, "print([str(r.id) for r in Client().list_pipeline_runs(size=100).items])", tmp_path / "z")
+    assert version.tags["zenml_run_id"] in runs
+
+
+def set_trainer_permission(team: Team, permission: str) -> None:
+    """What an MLflow admin does in the UI: replace the trainer's grant on the registered model."""
+    api, admin = f"{team.env['MLFLOW_TRACKING_URI']}/api/3.0/mlflow/users/permissions", team.as_admin()
+    auth = (admin["MLFLOW_TRACKING_USERNAME"], admin["MLFLOW_TRACKING_PASSWORD"])
+    grant = {"username": "trainer", "resource_type": "registered_model", "resource_id": MODEL}
+    assert http_json("POST", f"{api}/revoke", grant, auth=auth)[0] == 200
+    assert http_json("POST", f"{api}/grant", grant | {"permission": permission}, auth=auth)[0] == 200
+
+
+def test_users_rights_and_four_eyes_hold(team, trained_on_team, monkeypatch) -> None:
+    root, _ = trained_on_team
+    viewer, trainer, reviewer = (team.as_user(role) for role in ("viewer", "trainer", "reviewer"))
+    assert_one_line_error(cvops(root, "models", "promote", "1", env=viewer), 9, "'viewer' may not promote", "READ")
+    assert_one_line_error(cvops(root, "models", "promote", "1", env=trainer), 9, "'trainer' may not promote", "EDIT")
+    assert_one_line_error(cvops(root, "models", "rollback", "--reason", "x", env=viewer), 9, "may not roll back")
+    assert_one_line_error(
+        cvops(root, "models", "promote", "1", "--reviewer", "alice", env=reviewer), 9, "--reviewer 'alice' is refused"
+    )
+    with pytest.raises(MlflowException, match=r"403|Permission"):  # the server itself refuses a reader
+        mlflow_client(team, monkeypatch, "viewer").set_registered_model_alias(MODEL, CHAMPION, "1")
+
+    set_trainer_permission(team, "MANAGE")
+    try:  # even with the right to manage the model, the trainer cannot approve what they trained
+        assert_one_line_error(cvops(root, "models", "promote", "1", env=trainer), 9, "four eyes", "'trainer' trained")
+    finally:
+        set_trainer_permission(team, "EDIT")
+    assert CHAMPION not in mlflow_client(team, monkeypatch, "viewer").get_model_version(MODEL, "1").aliases
+
+    promoted = cvops(root, "models", "promote", "1", "--note", "first team model", env=reviewer)
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+    assert "approved by reviewer" in promoted.stdout
+    version = mlflow_client(team, monkeypatch, "viewer").get_model_version(MODEL, "1")
+    assert CHAMPION in version.aliases and version.tags["approved_by"] == "reviewer"
+
+
+PROMOTE = """
+import sys
+from pathlib import Path
+from cvops.config import Project
+from cvops.inference_log import REPLICA_ENV, TABLE
+from cvops.registry import ModelRegistry
+ModelRegistry.of(Project(Path(sys.argv[1])), sys.argv[2]).promote(sys.argv[3], note="from " + sys.argv[1])
+"""
+
+
+def lock_sessions(url: str) -> int:
+    with closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cvops-lock'")
+        return int(cursor.fetchone()[0])
+
+
+def test_promotions_from_two_hosts_serialise_on_the_state_database(team, trained_on_team, monkeypatch, tmp_path):
+    """Two checkouts share no file: only the team's state database can order their promotions."""
+    trainer = mlflow_client(team, monkeypatch, "trainer")
+    first = trainer.get_model_version(MODEL, "1")
+    record = ("approval", "approved_by", "approved_at", "approval_note")  # copies of version 1 awaiting review
+    tags = {key: value for key, value in first.tags.items() if key not in record} | {"approval": "pending"}
+    model_id = first.source.removeprefix("models:/")
+    new = [trainer.create_model_version(MODEL, first.source, first.run_id, tags, model_id=model_id).version
+           for _ in range(2)]  # fmt: skip
+    state = team.env["CVOPS_STATE_URL"]
+    hosts = [new_checkout(tmp_path / f"host-{i}") for i in range(2)]
+    env = clean_env() | team.as_user("reviewer")
+    with held(f"registry-{MODEL}", state, tmp_path, wait=0):  # a third host is promoting right now
+        started = [subprocess.Popen([sys.executable, "-c", PROMOTE, str(host), MODEL, str(version)], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for host, version in zip(hosts, new, strict=True)]  # fmt: skip
+        deadline = time.monotonic() + 120
+        while lock_sessions(state) < 3:  # both promoters reached the lock and wait for it
+            assert time.monotonic() < deadline and all(p.poll() is None for p in started), started[0].stderr
+            time.sleep(0.2)
+        viewer = mlflow_client(team, monkeypatch, "viewer")
+        assert viewer.get_registered_model(MODEL).aliases[CHAMPION] == "1"  # nothing moved while the lock was held
+    for process in started:
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors[-2000:]
+    model = viewer.get_registered_model(MODEL)
+    champion, previous = model.aliases[CHAMPION], model.aliases[PREVIOUS]
+    assert {champion, previous} == {str(v) for v in new}  # the second saw the first as the champion it replaced
+    assert model.tags[CVOPS_CHAMPION_TAG] == champion
+    assert viewer.get_model_version(MODEL, champion).tags["approved_by"] == "reviewer"
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_data_push_and_pull_round_trip_through_s3(team, trained_on_team) -> None:
+    root, _ = trained_on_team
+    prepared = digests(root / "data" / "prepared")
+    pushed = cvops(root, "data", "push", env=team.env)
+    assert pushed.returncode == 0, pushed.stderr[-2000:]
+    assert any(key.startswith("dvc/") for key in team.s3_keys())
+    for gone in (root / ".dvc" / "cache", root / "data"):
+        subprocess.run(["rm", "-rf", str(gone)], check=True)
+    pulled = cvops(root, "data", "pull", env=team.env)
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    assert digests(root / "data" / "prepared") == prepared
+
+
+def test_no_secret_appears_in_anything_a_run_wrote(team, trained_on_team, monkeypatch, tmp_path) -> None:
+    root, output = trained_on_team
+    client = mlflow_client(team, monkeypatch, "viewer")
+    version = client.get_model_version(MODEL, "1")
+    run = client.get_run(version.run_id)
+    card = Path(client.download_artifacts(version.run_id, "model_card", str(tmp_path)))
+    component = f"Client().get_stack_component(T.EXPERIMENT_TRACKER, '{TEAM_TRACKER}')"
+    code = f"import json\nfrom zenml.enums import StackComponentType as T\nprint(json.dumps({component}.configuration))"
+    tracker = zenml(team, code, tmp_path / "z")
+    assert "{{cvops-mlflow.password}}" in tracker  # the component refers to a ZenML secret
+    written = [output.encode(), tracker.encode(), json.dumps(run.data.params).encode(),
+               json.dumps(run.data.tags).encode(), json.dumps(version.tags).encode()]  # fmt: skip
+    files = [p for folder in (root, card) for p in folder.rglob("*") if p.is_file() and p.name != "credentials.yaml"]
+    written += [p.read_bytes() for p in files]  # (ZenML's own credential store keeps its session and API key)
+    for secret in team.config.secrets():
+        leaks = sum(secret.encode() in blob for blob in written)
+        assert leaks == 0, f"a secret of the team stack appears in {leaks} of the things the run wrote"
+
+
+def png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (16, 16), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def logged_by_replica(url: str) -> dict[str, int]:
+    with closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT replica, count(*) FROM {TABLE} GROUP BY replica")
+        return dict(cursor.fetchall())
+
+
+def test_two_serving_replicas_log_to_the_shared_store_and_one_monitoring_run_sees_both(team, trained_on_team):
+    root, _ = trained_on_team
+    requests = {"replica-a": 12, "replica-b": 9}
+    replicas = [Server(root, env=team.env | {REPLICA_ENV: name}) for name in requests]
+    with stopped_on_exit(replicas[0].process), stopped_on_exit(replicas[1].process):
+        for server, (name, count) in zip(replicas, requests.items(), strict=True):
+            for i in range(count):
+                status, body = server.post_files("/classify", "image", [(f"{name}-{i}.png", png(i))])
+                assert status == 200, body
+        deadline = time.monotonic() + 60
+        while logged_by_replica(team.env["CVOPS_STATE_URL"]) != requests:  # each replica writes in the background
+            assert time.monotonic() < deadline, logged_by_replica(team.env["CVOPS_STATE_URL"])
+            time.sleep(0.2)
+    checked = cvops(root, "run", "monitoring", "--window", "1000", env=team.env)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert f"window: {sum(requests.values())} predictions" in checked.stdout
+
+
+def test_a_stopped_mlflow_server_is_one_line_then_up_again_on_the_same_address(team, trained_on_team) -> None:
+    root, _ = trained_on_team
+    before = cvops(root, "models", "list", env=team.env)
+    assert before.returncode == 0, before.stderr[-2000:]
+    mlflow_server = team.stack.services()["mlflow"]
+    os.killpg(mlflow_server.pid, signal.SIGTERM)
+    while team.stack.running().get("mlflow"):
+        time.sleep(0.1)
+    quick = team.env | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}  # the default retries for about a minute
+    assert_one_line_error(cvops(root, "models", "list", env=quick), 10, f":{mlflow_server.port} does not answer")
+    assert team.stack.up(MODEL, say=print) == team.env  # restarted on its old port: clients' env stays right
+    after = cvops(root, "models", "list", env=team.env)
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert after.stdout == before.stdout  # every version, alias and approval is still there
