@@ -100,13 +100,19 @@ def serve(version: str | None, alias: str, port: int | None, host: str) -> None:
 @main.command()
 @click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
 def ui(port: int) -> None:
-    """Start the MLflow UI on 127.0.0.1 over the checkout's tracking store (SIGTERM or Ctrl-C stops it).
+    """Start the MLflow UI on 127.0.0.1 over the checkout's tracking store (SIGTERM or Ctrl-C stops it). With
+    a team stack (MLFLOW_TRACKING_URI is a server), nothing starts: it says where the team's UIs are.
 
     \b
     Example:
       cvops ui --port 5001     # then open http://127.0.0.1:5001
     """
     checkout = initialized_project()
+    if checkout.tracking_server:
+        click.echo(f"MLflow UI: {checkout.tracking_uri} (the team's server; sign in as your MLflow user)")
+        if dashboard := os.environ.get("ZENML_STORE_URL"):
+            click.echo(f"ZenML dashboard: {dashboard}")
+        return
     click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", checkout.tracking_uri,
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip

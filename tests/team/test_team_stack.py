@@ -52,6 +52,10 @@ def test_training_keeps_runs_artifacts_and_pipeline_runs_on_the_servers(team, tr
     assert not (root / "mlflow" / "mlflow.db").exists() and not list((root / ".zen").rglob("*.db"))  # no local store
     runs = zenml(team, "print([str(r.id) for r in Client().list_pipeline_runs(size=100).items])", tmp_path / "z")
     assert version.tags["zenml_run_id"] in runs
+    ui = cvops(root, "ui", env=team.env)  # opens nothing locally: the team's servers are the UIs
+    assert (
+        ui.returncode == 0 and team.env["MLFLOW_TRACKING_URI"] in ui.stdout and team.env["ZENML_STORE_URL"] in ui.stdout
+    )
 
 
 def set_trainer_permission(team: Team, permission: str) -> None:
@@ -203,6 +207,19 @@ def test_two_serving_replicas_log_to_the_shared_store_and_one_monitoring_run_see
     checked = cvops(root, "run", "monitoring", "--window", "1000", env=team.env)
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert f"window: {sum(requests.values())} predictions" in checked.stdout
+
+
+def test_the_scheduler_keeps_its_jobs_in_the_state_database(team, trained_on_team) -> None:
+    """Another host's scheduler would find the same jobs and next run times there."""
+    root, _ = trained_on_team
+    ran = cvops(root, "schedule", "--once", env=team.env)
+    assert ran.returncode == 0 and "monitoring: succeeded" in ran.stdout, ran.stderr[-3000:]
+    with closing(psycopg2.connect(team.env["CVOPS_STATE_URL"])) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM apscheduler_jobs")
+        assert {row[0] for row in cursor.fetchall()} >= {"monitoring"}
+    assert not (root / "monitoring" / "scheduler.sqlite").exists()
+    idle = cvops(root, "schedule", "--once", env=team.env)
+    assert "monitoring: not due (next " in idle.stdout, idle.stderr[-2000:]
 
 
 def test_a_stopped_mlflow_server_is_one_line_then_up_again_on_the_same_address(team, trained_on_team) -> None:
