@@ -128,6 +128,10 @@ def init_project(project: Project, params: Params, stack: StackKind = "local") -
     if not (project.zenml_dir / "config.yaml").is_file():
         Client.initialize(root=project.root)
         done.append(f"initialised ZenML repository in {project.zenml_dir}")
+    own_config = project.zenml_dir / "global"
+    if os.environ.get("ZENML_CONFIG_PATH") == str(own_config):  # ZenML keeps its API key and tokens there
+        own_config.mkdir(parents=True, exist_ok=True)
+        own_config.chmod(0o700)
     client = Client()
     name, components = (TEAM_STACK, _team_components(client, team)) if team else (STACK, _local_components(project))
     try:

@@ -172,7 +172,10 @@ def test_no_secret_appears_in_anything_a_run_wrote(team, trained_on_team, monkey
     written = [output.encode(), tracker.encode(), json.dumps(run.data.params).encode(),
                json.dumps(run.data.tags).encode(), json.dumps(version.tags).encode()]  # fmt: skip
     files = [p for folder in (root, card) for p in folder.rglob("*") if p.is_file() and p.name != "credentials.yaml"]
-    written += [p.read_bytes() for p in files]  # (ZenML's own credential store keeps its session and API key)
+    written += [p.read_bytes() for p in files]
+    # ZenML's own credential store keeps its session and API key, in a folder only its owner can open
+    assert (root / ".zen" / "global" / "credentials.yaml").is_file()
+    assert (root / ".zen" / "global").stat().st_mode & 0o077 == 0
     for secret in team.config.secrets():
         leaks = sum(secret.encode() in blob for blob in written)
         assert leaks == 0, f"a secret of the team stack appears in {leaks} of the things the run wrote"
