@@ -23,12 +23,16 @@ from tests.cli import clean_env
 
 @contextmanager
 def stopped_on_exit(process: subprocess.Popen) -> Iterator[list[psutil.Process]]:
-    """Whatever a test does, `process` (started in its own session) and the workers the test lists in the
-    yielded list are gone afterwards: a failing test leaks no server."""
+    """Whatever a test does, `process` (started in its own session), its descendants and the workers the test
+    lists in the yielded list are gone afterwards: a failing test leaks no server."""
     workers: list[psutil.Process] = []
     try:
         yield workers
     finally:
+        # `cvops serve` runs its server in a process group of its own: a SIGKILL to cvops's group leaves it
+        # running, so everything below `process` goes too
+        with suppress(psutil.NoSuchProcess):
+            workers += psutil.Process(process.pid).children(recursive=True)
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)

@@ -194,8 +194,18 @@ def logged_by_replica(url: str) -> dict[str, int]:
         return dict(cursor.fetchall())
 
 
-def test_two_serving_replicas_log_to_the_shared_store_and_one_monitoring_run_sees_both(team, trained_on_team):
+@pytest.fixture
+def champion(team, trained_on_team, monkeypatch) -> Path:
+    """The trained checkout with a champion: version 1, promoted by the reviewer, unless one already is."""
     root, _ = trained_on_team
+    if CHAMPION not in mlflow_client(team, monkeypatch, "viewer").get_registered_model(MODEL).aliases:
+        promoted = cvops(root, "models", "promote", "1", "--note", "to serve", env=team.as_user("reviewer"))
+        assert promoted.returncode == 0, promoted.stderr[-2000:]
+    return root
+
+
+def test_two_serving_replicas_log_to_the_shared_store_and_one_monitoring_run_sees_both(team, champion):
+    root = champion
     requests = {"replica-a": 12, "replica-b": 9}
     replicas = [Server(root, env=team.env | {REPLICA_ENV: name}) for name in requests]
     with stopped_on_exit(replicas[0].process), stopped_on_exit(replicas[1].process):
@@ -212,9 +222,9 @@ def test_two_serving_replicas_log_to_the_shared_store_and_one_monitoring_run_see
     assert f"window: {sum(requests.values())} predictions" in checked.stdout
 
 
-def test_the_scheduler_keeps_its_jobs_in_the_state_database(team, trained_on_team) -> None:
+def test_the_scheduler_keeps_its_jobs_in_the_state_database(team, champion) -> None:
     """Another host's scheduler would find the same jobs and next run times there."""
-    root, _ = trained_on_team
+    root = champion
     ran = cvops(root, "schedule", "--once", env=team.env)
     assert ran.returncode == 0 and "monitoring: succeeded" in ran.stdout, ran.stderr[-3000:]
     with closing(psycopg2.connect(team.env["CVOPS_STATE_URL"])) as connection, connection.cursor() as cursor:
