@@ -41,6 +41,9 @@ ZENML_SERVICE_ACCOUNT = "cvops-pipelines"
 SERVERS = ("s3", "mlflow", "zenml")  # the processes of the stack, in start order
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 READY_SECONDS = 180
+# MLflow checks a basic-auth password with a slow salted hash (~0.4 s on 2 cores) on every request unless
+# its credential cache is on; a password change reaches the other worker within this many seconds.
+AUTH_CACHE_TTL_S = 60
 
 
 class TeamStackError(CvopsError):
@@ -235,7 +238,8 @@ class TeamStack:
         self._write(auth, "[mlflow]\ndefault_permission = READ\n"
                     f"database_uri = {config.postgres('auth')}\nadmin_username = admin\n"
                     f"admin_password = {config.mlflow_admin_password}\n"
-                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")  # fmt: skip
+                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                    f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n")  # fmt: skip
         command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
                    "--port", str(port), "--workers", "2", "--backend-store-uri", config.postgres("mlflow"),
                    "--artifacts-destination", f"s3://{BUCKET}/mlflow"]  # fmt: skip
@@ -250,6 +254,8 @@ class TeamStack:
                "ZENML_DEFAULT_USER_NAME": "admin", "ZENML_DEFAULT_USER_PASSWORD": config.zenml_admin_password,
                "ZENML_SERVER_JWT_SECRET_KEY": config.zenml_jwt_secret, "ZENML_CONFIG_PATH": str(self.dir / "zenml"),
                "ZENML_SERVER_DEPLOYMENT_TYPE": "other", "ZENML_ANALYTICS_OPT_IN": "false",
+               # its own http URL: without it the dashboard's login cookie is marked Secure and never sent back
+               "ZENML_SERVER_SERVER_URL": f"http://127.0.0.1:{port}",
                "ZENML_ENABLE_RICH_TRACEBACK": "false"}  # fmt: skip
         return self._spawn("zenml", port, command, env, f"http://127.0.0.1:{port}/health")
 
@@ -535,15 +541,20 @@ def create_mlflow_users(server: str, admin: tuple[str, str], passwords: dict[str
              "resource_id": model_name, "permission": permission})  # fmt: skip
 
 
-def _zenml_api_key(config: TeamConfig, port: int) -> str:
-    """An API key of the pipelines' service account: what clients use instead of a password."""
-    base = f"http://127.0.0.1:{port}/api/v1"
+def zenml_admin_token(config: TeamConfig, server: str) -> str:
+    """A session token of the ZenML server's admin."""
     status, login = http_json(
-        "POST", f"{base}/login", form={"username": "admin", "password": config.zenml_admin_password}
+        "POST", f"{server}/api/v1/login", form={"username": "admin", "password": config.zenml_admin_password}
     )
     if status != 200:
         raise TeamStackError(f"the ZenML server refused its admin login ({status})")
-    token = login["access_token"]
+    return str(login["access_token"])
+
+
+def _zenml_api_key(config: TeamConfig, port: int) -> str:
+    """An API key of the pipelines' service account: what clients use instead of a password."""
+    base = f"http://127.0.0.1:{port}/api/v1"
+    token = zenml_admin_token(config, f"http://127.0.0.1:{port}")
     status, account = http_json("POST", f"{base}/service_accounts", {"name": ZENML_SERVICE_ACCOUNT, "active": True},
                                 token=token)  # fmt: skip
     if status == 409:

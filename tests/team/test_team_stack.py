@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,15 +21,17 @@ from mlflow.exceptions import MlflowException
 from PIL import Image
 
 from cvops.inference_log import REPLICA_ENV, TABLE
-from cvops.registry import CHAMPION, CVOPS_CHAMPION_TAG, PREVIOUS, TRAINED_BY_TAG
+from cvops.registry import CHALLENGER, CHAMPION, CVOPS_CHAMPION_TAG, MODEL_INFO_TAG, PREVIOUS, TRAINED_BY_TAG
 from cvops.stack import TEAM_TRACKER
 from cvops.state import held
 from cvops.web import http_json
 from tests.cli import assert_one_line_error, clean_env, cvops
+from tests.conftest import SMALL_RUN
 from tests.server import Server, stopped_on_exit
 from tests.team.conftest import MODEL, Team, mlflow_client, new_checkout
 
 pytestmark = pytest.mark.slow
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def zenml(team: Team, code: str, config: Path) -> str:
@@ -249,3 +252,42 @@ def test_a_stopped_mlflow_server_is_one_line_then_up_again_on_the_same_address(t
     after = cvops(root, "models", "list", env=team.env)
     assert after.returncode == 0, after.stderr[-2000:]
     assert after.stdout == before.stdout  # every version, alias and approval is still there
+
+
+def test_the_mlflow_server_restarting_while_a_version_registers_never_leaves_half_a_version(
+    team, trained_on_team, monkeypatch
+) -> None:
+    root, _ = trained_on_team
+    client = mlflow_client(team, monkeypatch, "viewer")
+    before = {v.version for v in client.search_model_versions(f"name = '{MODEL}'")}
+    training = subprocess.Popen(
+        [sys.executable, "-m", "cvops.cli", "run", "training", "--overlay", str(SMALL_RUN)], cwd=root,
+        env=clean_env() | team.env | {"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    with stopped_on_exit(training):
+        output = []
+        for line in training.stdout:  # the server goes down as the registration starts
+            output.append(ANSI.sub("", line))
+            if "Step register_model has started" in output[-1]:
+                break
+        else:
+            pytest.fail(f"the pipeline ended before register_model started:\n{''.join(output)[-3000:]}")
+        mlflow_server = team.stack.services()["mlflow"]
+        os.killpg(mlflow_server.pid, signal.SIGTERM)
+        while team.stack.running().get("mlflow"):
+            time.sleep(0.1)
+        assert team.stack.up(MODEL, say=print) == team.env  # back on its old port
+        output += [ANSI.sub("", line) for line in training.stdout]
+        code = training.wait(timeout=600)
+    said = "".join(output)
+    assert "Retrying" in said, said[-3000:]  # the client noticed the outage
+    new = [v for v in client.search_model_versions(f"name = '{MODEL}'") if v.version not in before]
+    if code == 0:  # retried across the restart: one version, registered once, whole
+        assert len(new) == 1, [v.version for v in new]
+        assert client.get_model_version_by_alias(MODEL, CHALLENGER).version == new[0].version
+    else:  # the restart outlasted the client's retries: one line that says so
+        assert code == 10 and len([line for line in output if line.startswith("error:")]) == 1, said[-3000:]
+        assert len(new) <= 1, [v.version for v in new]
+    for version in new:
+        assert {"gate", "approval", MODEL_INFO_TAG, TRAINED_BY_TAG, "zenml_run_id"} <= set(version.tags), version.tags
