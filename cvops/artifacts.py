@@ -28,7 +28,8 @@ def resolve(registry: ModelRegistry, selector: str, cache_dir: Path) -> ServedMo
     info = registry.get(selector) if selector.isdigit() else registry.alias(selector)
     if info is None:
         raise RegistryError(
-            f"{registry.name} has no '{selector}': promote a version (`cvops models promote V --reviewer NAME`) "
+            f"{registry.name} has no '{selector}': promote a version (`cvops models promote V"
+            f"{registry.reviewer_option()}`) "
             "or serve one with --version V"
         )
     uri = info.tags.get(SHIPPED_TAG)

@@ -107,6 +107,15 @@ class ModelRegistry:
             raise RegistryError(f"another cvops process has held the registry lock of {self.name} for "
                                 f"{LOCK_WAIT_SECONDS} s: try again when it is done") from err  # fmt: skip
 
+    def reviewer_option(self) -> str:
+        """What a decision command needs besides the version, for hints: nothing when the MLflow server says
+        who is signed in (a team stack), `--reviewer NAME` otherwise."""
+        try:
+            signed_in = current_identity(mlflow.get_tracking_uri()) is not None
+        except PromotionRefusedError:
+            signed_in = False
+        return "" if signed_in else " --reviewer NAME"
+
     def acting_reviewer(self, typed: str | None, act: str) -> str:
         """Who is recorded as deciding `act`. With a team stack, the MLflow user the server authenticated, who
         must have MANAGE on the registered model, and a typed name other than theirs is refused; locally, the

@@ -50,11 +50,12 @@ def models_review() -> None:
     """Show the evidence for the current challenger (the version waiting for a reviewer)."""
     from cvops.review import review_challenger
 
-    review = review_challenger(registry(project()))
+    models_registry = registry(project())
+    review = review_challenger(models_registry)
     render.version(review)
-    version = review.info.version
-    click.echo(f"\ndecide: `cvops models promote {version} --reviewer NAME [--note TEXT]` "
-               f"or `cvops models reject {version} --reviewer NAME --reason TEXT`")  # fmt: skip
+    version, reviewer = review.info.version, models_registry.reviewer_option()
+    click.echo(f"\ndecide: `cvops models promote {version}{reviewer} [--note TEXT]` "
+               f"or `cvops models reject {version}{reviewer} --reason TEXT`")  # fmt: skip
 
 
 @models.command("promote")

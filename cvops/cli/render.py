@@ -52,7 +52,7 @@ def validation(report: "ValidationReport") -> None:
     click.echo(report.summary(), err=not report.passed)
 
 
-def training(result: "TrainingResult", experiment: str) -> None:
+def training(result: "TrainingResult", experiment: str, reviewer_option: str) -> None:
     evaluation, info = result.evaluation, result.info
     metrics = evaluation.metrics
     click.echo(f"\n{result.quantization.summary()}\n\n{result.decision.table()}")
@@ -73,7 +73,7 @@ def training(result: "TrainingResult", experiment: str) -> None:
         click.secho(f"version {info.version} is the champion (registry.require_approval is false)", fg="green")
     else:
         click.echo(f"next: review with `cvops models show {info.version}`, then "
-                   f"`cvops models promote {info.version} --reviewer NAME` (or reject)")  # fmt: skip
+                   f"`cvops models promote {info.version}{reviewer_option}` (or reject)")  # fmt: skip
 
 
 def monitoring(result: "MonitoringResult") -> None:

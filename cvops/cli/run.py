@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import click
 
 from cvops.cli import render
-from cvops.cli.app import OVERRIDE_HELP, initialized_project, main, set_params
+from cvops.cli.app import OVERRIDE_HELP, initialized_project, main, registry, set_params
 from cvops.errors import ConfigError, GateFailedError
 
 
@@ -72,7 +72,7 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
             result = train(checkout, params, resume, config=config)
     if result is None:
         return render.submitted()
-    render.training(result, params.mlflow.experiment)
+    render.training(result, params.mlflow.experiment, registry(checkout, params).reviewer_option())
     if not result.decision.passed:
         raise GateFailedError(
             f"version {result.version} failed its gate ({'; '.join(c.name for c in result.decision.failed)}): "

@@ -44,7 +44,8 @@ def zenml(team: Team, code: str, config: Path) -> str:
 
 
 def test_training_keeps_runs_artifacts_and_pipeline_runs_on_the_servers(team, trained_on_team, monkeypatch, tmp_path):
-    root, _ = trained_on_team
+    root, output = trained_on_team
+    assert "then `cvops models promote 1` (or reject)" in output  # the server knows who is signed in
     client = mlflow_client(team, monkeypatch, "viewer")  # a reader sees everything
     version = client.get_model_version(MODEL, "1")
     assert version.tags[TRAINED_BY_TAG] == "trainer" and version.tags["gate"] == "passed"
