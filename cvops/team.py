@@ -553,8 +553,8 @@ def zenml_admin_token(config: TeamConfig, server: str) -> str:
 
 def _zenml_api_key(config: TeamConfig, port: int) -> str:
     """An API key of the pipelines' service account: what clients use instead of a password."""
-    base = f"http://127.0.0.1:{port}/api/v1"
-    token = zenml_admin_token(config, f"http://127.0.0.1:{port}")
+    server = f"http://127.0.0.1:{port}"
+    base, token = f"{server}/api/v1", zenml_admin_token(config, server)
     status, account = http_json("POST", f"{base}/service_accounts", {"name": ZENML_SERVICE_ACCOUNT, "active": True},
                                 token=token)  # fmt: skip
     if status == 409:

@@ -47,6 +47,15 @@ class Browser:
                                          "--remote-debugging-port=0", f"--user-data-dir={profile}",
                                          f"--window-size={WIDTH},{HEIGHT}", "about:blank"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            self.socket = websocket.create_connection(self._page(chromium, profile), timeout=60)
+        except BaseException:
+            self.process.kill()  # no browser outlives a failed start
+            raise
+        self.calls = 0
+
+    def _page(self, chromium: str, profile: Path) -> str:
+        """The DevTools address of the browser's page, once it is up."""
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + READY_SECONDS
         while not port_file.exists() or not port_file.read_text().strip():
@@ -56,8 +65,7 @@ class Browser:
         port = port_file.read_text().split()[0]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as answer:
             page = next(target for target in json.load(answer) if target["type"] == "page")
-        self.socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60)
-        self.calls = 0
+        return str(page["webSocketDebuggerUrl"])
 
     def call(self, method: str, **params: object) -> dict:
         self.calls += 1

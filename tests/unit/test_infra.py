@@ -8,7 +8,18 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from cvops.team import ROLES, SERVERS, Service, TeamConfig, TeamStack, TeamStackError, _mysql, _postgres, free_port
+from cvops.team import (
+    AUTH_CACHE_TTL_S,
+    ROLES,
+    SERVERS,
+    Service,
+    TeamConfig,
+    TeamStack,
+    TeamStackError,
+    _mysql,
+    _postgres,
+    free_port,
+)
 from tests.conftest import REPO
 
 INFRA = REPO / "infra"
@@ -71,3 +82,12 @@ def test_a_database_that_does_not_answer_is_one_line_without_its_password() -> N
             connect(url, ["SELECT 1"])
         message = str(failed.value)
         assert "s3cret-pw" not in message and ":***@" in message and "\n" not in message
+
+
+def test_the_compose_servers_are_configured_like_team_ups() -> None:
+    """The MLflow container caches credentials as long as team-up's server (else every request pays for the
+    password hash); the ZenML server knows the address it is published on (else its dashboard's login cookie
+    is Secure-only, and a browser on plain http never sends it back)."""
+    assert f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n" in (INFRA / "mlflow" / "entrypoint.sh").read_text()
+    zenml = compose()["services"]["zenml"]
+    assert urlsplit(zenml["environment"]["ZENML_SERVER_SERVER_URL"]).port in published(zenml)
