@@ -66,6 +66,7 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 	$(PY) bench/drift.py
 	$(PY) bench/drift.py --dataset fashion-mnist
 	$(PY) bench/team.py
+	$(PY) bench/distributed.py
 
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/cvops-lock && $(PYTHON) -m venv /tmp/cvops-lock

@@ -185,6 +185,17 @@ class StateParams(Section):
     url: Annotated[str, Field(pattern=r"^postgres(ql)?://\S+$")] | None = None
 
 
+class DistributedParams(Section):
+    """Where heavy work runs: in this process (local), or on Ray (a local instance or a cluster)."""
+
+    engine: Literal["local", "ray"] = "local"
+    # null: a Ray instance of this machine, started for the command and stopped after it; "auto": the cluster
+    # `ray start` runs here; host:port (a cluster's GCS) or ray://host:port (Ray Client)
+    address: Annotated[str, Field(pattern=r"^(auto|ray://\S+|[\w.-]+:\d+)$")] | None = None
+    batch_workers: int = Field(2, ge=1)  # batch inference: scoring actors, each with its own onnxruntime session
+    cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs a worker reserves (onnxruntime threads: at least 1)
+
+
 class MlflowParams(Section):
     experiment: str = Field("cvops", min_length=1)
 
@@ -206,6 +217,7 @@ class Params(Section):
     schedule: ScheduleParams = ScheduleParams()
     mlflow: MlflowParams = MlflowParams()
     state: StateParams = StateParams()
+    distributed: DistributedParams = DistributedParams()
 
     @model_validator(mode="after")
     def _check_fractions(self) -> "Params":

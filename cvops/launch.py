@@ -159,9 +159,10 @@ def launch_monitoring(
 
 
 def launch_batch_inference(
-    project: Project, params: Params, input_dir: Path, output: Path, selector: str
+    project: Project, params: Params, input_dir: Path, output: Path, selector: str, config: Path | None = None
 ) -> dict[str, int] | None:
-    """Score a folder with the `selector` model (the batch_inference pipeline); the counts."""
+    """Score a folder with the `selector` model (the batch_inference pipeline, with the ZenML run configuration
+    `config`, if any); the counts, or None when a remote orchestrator took the run."""
     from cvops.artifacts import resolve
     from cvops.registry import ModelRegistry
     from cvops.tracking import use_project_store
@@ -171,6 +172,7 @@ def launch_batch_inference(
         raise DataError(f"input folder {input_dir} does not exist")
     use_project_store(project, params.mlflow.experiment)
     resolve(ModelRegistry.of(project, params.registry.model_name), selector, project.onnx_cache)  # fail here
-    run = run_pipeline(batch_inference, project, params.mlflow.experiment, input_dir=str(input_dir.resolve()),
-                       output=str(output.resolve()), selector=selector, params=params)  # fmt: skip
+    run = run_pipeline(batch_inference, project, params.mlflow.experiment, config=config,
+                       input_dir=str(input_dir.resolve()), output=str(output.resolve()), selector=selector,
+                       params=params)  # fmt: skip
     return None if run is None else run.steps["batch_predict"].outputs["counts"][0].load()

@@ -26,6 +26,7 @@ OFFLINE_ENV = {
     "GIT_PYTHON_REFRESH": "quiet",
     "DVC_NO_ANALYTICS": "1",
     "BENTOML_DO_NOT_TRACK": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
     # A tracking server that went away (a restart) is retried for about a minute, not MLflow's four
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
 }

@@ -7,4 +7,4 @@ from steps import batch_predict
 @pipeline(name="batch_inference", enable_cache=False)
 def batch_inference(input_dir: str, output: str, selector: str, params: Params) -> None:
     """A folder of images -> predictions file (label, score, model version) + MLflow counts + inference log."""
-    batch_predict(input_dir, output, selector, params.registry, params.serve)
+    batch_predict(input_dir, output, selector, params.registry, params.serve, params.distributed)

@@ -85,23 +85,35 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
 @click.option("--output", type=click.Path(path_type=Path), help="Predictions file, .parquet or .csv "
               "(default: reports/predictions-<time>.parquet).")  # fmt: skip
 @click.option("--version", "version", help="Score with this version instead of the champion.")
-def run_batch_inference(input_dir: Path, output: Path | None, version: str | None) -> None:
+@click.option("--overlay", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="A params overlay for this run only, e.g. a `distributed` section that sends the scoring to "
+                   "a Ray cluster (infra/kubernetes/ray/distributed.yaml).")  # fmt: skip
+@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="A ZenML run configuration for a remote orchestrator "
+                   "(e.g. infra/kubernetes/ray/batch-inference.yaml).")  # fmt: skip
+def run_batch_inference(
+    input_dir: Path, output: Path | None, version: str | None, overlay: Path | None, config: Path | None
+) -> None:
     """Score a folder with the champion: the `batch_inference` pipeline.
 
     Writes path, label, score and model version per file (unreadable files get an error instead),
-    logs counts to MLflow and appends every scored image to the inference log.
+    logs counts to MLflow and appends every scored image to the inference log. With `distributed.engine: ray`
+    in params.yaml, a pool of `distributed.batch_workers` Ray actors scores the files (Ray Data), on a Ray
+    instance started for the command or on the cluster at `distributed.address`; the output is the same.
 
     \b
     Examples:
       cvops run batch-inference --input incoming/
       cvops run batch-inference --input incoming/ --output scored.csv --version 3
+      cvops run batch-inference --input /shared/incoming --overlay infra/kubernetes/ray/distributed.yaml
     """
     from cvops.launch import launch_batch_inference
     from cvops.registry import CHAMPION
 
     checkout = initialized_project()
     output = output or checkout.reports_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
-    counts = launch_batch_inference(checkout, checkout.params(), input_dir, output, version or CHAMPION)
+    with checkout.overlaid(overlay) as params:
+        counts = launch_batch_inference(checkout, params, input_dir, output, version or CHAMPION, config)
     if counts is None:
         return render.submitted()
     click.secho(f"scored {counts['scored']} of {counts['images']} files -> {output.resolve()}", fg="green")

@@ -38,6 +38,9 @@ def test_misspelt_override_key_is_named(override, key):
     [
         ("train.lr=-1", "train.lr"),
         ("prepare.image_size=abc", "prepare.image_size"),
+        ("distributed.engine=spark", "distributed.engine"),
+        ("distributed.address=http://head:8265", "distributed.address"),  # the dashboard, not the GCS or client
+        ("distributed.cpus_per_worker=0", "distributed.cpus_per_worker"),
     ],
 )
 def test_bad_override_value_is_named(override, key):
@@ -146,3 +149,9 @@ def test_without_an_overlay_nothing_is_written(tmp_path):
 def test_the_bento_name_follows_the_registered_model():
     assert Params().registry.bento_name == "cvops-classifier"
     assert load_params(PARAMS, ["registry.model_name=Solar Cells v2"]).registry.bento_name == "solar-cells-v2"
+
+
+@pytest.mark.parametrize("address", ["auto", "10.0.0.5:6379", "ray://cvops-ray-head-svc:10001", "null"])
+def test_every_kind_of_ray_address_is_accepted(address):
+    params = load_params(PARAMS, ["distributed.engine=ray", f"distributed.address={address}"])
+    assert params.distributed.address == (None if address == "null" else address)

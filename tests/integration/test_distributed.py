@@ -1,0 +1,179 @@
+"""Ray as cvops's distributed engine, on a real two-node Ray cluster the test starts: batch inference on Ray
+Data gives the in-process path's predictions image for image, loses and repeats no row when a node dies
+mid-run, and the embedded default starts no Ray at all. Each command in its own process, as a user runs it."""
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from cvops.config import Project
+from cvops.inference_log import read_inference_log
+from tests.cli import assert_one_line_error, clean_env, cvops
+from tests.conftest import SMALL_RUN
+from tests.ray_cluster import RayCluster, assert_all_gone, ray_cluster
+from tests.server import free_port, stopped_on_exit
+
+pytestmark = pytest.mark.slow
+COLUMNS = ["path", "label", "score", "model_version", "error"]
+
+
+@dataclass
+class Checkout:
+    root: Path
+    ray_tmp: Path  # RAY_TMPDIR of every command the fixture ran: any Ray instance they started would be there
+    local: pd.DataFrame  # the in-process engine's predictions for data/raw
+
+    @property
+    def images(self) -> Path:
+        return self.root / "data" / "raw"
+
+    def use(self, **distributed: object) -> None:
+        Project(self.root).set_params([f"distributed.{key}={value}" for key, value in distributed.items()])
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
+    """`make demo DATASET=digits` (init, then the training pipeline on the digits overlay), then batch inference
+    over the digits images with the default engine."""
+    root = tmp_path_factory.mktemp("distributed") / "project"
+    root.mkdir()
+    for name in ("params.yaml", "dvc.yaml"):
+        (root / name).write_text((Path(__file__).parents[2] / name).read_text())
+    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+        subprocess.run(["git", *command], cwd=root, check=True)
+    ray_tmp = root.parent / "ray-tmp"
+    output = root.parent / "local.parquet"
+    score = ["run", "batch-inference", "--input", "data/raw", "--output", str(output), "--version", "1"]
+    for args in (["init"], ["run", "training", "--overlay", str(SMALL_RUN)], score):
+        result = cvops(root, *args, env={"RAY_TMPDIR": str(ray_tmp)})
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return Checkout(root, ray_tmp, pd.read_parquet(output))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RayCluster]:
+    with ray_cluster(cpus_per_node=2) as started:
+        yield started
+
+
+def test_the_embedded_default_starts_no_ray(checkout) -> None:
+    # the demo's training and a default batch inference ran with RAY_TMPDIR here: a Ray start writes its session
+    assert not checkout.ray_tmp.exists()
+    assert len(checkout.local) == len([f for f in checkout.images.rglob("*") if f.is_file()])
+
+
+def _batch_inference(checkout: Checkout, output: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return cvops(checkout.root, "run", "batch-inference", "--input", str(checkout.images), "--output", str(output),
+                 "--version", "1", env=env)  # fmt: skip
+
+
+def _same_predictions(found: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert list(found.columns) == COLUMNS
+    assert found["path"].is_unique and set(found["path"]) == set(expected["path"])
+    merged = expected.merge(found, on="path", suffixes=("", "_ray"))
+    assert (merged["label"].fillna("") == merged["label_ray"].fillna("")).all()
+    assert (merged["score"] - merged["score_ray"]).abs().max() < 1e-5
+    assert (merged["error"].isna() == merged["error_ray"].isna()).all()
+
+
+def test_batch_inference_on_a_two_node_cluster_equals_the_in_process_run(checkout, cluster, tmp_path: Path) -> None:
+    # through Ray Client, as a ZenML step's pod reaches a KubeRay cluster (infra/kubernetes/ray/distributed.yaml)
+    checkout.use(engine="ray", address=cluster.client_address, batch_workers=2, cpus_per_worker=1.0)
+    log = Project(checkout.root).inference_log(Project(checkout.root).params().serve)
+    before = len(read_inference_log(log))
+    output = tmp_path / "ray.parquet"
+
+    result = _batch_inference(checkout, output, cluster.env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    found = pd.read_parquet(output)
+    _same_predictions(found, checkout.local)
+    scored = found["error"].isna().sum()
+    assert f"scored {scored} of {len(found)} files" in result.stdout
+    assert len(read_inference_log(log)) == before + scored
+    client = MlflowClient(f"sqlite:///{checkout.root / 'mlflow' / 'mlflow.db'}")
+    (run,) = client.search_runs(client.get_experiment_by_name("cvops").experiment_id,
+                                "tags.engine = 'ray'")  # fmt: skip
+    assert run.data.metrics["batch_images"] == len(found)
+
+
+def test_a_cluster_too_small_for_the_workers_is_one_line(checkout, cluster) -> None:
+    checkout.use(engine="ray", address=cluster.address, batch_workers=3, cpus_per_worker=2.0)  # 6 of 4 CPUs
+    result = _batch_inference(checkout, checkout.root.parent / "never.parquet", cluster.env)
+    assert_one_line_error(result, 2, "4 logical CPUs", "distributed.batch_workers")  # not a wait for ever
+    assert not (checkout.root.parent / "never.parquet").exists()
+
+
+def _scoring_actors(processes: list[psutil.Process]) -> list[psutil.Process]:
+    found = []
+    for process in processes:
+        try:
+            if "_Scorer" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_node_dying_mid_run_loses_and_repeats_no_row(checkout, cluster, tmp_path: Path) -> None:
+    # more files than the digits, so that the run is still going when the node dies
+    folder = tmp_path / "incoming"
+    for copy in range(4):
+        for image in checkout.images.rglob("*.png"):
+            target = folder / f"copy{copy}" / image.relative_to(checkout.images)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.hardlink_to(image)
+    # half a CPU per actor: the head alone can hold both actors once the second node is gone
+    checkout.use(engine="ray", address=cluster.address, batch_workers=2, cpus_per_worker=0.5)
+    output = tmp_path / "ray.parquet"
+    command = [sys.executable, "-m", "cvops.cli", "run", "batch-inference", "--input", str(folder),
+               "--output", str(output), "--version", "1"]  # fmt: skip
+    logs = tmp_path / "cvops.log"
+    with logs.open("w") as out:
+        process = subprocess.Popen(command, cwd=checkout.root, env=cluster.env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    with stopped_on_exit(process):
+        second = cluster.nodes[1]
+        deadline = time.monotonic() + 300
+        while not _scoring_actors(second.processes()):  # a scoring actor is working on the second node
+            assert process.poll() is None, logs.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no scoring actor ever started on the second node"
+            time.sleep(0.1)
+        second.kill()
+        assert process.poll() is None, "the run ended before the node died: the test proved nothing"
+        assert process.wait(timeout=600) == 0, logs.read_text()[-3000:]
+
+    images = checkout.local[checkout.local["path"].str.endswith(".png")]
+    expected = pd.concat([images.assign(path=f"copy{copy}/" + images["path"]) for copy in range(4)])
+    _same_predictions(pd.read_parquet(output), expected)
+    cluster.wait_for_cpus(2)  # the head alone is left
+
+
+def test_an_unreachable_cluster_is_one_line(checkout) -> None:
+    checkout.use(engine="ray", address=f"127.0.0.1:{free_port()}")
+    result = _batch_inference(checkout, checkout.root.parent / "never.parquet", clean_env())
+    assert_one_line_error(result, 10, "Ray cluster", "distributed.address")
+    assert not (checkout.root.parent / "never.parquet").exists()
+
+
+def test_a_local_ray_instance_is_started_for_the_command_and_stopped_after_it(checkout, tmp_path: Path) -> None:
+    checkout.use(engine="ray", address="null", batch_workers=1, cpus_per_worker=1.0)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths are under it
+    output = tmp_path / "local-ray.parquet"
+    result = _batch_inference(checkout, output, {"RAY_TMPDIR": str(ray_tmp)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    _same_predictions(pd.read_parquet(output), checkout.local)
+    try:
+        assert list(ray_tmp.glob("ray/session_*"))  # it did start Ray (the check of the default above can fail)
+        assert_all_gone(ray_tmp)  # ray.shutdown() stopped them (they may take a moment to exit)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -1,0 +1,87 @@
+"""The KubeRay recipe without a cluster: the RayCluster's pods are checked against the Kubernetes API schemas,
+its Ray is the pinned one, and the overlay and run configuration that send batch inference to it name its
+service, port and secret exactly as KubeRay and the cluster's pods do."""
+
+from importlib.metadata import version
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from cvops.config import load_params
+from tests.conftest import REPO
+from tests.unit.test_kubernetes import valid
+
+RAY_DIR = REPO / "infra" / "kubernetes" / "ray"
+
+
+def cluster() -> dict[str, Any]:
+    return yaml.safe_load((RAY_DIR / "raycluster.yaml").read_text())
+
+
+def groups(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = manifest["spec"]
+    return {"head": spec["headGroupSpec"], **{group["groupName"]: group for group in spec["workerGroupSpecs"]}}
+
+
+def container(group: dict[str, Any]) -> dict[str, Any]:
+    (found,) = group["template"]["spec"]["containers"]
+    return found
+
+
+def test_every_pod_is_valid_and_runs_the_pinned_ray_on_the_cvops_image() -> None:
+    manifest = cluster()
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayCluster")
+    assert manifest["spec"]["rayVersion"] == version("ray")
+    assert f"ray=={version('ray')}" in (REPO / "requirements.lock").read_text().splitlines()
+    images = set()
+    for name, group in groups(manifest).items():
+        valid({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": group["template"]["spec"]})
+        images.add(container(group)["image"])
+        env = {e["name"]: e for e in container(group)["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "cvops-ray", "key": "RAY_AUTH_TOKEN"}
+        requests, limits = container(group)["resources"]["requests"], container(group)["resources"]["limits"]
+        assert requests["cpu"] == limits["cpu"] and requests["memory"] == limits["memory"]  # Ray counts what it gets
+    assert len(images) == 1 and next(iter(images)).endswith("/cvops:latest")
+
+
+def test_the_head_schedules_no_work_and_only_the_gpu_group_asks_for_gpus() -> None:
+    found = groups(cluster())
+    assert set(found) == {"head", "cpu", "gpu"}
+    assert found["head"]["rayStartParams"]["num-cpus"] == "0"
+    assert "nvidia.com/gpu" not in container(found["cpu"])["resources"]["limits"]
+    assert container(found["gpu"])["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in found["gpu"]["template"]["spec"][
+        "tolerations"
+    ]
+    for name in ("cpu", "gpu"):
+        group = found[name]
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+def test_the_overlay_reaches_the_heads_client_port_through_kuberays_service() -> None:
+    manifest = cluster()
+    params = load_params(REPO / "params.yaml", overlay=RAY_DIR / "distributed.yaml")
+    address = urlsplit(params.distributed.address or "")
+    assert params.distributed.engine == "ray" and address.scheme == "ray"
+    assert address.hostname == f"{manifest['metadata']['name']}-head-svc"
+    ports = {p["name"]: p["containerPort"] for p in container(groups(manifest)["head"])["ports"]}
+    assert address.port == ports["client"]
+    # the scoring actors fit on the CPU group as it starts
+    cpu = groups(manifest)["cpu"]
+    cpus = int(container(cpu)["resources"]["limits"]["cpu"]) * cpu["replicas"]
+    assert params.distributed.batch_workers * params.distributed.cpus_per_worker <= cpus
+
+
+def test_the_batch_inference_step_gets_the_clusters_token_and_the_team_secret() -> None:
+    from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
+    from zenml.integrations.kubernetes.flavors import KubernetesOrchestratorSettings
+
+    config = PipelineRunConfiguration.model_validate(yaml.safe_load((RAY_DIR / "batch-inference.yaml").read_text()))
+    settings = KubernetesOrchestratorSettings.model_validate(config.settings["orchestrator.kubernetes"])
+    pod = settings.pod_settings
+    assert pod is not None
+    secrets = {source["secretRef"]["name"] for source in pod.env_from}
+    assert secrets == {"cvops-team", "cvops-ray"}
+    assert {"name": "RAY_AUTH_MODE", "value": "token"} in pod.env
