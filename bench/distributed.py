@@ -23,9 +23,7 @@ import argparse
 import json
 import os
 import platform
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,9 @@ from cvops.stack import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
+sys.path.insert(0, str(REPO))
+from tests.ray_cluster import ray_cluster  # noqa: E402
+
 IMAGE_SIZE = 28
 BATCH = 32
 
@@ -118,38 +119,6 @@ def timed(run: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - start, rows
 
 
-def ray_cluster_address(root: Path, env: dict[str, str]) -> tuple[str, list[subprocess.Popen]]:
-    """Two `ray start` nodes (2 logical CPUs each) on this machine; their processes to stop."""
-    ray = str(Path(sys.executable).with_name("ray"))
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    head = subprocess.Popen([ray, "start", "--block", "--head", "--port", str(port), "--num-cpus", "2",
-                             "--temp-dir", str(root), "--include-dashboard=false"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    probe = "import ray,sys; ray.init(address=sys.argv[1]); print(int(ray.cluster_resources()['CPU']))"
-    nodes = [head]
-    for expected in ("2", "4"):
-        while subprocess.run([sys.executable, "-c", probe, f"127.0.0.1:{port}"], env=env, capture_output=True,
-                             text=True).stdout.strip() != expected:  # fmt: skip
-            time.sleep(0.5)
-        if expected == "2":
-            nodes.append(subprocess.Popen([ray, "start", "--block", "--address", f"127.0.0.1:{port}", "--num-cpus",
-                                           "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))  # fmt: skip
-    return f"127.0.0.1:{port}", nodes
-
-
-def stop(nodes: list[subprocess.Popen]) -> None:
-    import psutil
-
-    for node in nodes:
-        family = [psutil.Process(node.pid), *psutil.Process(node.pid).children(recursive=True)]
-        for process in family:
-            process.kill()
-        psutil.wait_procs(family, timeout=30)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
@@ -196,13 +165,9 @@ def main() -> None:
 
         one = work / "one"
         write_images(one, 1)
-        env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-        fixed = {"local instance": fixed_cost(served, one, None, env)}
-        address, nodes = ray_cluster_address(work / "ray", env)
-        try:
-            fixed["two-node cluster (ray start)"] = fixed_cost(served, one, address, env)
-        finally:
-            stop(nodes)
+        fixed = {"local instance": fixed_cost(served, one, None, dict(os.environ))}
+        with ray_cluster(cpus_per_node=2) as cluster:  # the test suite's: two `ray start` nodes, all stopped after
+            fixed["two-node cluster (ray start)"] = fixed_cost(served, one, cluster.address, cluster.env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -191,7 +191,7 @@ class DistributedParams(Section):
     engine: Literal["local", "ray"] = "local"
     # null: a Ray instance of this machine, started for the command and stopped after it; "auto": the cluster
     # `ray start` runs here; host:port (a cluster's GCS) or ray://host:port (Ray Client)
-    address: Annotated[str, Field(pattern=r"^(auto|ray://\S+|[\w.-]+:\d+)$")] | None = None
+    address: Annotated[str, Field(pattern=r"^(auto|(ray://)?[\w.-]+:\d+)$")] | None = None
     batch_workers: int = Field(2, ge=1)  # batch inference: scoring actors, each with its own onnxruntime session
     cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs a worker reserves (onnxruntime threads: at least 1)
 

@@ -6,7 +6,9 @@ engine is ray: the embedded default starts no Ray process.
 
 import logging
 import math
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,33 +20,46 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 
 
+REMEDY = "start the cluster (`ray start --head`), fix distributed.address, or set distributed.engine: local"
+
+
 @contextmanager
-def ray_session(distributed: DistributedParams, cpus: float, sized_by: str) -> Iterator[None]:
-    """Connected to `distributed.address` for the duration of the block; null: a Ray instance of this machine
-    with `cpus` logical CPUs, started now and stopped on exit. A cluster with fewer than `cpus` logical CPUs
-    is refused with one line naming the params that size the work (`sized_by`), since it would wait for
-    them for ever."""
+def ray_session(distributed: DistributedParams, workers: int, cpus_per_worker: float, sized_by: str) -> Iterator[None]:
+    """Connected to `distributed.address` for the duration of the block; null: a Ray instance of this machine,
+    started now with room for `workers` x `cpus_per_worker` logical CPUs and stopped on exit. A cluster without
+    that room (in all, or on any one node for one worker) is refused with one line naming the params that
+    size the work (`sized_by`), since the work would wait for it for ever."""
     import ray
+    from ray.exceptions import AuthenticationError, RayError
 
     local = distributed.address is None
     where = "a local Ray instance" if local else f"the Ray cluster at {distributed.address}"
     if distributed.address not in (None, "auto"):
         _check_reachable(distributed.address, where)
+    cpus = workers * cpus_per_worker
     options: dict[str, Any] = {"include_dashboard": False, "num_cpus": math.ceil(cpus)} if local else {}
+    handler = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address="local" if local else distributed.address, logging_level=logging.WARNING, **options)
-    except (OSError, RuntimeError) as err:  # OSError: ConnectionError, TimeoutError, a socket path too long
-        raise ServiceUnavailable(
-            f"could not start or reach {where} ({str(err).splitlines()[0][:160]}): start the cluster "
-            "(`ray start --head`), fix distributed.address, or set distributed.engine: local"
+    except AuthenticationError as err:
+        ray.shutdown()
+        raise ServiceUnavailable(f"{where} refused this client's token: set RAY_AUTH_TOKEN to the cluster's") from err
+    except (OSError, RuntimeError, RayError) as err:  # OSError: ConnectionError, TimeoutError, a socket path too long
+        ray.shutdown()
+        raise ServiceUnavailable(  # a wrong token ends here too, after Ray's retries: it says no more
+            f"could not start or reach {where} ({str(err).splitlines()[0][:160]}): {REMEDY}; a cluster with "
+            "token authentication needs its token in RAY_AUTH_TOKEN"
         ) from err
+    finally:
+        if threading.current_thread() is threading.main_thread():  # where Ray installs its own on init
+            signal.signal(signal.SIGTERM, handler)  # cvops's clean exit on SIGTERM stays
     try:
-        available = ray.cluster_resources().get("CPU", 0.0)
-        log.info("connected to %s: %g logical CPUs", where, available)
-        if available < cpus:
+        nodes = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]]
+        log.info("connected to %s: %g logical CPUs on %d nodes", where, sum(nodes), len(nodes))
+        if sum(nodes) < cpus or max(nodes, default=0.0) < cpus_per_worker:
             raise ConfigError(
-                f"{where} has {available:g} logical CPUs; this work needs {cpus:g} ({sized_by}): lower them "
-                "or add nodes"
+                f"{where} has {sum(nodes):g} logical CPUs (at most {max(nodes, default=0.0):g} on a node); this work "
+                f"needs {cpus:g}, {cpus_per_worker:g} on one node per worker ({sized_by}): lower them or add nodes"
             )
         yield
     finally:
@@ -57,7 +72,4 @@ def _check_reachable(address: str, where: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as err:
-        raise ServiceUnavailable(
-            f"{where} does not answer ({err.strerror or err}): start it (`ray start --head`), fix "
-            "distributed.address, or set distributed.engine: local"
-        ) from err
+        raise ServiceUnavailable(f"{where} does not answer ({err.strerror or err}): {REMEDY}") from err

@@ -52,8 +52,7 @@ class RayCluster:
         port, client_port = free_port(), free_port()
         self.address = f"127.0.0.1:{port}"  # a driver on one of the cluster's machines connects to the GCS
         self.client_address = f"ray://127.0.0.1:{client_port}"  # any other driver, through Ray Client
-        self.env = clean_env() | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-                                  "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+        self.env = clean_env() | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
         self.nodes: list[RayNode] = []
         common = ["--num-cpus", str(cpus_per_node), "--disable-usage-stats"]
         for args in (["--head", "--port", str(port), "--ray-client-server-port", str(client_port),
@@ -81,12 +80,17 @@ class RayCluster:
 
 
 def assert_all_gone(session_root: Path, timeout: float = 30.0) -> None:
-    """Within `timeout`, no process names `session_root` (a Ray session's folder: its raylet, GCS, agents)."""
+    """Within `timeout`, no process names `session_root` (a Ray session's folder: its raylet, GCS, agents);
+    any left then are killed, and the test fails."""
     deadline = time.monotonic() + timeout
     while left := [
         p for p in psutil.process_iter(["cmdline"]) if str(session_root) in " ".join(p.info["cmdline"] or [])
     ]:
-        assert time.monotonic() < deadline, f"Ray processes left running: {left}"
+        if time.monotonic() > deadline:
+            for process in left:
+                with suppress(psutil.NoSuchProcess):
+                    process.kill()
+            raise AssertionError(f"Ray processes left running: {left}")
         time.sleep(0.2)
 
 
@@ -104,9 +108,13 @@ def ray_cluster(cpus_per_node: int = 2) -> Iterator[RayCluster]:
     """A head and a second node with `cpus_per_node` logical CPUs each; every process of both gone afterwards."""
     # A short root: Ray's socket paths live under it and must stay within the 107 bytes a socket path may have
     root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    with ExitStack() as stack:
-        yield RayCluster(root, cpus_per_node, stack)
-    assert_all_gone(root)
-    shutil.rmtree(root, ignore_errors=True)
-    for log in root.parent.glob(f"{root.name}-node*.log"):
-        log.unlink()
+    try:
+        with ExitStack() as stack:
+            yield RayCluster(root, cpus_per_node, stack)
+    finally:
+        try:
+            assert_all_gone(root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+            for log in root.parent.glob(f"{root.name}-node*.log"):
+                log.unlink()

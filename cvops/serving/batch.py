@@ -18,6 +18,8 @@ from cvops.registry import ModelRegistry
 from cvops.reports import metric_name
 from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decode_image
 
+PREDICTION_COLUMNS = ("path", "label", "score", "model_version", "error")  # a predictions file's, in order
+
 
 def list_files(input_dir: Path) -> list[Path]:
     """Every file under `input_dir` but hidden ones, sorted: the rows a batch-inference output has."""
@@ -29,16 +31,18 @@ def list_files(input_dir: Path) -> list[Path]:
     return files
 
 
-def score_files(predictor: Predictor, files: Iterable[tuple[str, bytes]], max_pixels: int) -> list[dict[str, Any]]:
-    """One row per (name, bytes): the inference-log row of its prediction, or why it was not scored; the
-    readable images go through the model in one call."""
+def score_files(predictor: Predictor, files: Iterable[tuple[str, Path]], max_pixels: int) -> list[dict[str, Any]]:
+    """One row per (name, path): the inference-log row of its prediction, or why it was not scored (not an
+    image, or not readable here); the readable images go through the model in one call."""
     rows: list[dict[str, Any]] = []
     decoded: list[tuple[str, DecodedImage]] = []
-    for name, data in files:
+    for name, path in files:
         try:
-            decoded.append((name, decode_image(data, predictor.preprocessing.image_size, max_pixels)))
+            decoded.append((name, decode_image(path.read_bytes(), predictor.preprocessing.image_size, max_pixels)))
         except RequestError as err:
             rows.append({"path": name, "error": str(err)})
+        except OSError as err:  # gone since it was listed, or not visible on this (Ray) node
+            rows.append({"path": name, "error": f"could not read the file: {err.strerror or err}"})
     if decoded:
         probabilities, embeddings = predictor.predict(np.stack([image.pixels for _, image in decoded]))
         for (name, image), p, e in zip(decoded, probabilities, embeddings, strict=True):
@@ -47,11 +51,13 @@ def score_files(predictor: Predictor, files: Iterable[tuple[str, bytes]], max_pi
 
 
 def predictions_frame(rows: list[dict[str, Any]], version: str) -> pd.DataFrame:
-    """Rows of `score_files` as one frame in path order, every row with model_version and error."""
+    """Rows of `score_files` as one frame in path order, every row with every column of the output (a folder
+    with no readable image has no label or score to give)."""
     frame = pd.DataFrame(rows).sort_values("path", kind="stable").reset_index(drop=True)
     frame["model_version"] = version
-    if "error" not in frame:
-        frame["error"] = None
+    for column in PREDICTION_COLUMNS:
+        if column not in frame:
+            frame[column] = None
     return frame
 
 
@@ -61,7 +67,7 @@ def score_folder(predictor: Predictor, input_dir: Path, max_pixels: int) -> pd.D
     rows: list[dict[str, Any]] = []
     for start in progress(range(0, len(files), predictor.max_batch), "score", unit="batch"):
         chunk = files[start : start + predictor.max_batch]
-        rows += score_files(predictor, ((str(f.relative_to(input_dir)), f.read_bytes()) for f in chunk), max_pixels)
+        rows += score_files(predictor, ((str(f.relative_to(input_dir)), f) for f in chunk), max_pixels)
     return predictions_frame(rows, predictor.version)
 
 
@@ -69,11 +75,10 @@ def write_predictions(frame: pd.DataFrame, output: Path) -> Path:
     """Parquet for .parquet, else CSV; written to a temporary file and renamed, so never half-written."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")
-    columns = ["path", "label", "score", "model_version", "error"]
     if output.suffix == ".parquet":
-        frame[columns].to_parquet(partial, index=False)
+        frame[list(PREDICTION_COLUMNS)].to_parquet(partial, index=False)
     else:
-        frame[columns].to_csv(partial, index=False)
+        frame[list(PREDICTION_COLUMNS)].to_csv(partial, index=False)
     os.replace(partial, output)
     return output
 

@@ -3,20 +3,19 @@
 What travels where:
 - the model: the shipped ONNX file (and the monitoring projection) as bytes, through Ray's object store, so a
   worker needs no access to the MLflow store or the driver's disk;
-- the images: the scoring actors read them by path, so every node must be able to read the input folder
-  (any folder on one machine; a shared volume on a cluster). A node that cannot fails the run with one line.
+- the images: the scoring actors read them by path, so every node must be able to read the input folder at
+  the same path (any folder on one machine; a shared volume on a cluster). A file a node cannot read keeps
+  its row, with the reason in its error column, as an unreadable image does.
 """
 
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvops.config import DistributedParams, ServeParams
 from cvops.distributed import ray_session
-from cvops.errors import DataError
 from cvops.projection import PROJECTION_FILE
 from cvops.serving.batch import list_files, predictions_frame, score_files
 from cvops.serving.predictor import MODEL_FILE, Predictor
@@ -29,26 +28,26 @@ if TYPE_CHECKING:
 
 
 class _Scorer:
-    """A Ray Data actor: one onnxruntime session, fed batches of paths, returning one JSON row per
-    file (the same rows as the local engine's). The model arrives as bytes and is written to the worker's
-    own temporary folder."""
+    """A Ray Data actor: one onnxruntime session, fed batches of (name, path) rows, returning one JSON row per
+    file (the same rows as the local engine's). The model arrives as bytes, is loaded from a temporary folder
+    and the folder removed at once."""
 
-    def __init__(self, model: dict[str, Any], files: "ray.ObjectRef", root: str, max_pixels: int, threads: int):
+    def __init__(self, model: dict[str, Any], files: "ray.ObjectRef", max_pixels: int, threads: int):
         import ray
 
-        self.folder = tempfile.TemporaryDirectory(prefix="cvops-scorer-")
         contents: dict[str, bytes] = ray.get(files)  # by reference: an actor restarted elsewhere fetches it again
-        paths = {name: Path(self.folder.name) / name for name in contents}
-        for name, data in contents.items():
-            paths[name].write_bytes(data)
-        self.predictor = Predictor(paths[MODEL_FILE], **model, threads=threads,
-                                   projection_path=paths.get(PROJECTION_FILE))  # fmt: skip
-        self.root, self.max_pixels = root, max_pixels
+        with tempfile.TemporaryDirectory(prefix="cvops-scorer-") as folder:  # loaded in memory, then removed
+            paths = {name: Path(folder) / name for name in contents}
+            for name, data in contents.items():
+                paths[name].write_bytes(data)
+            self.predictor = Predictor(paths[MODEL_FILE], **model, threads=threads,
+                                       projection_path=paths.get(PROJECTION_FILE))  # fmt: skip
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: "pd.DataFrame") -> "pd.DataFrame":
         import pandas as pd
 
-        named = ((os.path.relpath(path, self.root), Path(path).read_bytes()) for path in batch["path"])
+        named = ((name, Path(path)) for name, path in zip(batch["name"], batch["path"], strict=True))
         rows = score_files(self.predictor, named, self.max_pixels)
         return pd.DataFrame({"row": [json.dumps(row) for row in rows]})
 
@@ -71,30 +70,25 @@ def score_on_ray(
     task on the cluster (it reserves no CPU) and sends the rows back."""
     import ray
 
-    files = [str(f.resolve()) for f in list_files(input_dir)]
-    root = str(input_dir.resolve())
+    root = input_dir.resolve()  # the files as listed (links not followed), by absolute path and by name
+    files = [{"path": str(root / f.relative_to(input_dir)), "name": str(f.relative_to(input_dir))}
+             for f in list_files(input_dir)]  # fmt: skip
     model = {"model_name": served.model_name, "version": served.version, "lineage_id": served.lineage_id,
              "max_batch": serve.max_batch_images}  # fmt: skip
-    cpus = distributed.batch_workers * distributed.cpus_per_worker
-    with ray_session(distributed, cpus, "distributed.batch_workers x distributed.cpus_per_worker"):
+    sized_by = "distributed.batch_workers, distributed.cpus_per_worker"
+    with ray_session(distributed, distributed.batch_workers, distributed.cpus_per_worker, sized_by):
         threads = max(1, math.floor(distributed.cpus_per_worker))
-        scorer = {"model": model, "files": ray.put(_model_files(served)), "root": root,
-                  "max_pixels": serve.max_image_pixels, "threads": threads}  # fmt: skip
-        try:
-            if (distributed.address or "").startswith("ray://"):
-                rows = ray.get(ray.remote(num_cpus=0)(_score).remote(files, scorer, serve, distributed))
-            else:
-                rows = _score(files, scorer, serve, distributed)
-        except (FileNotFoundError, PermissionError) as err:
-            detail = str(err).splitlines()[0][:200]
-            raise DataError(
-                f"a Ray worker could not read an input file ({detail}): every node must see {root}"
-            ) from err
+        scorer = {"model": model, "files": ray.put(_model_files(served)), "max_pixels": serve.max_image_pixels,
+                  "threads": threads}  # fmt: skip
+        if (distributed.address or "").startswith("ray://"):
+            rows = ray.get(ray.remote(num_cpus=0)(_score).remote(files, scorer, serve, distributed))
+        else:
+            rows = _score(files, scorer, serve, distributed)
     return predictions_frame(rows, served.version)
 
 
 def _score(
-    files: list[str], scorer: dict[str, Any], serve: ServeParams, distributed: DistributedParams
+    files: list[dict[str, str]], scorer: dict[str, Any], serve: ServeParams, distributed: DistributedParams
 ) -> list[dict[str, Any]]:
     """The Ray Data pipeline: the paths in blocks, each block read and scored by an actor of the pool, the rows
     collected. The actors read the files themselves: `read_binary_files` would run read tasks that need CPUs
@@ -102,7 +96,7 @@ def _score(
     and on small images it is no faster (20,000 Fashion-MNIST files: 15 s to read alone on this machine)."""
     import ray
 
-    dataset = ray.data.from_items([{"path": path} for path in files])
+    dataset = ray.data.from_items(files)
     scored = dataset.map_batches(
         _Scorer, fn_constructor_kwargs=scorer, batch_size=serve.max_batch_images, batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=distributed.batch_workers), num_cpus=distributed.cpus_per_worker,

@@ -68,10 +68,16 @@ def test_the_overlay_reaches_the_heads_client_port_through_kuberays_service() ->
     assert address.hostname == f"{manifest['metadata']['name']}-head-svc"
     ports = {p["name"]: p["containerPort"] for p in container(groups(manifest)["head"])["ports"]}
     assert address.port == ports["client"]
-    # the scoring actors fit on the CPU group as it starts
+    # the scoring actors fit on the CPU group at its smallest (the autoscaler's floor), or cvops refuses the run
     cpu = groups(manifest)["cpu"]
-    cpus = int(container(cpu)["resources"]["limits"]["cpu"]) * cpu["replicas"]
+    cpus = int(container(cpu)["resources"]["limits"]["cpu"]) * cpu["minReplicas"]
     assert params.distributed.batch_workers * params.distributed.cpus_per_worker <= cpus
+
+
+def mounts(pod_spec: dict[str, Any], mounted: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(claim, path) for each persistent volume claim the pod mounts."""
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod_spec["volumes"]}
+    return {(claims[m["name"]], m["mountPath"]) for m in mounted}
 
 
 def test_the_batch_inference_step_gets_the_clusters_token_and_the_team_secret() -> None:
@@ -85,3 +91,8 @@ def test_the_batch_inference_step_gets_the_clusters_token_and_the_team_secret() 
     secrets = {source["secretRef"]["name"] for source in pod.env_from}
     assert secrets == {"cvops-team", "cvops-ray"}
     assert {"name": "RAY_AUTH_MODE", "value": "token"} in pod.env
+    # the step (the driver, which lists the input) and every Ray pod (which read it) see the same files
+    step = mounts({"volumes": pod.volumes}, pod.volume_mounts)
+    assert step
+    for group in groups(cluster()).values():
+        assert mounts(group["template"]["spec"], container(group)["volumeMounts"]) == step
