@@ -18,8 +18,6 @@ from cvops.errors import ConfigError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
-
-
 REMEDY = "start the cluster (`ray start --head`), fix distributed.address, or set distributed.engine: local"
 
 
@@ -30,7 +28,7 @@ def ray_session(distributed: DistributedParams, workers: int, cpus_per_worker: f
     that room (in all, or on any one node for one worker) is refused with one line naming the params that
     size the work (`sized_by`), since the work would wait for it for ever."""
     import ray
-    from ray.exceptions import AuthenticationError, RayError
+    from ray.exceptions import RayError
 
     local = distributed.address is None
     where = "a local Ray instance" if local else f"the Ray cluster at {distributed.address}"
@@ -41,15 +39,15 @@ def ray_session(distributed: DistributedParams, workers: int, cpus_per_worker: f
     handler = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address="local" if local else distributed.address, logging_level=logging.WARNING, **options)
-    except AuthenticationError as err:
-        ray.shutdown()
-        raise ServiceUnavailable(f"{where} refused this client's token: set RAY_AUTH_TOKEN to the cluster's") from err
     except (OSError, RuntimeError, RayError) as err:  # OSError: ConnectionError, TimeoutError, a socket path too long
         ray.shutdown()
         raise ServiceUnavailable(  # a wrong token ends here too, after Ray's retries: it says no more
             f"could not start or reach {where} ({str(err).splitlines()[0][:160]}): {REMEDY}; a cluster with "
             "token authentication needs its token in RAY_AUTH_TOKEN"
         ) from err
+    except BaseException:  # SIGTERM (Ray's handler, while it starts) or Ctrl-C: stop what it started
+        ray.shutdown()
+        raise
     finally:
         if threading.current_thread() is threading.main_thread():  # where Ray installs its own on init
             signal.signal(signal.SIGTERM, handler)  # cvops's clean exit on SIGTERM stays

@@ -54,7 +54,7 @@ class RayCluster:
         self.client_address = f"ray://127.0.0.1:{client_port}"  # any other driver, through Ray Client
         self.env = clean_env() | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
         self.nodes: list[RayNode] = []
-        common = ["--num-cpus", str(cpus_per_node), "--disable-usage-stats"]
+        common = ["--num-cpus", str(cpus_per_node)]  # usage stats: off through cvops's OFFLINE_ENV
         for args in (["--head", "--port", str(port), "--ray-client-server-port", str(client_port),
                       "--temp-dir", str(root), "--include-dashboard=false"],
                      ["--address", self.address]):  # fmt: skip

@@ -3,6 +3,7 @@ Data gives the in-process path's predictions image for image, loses and repeats 
 mid-run, and the embedded default starts no Ray at all. Each command in its own process, as a user runs it."""
 
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,9 +73,15 @@ def test_the_embedded_default_starts_no_ray(checkout) -> None:
     assert len(checkout.local) == len([f for f in checkout.images.rglob("*") if f.is_file()])
 
 
-def _batch_inference(checkout: Checkout, output: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return cvops(checkout.root, "run", "batch-inference", "--input", str(checkout.images), "--output", str(output),
-                 "--version", "1", env=env)  # fmt: skip
+def _command(checkout: Checkout, output: Path, *more: str) -> list[str]:
+    return ["run", "batch-inference", "--input", str(checkout.images), "--output", str(output), "--version", "1",
+            *more]  # fmt: skip
+
+
+def _batch_inference(
+    checkout: Checkout, output: Path, env: dict[str, str], *more: str
+) -> subprocess.CompletedProcess[str]:
+    return cvops(checkout.root, *_command(checkout, output, *more), env=env)
 
 
 def _same_predictions(found: pd.DataFrame, expected: pd.DataFrame) -> None:
@@ -107,11 +114,17 @@ def test_batch_inference_on_a_two_node_cluster_equals_the_in_process_run(checkou
     assert run.data.metrics["batch_images"] == len(found)
 
 
-def test_a_cluster_too_small_for_the_workers_is_one_line(checkout, cluster) -> None:
-    checkout.use(engine="ray", address=cluster.address, batch_workers=3, cpus_per_worker=2.0)  # 6 of 4 (or 2)
-    result = _batch_inference(checkout, checkout.root.parent / "never.parquet", cluster.env)
+def test_a_cluster_too_small_for_the_workers_is_one_line(checkout, cluster, tmp_path: Path) -> None:
+    # given as an --overlay for this run: params.yaml is the same afterwards
+    overlay = tmp_path / "big.yaml"
+    overlay.write_text(
+        f"distributed: {{engine: ray, address: '{cluster.address}', batch_workers: 3, cpus_per_worker: 2.0}}\n"
+    )  # fmt: skip  (6 CPUs of 4, or of 2 once a node died)
+    params = (checkout.root / "params.yaml").read_bytes()
+    result = _batch_inference(checkout, checkout.root.parent / "never.parquet", cluster.env, "--overlay", str(overlay))
     assert_one_line_error(result, 2, "logical CPUs", "distributed.batch_workers")  # not a wait for ever
     assert not (checkout.root.parent / "never.parquet").exists()
+    assert (checkout.root / "params.yaml").read_bytes() == params
 
 
 def _scoring(processes: list[psutil.Process]) -> bool:
@@ -187,3 +200,27 @@ def test_a_local_ray_instance_is_started_for_the_command_and_stopped_after_it(ch
     finally:
         assert_all_gone(ray_tmp)  # ray.shutdown() stopped them (they may take a moment to exit)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_sigterm_stops_the_command_and_its_local_ray_instance(checkout, tmp_path: Path) -> None:
+    checkout.use(engine="ray", address="null", batch_workers=1, cpus_per_worker=1.0)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    command = [sys.executable, "-m", "cvops.cli", *_command(checkout, tmp_path / "never.parquet")]
+    process = subprocess.Popen(command, cwd=checkout.root, env=clean_env() | {"RAY_TMPDIR": str(ray_tmp)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        with stopped_on_exit(process):
+            assert process.stdout is not None
+            for line in process.stdout:  # until the instance has started and the command is connected to it
+                if "connected to a local Ray instance" in line:
+                    break
+            else:
+                raise AssertionError(f"the command ended before Ray started: exit {process.wait()}")
+            process.send_signal(signal.SIGTERM)  # to cvops only, as a scheduler stopping a job would
+            output, _ = process.communicate(timeout=120)
+            assert process.returncode == 143, output[-3000:]  # cvops's clean exit on SIGTERM, not Ray's
+    finally:
+        assert_all_gone(ray_tmp)  # nothing of its Ray instance outlives it
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert not (tmp_path / "never.parquet").exists()

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cvops.artifacts import resolve
 from cvops.config import Project
 from cvops.data.manifest import import_source
 from cvops.data.prepare import load_split, prepare_dataset
@@ -31,6 +32,8 @@ from cvops.inference_log import read_inference_log
 from cvops.onnx_model import predict_logits, read_preprocessing, session
 from cvops.quantization import quantize
 from cvops.registry import ModelRegistry
+from cvops.serving.batch import score_files
+from cvops.serving.predictor import Predictor
 from cvops.tracking import log_trained_model, scratch_dir, use_project_store
 from cvops.training import fit
 from tests.cli import assert_one_line_error, cvops
@@ -268,6 +271,28 @@ def test_batch_inference_scores_a_folder_with_the_champion(served_project, tmp_p
     assert frame["label"].notna().sum() == 3
     assert len(read_inference_log(log_dir)) == before + 3
     assert_one_line_error(cvops(project.root, "run", "batch-inference", "--input", str(tmp_path / "nope")), 3, "nope")
+
+
+def test_a_file_that_cannot_be_read_keeps_its_row_and_a_folder_without_images_still_gets_its_file(
+    served_project, tmp_path: Path
+) -> None:
+    project, registry = served_project
+    # a file gone since it was listed (or, on Ray, not visible on the actor's node): its row says why
+    predictor = Predictor.of(resolve(registry, "champion", project.onnx_cache), 32)
+    (row,) = score_files(predictor, [("gone.png", tmp_path / "gone.png")], 10**6)
+    assert row == {"path": "gone.png", "error": "could not read the file: No such file or directory"}
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("no image here")
+    output = tmp_path / "scored.csv"
+    assert cvops(project.root, "init").returncode == 0
+    result = cvops(project.root, "run", "batch-inference", "--input", str(folder), "--output", str(output))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scored 0 of 1 files" in result.stdout
+    frame = pd.read_csv(output)
+    assert list(frame["path"]) == ["readme.txt"] and frame["label"].isna().all()
+    assert frame["error"][0].startswith("not a readable image")
 
 
 def test_champion_swap_under_traffic_fails_no_request(server, served_project) -> None:
