@@ -192,8 +192,14 @@ class DistributedParams(Section):
     # null: a Ray instance of this machine, started for the command and stopped after it; "auto": the cluster
     # `ray start` runs here; host:port (a cluster's GCS) or ray://host:port (Ray Client)
     address: Annotated[str, Field(pattern=r"^(auto|(ray://)?[\w.-]+:\d+)$")] | None = None
+    train_workers: int = Field(2, ge=1)  # training: Ray Train workers, one DDP process each (world size)
     batch_workers: int = Field(2, ge=1)  # batch inference: scoring actors, each with its own onnxruntime session
-    cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs a worker reserves (onnxruntime threads: at least 1)
+    cpus_per_worker: float = Field(1.0, gt=0.0)  # logical CPUs a worker reserves (torch/onnxruntime threads)
+    gpus_per_worker: float = Field(0.0, ge=0.0)  # training: > 0 puts each worker on a GPU and uses NCCL
+    max_failures: int = Field(1, ge=0)  # training: restarts from the last checkpoint after a worker or node dies
+    # training: where Ray Train keeps the run's checkpoints, read and written by every node; null: the
+    # project's checkpoints folder, which only serves a cluster whose nodes share this machine's disk
+    storage: Annotated[str, Field(pattern=r"^/")] | None = None  # absolute: Ray Train refuses relative paths
 
 
 class MlflowParams(Section):

@@ -22,11 +22,13 @@ REMEDY = "start the cluster (`ray start --head`), fix distributed.address, or se
 
 
 @contextmanager
-def ray_session(distributed: DistributedParams, workers: int, cpus_per_worker: float, sized_by: str) -> Iterator[None]:
+def ray_session(
+    distributed: DistributedParams, workers: int, per_worker: dict[str, float], sized_by: str
+) -> Iterator[None]:
     """Connected to `distributed.address` for the duration of the block; null: a Ray instance of this machine,
-    started now with room for `workers` x `cpus_per_worker` logical CPUs and stopped on exit. A cluster without
-    that room (in all, or on any one node for one worker) is refused with one line naming the params that
-    size the work (`sized_by`), since the work would wait for it for ever."""
+    started now with room for `workers` x `per_worker` logical CPUs and stopped on exit. A cluster without
+    that room for `per_worker`'s resources ("CPU", "GPU"), in all or on any one node for one worker, is refused
+    with one line naming the params that size the work (`sized_by`), since the work would wait for ever."""
     import ray
     from ray.exceptions import RayError
 
@@ -34,11 +36,12 @@ def ray_session(distributed: DistributedParams, workers: int, cpus_per_worker: f
     where = "a local Ray instance" if local else f"the Ray cluster at {distributed.address}"
     if distributed.address not in (None, "auto"):
         _check_reachable(distributed.address, where)
-    cpus = workers * cpus_per_worker
-    options: dict[str, Any] = {"include_dashboard": False, "num_cpus": math.ceil(cpus)} if local else {}
+    # the dashboard serves Ray's state API, which Ray Train's controller polls; port 0: any free port
+    options: dict[str, Any] = {"dashboard_port": 0, "num_cpus": math.ceil(workers * per_worker["CPU"])}
     handler = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address="local" if local else distributed.address, logging_level=logging.WARNING, **options)
+        ray.init(address="local" if local else distributed.address, logging_level=logging.WARNING,
+                 **(options if local else {}))  # fmt: skip
     except (OSError, RuntimeError, RayError) as err:  # OSError: ConnectionError, TimeoutError, a socket path too long
         ray.shutdown()
         raise ServiceUnavailable(  # a wrong token ends here too, after Ray's retries: it says no more
@@ -52,16 +55,22 @@ def ray_session(distributed: DistributedParams, workers: int, cpus_per_worker: f
         if threading.current_thread() is threading.main_thread():  # where Ray installs its own on init
             signal.signal(signal.SIGTERM, handler)  # cvops's clean exit on SIGTERM stays
     try:
-        nodes = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]]
-        log.info("connected to %s: %g logical CPUs on %d nodes", where, sum(nodes), len(nodes))
-        if sum(nodes) < cpus or max(nodes, default=0.0) < cpus_per_worker:
-            raise ConfigError(
-                f"{where} has {sum(nodes):g} logical CPUs (at most {max(nodes, default=0.0):g} on a node); this work "
-                f"needs {cpus:g}, {cpus_per_worker:g} on one node per worker ({sized_by}): lower them or add nodes"
-            )
+        alive = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+        log.info("connected to %s: %g logical CPUs on %d nodes", where, sum(n.get("CPU", 0.0) for n in alive),
+                 len(alive))  # fmt: skip
+        for resource, amount in per_worker.items():
+            _check_room(where, [node.get(resource, 0.0) for node in alive], resource, workers, amount, sized_by)
         yield
     finally:
         ray.shutdown()
+
+
+def _check_room(where: str, nodes: list[float], resource: str, workers: int, amount: float, sized_by: str) -> None:
+    if sum(nodes) < workers * amount or max(nodes, default=0.0) < amount:
+        raise ConfigError(
+            f"{where} has {sum(nodes):g} logical {resource}s (at most {max(nodes, default=0.0):g} on a node); this "
+            f"work needs {workers * amount:g}, {amount:g} on one node per worker ({sized_by}): lower them or add nodes"
+        )
 
 
 def _check_reachable(address: str, where: str) -> None:

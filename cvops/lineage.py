@@ -17,6 +17,8 @@ from mlflow.exceptions import MlflowException
 from cvops.config import PARAMS_FILE, Params, flatten, load_params
 
 LINEAGE_KEYS = ("git_commit", "git_dirty", "data_version", "params_hash", "zenml_run_id", "pipeline")
+# how the model was trained: the engine, and the live process group's size and backend (none in one process)
+TRAINING_KEYS = ("train_engine", "train_world_size", "train_backend")
 LINEAGE_DIR = "lineage"
 DVC_LOCK = "dvc.lock"
 
@@ -50,6 +52,11 @@ def lineage_tags(
         "zenml_run_id": zenml_run_id,
         "pipeline": pipeline,
     }
+
+
+def training_tags(engine: str, world_size: int, backend: str) -> dict[str, str]:
+    """The TRAINING_KEYS tags of a training run and its model version."""
+    return dict(zip(TRAINING_KEYS, (engine, str(world_size), backend or "none"), strict=True))
 
 
 def committed_differences(root: Path, params: Params) -> list[tuple[str, Any, Any]]:

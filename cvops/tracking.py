@@ -6,10 +6,13 @@ by the functions that log or load weights, so reading references (the registry) 
 
 import logging
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
@@ -90,6 +93,28 @@ def log_trained_model(
         std=std,
         best_epoch=best_epoch,
     )
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """Logs each epoch's metrics to one MLflow run, from whichever process trains: the step's own, or rank 0 of
+    a Ray Train group on another node (it pickles, and names its store and run rather than relying on the
+    active run of this process)."""
+
+    tracking_uri: str
+    run_id: str
+
+    @classmethod
+    def to_active_run(cls) -> "EpochMetrics":
+        run = mlflow.active_run()
+        if run is None:
+            raise RuntimeError("EpochMetrics.to_active_run needs an active MLflow run")
+        return cls(mlflow.get_tracking_uri(), run.info.run_id)
+
+    def __call__(self, metrics: dict[str, float], epoch: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items()]
+        MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=batch)
 
 
 def load_trained_model(trained: TrainedModel) -> "nn.Module":

@@ -1,5 +1,10 @@
 """The training loop: AdamW with a warm-up + cosine schedule, head-first fine-tuning,
-early stopping on validation loss, and a resumable checkpoint per epoch."""
+early stopping on validation loss, and a resumable checkpoint per epoch.
+
+The same loop runs in one process or as one rank of a DDP process group (Ray Train, training_on_ray.py):
+in a group, each rank trains on its shard of every epoch with gradients averaged, `train.batch_size` stays
+the global batch (split among the ranks), and the epoch's metrics are summed over all ranks.
+"""
 
 import copy
 import logging
@@ -10,12 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from cvops.config import Params, TrainParams
 from cvops.console import progress
@@ -34,12 +41,22 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    world_size: int = 1  # processes that trained it: the live process group's size, 1 without one
+    backend: str = ""  # the process group's backend (gloo, nccl); empty without one
 
     @property
     def images_per_second(self) -> float:
         seen = sum(h["train_images"] for h in self.history)
         seconds = sum(h["train_seconds"] for h in self.history)
         return seen / seconds if seconds else 0.0
+
+
+class CheckpointStore(Protocol):
+    """Where a run's per-epoch checkpoints go: a folder here (`Checkpoints`), or Ray Train's storage."""
+
+    def latest(self) -> dict[str, Any]: ...
+
+    def save(self, epoch: int, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -53,19 +70,47 @@ class Checkpoints:
         found = sorted(self.directory.glob("epoch_*.pt"))
         if not found:
             raise ModelError(f"--resume: no checkpoint in {self.directory}; run without --resume to start afresh")
-        state = torch.load(found[-1], map_location="cpu", weights_only=False)
-        if state["run_key"] != self.run_key:
-            raise ModelError(f"--resume: {found[-1]} was made with other params or data; run without --resume")
-        log.info("resuming from %s (epoch %d done)", found[-1], state["epoch"])
-        return state
+        return read_checkpoint(found[-1], self.run_key)
 
     def save(self, epoch: int, state: dict[str, Any]) -> None:
-        """Write to a temporary name and rename, so a crash never leaves a truncated checkpoint."""
-        path = self.directory / f"epoch_{epoch:03d}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".pt.partial")
-        torch.save({**state, "epoch": epoch, "run_key": self.run_key}, partial)
-        os.replace(partial, path)
+        write_checkpoint(self.directory, epoch, state, self.run_key)
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
+
+
+def write_checkpoint(directory: Path, epoch: int, state: dict[str, Any], run_key: str) -> Path:
+    """Write to a temporary name and rename, so a crash never leaves a truncated checkpoint."""
+    path = directory / checkpoint_name(epoch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".pt.partial")
+    torch.save({**state, "epoch": epoch, "run_key": run_key}, partial)
+    os.replace(partial, path)
+    return path
+
+
+def read_checkpoint(path: Path, run_key: str) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["run_key"] != run_key:
+        raise ModelError(f"--resume: {path} was made with other params or data; run without --resume")
+    return state
+
+
+def process_group() -> tuple[int, int, str]:
+    """(rank, world size, backend) of this process in the live DDP process group; (0, 1, "") outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), str(dist.get_backend())
+    return 0, 1, ""
+
+
+def _summed(device: torch.device, *values: float) -> list[float]:
+    """`values` added up over every rank of the process group (as they are without one)."""
+    if process_group()[1] == 1:
+        return list(values)
+    totals = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(totals)
+    return totals.tolist()
 
 
 def seed_everything(seed: int) -> None:
@@ -113,32 +158,40 @@ def run_epoch(
             total_loss += loss.item() * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
-    return {
-        "loss": total_loss / seen,
-        "accuracy": correct / seen,
-        "images": seen,
-        "seconds": time.perf_counter() - start,
-    }
+    seconds = time.perf_counter() - start
+    loss_sum, correct_sum, images = _summed(device, total_loss, correct, seen)
+    return {"loss": loss_sum / images, "accuracy": correct_sum / images, "images": images, "seconds": seconds}
 
 
 class _Loop:
     """The model with its data loaders, optimiser, schedule and loss: everything an epoch needs, and
-    everything a checkpoint saves so that a resumed run continues as the original would have."""
+    everything a checkpoint saves so that a resumed run continues as the original would have.
+
+    In a process group, each rank draws its shard of the shuffled training set (DistributedSampler, seeded by
+    epoch), trains through DistributedDataParallel, and validates its own slice of the validation set."""
 
     def __init__(
         self, model: nn.Module, train_set: ImageDataset, val_set: ImageDataset, params: TrainParams, seed: int,
         device: torch.device,
     ) -> None:  # fmt: skip
         self.model, self.train_set, self.params, self.seed, self.device = model, train_set, params, seed, device
+        self.rank, self.world, _ = process_group()
         self.generator = torch.Generator().manual_seed(seed)
+        self.sampler: DistributedSampler | None = None
+        self.ddp: tuple[DistributedDataParallel, bool] | None = None  # the wrapper and the freeze it was made for
+        order: dict[str, Any] = {"shuffle": True, "generator": self.generator}
+        if self.world > 1:
+            self.sampler = DistributedSampler(train_set, self.world, self.rank, shuffle=True, seed=seed)
+            order = {"sampler": self.sampler}
+            val_set = Subset(val_set, range(self.rank, len(val_set), self.world))  # type: ignore[assignment]
+        batch_size = max(1, params.batch_size // self.world)
         persistent = params.num_workers > 0
         self.train_loader = DataLoader(
-            train_set, batch_size=params.batch_size, shuffle=True, drop_last=len(train_set) > params.batch_size,
-            generator=self.generator, pin_memory=device.type == "cuda", num_workers=params.num_workers,
-            persistent_workers=persistent,
+            train_set, batch_size=batch_size, drop_last=len(train_set) > params.batch_size,
+            pin_memory=device.type == "cuda", num_workers=params.num_workers, persistent_workers=persistent, **order,
         )  # fmt: skip
         self.val_loader = DataLoader(
-            val_set, batch_size=params.batch_size * 2, num_workers=params.num_workers, persistent_workers=persistent
+            val_set, batch_size=batch_size * 2, num_workers=params.num_workers, persistent_workers=persistent
         )
         self.optimizer = torch.optim.AdamW(
             [{"params": backbone_parameters(model), "lr": params.lr},
@@ -153,12 +206,15 @@ class _Loop:
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """Train one epoch (backbone frozen for the first freeze_backbone_epochs), then validate."""
+        frozen = epoch <= self.params.freeze_backbone_epochs
         for parameter in backbone_parameters(self.model):
-            parameter.requires_grad_(epoch > self.params.freeze_backbone_epochs)
-        if self.train_set.augment is not None:
-            self.train_set.augment.set_random_seed(self.seed + epoch)  # a resumed epoch augments as the original
-        train = run_epoch(self.model, self.train_loader, self.criterion, self.device, self.optimizer, self.scheduler,
-                          f"epoch {epoch}")  # fmt: skip
+            parameter.requires_grad_(not frozen)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        if self.train_set.augment is not None:  # a resumed epoch augments as the original; each rank its own way
+            self.train_set.augment.set_random_seed((self.seed + epoch) * self.world + self.rank)
+        train = run_epoch(self._trained(frozen), self.train_loader, self.criterion, self.device, self.optimizer,
+                          self.scheduler, f"epoch {epoch}")  # fmt: skip
         val = run_epoch(self.model, self.val_loader, self.criterion, self.device, desc="val")
         return {
             "train_loss": train["loss"], "train_accuracy": train["accuracy"],
@@ -166,6 +222,16 @@ class _Loop:
             "train_images": train["images"], "train_seconds": train["seconds"],
             "lr": self.optimizer.param_groups[0]["lr"],
         }  # fmt: skip
+
+    def _trained(self, frozen: bool) -> nn.Module:
+        """The module to train: the model, or in a process group its DDP wrapper, made anew when the backbone
+        freezes or thaws (DDP averages the gradients of the parameters that required them when it wrapped)."""
+        if self.world == 1:
+            return self.model
+        if self.ddp is None or self.ddp[1] != frozen:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.ddp = (DistributedDataParallel(self.model, device_ids=device_ids), frozen)
+        return self.ddp[0]
 
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -204,24 +270,29 @@ def train_model(
     *,
     seed: int,
     device: torch.device,
-    checkpoints: Checkpoints | None = None,
+    checkpoints: CheckpointStore | None = None,
     resume: bool = False,
     on_epoch: MetricsCallback | None = None,
 ) -> TrainResult:
     """Fine-tune `model`; returns it with the weights of its best validation epoch.
 
-    With `checkpoints`, every epoch is saved; `resume` continues from the newest checkpoint.
+    With `checkpoints`, every epoch is saved; `resume` continues from the newest checkpoint. In a process
+    group, every rank calls this; `on_epoch` runs on rank 0 only, `checkpoints.save` on every rank.
     """
     seed_everything(seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels many times over late in training
     model.to(device).to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU (oneDNN) and GPU
     loop = _Loop(model, train_set, val_set, params, seed, device)
-    result, best = TrainResult(model=model), _Best(loss=math.inf, weights=copy.deepcopy(model.state_dict()))
+    rank, world, backend = process_group()
+    result = TrainResult(model=model, world_size=world, backend=backend)
+    best = _Best(loss=math.inf, weights=copy.deepcopy(model.state_dict()))
     first_epoch = 1
     if resume:
         if checkpoints is None:
             raise ModelError("--resume needs a checkpoint folder")
         state = checkpoints.latest()
+        if rank == 0:
+            log.info("resuming after epoch %d", state["epoch"])
         loop.restore(state)
         best, result.history, first_epoch = state["best"], state["history"], state["epoch"] + 1
     epochs = progress(range(first_epoch, params.epochs + 1), "train", unit="epoch")
@@ -233,13 +304,14 @@ def train_model(
         result.history.append(metrics)
         best.update(epoch, metrics["val_loss"], model)
         epochs.set_postfix(val_acc=f"{metrics['val_accuracy']:.3f}", val_loss=f"{metrics['val_loss']:.3f}")
-        log.info(
-            "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s", epoch, params.epochs,
-            metrics["train_loss"], metrics["train_accuracy"], metrics["val_loss"], metrics["val_accuracy"],
-            metrics["train_images"] / metrics["train_seconds"],
-        )  # fmt: skip
-        if on_epoch is not None:
-            on_epoch(metrics, epoch)
+        if rank == 0:
+            log.info(
+                "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s", epoch, params.epochs,
+                metrics["train_loss"], metrics["train_accuracy"], metrics["val_loss"], metrics["val_accuracy"],
+                metrics["train_images"] / metrics["train_seconds"],
+            )  # fmt: skip
+            if on_epoch is not None:
+                on_epoch(metrics, epoch)
         if checkpoints is not None:
             checkpoints.save(epoch, {**loop.state(), "best": best, "history": result.history})
     for parameter in backbone_parameters(model):
@@ -250,6 +322,27 @@ def train_model(
     return result
 
 
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # "train" and "val": (images, labels)
+
+
+def training_inputs(params: Params, num_classes: int, splits: Splits) -> tuple[nn.Module, ImageDataset, ImageDataset]:
+    """The configured model, seeded, and the datasets it trains and validates on."""
+    seed_everything(params.base.seed)  # the head's (and a from-scratch model's) initial weights
+    model = create_model(params.train.model, num_classes, params.train.pretrained)
+    mean, std = normalization(model)
+    augment = augmentation(params.train.augment, params.base.seed)
+    return model, ImageDataset(*splits["train"], mean, std, augment), ImageDataset(*splits["val"], mean, std)
+
+
+def run_checkpoints(ref: DatasetRef, params: Params, checkpoint_dir: Path | None) -> Checkpoints | None:
+    """A run's checkpoints, keyed by its params and data, under `checkpoint_dir` (none without one)."""
+    return Checkpoints(checkpoint_dir, f"{params.hash()}-{ref.data_version}") if checkpoint_dir else None
+
+
+def training_splits(ref: DatasetRef) -> Splits:
+    return {split: load_split(ref, split)[:2] for split in ("train", "val")}
+
+
 def fit(
     ref: DatasetRef,
     params: Params,
@@ -258,21 +351,10 @@ def fit(
     resume: bool = False,
     on_epoch: MetricsCallback | None = None,
 ) -> TrainResult:
-    """Build the configured model and train it on a prepared dataset's train/val splits."""
-    seed_everything(params.base.seed)  # the head's (and a from-scratch model's) initial weights
-    model = create_model(params.train.model, ref.num_classes, params.train.pretrained)
-    mean, std = normalization(model)
-    train_images, train_labels, _ = load_split(ref, "train")
-    val_images, val_labels, _ = load_split(ref, "val")
-    augment = augmentation(params.train.augment, params.base.seed)
-    return train_model(
-        model,
-        ImageDataset(train_images, train_labels, mean, std, augment),
-        ImageDataset(val_images, val_labels, mean, std),
-        params.train,
-        seed=params.base.seed,
-        device=resolve_device(params.base.device),
-        checkpoints=Checkpoints(checkpoint_dir, f"{params.hash()}-{ref.data_version}") if checkpoint_dir else None,
-        resume=resume,
-        on_epoch=on_epoch,
-    )
+    """Build the configured model and train it in this process on a prepared dataset's train/val splits
+    (training_on_ray.fit_on_ray: the same on Ray Train)."""
+    model, train_set, val_set = training_inputs(params, ref.num_classes, training_splits(ref))
+    checkpoints = run_checkpoints(ref, params, checkpoint_dir)
+    return train_model(model, train_set, val_set, params.train, seed=params.base.seed,
+                       device=resolve_device(params.base.device), checkpoints=checkpoints, resume=resume,
+                       on_epoch=on_epoch)  # fmt: skip

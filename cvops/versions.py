@@ -21,7 +21,7 @@ from cvops.evidence import (
     reference_tags,
 )
 from cvops.gate import GateDecision, decide
-from cvops.lineage import LINEAGE_KEYS
+from cvops.lineage import LINEAGE_KEYS, TRAINING_KEYS
 from cvops.modelcard import ModelCard, write_model_card
 from cvops.monitoring.reference import ReferenceSummary, build_reference
 from cvops.quantization import quantize
@@ -83,7 +83,7 @@ def register(
     approval=pending when the gate passed (champion at once when registry.require_approval is false), no
     alias when it failed. `trigger` tags a drift-triggered retraining (episode, reason, report)."""
     run = mlflow.get_run(evidence.trained.run_id)
-    lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_KEYS}
+    lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_KEYS + TRAINING_KEYS}
     tags = lineage | artifact_tags(evidence.quantization, evidence.reference, run.info.artifact_uri)
     if trigger:
         tags |= trigger

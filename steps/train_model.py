@@ -5,9 +5,10 @@ from zenml import get_step_context, step
 
 from cvops.config import Params, Project
 from cvops.data.prepare import DatasetRef
-from cvops.lineage import lineage_tags, log_lineage
-from cvops.tracking import TrainedModel, log_trained_model
+from cvops.lineage import lineage_tags, log_lineage, training_tags
+from cvops.tracking import EpochMetrics, TrainedModel, log_trained_model
 from cvops.training import fit
+from cvops.training_on_ray import fit_on_ray
 
 
 @step(experiment_tracker=True)
@@ -22,13 +23,15 @@ def train_model(dataset: DatasetRef, params: Params, resume: bool = False) -> An
     tags = lineage_tags(project.root, params, dataset.data_version, zenml_run_id=str(context.pipeline_run.id),
                         pipeline=context.pipeline.name)  # fmt: skip
     log_lineage(project.root, params, tags)
-    result = fit(
+    train = fit_on_ray if params.distributed.engine == "ray" else fit  # Ray is imported only by the first
+    result = train(
         dataset,
         params,
         checkpoint_dir=project.checkpoints_dir / f"{params.hash()}-{dataset.data_version}",
         resume=resume,
-        on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
+        on_epoch=EpochMetrics.to_active_run(),
     )
+    mlflow.set_tags(training_tags(params.distributed.engine, result.world_size, result.backend))
     mlflow.log_metrics(
         {"best_epoch": result.best_epoch, "train_images_per_second": result.images_per_second,
          "stopped_early": float(result.stopped_early)}

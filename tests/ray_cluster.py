@@ -24,6 +24,8 @@ class RayNode:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self.killed = False
+        self.port = free_port()  # its raylet's: what tells it apart from the other nodes of this machine
+        args = [*args, "--node-manager-port", str(self.port)]
         with log.open("w") as out:
             self.process = subprocess.Popen([RAY, "start", "--block", *args], env=env, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -50,18 +52,38 @@ class RayCluster:
 
     def __init__(self, root: Path, cpus_per_node: int, stack: ExitStack) -> None:
         port, client_port = free_port(), free_port()
+        self.root, self.cpus_per_node, self.stack = root, cpus_per_node, stack
         self.address = f"127.0.0.1:{port}"  # a driver on one of the cluster's machines connects to the GCS
         self.client_address = f"ray://127.0.0.1:{client_port}"  # any other driver, through Ray Client
         self.env = clean_env() | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
         self.nodes: list[RayNode] = []
-        common = ["--num-cpus", str(cpus_per_node)]  # usage stats: off through cvops's OFFLINE_ENV
-        for args in (["--head", "--port", str(port), "--ray-client-server-port", str(client_port),
-                      "--temp-dir", str(root), "--include-dashboard=false"],
-                     ["--address", self.address]):  # fmt: skip
-            node = RayNode([*args, *common], self.env, root.with_name(f"{root.name}-node{len(self.nodes)}.log"))
-            stack.enter_context(_all_stopped(node))
-            self.nodes.append(node)
-            self.wait_for_cpus(cpus_per_node * len(self.nodes))
+        # the head runs the dashboard, as KubeRay's does: it serves the state API Ray Train's controller polls
+        self.add_node(["--head", "--port", str(port), "--ray-client-server-port", str(client_port),
+                       "--temp-dir", str(root), "--dashboard-port", str(free_port())])  # fmt: skip
+        self.add_node()
+
+    def add_node(self, args: list[str] | None = None) -> RayNode:
+        """Start a node (by default a worker node joining the head) and wait until its CPUs count."""
+        args = args or ["--address", self.address]  # usage stats: off through cvops's OFFLINE_ENV
+        log = self.root.with_name(f"{self.root.name}-node{len(self.nodes)}.log")
+        node = RayNode([*args, "--num-cpus", str(self.cpus_per_node)], self.env, log)
+        self.stack.enter_context(_all_stopped(node))
+        self.nodes.append(node)
+        self.wait_for_cpus(self.cpus_per_node * sum(not n.killed for n in self.nodes))
+        return node
+
+    def node_id(self, node: RayNode) -> str:
+        """The id Ray gave `node` (alive or dead)."""
+        probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+                 "print(*[n['NodeID'] for n in ray.nodes() if n['NodeManagerPort'] == int(sys.argv[2])])")  # fmt: skip
+        found = subprocess.run([sys.executable, "-c", probe, self.address, str(node.port)], env=self.env,
+                               capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        return found.stdout.split()[-1]
+
+    @property
+    def alive_workers(self) -> list[RayNode]:
+        """The nodes other than the head that have not been killed."""
+        return [node for node in self.nodes[1:] if not node.killed]
 
     def wait_for_cpus(self, cpus: int, timeout: float = 120.0) -> None:
         """Until the cluster counts `cpus` logical CPUs on its alive nodes (both nodes have joined)."""

@@ -90,7 +90,7 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
                    "a Ray cluster (infra/kubernetes/ray/distributed.yaml).")  # fmt: skip
 @click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="A ZenML run configuration for a remote orchestrator "
-                   "(e.g. infra/kubernetes/ray/batch-inference.yaml).")  # fmt: skip
+                   "(e.g. infra/kubernetes/ray/driver.yaml).")  # fmt: skip
 def run_batch_inference(
     input_dir: Path, output: Path | None, version: str | None, overlay: Path | None, config: Path | None
 ) -> None:

@@ -76,7 +76,7 @@ def score_on_ray(
     model = {"model_name": served.model_name, "version": served.version, "lineage_id": served.lineage_id,
              "max_batch": serve.max_batch_images}  # fmt: skip
     sized_by = "distributed.batch_workers, distributed.cpus_per_worker"
-    with ray_session(distributed, distributed.batch_workers, distributed.cpus_per_worker, sized_by):
+    with ray_session(distributed, distributed.batch_workers, {"CPU": distributed.cpus_per_worker}, sized_by):
         threads = max(1, math.floor(distributed.cpus_per_worker))
         scorer = {"model": model, "files": ray.put(_model_files(served)), "max_pixels": serve.max_image_pixels,
                   "threads": threads}  # fmt: skip

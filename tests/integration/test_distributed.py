@@ -1,6 +1,8 @@
-"""Ray as cvops's distributed engine, on a real two-node Ray cluster the test starts: batch inference on Ray
-Data gives the in-process path's predictions image for image, loses and repeats no row when a node dies
-mid-run, and the embedded default starts no Ray at all. Each command in its own process, as a user runs it."""
+"""Ray as cvops's distributed engine, on a real two-node Ray cluster the test starts: training on Ray Train
+(one DDP worker per node) gives a model as good as the in-process run's, resumes from its last checkpoint when
+a node dies or fails with one line and registers nothing; batch inference on Ray Data gives the in-process
+path's predictions image for image and loses and repeats no row when a node dies mid-run; the embedded
+default starts no Ray at all. Each command in its own process, as a user runs it."""
 
 import shutil
 import signal
@@ -15,17 +17,21 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import yaml
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from cvops.config import Project
 from cvops.inference_log import read_inference_log
 from cvops.serving.batch import PREDICTION_COLUMNS
+from cvops.training_on_ray import SNAPSHOT
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
 from tests.ray_cluster import RayCluster, assert_all_gone, ray_cluster
 from tests.server import free_port, stopped_on_exit
 
 pytestmark = pytest.mark.slow
+MODEL = "cvops-classifier"
 
 
 @dataclass
@@ -40,6 +46,14 @@ class Checkout:
 
     def use(self, **distributed: object) -> None:
         Project(self.root).set_params([f"distributed.{key}={value}" for key, value in distributed.items()])
+
+    def mlflow(self) -> MlflowClient:
+        return MlflowClient(f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}")
+
+    def versions(self) -> list[ModelVersion]:
+        """The registered versions, oldest first."""
+        found = self.mlflow().search_model_versions(f"name = '{MODEL}'")
+        return sorted(found, key=lambda version: int(version.version))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +123,7 @@ def test_batch_inference_on_a_two_node_cluster_equals_the_in_process_run(checkou
     scored = found["error"].isna().sum()
     assert f"scored {scored} of {len(found)} files" in result.stdout
     assert len(read_inference_log(log)) == before + scored
-    client = MlflowClient(f"sqlite:///{checkout.root / 'mlflow' / 'mlflow.db'}")
+    client = checkout.mlflow()
     (run,) = client.search_runs(client.get_experiment_by_name("cvops").experiment_id,
                                 "tags.engine = 'ray'")  # fmt: skip
     assert run.data.metrics["batch_images"] == len(found)
@@ -126,6 +140,77 @@ def test_a_cluster_too_small_for_the_workers_is_one_line(checkout, cluster, tmp_
     assert_one_line_error(result, 2, "logical CPUs", "distributed.batch_workers")  # not a wait for ever
     assert not (checkout.root.parent / "never.parquet").exists()
     assert (checkout.root / "params.yaml").read_bytes() == params
+
+
+def _training_overlay(tmp_path: Path, cluster: RayCluster, train: dict[str, object], **distributed: object) -> Path:
+    """The digits run's overlay with `train` on top, training on `cluster` with one worker per node (1.5 of a
+    node's 2 CPUs each, so two never share one)."""
+    spec = yaml.safe_load(SMALL_RUN.read_text())
+    spec["train"] |= train
+    spec["distributed"] = {"engine": "ray", "address": cluster.address, "train_workers": 2, "cpus_per_worker": 1.5,
+                           **distributed}  # fmt: skip
+    overlay = tmp_path / "ray-training.yaml"
+    overlay.write_text(yaml.safe_dump(spec))
+    return overlay
+
+
+def _train_until_a_checkpoint_then_kill_a_node(
+    checkout: Checkout, cluster: RayCluster, overlay: Path, tmp_path: Path, replace: bool
+) -> subprocess.CompletedProcess[str]:
+    """Start the training pipeline; once Ray Train has registered a checkpoint, kill a node with a worker on it
+    (each node has one), and with `replace` start a new node in its place; returns the finished command."""
+    started = time.time()
+    command = [sys.executable, "-m", "cvops.cli", "run", "training", "--overlay", str(overlay)]
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=checkout.root, env=cluster.env, stdout=stdout, stderr=stderr,
+                                   start_new_session=True)  # fmt: skip
+    with stopped_on_exit(process):
+        deadline = time.monotonic() + 300
+        while not [s for s in checkout.root.glob(f"checkpoints/*/{SNAPSHOT}") if s.stat().st_mtime > started]:
+            assert process.poll() is None, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, "Ray Train never registered a checkpoint"
+            time.sleep(0.1)
+        cluster.alive_workers[-1].kill()
+        if replace:
+            cluster.add_node()
+        process.wait(timeout=600)
+    return subprocess.CompletedProcess(command, process.returncode, out.read_text(), err.read_text())
+
+
+def test_training_on_two_nodes_survives_a_node_and_matches_the_in_process_run(
+    checkout, cluster, tmp_path: Path
+) -> None:
+    epochs = yaml.safe_load(SMALL_RUN.read_text())["train"]["epochs"]
+    overlay = _training_overlay(tmp_path, cluster, {"early_stopping_patience": epochs}, max_failures=1)
+    result = _train_until_a_checkpoint_then_kill_a_node(checkout, cluster, overlay, tmp_path, replace=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "resuming after epoch" in result.stderr  # Ray Train restarted the group from the last checkpoint
+
+    local, ray = checkout.versions()[0], checkout.versions()[-1]
+    run = checkout.mlflow().get_run(ray.run_id)
+    expected = {"train_engine": "ray", "train_world_size": "2", "train_backend": "gloo"}
+    assert {key: ray.tags[key] for key in expected} == expected  # from the live process group
+    assert {key: run.data.tags[key] for key in expected} == expected
+    assert (local.tags["train_engine"], local.tags["train_world_size"]) == ("local", "1")
+    assert abs(float(ray.tags["accuracy"]) - float(local.tags["accuracy"])) <= 0.03  # within noise on 269 images
+    history = checkout.mlflow().get_metric_history(ray.run_id, "val_accuracy")
+    assert {point.step for point in history} == set(range(1, epochs + 1))  # every epoch trained, none lost
+
+
+def test_a_node_dying_mid_training_without_retries_is_one_line_and_registers_nothing(
+    checkout, cluster, tmp_path: Path
+) -> None:
+    versions = len(checkout.versions())
+    overlay = _training_overlay(tmp_path, cluster, {"epochs": 8}, max_failures=0)
+    doomed = cluster.node_id(cluster.alive_workers[-1])
+    result = _train_until_a_checkpoint_then_kill_a_node(checkout, cluster, overlay, tmp_path, replace=False)
+    # without the lines Ray forwards from its processes, "(RayTrainWorker pid=...) ...", tracebacks included
+    own = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("("))
+    assert_one_line_error(subprocess.CompletedProcess(result.args, result.returncode, result.stdout, own), 10,
+                          "training on Ray failed", f"lost node {doomed[:12]}", "--resume")  # fmt: skip
+    assert len(checkout.versions()) == versions  # no half-trained model registered
+    cluster.add_node()  # the next tests have two nodes again
 
 
 def _scoring(processes: list[psutil.Process]) -> bool:
@@ -158,7 +243,7 @@ def test_a_node_dying_mid_run_loses_and_repeats_no_row(checkout, cluster, tmp_pa
         process = subprocess.Popen(command, cwd=checkout.root, env=cluster.env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # fmt: skip
     with stopped_on_exit(process):
-        second = cluster.nodes[1]
+        second = cluster.alive_workers[-1]
         deadline = time.monotonic() + 300
         while not _scoring(second.processes()):  # until an actor on the second node works on a batch
             assert process.poll() is None, logs.read_text()[-3000:]

@@ -41,6 +41,10 @@ def test_misspelt_override_key_is_named(override, key):
         ("distributed.engine=spark", "distributed.engine"),
         ("distributed.address=http://head:8265", "distributed.address"),  # the dashboard, not the GCS or client
         ("distributed.cpus_per_worker=0", "distributed.cpus_per_worker"),
+        ("distributed.train_workers=0", "distributed.train_workers"),
+        ("distributed.gpus_per_worker=-1", "distributed.gpus_per_worker"),
+        ("distributed.max_failures=-1", "distributed.max_failures"),
+        ("distributed.storage=checkpoints", "distributed.storage"),  # relative: every node would read its own
     ],
 )
 def test_bad_override_value_is_named(override, key):

@@ -68,10 +68,21 @@ def test_the_overlay_reaches_the_heads_client_port_through_kuberays_service() ->
     assert address.hostname == f"{manifest['metadata']['name']}-head-svc"
     ports = {p["name"]: p["containerPort"] for p in container(groups(manifest)["head"])["ports"]}
     assert address.port == ports["client"]
-    # the scoring actors fit on the CPU group at its smallest (the autoscaler's floor), or cvops refuses the run
+    # the scoring actors and the training workers fit on the CPU group at its smallest (the autoscaler's floor),
+    # or cvops refuses the run
     cpu = groups(manifest)["cpu"]
     cpus = int(container(cpu)["resources"]["limits"]["cpu"]) * cpu["minReplicas"]
-    assert params.distributed.batch_workers * params.distributed.cpus_per_worker <= cpus
+    for workers in (params.distributed.batch_workers, params.distributed.train_workers):
+        assert workers * params.distributed.cpus_per_worker <= cpus
+
+
+def test_training_workers_write_checkpoints_on_the_shared_claim_and_log_to_the_team_mlflow() -> None:
+    params = load_params(REPO / "params.yaml", overlay=RAY_DIR / "distributed.yaml")
+    assert params.distributed.storage is not None and params.distributed.max_failures >= 1
+    for group in groups(cluster()).values():
+        paths = [mount["mountPath"] for mount in container(group)["volumeMounts"]]
+        assert any(params.distributed.storage.startswith(f"{path}/") for path in paths)
+        assert {"secretRef": {"name": "cvops-team"}} in container(group)["envFrom"]
 
 
 def mounts(pod_spec: dict[str, Any], mounted: list[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -84,7 +95,7 @@ def test_the_batch_inference_step_gets_the_clusters_token_and_the_team_secret() 
     from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
     from zenml.integrations.kubernetes.flavors import KubernetesOrchestratorSettings
 
-    config = PipelineRunConfiguration.model_validate(yaml.safe_load((RAY_DIR / "batch-inference.yaml").read_text()))
+    config = PipelineRunConfiguration.model_validate(yaml.safe_load((RAY_DIR / "driver.yaml").read_text()))
     settings = KubernetesOrchestratorSettings.model_validate(config.settings["orchestrator.kubernetes"])
     pod = settings.pod_settings
     assert pod is not None
