@@ -1,7 +1,8 @@
-"""Benchmark: batch inference on Ray Data against the in-process path and a plain onnxruntime loop.
+"""Benchmark: batch inference on Ray Data and training on Ray Train, against the in-process engine.
 
-Scores N Fashion-MNIST images (PNG files, 28x28 grey) with one ONNX model, five ways, in one run:
-- local: cvops's in-process engine (`score_folder`), onnxruntime on every core;
+Batch inference (--part batch) scores N Fashion-MNIST images (PNG files, 28x28 grey) with one ONNX model,
+five ways, in one run:
+- local: cvops's in-process engine (`score_inputs`), onnxruntime on every core;
 - plain loop, 1 core: what a user would write by hand: read, decode, resize, normalise and score the same
   files in batches of 32 with onnxruntime on one thread; the per-core reference;
 - plain loop, all cores: the same, onnxruntime on every core;
@@ -15,8 +16,17 @@ one image) is measured on a local instance and on a two-node cluster started by 
 The marginal rate, (50,000 - 10,000) images over the difference of the two runs' times, is each engine's
 throughput once started: what a large job gets.
 
-Usage: python bench/distributed.py [--sizes 10000 50000]
-Needs Debian's dataset-fashion-mnist. Writes bench/results/distributed.json and prints a markdown table.
+Training (--part training) trains the same resnet10t from scratch at 28 px on TRAIN_PER_CLASS Fashion-MNIST
+images per class (prepared by cvops: split, resized) for TRAIN_EPOCHS epochs, batch 64, four ways: in this
+process with 1 and with 2 torch threads (`fit`, the local engine), and on Ray Train with 1 and 2 workers of
+one CPU each (`fit_on_ray`, a Ray instance of this machine started for the run). Images/s is the training
+passes' (the images of every rank over rank 0's time, validation left out); the fixed cost is the time from
+the call to the end of the first epoch less one epoch: Ray's start, the workers', the process group's and the
+data's way to them.
+
+Usage: python bench/distributed.py [--part batch|training|all] [--sizes 10000 50000]
+Needs Debian's dataset-fashion-mnist. Writes bench/results/distributed.json (a part run alone keeps the
+other's results) and prints markdown tables.
 """
 
 import argparse
@@ -43,6 +53,9 @@ from tests.ray_cluster import ray_cluster  # noqa: E402
 
 IMAGE_SIZE = 28
 BATCH = 32
+TRAIN_PER_CLASS = 1500  # 15,000 images: 10,500 train, 2,250 val, 2,250 test
+TRAIN_EPOCHS = 3
+OUT = REPO / "bench" / "results" / "distributed.json"
 
 
 def write_images(folder: Path, count: int) -> None:
@@ -98,13 +111,114 @@ def plain_loop(model_path: Path, folder: Path, threads: int) -> int:
     return labels
 
 
+class EpochClock:
+    """An `on_epoch` callback (rank 0's, wherever it runs) that appends the time each epoch ended to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, metrics: dict[str, float], epoch: int) -> None:
+        with self.path.open("a") as out:
+            out.write(f"{time.time()}\n")
+
+
+def _all_reduce_worker(rank: int, port: int, numel: int, steps: int, out: Path) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    gradients = torch.ones(numel)
+    dist.all_reduce(gradients)  # the connections made
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(steps):
+        dist.all_reduce(gradients)
+    if rank == 0:
+        out.write_text(str((time.perf_counter() - start) / steps))
+    dist.destroy_process_group()
+
+
+def all_reduce_ms(numel: int, work: Path, steps: int = 50) -> float:
+    """Milliseconds for one gloo all_reduce of `numel` floats between two processes of this machine, one
+    thread each: what DDP sends every step (it overlaps part of it with the backward pass)."""
+    import torch.multiprocessing as mp
+
+    from tests.server import free_port
+
+    out = work / "all_reduce.txt"
+    mp.spawn(_all_reduce_worker, args=(free_port(), numel, steps, out), nprocs=2)
+    return float(out.read_text()) * 1000
+
+
+def train_rows(work: Path) -> list[dict[str, Any]]:
+    """Training images/s and fixed cost, in process (1 and 2 threads) and on Ray Train (1 and 2 workers)."""
+    import torch
+
+    from cvops.config import Params
+    from cvops.data.manifest import import_source
+    from cvops.data.prepare import load_dataset_ref, prepare_dataset
+    from cvops.data.sources import fashion_mnist_source
+    from cvops.training import fit
+    from cvops.training_on_ray import fit_on_ray
+
+    raw, prepared = work / "raw", work / "prepared"
+    import_source(fashion_mnist_source(limit=TRAIN_PER_CLASS), raw)
+    base = Params.model_validate(
+        {"prepare": {"image_size": IMAGE_SIZE},
+         "train": {"model": "resnet10t", "pretrained": "none", "epochs": TRAIN_EPOCHS, "batch_size": 64,
+                   "early_stopping_patience": TRAIN_EPOCHS, "augment": {"hflip": 0}},
+         "base": {"device": "cpu"}}
+    )  # fmt: skip
+    prepare_dataset(raw, raw, prepared, base.prepare, base.base.seed)
+    ref = load_dataset_ref(prepared)
+    runs: dict[str, tuple[str, int, int, int]] = {  # name: (engine, threads or workers, cores, batch size)
+        "in process, 1 thread": ("local", 1, 1, 64),
+        "in process, 1 thread, batch 32 (a rank's share)": ("local", 1, 1, 32),
+        "in process, 2 threads": ("local", 2, 2, 64),
+        "Ray Train, 1 worker": ("ray", 1, 1, 64),
+        "Ray Train, 2 workers (DDP)": ("ray", 2, 2, 64),
+    }
+    rows = []
+    for n, (name, (engine, count, cores, batch)) in enumerate(runs.items()):
+        clock = EpochClock(work / f"epochs-{n}.txt")
+        start = time.time()
+        if engine == "local":
+            torch.set_num_threads(count)
+            result = fit(ref, base.model_copy(update={"train": base.train.model_copy(update={"batch_size": batch})}),
+                         on_epoch=clock)  # fmt: skip
+        else:
+            distributed = {"engine": "ray", "train_workers": count, "cpus_per_worker": 1.0}
+            params = base.model_copy(update={"distributed": base.distributed.model_validate(distributed)})
+            result = fit_on_ray(ref, params, on_epoch=clock)
+        ends = [float(line) for line in clock.path.read_text().split()]
+        epoch_s = (ends[-1] - ends[0]) / (len(ends) - 1)  # an epoch once started: training and validation
+        rows.append({"engine": name, "cores": cores, "world_size": result.world_size, "epochs": len(ends),
+                     "train_images_per_s": round(result.images_per_second, 1),
+                     "train_images_per_s_per_core": round(result.images_per_second / cores, 1),
+                     "epoch_s": round(epoch_s, 2), "fixed_cost_s": round(ends[0] - start - epoch_s, 1),
+                     "seconds": round(ends[-1] - start, 1),
+                     "val_accuracy": round(result.history[-1]["val_accuracy"], 4)})  # fmt: skip
+        print(rows[-1], flush=True)
+    from cvops.models import create_model
+
+    numel = sum(p.numel() for p in create_model("resnet10t", ref.num_classes, "none").parameters())
+    steps = sum(ref.counts["train"].values()) // base.train.batch_size  # per rank and epoch (drop_last)
+    reduce_ms = all_reduce_ms(numel, work)
+    rows.append({"engine": "gloo all_reduce of the gradients, 2 processes", "floats": numel,
+                 "ms_per_step": round(reduce_ms, 2), "steps_per_epoch": steps,
+                 "s_per_epoch": round(reduce_ms * steps / 1000, 2)})  # fmt: skip
+    print(rows[-1], flush=True)
+    return rows
+
+
 def fixed_cost(served: Any, one: Path, address: str | None, env: dict[str, str]) -> float:
     """Seconds from a fresh process's call to its one-image result on Ray (a new process: Ray keeps its
     connection and token for the life of a process)."""
     code = (
         "import sys, time; from cvops.artifacts import ServedModel; from cvops.config import DistributedParams, "
         "ServeParams; from cvops.serving.on_ray import score_on_ray; start = time.perf_counter(); "
-        "score_on_ray(ServedModel.model_validate_json(sys.argv[1]), __import__('pathlib').Path(sys.argv[2]), "
+        "score_on_ray(ServedModel.model_validate_json(sys.argv[1]), sys.argv[2], "
         "ServeParams(), DistributedParams(engine='ray', batch_workers=1, address=sys.argv[3] or None)); "
         "print(time.perf_counter() - start)"
     )
@@ -121,31 +235,48 @@ def timed(run: Callable[[], int]) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["batch", "training", "all"], default="all")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
     args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    result = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    result["machine"] = f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
+    if args.part in ("batch", "all"):
+        result.update(batch_results(args.sizes, cores))
+    if args.part in ("training", "all"):
+        work = Path(tempfile.mkdtemp(prefix="cvops-bench-training-"))
+        try:
+            result["training"] = train_rows(work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    report(result)
+    print(f"\nwrote {OUT}")
 
+
+def batch_results(sizes: list[int], cores: int) -> dict[str, Any]:
+    """The batch-inference rows, their ratios and Ray's fixed cost."""
     from cvops.config import DistributedParams, ServeParams
-    from cvops.serving.batch import score_folder
+    from cvops.serving.batch import score_inputs
     from cvops.serving.on_ray import score_on_ray
     from cvops.serving.predictor import Predictor
 
     work = Path(tempfile.mkdtemp(prefix="cvops-bench-distributed-"))
     serve = ServeParams(max_batch_images=BATCH)
-    cores = os.cpu_count() or 1
     try:
         served = export_model(work)
         model = Path(served.onnx_path)
         rows: list[dict[str, Any]] = []
-        for size in args.sizes:
+        for size in sizes:
             folder = work / f"images-{size}"
             write_images(folder, size)
 
             def local(f: Path = folder) -> int:
-                return len(score_folder(Predictor.of(served, BATCH), f, serve.max_image_pixels))
+                return len(score_inputs(Predictor.of(served, BATCH), str(f), serve.max_image_pixels))
 
             def on_ray(workers: int, f: Path = folder) -> int:
                 distributed = DistributedParams(engine="ray", batch_workers=workers, cpus_per_worker=1.0)
-                return len(score_on_ray(served, f, serve, distributed))
+                return len(score_on_ray(served, str(f), serve, distributed))
 
             runs: dict[str, tuple[Callable[[], int], int]] = {  # name: (run, cores it may use)
                 "local (cvops, in process)": (local, cores),
@@ -170,11 +301,12 @@ def main() -> None:
             fixed["two-node cluster (ray start)"] = fixed_cost(served, one, cluster.address, cluster.env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return {"rows": rows, "summary": ratios(rows), "fixed_cost_s": fixed}
 
-    report(rows, fixed, cores)
 
+def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The goal's ratios, per size and marginal; adds each engine's marginal rate to its largest size's row."""
 
-def report(rows: list[dict[str, Any]], fixed: dict[str, float], cores: int) -> None:
     def find(size: int, engine: str) -> dict[str, Any]:
         return next(r for r in rows if r["images"] == size and r["engine"] == engine)
 
@@ -203,23 +335,45 @@ def report(rows: list[dict[str, Any]], fixed: dict[str, float], cores: int) -> N
         summary["marginal: Ray 1 worker / plain loop 1 core"] = round(
             ray1["marginal_images_per_s"] / plain["marginal_images_per_s"], 2
         )
-    machine = f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
-    result = {"machine": machine, "rows": rows, "summary": summary, "fixed_cost_s": fixed}
-    out = REPO / "bench" / "results" / "distributed.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nBatch inference, Fashion-MNIST PNGs, resnet10t at {IMAGE_SIZE} px ({machine})\n")
-    print("| images | engine | cores | seconds | images/s | images/s per core | marginal images/s |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['images']} | {r['engine']} | {r['cores']} | {r['seconds']} | {r['images_per_s']} | "
-              f"{r['images_per_s_per_core']} | {r.get('marginal_images_per_s', '')} |")  # fmt: skip
-    print("\n| ratio | value |\n|---|---:|")
-    for key, value in summary.items():
-        print(f"| {key} | x{value} |")
-    print("\n| Ray's fixed cost (one image, start to result) | seconds |\n|---|---:|")
-    for where, seconds in fixed.items():
-        print(f"| {where} | {seconds:.1f} |")
-    print(f"\nwrote {out}")
+    return summary
+
+
+def report(result: dict[str, Any]) -> None:
+    machine = result["machine"]
+    if "rows" in result:
+        print(f"\nBatch inference, Fashion-MNIST PNGs, resnet10t at {IMAGE_SIZE} px ({machine})\n")
+        print("| images | engine | cores | seconds | images/s | images/s per core | marginal images/s |")
+        print("|---:|---|---:|---:|---:|---:|---:|")
+        for r in result["rows"]:
+            print(f"| {r['images']} | {r['engine']} | {r['cores']} | {r['seconds']} | {r['images_per_s']} | "
+                  f"{r['images_per_s_per_core']} | {r.get('marginal_images_per_s', '')} |")  # fmt: skip
+        print("\n| ratio | value |\n|---|---:|")
+        for key, value in result["summary"].items():
+            print(f"| {key} | x{value} |")
+        print("\n| Ray's fixed cost (one image, start to result) | seconds |\n|---|---:|")
+        for where, seconds in result["fixed_cost_s"].items():
+            print(f"| {where} | {seconds:.1f} |")
+    if "training" in result:
+        rows = result["training"]
+        print(f"\nTraining, resnet10t from scratch at {IMAGE_SIZE} px, Fashion-MNIST ({machine})\n")
+        print("| engine | cores | train images/s | per core | epoch (s) | fixed cost (s) | val accuracy |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        trained, (reduce,) = [r for r in rows if "floats" not in r], [r for r in rows if "floats" in r]
+        for r in trained:
+            print(f"| {r['engine']} | {r['cores']} | {r['train_images_per_s']} | {r['train_images_per_s_per_core']} "
+                  f"| {r['epoch_s']} | {r['fixed_cost_s']} | {r['val_accuracy']} |")  # fmt: skip
+        by = {r["engine"]: r["train_images_per_s"] for r in trained}
+        ray1, ray2 = by["Ray Train, 1 worker"], by["Ray Train, 2 workers (DDP)"]
+        half = by["in process, 1 thread, batch 32 (a rank's share)"]
+        print("\n| ratio | value |\n|---|---:|")
+        print(f"| scaling efficiency: Ray 2 workers / (2 x Ray 1 worker) | {ray2 / (2 * ray1):.2f} |")
+        print(f"| Ray 2 workers / (2 x in process, 1 thread, batch 32) | {ray2 / (2 * half):.2f} |")
+        print(f"| Ray 1 worker / in process 1 thread | {ray1 / by['in process, 1 thread']:.2f} |")
+        print(f"| Ray 2 workers / in process 2 threads | {ray2 / by['in process, 2 threads']:.2f} |")
+        print(f"| in process: 2 threads / 1 thread | {by['in process, 2 threads'] / by['in process, 1 thread']:.2f} |")
+        print(f"\nDDP's communication: one gloo all_reduce of the {reduce['floats']:,} gradient floats between two "
+              f"processes takes {reduce['ms_per_step']} ms; x {reduce['steps_per_epoch']} steps = "
+              f"{reduce['s_per_epoch']} s per epoch.")  # fmt: skip
 
 
 if __name__ == "__main__":

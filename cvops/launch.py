@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvops.config import Params, Project
-from cvops.errors import CvopsError, DataError
+from cvops.errors import CvopsError
 from cvops.monitoring.trigger import pipeline_lock
 
 if TYPE_CHECKING:
@@ -159,20 +159,20 @@ def launch_monitoring(
 
 
 def launch_batch_inference(
-    project: Project, params: Params, input_dir: Path, output: Path, selector: str, config: Path | None = None
+    project: Project, params: Params, input_value: str, output: Path, selector: str, config: Path | None = None
 ) -> dict[str, int] | None:
-    """Score a folder with the `selector` model (the batch_inference pipeline, with the ZenML run configuration
-    `config`, if any); the counts, or None when a remote orchestrator took the run."""
+    """Score a folder or an s3:// prefix with the `selector` model (the batch_inference pipeline, with the ZenML
+    run configuration `config`, if any); the counts, or None when a remote orchestrator took the run."""
     from cvops.artifacts import resolve
     from cvops.registry import ModelRegistry
+    from cvops.serving.batch import input_location
     from cvops.tracking import use_project_store
     from pipelines.batch_inference import batch_inference
 
-    if not input_dir.is_dir():
-        raise DataError(f"input folder {input_dir} does not exist")
+    location = input_location(input_value)
     use_project_store(project, params.mlflow.experiment)
     resolve(ModelRegistry.of(project, params.registry.model_name), selector, project.onnx_cache)  # fail here
     run = run_pipeline(batch_inference, project, params.mlflow.experiment, config=config,
-                       input_dir=str(input_dir.resolve()), output=str(output.resolve()), selector=selector,
+                       location=location, output=str(output.resolve()), selector=selector,
                        params=params)  # fmt: skip
     return None if run is None else run.steps["batch_predict"].outputs["counts"][0].load()

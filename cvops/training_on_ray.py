@@ -91,9 +91,11 @@ def _train_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
     from ray.exceptions import RayError
+    from ray.train.v2._internal.execution import context
 
     go_offline()  # a node started by hand has no cvops CLI to set them
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per report: cvops logs each epoch
+    for name in ("ray.train", context.__file__):  # the report's logger is named by its file, outside ray.train
+        logging.getLogger(name).setLevel(logging.WARNING)  # not a line per report and rank: cvops logs each epoch
     params: Params = config["params"]
     torch.set_num_threads(max(1, math.floor(params.distributed.cpus_per_worker)))
     try:

@@ -10,15 +10,15 @@ from cvops.serving.batch import score_and_log
 
 @step(experiment_tracker=True)
 def batch_predict(
-    input_dir: str,
+    location: str,
     output: str,
     selector: str,
     registry: RegistryParams,
     serve: ServeParams,
     distributed: DistributedParams,
 ) -> Annotated[dict[str, int], "counts"]:
-    """Score every file of `input_dir` with the `selector` model, in process or on Ray (params: distributed);
-    predictions to `output`, counts to MLflow, every scored image to the inference log."""
+    """Score every file under `location` (a folder or an s3:// prefix) with the `selector` model, in process or
+    on Ray (params: distributed); predictions to `output`, counts to MLflow, every scored image to the inference log."""
     project = Project.find()
     return score_and_log(ModelRegistry.of(project, registry.model_name), project.onnx_cache, selector,
-                         Path(input_dir), Path(output), serve, distributed, project.inference_log(serve))  # fmt: skip
+                         location, Path(output), serve, distributed, project.inference_log(serve))  # fmt: skip

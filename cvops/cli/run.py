@@ -81,7 +81,13 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
 
 
 @run.command("batch-inference")
-@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help="Folder of images to score.")
+@click.option(
+    "--input",
+    "input_value",
+    required=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Folder of images to score, or an S3 prefix (keys from the AWS_* variables).",
+)
 @click.option("--output", type=click.Path(path_type=Path), help="Predictions file, .parquet or .csv "
               "(default: reports/predictions-<time>.parquet).")  # fmt: skip
 @click.option("--version", "version", help="Score with this version instead of the champion.")
@@ -92,9 +98,9 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
               help="A ZenML run configuration for a remote orchestrator "
                    "(e.g. infra/kubernetes/ray/driver.yaml).")  # fmt: skip
 def run_batch_inference(
-    input_dir: Path, output: Path | None, version: str | None, overlay: Path | None, config: Path | None
+    input_value: str, output: Path | None, version: str | None, overlay: Path | None, config: Path | None
 ) -> None:
-    """Score a folder with the champion: the `batch_inference` pipeline.
+    """Score a folder (or an S3 prefix) with the champion: the `batch_inference` pipeline.
 
     Writes path, label, score and model version per file (unreadable files get an error instead),
     logs counts to MLflow and appends every scored image to the inference log. With `distributed.engine: ray`
@@ -105,6 +111,7 @@ def run_batch_inference(
     Examples:
       cvops run batch-inference --input incoming/
       cvops run batch-inference --input incoming/ --output scored.csv --version 3
+      cvops run batch-inference --input s3://cvops/incoming/2026-12-01/
       cvops run batch-inference --input /shared/incoming --overlay infra/kubernetes/ray/distributed.yaml
     """
     from cvops.launch import launch_batch_inference
@@ -113,7 +120,7 @@ def run_batch_inference(
     checkout = initialized_project()
     output = output or checkout.reports_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
     with checkout.overlaid(overlay) as params:
-        counts = launch_batch_inference(checkout, params, input_dir, output, version or CHAMPION, config)
+        counts = launch_batch_inference(checkout, params, input_value, output, version or CHAMPION, config)
     if counts is None:
         return render.submitted()
     click.secho(f"scored {counts['scored']} of {counts['images']} files -> {output.resolve()}", fg="green")

@@ -1,10 +1,13 @@
-"""Batch inference: score a folder of images with a served model, the service's code path without HTTP."""
+"""Batch inference: score a folder of images (on this machine or under an s3:// prefix) with a served model,
+the service's code path without HTTP."""
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import mlflow
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ import pandas as pd
 from cvops.artifacts import resolve
 from cvops.config import DistributedParams, ServeParams
 from cvops.console import progress
-from cvops.errors import DataError
+from cvops.errors import ConfigError, DataError, ServiceUnavailable
 from cvops.inference_log import InferenceLog, LogTarget
 from cvops.registry import ModelRegistry
 from cvops.reports import metric_name
@@ -21,28 +24,75 @@ from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decod
 PREDICTION_COLUMNS = ("path", "label", "score", "model_version", "error")  # a predictions file's, in order
 
 
-def list_files(input_dir: Path) -> list[Path]:
-    """Every file under `input_dir` but hidden ones, sorted: the rows a batch-inference output has."""
-    if not input_dir.is_dir():
-        raise DataError(f"input folder {input_dir} does not exist")
-    files = sorted(path for path in input_dir.rglob("*") if path.is_file() and not path.name.startswith("."))
+S3 = "s3://"
+
+
+def input_location(value: str) -> str:
+    """Where batch inference reads: an s3://bucket/prefix as it is, a folder as an absolute path; checked to
+    exist (the S3 keys come from the AWS_* variables, as boto3 reads them: `. .team/env` on the team stack)."""
+    if "://" in value and not value.startswith(S3):
+        raise ConfigError(f"cannot read {value}: give a folder or an s3://bucket/prefix")
+    location = value.rstrip("/") if value.startswith(S3) else str(Path(value).resolve())
+    with _reading(location):
+        fs, root = fsspec.core.url_to_fs(location)
+        if not fs.isdir(root):
+            raise FileNotFoundError(location)
+    return location
+
+
+def list_inputs(location: str) -> list[tuple[str, str]]:
+    """Every file under `location` (from `input_location`) but hidden ones, sorted by name: (its name under
+    `location`, where `read_input` reads it); the rows a batch-inference output has."""
+    with _reading(location):
+        fs, root = fsspec.core.url_to_fs(location)
+        found = sorted(fs.find(root))
+    prefix = S3 if location.startswith(S3) else ""
+    visible = (path for path in found if not path.rpartition("/")[2].startswith("."))
+    files = [(path[len(root) :].lstrip("/"), prefix + path) for path in visible]
     if not files:
-        raise DataError(f"no files in {input_dir}: put the images to score there")
+        raise DataError(f"no files in {location}: put the images to score there")
     return files
 
 
-def score_files(predictor: Predictor, files: Iterable[tuple[str, Path]], max_pixels: int) -> list[dict[str, Any]]:
-    """One row per (name, path): the inference-log row of its prediction, or why it was not scored (not an
-    image, or not readable here); the readable images go through the model in one call."""
+def read_input(path: str) -> bytes:
+    """The bytes of one listed file; OSError when it is gone or cannot be read here (another Ray node)."""
+    with fsspec.open(path, "rb") as file:
+        return file.read()
+
+
+@contextmanager
+def _reading(location: str) -> Iterator[None]:
+    """Listing `location`: a missing folder or prefix is a DataError, an S3 server that cannot be reached or
+    refuses the keys is one line saying so."""
+    from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError(f"input {location} does not exist: give a folder of images or an S3 prefix") from None
+    except NoCredentialsError:
+        raise ConfigError(f"no S3 keys to list {location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                          "(on the team stack: . .team/env)") from None  # fmt: skip
+    except (OSError, BotoCoreError) as err:
+        raise ServiceUnavailable(
+            f"cannot list {location}: {err}; check the S3 endpoint and keys (AWS_ENDPOINT_URL, "
+            "AWS_ACCESS_KEY_ID; on the team stack: . .team/env)"
+        ) from None
+
+
+def score_files(predictor: Predictor, files: Iterable[tuple[str, str]], max_pixels: int) -> list[dict[str, Any]]:
+    """One row per (name, path) of `list_inputs`: the inference-log row of its prediction, or why it was not
+    scored (not an image, or not readable here); the readable images go through the model in one call."""
     rows: list[dict[str, Any]] = []
     decoded: list[tuple[str, DecodedImage]] = []
     for name, path in files:
         try:
-            decoded.append((name, decode_image(path.read_bytes(), predictor.preprocessing.image_size, max_pixels)))
+            decoded.append((name, decode_image(read_input(path), predictor.preprocessing.image_size, max_pixels)))
         except RequestError as err:
             rows.append({"path": name, "error": str(err)})
         except OSError as err:  # gone since it was listed, or not visible on this (Ray) node
-            rows.append({"path": name, "error": f"could not read the file: {err.strerror or err}"})
+            reason = err.strerror or ("no such file" if isinstance(err, FileNotFoundError) else str(err))
+            rows.append({"path": name, "error": f"could not read the file: {reason}"})
     if decoded:
         probabilities, embeddings = predictor.predict(np.stack([image.pixels for _, image in decoded]))
         for (name, image), p, e in zip(decoded, probabilities, embeddings, strict=True):
@@ -61,13 +111,12 @@ def predictions_frame(rows: list[dict[str, Any]], version: str) -> pd.DataFrame:
     return frame
 
 
-def score_folder(predictor: Predictor, input_dir: Path, max_pixels: int) -> pd.DataFrame:
-    """One row per file under `input_dir`: label, score and model version, or why the file was not scored."""
-    files = list_files(input_dir)
+def score_inputs(predictor: Predictor, location: str, max_pixels: int) -> pd.DataFrame:
+    """One row per file under `location`: label, score and model version, or why the file was not scored."""
+    files = list_inputs(location)
     rows: list[dict[str, Any]] = []
     for start in progress(range(0, len(files), predictor.max_batch), "score", unit="batch"):
-        chunk = files[start : start + predictor.max_batch]
-        rows += score_files(predictor, ((str(f.relative_to(input_dir)), f) for f in chunk), max_pixels)
+        rows += score_files(predictor, files[start : start + predictor.max_batch], max_pixels)
     return predictions_frame(rows, predictor.version)
 
 
@@ -84,25 +133,25 @@ def write_predictions(frame: pd.DataFrame, output: Path) -> Path:
 
 
 def score_and_log(
-    registry: ModelRegistry, cache_dir: Path, selector: str, input_dir: Path, output: Path, serve: ServeParams,
+    registry: ModelRegistry, cache_dir: Path, selector: str, location: str, output: Path, serve: ServeParams,
     distributed: DistributedParams, log_to: LogTarget,
 ) -> dict[str, int]:  # fmt: skip
-    """Score every file of `input_dir` with the `selector` model, in this process or on Ray (`distributed`):
-    predictions to `output`, counts to the active MLflow run, every scored image to the inference log `log_to`.
-    Returns the counts."""
+    """Score every file under `location` (a folder or an s3:// prefix) with the `selector` model, in this
+    process or on Ray (`distributed`): predictions to `output`, counts to the active MLflow run, every scored
+    image to the inference log `log_to`. Returns the counts."""
     served = resolve(registry, selector, cache_dir)
     if distributed.engine == "ray":
         from cvops.serving.on_ray import score_on_ray
 
-        frame = score_on_ray(served, input_dir, serve, distributed)
+        frame = score_on_ray(served, location, serve, distributed)
     else:
-        frame = score_folder(Predictor.of(served, serve.max_batch_images), input_dir, serve.max_image_pixels)
+        frame = score_inputs(Predictor.of(served, serve.max_batch_images), location, serve.max_image_pixels)
     write_predictions(frame, output)
     scored = frame[frame["error"].isna()]
     counts = {"images": len(frame), "scored": len(scored), "unreadable": len(frame) - len(scored),
               **{f"label_{k}": int(v) for k, v in scored["label"].value_counts().items()}}  # fmt: skip
     mlflow.log_metrics({metric_name(f"batch_{k}"): v for k, v in counts.items()})
-    mlflow.set_tags({"model_version": served.version, "input_dir": str(input_dir), "output": str(output),
+    mlflow.set_tags({"model_version": served.version, "input": location, "output": str(output),
                      "engine": distributed.engine})  # fmt: skip
     inference_log = InferenceLog(log_to)
     inference_log.append(

@@ -1,9 +1,10 @@
-"""Batch inference on Ray Data (`distributed.engine: ray`): `score_folder`'s work on a pool of Ray actors.
+"""Batch inference on Ray Data (`distributed.engine: ray`): `score_inputs`'s work on a pool of Ray actors.
 
 What travels where:
 - the model: the shipped ONNX file (and the monitoring projection) as bytes, through Ray's object store, so a
   worker needs no access to the MLflow store or the driver's disk;
-- the images: the scoring actors read them by path, so every node must be able to read the input folder at
+- the images: the scoring actors read them where they are listed, so every node must be able to read them
+  there: an s3:// prefix with the same AWS_* variables (the team secret on KubeRay's pods), or a folder at
   the same path (any folder on one machine; a shared volume on a cluster). A file a node cannot read keeps
   its row, with the reason in its error column, as an unreadable image does.
 """
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from cvops.config import DistributedParams, ServeParams
 from cvops.distributed import ray_session
 from cvops.projection import PROJECTION_FILE
-from cvops.serving.batch import list_files, predictions_frame, score_files
+from cvops.serving.batch import list_inputs, predictions_frame, score_files
 from cvops.serving.predictor import MODEL_FILE, Predictor
 
 if TYPE_CHECKING:
@@ -47,8 +48,7 @@ class _Scorer:
     def __call__(self, batch: "pd.DataFrame") -> "pd.DataFrame":
         import pandas as pd
 
-        named = ((name, Path(path)) for name, path in zip(batch["name"], batch["path"], strict=True))
-        rows = score_files(self.predictor, named, self.max_pixels)
+        rows = score_files(self.predictor, zip(batch["name"], batch["path"], strict=True), self.max_pixels)
         return pd.DataFrame({"row": [json.dumps(row) for row in rows]})
 
 
@@ -60,9 +60,9 @@ def _model_files(served: "ServedModel") -> dict[str, bytes]:
 
 
 def score_on_ray(
-    served: "ServedModel", input_dir: Path, serve: ServeParams, distributed: DistributedParams
+    served: "ServedModel", location: str, serve: ServeParams, distributed: DistributedParams
 ) -> "pd.DataFrame":
-    """`score_folder` on Ray Data: `batch_workers` actors read, decode, preprocess and score the files with the
+    """`score_inputs` on Ray Data: `batch_workers` actors read, decode, preprocess and score the files with the
     shipped ONNX file. One row per file, whatever the order the batches come back in; Ray retries
     the tasks and restarts the actors of a node that dies, so no row is lost or repeated.
 
@@ -70,9 +70,7 @@ def score_on_ray(
     task on the cluster (it reserves no CPU) and sends the rows back."""
     import ray
 
-    root = input_dir.resolve()  # the files as listed (links not followed), by absolute path and by name
-    files = [{"path": str(root / f.relative_to(input_dir)), "name": str(f.relative_to(input_dir))}
-             for f in list_files(input_dir)]  # fmt: skip
+    files = [{"name": name, "path": path} for name, path in list_inputs(location)]
     model = {"model_name": served.model_name, "version": served.version, "lineage_id": served.lineage_id,
              "max_batch": serve.max_batch_images}  # fmt: skip
     sized_by = "distributed.batch_workers, distributed.cpus_per_worker"

@@ -23,10 +23,10 @@ from mlflow.tracking import MlflowClient
 
 from cvops.config import Project
 from cvops.inference_log import read_inference_log
-from cvops.serving.batch import PREDICTION_COLUMNS
 from cvops.training_on_ray import SNAPSHOT
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
+from tests.predictions import same_predictions
 from tests.ray_cluster import RayCluster, assert_all_gone, ray_cluster
 from tests.server import free_port, stopped_on_exit
 
@@ -98,20 +98,9 @@ def _batch_inference(
     return cvops(checkout.root, *_command(checkout, output, *more), env=env)
 
 
-def _same_predictions(found: pd.DataFrame, expected: pd.DataFrame) -> None:
-    assert tuple(found.columns) == PREDICTION_COLUMNS
-    assert found["path"].is_unique and set(found["path"]) == set(expected["path"])
-    merged = expected.merge(found, on="path", suffixes=("", "_ray"))
-    assert (merged["label"].fillna("") == merged["label_ray"].fillna("")).all()
-    assert (merged["score"] - merged["score_ray"]).abs().max() < 1e-5
-    assert (merged["error"].isna() == merged["error_ray"].isna()).all()
-    assert (merged["model_version"] == merged["model_version_ray"]).all()
-
-
 def test_batch_inference_on_a_two_node_cluster_equals_the_in_process_run(checkout, cluster, tmp_path: Path) -> None:
-    # by the GCS address: through Ray Client (cluster.client_address, as a KubeRay step's pod connects) the first
-    # connection failed under the suite's load ("Initialization failure from server"); see the note
-    checkout.use(engine="ray", address=cluster.address, batch_workers=2, cpus_per_worker=1.0)
+    # through Ray Client, as a KubeRay step's pod connects (the other tests use the GCS address)
+    checkout.use(engine="ray", address=cluster.client_address, batch_workers=2, cpus_per_worker=1.0)
     log = Project(checkout.root).inference_log(Project(checkout.root).params().serve)
     before = len(read_inference_log(log))
     output = tmp_path / "ray.parquet"
@@ -119,7 +108,7 @@ def test_batch_inference_on_a_two_node_cluster_equals_the_in_process_run(checkou
     result = _batch_inference(checkout, output, cluster.env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     found = pd.read_parquet(output)
-    _same_predictions(found, checkout.local)
+    same_predictions(found, checkout.local)
     scored = found["error"].isna().sum()
     assert f"scored {scored} of {len(found)} files" in result.stdout
     assert len(read_inference_log(log)) == before + scored
@@ -254,7 +243,7 @@ def test_a_node_dying_mid_run_loses_and_repeats_no_row(checkout, cluster, tmp_pa
 
     images = checkout.local[checkout.local["path"].str.endswith(".png")]
     expected = pd.concat([images.assign(path=f"copy{copy}/" + images["path"]) for copy in range(4)])
-    _same_predictions(pd.read_parquet(output), expected)
+    same_predictions(pd.read_parquet(output), expected)
     cluster.wait_for_cpus(2)  # the head alone is left
 
 
@@ -281,7 +270,7 @@ def test_a_local_ray_instance_is_started_for_the_command_and_stopped_after_it(ch
         output = tmp_path / "local-ray.parquet"
         result = _batch_inference(checkout, output, {"RAY_TMPDIR": str(ray_tmp)})
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-        _same_predictions(pd.read_parquet(output), checkout.local)
+        same_predictions(pd.read_parquet(output), checkout.local)
         assert list(ray_tmp.glob("ray/session_*"))  # it did start Ray (the check of the default above can fail)
     finally:
         assert_all_gone(ray_tmp)  # ray.shutdown() stopped them (they may take a moment to exit)

@@ -257,6 +257,7 @@ def test_batch_inference_scores_a_folder_with_the_champion(served_project, tmp_p
     for i in range(3):
         (folder / "sub" / f"{i}.png").write_bytes(png(images[i]))
     (folder / "notes.txt").write_text("not an image")
+    (folder / "sub" / ".DS_Store").write_bytes(b"\0")  # hidden: no row
     log_dir = project.root / project.params().serve.inference_log
     before = len(read_inference_log(log_dir))
     output = tmp_path / "scored.parquet"
@@ -271,6 +272,7 @@ def test_batch_inference_scores_a_folder_with_the_champion(served_project, tmp_p
     assert frame["label"].notna().sum() == 3
     assert len(read_inference_log(log_dir)) == before + 3
     assert_one_line_error(cvops(project.root, "run", "batch-inference", "--input", str(tmp_path / "nope")), 3, "nope")
+    assert_one_line_error(cvops(project.root, "run", "batch-inference", "--input", "gs://b/x"), 2, "s3://")
 
 
 def test_a_file_that_cannot_be_read_keeps_its_row_and_a_folder_without_images_still_gets_its_file(
@@ -279,7 +281,7 @@ def test_a_file_that_cannot_be_read_keeps_its_row_and_a_folder_without_images_st
     project, registry = served_project
     # a file gone since it was listed (or, on Ray, not visible on the actor's node): its row says why
     predictor = Predictor.of(resolve(registry, "champion", project.onnx_cache), 32)
-    (row,) = score_files(predictor, [("gone.png", tmp_path / "gone.png")], 10**6)
+    (row,) = score_files(predictor, [("gone.png", str(tmp_path / "gone.png"))], 10**6)
     assert row == {"path": "gone.png", "error": "could not read the file: No such file or directory"}
 
     folder = tmp_path / "notes"

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -34,11 +35,14 @@ class Team:
         return self.env | {"MLFLOW_TRACKING_USERNAME": "admin",
                            "MLFLOW_TRACKING_PASSWORD": self.config.mlflow_admin_password}  # fmt: skip
 
+    def s3(self) -> Any:
+        """A boto3 S3 client of the stack's S3 server, with the trainer's keys."""
+        return boto3.client("s3", aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+                            endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1")  # fmt: skip
+
     def s3_keys(self) -> list[str]:
-        s3 = boto3.client("s3", aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
-                          endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1")  # fmt: skip
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 

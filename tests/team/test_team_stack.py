@@ -7,14 +7,17 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import closing
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psycopg2
 import pytest
 from mlflow.exceptions import MlflowException
@@ -24,9 +27,13 @@ from cvops.inference_log import REPLICA_ENV, TABLE
 from cvops.registry import CHALLENGER, CHAMPION, CVOPS_CHAMPION_TAG, MODEL_INFO_TAG, PREVIOUS, TRAINED_BY_TAG
 from cvops.stack import TEAM_TRACKER
 from cvops.state import held
+from cvops.team import BUCKET
 from cvops.web import http_json
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
+from tests.images import write_mode_folder
+from tests.predictions import same_predictions
+from tests.ray_cluster import assert_all_gone
 from tests.server import Server, stopped_on_exit
 from tests.team.conftest import MODEL, Team, mlflow_client, new_checkout
 
@@ -161,6 +168,44 @@ def test_data_push_and_pull_round_trip_through_s3(team, trained_on_team) -> None
     pulled = cvops(root, "data", "pull", env=team.env)
     assert pulled.returncode == 0, pulled.stderr[-2000:]
     assert digests(root / "data" / "prepared") == prepared
+
+
+def test_batch_inference_reads_an_s3_prefix_as_a_folder_in_process_and_on_ray(team, trained_on_team, tmp_path):
+    """The same files in a folder and under an S3 prefix give the same rows, on either engine; the Ray actors
+    read S3 with the keys of the environment their node has (here the command's, on a local instance)."""
+    root, _ = trained_on_team
+    folder = write_mode_folder(tmp_path / "incoming", {"dark": 60, "light": 190})
+    (folder / "notes.txt").write_text("not an image")  # keeps its row, with an error
+    (folder / ".DS_Store").write_bytes(b"\0")  # hidden: no row
+    prefix = f"incoming/{tmp_path.name}"
+    for path in folder.rglob("*"):
+        if path.is_file():
+            team.s3().put_object(Bucket=BUCKET, Key=f"{prefix}/{path.relative_to(folder)}", Body=path.read_bytes())
+    on_ray = tmp_path / "ray.yaml"
+    on_ray.write_text("distributed: {engine: ray, address: null, batch_workers: 1, cpus_per_worker: 1.0}\n")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths are under it
+
+    def scored(where: str, name: str, *more: str) -> pd.DataFrame:
+        output = tmp_path / f"{name}.parquet"
+        args = ["run", "batch-inference", "--input", where, "--output", str(output), "--version", "1", *more]
+        result = cvops(root, *args, env=team.env | {"RAY_TMPDIR": str(ray_tmp)})
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return pd.read_parquet(output)
+
+    try:
+        expected = scored(str(folder), "folder")
+        files = [path for path in folder.rglob("*") if path.is_file()]
+        assert len(expected) == len(files) - 1 and expected["error"].notna().sum() == 1
+        same_predictions(scored(f"s3://{BUCKET}/{prefix}/", "s3"), expected)
+        same_predictions(scored(f"s3://{BUCKET}/{prefix}", "s3-ray", "--overlay", str(on_ray)), expected)
+    finally:
+        assert_all_gone(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    missing = cvops(root, "run", "batch-inference", "--input", f"s3://{BUCKET}/nothing-here", env=team.env)
+    assert_one_line_error(missing, 3, f"s3://{BUCKET}/nothing-here")
+    keyless = {key: value for key, value in team.env.items() if not key.startswith("AWS_ACCESS")}
+    unsigned = cvops(root, "run", "batch-inference", "--input", f"s3://{BUCKET}/{prefix}", env=keyless)
+    assert_one_line_error(unsigned, 2, "AWS_ACCESS_KEY_ID")
 
 
 def test_no_secret_appears_in_anything_a_run_wrote(team, trained_on_team, monkeypatch, tmp_path) -> None:
