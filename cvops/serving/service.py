@@ -37,6 +37,7 @@ PARAMS = PROJECT.params()
 SETTINGS = PARAMS.serve
 OPEN_PATHS = {"/healthz", "/livez", "/readyz", "/metrics"}
 FILE_FIELDS = {"/classify": "image", "/classify_batch": "images"}
+BODY_TYPES = ("application/json", "multipart/form-data")  # what BentoML parses well; others end in a 500
 
 REQUESTS = prom.Counter("cvops_requests", "Requests by endpoint and HTTP status", ["endpoint", "status"])
 LATENCY = prom.Histogram(
@@ -55,8 +56,9 @@ async def _json_error(send: t.Any, status: int, message: str) -> None:
 
 
 class RequestGuard:
-    """ASGI middleware, before BentoML parses anything: the API token (401), the body size (413), and a
-    multipart body that parses with files where files belong (400) — BentoML answers those with a 500."""
+    """ASGI middleware, before BentoML parses anything: the API token (401), the body size (413), a content
+    type BentoML can parse (415), and a multipart body that parses, with one file where a file belongs and no
+    field the endpoint does not define (400) — BentoML answers those with a 500."""
 
     def __init__(self, app: t.Any, token: str | None, max_bytes: int) -> None:
         self.app, self.token, self.max_bytes = app, token, max_bytes
@@ -88,10 +90,19 @@ class RequestGuard:
                 break
         body = b"".join(chunks)
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
-        if content_type.startswith("multipart/form-data") and scope["path"] in FILE_FIELDS:
-            problem = await _multipart_problem(scope, body, FILE_FIELDS[scope["path"]])
-            if problem:
-                return await _json_error(send, 400, problem)
+        if scope["path"] in FILE_FIELDS:
+            if body and not content_type.startswith(BODY_TYPES):
+                field = FILE_FIELDS[scope["path"]]
+                return await _json_error(
+                    send,
+                    415,
+                    f"content type {content_type.split(';')[0] or 'none'}: send "
+                    f"application/json ({field}_base64) or multipart/form-data (file '{field}')",
+                )
+            if content_type.startswith("multipart/form-data"):
+                problem = await _multipart_problem(scope, body, FILE_FIELDS[scope["path"]])
+                if problem:
+                    return await _json_error(send, 400, problem)
         replayed = False
 
         async def replay() -> t.Any:
@@ -116,14 +127,24 @@ async def _multipart_problem(scope: t.Any, body: bytes, field: str) -> str | Non
     except Exception as err:  # starlette raises several types for a malformed body
         return f"malformed multipart body: {getattr(err, 'detail', err)}"
     try:
-        if any(not isinstance(value, UploadFile) for value in form.getlist(field)):
+        if unknown := sorted(set(form.keys()) - {field, f"{field}_base64"}):
+            return f"unknown field '{unknown[0]}': send the image as the file field '{field}'"
+        files = form.getlist(field)
+        if any(not isinstance(value, UploadFile) for value in files):
             return f"field '{field}' must be a file upload"
+        if field == "image" and len(files) > 1:
+            return f"{len(files)} files under 'image': send one (or several to /classify_batch)"
     finally:
         await form.close()
     return None
 
 
 def _b64(text: str) -> bytes:
+    """Base64, or a data URI of it as browsers make them (data:image/png;base64,...)."""
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise RequestError(400, "a data URI must be base64: data:image/...;base64,...")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as err:

@@ -100,6 +100,8 @@ def test_single_and_batch_requests_name_the_model(server, served_project) -> Non
     assert len(body["predictions"]) == 3 and body["predictions"][0]["score"] >= body["predictions"][1]["score"]
     status, same = server.post_json("/classify", {"image_base64": b64(png(images[0]))})
     assert status == 200 and same["predictions"] == body["predictions"]
+    status, same = server.post_json("/classify", {"image_base64": f"data:image/png;base64,{b64(png(images[0]))}"})
+    assert status == 200 and same["predictions"] == body["predictions"]  # a browser's data URI
     status, batch = server.post_files("/classify_batch", "images", [(f"{i}.png", png(images[i])) for i in range(5)])
     assert status == 200 and len(batch["results"]) == 5
     assert batch["results"][0]["predictions"] == body["predictions"]
@@ -137,7 +139,13 @@ def test_served_predictions_match_offline_ones(server, served_project) -> None:
         ("empty body", 400, "send exactly one"),
         ("missing field", 400, "send exactly one"),
         ("file field sent as text", 400, "must be a file upload"),
+        ("file under an undefined field", 400, "unknown field 'picture'"),
+        ("two files under image", 400, "2 files under 'image'"),
+        ("form-urlencoded body", 415, "content type application/x-www-form-urlencoded"),
+        ("a wrong content type", 415, "content type text/csv"),
         ("bad base64", 400, "not valid base64"),
+        ("data URI that is not base64", 400, "must be base64"),
+        ("non-UTF-8 JSON", 400, ""),
         ("gif", 415, "unsupported image format GIF"),
         ("pixel bomb", 413, "over the limit"),
         ("body too large", 413, "request body over"),
@@ -157,7 +165,15 @@ def test_bad_requests_get_4xx_json_and_the_service_stays_up(server, how: str, st
         "file field sent as text": lambda: server.request(
             "/classify", b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhello\r\n--b--\r\n',
             {"Content-Type": "multipart/form-data; boundary=b"}),
+        "file under an undefined field": lambda: server.post_files("/classify", "picture", [("x.png", good)]),
+        "two files under image": lambda: server.post_files("/classify", "image", [("a.png", good), ("b.png", good)]),
+        "form-urlencoded body": lambda: server.request(
+            "/classify", b"image_base64=" + b64(good).encode(), {"Content-Type": "application/x-www-form-urlencoded"}),
+        "a wrong content type": lambda: server.request("/classify", b"a,b\n1,2\n", {"Content-Type": "text/csv"}),
         "bad base64": lambda: server.post_json("/classify", {"image_base64": "%%%not base64%%%"}),
+        "data URI that is not base64": lambda: server.post_json("/classify", {"image_base64": "data:image/png,abc"}),
+        "non-UTF-8 JSON": lambda: server.request("/classify", b'{"image_base64": "\xff\xfe"}',
+                                                 {"Content-Type": "application/json"}),
         "gif": lambda: server.post_files("/classify", "image", [("x.gif", png(np.zeros((8, 8, 3), np.uint8), "GIF"))]),
         "pixel bomb": lambda: server.post_files("/classify", "image", [("x.png", bomb())]),
         "body too large": lambda: server.declare_body("/classify", 21_000_000),
