@@ -66,10 +66,7 @@ class RayCluster:
         """Start a node (by default a worker node joining the head) and wait until its CPUs count."""
         args = args or ["--address", self.address]  # usage stats: off through cvops's OFFLINE_ENV
         log = self.root.with_name(f"{self.root.name}-node{len(self.nodes)}.log")
-        # Ray Client's proxy gives the server it starts for each client 30 s to answer; on 2 busy cores a
-        # Python process importing Ray can take longer ("Initialization failure from server")
-        env = self.env | {"RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180"}
-        node = RayNode([*args, "--num-cpus", str(self.cpus_per_node)], env, log)
+        node = RayNode([*args, "--num-cpus", str(self.cpus_per_node)], self.env, log)
         self.stack.enter_context(_all_stopped(node))
         self.nodes.append(node)
         self.wait_for_cpus(self.cpus_per_node * sum(not n.killed for n in self.nodes))
