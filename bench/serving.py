@@ -1,28 +1,42 @@
-"""Benchmark: the BentoML service under a bounded load on loopback, beside raw onnxruntime in-process.
+"""Benchmark: the request path of `cvops serve`, against raw onnxruntime and the service a user would write.
 
-Starts `cvops serve --version V` (default: the newest version with an ONNX artifact) in this checkout,
-then for each concurrency sends a fixed number of single-image POST /classify requests (PNG files of
-test images, over keep-alive connections) and records throughput, p50/p99 latency and errors. The same
-ONNX file is then timed in-process with onnxruntime at batch 1, 8 and 32 on the same images (decode,
-resize and normalisation excluded: the model alone).
+In one run, on loopback, with the demo's shipped model and ELPV-sized images (the first 16 PNG files of the
+demo's test split, 300x300), each HTTP subject is loaded by wrk (one thread, keep-alive connections, as many
+connections as the concurrency) for --seconds at concurrency 1, 8, 32 and 64, with the image as the raw body
+(Content-Type: image/png) and as a multipart file field:
+- raw onnxruntime: the shipped ONNX file in this process at batch = concurrency, the model alone (inputs
+  already decoded and normalised), every core;
+- minimal FastAPI: bench/minimal_service.py under uvicorn (one process, no access log): decode, resize,
+  normalise, model, one request at a time; what a user would write by hand;
+- cvops with 1 worker and with `workers: auto` (one per core): validation, adaptive batching, metrics, the
+  inference log, request ids.
+Then the cost of rollout on cvops (auto workers, raw body, c=1 and c=32): a canary answering half the
+requests (the challenger; skipped when the registry has none), and a shadow scoring every request (the
+served version again: its model CPU doubles).
 
-Usage: python bench/serving.py [--version V] [--requests 300]
-Writes bench/results/serving.json and prints a markdown table.
+wrk runs on the same cores as the servers; its CPU share is reported. Needs Debian's wrk (`apt install wrk`).
+
+Usage: python bench/serving.py [--version V] [--seconds 8]
+Writes bench/results/serving.json and prints markdown tables.
 """
 
 import argparse
-import http.client
-import io
 import json
 import os
 import platform
+import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
+import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +44,27 @@ from cvops.stack import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
+LEVELS = (1, 8, 32, 64)
+BODIES = ("raw", "multipart")
+OUT = REPO / "bench" / "results" / "serving.json"
+# wrk's script: a request per file in turn; at the end, the numbers as one JSON line
+WRK_SCRIPT = """
+local bodies, i = {}, 0
+for line in io.lines(os.getenv("BENCH_BODIES")) do
+  local f = io.open(line, "rb"); bodies[#bodies + 1] = f:read("*a"); f:close()
+end
+local content_type = os.getenv("BENCH_CONTENT_TYPE")
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", "/classify", {["Content-Type"] = content_type}, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCH {"requests": %d, "seconds": %f, "p50_ms": %f, "p99_ms": %f, "errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
 
 
 def free_port() -> int:
@@ -38,125 +73,193 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = "benchboundary"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
-            "Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
-    return body, f"multipart/form-data; boundary={boundary}"
+def bodies(pngs: list[bytes], folder: Path) -> dict[str, tuple[Path, str]]:
+    """Each body kind as (a file listing the body files, its content type)."""
+    boundary = "benchboundary7MA4YWxkTrZu0gW"
+    made = {}
+    for kind, content_type in (("raw", "image/png"), ("multipart", f"multipart/form-data; boundary={boundary}")):
+        paths = []
+        for i, data in enumerate(pngs):
+            if kind == "multipart":
+                head = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{i}.png"\r\n'
+                data = f"{head}Content-Type: image/png\r\n\r\n".encode() + data + f"\r\n--{boundary}--\r\n".encode()
+            paths.append(folder / f"{kind}-{i}.bin")
+            paths[-1].write_bytes(data)
+        listing = folder / f"{kind}.txt"
+        listing.write_text("".join(f"{p}\n" for p in paths))
+        made[kind] = (listing, content_type)
+    return made
 
 
-def load(port: int, bodies: list[tuple[bytes, str]], concurrency: int, requests: int) -> dict[str, float]:
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    counter = iter(range(requests))
-
-    def client() -> None:
-        nonlocal errors
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        for i in counter:
-            body, content_type = bodies[i % len(bodies)]
-            start = time.perf_counter()
-            try:
-                connection.request("POST", "/classify", body, {"Content-Type": content_type})
-                response = connection.getresponse()
-                response.read()
-                ok = response.status == 200
-            except OSError:
-                ok = False
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            with lock:
-                latencies.append(time.perf_counter() - start)
-                errors += not ok
-
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+def wrk(port: int, body: tuple[Path, str], concurrency: int, seconds: float, script: Path) -> dict[str, Any]:
+    """One wrk run: throughput, latency percentiles, errors (non-2xx included) and wrk's own CPU share."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+               f"http://127.0.0.1:{port}"]  # fmt: skip
+    env = {**os.environ, "BENCH_BODIES": str(body[0]), "BENCH_CONTENT_TYPE": body[1]}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
-    ms = np.array(latencies) * 1000
-    p50, p99 = np.percentile(ms, [50, 99])
-    return {"concurrency": concurrency, "requests": requests, "throughput_rps": requests / wall,
-            "p50_ms": float(p50), "p99_ms": float(p99), "errors": errors}  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("BENCH "))
+    result = json.loads(line.removeprefix("BENCH "))
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return {"concurrency": concurrency, "throughput_rps": result["requests"] / result["seconds"],
+            "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "errors": result["errors"],
+            "requests": result["requests"], "wrk_cpu_share": cpu / (wall * (os.cpu_count() or 1))}  # fmt: skip
+
+
+@contextmanager
+def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Iterator[None]:
+    """A server in its own process group, ready when /readyz (or the OpenAPI page) answers; stopped after."""
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                for path in ("/readyz", "/openapi.json"):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                else:
+                    continue
+                break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"a server did not start: see {log}")
+            time.sleep(0.5)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def measure(port: int, made: dict[str, tuple[Path, str]], levels: tuple[int, ...], seconds: float, script: Path,
+            kinds: tuple[str, ...] = BODIES) -> list[dict[str, Any]]:  # fmt: skip
+    wrk(port, made[kinds[0]], 4, 2, script)  # warm-up: every worker loads its model, the batcher starts
+    return [{"body": kind, **wrk(port, made[kind], c, seconds, script)} for kind in kinds for c in levels]
+
+
+def raw_onnxruntime(onnx_path: Path, pngs: list[bytes]) -> dict[int, dict[str, float]]:
+    from cvops.data.preprocess import model_inputs
+    from cvops.onnx_model import predict_logits, read_preprocessing, session
+    from cvops.serving.predictor import decode_image
+    from cvops.timing import interleaved_calls, latency
+
+    pre = read_preprocessing(onnx_path)
+    pixels = np.stack([decode_image(data, pre.image_size, 10**8).pixels for data in pngs])
+    inputs = model_inputs(np.resize(pixels, (max(LEVELS), *pixels.shape[1:])), pre.mean, pre.std)
+    ort = session(onnx_path)
+    batches = {b: (lambda b=b: predict_logits(ort, inputs[:b], batch_size=b)) for b in LEVELS}
+    return {b: {"latency_ms": latency(calls).median, "images_per_s": b * 1000 / latency(calls).median}
+            for b, calls in interleaved_calls(batches, 20).items()}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", help="registered version to serve (default: the champion, else the newest)")
-    parser.add_argument("--requests", type=int, default=300, help="requests per concurrency level")
+    parser.add_argument("--seconds", type=float, default=8.0, help="wrk's duration per level")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/serving.py needs wrk: `apt install wrk` (Debian, Ubuntu) or `brew install wrk`")
 
     from checkout import registered_version
     from PIL import Image
 
     from cvops.artifacts import resolve
     from cvops.data.prepare import load_dataset_ref, load_split
-    from cvops.data.preprocess import model_inputs
-    from cvops.onnx_model import predict_logits, read_preprocessing, session
-    from cvops.timing import interleaved_calls, latency
+    from cvops.registry import CHALLENGER
 
     project, _, registry, info = registered_version(args.version)
-    version = info.version
-    served = resolve(registry, version, project.onnx_cache)
-    images, _, _ = load_split(load_dataset_ref(project.prepared_dir), "test")
-    encoded = []
-    for pixels in images[:64]:
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG")
-        encoded.append(multipart(buffer.getvalue()))
-
-    port = free_port()
+    served = resolve(registry, info.version, project.onnx_cache)
+    _, _, manifest = load_split(load_dataset_ref(project.prepared_dir), "test")
+    files = [project.raw_dir / str(path) for path in manifest["path"][:16]]
+    with Image.open(files[0]) as first:
+        size = f"{first.width}x{first.height} {first.format}"
+    pngs = [path.read_bytes() for path in files]
+    results_dir = REPO / "bench" / "results"
     env = {k: v for k, v in os.environ.items() if k not in ("CVOPS_ROOT", "ZENML_CONFIG_PATH")}
-    log = (REPO / "bench" / "results" / "serving-server.log").open("w")
-    command = [sys.executable, "-m", "cvops.cli", "serve", "--version", version, "--port", str(port)]
-    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                connection.request("GET", "/readyz")
-                if connection.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the service did not start: see bench/results/serving-server.log")
-            time.sleep(0.5)
-        load(port, encoded, 4, 40)  # warm-up
-        levels = [load(port, encoded, c, args.requests) for c in (1, 8, 32)]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        script = folder / "bench.lua"
+        script.write_text(WRK_SCRIPT)
+        made = bodies(pngs, folder)
+        minimal = [sys.executable, "-m", "uvicorn", "minimal_service:app", "--app-dir", str(REPO / "bench"),
+                   "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+        cvops = [sys.executable, "-m", "cvops.cli", "serve", "--version", info.version]
+        subjects = {"minimal FastAPI": (minimal, {"MINIMAL_ONNX": served.onnx_path}),
+                    "cvops, 1 worker": ([*cvops, "--workers", "1"], {}),
+                    "cvops, workers auto": ([*cvops, "--workers", "auto"], {})}  # fmt: skip
+        for name, (command, extra) in subjects.items():
+            port = free_port()
+            with server([*command, "--port", str(port)], port, env | extra, results_dir / "serving-server.log"):
+                rows += [{"subject": name, **row} for row in measure(port, made, LEVELS, args.seconds, script)]
+            print(f"measured {name}", file=sys.stderr)
+        rollout = {"none": []}
+        if registry.alias(CHALLENGER) is not None:
+            rollout["canary 50%"] = ["--canary", "challenger", "--canary-fraction", "0.5"]
+        rollout["shadow 100%"] = ["--shadow", info.version]
+        costs = []
+        for name, options in rollout.items():
+            port = free_port()
+            command = [*cvops, "--workers", "auto", *options, "--port", str(port)]
+            with server(command, port, env, results_dir / "serving-server.log"):
+                costs += [
+                    {"rollout": name, **row} for row in measure(port, made, (1, 32), args.seconds, script, ("raw",))
+                ]
+            print(f"measured rollout: {name}", file=sys.stderr)
+    raw = raw_onnxruntime(Path(served.onnx_path), pngs)
+    report(rows, costs, raw, info.version, Path(served.onnx_path).name, size)
 
-    onnx_path = Path(served.onnx_path)
-    pre = read_preprocessing(onnx_path)
-    inputs = model_inputs(np.resize(images, (32, *images.shape[1:])), pre.mean, pre.std)
-    ort = session(onnx_path)
-    raw = {}
-    batches = {b: (lambda b=b: predict_logits(ort, inputs[:b], batch_size=b)) for b in (1, 8, 32)}
-    for batch, calls in interleaved_calls(batches, 30).items():
-        ms = latency(calls).median
-        raw[batch] = {"latency_ms": ms, "images_per_s": batch * 1000 / ms}
 
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "version": version,
-              "preprocessing": pre.layout, "onnx": onnx_path.name, "image_size": pre.image_size,
-              "levels": levels, "raw_onnxruntime": raw,
-              "c32_vs_raw_b32": levels[-1]["throughput_rps"] / raw[32]["images_per_s"]}  # fmt: skip
-    out = REPO / "bench" / "results" / "serving.json"
-    out.write_text(json.dumps(result, indent=2))
-    print("| concurrency | requests | throughput req/s | p50 ms | p99 ms | errors | raw onnxruntime, same batch |")
-    print("|---|---|---|---|---|---|---|")
-    for level, batch in zip(levels, (1, 8, 32), strict=True):
-        print(f"| {level['concurrency']} | {level['requests']} | {level['throughput_rps']:.1f} | {level['p50_ms']:.1f} "
-              f"| {level['p99_ms']:.1f} | {level['errors']} | {raw[batch]['images_per_s']:.0f} img/s "
-              f"({raw[batch]['latency_ms']:.2f} ms/batch) |")  # fmt: skip
-    print(
-        f"\nversion {version} ({onnx_path.name}, {pre.image_size} px); service at c=32 / raw batch 32: "
-        f"{result['c32_vs_raw_b32']:.0%}; machine: {result['machine']}; JSON: {out.relative_to(REPO)}"
-    )
+def report(rows: list[dict[str, Any]], costs: list[dict[str, Any]], raw: dict[int, dict[str, float]], version: str,
+           onnx: str, size: str) -> None:  # fmt: skip
+    def best(subject: str, body: str, c: int) -> dict[str, Any]:
+        return next(r for r in rows if r["subject"] == subject and r["body"] == body and r["concurrency"] == c)
+
+    auto, minimal = "cvops, workers auto", "minimal FastAPI"
+
+    def rate(subject: str, body: str, c: int = 32) -> float:
+        return float(best(subject, body, c)["throughput_rps"])
+
+    summary: dict[str, Any] = {
+        "cvops_c32_vs_raw_onnxruntime": {b: rate(auto, b) / raw[32]["images_per_s"] for b in BODIES},
+        "cvops_c32_vs_minimal": {b: rate(auto, b) / rate(minimal, b) for b in BODIES},
+        "cvops_1_worker_c32_vs_minimal": {b: rate("cvops, 1 worker", b) / rate(minimal, b) for b in BODIES},
+        "cvops_p50_ms_c1": {b: best(auto, b, 1)["p50_ms"] for b in BODIES},
+        "errors": sum(r["errors"] for r in rows + costs),
+    }
+    base = {c["concurrency"]: c for c in costs if c["rollout"] == "none"}
+    summary["rollout"] = {
+        f"{c['rollout']}, c={c['concurrency']}": {
+            "throughput": c["throughput_rps"] / base[c["concurrency"]]["throughput_rps"],
+            "p50": c["p50_ms"] / base[c["concurrency"]]["p50_ms"],
+        }
+        for c in costs
+        if c["rollout"] != "none"
+    }
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "version": version, "onnx": onnx,
+              "images": size, "levels": rows, "rollout": costs, "raw_onnxruntime": raw, "summary": summary}  # fmt: skip
+    OUT.write_text(json.dumps(result, indent=2))
+    print("| subject | body | concurrency | req/s | p50 ms | p99 ms | errors | wrk CPU |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['subject']} | {r['body']} | {r['concurrency']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.1f} "
+              f"| {r['p99_ms']:.1f} | {r['errors']} | {r['wrk_cpu_share']:.0%} |")  # fmt: skip
+    print("\n| raw onnxruntime batch | ms per batch | images/s |\n|---|---|---|")
+    for b, r in raw.items():
+        print(f"| {b} | {r['latency_ms']:.2f} | {r['images_per_s']:.0f} |")
+    print("\n| rollout (cvops, workers auto, raw body) | concurrency | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    for c in costs:
+        print(f"| {c['rollout']} | {c['concurrency']} | {c['throughput_rps']:.0f} | {c['p50_ms']:.1f} | "
+              f"{c['p99_ms']:.1f} | {c['errors']} |")  # fmt: skip
+    print(f"\nversion {version} ({onnx}), images {size}; summary: {json.dumps(summary, indent=1)}")
+    print(f"machine: {result['machine']}; JSON: {OUT.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

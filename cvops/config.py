@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from cvops.errors import ConfigError
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+# a registered version's number or an alias; YAML reads `version: 3` as a number
+Selector = Annotated[str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)]
 PARAMS_FILE = "params.yaml"
 STATE_ENV = "CVOPS_STATE_URL"
+SERVE_OVERRIDES_ENV = "CVOPS_SERVE_OVERRIDES"  # `cvops serve`'s options, as a JSON list of key=value, to its service
 Source = Literal["elpv", "digits", "fashion-mnist", "folder"]
 SOURCES: tuple[str, ...] = get_args(Source)
 
@@ -143,6 +146,20 @@ class GateParams(Section):
     min_invariance: InvarianceParams = InvarianceParams()
 
 
+class CanaryParams(Section):
+    """A second version answering a share of the requests (`cvops serve --canary`)."""
+
+    version: Annotated[Selector, Field(pattern=r"^([0-9]+|challenger)$")] | None = None
+    fraction: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+class ShadowParams(Section):
+    """A version scoring requests off the response path, logged beside the champion (`cvops serve --shadow`)."""
+
+    version: Annotated[Selector, Field(pattern=r"^([0-9]+|[a-z][a-z0-9_-]*)$")] | None = None
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+
+
 class ServeParams(Section):
     port: int = Field(3000, ge=1, le=65535)
     top_k: int = Field(3, ge=1)
@@ -151,6 +168,19 @@ class ServeParams(Section):
     max_batch_images: int = Field(32, ge=1)
     poll_seconds: float = Field(5.0, gt=0.0)
     inference_log: str = "monitoring/inference_log"
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    access_log: bool = False
+    canary: CanaryParams = CanaryParams()
+    shadow: ShadowParams = ShadowParams()
+
+    @property
+    def worker_count(self) -> int:
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
+
+    @property
+    def model_threads(self) -> int | None:
+        """onnxruntime threads per worker: the cores shared out (None with one worker: every core)."""
+        return None if self.worker_count == 1 else max(1, (os.cpu_count() or 1) // self.worker_count)
 
 
 class RegistryParams(Section):

@@ -26,6 +26,7 @@ _STOP = object()
 TABLE = "cvops_inference_log"
 REPLICA_ENV = "CVOPS_REPLICA"  # names this process's rows (a pod name on Kubernetes); default host-pid
 LogTarget = Path | str  # a folder, or a postgresql:// URL
+SHADOW = "shadow"  # the arm of the rows a shadow logged: predictions no client received
 
 
 def replica() -> str:
@@ -38,16 +39,24 @@ class _Files:
         directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        day = rows[0]["timestamp"][:10]
-        with (self.directory / f"{day}.jsonl").open("a") as f:
-            f.write("".join(json.dumps(row) + "\n" for row in rows))
+        """One append of whole lines: the workers of one service write the same file, and a single O_APPEND
+        write() of a regular file is never interleaved with another on Linux."""
+        data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        fd = os.open(
+            self.directory / f"{rows[0]['timestamp'][:10]}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+        )
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
 
 
 class _Table:
     """Rows in the state database: (at, replica, body), one INSERT per batch, reconnecting after a failure."""
 
     def __init__(self, url: str) -> None:
-        self.url, self.replica = url, replica()
+        self.url = url
         self.connection: Any = None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
@@ -58,7 +67,7 @@ class _Table:
             if self.connection is None:
                 self.connection = _connect(self.url)
             with self.connection, self.connection.cursor() as cursor:
-                values = [(row["timestamp"], self.replica, json.dumps(row)) for row in rows]
+                values = [(row["timestamp"], row["replica"], json.dumps(row)) for row in rows]
                 execute_values(cursor, f"INSERT INTO {TABLE} (at, replica, body) VALUES %s", values)
         except psycopg2.Error as err:
             self.connection = None
@@ -81,6 +90,7 @@ class InferenceLog:
 
     def __init__(self, target: LogTarget, capacity: int = 100_000) -> None:
         self.sink = _Table(target) if isinstance(target, str) else _Files(target)
+        self.replica = replica()  # each row names the process that wrote it: a worker, a pod
         self.rows: queue.Queue[Any] = queue.Queue(maxsize=capacity)
         self.dropped = 0
         self.thread = threading.Thread(target=self._write, name="inference-log", daemon=True)
@@ -91,7 +101,7 @@ class InferenceLog:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         for row in rows:
             try:
-                self.rows.put_nowait({"timestamp": stamp, **row})
+                self.rows.put_nowait({"timestamp": stamp, "replica": self.replica, **row})
             except queue.Full:
                 self.dropped += 1
                 if self.dropped % 1000 == 1:  # the first, then every thousandth: loud, but never a flood
@@ -117,11 +127,14 @@ class InferenceLog:
         self.thread.join(timeout)
 
 
-def read_inference_log(source: LogTarget, since: datetime | None = None, last: int | None = None) -> "pd.DataFrame":
-    """Rows of the log, oldest first: those at or after `since`, then the newest `last` of them."""
+def read_inference_log(
+    source: LogTarget, since: datetime | None = None, last: int | None = None, answers: bool = False
+) -> "pd.DataFrame":
+    """Rows of the log, oldest first: those at or after `since`, then the newest `last` of them. With `answers`,
+    only the predictions clients received (monitoring's input): no shadow's and no failed request's rows."""
     import pandas as pd
 
-    texts = _table_text(source, since, last) if isinstance(source, str) else _files_text(source, since)
+    texts = _table_text(source, since, last, answers) if isinstance(source, str) else _files_text(source, since)
     frames = [pd.read_json(io.StringIO(text), lines=True, dtype=False) for text in texts if text]
     if not frames:
         return pd.DataFrame()
@@ -129,6 +142,11 @@ def read_inference_log(source: LogTarget, since: datetime | None = None, last: i
     rows["timestamp"] = pd.to_datetime(rows["timestamp"], utc=True)
     if since is not None:
         rows = rows[rows["timestamp"] >= pd.Timestamp(since)]
+    if answers:  # rows logged before rollout existed carry neither column: they are answers
+        if "arm" in rows:
+            rows = rows[rows["arm"].fillna("") != SHADOW]
+        if "status" in rows:
+            rows = rows[pd.to_numeric(rows["status"], errors="coerce").fillna(200) == 200]
     rows = rows.sort_values("timestamp", kind="stable")
     return (rows.tail(last) if last else rows).reset_index(drop=True)
 
@@ -141,9 +159,11 @@ def _files_text(directory: Path, since: datetime | None) -> list[str]:
     return [text[: text.rfind("\n") + 1] for text in texts]  # a line being written is left for the next read
 
 
-def _table_text(url: str, since: datetime | None, last: int | None) -> list[str]:
-    """The table's rows as JSON lines: every replica's, newest `last` at or after `since`."""
-    query = f"SELECT body::text FROM {TABLE} WHERE at >= %s ORDER BY at DESC, id DESC" + (" LIMIT %s" if last else "")
+def _table_text(url: str, since: datetime | None, last: int | None, answers: bool) -> list[str]:
+    """The table's rows as JSON lines: every replica's, newest `last` at or after `since` (of the answers)."""
+    answered = f" AND COALESCE(body->>'arm', '') <> '{SHADOW}' AND COALESCE(body->>'status', '200') = '200'"
+    query = (f"SELECT body::text FROM {TABLE} WHERE at >= %s{answered if answers else ''} ORDER BY at DESC, id DESC"
+             + (" LIMIT %s" if last else ""))  # fmt: skip
     arguments = (since or datetime(1970, 1, 1, tzinfo=UTC), *([last] if last else []))
     connection = _connect(url)
     try:

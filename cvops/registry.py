@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from cvops.aliases import APPROVED, CHALLENGER, CHAMPION, PENDING, PREVIOUS, REJECTED
 from cvops.config import Project
 from cvops.errors import ModelError, PromotionRefusedError, RegistryError
 from cvops.gate import GateDecision
@@ -28,8 +29,6 @@ from cvops.tracking import TrainedModel
 
 log = logging.getLogger(__name__)
 HEADLINE_METRICS = ("accuracy", "macro_f1")
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
-PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 # Version tags other modules write or read (evidence and lineage tags are named in evidence.py, lineage.py)
 MODEL_INFO_TAG = "model_info"  # the TrainedModel reference (JSON)
 SHIPPED_TAG = "onnx_shipped"  # the MLflow URI of the ONNX file that ships

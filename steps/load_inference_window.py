@@ -14,4 +14,4 @@ def load_inference_window(
 ) -> Annotated[pd.DataFrame, "inference_window"]:
     """The inference-log rows to check: those since `since`, else the newest `window` (monitor.window)."""
     source = Project.find().inference_log(serve)
-    return read_inference_log(source, since=since, last=None if since else window or monitor.window)
+    return read_inference_log(source, since=since, last=None if since else window or monitor.window, answers=True)

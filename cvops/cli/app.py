@@ -10,7 +10,8 @@ import logging
 import re
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import click
 
@@ -24,6 +25,24 @@ log = logging.getLogger("cvops")
 USAGE_EXIT = 2  # a command line click cannot parse: like a bad parameter
 INTERRUPTED_EXIT = 130
 OVERRIDE_HELP = "Set a parameter in params.yaml before the run, e.g. -S train.epochs=3 (repeatable)."
+
+
+class Since(click.ParamType):
+    """An ISO time (UTC unless it says otherwise) or an age: 90m, 6h, 2d."""
+
+    name = "since"
+    UNITS: ClassVar[dict[str, str]] = {"m": "minutes", "h": "hours", "d": "days"}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        if value[-1:] in self.UNITS and value[:-1].replace(".", "", 1).isdigit():
+            return datetime.now(UTC) - timedelta(**{self.UNITS[value[-1]]: float(value[:-1])})
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r}: give an ISO time (2026-11-22T08:00) or an age (90m, 6h, 2d)", param, ctx)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -1,9 +1,11 @@
 """`cvops models ...`: review registered versions, promote with approval, reject, roll back, reproduce."""
 
+from datetime import datetime
+
 import click
 
 from cvops.cli import render
-from cvops.cli.app import initialized_project, main, project, registry
+from cvops.cli.app import Since, initialized_project, main, project, registry
 
 
 @main.group()
@@ -135,3 +137,26 @@ def models_reproduce(version: str, keep: bool) -> None:
     render.reproduction(result)
     if not result.reproduced:
         raise NotReproducedError(f"version {version} was not reproduced: {result.verdict}")
+
+
+@models.command("compare-live")
+@click.option("--since", type=Since(), default="24h", show_default=True,
+              help="Compare the traffic logged since a time (ISO, UTC) or for an age: 90m, 6h, 2d.")  # fmt: skip
+@click.option("--min-requests", type=click.IntRange(1), metavar="N",
+              help="Fewer predictions on a side is too little to conclude (default: monitor.min_samples).")  # fmt: skip
+def models_compare_live(since: datetime, min_requests: int | None) -> None:
+    """Compare the served arms on live traffic: per arm (champion, canary, shadow) predictions, error rate,
+    latency p50/p95, scores and label mix; the canary tested against the champion, the shadow's agreement
+    with the champion on the same requests. Writes an HTML report under reports/live and logs it to MLflow.
+
+    \b
+    Examples:
+      cvops serve --canary challenger --shadow previous    # then, after some traffic:
+      cvops models compare-live --since 6h
+    """
+    from cvops.monitoring.live import compare_served_arms
+
+    checkout = project()
+    comparison, page = compare_served_arms(checkout, checkout.params(), since, min_requests)
+    click.echo(comparison.table())
+    click.echo(f"report: {page}")

@@ -1,33 +1,14 @@
 """`cvops run ...`: the ZenML pipelines (training, batch inference, monitoring)."""
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
 
 import click
 
 from cvops.cli import render
-from cvops.cli.app import OVERRIDE_HELP, initialized_project, main, registry, set_params
+from cvops.cli.app import OVERRIDE_HELP, Since, initialized_project, main, registry, set_params
 from cvops.errors import ConfigError, GateFailedError
-
-
-class Since(click.ParamType):
-    """An ISO time (UTC unless it says otherwise) or an age: 90m, 6h, 2d."""
-
-    name = "since"
-    UNITS: ClassVar[dict[str, str]] = {"m": "minutes", "h": "hours", "d": "days"}
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        if value[-1:] in self.UNITS and value[:-1].replace(".", "", 1).isdigit():
-            return datetime.now(UTC) - timedelta(**{self.UNITS[value[-1]]: float(value[:-1])})
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            self.fail(f"{value!r}: give an ISO time (2026-11-22T08:00) or an age (90m, 6h, 2d)", param, ctx)
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @main.group()

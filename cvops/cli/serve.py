@@ -1,5 +1,6 @@
 """`cvops serve` and `cvops ui`: servers that run until they are stopped, and stop with their parent."""
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from types import FrameType
 import click
 
 from cvops.cli.app import initialized_project, main, project, registry
+from cvops.config import SERVE_OVERRIDES_ENV
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_SECONDS = 30  # after a stop signal, how long a server may take to finish before it is killed
@@ -70,31 +72,67 @@ def _stop_group(group: int) -> None:
               help="Serve the version this alias names, and follow it.")  # fmt: skip
 @click.option("--port", type=click.IntRange(1, 65535), help="Port on 127.0.0.1 (default: params serve.port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-def serve(version: str | None, alias: str, port: int | None, host: str) -> None:
+@click.option("--workers", metavar="N|auto", help="Serving processes (serve.workers; auto: one per core).")
+@click.option("--canary", metavar="challenger|V", help="A canary answers a share of requests (serve.canary.version).")
+@click.option("--canary-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="F",
+              help="The canary's share of requests (serve.canary.fraction, default 0.1).")  # fmt: skip
+@click.option("--shadow", metavar="ALIAS|V", help="A shadow scores requests off the response path (serve.shadow).")
+@click.option("--shadow-fraction", type=click.FloatRange(0, 1, min_open=True), metavar="F",
+              help="The shadow's share of the champion's requests (serve.shadow.fraction, default 1).")  # fmt: skip
+def serve(
+    version: str | None, alias: str, port: int | None, host: str, workers: str | None, canary: str | None,
+    canary_fraction: float | None, shadow: str | None, shadow_fraction: float | None,
+) -> None:  # fmt: skip
     """Serve a model over HTTP with BentoML: POST /classify, /classify_batch; GET /healthz, /readyz, /metrics.
 
-    With an alias (default: champion) the service checks the registry every serve.poll_seconds and
-    swaps in a newly promoted version without downtime. Set CVOPS_API_TOKEN to require a bearer token.
+    The service runs serve.workers processes (auto: one per core). With an alias (default: champion)
+    each checks the registry every serve.poll_seconds and swaps in a newly promoted version without
+    downtime. Set CVOPS_API_TOKEN to require a bearer token.
     SIGTERM or Ctrl-C stops the server and its workers, and the command exits with the server's status.
+
+    A canary (the challenger: the version waiting for review) answers a share of the requests; a client
+    that sends an X-Request-Key header always reaches the same version. It stops answering once it is
+    promoted or rejected. A shadow scores the champion's requests after they are answered, and logs its
+    predictions beside the champion's. Every answer names its model_version, arm and request_id; compare
+    the arms with `cvops models compare-live`.
 
     \b
     Examples:
       cvops serve                                   # the champion, on serve.port
-      cvops serve --version 3 --port 3001
+      cvops serve --version 3 --port 3001 --workers 4
+      cvops serve --canary challenger --canary-fraction 0.05
+      cvops serve --shadow challenger --shadow-fraction 0.5
       curl -F image=@cell.png http://127.0.0.1:3000/classify
+      curl --data-binary @cell.png -H 'Content-Type: image/png' http://127.0.0.1:3000/classify
     """
     from cvops.artifacts import resolve
+    from cvops.serving.rollout import check_canary
 
     checkout = project()
-    params = checkout.params()
+    overrides = [f"serve.{key}={value}" for key, value in (("workers", workers),
+        ("canary.version", canary), ("canary.fraction", canary_fraction), ("shadow.version", shadow),
+        ("shadow.fraction", shadow_fraction)) if value is not None]  # fmt: skip
+    params = checkout.params(overrides)
+    versions = registry(checkout, params)
     selector = version or alias
-    served = resolve(registry(checkout, params), selector, checkout.onnx_cache)  # fail here, not in the server
+    served = resolve(versions, selector, checkout.onnx_cache)  # fail here, not in the server
+    arms = []
+    if canary := params.serve.canary.version:
+        tried = resolve(versions, check_canary(versions, canary).version, checkout.onnx_cache)
+        arms.append(f"  canary: version {tried.version} ({canary}) answers {params.serve.canary.fraction:.0%}")
+    if shadow := params.serve.shadow.version:
+        tried = resolve(versions, shadow, checkout.onnx_cache)
+        arms.append(f"  shadow: version {tried.version} ({shadow}) scores {params.serve.shadow.fraction:.0%} "
+                    "of the champion's requests")  # fmt: skip
     port = port or params.serve.port
     click.echo(f"serving {served.model_name} version {served.version} ({selector}) on http://{host}:{port} "
                "(Ctrl-C stops it)")  # fmt: skip
+    for line in arms:
+        click.echo(line)
     command = [sys.executable, "-m", "bentoml", "serve", "cvops.serving.service:Classifier", "--host", host,
                "--port", str(port)]  # fmt: skip
-    sys.exit(run_server(command, env={**os.environ, "CVOPS_SERVE_MODEL": selector}))
+    env = {**os.environ, "CVOPS_SERVE_MODEL": selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
+    sys.exit(run_server(command, env=env))
 
 
 @main.command()

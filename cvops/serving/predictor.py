@@ -141,10 +141,10 @@ class Predictor:
         self.batcher = MicroBatcher(self.predict, self.max_batch)
 
     @classmethod
-    def of(cls, served: "ServedModel", max_batch: int) -> "Predictor":
+    def of(cls, served: "ServedModel", max_batch: int, threads: int | None = None) -> "Predictor":
         projection = Path(served.projection_path) if served.projection_path else None
         return cls(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, max_batch,
-                   projection_path=projection)  # fmt: skip
+                   threads=threads, projection_path=projection)  # fmt: skip
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, size, size, 3) uint8 to (N, classes) probabilities and (N, dims) projected embeddings

@@ -1,64 +1,90 @@
 """The BentoML service: POST /classify and /classify_batch, answered by the registry's champion (or a
 pinned version), with Prometheus metrics, an optional API token and an inference log.
 
+Rollout (serve.canary, serve.shadow): a canary, the challenger, answers a share of the requests (sticky per
+X-Request-Key); a shadow scores a share of the champion's requests after they are answered. Every answer names
+its version, arm and request_id; the log and the metrics carry the arm.
+
 Started by `cvops serve`, which sets the environment this module reads:
   CVOPS_ROOT        the checkout (params.yaml: serve.*, the MLflow store, the inference log)
   CVOPS_SERVE_MODEL alias (champion) or version number; an alias is polled, and a new version is
                     swapped in atomically (requests in flight finish on the model they started with)
   CVOPS_BENTO_MODEL instead of the registry: a packaged model in BentoML's store (what a bento serves)
   CVOPS_API_TOKEN   when set, every request but the probes and /metrics needs `Authorization: Bearer <token>`
+  CVOPS_SERVE_OVERRIDES  `cvops serve`'s options (--canary, --shadow) as params overrides, a JSON list
 
 Built-in BentoML endpoints: GET /healthz, /livez, /readyz (200 once the model is loaded), /metrics.
 """
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
 import logging
 import os
+import random
 import threading
 import time
 import typing as t
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import bentoml
 import numpy as np
 import prometheus_client as prom
 
-from cvops.config import Project
+from cvops.config import SERVE_OVERRIDES_ENV, Project
 from cvops.inference_log import InferenceLog
 from cvops.projection import PROJECTION_FILE
 from cvops.serving.predictor import MODEL_FILE, DecodedImage, Predictor, RequestError, decode_image
+from cvops.serving.rollout import CANARY, CHAMPION, KEY_HEADER, SHADOW, takes_share
 
 log = logging.getLogger("cvops.serving")
+log.setLevel(logging.INFO)  # BentoML's root logger stops at WARNING; which version serves is worth a line
 PROJECT = Project.find()
-PARAMS = PROJECT.params()
+PARAMS = PROJECT.params(json.loads(os.environ.get(SERVE_OVERRIDES_ENV) or "[]"))
 SETTINGS = PARAMS.serve
 OPEN_PATHS = {"/healthz", "/livez", "/readyz", "/metrics"}
 FILE_FIELDS = {"/classify": "image", "/classify_batch": "images"}
-BODY_TYPES = ("application/json", "multipart/form-data")  # what BentoML parses well; others end in a 500
+RAW_TYPES = ("image/", "application/octet-stream")  # a body that is the image file itself
 
-REQUESTS = prom.Counter("cvops_requests", "Requests by endpoint and HTTP status", ["endpoint", "status"])
+REQUESTS = prom.Counter("cvops_requests", "Requests by endpoint, HTTP status and arm", ["endpoint", "status", "arm"])
 LATENCY = prom.Histogram(
-    "cvops_request_seconds", "Time to answer a request", ["endpoint"],
+    "cvops_request_seconds", "Time to answer a request (the shadow's arm: to score it aside)", ["endpoint", "arm"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )  # fmt: skip
-PREDICTIONS = prom.Counter("cvops_predictions", "Predicted labels", ["label", "model_version"])
-MODEL = prom.Gauge("cvops_model_info", "The model version answering requests (1 = current)", ["model_version"])
+PREDICTIONS = prom.Counter("cvops_predictions", "Predicted labels", ["label", "model_version", "arm"])
+MODEL = prom.Gauge(
+    "cvops_model_info",
+    "The version serving each arm (1 = current)",
+    ["model_version", "arm"],
+    multiprocess_mode="livemax",
+)  # with several workers: 1 while any of them serves it
+SHADOWED = prom.Counter("cvops_shadow_requests", "Requests the shadow scored, failed on or skipped", ["outcome"])
+SHADOW_BACKLOG = 64  # requests the shadow may have in flight; past it, requests go unshadowed (counted as skipped)
+
+
+async def _respond(send: t.Any, status: int, body: dict[str, t.Any], request_id: str | None = None) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    if request_id:
+        headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
 
 async def _json_error(send: t.Any, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await _respond(send, status, {"error": message})
 
 
 class RequestGuard:
-    """ASGI middleware, before BentoML parses anything: the API token (401), the body size (413), a content
-    type BentoML can parse (415), and a multipart body that parses, with one file where a file belongs and no
-    field the endpoint does not define (400) — BentoML answers those with a 500."""
+    """ASGI middleware, inside BentoML's metrics, tracing and timeout middleware: the API token (401) on every
+    path but the probes and /metrics, and the whole of POST /classify and /classify_batch. Their body is read
+    once (413 past serve.max_request_bytes), parsed once by its content type (a raw image, JSON, multipart;
+    415 for anything else) and handed to the service: BentoML's own parsing would parse multipart twice, write
+    every upload to a temporary file, and answer a malformed body with a 500."""
 
     def __init__(self, app: t.Any, token: str | None, max_bytes: int) -> None:
         self.app, self.token, self.max_bytes = app, token, max_bytes
@@ -71,7 +97,7 @@ class RequestGuard:
             given = headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return await _json_error(send, 401, "missing or wrong API token: send 'Authorization: Bearer <token>'")
-        if scope["method"] != "POST":
+        if scope["method"] != "POST" or scope["path"] not in FILE_FIELDS:
             return await self.app(scope, receive, send)
         too_big = f"request body over {self.max_bytes} bytes (serve.max_request_bytes)"
         declared = headers.get(b"content-length", b"")
@@ -88,34 +114,63 @@ class RequestGuard:
                 return await _json_error(send, 413, too_big)
             if not message.get("more_body"):
                 break
-        body = b"".join(chunks)
+        endpoint = scope["path"].lstrip("/")
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
-        if scope["path"] in FILE_FIELDS:
-            if body and not content_type.startswith(BODY_TYPES):
-                field = FILE_FIELDS[scope["path"]]
-                return await _json_error(
-                    send,
-                    415,
-                    f"content type {content_type.split(';')[0] or 'none'}: send "
-                    f"application/json ({field}_base64) or multipart/form-data (file '{field}')",
-                )
-            if content_type.startswith("multipart/form-data"):
-                problem = await _multipart_problem(scope, body, FILE_FIELDS[scope["path"]])
-                if problem:
-                    return await _json_error(send, 400, problem)
-        replayed = False
-
-        async def replay() -> t.Any:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
+        try:
+            images: list[bytes] | RequestError = await _images(scope, b"".join(chunks), content_type, endpoint)
+        except RequestError as err:
+            images = err
+        key = headers.get(KEY_HEADER.encode(), b"").decode("latin-1") or None
+        status, body, request_id = await bentoml.get_current_service().answer(endpoint, images, key)
+        await _respond(send, status, body, request_id)
 
 
-async def _multipart_problem(scope: t.Any, body: bytes, field: str) -> str | None:
+async def _images(scope: t.Any, body: bytes, content_type: str, endpoint: str) -> list[bytes]:
+    """The image files a request carries, by its content type; RequestError says what is wrong with it."""
+    field = FILE_FIELDS[f"/{endpoint}"]
+    if content_type.startswith(RAW_TYPES):
+        if endpoint != "classify":
+            raise RequestError(415, f"a raw body holds one image: send several as multipart files '{field}' or "
+                                    f"JSON '{field}_base64'")  # fmt: skip
+        return [body]
+    if content_type.startswith("multipart/form-data"):
+        files, texts = await _multipart(scope, body, field)
+    elif content_type.startswith("application/json") or not body:
+        files, texts = [], _json_texts(body, field)
+    else:
+        kind = content_type.split(";")[0] or "none"
+        raise RequestError(415, f"content type {kind}: send the image file (image/*), JSON ({field}_base64) or "
+                                f"multipart/form-data (file '{field}')")  # fmt: skip
+    if endpoint == "classify":
+        if len(files) + len(texts) != 1:
+            problem = f"{len(files)} files under 'image'" if len(files) > 1 else "send exactly one of"
+            raise RequestError(400, f"{problem}: multipart file 'image', JSON 'image_base64', or the image's bytes")
+    elif not files and not texts:
+        raise RequestError(400, "send images: repeated multipart file 'images', or JSON 'images_base64'")
+    elif len(files) + len(texts) > SETTINGS.max_batch_images:
+        raise RequestError(413, f"{len(files) + len(texts)} images: at most {SETTINGS.max_batch_images} per request")
+    return files + [_b64(text) for text in texts]
+
+
+def _json_texts(body: bytes, field: str) -> list[str]:
+    """The base64 strings of a JSON body: {"image_base64": "..."} or {"images_base64": ["...", ...]}."""
+    try:
+        payload = json.loads(body) if body.strip() else {}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RequestError(400, f"not valid JSON: {str(err)[:120]}") from err
+    if not isinstance(payload, dict):
+        raise RequestError(400, f'send a JSON object: {{"{field}_base64": ...}}')
+    if unknown := sorted(set(payload) - {f"{field}_base64"}):
+        raise RequestError(400, f"unknown field '{unknown[0]}': send the image as '{field}_base64'")
+    value = payload.get(f"{field}_base64")
+    values = [] if value is None else value if field == "images" else [value]
+    if not isinstance(values, list) or not all(isinstance(text, str) for text in values):
+        raise RequestError(400, f"'{field}_base64' must be {'a list of strings' if field == 'images' else 'a string'}")
+    return values
+
+
+async def _multipart(scope: t.Any, body: bytes, field: str) -> tuple[list[bytes], list[str]]:
+    """The files under `field` and the base64 texts under `{field}_base64` of a multipart body, parsed once."""
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
 
@@ -125,18 +180,18 @@ async def _multipart_problem(scope: t.Any, body: bytes, field: str) -> str | Non
     try:
         form = await Request(scope, once).form()
     except Exception as err:  # starlette raises several types for a malformed body
-        return f"malformed multipart body: {getattr(err, 'detail', err)}"
+        raise RequestError(400, f"malformed multipart body: {getattr(err, 'detail', err)}") from err
     try:
         if unknown := sorted(set(form.keys()) - {field, f"{field}_base64"}):
-            return f"unknown field '{unknown[0]}': send the image as the file field '{field}'"
-        files = form.getlist(field)
-        if any(not isinstance(value, UploadFile) for value in files):
-            return f"field '{field}' must be a file upload"
-        if field == "image" and len(files) > 1:
-            return f"{len(files)} files under 'image': send one (or several to /classify_batch)"
+            raise RequestError(400, f"unknown field '{unknown[0]}': send the image as the file field '{field}'")
+        uploads, texts = form.getlist(field), form.getlist(f"{field}_base64")
+        if any(not isinstance(value, UploadFile) for value in uploads):
+            raise RequestError(400, f"field '{field}' must be a file upload")
+        if any(not isinstance(value, str) for value in texts):
+            raise RequestError(400, f"field '{field}_base64' must be text, not a file")
+        return [await upload.read() for upload in uploads], [str(text) for text in texts]  # type: ignore[union-attr]
     finally:
         await form.close()
-    return None
 
 
 def _b64(text: str) -> bytes:
@@ -151,78 +206,188 @@ def _b64(text: str) -> bytes:
         raise RequestError(400, "not valid base64") from err
 
 
-@bentoml.service(name=PARAMS.registry.bento_name, workers=1, traffic={"timeout": 60})
+@dataclass
+class Arm:
+    """A way a request can be served: the version a selector names, the share of requests it takes, its model
+    (None while it has none: a canary no longer the challenger, a version that failed to load)."""
+
+    name: str  # champion | canary | shadow
+    selector: str  # an alias (followed) or a version number
+    fraction: float
+    predictor: Predictor | None = None
+    failed: str | None = None  # a version that failed to load: tried again only once the selector moves on
+
+
+@bentoml.service(name=PARAMS.registry.bento_name, workers=SETTINGS.worker_count, traffic={"timeout": 60},
+                 logging={"access": {"enabled": SETTINGS.access_log}})  # fmt: skip
 class Classifier:
     def __init__(self) -> None:
         self.packaged = os.environ.get("CVOPS_BENTO_MODEL")  # a bento: the model in BentoML's store, no registry
-        self.selector = os.environ.get("CVOPS_SERVE_MODEL", "")  # else the registry's alias or version to serve
-        self.predictor = self._load()
-        self.inference_log = InferenceLog(PROJECT.inference_log(SETTINGS))
-        if not self.packaged and not self.selector.isdigit():
-            threading.Thread(target=self._follow_alias, name="follow-alias", daemon=True).start()
-
-    def _load(self, served: t.Any = None) -> Predictor:
+        self.champion = Arm(CHAMPION, os.environ.get("CVOPS_SERVE_MODEL") or CHAMPION, 1.0)
+        canary, shadow = SETTINGS.canary, SETTINGS.shadow
+        self.canary = Arm(CANARY, canary.version, canary.fraction) if canary.version else None
+        self.shadow = Arm(SHADOW, shadow.version, shadow.fraction) if shadow.version else None
+        self.rng = random.Random()
+        self.shadows: set[asyncio.Task[None]] = set()  # scoring in flight (a reference keeps each task alive)
         if self.packaged:
-            predictor = _packaged(self.packaged)
+            self.champion.predictor = _packaged(self.packaged)
+            _announce(None, self.champion)
+            if self.canary or self.shadow:
+                log.warning("a bento serves its one packaged model: serve.canary and serve.shadow are ignored")
+                self.canary = self.shadow = None
         else:
-            predictor = Predictor.of(served or self._resolve(), SETTINGS.max_batch_images)
-        if current := getattr(self, "predictor", None):  # the version it replaces is no longer current
-            MODEL.labels(model_version=current.version).set(0)
-        MODEL.labels(model_version=predictor.version).set(1)
-        log.info("serving %s version %s (%s)", predictor.model_name, predictor.version, predictor.onnx_path.name)
-        return predictor
+            for arm in self.arms:
+                self._refresh(arm)
+        self.inference_log = InferenceLog(PROJECT.inference_log(SETTINGS))
+        if not self.packaged and any(arm.name == CANARY or not arm.selector.isdigit() for arm in self.arms):
+            threading.Thread(target=self._follow, name="follow-registry", daemon=True).start()
 
-    def _resolve(self) -> t.Any:
-        """The version the selector names now (imports MLflow, which a bento does without)."""
+    @property
+    def arms(self) -> list[Arm]:
+        return [arm for arm in (self.champion, self.canary, self.shadow) if arm is not None]
+
+    def _served(self, arm: Arm) -> t.Any:
+        """The version `arm` serves now, as a ServedModel (imports MLflow, which a bento does without)."""
         import mlflow
 
         from cvops.artifacts import resolve
-        from cvops.registry import CHAMPION, ModelRegistry
+        from cvops.errors import RegistryError
+        from cvops.registry import ModelRegistry
+        from cvops.serving.rollout import canary_version
 
         mlflow.set_tracking_uri(PROJECT.tracking_uri)
         registry = ModelRegistry.of(PROJECT, PARAMS.registry.model_name)
-        return resolve(registry, self.selector or CHAMPION, PROJECT.onnx_cache)
+        if arm.name == CANARY:
+            info = canary_version(registry, arm.selector)
+            return info and resolve(registry, info.version, PROJECT.onnx_cache)
+        try:
+            return resolve(registry, arm.selector, PROJECT.onnx_cache)
+        except RegistryError:
+            if arm.name == CHAMPION:
+                raise
+            return None  # a shadow's alias names no version now
 
-    def _follow_alias(self) -> None:
-        """Poll the registry; when the alias moves, load the new version and swap it in atomically."""
+    def _refresh(self, arm: Arm) -> None:
+        """Load the version `arm` names now if it changed, and swap it in atomically: requests in flight finish
+        on the model they started with. A canary or shadow that fails to load is switched off, and logged."""
+        served = self._served(arm)
+        version, current = served and served.version, arm.predictor
+        if version == (current and current.version) or (version and version == arm.failed):
+            return
+        threads = 1 if arm.name == SHADOW else SETTINGS.model_threads  # a shadow competes less for the CPU
+        try:
+            loaded = served and Predictor.of(served, SETTINGS.max_batch_images, threads)
+        except Exception:
+            if arm.name == CHAMPION:
+                raise
+            log.exception("could not load version %s as the %s: the %s is off", version, arm.name, arm.name)
+            arm.failed, loaded = version, None
+        arm.predictor = loaded  # one assignment: a request sees the old model or the new
+        _announce(current, arm)
+
+    def _follow(self) -> None:
+        """Poll the registry: follow each alias, and switch the canary off once it is no longer the challenger.
+        The champion comes last: a promoted canary has stopped answering as the canary once it answers as the
+        champion."""
         while True:
             time.sleep(SETTINGS.poll_seconds)
-            try:
-                served = self._resolve()
-                if served.version != self.predictor.version:
-                    self.predictor = self._load(served)  # one assignment: requests see the old or the new
-            except Exception:  # keep serving the current model; the log says why
-                log.exception("could not follow '%s'; still serving version %s", self.selector, self.predictor.version)
+            for arm in reversed(self.arms):
+                try:
+                    self._refresh(arm)
+                except Exception:  # keep serving the current model; the log says why
+                    log.exception("could not follow '%s' for the %s", arm.selector, arm.name)
 
-    async def _predict(self, endpoint: str, ctx: bentoml.Context, raw: list[bytes]) -> list[dict[str, t.Any]]:
-        predictor = self.predictor  # this request finishes on this model, even if a swap happens meanwhile
-        size = predictor.preprocessing.image_size
-        decoded: list[DecodedImage] = []
-        for index, data in enumerate(raw):
-            try:
-                decoded.append(decode_image(data, size, SETTINGS.max_image_pixels))
-            except RequestError as err:
-                raise RequestError(err.status, f"image {index}: {err}" if len(raw) > 1 else str(err)) from err
-        probabilities, embeddings = await predictor.batcher.submit(np.stack([image.pixels for image in decoded]))
-        rows = [{"endpoint": endpoint, **predictor.log_row(image, p, e)}
-                for image, p, e in zip(decoded, probabilities, embeddings, strict=True)]  # fmt: skip
-        for row in rows:
-            PREDICTIONS.labels(label=row["label"], model_version=predictor.version).inc()
-        self.inference_log.append(rows)
-        return [predictor.answer(p, SETTINGS.top_k) for p in probabilities]
+    def _route(self, key: str | None) -> Arm:
+        canary = self.canary
+        if canary and canary.predictor and takes_share(canary.fraction, key, self.rng):
+            return canary
+        return self.champion
 
-    async def _answer(self, endpoint: str, ctx: bentoml.Context, collect: t.Callable[[], list[bytes]]) -> t.Any:
+    async def answer(
+        self, endpoint: str, images: list[bytes] | RequestError, key: str | None
+    ) -> tuple[int, dict[str, t.Any], str]:
+        """Answer a request for `images` (or the error its body had): (HTTP status, JSON body, request id)."""
         start = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        arm = self._route(key)
+        predictor = arm.predictor  # this request finishes on this model, even if a swap happens meanwhile
+        assert predictor is not None  # the champion always has one; a canary without one is never routed to
+        rows: list[dict[str, t.Any]] = []
+        decoded: list[DecodedImage] = []
         try:
-            answers = await self._predict(endpoint, ctx, collect())
+            if isinstance(images, RequestError):
+                raise images
+            decoded = _decode(images, predictor.preprocessing.image_size)
+            probabilities, embeddings = await predictor.batcher.submit(np.stack([image.pixels for image in decoded]))
+            ids = [request_id] if endpoint == "classify" else [f"{request_id}-{i}" for i in range(len(decoded))]
+            answers = [{**predictor.answer(p, SETTINGS.top_k), "request_id": i, "arm": arm.name}
+                       for p, i in zip(probabilities, ids, strict=True)]  # fmt: skip
+            rows = [{"request_id": i, **predictor.log_row(image, p, e)}
+                    for i, image, p, e in zip(ids, decoded, probabilities, embeddings, strict=True)]  # fmt: skip
             status, body = 200, (answers[0] if endpoint == "classify" else {"results": answers})
         except RequestError as err:
             status, body = err.status, {"error": str(err)}
-        ctx.response.status_code = status
-        REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
-        LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - start)
-        return body
+        except Exception as err:  # the model failed: the client learns which version, the log why
+            log.exception("version %s (%s) failed", predictor.version, arm.name)
+            status, body = 500, {"error": f"model version {predictor.version} failed: {type(err).__name__}"}
+        seconds = time.perf_counter() - start
+        REQUESTS.labels(endpoint=endpoint, status=str(status), arm=arm.name).inc()
+        LATENCY.labels(endpoint=endpoint, arm=arm.name).observe(seconds)
+        self._log(endpoint, arm, predictor, rows or [{"request_id": request_id}], status, seconds)
+        if status == 200 and arm is self.champion and not isinstance(images, RequestError):
+            self._score_in_shadow(endpoint, images, decoded, [row["request_id"] for row in rows])
+        return status, body, request_id
 
+    def _log(self, endpoint: str, arm: Arm, predictor: Predictor, rows: list[dict[str, t.Any]], status: int,
+             seconds: float) -> None:  # fmt: skip
+        """One inference-log row per image (one per request when it failed), naming the arm and version."""
+        stamp = {"endpoint": endpoint, "arm": arm.name, "model_version": predictor.version, "status": status,
+                 "latency_ms": round(seconds * 1000, 3)}  # fmt: skip
+        for row in rows:
+            if "label" in row:
+                PREDICTIONS.labels(label=row["label"], model_version=predictor.version, arm=arm.name).inc()
+        self.inference_log.append({**stamp, **row} for row in rows)
+
+    def _score_in_shadow(self, endpoint: str, raw: list[bytes], decoded: list[DecodedImage], ids: list[str]) -> None:
+        """Score the champion's request with the shadow (its share of them) off the response path; past a
+        backlog of SHADOW_BACKLOG requests, requests are skipped (counted): a slow shadow never holds answers
+        or memory back."""
+        shadow = self.shadow
+        if shadow is None or shadow.predictor is None or not takes_share(shadow.fraction, rng=self.rng):
+            return
+        if len(self.shadows) >= SHADOW_BACKLOG:
+            SHADOWED.labels(outcome="skipped").inc()
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(endpoint, shadow, raw, decoded, ids))
+        self.shadows.add(task)
+        task.add_done_callback(self.shadows.discard)
+
+    async def _shadow(
+        self, endpoint: str, shadow: Arm, raw: list[bytes], decoded: list[DecodedImage], ids: list[str]
+    ) -> None:
+        predictor = shadow.predictor
+        if predictor is None:
+            return
+        start = time.perf_counter()
+        rows: list[dict[str, t.Any]] = [{"request_id": i} for i in ids]
+        try:
+            size = predictor.preprocessing.image_size
+            if size != decoded[0].pixels.shape[0]:  # the shadow takes another input size: decode again, aside
+                decoded = await asyncio.to_thread(_decode, raw, size)
+            probabilities, embeddings = await predictor.batcher.submit(np.stack([image.pixels for image in decoded]))
+            rows = [{"request_id": i, **predictor.log_row(image, p, e)}
+                    for i, image, p, e in zip(ids, decoded, probabilities, embeddings, strict=True)]  # fmt: skip
+            status, outcome = 200, "scored"
+        except Exception:
+            log.warning("the shadow (version %s) failed on request %s", predictor.version, ids[0], exc_info=True)
+            status, outcome = 500, "failed"
+        seconds = time.perf_counter() - start
+        SHADOWED.labels(outcome=outcome).inc()
+        LATENCY.labels(endpoint=endpoint, arm=SHADOW).observe(seconds)
+        self._log(endpoint, shadow, predictor, rows, status, seconds)
+
+    # The typed endpoints BentoML documents (OpenAPI, /docs) and its Python client calls. Over HTTP, RequestGuard
+    # parses their bodies and calls `answer` before BentoML would; these bodies serve calls made in Python.
     @bentoml.api
     async def classify(
         self,
@@ -230,14 +395,11 @@ class Classifier:
         image: Path = None,  # type: ignore[assignment]  # noqa: RUF013 (BentoML rejects Optional[Path])
         image_base64: str | None = None,
     ) -> dict[str, t.Any]:
-        """One image: multipart file field `image`, or JSON {"image_base64": "..."}. Top-k labels with scores."""
-
-        def collect() -> list[bytes]:
-            if (image is None) == (image_base64 is None):
-                raise RequestError(400, "send exactly one of: multipart file 'image', JSON 'image_base64'")
-            return [image.read_bytes() if image is not None else _b64(image_base64 or "")]
-
-        return await self._answer("classify", ctx, collect)
+        """One image: the image's bytes as the body (Content-Type image/*), multipart file field `image`, or
+        JSON {"image_base64": "..."} (plain or a data: URI). Top-k labels with scores, the version, arm and
+        request_id."""
+        images = [image.read_bytes()] if image is not None else [_b64(image_base64)] if image_base64 else []
+        return await self._typed(ctx, "classify", images)
 
     @bentoml.api
     async def classify_batch(
@@ -247,16 +409,42 @@ class Classifier:
         images_base64: list[str] | None = None,
     ) -> dict[str, t.Any]:
         """Several images: repeated multipart file field `images`, or JSON {"images_base64": [...]}."""
+        files = [path.read_bytes() for path in images or []] + [_b64(text) for text in images_base64 or []]
+        return await self._typed(ctx, "classify_batch", files)
 
-        def collect() -> list[bytes]:
-            if not images and not images_base64:
-                raise RequestError(400, "send images: repeated multipart file 'images', or JSON 'images_base64'")
-            count = len(images or images_base64 or [])
-            if count > SETTINGS.max_batch_images:
-                raise RequestError(413, f"{count} images: at most {SETTINGS.max_batch_images} per request")
-            return [p.read_bytes() for p in images] if images else [_b64(text) for text in images_base64 or []]
+    async def _typed(self, ctx: bentoml.Context, endpoint: str, images: list[bytes]) -> dict[str, t.Any]:
+        problem = not images or (endpoint == "classify" and len(images) > 1)
+        status, body, request_id = await self.answer(
+            endpoint, RequestError(400, "send the image(s)") if problem else images, None
+        )
+        ctx.response.status_code = status
+        ctx.response.headers["X-Request-ID"] = request_id
+        return body
 
-        return await self._answer("classify_batch", ctx, collect)
+
+def _decode(raw: list[bytes], size: int) -> list[DecodedImage]:
+    """The request's images, validated and resized for a model of input `size`; RequestError names the bad one."""
+    decoded = []
+    for index, data in enumerate(raw):
+        try:
+            decoded.append(decode_image(data, size, SETTINGS.max_image_pixels))
+        except RequestError as err:
+            raise RequestError(err.status, f"image {index}: {err}" if len(raw) > 1 else str(err)) from err
+    return decoded
+
+
+def _announce(replaced: Predictor | None, arm: Arm) -> None:
+    """The model-info gauge and the log, when an arm's model changes."""
+    if replaced is not None:  # the version it replaces no longer serves this arm
+        MODEL.labels(model_version=replaced.version, arm=arm.name).set(0)
+    if (predictor := arm.predictor) is None:
+        if replaced is not None:
+            log.info("the %s is off (no version: '%s' names none it may serve)", arm.name, arm.selector)
+        return
+    MODEL.labels(model_version=predictor.version, arm=arm.name).set(1)
+    share = "" if arm.name == CHAMPION else f", {arm.fraction:.0%} of requests"
+    log.info("%s: %s version %s (%s%s)", arm.name, predictor.model_name, predictor.version, predictor.onnx_path.name,
+             share)  # fmt: skip
 
 
 def _packaged(tag: str) -> Predictor:
@@ -265,7 +453,7 @@ def _packaged(tag: str) -> Predictor:
     labels = stored.info.labels
     projection = Path(stored.path_of(PROJECTION_FILE))
     return Predictor(Path(stored.path_of(MODEL_FILE)), labels["registered_model"], labels["model_version"],
-                     labels["lineage_id"], SETTINGS.max_batch_images,
+                     labels["lineage_id"], SETTINGS.max_batch_images, SETTINGS.model_threads,
                      projection_path=projection if projection.is_file() else None)  # fmt: skip
 
 

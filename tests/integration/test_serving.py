@@ -4,10 +4,15 @@ and the inference log."""
 
 import base64
 import io
+import json
 import os
+import re
 import signal
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -17,6 +22,7 @@ import psutil
 import pytest
 import torch
 from PIL import Image
+from scipy.stats import binomtest
 
 from cvops.artifacts import resolve
 from cvops.config import Project
@@ -51,7 +57,7 @@ def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tup
         (root / name).write_text((Path(__file__).parents[2] / name).read_text())
     project = Project(root)
     params = tiny_params.model_copy(update={"serve": tiny_params.serve.model_copy(update={"poll_seconds": 1.0})})
-    project.set_params([f"serve.poll_seconds={params.serve.poll_seconds}"])
+    project.set_params([f"serve.poll_seconds={params.serve.poll_seconds}", "serve.workers=1"])  # one: swaps are atomic
     import_source(digits_source(), project.raw_dir)
     validate_dataset(project.raw_dir, project.validated_dir, params.validation)
     ref = prepare_dataset(project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, 0)
@@ -97,13 +103,18 @@ def test_single_and_batch_requests_name_the_model(server, served_project) -> Non
     status, body = server.post_files("/classify", "image", [("a.png", png(images[0]))])
     assert status == 200, body
     assert body["model_version"] == "1" and body["lineage_id"] == registry.get("1").run_id
+    assert body["arm"] == "champion" and len(body["request_id"]) == 32
     assert len(body["predictions"]) == 3 and body["predictions"][0]["score"] >= body["predictions"][1]["score"]
     status, same = server.post_json("/classify", {"image_base64": b64(png(images[0]))})
     assert status == 200 and same["predictions"] == body["predictions"]
     status, same = server.post_json("/classify", {"image_base64": f"data:image/png;base64,{b64(png(images[0]))}"})
     assert status == 200 and same["predictions"] == body["predictions"]  # a browser's data URI
+    for content_type in ("image/png", "application/octet-stream"):  # the file itself as the body
+        status, same = server.request("/classify", png(images[0]), {"Content-Type": content_type})
+        assert status == 200 and same["predictions"] == body["predictions"], same
     status, batch = server.post_files("/classify_batch", "images", [(f"{i}.png", png(images[i])) for i in range(5)])
     assert status == 200 and len(batch["results"]) == 5
+    assert len({result["request_id"] for result in batch["results"]}) == 5  # one per image, for feedback
     assert batch["results"][0]["predictions"] == body["predictions"]
 
 
@@ -137,7 +148,11 @@ def test_served_predictions_match_offline_ones(server, served_project) -> None:
         ("text file", 400, "not a readable image"),
         ("empty file", 400, "empty image"),
         ("empty body", 400, "send exactly one"),
-        ("missing field", 400, "send exactly one"),
+        ("a JSON field the endpoint does not define", 400, "unknown field 'picture'"),
+        ("a JSON array", 400, "send a JSON object"),
+        ("a number as image_base64", 400, "'image_base64' must be a string"),
+        ("a file under image_base64", 400, "must be text, not a file"),
+        ("several raw images to the batch endpoint", 415, "a raw body holds one image"),
         ("file field sent as text", 400, "must be a file upload"),
         ("file under an undefined field", 400, "unknown field 'picture'"),
         ("two files under image", 400, "2 files under 'image'"),
@@ -161,7 +176,12 @@ def test_bad_requests_get_4xx_json_and_the_service_stays_up(server, how: str, st
         "text file": lambda: server.post_files("/classify", "image", [("x.txt", b"hello, not an image")]),
         "empty file": lambda: server.post_files("/classify", "image", [("x.png", b"")]),
         "empty body": lambda: server.request("/classify", b"", {"Content-Type": "application/json"}),
-        "missing field": lambda: server.post_json("/classify", {"picture": b64(good)}),
+        "a JSON field the endpoint does not define": lambda: server.post_json("/classify", {"picture": b64(good)}),
+        "a JSON array": lambda: server.post_json("/classify", [b64(good)]),
+        "a number as image_base64": lambda: server.post_json("/classify", {"image_base64": 7}),
+        "a file under image_base64": lambda: server.post_files("/classify", "image_base64", [("x.png", good)]),
+        "several raw images to the batch endpoint": lambda: server.request("/classify_batch", good + good,
+                                                                           {"Content-Type": "image/png"}),
         "file field sent as text": lambda: server.request(
             "/classify", b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhello\r\n--b--\r\n',
             {"Content-Type": "multipart/form-data; boundary=b"}),
@@ -208,8 +228,8 @@ def test_metrics_count_requests_and_predictions_by_model_version(server) -> None
     server.post_files("/classify", "image", [("ok.png", png(np.full((8, 8, 3), 50, dtype=np.uint8)))])
     status, text = server.get("/metrics")
     assert status == 200
-    assert 'cvops_requests_total{endpoint="classify",status="200"}' in text
-    assert 'cvops_model_info{model_version="1"' in text and "cvops_predictions_total{" in text
+    assert 'cvops_requests_total{arm="champion",endpoint="classify",status="200"}' in text
+    assert 'cvops_model_info{arm="champion",model_version="1"} 1.0' in text and "cvops_predictions_total{" in text
     assert "cvops_request_seconds_bucket" in text
 
 
@@ -313,6 +333,133 @@ def test_a_file_that_cannot_be_read_keeps_its_row_and_a_folder_without_images_st
     assert frame["error"][0].startswith("not a readable image")
 
 
+def wait_for(condition, what: str, log: Path, seconds: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {seconds:.0f} s: {log.read_text()[-2000:]}"
+        time.sleep(0.05)
+
+
+def test_canary_share_sticky_keys_paired_shadow_and_compare_live(served_project) -> None:
+    """The challenger (2) as canary for 30% of requests and as shadow of all the champion's (1): the share lies
+    in its binomial interval, a key always reaches the same arm, every champion answer has its shadow row, and
+    compare-live reads it all; promoting the canary ends the canary arm."""
+    project, registry = served_project
+    assert registry.alias("challenger").version == "2"
+    assert_one_line_error(cvops(project.root, "serve", "--canary", "1"), 9, "already the champion")
+    assert_one_line_error(cvops(project.root, "serve", "--canary", "previous"), 2, "serve.canary.version")
+    images, _, _ = load_split(registry_ref(project), "test")
+    payloads = [{"image_base64": b64(png(image))} for image in images[:60]]
+    since = datetime.now(UTC)
+    started = Server(project.root, "--canary", "challenger", "--canary-fraction", "0.3", "--shadow", "2")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: started.post_json("/classify", payloads[i % 60]), range(300)))
+        assert {status for status, _ in answers} == {200}
+        arms = Counter((body["arm"], body["model_version"]) for _, body in answers)
+        assert set(arms) == {("champion", "1"), ("canary", "2")}
+        assert binomtest(arms["canary", "2"], 300, 0.3).pvalue > 1e-3, arms  # fails wrongly 1 time in 1000
+
+        def arm_of(key: str) -> set[str]:
+            return {started.request("/classify", json.dumps(payloads[0]).encode(), {
+                "Content-Type": "application/json", "X-Request-Key": key})[1]["arm"] for _ in range(3)}  # fmt: skip
+
+        keyed = [arm_of(f"user-{i}") for i in range(30)]
+        assert all(len(arms) == 1 for arms in keyed)  # sticky
+        assert {"champion", "canary"} == set().union(*keyed)
+
+        log_dir = project.root / project.params().serve.inference_log
+        answered = sum(body["arm"] == "champion" for _, body in answers) + sum("champion" in a for a in keyed) * 3
+
+        def rows() -> pd.DataFrame:
+            return read_inference_log(log_dir, since=since)
+
+        wait_for(lambda: "arm" in (r := rows()) and (r["arm"] == "shadow").sum() >= answered,
+                 "a shadow row for every champion answer", started.log)  # fmt: skip
+        logged = rows()
+        shadow, champion = logged[logged["arm"] == "shadow"], logged[logged["arm"] == "champion"]
+        assert set(shadow["request_id"]) == set(champion["request_id"]) and len(shadow) == answered
+        assert set(shadow["model_version"].astype(str)) == {"2"} and (logged["status"] == 200).all()
+        canary_ids = {body["request_id"] for _, body in answers if body["arm"] == "canary"}
+        assert canary_ids <= set(logged.loc[logged["arm"] == "canary", "request_id"])
+        monitored = read_inference_log(log_dir, since=since, answers=True)
+        assert len(monitored) == len(logged) - len(shadow)  # monitoring sees what clients received, once
+        _, metrics = started.get("/metrics")
+        assert f'cvops_shadow_requests_total{{outcome="scored"}} {float(answered)}' in metrics
+        assert re.search(r'cvops_model_info\{arm="canary",model_version="2"[^}]*\} 1\.0', metrics), metrics  # (and pid)
+
+        result = cvops(project.root, "models", "compare-live", "--since", since.isoformat(), "--min-requests", "50")
+        assert result.returncode == 0, result.stderr[-2000:]
+        # the same model under two version numbers: identical predictions, so no difference and full agreement
+        assert "canary vs champion: no difference found" in result.stdout, result.stdout
+        assert "shadow vs champion: predicts the champion's label on 100.0%" in result.stdout, result.stdout
+        page = Path(result.stdout.split("report: ")[1].strip())
+        assert "Live comparison" in page.read_text() and "data:image/png;base64," in page.read_text()
+        run = mlflow.search_runs(experiment_names=["cvops"], filter_string="tags.pipeline = 'compare-live'").iloc[0]
+        assert (
+            run["metrics.shadow_agreement"] == 1.0
+            and run["metrics.canary_predictions"] == (logged["arm"] == "canary").sum()
+        )
+        scarce = cvops(project.root, "models", "compare-live", "--since", since.isoformat(), "--min-requests", "10000")
+        assert "canary vs champion: too little traffic to conclude" in scarce.stdout, scarce.stdout
+
+        registry.promote("2", reviewer="test", note="the canary did well")  # the challenger alias goes with it
+        swapped = ("champion", "2")
+        wait_for(lambda: (lambda body: (body["arm"], body["model_version"]))(started.post_json("/classify",
+                 payloads[0])[1]) == swapped, "the swap to 2", started.log)  # fmt: skip
+        after = [started.post_json("/classify", payloads[0])[1] for _ in range(30)]
+        assert {(body["arm"], body["model_version"]) for body in after} == {swapped}  # no canary now
+    finally:
+        started.stop()
+        if registry.alias("champion").version == "2":
+            registry.rollback(reviewer="test", reason="give the later tests their champion back")
+
+
+def test_a_shadow_that_fails_to_load_never_fails_an_answer(served_project) -> None:
+    project, registry = served_project
+    onnx_file = Path(resolve(registry, "2", project.onnx_cache).onnx_path)
+    good = onnx_file.read_bytes()
+    onnx_file.write_bytes(b"not an ONNX model")  # the cached copy the service loads
+    since = datetime.now(UTC)
+    try:
+        started = Server(project.root, "--shadow", "2")
+    finally:
+        onnx_file.write_bytes(good)
+    try:
+        payload = {"image_base64": b64(png(np.full((8, 8, 3), 90, dtype=np.uint8)))}
+        answers = [started.post_json("/classify", payload) for _ in range(20)]
+        assert {(status, body["arm"], body["model_version"]) for status, body in answers} == {(200, "champion", "1")}
+        assert "could not load version 2 as the shadow: the shadow is off" in started.log.read_text()
+        assert 'arm="shadow"' not in started.get("/metrics")[1]
+        log_dir = project.root / project.params().serve.inference_log
+        assert "shadow" not in set(read_inference_log(log_dir, since=since)["arm"])
+    finally:
+        started.stop()
+
+
+def test_two_workers_count_and_log_every_request_once(served_project) -> None:
+    project, _ = served_project
+    since = datetime.now(UTC)
+    started = Server(project.root, "--workers", "2")
+    try:
+        images, _, _ = load_split(registry_ref(project), "test")
+        files = [[(f"{i}.png", png(images[i]))] for i in range(50)]
+        with ThreadPoolExecutor(8) as pool:  # a new connection per request: the kernel spreads them
+            answers = list(pool.map(lambda i: started.post_files("/classify", "image", files[i % 50]), range(200)))
+        assert {status for status, _ in answers} == {200}
+        _, metrics = started.get("/metrics")  # the workers' counters, summed
+        counted = re.search(r'cvops_requests_total\{arm="champion",endpoint="classify",status="200"\} (\S+)', metrics)
+        assert counted and float(counted.group(1)) == 200, metrics
+        log_dir = project.root / project.params().serve.inference_log
+        wait_for(lambda: len(read_inference_log(log_dir, since=since)) >= 200, "200 logged rows", started.log)
+        rows = read_inference_log(log_dir, since=since)  # parses: no line of one worker cut into another's
+        assert len(rows) == 200 and set(rows["request_id"]) == {body["request_id"] for _, body in answers}
+        assert rows["replica"].nunique() == 2  # both workers answered, into the one file of the day
+        assert started.log.read_text().count("champion: cvops-classifier version 1") == 2  # each loaded it
+    finally:
+        started.stop()
+
+
 def test_champion_swap_under_traffic_fails_no_request(server, served_project) -> None:
     _, registry = served_project
     payload = {"image_base64": b64(png(np.full((8, 8, 3), 120, dtype=np.uint8)))}
@@ -324,21 +471,18 @@ def test_champion_swap_under_traffic_fails_no_request(server, served_project) ->
             status, body = server.post_json("/classify", payload)
             results.append((status, body.get("model_version", "") if isinstance(body, dict) else body))
 
-    def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 60
-        while not condition():
-            assert time.monotonic() < deadline, f"{what} within 60 s: {server.log.read_text()[-2000:]}"
-            time.sleep(0.05)
-
+    wait_for(
+        lambda: server.post_json("/classify", payload)[1]["model_version"] == "1", "version 1 (champion)", server.log
+    )  # an earlier test promoted 2 for a while
     workers = [threading.Thread(target=traffic) for _ in range(4)]
     for worker in workers:
         worker.start()
     try:
-        wait_for(lambda: len(results) >= 20, "20 answers from version 1")
+        wait_for(lambda: len(results) >= 20, "20 answers from version 1", server.log)
         registry.promote("2", reviewer="test", note="swap under traffic")
-        wait_for(lambda: any(version == "2" for _, version in results), "the service to swap to version 2")
+        wait_for(lambda: any(version == "2" for _, version in results), "the service to swap to version 2", server.log)
         swapped = len(results)
-        wait_for(lambda: len(results) >= swapped + 20, "20 more answers after the swap")
+        wait_for(lambda: len(results) >= swapped + 20, "20 more answers after the swap", server.log)
     finally:
         stop.set()
         for worker in workers:
