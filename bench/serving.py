@@ -12,7 +12,8 @@ connections as the concurrency) for --seconds at concurrency 1, 8, 32 and 64, wi
   inference log, request ids.
 Then the cost of rollout on cvops (auto workers, raw body, c=1 and c=32): a canary answering half the
 requests (the challenger; skipped when the registry has none), and a shadow scoring every request (the
-served version again: its model CPU doubles).
+served version again: its model CPU doubles), against neither; the three servers run at once and are
+loaded in turns, 3 rounds, and each cost is the median of the rounds' paired ratios.
 
 wrk runs on the same cores as the servers; its CPU share is reported. Needs Debian's wrk (`apt install wrk`).
 
@@ -33,8 +34,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from cvops.stack import go_offline
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
 LEVELS = (1, 8, 32, 64)
+ROUNDS = 3  # of the rollout configurations, in turns
 BODIES = ("raw", "multipart")
 OUT = REPO / "bench" / "results" / "serving.json"
 # wrk's script: a request per file in turn; at the end, the numbers as one JSON line
@@ -91,7 +94,7 @@ def bodies(pngs: list[bytes], folder: Path) -> dict[str, tuple[Path, str]]:
     return made
 
 
-def wrk(port: int, body: tuple[Path, str], concurrency: int, seconds: float, script: Path) -> dict[str, Any]:
+def wrk(port: int, body: tuple[Path, str], concurrency: int, seconds: int, script: Path) -> dict[str, Any]:
     """One wrk run: throughput, latency percentiles, errors (non-2xx included) and wrk's own CPU share."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -117,17 +120,7 @@ def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Ite
                                    start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 180
-        while True:
-            try:
-                for path in ("/readyz", "/openapi.json"):
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                else:
-                    continue
-                break
-            except OSError:
-                pass
+        while not any(_answers(port, path) for path in ("/readyz", "/openapi.json")):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"a server did not start: see {log}")
             time.sleep(0.5)
@@ -137,31 +130,51 @@ def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Ite
         process.wait(timeout=60)
 
 
-def measure(port: int, made: dict[str, tuple[Path, str]], levels: tuple[int, ...], seconds: float, script: Path,
+def _answers(port: int, path: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def measure(port: int, made: dict[str, tuple[Path, str]], levels: tuple[int, ...], seconds: int, script: Path,
             kinds: tuple[str, ...] = BODIES) -> list[dict[str, Any]]:  # fmt: skip
     wrk(port, made[kinds[0]], 4, 2, script)  # warm-up: every worker loads its model, the batcher starts
     return [{"body": kind, **wrk(port, made[kind], c, seconds, script)} for kind in kinds for c in levels]
 
 
-def raw_onnxruntime(onnx_path: Path, pngs: list[bytes]) -> dict[int, dict[str, float]]:
+def in_process(onnx_path: Path, pngs: list[bytes]) -> dict[str, dict[str, float]]:
+    """The model alone at each batch size (every core), and the whole pipeline without HTTP at batch 32 on
+    one thread (decode, resize, features, model): what one core can do at best."""
     from cvops.data.preprocess import model_inputs
     from cvops.onnx_model import predict_logits, read_preprocessing, session
-    from cvops.serving.predictor import decode_image
+    from cvops.serving.predictor import Predictor, decode_image
     from cvops.timing import interleaved_calls, latency
 
     pre = read_preprocessing(onnx_path)
     pixels = np.stack([decode_image(data, pre.image_size, 10**8).pixels for data in pngs])
     inputs = model_inputs(np.resize(pixels, (max(LEVELS), *pixels.shape[1:])), pre.mean, pre.std)
     ort = session(onnx_path)
-    batches = {b: (lambda b=b: predict_logits(ort, inputs[:b], batch_size=b)) for b in LEVELS}
-    return {b: {"latency_ms": latency(calls).median, "images_per_s": b * 1000 / latency(calls).median}
-            for b, calls in interleaved_calls(batches, 20).items()}  # fmt: skip
+    one_thread = Predictor(onnx_path, "bench", "-", "-", 32, threads=1)
+    files = [pngs[i % len(pngs)] for i in range(32)]
+
+    def pipeline() -> object:
+        return one_thread.predict(np.stack([decode_image(data, pre.image_size, 10**8).pixels for data in files]))
+
+    calls: dict[str, Callable[[], object]] = {
+        f"model, batch {b}": partial(predict_logits, ort, inputs[:b], batch_size=b) for b in LEVELS
+    }
+    calls["decode + model, batch 32, 1 thread"] = pipeline
+    sizes = {name: int(name.split("batch ")[1].split(",")[0]) for name in calls}
+    return {name: {"ms": latency(done).median, "images_per_s": sizes[name] * 1000 / latency(done).median}
+            for name, done in interleaved_calls(calls, 20).items()}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", help="registered version to serve (default: the champion, else the newest)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="wrk's duration per level")
+    parser.add_argument("--seconds", type=int, default=8, help="wrk's duration per level")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/serving.py needs wrk: `apt install wrk` (Debian, Ubuntu) or `brew install wrk`")
@@ -199,25 +212,48 @@ def main() -> None:
             with server([*command, "--port", str(port)], port, env | extra, results_dir / "serving-server.log"):
                 rows += [{"subject": name, **row} for row in measure(port, made, LEVELS, args.seconds, script)]
             print(f"measured {name}", file=sys.stderr)
-        rollout = {"none": []}
+        rollout: dict[str, list[str]] = {"none": []}
         if registry.alias(CHALLENGER) is not None:
             rollout["canary 50%"] = ["--canary", "challenger", "--canary-fraction", "0.5"]
         rollout["shadow 100%"] = ["--shadow", info.version]
-        costs = []
-        for name, options in rollout.items():
-            port = free_port()
-            command = [*cvops, "--workers", "auto", *options, "--port", str(port)]
-            with server(command, port, env, results_dir / "serving-server.log"):
-                costs += [
-                    {"rollout": name, **row} for row in measure(port, made, (1, 32), args.seconds, script, ("raw",))
-                ]
-            print(f"measured rollout: {name}", file=sys.stderr)
-    raw = raw_onnxruntime(Path(served.onnx_path), pngs)
-    report(rows, costs, raw, info.version, Path(served.onnx_path).name, size)
+        servers = {name: [*cvops, "--workers", "auto", *options] for name, options in rollout.items()}
+        costs, ratios = rollout_costs(servers, made["raw"], args.seconds, script, env, results_dir)
+    raw = in_process(Path(served.onnx_path), pngs)
+    report(rows, costs, ratios, raw, info.version, Path(served.onnx_path).name, size)
 
 
-def report(rows: list[dict[str, Any]], costs: list[dict[str, Any]], raw: dict[int, dict[str, float]], version: str,
-           onnx: str, size: str) -> None:  # fmt: skip
+def rollout_costs(
+    servers: dict[str, list[str]], body: tuple[Path, str], seconds: int, script: Path, env: dict[str, str],
+    results_dir: Path,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:  # fmt: skip
+    """Every configuration served at once (an idle server costs nothing) and loaded in turns, ROUNDS rounds at
+    c=1 and c=32: the median round of each, and each configuration's median ratio to "none" in the same round."""
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {(name, c): [] for name in servers for c in (1, 32)}
+    with ExitStack() as stack:
+        ports = {name: free_port() for name in servers}
+        for i, (name, command) in enumerate(servers.items()):
+            log = results_dir / f"serving-server-{i}.log"
+            stack.enter_context(server([*command, "--port", str(ports[name])], ports[name], env, log))
+        for port in ports.values():
+            wrk(port, body, 4, 2, script)  # warm-up
+        for _ in range(ROUNDS):
+            for (name, c), done in runs.items():
+                done.append(wrk(ports[name], body, c, seconds, script))
+    rows = [{"rollout": name, **sorted(done, key=lambda r: r["throughput_rps"])[ROUNDS // 2]}
+            for (name, _), done in runs.items()]  # fmt: skip
+    ratios = {
+        f"{name}, c={c}": {
+            measure_: float(np.median([r[key] / base[key] for r, base in zip(done, runs["none", c], strict=True)]))
+            for measure_, key in (("throughput", "throughput_rps"), ("p50", "p50_ms"))
+        }
+        for (name, c), done in runs.items()
+        if name != "none"
+    }
+    return rows, ratios
+
+
+def report(rows: list[dict[str, Any]], costs: list[dict[str, Any]], ratios: dict[str, dict[str, float]],
+           raw: dict[str, dict[str, float]], version: str, onnx: str, size: str) -> None:  # fmt: skip
     def best(subject: str, body: str, c: int) -> dict[str, Any]:
         return next(r for r in rows if r["subject"] == subject and r["body"] == body and r["concurrency"] == c)
 
@@ -227,32 +263,24 @@ def report(rows: list[dict[str, Any]], costs: list[dict[str, Any]], raw: dict[in
         return float(best(subject, body, c)["throughput_rps"])
 
     summary: dict[str, Any] = {
-        "cvops_c32_vs_raw_onnxruntime": {b: rate(auto, b) / raw[32]["images_per_s"] for b in BODIES},
+        "cvops_c32_vs_raw_onnxruntime": {b: rate(auto, b) / raw["model, batch 32"]["images_per_s"] for b in BODIES},
         "cvops_c32_vs_minimal": {b: rate(auto, b) / rate(minimal, b) for b in BODIES},
         "cvops_1_worker_c32_vs_minimal": {b: rate("cvops, 1 worker", b) / rate(minimal, b) for b in BODIES},
         "cvops_p50_ms_c1": {b: best(auto, b, 1)["p50_ms"] for b in BODIES},
         "errors": sum(r["errors"] for r in rows + costs),
     }
-    base = {c["concurrency"]: c for c in costs if c["rollout"] == "none"}
-    summary["rollout"] = {
-        f"{c['rollout']}, c={c['concurrency']}": {
-            "throughput": c["throughput_rps"] / base[c["concurrency"]]["throughput_rps"],
-            "p50": c["p50_ms"] / base[c["concurrency"]]["p50_ms"],
-        }
-        for c in costs
-        if c["rollout"] != "none"
-    }
+    summary["rollout"] = ratios
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "version": version, "onnx": onnx,
-              "images": size, "levels": rows, "rollout": costs, "raw_onnxruntime": raw, "summary": summary}  # fmt: skip
+              "images": size, "levels": rows, "rollout": costs, "in_process": raw, "summary": summary}  # fmt: skip
     OUT.write_text(json.dumps(result, indent=2))
     print("| subject | body | concurrency | req/s | p50 ms | p99 ms | errors | wrk CPU |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['subject']} | {r['body']} | {r['concurrency']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.1f} "
               f"| {r['p99_ms']:.1f} | {r['errors']} | {r['wrk_cpu_share']:.0%} |")  # fmt: skip
-    print("\n| raw onnxruntime batch | ms per batch | images/s |\n|---|---|---|")
-    for b, r in raw.items():
-        print(f"| {b} | {r['latency_ms']:.2f} | {r['images_per_s']:.0f} |")
+    print("\n| in process, no HTTP | ms per batch | images/s |\n|---|---|---|")
+    for name, r in raw.items():
+        print(f"| {name} | {r['ms']:.2f} | {r['images_per_s']:.0f} |")
     print("\n| rollout (cvops, workers auto, raw body) | concurrency | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|")
     for c in costs:

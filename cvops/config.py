@@ -175,12 +175,17 @@ class ServeParams(Section):
 
     @property
     def worker_count(self) -> int:
-        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
+        return _cores() if self.workers == "auto" else int(self.workers)
 
     @property
     def model_threads(self) -> int | None:
         """onnxruntime threads per worker: the cores shared out (None with one worker: every core)."""
-        return None if self.worker_count == 1 else max(1, (os.cpu_count() or 1) // self.worker_count)
+        return None if self.worker_count == 1 else max(1, _cores() // self.worker_count)
+
+
+def _cores() -> int:
+    """The cores this process may run on (a CPU set or taskset narrows them), else the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class RegistryParams(Section):

@@ -15,15 +15,15 @@ def image_features(image: np.ndarray) -> dict[str, float]:
     pixels = image.astype(np.float32)
     luma = pixels @ _LUMA
     laplacian = -4 * luma[1:-1, 1:-1] + luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:]
-    high, low = pixels.max(axis=2), pixels.min(axis=2)
-    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0) * 255
-    red, green, blue = pixels.reshape(-1, 3).mean(axis=0)
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]  # per channel: a reduction over the
+    high, low = np.maximum(np.maximum(red, green), blue), np.minimum(np.minimum(red, green), blue)  # last axis
+    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0) * 255  # of 3 is ~10x slower
     return {
         "brightness": float(luma.mean()),
         "contrast": float(luma.std()),
         "sharpness": float(laplacian.var()) if laplacian.size else 0.0,
         "saturation": float(saturation.mean()),
-        "red": float(red),
-        "green": float(green),
-        "blue": float(blue),
+        "red": float(red.mean()),
+        "green": float(green.mean()),
+        "blue": float(blue.mean()),
     }

@@ -32,8 +32,8 @@ def oriented_size(image: Image.Image) -> tuple[int, int]:
     return width, height
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """The image upright (EXIF orientation) as 8-bit RGB, whatever its mode (see the module's docstring)."""
+def _upright_8bit(image: Image.Image) -> Image.Image:
+    """The image upright (EXIF orientation), 16-bit and float greys as 8-bit L; other modes as they are."""
     if image.getexif().get(_ORIENTATION_TAG, 1) != 1:  # 1 is upright: most images, and no copy for them
         image = ImageOps.exif_transpose(image) or image
     if image.mode.startswith("I"):  # I;16, I;16B, I;16L, I
@@ -42,12 +42,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
     elif image.mode == "F":
         pixels = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0) * 255.0
         image = Image.fromarray(np.round(pixels).astype(np.uint8), mode="L")
-    return image.convert("RGB")
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The image upright (EXIF orientation) as 8-bit RGB, whatever its mode (see the module's docstring)."""
+    return _upright_8bit(image).convert("RGB")
 
 
 def resize_image(image: Image.Image, size: int) -> np.ndarray:
     """The one resize used by training, evaluation and serving: RGB, bilinear, size x size, uint8 HWC."""
-    return np.asarray(to_rgb(image).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    image = _upright_8bit(image)
+    if image.mode == "L":  # resized as one band, then copied to three: the same pixels for a third of the work
+        return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR).convert("RGB"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def model_inputs(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -6,10 +6,13 @@ Secrets stay in the cluster: the Deployment reads the API token and the state da
 replica writes the inference log) from the Secret `cvops-serving`, which the manifests name but never hold.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cvops.config import SERVE_OVERRIDES_ENV
 
 SECRET = "cvops-serving"  # keys: api-token, state-url
 PORT = 3000  # BentoML's
@@ -34,6 +37,8 @@ def serving_manifests(name: str, version: str, image: str) -> list[dict[str, Any
             _secret("CVOPS_API_TOKEN", "api-token"),
             _secret("CVOPS_STATE_URL", "state-url", optional=True),  # without it, the log stays in the pod
             {"name": "CVOPS_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            # one worker a pod: the autoscaler adds pods (serve.workers auto would count the node's cores)
+            {"name": SERVE_OVERRIDES_ENV, "value": json.dumps(["serve.workers=1"])},
         ],
         "readinessProbe": _probe("/readyz", 5), "livenessProbe": _probe("/livez", 15),
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},

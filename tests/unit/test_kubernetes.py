@@ -3,6 +3,7 @@
 rendered by ZenML's own manifest code from infra/kubernetes/training.yaml, as the Kubernetes orchestrator
 would submit them."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from cvops.config import PARAMS_FILE, SERVE_OVERRIDES_ENV, load_params
 from cvops.serving.kubernetes import SECRET, write_serving_manifests
 from tests.conftest import REPO
 
@@ -33,8 +35,13 @@ def test_serving_manifests_are_valid_and_wired_together(tmp_path: Path) -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
-    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e["valueFrom"]}
+    env = {e["name"]: e for e in container["env"]}
+    secrets = {
+        name: e["valueFrom"]["secretKeyRef"] for name, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})
+    }
     assert secrets["CVOPS_API_TOKEN"]["name"] == secrets["CVOPS_STATE_URL"]["name"] == SECRET  # never a value
+    overrides = json.loads(env[SERVE_OVERRIDES_ENV]["value"])  # the pod's params: one worker, pods scale out
+    assert load_params(REPO / PARAMS_FILE, overrides).serve.worker_count == 1
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= pod["metadata"]["labels"].items()
     assert (

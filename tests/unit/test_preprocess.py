@@ -30,6 +30,14 @@ def test_every_mode_becomes_the_same_rgb_in_training_and_serving(mode: str) -> N
     assert 80 < prepared.mean() < 180  # grey around 128: no mode is read as black or white
 
 
+@pytest.mark.parametrize(("size", "to"), [((300, 300), 128), ((37, 53), 16), ((8, 8), 24)])
+def test_a_grey_image_resized_as_one_band_has_the_pixels_of_its_rgb_copy(size: tuple[int, int], to: int) -> None:
+    """resize_image resizes L images before copying them to RGB (faster); training's pixels must not change."""
+    grey = Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1], dtype=np.uint8), mode="L")
+    rgb_first = np.asarray(to_rgb(grey).resize((to, to), Image.Resampling.BILINEAR))
+    assert np.array_equal(resize_image(grey, to), rgb_first)
+
+
 def test_16_bit_and_float_images_are_scaled_not_clipped() -> None:
     ramp = np.linspace(0, 1, 256, dtype=np.float64).reshape(16, 16)
     expected = np.round(ramp * 255)
