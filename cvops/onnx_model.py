@@ -69,11 +69,17 @@ def has_embedding(onnx_session: "onnxruntime.InferenceSession") -> bool:
     return EMBEDDING in {output.name for output in onnx_session.get_outputs()}
 
 
+def output_names(onnx_session: "onnxruntime.InferenceSession") -> list[str]:
+    """The outputs to ask for: logits, and embeddings when the file has them (files exported before have none)."""
+    return [OUTPUT, EMBEDDING] if has_embedding(onnx_session) else [OUTPUT]
+
+
 def predict_outputs(
-    onnx_session: "onnxruntime.InferenceSession", inputs: np.ndarray, batch_size: int = 64
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits and, when the file has that output, embeddings (files exported before it have none)."""
-    names = [OUTPUT, EMBEDDING] if has_embedding(onnx_session) else [OUTPUT]
+    onnx_session: "onnxruntime.InferenceSession", inputs: np.ndarray, batch_size: int = 64,
+    names: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Logits and, when the file has that output, embeddings; `names`: output_names, when known already."""
+    names = names or output_names(onnx_session)
     chunks = [onnx_session.run(names, {INPUT: inputs[i : i + batch_size]}) for i in range(0, len(inputs), batch_size)]
     logits = np.concatenate([chunk[0] for chunk in chunks])
     return logits, (np.concatenate([chunk[1] for chunk in chunks]) if len(names) > 1 else None)

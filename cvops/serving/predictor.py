@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cvops.data.preprocess import model_inputs, oriented_size, resize_image
 from cvops.features import image_features
-from cvops.onnx_model import predict_outputs, preprocessing_of, session
+from cvops.onnx_model import output_names, predict_outputs, preprocessing_of, session
 from cvops.projection import Projection
 
 if TYPE_CHECKING:
@@ -137,6 +137,7 @@ class Predictor:
     def __post_init__(self) -> None:
         self.session = session(self.onnx_path, self.threads)
         self.preprocessing = preprocessing_of(self.session, self.onnx_path)
+        self.outputs = output_names(self.session)  # read once: not on every request
         self.projection = Projection.load(self.projection_path) if self.projection_path else None
         self.batcher = MicroBatcher(self.predict, self.max_batch)
 
@@ -150,7 +151,7 @@ class Predictor:
         """(N, size, size, 3) uint8 to (N, classes) probabilities and (N, dims) projected embeddings
         ((N, 0) without a projection)."""
         pre = self.preprocessing
-        logits, embeddings = predict_outputs(self.session, model_inputs(pixels, pre.mean, pre.std))
+        logits, embeddings = predict_outputs(self.session, model_inputs(pixels, pre.mean, pre.std), names=self.outputs)
         logits = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         if self.projection is None or embeddings is None:

@@ -2,6 +2,7 @@
 reviewers move `champion` with an approval record, rollback restores `previous`, and concurrent
 promotions leave one consistent champion."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from cvops.evidence import log_evaluation, log_gate_decision
 from cvops.gate import decide
 from cvops.registry import CVOPS_CHAMPION_TAG, ModelRegistry
 from cvops.reports import Evaluation, Footprint, SliceMetrics
+from cvops.serving.rollout import canary_version, check_canary
 from cvops.tracking import log_trained_model, use_project_store
 from tests.cli import assert_one_line_error, clean_env, cvops
 
@@ -117,6 +119,23 @@ def test_rejected_version_loses_its_alias_and_cannot_be_promoted(registry, tmp_p
     assert (record["approval"], record["rejected_by"], record["approval_note"]) == ("rejected", "bob", "misses cracks")
     with pytest.raises(PromotionRefusedError, match="rejected by bob"):
         registry.promote(candidate, reviewer="alice", override=True, note="please")
+
+
+def test_only_the_challenger_may_be_a_canary_and_each_refusal_says_why(registry, tmp_path) -> None:
+    champion, failed, rejected, superseded, challenger = (
+        add_version(registry, tmp_path, accuracy=a) for a in (0.9, 0.5, 0.9, 0.9, 0.9))  # fmt: skip
+    registry.promote(champion, reviewer="alice")
+    registry.reject(rejected, reviewer="bob", reason="misses cracks")
+    assert check_canary(registry, "challenger").version == check_canary(registry, challenger).version == challenger
+    refusals = {champion: "already the champion", failed: "did not pass its gate", superseded: "a newer version is",
+                rejected: "rejected by bob (misses cracks)"}  # fmt: skip
+    for version, why in refusals.items():
+        with pytest.raises(PromotionRefusedError, match=re.escape(why)):
+            check_canary(registry, version)
+    registry.promote(challenger, reviewer="alice")  # promoted: the canary's arm ends, and none is left to start
+    assert canary_version(registry, challenger) is None
+    with pytest.raises(PromotionRefusedError, match="no challenger to canary"):
+        check_canary(registry, "challenger")
 
 
 def test_rollback_restores_previous_once_and_records_who_and_why(registry, tmp_path) -> None:
