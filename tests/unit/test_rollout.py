@@ -42,6 +42,15 @@ def test_a_canary_with_another_label_mix_differs_and_one_like_the_champion_does_
     assert test.p_values["label_mix"] < 1e-6 and test.p_values["error_rate"] == 1.0
 
 
+def test_the_canary_is_compared_with_the_champion_traffic_of_its_own_processes_and_hours() -> None:
+    rng = np.random.default_rng(4)
+    night = log_rows("champion", 600, ["cat"], rng, timestamp=pd.Timestamp("2026-12-01T03:00:00Z"), replica="a")
+    elsewhere = log_rows("champion", 600, ["dog"], rng, replica="b")  # a replica without the canary
+    day = [log_rows(arm, n, ["cat", "dog"], rng, replica="a") for arm, n in (("champion", 600), ("canary", 300))]
+    (test,) = compare_live(pd.concat([night, elsewhere, *day]), 100, 0.05).tests
+    assert test.verdict.startswith("no difference found") and "300 canary and 600 champion" in test.verdict
+
+
 def test_a_canary_that_fails_more_differs_in_error_rate() -> None:
     rng = np.random.default_rng(1)
     canary = log_rows("canary", 300, ["cat", "dog"], rng)
