@@ -168,7 +168,7 @@ class ServeParams(Section):
     max_batch_images: int = Field(32, ge=1)
     poll_seconds: float = Field(5.0, gt=0.0)
     inference_log: str = "monitoring/inference_log"
-    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    workers: Annotated[int | Literal["auto"], BeforeValidator(lambda value: _workers(value))] = "auto"
     access_log: bool = False
     canary: CanaryParams = CanaryParams()
     shadow: ShadowParams = ShadowParams()
@@ -181,6 +181,15 @@ class ServeParams(Section):
     def model_threads(self) -> int | None:
         """onnxruntime threads per worker: the cores shared out (None with one worker: every core)."""
         return None if self.worker_count == 1 else max(1, _cores() // self.worker_count)
+
+
+def _workers(value: Any) -> int | str:
+    """serve.workers: a number of processes, or auto (pydantic's own message for a union names neither)."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise ValueError("give a number of processes (1 or more), or auto (one per core)")
 
 
 def _cores() -> int:

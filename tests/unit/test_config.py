@@ -39,6 +39,10 @@ def test_misspelt_override_key_is_named(override, key):
         ("train.lr=-1", "train.lr"),
         ("prepare.image_size=abc", "prepare.image_size"),
         ("distributed.engine=spark", "distributed.engine"),
+        ("serve.workers=0", "'serve.workers' = 0: Value error, give a number of processes (1 or more), or auto"),
+        ("serve.workers=many", "'serve.workers' = 'many': Value error, give a number"),
+        ("serve.canary.version=previous", "serve.canary.version"),  # a canary must be the challenger
+        ("serve.canary.fraction=1", "serve.canary.fraction"),
         ("distributed.address=http://head:8265", "distributed.address"),  # the dashboard, not the GCS or client
         ("distributed.cpus_per_worker=0", "distributed.cpus_per_worker"),
         ("distributed.train_workers=0", "distributed.train_workers"),
