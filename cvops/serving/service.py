@@ -11,7 +11,7 @@ Started by `cvops serve`, which sets the environment this module reads:
                     swapped in atomically (requests in flight finish on the model they started with)
   CVOPS_BENTO_MODEL instead of the registry: a packaged model in BentoML's store (what a bento serves)
   CVOPS_API_TOKEN   when set, every request but the probes and /metrics needs `Authorization: Bearer <token>`
-  CVOPS_SERVE_OVERRIDES  `cvops serve`'s options (--canary, --shadow) as params overrides, a JSON list
+  CVOPS_SERVE_OVERRIDES  `cvops serve`'s options (--workers, --canary, --shadow) as params overrides, a JSON list
 
 Built-in BentoML endpoints: GET /healthz, /livez, /readyz (200 once the model is loaded), /metrics.
 """

@@ -402,6 +402,8 @@ def test_canary_share_sticky_keys_paired_shadow_and_compare_live(served_project)
         )
         scarce = cvops(project.root, "models", "compare-live", "--since", since.isoformat(), "--min-requests", "10000")
         assert "canary vs champion: too little traffic to conclude" in scarce.stdout, scarce.stdout
+        empty = cvops(project.root, "models", "compare-live", "--since", "2099-01-01")  # a window with no traffic
+        assert_one_line_error(empty, 3, "no predictions logged since 2099-01-01")
 
         registry.promote("2", reviewer="test", note="the canary did well")  # the challenger alias goes with it
         swapped = ("champion", "2")
