@@ -65,10 +65,14 @@ class ValidateParams(Section):
     max_imbalance_ratio: float = Field(10.0, ge=1.0)
 
 
+HOLDOUT = "holdout"  # the split of the images prepare.holdout_fraction keeps out of train, val and test
+
+
 class PrepareParams(Section):
     image_size: int = Field(128, ge=8, le=1024)
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    holdout_fraction: float = Field(0.0, ge=0.0, lt=0.5)  # images in no split: simulated production traffic
 
 
 class AugmentParams(Section):
@@ -160,6 +164,23 @@ class ShadowParams(Section):
     fraction: float = Field(1.0, gt=0.0, le=1.0)
 
 
+class CaptureParams(Section):
+    """Raw request images kept for labelling (`cvops labels queue`): none unless configured."""
+
+    fraction: float = Field(0.0, ge=0.0, le=1.0)  # a random share of the answered images
+    below_confidence: Probability | None = None  # and every image whose top score is below this
+    store: str = "monitoring/captures"  # a folder in the checkout, or s3://bucket/prefix
+    retention_days: float = Field(30.0, gt=0.0)  # `cvops gc` deletes older captures
+
+    @property
+    def enabled(self) -> bool:
+        return self.fraction > 0 or self.below_confidence is not None
+
+    def wants(self, score: float, draw: float) -> bool:
+        """Whether to keep an image answered with top score `score` (`draw`: uniform in [0, 1))."""
+        return draw < self.fraction or (self.below_confidence is not None and score < self.below_confidence)
+
+
 class ServeParams(Section):
     port: int = Field(3000, ge=1, le=65535)
     top_k: int = Field(3, ge=1)
@@ -172,6 +193,7 @@ class ServeParams(Section):
     access_log: bool = False
     canary: CanaryParams = CanaryParams()
     shadow: ShadowParams = ShadowParams()
+    capture: CaptureParams = CaptureParams()
 
     @property
     def worker_count(self) -> int:
@@ -217,6 +239,8 @@ class MonitorParams(Section):
     retrain: bool = True
     webhook_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     reports: str = "reports/monitoring"
+    min_feedback: int = Field(30, ge=1)  # fewer labelled answers in the window: no live accuracy, never an alarm
+    max_accuracy_drop: Probability = 0.05  # alarm when live accuracy's whole 95% interval is this far below test
 
 
 class ScheduleParams(Section):
@@ -463,6 +487,12 @@ class Project:
         """Where every prediction is logged: the team's state database (shared by every serving replica) when
         there is one, else the folder `serve.inference_log` in the checkout."""
         return self.state_url or self.root / serve.inference_log
+
+    def capture_store(self, serve: "ServeParams") -> str:
+        """Where captured request images go: `serve.capture.store`, an s3:// prefix as it is, a folder under
+        the checkout."""
+        store = serve.capture.store
+        return store.rstrip("/") if store.startswith("s3://") else str(self.root / store)
 
     @property
     def tracking_server(self) -> bool:

@@ -77,3 +77,9 @@ class NotReproducedError(CvopsError):
     """A reproduction ran but did not give the version back (other data, or metrics outside their interval)."""
 
     exit_code = 13
+
+
+class FeedbackError(CvopsError):
+    """A true label that cannot be recorded or imported: an unknown request id or label, no such capture."""
+
+    exit_code = 14

@@ -14,6 +14,7 @@ import queue
 import socket
 import threading
 from collections.abc import Iterable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _STOP = object()
 TABLE = "cvops_inference_log"
+FEEDBACK_TABLE = "cvops_feedback"  # true labels by request id (cvops.feedback)
 REPLICA_ENV = "CVOPS_REPLICA"  # names this process's rows (a pod name on Kubernetes); default host-pid
 LogTarget = Path | str  # a folder, or a postgresql:// URL
 SHADOW = "shadow"  # the arm of the rows a shadow logged: predictions no client received
@@ -65,7 +67,7 @@ class _Table:
 
         try:
             if self.connection is None:
-                self.connection = _connect(self.url)
+                self.connection = connect(self.url)
             with self.connection, self.connection.cursor() as cursor:
                 values = [(row["timestamp"], row["replica"], json.dumps(row)) for row in rows]
                 execute_values(cursor, f"INSERT INTO {TABLE} (at, replica, body) VALUES %s", values)
@@ -74,7 +76,8 @@ class _Table:
             raise OSError(f"state database: {err}".strip()) from err
 
 
-def _connect(url: str) -> Any:
+def connect(url: str) -> Any:
+    """A connection to the state database, with the log's and the feedback's tables in place."""
     import psycopg2
 
     connection = psycopg2.connect(url, connect_timeout=10, application_name="cvops-inference-log")
@@ -82,6 +85,9 @@ def _connect(url: str) -> Any:
         cursor.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL, "
                        "replica TEXT NOT NULL, body JSONB NOT NULL)")  # fmt: skip
         cursor.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_at ON {TABLE} (at)")
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} ((body->>'request_id'))")
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {FEEDBACK_TABLE} (request_id TEXT PRIMARY KEY, "
+                       "at TIMESTAMPTZ NOT NULL, body JSONB NOT NULL)")  # fmt: skip
     return connection
 
 
@@ -91,34 +97,42 @@ class InferenceLog:
     def __init__(self, target: LogTarget, capacity: int = 100_000) -> None:
         self.sink = _Table(target) if isinstance(target, str) else _Files(target)
         self.replica = replica()  # each row names the process that wrote it: a worker, a pod
-        self.rows: queue.Queue[Any] = queue.Queue(maxsize=capacity)
+        self.rows: queue.Queue[Any] = queue.Queue(maxsize=capacity)  # (rows, future) of each append, or _STOP
         self.dropped = 0
         self.thread = threading.Thread(target=self._write, name="inference-log", daemon=True)
         self.thread.start()
 
-    def append(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Queue rows for writing; never blocks (rows past the queue's capacity are counted and dropped)."""
+    def append(self, rows: Iterable[dict[str, Any]]) -> "Future[None]":
+        """Queue rows for writing; never blocks. The future is done once they are written (or could not be:
+        rows past the queue's capacity are counted and dropped, a failed write is logged): a service awaits it,
+        so a request id is in the log before its answer goes out."""
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-        for row in rows:
-            try:
-                self.rows.put_nowait({"timestamp": stamp, "replica": self.replica, **row})
-            except queue.Full:
-                self.dropped += 1
-                if self.dropped % 1000 == 1:  # the first, then every thousandth: loud, but never a flood
-                    log.warning("inference log cannot keep up: %d rows dropped so far", self.dropped)
+        written: Future[None] = Future()
+        batch = [{"timestamp": stamp, "replica": self.replica, **row} for row in rows]
+        try:
+            self.rows.put_nowait((batch, written))
+        except queue.Full:
+            written.set_result(None)
+            self.dropped += len(batch)
+            if self.dropped % 1000 < len(batch):  # the first, then about every thousandth: loud, never a flood
+                log.warning("inference log cannot keep up: %d rows dropped so far", self.dropped)
+        return written
 
     def _write(self) -> None:
         while True:
-            batch = [self.rows.get()]
-            while not self.rows.empty() and len(batch) < 1000:
-                batch.append(self.rows.get_nowait())
-            rows = [row for row in batch if row is not _STOP]
+            items = [self.rows.get()]
+            while not self.rows.empty() and len(items) < 1000:
+                items.append(self.rows.get_nowait())
+            pending = [item for item in items if item is not _STOP]
+            rows = [row for batch, _ in pending for row in batch]
             if rows:
                 try:
                     self.sink.write(rows)
                 except OSError:
                     log.exception("inference log: could not write %d rows", len(rows))
-            if len(rows) < len(batch):
+            for _, written in pending:
+                written.set_result(None)
+            if len(pending) < len(items):
                 return
 
     def close(self, timeout: float = 10.0) -> None:
@@ -165,7 +179,7 @@ def _table_text(url: str, since: datetime | None, last: int | None, answers: boo
     query = (f"SELECT body::text FROM {TABLE} WHERE at >= %s{answered if answers else ''} ORDER BY at DESC, id DESC"
              + (" LIMIT %s" if last else ""))  # fmt: skip
     arguments = (since or datetime(1970, 1, 1, tzinfo=UTC), *([last] if last else []))
-    connection = _connect(url)
+    connection = connect(url)
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute(query, arguments)

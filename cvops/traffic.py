@@ -2,6 +2,7 @@
 in-process straight into the inference log, so a user can watch the monitoring loop react."""
 
 import base64
+import csv
 import io
 import itertools
 import json
@@ -12,28 +13,33 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from cvops.artifacts import resolve
-from cvops.config import Params, Project
+from cvops.config import HOLDOUT, Params, Project
 from cvops.console import progress
 from cvops.data.prepare import DatasetRef, load_dataset_ref, load_split
 from cvops.errors import DataError, ServiceUnavailable
+from cvops.feedback import give_feedback, new_request_id
 from cvops.inference_log import InferenceLog
 from cvops.monitoring.shifts import apply_shift
 from cvops.registry import CHAMPION, ModelRegistry
 from cvops.serving.predictor import Predictor, decode_image
 
+Sent = tuple[int, str | None, str]  # (HTTP status (0: no answer), the answer's request_id, the true label)
+
 
 def traffic_images(
     ref: DatasetRef, raw_dir: Path, split: str, shift: str, severity: float, n: int, seed: int
-) -> Iterator[bytes]:
-    """`n` PNG files drawn (seeded) from the original images of a split, each shifted."""
+) -> Iterator[tuple[bytes, str]]:
+    """`n` PNG files drawn (seeded) from the original images of a split, each shifted, with its true label."""
     _, _, manifest = load_split(ref, split)
     if manifest.empty:
-        raise DataError(f"the {split} split is empty: run `cvops data prepare` (or `dvc repro`) first")
+        hint = " (prepare.holdout_fraction is 0)" if split == HOLDOUT else ""
+        raise DataError(f"the {split} split is empty{hint}: run `cvops data prepare` (or `dvc repro`) first")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(manifest), size=n, replace=n > len(manifest))
     for index in chosen:
@@ -44,63 +50,118 @@ def traffic_images(
             shifted = apply_shift(image, shift, severity, rng)
         buffer = io.BytesIO()
         shifted.save(buffer, format="PNG")
-        yield buffer.getvalue()
+        yield buffer.getvalue(), str(manifest.loc[index, "label"])
 
 
-def send(url: str, images: Iterator[bytes], n: int, token: str | None = None, concurrency: int = 4) -> Counter[int]:
-    """POST each image to the service's /classify; counts of HTTP statuses (0: no answer)."""
+def _post(url: str, body: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any]]:
+    """POST JSON; (HTTP status, the JSON answer), status 0 when no answer came."""
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, {}
+    except (OSError, ValueError):
+        return 0, {}
 
-    def post(data: bytes) -> int:
-        body = json.dumps({"image_base64": base64.b64encode(data).decode()}).encode()
-        request = urllib.request.Request(f"{url.rstrip('/')}/classify", data=body, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                response.read()
-                return int(response.status)
-        except urllib.error.HTTPError as err:
-            return err.code
-        except OSError:
-            return 0
+
+def send(url: str, images: Iterator[tuple[bytes, str]], n: int, token: str | None = None,
+         concurrency: int = 4) -> list[Sent]:  # fmt: skip
+    """POST each image to the service's /classify, in order."""
+
+    def post(item: tuple[bytes, str]) -> Sent:
+        status, answer = _post(f"{url.rstrip('/')}/classify", {"image_base64": base64.b64encode(item[0]).decode()},
+                               token)  # fmt: skip
+        return status, answer.get("request_id"), item[1]
 
     with ThreadPoolExecutor(concurrency) as pool:
-        return Counter(progress(pool.map(post, images), "traffic", total=n))
+        return list(progress(pool.map(post, images), "traffic", total=n))
 
 
-def log_offline(predictor: Predictor, images: Iterator[bytes], n: int, log: InferenceLog, max_pixels: int) -> int:
+def send_feedback(url: str, labels: dict[str, str], token: str | None = None) -> Counter[int]:
+    """POST each true label to the service's /feedback; counts of HTTP statuses."""
+    with ThreadPoolExecutor(4) as pool:
+        return Counter(pool.map(lambda item: _post(f"{url.rstrip('/')}/feedback",
+                                                   {"request_id": item[0], "label": item[1]}, token)[0],
+                                labels.items()))  # fmt: skip
+
+
+def log_offline(
+    predictor: Predictor, images: Iterator[tuple[bytes, str]], n: int, log: InferenceLog, max_pixels: int
+) -> list[Sent]:
     """Score the images in this process, exactly as the service does, and append them to the inference log."""
     size = predictor.preprocessing.image_size
-    written = 0
+    sent: list[Sent] = []
     with progress(None, "traffic (offline)", total=n) as bar:
-        while batch := [decode_image(data, size, max_pixels) for data in itertools.islice(images, predictor.max_batch)]:
-            probabilities, embeddings = predictor.predict(np.stack([image.pixels for image in batch]))
+        while batch := list(itertools.islice(images, predictor.max_batch)):
+            decoded = [decode_image(data, size, max_pixels) for data, _ in batch]
+            probabilities, embeddings = predictor.predict(np.stack([image.pixels for image in decoded]))
+            ids = [new_request_id() for _ in batch]
             log.append(
-                {"endpoint": "traffic", **predictor.log_row(image, p, e)}
-                for image, p, e in zip(batch, probabilities, embeddings, strict=True)
+                {"endpoint": "traffic", "request_id": i, **predictor.log_row(image, p, e)}
+                for i, image, p, e in zip(ids, decoded, probabilities, embeddings, strict=True)
             )
-            written += len(batch)
+            sent += [(200, i, label) for i, (_, label) in zip(ids, batch, strict=True)]
             bar.update(len(batch))
-    return written
+    return sent
+
+
+def write_truth(sent: list[Sent], path: Path) -> None:
+    """request_id,label of every answered request: the ground truth a simulation labels from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["request_id", "label"])
+        writer.writerows((request_id, label) for status, request_id, label in sent if status == 200 and request_id)
+    os.replace(partial, path)
+
+
+def feedback_share(sent: list[Sent], fraction: float, seed: int) -> dict[str, str]:
+    """A seeded `fraction` of the answered requests, with their true labels."""
+    answered = [(request_id, label) for status, request_id, label in sent if status == 200 and request_id]
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(answered), size=round(len(answered) * fraction), replace=False))
+    return dict(answered[i] for i in chosen)
 
 
 def send_traffic(
     project: Project, params: Params, split: str, shift: str, severity: float, count: int, seed: int | None,
-    url: str | None, offline: bool,
+    url: str | None, offline: bool, feedback: float = 0.0, truth_out: Path | None = None,
 ) -> str:  # fmt: skip
     """`cvops traffic`: `count` shifted images to the service at `url` (default: serve.port on 127.0.0.1), or,
-    `offline`, scored by the champion in this process into the inference log. Says what happened."""
+    `offline`, scored by the champion in this process into the inference log; then the true labels of a
+    `feedback` share of them, and of all of them to `truth_out`. Says what happened."""
+    seed = params.base.seed if seed is None else seed
     images = traffic_images(load_dataset_ref(project.prepared_dir), project.raw_dir, split, shift, severity, count,
-                            params.base.seed if seed is None else seed)  # fmt: skip
+                            seed)  # fmt: skip
+    token = os.environ.get("CVOPS_API_TOKEN")
     if offline:
         served = resolve(ModelRegistry.of(project, params.registry.model_name), CHAMPION, project.onnx_cache)
         inference_log = InferenceLog(project.inference_log(params.serve))
         predictor = Predictor.of(served, params.serve.max_batch_images)
-        written = log_offline(predictor, images, count, inference_log, params.serve.max_image_pixels)
+        sent = log_offline(predictor, images, count, inference_log, params.serve.max_image_pixels)
         inference_log.close()
-        return f"{written} {shift} images scored by version {served.version} into the inference log"
-    url = url or f"http://127.0.0.1:{params.serve.port}"
-    statuses = send(url, images, count, token=os.environ.get("CVOPS_API_TOKEN"))
-    if statuses.get(0) == count:
-        raise ServiceUnavailable(f"no answer from {url}: start the service with `cvops serve`, or use --offline")
-    summary = ", ".join(f"{n} x {status or 'no answer'}" for status, n in sorted(statuses.items()))
-    return f"sent {count} {shift} images to {url}: {summary}"
+        summary = f"{len(sent)} {shift} images scored by version {served.version} into the inference log"
+    else:
+        url = url or f"http://127.0.0.1:{params.serve.port}"
+        sent = send(url, images, count, token)
+        statuses = Counter(status for status, _, _ in sent)
+        if statuses.get(0) == count:
+            raise ServiceUnavailable(f"no answer from {url}: start the service with `cvops serve`, or use --offline")
+        answers = ", ".join(f"{n} x {status or 'no answer'}" for status, n in sorted(statuses.items()))
+        summary = f"sent {count} {shift} images to {url}: {answers}"
+    if truth_out is not None:
+        write_truth(sent, truth_out)
+        summary += f"; true labels in {truth_out}"
+    if feedback:
+        labels = feedback_share(sent, feedback, seed)
+        if offline:
+            give_feedback(project.inference_log(params.serve), labels, predictor.preprocessing.class_names, "traffic")
+            summary += f"; feedback for {len(labels)}"
+        else:
+            assert url is not None
+            given = send_feedback(url, labels, token)
+            summary += "; feedback " + ", ".join(f"{n} x {code or 'no answer'}" for code, n in sorted(given.items()))
+    return summary

@@ -5,13 +5,14 @@ import pandas as pd
 from zenml import step
 
 from cvops.config import MonitorParams, Project, ServeParams
-from cvops.inference_log import read_inference_log
+from cvops.feedback import labelled_window
 
 
 @step
 def load_inference_window(
     serve: ServeParams, monitor: MonitorParams, window: int | None = None, since: datetime | None = None
 ) -> Annotated[pd.DataFrame, "inference_window"]:
-    """The inference-log rows to check: those since `since`, else the newest `window` (monitor.window)."""
+    """The answers to check, with the true labels that came back: those since `since`, else the newest `window`
+    (monitor.window)."""
     source = Project.find().inference_log(serve)
-    return read_inference_log(source, since=since, last=None if since else window or monitor.window, answers=True)
+    return labelled_window(source, since=since, last=None if since else window or monitor.window)

@@ -80,9 +80,15 @@ def monitoring(result: "MonitoringResult") -> None:
     verdict = result.verdict
     if verdict.columns:
         click.echo(verdict.table())
-    click.secho(f"\n{verdict.status.replace('_', ' ').upper()}: {verdict.reason}", fg=STATUS_COLOURS[verdict.status],
-                bold=True)  # fmt: skip
+    click.secho(f"\n{verdict.status.replace('_', ' ').upper()}: {verdict.drift_reason}",
+                fg=STATUS_COLOURS[verdict.status], bold=True)  # fmt: skip
     click.echo(f"window: {verdict.rows} predictions ({verdict.model_rows} by champion version {verdict.model_version})")
+    if (quality := verdict.quality) is not None:
+        per_class = ", ".join(f"{c} {r:.2f}" for c, r in quality.class_recall.items())
+        low = f": LOW, {quality.reason.removeprefix(quality.line + ', ')}" if verdict.degraded else ""
+        click.secho(f"{quality.line}{low}", fg="red" if low else None, bold=bool(low))
+        if per_class:
+            click.echo(f"  recall per class: {per_class}")
     if not verdict.champion_approved:
         from cvops.registry import OUTSIDE_CVOPS
 

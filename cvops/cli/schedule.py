@@ -1,8 +1,11 @@
 """`cvops schedule` and `cvops traffic`: the pipelines on their schedules, and demo traffic to watch them."""
 
+from pathlib import Path
+
 import click
 
 from cvops.cli.app import initialized_project, main, project
+from cvops.config import HOLDOUT
 from cvops.errors import ConfigError
 from cvops.monitoring.shifts import SHIFTS
 
@@ -39,8 +42,9 @@ def schedule(once: bool, remote: bool) -> None:
 
 
 @main.command()
-@click.option("--source", "split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
-              help="Dataset split the images come from (their original files).")  # fmt: skip
+@click.option("--source", "split", type=click.Choice(["test", "val", "train", HOLDOUT]), default="test",
+              show_default=True, help="Dataset split the images come from (their original files); holdout: the "
+              "images in no split (prepare.holdout_fraction), production traffic no model has seen.")  # fmt: skip
 @click.option("--shift", type=click.Choice(SHIFTS), default="none", show_default=True, help="Distribution shift.")
 @click.option("--severity", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="Size of the shift (0.3: 30% brighter, see cvops/monitoring/shifts.py).")  # fmt: skip
@@ -48,9 +52,14 @@ def schedule(once: bool, remote: bool) -> None:
 @click.option("--offline", is_flag=True, help="Score in this process with the champion, straight into the "
               "inference log (no service needed).")  # fmt: skip
 @click.option("--url", help="Service URL (default: http://127.0.0.1:<serve.port>).")
-@click.option("--seed", type=int, help="Seed of the image draw and the noise (default: base.seed).")
+@click.option("--seed", type=int, help="Seed of the image draw, the noise and the feedback share (default: base.seed).")
+@click.option("--feedback", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Send the true labels of this share of the answered requests (POST /feedback).")  # fmt: skip
+@click.option("--truth-out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write request_id,label of every answered request to this CSV (labels for `cvops feedback "
+                   "import` or `cvops labels import`, without people).")  # fmt: skip
 def traffic(split: str, shift: str, severity: float, count: int, offline: bool, url: str | None,
-            seed: int | None) -> None:  # fmt: skip
+            seed: int | None, feedback: float, truth_out: Path | None) -> None:  # fmt: skip
     """Send demo traffic to the served model, shifted or not, to watch monitoring react.
 
     \b
@@ -58,6 +67,8 @@ def traffic(split: str, shift: str, severity: float, count: int, offline: bool, 
       cvops traffic --shift none --n 300              # to `cvops serve`; then `cvops run monitoring`: no drift
       cvops traffic --shift brightness --n 300        # then `cvops run monitoring`: drift, one retraining
       cvops traffic --shift blur --n 200 --offline    # no service: straight into the inference log
+      cvops traffic --source holdout --shift brightness --feedback 0.3 --truth-out truth.csv
+                                                      # production-like: 30% of the answers get their true label
     """
     from cvops.tracking import use_project_store
     from cvops.traffic import send_traffic
@@ -67,4 +78,5 @@ def traffic(split: str, shift: str, severity: float, count: int, offline: bool, 
     checkout = project()
     params = checkout.params()
     use_project_store(checkout, params.mlflow.experiment)  # where --offline finds the champion
-    click.secho(send_traffic(checkout, params, split, shift, severity, count, seed, url, offline), fg="green")
+    click.secho(send_traffic(checkout, params, split, shift, severity, count, seed, url, offline, feedback,
+                             truth_out), fg="green")  # fmt: skip

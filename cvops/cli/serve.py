@@ -79,11 +79,20 @@ def _stop_group(group: int) -> None:
 @click.option("--shadow", metavar="ALIAS|V", help="A shadow scores requests off the response path (serve.shadow).")
 @click.option("--shadow-fraction", type=click.FloatRange(0, 1, min_open=True), metavar="F",
               help="The shadow's share of the champion's requests (serve.shadow.fraction, default 1).")  # fmt: skip
+@click.option(
+    "-S",
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A params value for this server only, e.g. -S serve.capture.fraction=0.1 (repeatable).",
+)
 def serve(
     version: str | None, alias: str, port: int | None, host: str, workers: str | None, canary: str | None,
-    canary_fraction: float | None, shadow: str | None, shadow_fraction: float | None,
+    canary_fraction: float | None, shadow: str | None, shadow_fraction: float | None, settings: tuple[str, ...],
 ) -> None:  # fmt: skip
-    """Serve a model over HTTP with BentoML: POST /classify, /classify_batch; GET /healthz, /readyz, /metrics.
+    """Serve a model over HTTP with BentoML: POST /classify, /classify_batch, /feedback; GET /healthz, /readyz,
+    /metrics.
 
     The service runs serve.workers processes (auto: one per core). With an alias (default: champion)
     each checks the registry every serve.poll_seconds and swaps in a newly promoted version without
@@ -94,7 +103,11 @@ def serve(
     that sends an X-Request-Key header always reaches the same version. It stops answering once it is
     promoted or rejected. A shadow scores the champion's requests after they are answered, and logs its
     predictions beside the champion's. Every answer names its model_version, arm and request_id; compare
-    the arms with `cvops models compare-live`.
+    the arms with `cvops models compare-live`. POST /feedback {"request_id": ..., "label": ...} records an
+    answer's true label (live accuracy in `cvops run monitoring`).
+
+    Capture (serve.capture, off by default) keeps the raw images of a random share of the answers and of
+    every answer under a confidence, in serve.capture.store, for `cvops labels queue`.
 
     \b
     Examples:
@@ -102,6 +115,7 @@ def serve(
       cvops serve --version 3 --port 3001 --workers 4
       cvops serve --canary challenger --canary-fraction 0.05
       cvops serve --shadow challenger --shadow-fraction 0.5
+      cvops serve -S serve.capture.fraction=0.05 -S serve.capture.below_confidence=0.6
       curl -F image=@cell.png http://127.0.0.1:3000/classify
       curl --data-binary @cell.png -H 'Content-Type: image/png' http://127.0.0.1:3000/classify
     """
@@ -109,7 +123,7 @@ def serve(
     from cvops.serving.rollout import check_canary
 
     checkout = project()
-    overrides = [f"serve.{key}={value}" for key, value in (("workers", workers),
+    overrides = [*settings] + [f"serve.{key}={value}" for key, value in (("workers", workers),
         ("canary.version", canary), ("canary.fraction", canary_fraction), ("shadow.version", shadow),
         ("shadow.fraction", shadow_fraction)) if value is not None]  # fmt: skip
     params = checkout.params(overrides)
@@ -127,6 +141,10 @@ def serve(
     port = port or params.serve.port
     click.echo(f"serving {served.model_name} version {served.version} ({selector}) on http://{host}:{port} "
                "(Ctrl-C stops it)")  # fmt: skip
+    if (capture := params.serve.capture).enabled:
+        unsure = f" and every one under confidence {capture.below_confidence}" if capture.below_confidence else ""
+        arms.append(f"  capture: {capture.fraction:.0%} of the images{unsure}, into "
+                    f"{checkout.capture_store(params.serve)} (kept {capture.retention_days:g} days)")  # fmt: skip
     for line in arms:
         click.echo(line)
     command = [sys.executable, "-m", "bentoml", "serve", "cvops.serving.service:Classifier", "--host", host,

@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel
 
-from cvops.config import PrepareParams, Project
+from cvops.config import HOLDOUT, PrepareParams, Project
 from cvops.console import progress
 from cvops.data.manifest import MANIFEST, load_manifest, read_manifest
 from cvops.data.preprocess import resize_image
@@ -38,10 +38,14 @@ class DatasetRef(BaseModel):
         return len(self.class_names)
 
 
-def split_dataset(labels: pd.Series, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
+def split_dataset(
+    labels: pd.Series, val_fraction: float, test_fraction: float, seed: int, holdout_fraction: float = 0.0
+) -> pd.Series:
     """Assign each row to train/val/test, per class (so every class reaches every split), reproducibly.
 
-    Each class of n images gives round(n * fraction) images, at least one, to val and to test.
+    Each class of n images gives round(n * fraction) images, at least one, to val and to test, and
+    round(n * holdout_fraction) to no split (`holdout`) out of what train would get: val and test are the
+    same with a holdout as without.
     """
     counts = labels.value_counts()
     if len(counts) < 2:
@@ -59,6 +63,8 @@ def split_dataset(labels: pd.Series, val_fraction: float, test_fraction: float, 
         n_val = max(1, round(len(rows) * val_fraction))
         split.loc[rows[:n_test]] = "test"
         split.loc[rows[n_test : n_test + n_val]] = "val"
+        n_holdout = max(0, min(round(len(rows) * holdout_fraction), len(rows) - n_test - n_val - 1))  # train keeps one
+        split.loc[rows[n_test + n_val : n_test + n_val + n_holdout]] = HOLDOUT
     return split
 
 
@@ -82,7 +88,8 @@ def prepare_dataset(
     if not (validated_dir / MANIFEST).is_file():
         raise NotInitializedError(f"no validated dataset in {validated_dir}: run `cvops data validate` first")
     manifest = read_manifest(validated_dir)
-    manifest["split"] = split_dataset(manifest["label"], params.val_fraction, params.test_fraction, seed)
+    manifest["split"] = split_dataset(manifest["label"], params.val_fraction, params.test_fraction, seed,
+                                      params.holdout_fraction)  # fmt: skip
     check_split(manifest)
     size = params.image_size
     images = np.empty((len(manifest), size, size, 3), dtype=np.uint8)

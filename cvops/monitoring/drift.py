@@ -21,8 +21,10 @@ from pydantic import BaseModel
 
 from cvops.artifacts import reference_dir, resolve
 from cvops.config import MonitorParams
+from cvops.monitoring.quality import LiveQuality, live_quality
 from cvops.monitoring.reference import EMBEDDING_PREFIX, PREDICTION, STATISTICS, load_reference
 from cvops.registry import CHAMPION, ModelRegistry
+from cvops.reports import metric_name
 
 Status = Literal["drift", "no_drift", "not_enough_data"]
 Group = Literal["statistics", "embedding", "prediction"]
@@ -50,6 +52,16 @@ class DriftVerdict(BaseModel):
     notes: list[str] = []
     report_dir: str | None = None
     champion_approved: bool = True  # False: the champion was set outside cvops, with no approval record
+    quality: LiveQuality | None = None  # live accuracy on the window's answers with a true label
+
+    @property
+    def degraded(self) -> bool:
+        return self.quality is not None and self.quality.status == "low"
+
+    @property
+    def alarm(self) -> bool:
+        """Drift, or live accuracy below the test accuracy: either opens an episode and may retrain."""
+        return self.status == "drift" or self.degraded
 
     @property
     def drifted(self) -> list[ColumnDrift]:
@@ -57,6 +69,13 @@ class DriftVerdict(BaseModel):
 
     @property
     def reason(self) -> str:
+        if self.degraded:
+            assert self.quality is not None
+            return self.quality.reason + (f"; {self.drift_reason}" if self.status == "drift" else "")
+        return self.drift_reason
+
+    @property
+    def drift_reason(self) -> str:
         if self.status == "not_enough_data":
             return self.notes[0] if self.notes else "not enough data"
         if self.status == "no_drift":
@@ -191,12 +210,16 @@ def check_champion(
     reference, projection = load_reference(reference_dir(served, cache_dir))
     out_dir = reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     verdict = detect_drift(reference, projection.fingerprint, window, served.version, params, out_dir)
-    if registry.outside_cvops(registry.get(served.version)):  # its alias was moved in the MLflow UI or API
-        verdict.champion_approved = False
-        _write_verdict(verdict, out_dir)
+    info = registry.get(served.version)
+    tested = info.tags.get("accuracy")
+    verdict.quality = live_quality(window, served.version, float(tested) if tested else None, params)
+    verdict.champion_approved = not registry.outside_cvops(info)  # False: its alias was moved in the MLflow UI or API
+    _write_verdict(verdict, out_dir)
     mlflow.set_tags({"pipeline": "monitoring", "drift": verdict.status, "model_version": served.version,
+                     "live_quality": verdict.quality.status,
                      "champion_approved": str(verdict.champion_approved).lower()})  # fmt: skip
     mlflow.log_metrics({"window_rows": verdict.rows, "drifted_columns": len(verdict.drifted)})
-    mlflow.log_metrics({f"p_{c.column}": c.p_value for c in verdict.columns})
+    live = {metric_name(name): value for name, value in verdict.quality.metrics().items()}
+    mlflow.log_metrics({f"p_{c.column}": c.p_value for c in verdict.columns} | live)
     mlflow.log_artifacts(str(out_dir), artifact_path="drift")
     return verdict

@@ -1,9 +1,10 @@
 """From drift verdicts to retraining: drift episodes, the cooldown, the audit trail, alerts, run locks.
 
-An episode opens at the first drift verdict and closes at the next no-drift verdict; "not enough data"
-changes nothing. An episode triggers at most one retraining, and no retraining starts within
-`cooldown` of the previous one: an episode that opens during the cooldown triggers once it is over,
-if the drift is still there. Every decision on a drift verdict is appended to the audit file.
+An episode opens at the first alarm (drift, or live accuracy below the test accuracy: `DriftVerdict.alarm`)
+and closes at the next verdict of no drift and no low accuracy; "not enough data" changes nothing.
+An episode triggers at most one retraining, and no retraining starts within `cooldown` of the previous one:
+an episode that opens during the cooldown triggers once it is over, if the alarm is still there. Every
+decision on an alarm is appended to the audit file.
 """
 
 import json
@@ -74,10 +75,10 @@ class Episodes:
     def observe(self, verdict: DriftVerdict, now: datetime, cooldown: timedelta, retrain: bool) -> TriggerRecord | None:
         """Update the episode state with a verdict; for a drift verdict, the decision (not yet recorded)."""
         state = self.state()
-        if verdict.status == "no_drift" and state.open is not None:
+        if verdict.status == "no_drift" and not verdict.alarm and state.open is not None:
             log.info("drift episode %s closed", state.open.key)
             self._save(state.model_copy(update={"open": None}))
-        if verdict.status != "drift":
+        if not verdict.alarm:
             return None
         episode, opened = state.open, state.open is None
         if episode is None:

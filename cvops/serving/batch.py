@@ -16,12 +16,13 @@ from cvops.artifacts import resolve
 from cvops.config import DistributedParams, ServeParams
 from cvops.console import progress
 from cvops.errors import ConfigError, DataError, ServiceUnavailable
+from cvops.feedback import new_request_id
 from cvops.inference_log import InferenceLog, LogTarget
 from cvops.registry import ModelRegistry
 from cvops.reports import metric_name
 from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decode_image
 
-PREDICTION_COLUMNS = ("path", "label", "score", "model_version", "error")  # a predictions file's, in order
+PREDICTION_COLUMNS = ("path", "request_id", "label", "score", "model_version", "error")  # a predictions file's
 
 
 S3 = "s3://"
@@ -81,8 +82,9 @@ def _reading(location: str) -> Iterator[None]:
 
 
 def score_files(predictor: Predictor, files: Iterable[tuple[str, str]], max_pixels: int) -> list[dict[str, Any]]:
-    """One row per (name, path) of `list_inputs`: the inference-log row of its prediction, or why it was not
-    scored (not an image, or not readable here); the readable images go through the model in one call."""
+    """One row per (name, path) of `list_inputs`: the inference-log row of its prediction, with a request id
+    for its feedback (`cvops feedback import`), or why it was not scored (not an image, or not readable here);
+    the readable images go through the model in one call."""
     rows: list[dict[str, Any]] = []
     decoded: list[tuple[str, DecodedImage]] = []
     for name, path in files:
@@ -96,7 +98,7 @@ def score_files(predictor: Predictor, files: Iterable[tuple[str, str]], max_pixe
     if decoded:
         probabilities, embeddings = predictor.predict(np.stack([image.pixels for _, image in decoded]))
         for (name, image), p, e in zip(decoded, probabilities, embeddings, strict=True):
-            rows.append({"path": name, **predictor.log_row(image, p, e)})
+            rows.append({"path": name, "request_id": new_request_id(), **predictor.log_row(image, p, e)})
     return rows
 
 

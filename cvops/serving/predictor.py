@@ -39,6 +39,7 @@ class DecodedImage:
     width: int
     height: int
     features: dict[str, float]
+    format: str = "PNG"  # the file's, as PIL names it
 
 
 def decode_image(data: bytes, size: int, max_pixels: int) -> DecodedImage:
@@ -60,7 +61,7 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> DecodedImage:
                     raise RequestError(
                         413, f"image of {image.width}x{image.height} pixels is over the limit of {max_pixels} pixels"
                     )
-                width, height = oriented_size(image)
+                width, height, image_format = *oriented_size(image), image.format
                 pixels = resize_image(image, size)  # decodes fully: a truncated file fails here
     except RequestError:
         raise
@@ -70,7 +71,7 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> DecodedImage:
         raise RequestError(400, f"not a readable image ({type(err).__name__}): {SEND}") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise RequestError(400, f"corrupt image: {str(err)[:120]}") from err
-    return DecodedImage(pixels=pixels, width=width, height=height, features=image_features(pixels))
+    return DecodedImage(pixels, width, height, image_features(pixels), image_format)
 
 
 Outputs = tuple[np.ndarray, ...]  # arrays with one row per image

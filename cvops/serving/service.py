@@ -27,7 +27,7 @@ import random
 import threading
 import time
 import typing as t
-import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,10 @@ import bentoml
 import numpy as np
 import prometheus_client as prom
 
+from cvops.capture import CAPTURE, CaptureStore
 from cvops.config import SERVE_OVERRIDES_ENV, Project
+from cvops.errors import FeedbackError
+from cvops.feedback import UnknownRequest, check_request_id, give_feedback, new_request_id
 from cvops.inference_log import InferenceLog
 from cvops.projection import PROJECTION_FILE
 from cvops.serving.predictor import MODEL_FILE, DecodedImage, Predictor, RequestError, decode_image
@@ -48,6 +51,8 @@ PARAMS = PROJECT.params(json.loads(os.environ.get(SERVE_OVERRIDES_ENV) or "[]"))
 SETTINGS = PARAMS.serve
 OPEN_PATHS = {"/healthz", "/livez", "/readyz", "/metrics"}
 FILE_FIELDS = {"/classify": "image", "/classify_batch": "images"}
+FEEDBACK = "/feedback"
+ANSWERED = {*FILE_FIELDS, FEEDBACK}  # the paths RequestGuard answers itself
 RAW_TYPES = ("image/", "application/octet-stream")  # a body that is the image file itself
 
 REQUESTS = prom.Counter("cvops_requests", "Requests by endpoint, HTTP status and arm", ["endpoint", "status", "arm"])
@@ -81,7 +86,7 @@ async def _json_error(send: t.Any, status: int, message: str) -> None:
 
 class RequestGuard:
     """ASGI middleware, inside BentoML's metrics, tracing and timeout middleware: the API token (401) on every
-    path but the probes and /metrics, and the whole of POST /classify and /classify_batch. Their body is read
+    path but the probes and /metrics, and the whole of POST /classify, /classify_batch and /feedback. A body is read
     once (413 past serve.max_request_bytes), parsed once by its content type (a raw image, JSON, multipart;
     415 for anything else) and handed to the service: BentoML's own parsing would parse multipart twice, write
     every upload to a temporary file, and answer a malformed body with a 500."""
@@ -97,7 +102,7 @@ class RequestGuard:
             given = headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return await _json_error(send, 401, "missing or wrong API token: send 'Authorization: Bearer <token>'")
-        if scope["method"] != "POST" or scope["path"] not in FILE_FIELDS:
+        if scope["method"] != "POST" or scope["path"] not in ANSWERED:
             return await self.app(scope, receive, send)
         too_big = f"request body over {self.max_bytes} bytes (serve.max_request_bytes)"
         declared = headers.get(b"content-length", b"")
@@ -114,6 +119,9 @@ class RequestGuard:
                 return await _json_error(send, 413, too_big)
             if not message.get("more_body"):
                 break
+        service = bentoml.get_current_service()
+        if scope["path"] == FEEDBACK:
+            return await _respond(send, *await service.record_feedback(b"".join(chunks)))
         endpoint = scope["path"].lstrip("/")
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
         try:
@@ -121,7 +129,7 @@ class RequestGuard:
         except RequestError as err:
             images = err
         key = headers.get(KEY_HEADER.encode(), b"").decode("latin-1") or None
-        status, body, request_id = await bentoml.get_current_service().answer(endpoint, images, key)
+        status, body, request_id = await service.answer(endpoint, images, key)
         await _respond(send, status, body, request_id)
 
 
@@ -239,6 +247,7 @@ class Classifier:
             for arm in self.arms:
                 self._refresh(arm)
         self.inference_log = InferenceLog(PROJECT.inference_log(SETTINGS))
+        self.captures = CaptureStore(PROJECT.capture_store(SETTINGS)) if SETTINGS.capture.enabled else None
         if not self.packaged and any(arm.name == CANARY or not arm.selector.isdigit() for arm in self.arms):
             threading.Thread(target=self._follow, name="follow-registry", daemon=True).start()
 
@@ -308,7 +317,7 @@ class Classifier:
     ) -> tuple[int, dict[str, t.Any], str]:
         """Answer a request for `images` (or the error its body had): (HTTP status, JSON body, request id)."""
         start = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         arm = self._route(key)
         predictor = arm.predictor  # this request finishes on this model, even if a swap happens meanwhile
         assert predictor is not None  # the champion always has one; a canary without one is never routed to
@@ -330,23 +339,69 @@ class Classifier:
         except Exception as err:  # the model failed: the client learns which version, the log why
             log.exception("version %s (%s) failed", predictor.version, arm.name)
             status, body = 500, {"error": f"model version {predictor.version} failed: {type(err).__name__}"}
+        if rows and self.captures is not None:
+            await self._capture(images, decoded, rows)  # type: ignore[arg-type]  # rows: the images were read
         seconds = time.perf_counter() - start
         REQUESTS.labels(endpoint=endpoint, status=str(status), arm=arm.name).inc()
         LATENCY.labels(endpoint=endpoint, arm=arm.name).observe(seconds)
-        self._log(endpoint, arm, predictor, rows or [{"request_id": request_id}], status, seconds)
+        # in the log before the answer goes out: feedback sent on receiving it always finds its request
+        await asyncio.wrap_future(self._log(endpoint, arm, predictor, rows or [{"request_id": request_id}], status,
+                                            seconds))  # fmt: skip
         if status == 200 and arm is self.champion and not isinstance(images, RequestError):
             self._score_in_shadow(endpoint, images, decoded, [row["request_id"] for row in rows])
         return status, body, request_id
 
+    async def _capture(self, raw: list[bytes], decoded: list[DecodedImage], rows: list[dict[str, t.Any]]) -> None:
+        """Keep the images serve.capture selects (a random share, and the unsure ones), and name each one's key
+        in its log row; an image that could not be stored is logged, and its row names no capture."""
+        store = self.captures
+        assert store is not None
+        chosen = [i for i, row in enumerate(rows) if SETTINGS.capture.wants(row["score"], self.rng.random())]
+        keys = [store.key(rows[i]["request_id"], decoded[i].format) for i in chosen]
+        writes = (asyncio.to_thread(store.put, key, raw[i]) for i, key in zip(chosen, keys, strict=True))
+        stored = await asyncio.gather(*writes, return_exceptions=True)
+        for i, key, outcome in zip(chosen, keys, stored, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("could not capture request %s to %s: %s", rows[i]["request_id"], store.location, outcome)
+            else:
+                rows[i][CAPTURE] = key
+
     def _log(self, endpoint: str, arm: Arm, predictor: Predictor, rows: list[dict[str, t.Any]], status: int,
-             seconds: float) -> None:  # fmt: skip
-        """One inference-log row per image (one per request when it failed), naming the arm and version."""
+             seconds: float) -> "Future[None]":  # fmt: skip
+        """One inference-log row per image (one per request when it failed), naming the arm and version; the
+        future is done once they are written."""
         stamp = {"endpoint": endpoint, "arm": arm.name, "model_version": predictor.version, "status": status,
                  "latency_ms": round(seconds * 1000, 3)}  # fmt: skip
         for row in rows:
             if "label" in row:
                 PREDICTIONS.labels(label=row["label"], model_version=predictor.version, arm=arm.name).inc()
-        self.inference_log.append({**stamp, **row} for row in rows)
+        return self.inference_log.append({**stamp, **row} for row in rows)
+
+    async def record_feedback(self, body: bytes) -> tuple[int, dict[str, t.Any]]:
+        """POST /feedback {"request_id": ..., "label": ...}: record the true label of an answer (a repeat
+        replaces it). 404 for an id no answer has, 400 for a label the model does not know."""
+        try:
+            payload = json.loads(body) if body.strip() else None
+        except (ValueError, UnicodeDecodeError) as err:
+            return 400, {"error": f"not valid JSON: {str(err)[:120]}"}
+        if not isinstance(payload, dict) or not {"request_id", "label"} <= set(payload):
+            return 400, {
+                "error": 'send a JSON object {"request_id": "<the answer\'s request_id>", "label": "<a class>"}'
+            }
+        if unknown := sorted(set(payload) - {"request_id", "label"}):
+            return 400, {"error": f"unknown field '{unknown[0]}': send request_id and label"}
+        predictor = self.champion.predictor
+        assert predictor is not None
+        request_id, label = payload["request_id"], payload["label"]
+        try:
+            check_request_id(request_id)
+            await asyncio.to_thread(give_feedback, PROJECT.inference_log(SETTINGS), {request_id: label},
+                                    predictor.preprocessing.class_names, "api")  # fmt: skip
+        except UnknownRequest as err:
+            return 404, {"error": str(err)}
+        except FeedbackError as err:
+            return 400, {"error": str(err)}
+        return 200, {"request_id": request_id, "label": label, "recorded": True}
 
     def _score_in_shadow(self, endpoint: str, raw: list[bytes], decoded: list[DecodedImage], ids: list[str]) -> None:
         """Score the champion's request with the shadow (its share of them) off the response path; past a
@@ -411,6 +466,14 @@ class Classifier:
         """Several images: repeated multipart file field `images`, or JSON {"images_base64": [...]}."""
         files = [path.read_bytes() for path in images or []] + [_b64(text) for text in images_base64 or []]
         return await self._typed(ctx, "classify_batch", files)
+
+    @bentoml.api
+    async def feedback(self, ctx: bentoml.Context, request_id: str, label: str) -> dict[str, t.Any]:
+        """The true label of an answer: {"request_id": "<the answer's request_id>", "label": "<a class>"}. An
+        unknown request_id is 404, an unknown label 400; sending it again replaces the label."""
+        status, body = await self.record_feedback(json.dumps({"request_id": request_id, "label": label}).encode())
+        ctx.response.status_code = status
+        return body
 
     async def _typed(self, ctx: bentoml.Context, endpoint: str, images: list[bytes]) -> dict[str, t.Any]:
         problem = not images or (endpoint == "classify" and len(images) > 1)

@@ -25,6 +25,7 @@ from PIL import Image
 from scipy.stats import binomtest
 
 from cvops.artifacts import resolve
+from cvops.capture import CaptureStore
 from cvops.config import Project
 from cvops.data.manifest import import_source
 from cvops.data.prepare import load_split, prepare_dataset
@@ -33,6 +34,7 @@ from cvops.data.sources import digits_source
 from cvops.data.validation import validate_dataset
 from cvops.evaluation import evaluate
 from cvops.evidence import log_evaluation, log_gate_decision, log_quantization, quantization_tags
+from cvops.feedback import FeedbackStore
 from cvops.gate import decide
 from cvops.inference_log import read_inference_log
 from cvops.onnx_model import predict_logits, read_preprocessing, session
@@ -249,6 +251,74 @@ def test_every_prediction_lands_in_the_inference_log(server, served_project) -> 
     assert (row["width"], row["height"]) == (8, 8)
 
 
+def test_feedback_records_true_labels_and_capture_keeps_the_images_it_selects(served_project, tmp_path) -> None:
+    """Capture on (a third of the images, and every one under 0.5 confidence): `cvops traffic` with 25% feedback
+    and a truth file, feedback sent the moment each answer arrives, the refusals of POST /feedback and of
+    `cvops feedback import`, and the captured bytes against the sent ones."""
+    project, _ = served_project
+    log_dir = project.root / project.params().serve.inference_log
+    store = CaptureStore(project.capture_store(project.params().serve))
+    since = datetime.now(UTC)
+    started = Server(project.root, "-S", "serve.capture.fraction=0.34", "-S", "serve.capture.below_confidence=0.5")
+    try:
+        url = f"http://127.0.0.1:{started.port}"
+        truth = tmp_path / "truth.csv"
+        sent = cvops(project.root, "traffic", "--n", "40", "--feedback", "0.25", "--truth-out", str(truth), "--url",
+                     url)  # fmt: skip
+        assert sent.returncode == 0 and "feedback 10 x 200" in sent.stdout, sent.stdout + sent.stderr[-2000:]
+        truths = pd.read_csv(truth, dtype=str)
+        assert list(truths.columns) == ["request_id", "label"] and len(truths) == 40 and truths["request_id"].is_unique
+        labels = FeedbackStore(log_dir).labels()
+        assert len(labels) == 10 and all(truths.set_index("request_id").loc[i, "label"] == row["label"]
+                                         for i, row in labels.items())  # fmt: skip
+
+        ref = registry_ref(project)
+        images, classes, _ = load_split(ref, "test")
+        names = [ref.class_names[c] for c in classes]
+        files = [png(image) for image in images[:30]]
+        for i, data in enumerate(files):  # feedback as soon as the answer is in: never an unknown id
+            status, answer = started.request("/classify", data, {"Content-Type": "image/png"})
+            assert status == 200
+            assert started.post_json("/feedback", {"request_id": answer["request_id"], "label": names[i]}) == (
+                200,
+                {"request_id": answer["request_id"], "label": names[i], "recorded": True},
+            )
+        rows = read_inference_log(log_dir, since=since, answers=True)
+        captured = rows[rows["capture"].notna()]
+        assert (rows.loc[rows["score"] < 0.5, "capture"].notna()).all()  # every unsure answer
+        sure = rows[rows["score"] >= 0.5]  # of the others, a random third
+        assert binomtest(int(sure["capture"].notna().sum()), len(sure), 0.34).pvalue > 1e-3, len(captured)
+        direct = rows.tail(30).reset_index(drop=True)
+        for i in direct.index[direct["capture"].notna()]:
+            assert store.read(direct.loc[i, "capture"]) == files[i]  # the very bytes the client sent
+            assert direct.loc[i, "capture"].endswith(f"/{direct.loc[i, 'request_id']}.png")
+
+        known = direct.loc[0, "request_id"]
+        for payload, status, words in [
+            ({"request_id": "0" * 32, "label": "1"}, 404, "unknown request_id"),
+            ({"request_id": "not-an-id", "label": "1"}, 404, "unknown request_id"),
+            ({"request_id": known, "label": "cat"}, 400, "unknown label 'cat'"),
+            ({"request_id": known}, 400, "send a JSON object"),
+            ({"request_id": known, "label": "1", "note": "x"}, 400, "unknown field 'note'"),
+            ([known, "1"], 400, "send a JSON object"),
+        ]:
+            got, body = started.post_json("/feedback", payload)
+            assert got == status and words in body["error"], (payload, body)
+        assert started.request("/feedback", b"{", {"Content-Type": "application/json"})[0] == 400
+        assert started.post_json("/feedback", {"request_id": known, "label": "9"})[0] == 200  # a correction
+        assert FeedbackStore(log_dir).labels()[known]["label"] == "9"
+
+        bad = tmp_path / "bad.csv"
+        bad.write_text(f"request_id,label\n{known},1\n{'0' * 32},2\n")
+        before = FeedbackStore(log_dir).labels()
+        assert_one_line_error(cvops(project.root, "feedback", "import", str(bad)), 14, "unknown request_id")
+        assert FeedbackStore(log_dir).labels() == before  # nothing of the refused file
+        imported = cvops(project.root, "feedback", "import", str(truth))
+        assert imported.returncode == 0 and "recorded 40 true labels" in imported.stdout, imported.stderr
+    finally:
+        started.stop()
+
+
 def test_token_required_when_set(served_project) -> None:
     project, _ = served_project
     guarded = Server(project.root, token="s3cret")
@@ -258,6 +328,7 @@ def test_token_required_when_set(served_project) -> None:
         status, body = guarded.post_json("/classify", good, token="wrong")
         assert status == 401 and "token" in body["error"]
         assert guarded.post_json("/classify", good, token="s3cret")[0] == 200
+        assert guarded.post_json("/feedback", {"request_id": "0" * 32, "label": "1"})[0] == 401
         assert guarded.get("/healthz")[0] == 200  # probes stay open for the orchestrator
     finally:
         guarded.stop()
@@ -302,11 +373,16 @@ def test_batch_inference_scores_a_folder_with_the_champion(served_project, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert "scored 3 of 4 files" in result.stdout
     frame = pd.read_parquet(output)
-    assert list(frame.columns) == ["path", "label", "score", "model_version", "error"]
+    assert list(frame.columns) == ["path", "request_id", "label", "score", "model_version", "error"]
     assert set(frame["model_version"]) == {registry.alias("champion").version}
     assert frame.set_index("path").loc["notes.txt", "error"].startswith("not a readable image")
     assert frame["label"].notna().sum() == 3
+    logged = read_inference_log(log_dir).tail(3)
     assert len(read_inference_log(log_dir)) == before + 3
+    assert set(logged["request_id"]) == set(frame["request_id"].dropna())
+    labels = tmp_path / "labels.csv"  # the true labels of batch predictions come back by request id too
+    frame.dropna(subset=["request_id"]).assign(label="3")[["request_id", "label"]].to_csv(labels, index=False)
+    assert cvops(project.root, "feedback", "import", str(labels)).returncode == 0
     assert_one_line_error(cvops(project.root, "run", "batch-inference", "--input", str(tmp_path / "nope")), 3, "nope")
     assert_one_line_error(cvops(project.root, "run", "batch-inference", "--input", "gs://b/x"), 2, "s3://")
 

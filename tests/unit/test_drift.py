@@ -14,6 +14,7 @@ from cvops.errors import AlreadyRunningError
 from cvops.features import image_features
 from cvops.inference_log import InferenceLog, read_inference_log
 from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerdict, detect_drift, window_table
+from cvops.monitoring.quality import LiveQuality
 from cvops.monitoring.reference import STATISTICS, embedding_columns
 from cvops.monitoring.shifts import SHIFTS, apply_shift
 from cvops.monitoring.trigger import Episodes, pipeline_lock, send_alert
@@ -165,6 +166,21 @@ def test_one_drift_episode_triggers_one_retraining(episodes: Episodes) -> None:
     # ... and triggers once the cooldown is over, if the drift is still there
     after = episodes.observe(verdict("drift"), T0 + timedelta(hours=25), cooldown, retrain=True)
     assert after is not None and after.action == "retrain" and after.episode == during.episode
+
+
+def test_live_accuracy_below_the_test_accuracy_opens_an_episode_like_drift(tmp_path: Path) -> None:
+    episodes, cooldown = Episodes(tmp_path), timedelta(hours=24)
+    quality = LiveQuality(status="low", model_version="3", labelled=100, test_accuracy=0.95, max_drop=0.05,
+                          accuracy=0.6, low=0.5, high=0.69)  # fmt: skip
+    degraded = verdict("no_drift").model_copy(update={"quality": quality})
+    decision = episodes.observe(degraded, T0, cooldown, retrain=True)
+    assert decision is not None and decision.action == "retrain" and decision.opened
+    assert decision.reason.startswith("live accuracy 0.600 [0.500, 0.690] on 100 labelled requests, below")
+    assert episodes.state().open is not None  # no drift, but still low: the episode stays open
+    unknown = quality.model_copy(update={"status": "not_enough_feedback"})
+    assert episodes.observe(verdict("no_drift").model_copy(update={"quality": unknown}), T0 + timedelta(hours=1),
+                            cooldown, retrain=True) is None  # fmt: skip
+    assert episodes.state().open is None  # no drift and no low accuracy found: closed
 
 
 def test_a_failed_retraining_frees_its_episode_after_the_cooldown(episodes: Episodes) -> None:
