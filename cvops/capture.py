@@ -29,6 +29,12 @@ class CaptureStore:
         self.fs.pipe_file(f"{path}.partial", data)
         self.fs.mv(f"{path}.partial", path)
 
+    def keep(self, request_id: str, image_format: str, data: bytes) -> str:
+        """Store a request's image; its key."""
+        key = self.key(request_id, image_format)
+        self.put(key, data)
+        return key
+
     def read(self, key: str) -> bytes:
         return bytes(self.fs.cat_file(f"{self.root}/{key}"))
 

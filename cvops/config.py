@@ -148,6 +148,9 @@ class GateParams(Section):
     max_model_size_mb: float = Field(50.0, gt=0.0)
     max_latency_ms: float = Field(100.0, gt=0.0)
     min_invariance: InvarianceParams = InvarianceParams()
+    # the challenger's accuracy on the `recent` slice (labelled production test images) minus the champion's,
+    # at least this (null: not checked)
+    min_recent_gain: float | None = Field(None, ge=-1.0, le=1.0)
 
 
 class CanaryParams(Section):
@@ -427,6 +430,11 @@ class Project:
     @property
     def validated_dir(self) -> Path:
         return self.data_dir / "validated"
+
+    @property
+    def production_dir(self) -> Path:
+        """Labelled production images (`cvops labels import`): a dependency of DVC's import stage."""
+        return self.data_dir / "production"
 
     @property
     def prepared_dir(self) -> Path:

@@ -17,6 +17,7 @@ from cvops.config import EvaluateParams, MeasureParams
 from cvops.data.augment import ImageDataset
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import resize_image
+from cvops.data.production import PRODUCTION, RECENT, is_production
 from cvops.models import normalization
 from cvops.registry import CHAMPION, ModelRegistry
 from cvops.reports import ChampionComparison, Evaluation, Footprint, SliceMetrics
@@ -127,13 +128,16 @@ def slice_metrics(
     slice_by: list[str],
     brightness_slices: int,
 ) -> list[SliceMetrics]:
-    """Accuracy and macro-F1 per value of each metadata column in `slice_by` present in the manifest,
-    and per brightness quantile of the images (tertiles: dark / mid / bright)."""
+    """Accuracy and macro-F1 per value of each metadata column in `slice_by` present in the manifest, on the
+    labelled production images (`recent`), and per brightness quantile of the images (tertiles: dark / mid /
+    bright)."""
     attributes = {
         column: manifest[column].fillna("unknown").astype(str).to_numpy()
         for column in slice_by
         if column in manifest.columns
     }
+    if (recent := is_production(manifest)).any():  # the `recent` slice: labelled production images
+        attributes[RECENT] = np.where(recent, PRODUCTION, "")
     if brightness_slices >= 2:
         level = brightness(images)
         edges = np.quantile(level, np.linspace(0, 1, brightness_slices + 1)[1:-1])
@@ -141,7 +145,7 @@ def slice_metrics(
         attributes["brightness"] = np.array(names)[np.searchsorted(edges, level, side="right")]
     slices = []
     for attribute, values in attributes.items():
-        for value in sorted(set(values)):
+        for value in sorted(set(values) - {""}):
             members = values == value
             y_true, y_pred = labels[members], predicted[members]
             slices.append(
@@ -191,6 +195,7 @@ def compare_with_champion(
     images: np.ndarray,
     labels: np.ndarray,
     predicted: np.ndarray,
+    manifest: pd.DataFrame,
     device: torch.device,
     *,
     seed: int,
@@ -211,6 +216,11 @@ def compare_with_champion(
     mean, std = normalization(champion.model)
     proba = predict_proba(champion.model, ImageDataset(images, labels, mean, std), device)
     theirs = proba.argmax(axis=1)
+    recent = {}
+    if (in_recent := is_production(manifest)).any():  # production images: the loop's own evidence
+        recent = {"recent_n": int(in_recent.sum()),
+                  "candidate_recent_accuracy": float(np.mean(predicted[in_recent] == labels[in_recent])),
+                  "champion_recent_accuracy": float(np.mean(theirs[in_recent] == labels[in_recent]))}  # fmt: skip
     p_value, only_candidate, only_champion = mcnemar_exact(predicted == labels, theirs == labels)
     difference, low, high = paired_bootstrap_difference(predicted == labels, theirs == labels, seed, resamples)
     return ChampionComparison(
@@ -228,6 +238,7 @@ def compare_with_champion(
         mcnemar_p_value=p_value,
         only_candidate_correct=only_candidate,
         only_champion_correct=only_champion,
+        **recent,
     )
 
 
@@ -251,7 +262,7 @@ def evaluate(
     comparison = None
     if champion is not None:
         comparison = compare_with_champion(
-            champion, ref, images, labels, predicted, device, seed=seed, resamples=params.bootstrap_resamples
+            champion, ref, images, labels, predicted, manifest, device, seed=seed, resamples=params.bootstrap_resamples
         )
     png = plot_confusion_matrix(labels, predicted, ref.class_names, out_dir / "confusion_matrix.png")
     metrics = classification_metrics(labels, predicted, ref.class_names)

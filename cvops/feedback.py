@@ -147,9 +147,9 @@ class FeedbackStore:
         return {row["request_id"]: row for row in rows}
 
 
-def give_feedback(target: LogTarget, labels: dict[str, str], classes: list[str], source: str) -> int:
-    """Record `labels` (request id -> true label) after checking every one; FeedbackError, and nothing
-    recorded, when an id names no answer in the log or a label is not one of `classes`."""
+def check_labels(target: LogTarget, labels: dict[str, str], classes: list[str]) -> dict[str, dict[str, Any]]:
+    """The log row of each labelled request; FeedbackError when a label is not one of `classes`, UnknownRequest
+    when an id names no answer in the log."""
     for request_id, label in labels.items():
         check_request_id(request_id)
         if label not in classes:
@@ -157,9 +157,14 @@ def give_feedback(target: LogTarget, labels: dict[str, str], classes: list[str],
     found = find_requests(target, list(labels))
     if missing := [request_id for request_id in labels if request_id not in found]:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise UnknownRequest(
-            f"unknown request_id {', '.join(missing[:3])}{more}: no answer in the inference log has it"
-        )
+        raise UnknownRequest(f"unknown request_id {', '.join(missing[:3])}{more}: no answer in the inference log "
+                             "has it")  # fmt: skip
+    return found
+
+
+def give_feedback(target: LogTarget, labels: dict[str, str], classes: list[str], source: str) -> int:
+    """Record `labels` (request id -> true label) after checking every one (`check_labels`): all or nothing."""
+    found = check_labels(target, labels, classes)
     FeedbackStore(target).record(
         [{"request_id": request_id, "label": label, "source": source,
           "model_version": found[request_id].get("model_version"), "arm": found[request_id].get("arm")}

@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, computed_field
 
 from cvops.config import GateParams
-from cvops.reports import Evaluation, QuantizationReport
+from cvops.reports import ChampionComparison, Evaluation, QuantizationReport
 
 Verdict = Literal["pass", "fail", "skip"]
 
@@ -56,6 +56,18 @@ def _check(name: str, value: float | None, rule: Literal[">=", "<="], threshold:
     return GateCheck(name=name, value=value, rule=rule, threshold=threshold, verdict=verdict, note=note)
 
 
+def _recent_gain(champion: ChampionComparison | None, floor: float) -> GateCheck:
+    """gate.min_recent_gain: beat the champion on the labelled production test images (`recent`)."""
+    name = "recent accuracy - champion"
+    if champion is None or not champion.comparable or not champion.recent_n:
+        note = "no champion" if champion is None else champion.note or "no production images in the test split"
+        return _check(name, None, ">=", floor, note)
+    assert champion.candidate_recent_accuracy is not None and champion.champion_recent_accuracy is not None
+    gain = champion.candidate_recent_accuracy - champion.champion_recent_accuracy
+    return _check(f"recent accuracy - champion v{champion.champion_version}", gain, ">=", floor,
+                  f"n={champion.recent_n}")  # fmt: skip
+
+
 def decide(evaluation: Evaluation, params: GateParams, quantization: QuantizationReport | None = None) -> GateDecision:
     """Absolute floors, non-inferiority to the champion, slice floors, behaviour, and the size, latency
     and accuracy of the artifact that ships (the torch model's when nothing was exported)."""
@@ -80,6 +92,8 @@ def decide(evaluation: Evaluation, params: GateParams, quantization: Quantizatio
                 -params.non_inferiority_margin, f"McNemar p={champion.mcnemar_p_value:.3g}",
             )
         )  # fmt: skip
+    if params.min_recent_gain is not None:
+        checks.append(_recent_gain(champion, params.min_recent_gain))
     for piece in evaluation.slices:
         name = f"slice {piece.attribute}={piece.value} accuracy"
         if piece.n >= params.min_slice_size:

@@ -26,6 +26,7 @@ class ModelCard(BaseModel):
     decision: GateDecision
     lineage: dict[str, str]
     quantization: QuantizationReport | None = None
+    growth: dict[str, dict[str, dict[str, int]]] = {}  # data version -> source -> class -> images (versions.py)
 
 
 def _cell(text: str) -> str:
@@ -78,6 +79,7 @@ def _data_and_metrics(card: ModelCard, confusion_png: str) -> list[str]:
             ["class", *dataset.counts],
             [[c, *(str(dataset.counts[s].get(c, 0)) for s in dataset.counts)] for c in dataset.class_names],
         ),
+        *_growth(card),
         "## Metrics (test split)",
         _table(
             ["metric", "value", "95% interval"],
@@ -90,6 +92,19 @@ def _data_and_metrics(card: ModelCard, confusion_png: str) -> list[str]:
         _table(["class", "precision", "recall", "F1", "support"], per_class),
         f"![confusion matrix]({confusion_png})",
     ]
+
+
+def _growth(card: ModelCard) -> list[str]:
+    """How the data grew: images per source and class of each data version, oldest first."""
+    if not card.growth:
+        return []
+    classes = card.dataset.class_names
+    rows = [[f"`{version[:8] or 'unversioned'}`", source, *(str(counts.get(c, 0)) for c in classes),
+             str(sum(counts.values()))]
+            for version, sources in card.growth.items() for source, counts in sources.items()]  # fmt: skip
+    return ["How the data grew (images in train, val and test per data version, source and class; production: "
+            "labelled production images, `cvops labels import`):",
+            _table(["data version", "source", *classes, "total"], rows)]  # fmt: skip
 
 
 def _slices_and_behaviour(evaluation: Evaluation) -> list[str]:

@@ -64,6 +64,9 @@ class ChampionComparison(BaseModel):
     mcnemar_p_value: float | None = None
     only_candidate_correct: int = 0
     only_champion_correct: int = 0
+    recent_n: int = 0  # test images from production (the `recent` slice), scored by both
+    candidate_recent_accuracy: float | None = None
+    champion_recent_accuracy: float | None = None
 
     def describe(self) -> str:
         """One sentence for reviewers: the paired difference, its interval and the McNemar test."""

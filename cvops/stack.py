@@ -108,7 +108,7 @@ def init_project(project: Project, params: Params, stack: StackKind = "local") -
 
     The team stack reads its servers from the environment; its credentials go to ZenML secrets, never to files.
     """
-    from cvops.data.versioning import configure_remote
+    from cvops.data.versioning import configure_remote, inbox_ready
     from cvops.tracking import use_project_store
 
     team = TeamServers.from_env() if stack == "team" else None
@@ -117,6 +117,7 @@ def init_project(project: Project, params: Params, stack: StackKind = "local") -
         directory.mkdir(parents=True, exist_ok=True)
     if _init_dvc(project):
         done.append("initialised DVC")
+    inbox_ready(project)
     remote = f"{team.s3_url}/dvc" if team else params.data.remote
     configure_remote(project, remote, "team" if team else "local", team.s3_endpoint if team else None)
     done.append(f"DVC remote: {remote} (`cvops data push` / `pull`)")

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from cvops.artifacts import resolve
-from cvops.config import HOLDOUT, Params, Project
+from cvops.capture import CAPTURE, CaptureStore
+from cvops.config import HOLDOUT, Params, Project, ServeParams
 from cvops.console import progress
 from cvops.data.prepare import DatasetRef, load_dataset_ref, load_split
 from cvops.errors import DataError, ServiceUnavailable
@@ -88,20 +89,24 @@ def send_feedback(url: str, labels: dict[str, str], token: str | None = None) ->
 
 
 def log_offline(
-    predictor: Predictor, images: Iterator[tuple[bytes, str]], n: int, log: InferenceLog, max_pixels: int
-) -> list[Sent]:
-    """Score the images in this process, exactly as the service does, and append them to the inference log."""
-    size = predictor.preprocessing.image_size
+    predictor: Predictor, images: Iterator[tuple[bytes, str]], n: int, log: InferenceLog, serve: ServeParams,
+    capture: CaptureStore | None = None, seed: int = 0,
+) -> list[Sent]:  # fmt: skip
+    """Score the images in this process, exactly as the service does (capture included, into `capture`), and
+    append them to the inference log."""
+    size, rng = predictor.preprocessing.image_size, np.random.default_rng(seed)
     sent: list[Sent] = []
     with progress(None, "traffic (offline)", total=n) as bar:
         while batch := list(itertools.islice(images, predictor.max_batch)):
-            decoded = [decode_image(data, size, max_pixels) for data, _ in batch]
+            decoded = [decode_image(data, size, serve.max_image_pixels) for data, _ in batch]
             probabilities, embeddings = predictor.predict(np.stack([image.pixels for image in decoded]))
             ids = [new_request_id() for _ in batch]
-            log.append(
-                {"endpoint": "traffic", "request_id": i, **predictor.log_row(image, p, e)}
-                for i, image, p, e in zip(ids, decoded, probabilities, embeddings, strict=True)
-            )
+            rows = [{"endpoint": "traffic", "request_id": i, **predictor.log_row(image, p, e)}
+                    for i, image, p, e in zip(ids, decoded, probabilities, embeddings, strict=True)]  # fmt: skip
+            for row, image, (data, _) in zip(rows, decoded, batch, strict=True):
+                if capture is not None and serve.capture.wants(row["score"], rng.random()):
+                    row[CAPTURE] = capture.keep(row["request_id"], image.format, data)
+            log.append(rows)
             sent += [(200, i, label) for i, (_, label) in zip(ids, batch, strict=True)]
             bar.update(len(batch))
     return sent
@@ -141,7 +146,8 @@ def send_traffic(
         served = resolve(ModelRegistry.of(project, params.registry.model_name), CHAMPION, project.onnx_cache)
         inference_log = InferenceLog(project.inference_log(params.serve))
         predictor = Predictor.of(served, params.serve.max_batch_images)
-        sent = log_offline(predictor, images, count, inference_log, params.serve.max_image_pixels)
+        store = CaptureStore(project.capture_store(params.serve)) if params.serve.capture.enabled else None
+        sent = log_offline(predictor, images, count, inference_log, params.serve, store, seed)
         inference_log.close()
         summary = f"{len(sent)} {shift} images scored by version {served.version} into the inference log"
     else:

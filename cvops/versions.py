@@ -3,6 +3,7 @@ reference, the gate, and the registration with its model card. Each piece is com
 active MLflow run, by the training pipeline's steps and, for a version registered earlier, by
 `cvops quantize --version` (`requantize`)."""
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from cvops.quantization import quantize
 from cvops.registry import MODEL_CARD_TAG, ModelRegistry
 from cvops.reports import Evaluation, QuantizationReport
 from cvops.tracking import TrainedModel, load_trained_model, scratch_dir
+
+DATA_COUNTS_TAG = "data_counts"  # a version's images per source and class (JSON): the model card's data growth
 
 MODEL_CARD_DIR = "model_card"
 
@@ -85,6 +88,7 @@ def register(
     run = mlflow.get_run(evidence.trained.run_id)
     lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_KEYS + TRAINING_KEYS}
     tags = lineage | artifact_tags(evidence.quantization, evidence.reference, run.info.artifact_uri)
+    tags[DATA_COUNTS_TAG] = json.dumps(evidence.dataset.sources)
     if trigger:
         tags |= trigger
         mlflow.set_tags(trigger)
@@ -93,12 +97,25 @@ def register(
     card = ModelCard(
         model_name=registry.name, version=version, data_source=data_source, trained=evidence.trained,
         dataset=evidence.dataset, evaluation=evidence.evaluation, decision=evidence.decision, lineage=lineage,
-        quantization=evidence.quantization,
+        quantization=evidence.quantization, growth=data_growth(registry, evidence.dataset),
     )  # fmt: skip
     markdown, html = write_model_card(card, scratch_dir())
     mlflow.log_artifacts(str(markdown.parent), artifact_path=MODEL_CARD_DIR)
     registry.tag(version, {MODEL_CARD_TAG: f"{run.info.artifact_uri}/{MODEL_CARD_DIR}/{html.name}"})
     return version
+
+
+def data_growth(registry: ModelRegistry, dataset: DatasetRef) -> dict[str, dict[str, dict[str, int]]]:
+    """Images per source and class of the data versions registered versions were trained on (the last five,
+    oldest first), ending with `dataset`'s: how the data grew."""
+    growth: dict[str, dict[str, dict[str, int]]] = {}
+    for info in sorted(registry.versions(), key=lambda info: int(info.version)):
+        if (counts := info.tags.get(DATA_COUNTS_TAG)) and info.tags.get("data_version"):
+            growth.pop(info.tags["data_version"], None)
+            growth[info.tags["data_version"]] = json.loads(counts)
+    growth.pop(dataset.data_version, None)
+    growth[dataset.data_version] = dataset.sources
+    return dict(list(growth.items())[-5:])
 
 
 @dataclass

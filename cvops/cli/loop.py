@@ -1,10 +1,13 @@
-"""`cvops feedback ...`: the production loop's commands, from true labels to new data."""
+"""`cvops feedback`, `cvops labels`, `cvops gc`: the production loop's commands, from true labels to new data,
+and retention."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from cvops.cli.app import main, project
+from cvops.cli.app import Since, initialized_project, main, project, registry
+from cvops.labels import STRATEGIES
 
 
 @main.group()
@@ -35,3 +38,110 @@ def feedback_import(file: Path) -> None:
     classes = load_dataset_ref(checkout.prepared_dir).class_names
     count = give_feedback(checkout.inference_log(params.serve), labels, classes, "import")
     click.secho(f"recorded {count} true labels from {file}", fg="green")
+
+
+@main.group()
+def labels() -> None:
+    """Production images for people to label, and their labels into the data (a new data version)."""
+
+
+@labels.command("queue")
+@click.option("--n", "count", type=click.IntRange(min=1), default=100, show_default=True, help="Images in the batch.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="mixed", show_default=True,
+              help="uncertainty: least confident first; diverse: spread over the embedding space (k-center); "
+                   "random; mixed: 40% uncertain, 40% diverse, 20% random (an unbiased share).")  # fmt: skip
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A new folder for the batch (default: labels/queue-<time>).",
+)
+def labels_queue(count: int, strategy: str, output: Path | None) -> None:
+    """Pick captured images nobody has labelled yet and write a labelling batch: the images, tasks.csv
+    (request_id, image, predicted, score), label_studio.json (the model's predictions as pre-annotations) and
+    label_config.xml for Label Studio.
+
+    \b
+    Examples:
+      cvops labels queue --n 50
+      cvops labels queue --n 200 --strategy uncertainty --output labels/round-3
+    """
+    from cvops.labels import queue_labels, queued_at
+
+    checkout = project()
+    params = checkout.params()
+    out_dir = output or checkout.root / "labels" / f"queue-{queued_at()}"
+    folder, chosen, waiting = queue_labels(checkout, params, count, strategy, out_dir)  # type: ignore[arg-type]
+    click.secho(f"queued {chosen} of {waiting} unlabelled captured images ({strategy}) -> {folder}", fg="green")
+    click.echo(f"label them (Label Studio: import {folder / 'label_studio.json'}), then `cvops labels import FILE`")
+
+
+@labels.command("import")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+def labels_import(file: Path) -> None:
+    """Add labelled production images to the data: FILE is a CSV (request_id,label[,labeller]) or Label
+    Studio's JSON export of a `cvops labels queue` batch.
+
+    Every line is checked first: a request the service answered and captured, a label that is a class of
+    the data, an image that passes validation; anything else refuses the file (exit 14, or 6 for an invalid
+    image) and adds nothing. Images the data already holds are named and skipped. The rest go into
+    data/production with their provenance (source=production, capture time, labeller), versioned with
+    `dvc add`, and the data stages run again: a new data version (dvc.lock changes). Production images keep
+    their split in every later version; their test images are the `recent` evaluation slice.
+
+    \b
+    Examples:
+      cvops labels import labels/queue-20261201T101500Z/labelled.csv
+      cvops labels import project-3-at-2026-12-01.json      # Label Studio export
+    """
+    from cvops.labels import import_labels
+
+    checkout = initialized_project()
+    result = import_labels(checkout, checkout.params(), file)
+    if result.duplicates:
+        shown = ", ".join(result.duplicates[:5]) + (" ..." if len(result.duplicates) > 5 else "")
+        click.secho(f"skipped {len(result.duplicates)} images the data already holds: {shown}", fg="yellow")
+    if not result.added:
+        click.echo("nothing new: the data version is unchanged")
+        return
+    click.secho(f"added {result.added} labelled production images; data version {result.data_version[:12]} "
+                f"(stages run: {', '.join(result.stages) or 'none'})", fg="green")  # fmt: skip
+    click.echo("commit the new data version: git add dvc.lock data/production.dvc && git commit -m 'labelled "
+               "production images' && cvops data push; retrain: cvops run training")  # fmt: skip
+
+
+@main.command()
+@click.option("--older-than", "cutoff", type=Since(), metavar="AGE|TIME",
+              help="Delete what is older than this: an age (30d, 12h) or a time (default: "
+                   "serve.capture.retention_days).")  # fmt: skip
+@click.option("--apply", is_flag=True, help="Delete. Without it, only list what would go (a dry run).")
+def gc(cutoff: datetime | None, apply: bool) -> None:
+    """Enforce retention: captured images, inference-log days (and their feedback), monitoring and
+    live-comparison reports older than the cut-off; bentos and BentoML models of versions no alias
+    (champion, challenger, previous) names; DVC cache objects no commit and not the workspace references
+    (`dvc gc --workspace --all-commits`). A dry run unless --apply.
+
+    \b
+    Examples:
+      cvops gc                          # what would go
+      cvops gc --older-than 7d --apply
+    """
+    from cvops.gc import ALIASES, collect
+
+    checkout = initialized_project()
+    params = checkout.params()
+    versions = registry(checkout, params)
+    aliased = {info.version for alias in ALIASES if (info := versions.alias(alias)) is not None}
+    cutoff = cutoff or datetime.now(UTC) - timedelta(days=params.serve.capture.retention_days)
+    click.echo(f"older than {cutoff:%Y-%m-%d %H:%M} UTC; keeping the bentos of versions {sorted(aliased) or 'none'}")
+    found = collect(checkout, params, cutoff, aliased)
+    for garbage in found:
+        shown = "; ".join(garbage.items[:5]) + (
+            f"; and {len(garbage.items) - 5} more" if len(garbage.items) > 5 else ""
+        )
+        click.echo(f"{garbage.kind}: {shown or 'nothing'}")
+        if apply and garbage.items:
+            garbage.delete()
+    if apply:
+        click.secho("deleted", fg="green")
+    else:
+        click.secho("dry run: nothing deleted (run again with --apply)", fg="yellow")

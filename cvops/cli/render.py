@@ -42,6 +42,8 @@ def data_status(ref: "DatasetRef", changes: dict[str, Any]) -> None:
     click.echo(f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in ref.counts))
     for name in ref.class_names:
         click.echo(f"  {name:<{width}}  " + "  ".join(f"{ref.counts[s].get(name, 0):>6}" for s in ref.counts))
+    if produced := sum(ref.sources.get("production", {}).values()):
+        click.echo(f"  of them {produced} labelled production images (`cvops labels import`)")
     if changes:
         click.secho(f"workspace differs from dvc.lock: {changes}; run `dvc repro` or `cvops run training`", fg="yellow")
     else:

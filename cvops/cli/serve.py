@@ -7,11 +7,15 @@ import subprocess
 import sys
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from cvops.cli.app import initialized_project, main, project, registry
-from cvops.config import SERVE_OVERRIDES_ENV
+from cvops.config import SERVE_OVERRIDES_ENV, Params, Project
+
+if TYPE_CHECKING:
+    from cvops.registry import ModelRegistry
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_SECONDS = 30  # after a stop signal, how long a server may take to finish before it is killed
@@ -120,7 +124,6 @@ def serve(
       curl --data-binary @cell.png -H 'Content-Type: image/png' http://127.0.0.1:3000/classify
     """
     from cvops.artifacts import resolve
-    from cvops.serving.rollout import check_canary
 
     checkout = project()
     overrides = [*settings] + [f"serve.{key}={value}" for key, value in (("workers", workers),
@@ -130,6 +133,24 @@ def serve(
     versions = registry(checkout, params)
     selector = version or alias
     served = resolve(versions, selector, checkout.onnx_cache)  # fail here, not in the server
+    arms = _arms(checkout, params, versions)
+    port = port or params.serve.port
+    click.echo(f"serving {served.model_name} version {served.version} ({selector}) on http://{host}:{port} "
+               "(Ctrl-C stops it)")  # fmt: skip
+    for line in arms:
+        click.echo(line)
+    command = [sys.executable, "-m", "bentoml", "serve", "cvops.serving.service:Classifier", "--host", host,
+               "--port", str(port)]  # fmt: skip
+    env = {**os.environ, "CVOPS_SERVE_MODEL": selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
+    sys.exit(run_server(command, env=env))
+
+
+def _arms(checkout: Project, params: Params, versions: "ModelRegistry") -> list[str]:
+    """A line for each arm beside the champion (canary, shadow) and for capture; refuses a canary or shadow that
+    cannot serve before the server starts."""
+    from cvops.artifacts import resolve
+    from cvops.serving.rollout import check_canary
+
     arms = []
     if canary := params.serve.canary.version:
         tried = resolve(versions, check_canary(versions, canary).version, checkout.onnx_cache)
@@ -138,19 +159,11 @@ def serve(
         tried = resolve(versions, shadow, checkout.onnx_cache)
         arms.append(f"  shadow: version {tried.version} ({shadow}) scores {params.serve.shadow.fraction:.0%} "
                     "of the champion's requests")  # fmt: skip
-    port = port or params.serve.port
-    click.echo(f"serving {served.model_name} version {served.version} ({selector}) on http://{host}:{port} "
-               "(Ctrl-C stops it)")  # fmt: skip
     if (capture := params.serve.capture).enabled:
         unsure = f" and every one under confidence {capture.below_confidence}" if capture.below_confidence else ""
         arms.append(f"  capture: {capture.fraction:.0%} of the images{unsure}, into "
                     f"{checkout.capture_store(params.serve)} (kept {capture.retention_days:g} days)")  # fmt: skip
-    for line in arms:
-        click.echo(line)
-    command = [sys.executable, "-m", "bentoml", "serve", "cvops.serving.service:Classifier", "--host", host,
-               "--port", str(port)]  # fmt: skip
-    env = {**os.environ, "CVOPS_SERVE_MODEL": selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
-    sys.exit(run_server(command, env=env))
+    return arms
 
 
 @main.command()

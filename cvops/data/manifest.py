@@ -87,10 +87,13 @@ def import_source(source: Source, raw_dir: Path) -> pd.DataFrame:
 
 
 def import_configured(project: Project) -> pd.DataFrame:
-    """What the DVC `import` stage runs: import the source params.yaml names (data.*) into data/raw."""
+    """What the DVC `import` stage runs: import the source params.yaml names (data.*) into data/raw, with the
+    labelled production images of data/production (`cvops labels import`)."""
+    from cvops.data.production import with_production
+
     params = project.params().data
-    reader = SOURCE_READERS[params.source]
-    return import_source(reader(Path(params.path) if params.path else None, params.limit_per_class), project.raw_dir)
+    source = SOURCE_READERS[params.source](Path(params.path) if params.path else None, params.limit_per_class)
+    return import_source(with_production(source, project.production_dir), project.raw_dir)
 
 
 def _swap_in(staging: Path, target: Path) -> None:

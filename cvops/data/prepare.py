@@ -14,6 +14,7 @@ from cvops.config import HOLDOUT, PrepareParams, Project
 from cvops.console import progress
 from cvops.data.manifest import MANIFEST, load_manifest, read_manifest
 from cvops.data.preprocess import resize_image
+from cvops.data.production import PRODUCTION, is_production, stable_split
 from cvops.errors import DataError, DataInvalidError, NotInitializedError
 
 IMAGES = "images.npy"
@@ -31,6 +32,7 @@ class DatasetRef(BaseModel):
     class_names: list[str]
     image_size: int
     counts: dict[str, dict[str, int]]
+    sources: dict[str, dict[str, int]] = {}  # images in train, val and test per source (dataset, production), class
     data_version: str = ""
 
     @property
@@ -68,6 +70,19 @@ def split_dataset(
     return split
 
 
+def assign_splits(manifest: pd.DataFrame, params: PrepareParams, seed: int) -> pd.Series:
+    """The source's images split per class (`split_dataset`); production images by a seeded hash of their
+    content (`stable_split`), so each keeps its split in every later data version."""
+    production = is_production(manifest)
+    split = pd.Series("train", index=manifest.index)
+    split[~production] = split_dataset(manifest.loc[~production, "label"], params.val_fraction, params.test_fraction,
+                                       seed, params.holdout_fraction)  # fmt: skip
+    if production.any():
+        split[production] = stable_split(manifest.loc[production, "sha256"], params.val_fraction,
+                                         params.test_fraction, seed)  # fmt: skip
+    return split
+
+
 def check_split(manifest: pd.DataFrame) -> None:
     """After the split: no image twice within a split, and none shared between splits (leakage)."""
     copies = manifest[manifest.duplicated("sha256", keep=False)]
@@ -88,8 +103,7 @@ def prepare_dataset(
     if not (validated_dir / MANIFEST).is_file():
         raise NotInitializedError(f"no validated dataset in {validated_dir}: run `cvops data validate` first")
     manifest = read_manifest(validated_dir)
-    manifest["split"] = split_dataset(manifest["label"], params.val_fraction, params.test_fraction, seed,
-                                      params.holdout_fraction)  # fmt: skip
+    manifest["split"] = assign_splits(manifest, params, seed)
     check_split(manifest)
     size = params.image_size
     images = np.empty((len(manifest), size, size, 3), dtype=np.uint8)
@@ -107,9 +121,12 @@ def prepare_dataset(
             split: {c: int(n) for c, n in manifest.loc[manifest["split"] == split, "label"].value_counts().items()}
             for split in SPLITS
         }
-        ref = DatasetRef(
-            prepared_dir=str(prepared_dir.resolve()), class_names=class_names, image_size=size, counts=counts
-        )
+        used = manifest[manifest["split"].isin(SPLITS)]
+        origin = np.where(is_production(used), PRODUCTION, "dataset")
+        sources = {name: {c: int(n) for c, n in used.loc[origin == name, "label"].value_counts().sort_index().items()}
+                   for name in sorted(set(origin))}  # fmt: skip
+        ref = DatasetRef(prepared_dir=str(prepared_dir.resolve()), class_names=class_names, image_size=size,
+                         counts=counts, sources=sources)  # fmt: skip
         # Location-free, so the same data hashes to the same DVC version in any checkout.
         info = ref.model_dump_json(indent=2, exclude={"prepared_dir", "data_version"})
         (staging / INFO).write_text(info, encoding="utf-8")

@@ -50,6 +50,7 @@ def reproduce(project: Project, target: str, *, force: bool = False) -> list[str
 
     bin_dir = str(Path(sys.executable).parent)
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "CVOPS_ROOT": str(project.root)}
+    inbox_ready(project)
     with _dvc_repo(project) as repo:
         try:
             stages = repo.reproduce(target, force=force, single_item=force, run_env=env)
@@ -65,6 +66,32 @@ def reproduce(project: Project, target: str, *, force: bool = False) -> list[str
     ran = [stage.addressing for stage in stages]
     log.info("dvc repro %s: %s", target, ", ".join(ran) if ran else "nothing changed")
     return ran
+
+
+def inbox_ready(project: Project) -> None:
+    """The import stage's dependency data/production: an empty inbox until something is labelled; once
+    `cvops labels import` has versioned it (data/production.dvc), it must be checked out, never replaced."""
+    from cvops.data.production import ensure_inbox
+
+    inbox, tracked = project.production_dir, project.production_dir.with_name("production.dvc")
+    if tracked.is_file() and not inbox.is_dir():
+        restore = f"`dvc checkout {tracked.relative_to(project.root)}` or `cvops data pull`"
+        raise NotInitializedError(f"{inbox} is missing but {tracked.name} versions it: restore it with {restore}")
+    ensure_inbox(inbox)
+
+
+def track_inbox(project: Project) -> None:
+    """`dvc add data/production`: its content into DVC's cache, its hash into data/production.dvc (for git)."""
+    with _dvc_repo(project) as repo:
+        repo.add(str(project.production_dir.relative_to(project.root)))
+
+
+def collect_cache(project: Project, dry: bool) -> None:
+    """`dvc gc --workspace --all-commits` (workspace only outside git): drop cache objects that neither the
+    workspace nor any commit's dvc.lock or .dvc file references, so every committed data version stays."""
+    with _dvc_repo(project) as repo:
+        repo.gc(workspace=True, all_commits=repo.scm.root_dir is not None and (project.root / ".git").exists(),
+                force=True, dry=dry)  # fmt: skip
 
 
 def data_version(project: Project) -> str:

@@ -357,14 +357,13 @@ class Classifier:
         store = self.captures
         assert store is not None
         chosen = [i for i, row in enumerate(rows) if SETTINGS.capture.wants(row["score"], self.rng.random())]
-        keys = [store.key(rows[i]["request_id"], decoded[i].format) for i in chosen]
-        writes = (asyncio.to_thread(store.put, key, raw[i]) for i, key in zip(chosen, keys, strict=True))
+        writes = (asyncio.to_thread(store.keep, rows[i]["request_id"], decoded[i].format, raw[i]) for i in chosen)
         stored = await asyncio.gather(*writes, return_exceptions=True)
-        for i, key, outcome in zip(chosen, keys, stored, strict=True):
+        for i, outcome in zip(chosen, stored, strict=True):
             if isinstance(outcome, BaseException):
                 log.error("could not capture request %s to %s: %s", rows[i]["request_id"], store.location, outcome)
             else:
-                rows[i][CAPTURE] = key
+                rows[i][CAPTURE] = outcome
 
     def _log(self, endpoint: str, arm: Arm, predictor: Predictor, rows: list[dict[str, t.Any]], status: int,
              seconds: float) -> "Future[None]":  # fmt: skip

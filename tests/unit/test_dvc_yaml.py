@@ -18,6 +18,7 @@ def _rel(path: Path) -> str:
 def test_stage_outputs_are_the_projects_paths():
     project = Project(REPO)
     assert STAGES["import"]["outs"] == [_rel(project.raw_dir)]
+    assert STAGES["import"]["deps"] == [_rel(project.production_dir)]
     assert STAGES["validate"]["outs"] == [_rel(project.validated_dir)]
     assert list(STAGES["validate"]["metrics"][0]) == [_rel(project.reports_dir / "validation.json")]
     assert STAGES["prepare"]["outs"] == [_rel(project.prepared_dir)] == [PREPARED_OUT]

@@ -81,6 +81,19 @@ def test_champion_with_other_classes_is_reported_and_skipped():
     assert check.verdict == "skip" and "other classes" in check.note
 
 
+def test_the_recent_gain_is_checked_only_when_asked_and_only_with_production_images():
+    recent = comparison(0.0).model_copy(
+        update={"recent_n": 40, "candidate_recent_accuracy": 0.8, "champion_recent_accuracy": 0.6}
+    )
+    assert "recent accuracy - champion v3" not in verdicts(decide(evidence(champion=recent), GateParams()))
+    assert verdicts(decide(evidence(champion=recent), GateParams(min_recent_gain=0.1)))[
+        "recent accuracy - champion v3"] == "pass"  # fmt: skip
+    failed = decide(evidence(champion=recent), GateParams(min_recent_gain=0.25))
+    assert [check.name for check in failed.failed] == ["recent accuracy - champion v3"]
+    unseen = verdicts(decide(evidence(champion=comparison(0.0)), GateParams(min_recent_gain=0.0)))
+    assert unseen["recent accuracy - champion"] == "skip"  # no production image in the test split yet
+
+
 def test_invariance_checks_follow_params():
     params = GateParams(min_invariance={"hflip": None, "vflip": 0.9})
     found = verdicts(decide(evidence(invariance={"vflip": 0.95}), params))

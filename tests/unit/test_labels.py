@@ -1,0 +1,116 @@
+"""Choosing what people label, reading their labels back, the production inbox's stable split, and retention."""
+
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvops.capture import CaptureStore
+from cvops.config import Project, load_params
+from cvops.data.production import stable_split
+from cvops.errors import FeedbackError
+from cvops.gc import captures, inference_log, reports
+from cvops.labels import k_center, pick, read_labels
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def waiting(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"request_id": [f"r{i}" for i in range(n)], "score": rng.uniform(0.3, 1.0, n),
+                         "label": "cat", "embedding": [list(rng.normal(size=4)) for _ in range(n)]})  # fmt: skip
+
+
+def test_uncertainty_takes_the_least_confident_and_random_is_seeded() -> None:
+    rows = waiting(100)
+    unsure = pick(rows, 10, "uncertainty", seed=1)
+    assert unsure["score"].tolist() == sorted(rows["score"])[:10]
+    assert pick(rows, 10, "random", seed=1).equals(pick(rows, 10, "random", seed=1))
+    assert len(pick(rows, 500, "mixed", seed=1)) == 100  # never more than are waiting
+
+
+def test_k_center_spreads_over_clusters_that_uncertainty_would_miss() -> None:
+    far = np.array([[0.0, 0.0]] * 50 + [[10.0, 10.0]] * 3 + [[-10.0, 10.0]] * 3)
+    chosen = k_center(
+        far + np.random.default_rng(0).normal(scale=0.01, size=far.shape), 3, [], np.random.default_rng(0)
+    )
+    assert {int(i) // 50 if i < 50 else 1 + (int(i) - 50) // 3 for i in chosen} == {0, 1, 2}  # one from each cluster
+    rows = waiting(60)
+    mixed = pick(rows, 20, "mixed", seed=3)
+    assert mixed["request_id"].is_unique and len(mixed) == 20
+    assert set(mixed["request_id"][:8]) == set(pick(rows, 8, "uncertainty", seed=3)["request_id"])  # 40% unsure
+
+
+def test_labels_come_back_from_a_csv_or_a_label_studio_export(tmp_path: Path) -> None:
+    csv = tmp_path / "labels.csv"
+    csv.write_text("request_id,label,labeller\na,cat,ann\nb,dog,\n")
+    assert {i: (got.label, got.labeller) for i, got in read_labels(csv).items()} == {
+        "a": ("cat", "ann"),
+        "b": ("dog", ""),
+    }
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([
+        {"data": {"request_id": "a"}, "annotations": [{"completed_by": {"email": "ann@x"},
+                                                        "result": [{"value": {"choices": ["cat"]}}]}]},
+        {"data": {"request_id": "b"},
+         "annotations": [{"was_cancelled": True, "result": [{"value": {"choices": ["x"]}}]}]},
+        {"data": {"request_id": "c"}, "annotations": []},
+    ]))  # fmt: skip
+    assert {i: (got.label, got.labeller) for i, got in read_labels(export).items()} == {"a": ("cat", "ann@x")}
+    export.write_text("[]")
+    with pytest.raises(FeedbackError, match="no completed annotation"):
+        read_labels(export)
+
+
+def test_a_production_image_keeps_its_split_whatever_else_is_added() -> None:
+    digests = pd.Series([f"{i:064x}" for i in range(2000)])
+    alone = stable_split(digests[:100], 0.15, 0.15, seed=42)
+    among_more = stable_split(digests, 0.15, 0.15, seed=42)
+    assert alone.equals(among_more[:100])
+    shares = among_more.value_counts(normalize=True)
+    assert abs(shares["test"] - 0.15) < 0.03 and abs(shares["val"] - 0.15) < 0.03
+    assert not stable_split(digests, 0.15, 0.15, seed=7).equals(among_more)  # seeded
+
+
+def test_gc_lists_what_is_past_retention_and_deletes_only_that(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    project = Project(tmp_path)
+    params = load_params(tmp_path / "params.yaml")
+    store = CaptureStore(project.capture_store(params.serve))
+    store.put("2020-01-01/old.png", b"x")
+    today = store.keep("new", "PNG", b"y")
+    log_dir = tmp_path / params.serve.inference_log
+    (log_dir / "feedback").mkdir(parents=True)
+    for path in (
+        log_dir / "2020-01-01.jsonl",
+        log_dir / "feedback" / "2020-01-01.jsonl",
+        log_dir / f"{today[:10]}.jsonl",
+    ):
+        path.write_text("{}\n")
+    old_report, new_report = (tmp_path / params.monitor.reports / name for name in ("old", "new"))
+    for folder in (old_report, new_report):
+        folder.mkdir(parents=True)
+    week_ago = time.time() - 7 * 86400
+    os.utime(old_report, (week_ago, week_ago))
+    cutoff = datetime.now(UTC) - timedelta(days=1)
+
+    found = [
+        captures(project, params, cutoff),
+        inference_log(project, params, cutoff),
+        reports(project, params, cutoff),
+    ]
+    assert [g.items for g in found] == [["2020-01-01/ (1 images)"],
+                                        [f"{params.serve.inference_log}/2020-01-01.jsonl",
+                                         f"{params.serve.inference_log}/feedback/2020-01-01.jsonl"],
+                                        [f"{params.monitor.reports}/old"]]  # fmt: skip
+    assert store.exists("2020-01-01/old.png")  # listing deletes nothing
+    for garbage in found:
+        garbage.delete()
+    assert not store.exists("2020-01-01/old.png") and store.read(today) == b"y"
+    assert sorted(p.name for p in log_dir.rglob("*.jsonl")) == [f"{today[:10]}.jsonl"]
+    assert not old_report.exists() and new_report.exists()
