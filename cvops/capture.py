@@ -7,14 +7,14 @@ reads); the inference-log row of a captured answer names its key in `capture`.
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import fsspec
-
 CAPTURE = "capture"  # the inference-log column naming a captured image's key
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"}
 
 
 class CaptureStore:
     def __init__(self, location: str) -> None:
+        import fsspec  # only where capture is on
+
         self.location = location
         self.fs, self.root = fsspec.core.url_to_fs(location)
 

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
 from typing import Literal
 
@@ -70,7 +71,9 @@ def k_center(features: np.ndarray, k: int, chosen: list[int], rng: np.random.Gen
         k -= 1
     if not picked:
         return []
-    distance = np.min(np.linalg.norm(features[:, None, :] - features[picked][None, :, :], axis=2), axis=1)
+    distance = np.full(len(features), np.inf)
+    for i in picked:
+        distance = np.minimum(distance, np.linalg.norm(features - features[i], axis=1))
     for _ in range(min(k, len(features) - len(picked))):
         far = int(distance.argmax())
         picked.append(far)
@@ -92,7 +95,8 @@ def pick(rows: pd.DataFrame, n: int, strategy: Strategy, seed: int) -> pd.DataFr
     else:
         order = by_score[: round(n * MIXED["uncertainty"])]
         order = k_center(_features(rows), round(n * MIXED["diverse"]), order, rng)
-        rest = [i for i in rng.permutation(len(rows)) if i not in set(order)]
+        taken = set(order)
+        rest = [i for i in rng.permutation(len(rows)) if i not in taken]
         order += rest[: n - len(order)]
     return rows.iloc[order[:n]].reset_index(drop=True)
 
@@ -121,7 +125,7 @@ def write_queue(chosen: pd.DataFrame, store: CaptureStore, out_dir: Path, classe
             })  # fmt: skip
         pd.DataFrame(tasks, columns=["request_id", "image", "predicted", "score"]).to_csv(staging / TASKS, index=False)
         (staging / LABEL_STUDIO).write_text(json.dumps(studio, indent=1))
-        choices = "".join(f'<Choice value="{name}"/>' for name in classes)
+        choices = "".join(f'<Choice value="{escape(name)}"/>' for name in classes)
         (staging / LABEL_CONFIG).write_text(f'<View><Image name="image" value="$image"/><Choices name="label" '
                                             f'toName="image" choice="single">{choices}</Choices></View>\n')  # fmt: skip
         staging.rename(out_dir)

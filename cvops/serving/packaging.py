@@ -15,9 +15,10 @@ from cvops.serving.predictor import MODEL_FILE
 SERVICE = "cvops.serving.service:Classifier"
 # What the service imports when it serves a packaged model, pinned as in requirements.lock (the bento installs
 # them; no resolver runs offline). No torch: a bento serves the ONNX file with onnxruntime.
-# psycopg2: replicas log to the team's state database (CVOPS_STATE_URL).
+# psycopg2: replicas log to the team's state database (CVOPS_STATE_URL); fsspec, s3fs: captured images
+# (serve.capture) go to a folder or an S3 prefix.
 SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow", "pydantic", "pyyaml", "prometheus-client",
-                    "psycopg2-binary")  # fmt: skip
+                    "psycopg2-binary", "fsspec", "s3fs")  # fmt: skip
 
 
 def store_model(served: ServedModel, lineage: dict[str, str]) -> str:
