@@ -118,6 +118,7 @@ def main(verbose: bool) -> None:
       cvops serve                   # serve the champion (after `cvops models promote`)
       cvops run monitoring          # drift check of served traffic; retrains on drift
       cvops schedule                # monitoring and retraining on a schedule
+      cvops labels queue            # captured production images to label; then `cvops labels import`
     """
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
