@@ -13,8 +13,11 @@ The peer is the labelling a user would otherwise do: the same rounds with images
 (`--strategy random`) against cvops's mixed queue (least confident, spread over the embedding space, and a
 random share).
 
-Usage: python bench/loop.py [--budgets 50,100,200] [--strategies mixed,random] [--severity 0.3]
-Writes bench/results/loop.json and prints a markdown table.
+--shifted-share 0.3 makes only that share of the production traffic rotated (the rest as it is): a shift that
+reaches part of the traffic, where the labels a queue spends on unshifted images are wasted.
+
+Usage: python bench/loop.py [--budgets 50,100,200] [--strategies mixed,random] [--severity 0.3] [--shifted-share 1]
+Writes bench/results/loop[-shifted<S>].json and prints a markdown table.
 """
 
 import argparse
@@ -46,8 +49,9 @@ def cvops(root: Path, *args: str, allowed: tuple[int, ...] = (0,)) -> str:
     return result.stdout
 
 
-def checkout(scratch: Path, severity: float) -> Path:
-    """A digits checkout with a champion and 500 captured, rotated production answers (truth in truth.csv)."""
+def checkout(scratch: Path, severity: float, shifted: float) -> Path:
+    """A digits checkout with a champion and 500 captured production answers, a `shifted` share of them rotated
+    (truth in truth.csv)."""
     from cvops.config import load_params
 
     root = scratch / "project"
@@ -61,8 +65,13 @@ def checkout(scratch: Path, severity: float) -> Path:
         subprocess.run(["git", *command], cwd=root, check=True)
     cvops(root, "init")
     cvops(root, "run", "training")
-    cvops(root, "traffic", "--offline", "--source", "holdout", "--shift", "rotate", "--severity", str(severity),
-          "--n", "500", "--truth-out", str(root / "truth.csv"))  # fmt: skip
+    rotated = round(500 * shifted)
+    for seed, shift, count in ((1, "rotate", rotated), (2, "none", 500 - rotated)):
+        if count:
+            cvops(root, "traffic", "--offline", "--source", "holdout", "--shift", shift, "--severity", str(severity),
+                  "--n", str(count), "--seed", str(seed), "--truth-out", str(root / f"truth-{shift}.csv"))  # fmt: skip
+    truths = [pd.read_csv(path, dtype=str) for path in sorted(root.glob("truth-*.csv"))]
+    pd.concat(truths).to_csv(root / "truth.csv", index=False)
     return root
 
 
@@ -126,19 +135,22 @@ def main() -> None:
     parser.add_argument("--budgets", default="50,100,200")
     parser.add_argument("--strategies", default="mixed,random")
     parser.add_argument("--severity", type=float, default=0.3)
+    parser.add_argument("--shifted-share", type=float, default=1.0, help="of the production traffic, rotated")
     args = parser.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     results = []
     for strategy in args.strategies.split(","):
         with tempfile.TemporaryDirectory(prefix=f"cvops-loop-{strategy}-") as scratch:
-            root = checkout(Path(scratch), args.severity)
+            root = checkout(Path(scratch), args.severity, args.shifted_share)
             results += rounds(root, strategy, budgets, evaluation_sets(root, args.severity))
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-           "severity": args.severity, "shift": "rotate", "results": results}  # fmt: skip
+           "severity": args.severity, "shift": "rotate", "shifted_share": args.shifted_share,
+           "results": results}  # fmt: skip
+    suffix = "" if args.shifted_share == 1.0 else f"-shifted{args.shifted_share:g}"
     (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "loop.json").write_text(json.dumps(out, indent=2))
-    print(f"\nrotated digits (rotate, severity {args.severity}); accuracy on the test split, rotated and not; "
-          f"{out['machine']}")  # fmt: skip
+    (REPO / "bench" / "results" / f"loop{suffix}.json").write_text(json.dumps(out, indent=2))
+    print(f"\ndigits, production traffic {args.shifted_share:.0%} rotated (severity {args.severity}); accuracy on "
+          f"the test split, rotated and not; {out['machine']}")  # fmt: skip
     print("| labelled images | strategy | version | rotated | unshifted | round (s) |\n|---|---|---|---|---|---|")
     for row in sorted(results, key=lambda r: (r["labelled"], r["strategy"])):
         print(

@@ -158,8 +158,12 @@ def read_labels(path: Path) -> dict[str, Labelled]:
     """A CSV (request_id,label[,labeller]) or a Label Studio JSON export of a `labels queue` batch."""
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() != ".json":
-        labellers = {row["request_id"]: row.get("labeller") or "" for row in csv.DictReader(io.StringIO(text))}
-        return {i: Labelled(label, labellers.get(i, "")) for i, label in read_labels_csv(text, str(path)).items()}
+        given = read_labels_csv(text, str(path))  # checks the header first
+        labellers = {
+            (row["request_id"] or "").strip(): (row.get("labeller") or "").strip()
+            for row in csv.DictReader(io.StringIO(text))
+        }
+        return {i: Labelled(label, labellers.get(i, "")) for i, label in given.items()}
     try:
         tasks = json.loads(text)
     except ValueError as err:
@@ -179,7 +183,7 @@ def read_labels(path: Path) -> dict[str, Labelled]:
     return labels
 
 
-def _check_image(data: bytes, where: str, params: ValidateParams) -> tuple[int, int, str]:
+def _check_image(data: bytes, where: str, params: ValidateParams) -> None:
     """The image checks of `cvops data validate`, on one file before it joins the data."""
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -192,7 +196,6 @@ def _check_image(data: bytes, where: str, params: ValidateParams) -> tuple[int, 
     if mode not in params.allowed_modes or not sized:
         raise DataInvalidError(f"{where}: {width}x{height} {mode} fails validate.allowed_modes / min_size / max_size; "
                                "nothing imported")  # fmt: skip
-    return width, height, mode
 
 
 @dataclass
