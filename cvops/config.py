@@ -22,6 +22,7 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Selector = Annotated[str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)]
 PARAMS_FILE = "params.yaml"
 STATE_ENV = "CVOPS_STATE_URL"
+S3_URL_ENV = "CVOPS_S3_URL"  # the team stack's bucket (`.team/env`): DVC data, ZenML artifacts, captures
 SERVE_OVERRIDES_ENV = "CVOPS_SERVE_OVERRIDES"  # `cvops serve`'s options, as a JSON list of key=value, to its service
 Source = Literal["elpv", "digits", "fashion-mnist", "folder"]
 SOURCES: tuple[str, ...] = get_args(Source)
@@ -172,7 +173,7 @@ class CaptureParams(Section):
 
     fraction: float = Field(0.0, ge=0.0, le=1.0)  # a random share of the answered images
     below_confidence: Probability | None = None  # and every image whose top score is below this
-    store: str = "monitoring/captures"  # a folder in the checkout, or s3://bucket/prefix
+    store: str = "monitoring/captures"  # in the checkout (a team stack: in its bucket), or s3://bucket/prefix
     retention_days: float = Field(30.0, gt=0.0)  # `cvops gc` deletes older captures
 
     @property
@@ -497,10 +498,14 @@ class Project:
         return self.state_url or self.root / serve.inference_log
 
     def capture_store(self, serve: "ServeParams") -> str:
-        """Where captured request images go: `serve.capture.store`, an s3:// prefix as it is, a folder under
-        the checkout."""
+        """Where captured request images go: `serve.capture.store` when it is an s3:// prefix; else that path
+        under the team's bucket when there is a team stack (every replica's captures in one place, as the
+        inference log), or under the checkout."""
         store = serve.capture.store
-        return store.rstrip("/") if store.startswith("s3://") else str(self.root / store)
+        if store.startswith("s3://"):
+            return store.rstrip("/")
+        team = os.environ.get(S3_URL_ENV)
+        return f"{team.rstrip('/')}/{store.strip('/')}" if team else str(self.root / store)
 
     @property
     def tracking_server(self) -> bool:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cvops.config import Params, Project
+from cvops.config import S3_URL_ENV, Params, Project
 from cvops.errors import ConfigError, NotInitializedError
 
 STACK, TEAM_STACK = "cvops-local", "cvops-team"
@@ -87,7 +87,7 @@ class TeamServers:
     s3_secret: str
 
     NEEDED = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZENML_STORE_URL",
-              "CVOPS_S3_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # fmt: skip
+              S3_URL_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # fmt: skip
 
     @classmethod
     def from_env(cls) -> "TeamServers":
@@ -99,7 +99,7 @@ class TeamServers:
             raise ConfigError("MLFLOW_TRACKING_URI must be the team's MLflow server (http:// or https://)")
         env = os.environ
         return cls(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"],
-                   env["CVOPS_S3_URL"].rstrip("/"), env.get("AWS_ENDPOINT_URL"), env["AWS_ACCESS_KEY_ID"],
+                   env[S3_URL_ENV].rstrip("/"), env.get("AWS_ENDPOINT_URL"), env["AWS_ACCESS_KEY_ID"],
                    env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cvops.config import S3_URL_ENV
 from cvops.errors import CvopsError
 from cvops.web import http_json
 
@@ -281,7 +282,7 @@ class TeamStack:
             "ZENML_STORE_URL": f"http://127.0.0.1:{services['zenml'].port}",
             "ZENML_STORE_API_KEY": config.zenml_api_key or "",
             **_s3_env(config, services["s3"].port),
-            "CVOPS_S3_URL": f"s3://{BUCKET}",
+            S3_URL_ENV: f"s3://{BUCKET}",
             "CVOPS_STATE_URL": config.postgres("state"),
         }
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable
 from contextlib import closing
 from datetime import UTC, datetime
@@ -259,13 +258,13 @@ def champion(team, trained_on_team, monkeypatch) -> Path:
 
 
 def test_two_serving_replicas_log_to_the_shared_store_and_one_monitoring_run_sees_both(team, champion):
-    """Both capture every image to the team's S3; the true label of one replica's answer, sent to the other,
-    is found in the shared log; one monitoring run reads the traffic and the labels of both."""
+    """Both capture every image, into the team's bucket without being told where; the true label of one
+    replica's answer, sent to the other, is found in the shared log; one monitoring run reads the traffic and
+    the labels of both."""
     root = champion
     requests = {"replica-a": 12, "replica-b": 9}
     since = datetime.now(UTC).isoformat()  # the window: this test's traffic, whatever else the store holds
-    prefix = f"captures-{uuid.uuid4().hex[:8]}"
-    capture = ("-S", "serve.capture.fraction=1.0", "-S", f"serve.capture.store=s3://{BUCKET}/{prefix}")
+    capture = ("-S", "serve.capture.fraction=1.0")
     replicas = [Server(root, *capture, env=team.env | {REPLICA_ENV: name}) for name in requests]
     answers: dict[str, list[str]] = {}
     with stopped_on_exit(replicas[0].process), stopped_on_exit(replicas[1].process):
@@ -285,8 +284,9 @@ def test_two_serving_replicas_log_to_the_shared_store_and_one_monitoring_run_see
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert f"window: {sum(requests.values())} predictions" in checked.stdout
     assert "live accuracy: not enough feedback (12 labelled requests)" in checked.stdout
-    captured = team.s3().list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/")["Contents"]
-    assert len(captured) == sum(requests.values()) and all(item["Key"].endswith(".png") for item in captured)
+    listed = team.s3().list_objects_v2(Bucket=BUCKET, Prefix="monitoring/captures/")["Contents"]
+    captured = {item["Key"].rpartition("/")[2] for item in listed}
+    assert {f"{request_id}.png" for ids in answers.values() for request_id in ids} <= captured
 
 
 def test_the_scheduler_keeps_its_jobs_in_the_state_database(team, champion) -> None:

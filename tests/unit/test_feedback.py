@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cvops.capture import CaptureStore
-from cvops.config import HOLDOUT, CaptureParams, MonitorParams
+from cvops.config import HOLDOUT, S3_URL_ENV, CaptureParams, MonitorParams, Project
 from cvops.data.prepare import split_dataset
 from cvops.errors import FeedbackError
 from cvops.feedback import (
@@ -127,6 +127,18 @@ def test_capture_keeps_the_sampled_share_and_every_unsure_image(tmp_path: Path) 
     store.put(key, b"bytes")
     assert store.read(key) == b"bytes" and key.endswith("/abc.jpg")
     assert list(store.days()) == [(f"{datetime.now(UTC):%Y-%m-%d}", [key])]
+
+
+def test_captures_go_to_the_team_bucket_when_there_is_a_team_stack(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "params.yaml").write_text("serve:\n  capture:\n    fraction: 0.1\n")
+    project = Project(tmp_path)
+    serve = project.params().serve
+    monkeypatch.delenv(S3_URL_ENV, raising=False)
+    assert project.capture_store(serve) == str(tmp_path / "monitoring" / "captures")
+    monkeypatch.setenv(S3_URL_ENV, "s3://team-bucket/")
+    assert project.capture_store(serve) == "s3://team-bucket/monitoring/captures"
+    pinned = serve.model_copy(update={"capture": serve.capture.model_copy(update={"store": "s3://elsewhere/x/"})})
+    assert project.capture_store(pinned) == "s3://elsewhere/x"
 
 
 def test_a_holdout_leaves_val_and_test_as_they_were_and_train_keeps_an_image_per_class() -> None:
