@@ -49,7 +49,8 @@ def check_request_id(request_id: Any) -> str:
 
 
 def find_requests(target: LogTarget, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The inference-log row of each id that names an answer (not a shadow's); unknown ids are left out."""
+    """The inference-log row of each id that names an answer (not a shadow's, not a refused or failed request's);
+    unknown ids are left out."""
     wanted = {request_id for request_id in ids if _ID.match(request_id)}
     if not wanted:
         return {}
@@ -75,7 +76,7 @@ def _find_in_files(directory: Path, wanted: set[str]) -> dict[str, dict[str, Any
             if end < 0:  # a line being written
                 continue
             row = json.loads(data[start:end])
-            if row.get("arm") != SHADOW:
+            if row.get("arm") != SHADOW and row.get("status", 200) == 200:
                 found[request_id] = row
     return found
 
@@ -86,7 +87,7 @@ def _find_in_table(url: str, wanted: set[str]) -> dict[str, dict[str, Any]]:
         with connection, connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT body::text FROM {TABLE} WHERE body->>'request_id' = ANY(%s) "
-                f"AND COALESCE(body->>'arm', '') <> '{SHADOW}'",
+                f"AND COALESCE(body->>'arm', '') <> '{SHADOW}' AND COALESCE(body->>'status', '200') = '200'",
                 (sorted(wanted),),
             )
             rows = [json.loads(body) for (body,) in cursor.fetchall()]

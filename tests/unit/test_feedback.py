@@ -29,13 +29,13 @@ from cvops.monitoring.quality import live_quality
 CLASSES = ["cat", "dog"]
 
 
-def served(target: LogTarget, n: int, arm: str = "champion") -> list[str]:
+def served(target: LogTarget, n: int, arm: str = "champion", status: int = 200) -> list[str]:
     """Log `n` answers as the service does (waiting until they are written); their request ids."""
     ids = [new_request_id() for _ in range(n)]
     log = InferenceLog(target)
-    log.append({"request_id": i, "arm": arm, "model_version": "1", "label": "cat", "score": 0.9} for i in ids).result(
-        10
-    )
+    rows = ({"request_id": i, "arm": arm, "status": status, "model_version": "1", "label": "cat", "score": 0.9}
+            for i in ids)  # fmt: skip
+    log.append(rows).result(10)
     log.close()
     return ids
 
@@ -54,7 +54,8 @@ def log_target(request: pytest.FixtureRequest, tmp_path: Path) -> LogTarget:
 def test_a_label_for_a_logged_answer_is_recorded_and_a_repeat_replaces_it(log_target: LogTarget) -> None:
     ids = served(log_target, 5)
     shadow_only = served(log_target, 1, arm="shadow")  # no client received a shadow's prediction
-    assert set(find_requests(log_target, [*ids, *shadow_only, new_request_id()])) == set(ids)
+    refused = served(log_target, 1, status=400)  # nor an answer to a bad request
+    assert set(find_requests(log_target, [*ids, *shadow_only, *refused, new_request_id()])) == set(ids)
     give_feedback(log_target, {ids[0]: "dog", ids[1]: "cat"}, CLASSES, "api")
     give_feedback(log_target, {ids[0]: "cat"}, CLASSES, "api")  # the client corrects itself
     labels = FeedbackStore(log_target).labels()
