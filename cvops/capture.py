@@ -38,9 +38,6 @@ class CaptureStore:
     def read(self, key: str) -> bytes:
         return bytes(self.fs.cat_file(f"{self.root}/{key}"))
 
-    def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(f"{self.root}/{key}"))
-
     def days(self) -> Iterator[tuple[str, list[str]]]:
         """(day, its keys) for each day folder, oldest first."""
         if not self.fs.exists(self.root):

@@ -59,9 +59,12 @@ def _check(name: str, value: float | None, rule: Literal[">=", "<="], threshold:
 def _recent_gain(champion: ChampionComparison | None, floor: float) -> GateCheck:
     """gate.min_recent_gain: beat the champion on the labelled production test images (`recent`)."""
     name = "recent accuracy - champion"
-    if champion is None or not champion.comparable or not champion.recent_n:
-        note = "no champion" if champion is None else champion.note or "no production images in the test split"
-        return _check(name, None, ">=", floor, note)
+    if champion is None:
+        return _check(name, None, ">=", floor, "no champion yet")
+    if not champion.comparable:
+        return _check(name, None, ">=", floor, champion.note)
+    if not champion.recent_n:
+        return _check(name, None, ">=", floor, "no production images in the test split")
     assert champion.candidate_recent_accuracy is not None and champion.champion_recent_accuracy is not None
     gain = champion.candidate_recent_accuracy - champion.champion_recent_accuracy
     return _check(f"recent accuracy - champion v{champion.champion_version}", gain, ">=", floor,

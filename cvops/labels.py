@@ -14,20 +14,19 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from cvops.capture import CAPTURE, CaptureStore
 from cvops.config import Params, Project, ValidateParams
 from cvops.data.manifest import MANIFEST, read_manifest, sha256_bytes
-from cvops.data.preprocess import image_mode, oriented_size, to_rgb
 from cvops.data.production import COLUMNS, PRODUCTION, SOURCE_COLUMN, read_production
+from cvops.data.validation import decode_fully
 from cvops.errors import DataError, DataInvalidError, FeedbackError
 from cvops.feedback import FeedbackStore, check_labels, read_labels_csv
 from cvops.inference_log import read_inference_log
@@ -40,8 +39,10 @@ TASKS, LABEL_STUDIO, LABEL_CONFIG = "tasks.csv", "label_studio.json", "label_con
 
 
 def unlabelled_captures(project: Project, params: Params) -> pd.DataFrame:
-    """Answers whose image was captured and that have no true label yet (no feedback, not in the data)."""
-    rows = read_inference_log(project.inference_log(params.serve), answers=True)
+    """Answers whose image was captured and that have no true label yet (no feedback, not in the data); only the
+    log's days that may still have captures (serve.capture.retention_days) are read."""
+    kept = datetime.now(UTC) - timedelta(days=params.serve.capture.retention_days + 1)
+    rows = read_inference_log(project.inference_log(params.serve), since=kept, answers=True)
     if CAPTURE not in rows or rows[CAPTURE].isna().all():
         raise DataError("no captured images: turn capture on (serve.capture.fraction or serve.capture.below_confidence,"
                         " e.g. `cvops serve -S serve.capture.below_confidence=0.6`) and send traffic")  # fmt: skip
@@ -183,13 +184,11 @@ def read_labels(path: Path) -> dict[str, Labelled]:
     return labels
 
 
-def _check_image(data: bytes, where: str, params: ValidateParams) -> None:
-    """The image checks of `cvops data validate`, on one file before it joins the data."""
+def check_image(data: bytes, where: str, params: ValidateParams) -> None:
+    """The per-file checks of `cvops data validate` (it decodes, its mode and size are allowed), on one image
+    before it joins the data."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = oriented_size(image)
-            mode = image_mode(image)
-            to_rgb(image)
+        width, height, mode = decode_fully(data)
     except Exception as err:  # PIL raises many types for a bad file
         raise DataInvalidError(f"{where} does not decode ({type(err).__name__}): nothing imported") from err
     sized = params.min_size <= min(width, height) and max(width, height) <= params.max_size
@@ -236,7 +235,7 @@ def import_labels(project: Project, params: Params, path: Path) -> LabelImport:
         if digest in known:
             duplicates.append(request_id)
             continue
-        _check_image(data, f"the capture of request {request_id}", params.validation)
+        check_image(data, f"the capture of request {request_id}", params.validation)
         known.add(digest)
         relative = f"{given.label}/{Path(key).name}"
         files[relative] = data

@@ -87,7 +87,7 @@ def monitoring(result: "MonitoringResult") -> None:
     click.echo(f"window: {verdict.rows} predictions ({verdict.model_rows} by champion version {verdict.model_version})")
     if (quality := verdict.quality) is not None:
         per_class = ", ".join(f"{c} {r:.2f}" for c, r in quality.class_recall.items())
-        low = f": LOW, {quality.reason.removeprefix(quality.line + ', ')}" if verdict.degraded else ""
+        low = f": LOW, {quality.against_test}" if verdict.degraded else ""
         click.secho(f"{quality.line}{low}", fg="red" if low else None, bold=bool(low))
         if per_class:
             click.echo(f"  recall per class: {per_class}")

@@ -67,7 +67,7 @@ def traffic(split: str, shift: str, severity: float, count: int, offline: bool, 
       cvops traffic --shift none --n 300              # to `cvops serve`; then `cvops run monitoring`: no drift
       cvops traffic --shift brightness --n 300        # then `cvops run monitoring`: drift, one retraining
       cvops traffic --shift blur --n 200 --offline    # no service: straight into the inference log
-      cvops traffic --source holdout --shift brightness --feedback 0.3 --truth-out truth.csv
+      cvops traffic --source holdout --shift rotate --feedback 0.3 --truth-out truth.csv
                                                       # production-like: 30% of the answers get their true label
     """
     from cvops.tracking import use_project_store

@@ -7,6 +7,7 @@ counts and balance are checked too. The result names every failed check and its 
 
 import hashlib
 import html
+import io
 import json
 import logging
 import shutil
@@ -61,6 +62,16 @@ class ValidationReport(BaseModel):
         return "\n".join(lines)
 
 
+def decode_fully(data: bytes) -> tuple[int, int, str]:
+    """Width and height as displayed, and the mode, of an image decoded fully into the RGB pixels training and
+    serving make of it: a bad file raises here (PIL raises OSError, SyntaxError, ValueError...)."""
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = oriented_size(image)
+        mode = image_mode(image)
+        to_rgb(image)
+    return width, height, mode
+
+
 def inspect_files(raw_dir: Path) -> pd.DataFrame:
     """One row per file under raw_dir/<class>/: its label, hash, whether it decodes (into the RGB pixels
     training and serving would make of it), its mode and its size as displayed."""
@@ -84,11 +95,8 @@ def inspect_files(raw_dir: Path) -> pd.DataFrame:
             "height": 0,
         }
         try:
-            with Image.open(file) as image:
-                width, height = oriented_size(image)
-                mode = image_mode(image)
-                to_rgb(image)  # full decode and the conversion every later stage makes: a bad file fails here
-                row.update(decodes=True, mode=mode, width=width, height=height)
+            width, height, mode = decode_fully(data)
+            row.update(decodes=True, mode=mode, width=width, height=height)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             row["error"] = f"{type(err).__name__}: {err}"[:200] if data else "empty file"
         rows.append(row)

@@ -129,10 +129,11 @@ def _group(column: str) -> Group:
 
 
 def detect_drift(
-    reference: pd.DataFrame, projection: str, rows: pd.DataFrame, version: str, params: MonitorParams, out_dir: Path
-) -> DriftVerdict:
+    reference: pd.DataFrame, projection: str, rows: pd.DataFrame, version: str, params: MonitorParams, out_dir: Path,
+    quality: LiveQuality | None = None, champion_approved: bool = True,
+) -> DriftVerdict:  # fmt: skip
     """Test the window `rows` against the `reference` of `version` (embeddings reduced by `projection`);
-    the Evidently report and the verdict go to `out_dir`."""
+    the Evidently report and the verdict (with `quality` and `champion_approved` as given) go to `out_dir`."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
@@ -141,7 +142,8 @@ def detect_drift(
     verdict = DriftVerdict(
         status="not_enough_data", model_version=version, rows=len(rows), model_rows=model_rows,
         reference_rows=len(reference), window_start=None if stamps is None else stamps.min(),
-        window_end=None if stamps is None else stamps.max(), threshold=params.false_alarm_rate,
+        window_end=None if stamps is None else stamps.max(), threshold=params.false_alarm_rate, quality=quality,
+        champion_approved=champion_approved,
     )  # fmt: skip
     if len(rows) < params.min_samples:
         verdict.notes.append(
@@ -209,17 +211,24 @@ def check_champion(
     served = resolve(registry, CHAMPION, cache_dir)
     reference, projection = load_reference(reference_dir(served, cache_dir))
     out_dir = reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    verdict = detect_drift(reference, projection.fingerprint, window, served.version, params, out_dir)
     info = registry.get(served.version)
     tested = info.tags.get("accuracy")
-    verdict.quality = live_quality(window, served.version, float(tested) if tested else None, params)
-    verdict.champion_approved = not registry.outside_cvops(info)  # False: its alias was moved in the MLflow UI or API
-    _write_verdict(verdict, out_dir)
+    quality = live_quality(window, served.version, float(tested) if tested else None, params)
+    verdict = detect_drift(
+        reference,
+        projection.fingerprint,
+        window,
+        served.version,
+        params,
+        out_dir,
+        quality,
+        champion_approved=not registry.outside_cvops(info),
+    )  # False: alias moved in MLflow itself
     mlflow.set_tags({"pipeline": "monitoring", "drift": verdict.status, "model_version": served.version,
-                     "live_quality": verdict.quality.status,
+                     "live_quality": quality.status,
                      "champion_approved": str(verdict.champion_approved).lower()})  # fmt: skip
     mlflow.log_metrics({"window_rows": verdict.rows, "drifted_columns": len(verdict.drifted)})
-    live = {metric_name(name): value for name, value in verdict.quality.metrics().items()}
+    live = {metric_name(name): value for name, value in quality.metrics().items()}
     mlflow.log_metrics({f"p_{c.column}": c.p_value for c in verdict.columns} | live)
     mlflow.log_artifacts(str(out_dir), artifact_path="drift")
     return verdict

@@ -42,10 +42,16 @@ class LiveQuality(BaseModel):
     def reason(self) -> str:
         if self.status == "not_enough_feedback":
             return f"{self.labelled} labelled answers of version {self.model_version}: not enough feedback"
+        return f"{self.line}, {self.against_test}"
+
+    @property
+    def against_test(self) -> str:
+        """Where the interval lies against the floor: the test accuracy minus monitor.max_accuracy_drop."""
+        if self.test_accuracy is None:
+            return f"version {self.model_version} records no test accuracy to compare with"
         relation = "below" if self.status == "low" else "not wholly below"
-        floor = (self.test_accuracy or 0.0) - self.max_drop
-        return (f"{self.line}, {relation} test accuracy {self.test_accuracy:.3f} - "
-                f"monitor.max_accuracy_drop {self.max_drop:.3f} = {floor:.3f}")  # fmt: skip
+        return (f"{relation} test accuracy {self.test_accuracy:.3f} - monitor.max_accuracy_drop {self.max_drop:.3f} "
+                f"= {self.test_accuracy - self.max_drop:.3f}")  # fmt: skip
 
     def metrics(self) -> dict[str, float]:
         """For MLflow, beside the drift metrics."""

@@ -1,5 +1,6 @@
 """Choosing what people label, reading their labels back, the production inbox's stable split, and retention."""
 
+import io
 import json
 import os
 import time
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from cvops.capture import CaptureStore
 from cvops.config import Project, load_params
 from cvops.data.production import stable_split
-from cvops.errors import FeedbackError
+from cvops.errors import DataError, DataInvalidError, FeedbackError
 from cvops.gc import captures, inference_log, reports
-from cvops.labels import k_center, pick, read_labels
+from cvops.labels import check_image, k_center, pick, read_labels, write_queue
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,6 +67,25 @@ def test_labels_come_back_from_a_csv_or_a_label_studio_export(tmp_path: Path) ->
     export.write_text("[]")
     with pytest.raises(FeedbackError, match="no completed annotation"):
         read_labels(export)
+    export.write_text("{not json")
+    with pytest.raises(FeedbackError, match="is not JSON"):
+        read_labels(export)
+
+
+def test_an_image_that_would_fail_validation_is_refused_before_it_joins_the_data() -> None:
+    params = load_params(REPO / "params.yaml").validation
+    with pytest.raises(DataInvalidError, match=r"does not decode.*nothing imported"):
+        check_image(b"\x89PNG not really", "the capture of request r1", params)
+    tiny = io.BytesIO()
+    Image.new("L", (4, 4)).save(tiny, format="PNG")
+    with pytest.raises(DataInvalidError, match="4x4 L fails validate"):
+        check_image(tiny.getvalue(), "the capture of request r2", params)
+
+
+def test_a_queue_never_overwrites_a_batch(tmp_path: Path) -> None:
+    (tmp_path / "batch").mkdir()
+    with pytest.raises(DataError, match="exists: give a new --output folder"):
+        write_queue(waiting(3), CaptureStore(str(tmp_path / "captures")), tmp_path / "batch", ["cat"])
 
 
 def test_a_production_image_keeps_its_split_whatever_else_is_added() -> None:
@@ -108,9 +129,10 @@ def test_gc_lists_what_is_past_retention_and_deletes_only_that(tmp_path: Path) -
                                         [f"{params.serve.inference_log}/2020-01-01.jsonl",
                                          f"{params.serve.inference_log}/feedback/2020-01-01.jsonl"],
                                         [f"{params.monitor.reports}/old"]]  # fmt: skip
-    assert store.exists("2020-01-01/old.png")  # listing deletes nothing
+    old_capture = Path(store.location) / "2020-01-01" / "old.png"
+    assert old_capture.is_file()  # listing deletes nothing
     for garbage in found:
         garbage.delete()
-    assert not store.exists("2020-01-01/old.png") and store.read(today) == b"y"
+    assert not old_capture.exists() and store.read(today) == b"y"
     assert sorted(p.name for p in log_dir.rglob("*.jsonl")) == [f"{today[:10]}.jsonl"]
     assert not old_report.exists() and new_report.exists()
