@@ -24,8 +24,16 @@ PARAMS_FILE = "params.yaml"
 STATE_ENV = "CVOPS_STATE_URL"
 S3_URL_ENV = "CVOPS_S3_URL"  # the team stack's bucket (`.team/env`): DVC data, ZenML artifacts, captures
 SERVE_OVERRIDES_ENV = "CVOPS_SERVE_OVERRIDES"  # `cvops serve`'s options, as a JSON list of key=value, to its service
-Source = Literal["elpv", "digits", "fashion-mnist", "folder"]
+Source = Literal["elpv", "digits", "fashion-mnist", "folder", "coco", "yolo", "digit-scenes"]
 SOURCES: tuple[str, ...] = get_args(Source)
+Task = Literal["classification", "detection"]
+DETECTION_SOURCES = ("coco", "yolo", "digit-scenes")  # importing one sets `task: detection`; any other, classification
+MODEL_NAMES: dict[str, str] = {"classification": "cvops-classifier", "detection": "cvops-detector"}
+
+
+def source_task(source: str) -> Task:
+    """The task a data source's annotations serve."""
+    return "detection" if source in DETECTION_SOURCES else "classification"
 
 
 class Section(BaseModel):
@@ -49,7 +57,9 @@ class BaseParams(Section):
 class DataParams(Section):
     source: Source = "elpv"
     path: str | None = None
+    annotations: str | None = None  # coco: the annotation JSON file (null: DIR/annotations.json)
     limit_per_class: int | None = Field(None, ge=1)
+    scenes: int = Field(600, ge=10)  # digit-scenes: how many scenes to compose
     remote: str = "dvc-remote"
 
 
@@ -62,8 +72,10 @@ class ValidateParams(Section):
     allowed_modes: list[ImageMode] = ["L", "RGB"]
     min_size: int = Field(8, ge=1)
     max_size: int = Field(4096, ge=1)
-    min_per_class: int = Field(10, ge=1)
+    min_per_class: int = Field(10, ge=1)  # images per class; for detection, boxes per class
     max_imbalance_ratio: float = Field(10.0, ge=1.0)
+    min_box_size: float = Field(2.0, ge=0.0)  # detection: pixels, each side of every box
+    duplicate_iou: Probability = 0.95  # detection: two boxes of one class on one image overlapping this much
 
 
 HOLDOUT = "holdout"  # the split of the images prepare.holdout_fraction keeps out of train, val and test
@@ -224,7 +236,7 @@ def _cores() -> int:
 
 
 class RegistryParams(Section):
-    model_name: str = Field("cvops-classifier", min_length=1)
+    model_name: str = Field(MODEL_NAMES["classification"], min_length=1)  # null in params.yaml: by task
     require_approval: bool = True
     allow_self_approval: bool = False  # team stack: may the MLflow user who trained a version approve it?
 
@@ -279,6 +291,7 @@ class MlflowParams(Section):
 
 
 class Params(Section):
+    task: Task = "classification"
     base: BaseParams = BaseParams()
     data: DataParams = DataParams()
     # "validate" in params.yaml; not the attribute name, which would shadow pydantic's BaseModel.validate
@@ -297,10 +310,27 @@ class Params(Section):
     state: StateParams = StateParams()
     distributed: DistributedParams = DistributedParams()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_name_by_task(cls, values: Any) -> Any:
+        """registry.model_name null (or absent): the task's own registered model, so champions never mix."""
+        if not isinstance(values, dict):
+            return values
+        registry = values.get("registry")
+        if registry is None or (isinstance(registry, dict) and registry.get("model_name") is None):
+            name = MODEL_NAMES.get(values.get("task") or "classification", MODEL_NAMES["classification"])
+            values = {**values, "registry": {**(registry or {}), "model_name": name}}
+        return values
+
     @model_validator(mode="after")
     def _check_fractions(self) -> "Params":
         if self.prepare.val_fraction + self.prepare.test_fraction >= 0.8:
             raise ValueError("prepare.val_fraction + prepare.test_fraction must stay below 0.8")
+        if source_task(self.data.source) != self.task:
+            raise ValueError(
+                f"data.source {self.data.source} serves {source_task(self.data.source)}, but task is "
+                f"{self.task}: set task: {source_task(self.data.source)} (`cvops data import` sets both)"
+            )
         return self
 
     def hash(self) -> str:

@@ -46,33 +46,50 @@ def data() -> None:
 
 @data.command("import")
 @click.argument("source", required=False, type=click.Choice(SOURCES))
-@click.option("--path", type=click.Path(path_type=Path), help="Input folder (folder, fashion-mnist).")
-@click.option("--limit-per-class", type=click.IntRange(min=1), help="Import at most N images per class.")
+@click.option("--path", type=click.Path(path_type=Path), help="Input folder (folder, fashion-mnist, coco, yolo).")
+@click.option(
+    "--annotations", type=click.Path(path_type=Path), help="coco: the annotation JSON (default: PATH/annotations.json)."
+)
+@click.option(
+    "--limit-per-class", type=click.IntRange(min=1), help="Import at most N images per class (classification)."
+)
 @click.option("--direct", is_flag=True, help="Import now, outside DVC (what the DVC `import` stage runs).")
-def import_(source: str | None, path: Path | None, limit_per_class: int | None, direct: bool) -> None:
-    """Import SOURCE into data/raw/<class>/ with a manifest (the DVC `import` stage).
+def import_(source: str | None, path: Path | None, annotations: Path | None, limit_per_class: int | None,
+            direct: bool) -> None:  # fmt: skip
+    """Import SOURCE into data/raw (the DVC `import` stage): a classification source as data/raw/<class>/
+    with a manifest; a detection source (coco, yolo, digit-scenes) as data/raw/images/ with a manifest of
+    images and a table of boxes (image, label, x1, y1, x2, y2 in pixels).
 
-    SOURCE, --path and --limit-per-class are written into params.yaml (data.*), so DVC and the
-    pipeline import the same thing; without them, params.yaml decides. A folder's files are imported
-    as they are (not re-encoded) and its class names kept exactly; validation then judges each file.
+    SOURCE, --path, --annotations and --limit-per-class are written into params.yaml (data.*), with the task
+    the source serves (`task: detection` for coco, yolo and digit-scenes), so DVC and the pipeline import the
+    same thing; without them, params.yaml decides. The user's files are imported as they are (not
+    re-encoded) and class names kept exactly; validation then judges each file and each box.
 
     \b
     Examples:
       cvops data import elpv
       cvops data import digits --limit-per-class 50
       cvops data import folder --path ~/images     # ~/images/<class>/<image>
+      cvops data import coco --path ~/shelf --annotations ~/shelf/instances.json
+      cvops data import yolo --path ~/line         # ~/line/images/..., ~/line/labels/..., ~/line/data.yaml
+      cvops data import digit-scenes               # composed from real MNIST digits, no download
     """
     if direct:
         from cvops.data.manifest import import_configured
 
         checkout = project()
         manifest = import_configured(checkout)
-        counts = ", ".join(f"{label}: {n}" for label, n in manifest["label"].value_counts().sort_index().items())
-        click.secho(f"imported {len(manifest)} images into {checkout.raw_dir} ({counts})", fg="green")
+        if "label" in manifest:
+            counts = manifest["label"].value_counts().sort_index().items()
+            click.secho(f"imported {len(manifest)} images into {checkout.raw_dir} "
+                        f"({', '.join(f'{label}: {n}' for label, n in counts)})", fg="green")  # fmt: skip
+        else:
+            click.secho(f"imported {len(manifest)} images with {int(manifest['boxes'].sum())} boxes into "
+                        f"{checkout.raw_dir}", fg="green")  # fmt: skip
         return
     from cvops.data.versioning import import_data
 
-    render.changed_params(import_data(project(), source, path, limit_per_class))
+    render.changed_params(import_data(project(), source, path, limit_per_class, annotations))
 
 
 @data.command("validate")
@@ -102,7 +119,7 @@ def prepare() -> None:
 
     ref = prepare_configured(project())
     sizes = ", ".join(f"{split}: {sum(c.values())}" for split, c in ref.counts.items())
-    click.secho(f"prepared {sizes} images at {ref.image_size}px in {ref.prepared_dir}", fg="green")
+    click.secho(f"prepared {sizes} {ref.unit} at {ref.image_size}px in {ref.prepared_dir}", fg="green")
 
 
 @data.command("status")

@@ -38,7 +38,8 @@ def committed_params_diff(differences: list[tuple[str, Any, Any]]) -> None:
 
 def data_status(ref: "DatasetRef", changes: dict[str, Any]) -> None:
     click.echo(f"data version: {ref.data_version}  ({ref.image_size}px, classes: {', '.join(ref.class_names)})")
-    width = max(len(c) for c in ref.class_names)
+    width = max(len(c) for c in [*ref.class_names, "class"])
+    click.echo(f"  {ref.unit} per class and split:")
     click.echo(f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in ref.counts))
     for name in ref.class_names:
         click.echo(f"  {name:<{width}}  " + "  ".join(f"{ref.counts[s].get(name, 0):>6}" for s in ref.counts))

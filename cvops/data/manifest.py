@@ -13,11 +13,13 @@ from PIL import Image
 from cvops.config import Project
 from cvops.console import progress
 from cvops.data.preprocess import image_mode, oriented_size
-from cvops.data.sources import SOURCE_READERS, Sample, Source
+from cvops.data.sources import SOURCE_READERS, Source
 from cvops.errors import DataError, NotInitializedError
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode"]
+IMAGE_COLUMNS = [c for c in MANIFEST_COLUMNS if c != "label"]  # a detection manifest's: its labels are its boxes
+BOXES = "boxes.csv"  # a detection dataset's box table, beside its manifest (cvops.data.boxes)
 log = logging.getLogger(__name__)
 
 
@@ -25,14 +27,14 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _encoded(sample: Sample) -> tuple[bytes, str]:
-    """The bytes to store and their suffix: the user's file as it is, a bundled image as PNG."""
-    if sample.file is not None:
-        return sample.file.read_bytes(), sample.file.suffix
-    if sample.image is None:
-        raise ValueError(f"sample {sample.label}/{sample.name} holds neither an image nor a file")
+def encoded(image: Image.Image | None, file: Path | None) -> tuple[bytes, str]:
+    """The bytes to store and their suffix: the user's file as it is, a bundled or composed image as PNG."""
+    if file is not None:
+        return file.read_bytes(), file.suffix
+    if image is None:
+        raise ValueError("a sample holds neither an image nor a file")
     buffer = io.BytesIO()
-    sample.image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue(), ".png"
 
 
@@ -59,7 +61,7 @@ def import_source(source: Source, raw_dir: Path) -> pd.DataFrame:
     try:
         rows, unreadable = [], []
         for sample in progress(source.samples, "import", total=source.total):
-            data, suffix = _encoded(sample)
+            data, suffix = encoded(sample.image, sample.file)
             relative = Path(sample.label) / f"{sample.name}{suffix}"
             width, height, mode = describe(data)
             if not mode:
@@ -79,7 +81,7 @@ def import_source(source: Source, raw_dir: Path) -> pd.DataFrame:
             raise DataError("the source yielded no images: check the source and --limit-per-class")
         manifest = pd.DataFrame(rows)
         manifest.to_csv(staging / MANIFEST, index=False)
-        _swap_in(staging, raw_dir)
+        swap_in(staging, raw_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -87,16 +89,23 @@ def import_source(source: Source, raw_dir: Path) -> pd.DataFrame:
 
 
 def import_configured(project: Project) -> pd.DataFrame:
-    """What the DVC `import` stage runs: import the source params.yaml names (data.*) into data/raw, with the
-    labelled production images of data/production (`cvops labels import`)."""
+    """What the DVC `import` stage runs: import the source params.yaml names (data.*) into data/raw: for
+    classification with the labelled production images of data/production (`cvops labels import`); for
+    detection as images/ with the box table. Returns the image manifest."""
     from cvops.data.production import with_production
 
-    params = project.params().data
-    source = SOURCE_READERS[params.source](Path(params.path) if params.path else None, params.limit_per_class)
+    params = project.params()
+    data = params.data
+    if params.task == "detection":
+        from cvops.data.boxes import import_scenes
+        from cvops.data.scenes import detection_source
+
+        return import_scenes(detection_source(data, params.base.seed), project.raw_dir)[0]
+    source = SOURCE_READERS[data.source](Path(data.path) if data.path else None, data.limit_per_class)
     return import_source(with_production(source, project.production_dir), project.raw_dir)
 
 
-def _swap_in(staging: Path, target: Path) -> None:
+def swap_in(staging: Path, target: Path) -> None:
     """Replace `target` by `staging` with renames only, so readers see the old tree or the new one."""
     if target.exists():
         retired = target.with_name(f".{target.name}.retired")
@@ -119,7 +128,8 @@ def read_manifest(raw_dir: Path) -> pd.DataFrame:
     if not path.is_file():
         raise NotInitializedError(f"no imported dataset in {raw_dir}: run `cvops data import SOURCE` first")
     manifest = load_manifest(path)
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    required = IMAGE_COLUMNS if (raw_dir / BOXES).is_file() else MANIFEST_COLUMNS  # detection: boxes hold labels
+    missing = [c for c in required if c not in manifest.columns]
     if missing or manifest.empty:
         raise DataError(f"{path} is empty or lacks columns {missing}: import the dataset again")
     return manifest

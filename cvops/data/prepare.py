@@ -10,9 +10,10 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel
 
-from cvops.config import HOLDOUT, PrepareParams, Project
+from cvops.config import HOLDOUT, PrepareParams, Project, Task
 from cvops.console import progress
-from cvops.data.manifest import MANIFEST, load_manifest, read_manifest
+from cvops.data.boxes import CLASSES, read_boxes, read_classes
+from cvops.data.manifest import BOXES, MANIFEST, load_manifest, read_manifest
 from cvops.data.preprocess import resize_image
 from cvops.data.production import PRODUCTION, is_production, stable_split
 from cvops.errors import DataError, DataInvalidError, NotInitializedError
@@ -31,9 +32,15 @@ class DatasetRef(BaseModel):
     prepared_dir: str
     class_names: list[str]
     image_size: int
-    counts: dict[str, dict[str, int]]
+    counts: dict[str, dict[str, int]]  # images per split and class; for detection, boxes
+    task: Task = "classification"
     sources: dict[str, dict[str, int]] = {}  # images in train, val and test per source (dataset, production), class
     data_version: str = ""
+
+    @property
+    def unit(self) -> str:
+        """What `counts` counts."""
+        return "boxes" if self.task == "detection" else "images"
 
     @property
     def num_classes(self) -> int:
@@ -103,7 +110,17 @@ def prepare_dataset(
     if not (validated_dir / MANIFEST).is_file():
         raise NotInitializedError(f"no validated dataset in {validated_dir}: run `cvops data validate` first")
     manifest = read_manifest(validated_dir)
-    manifest["split"] = assign_splits(manifest, params, seed)
+    detection = (validated_dir / BOXES).is_file()
+    if detection:  # by a seeded hash of each image: an image keeps its split as the dataset grows
+        boxes = read_boxes(validated_dir)
+        manifest["split"] = stable_split(manifest["sha256"], params.val_fraction, params.test_fraction, seed)
+        labels = boxes["label"].where(boxes["image"].isin(manifest["path"]))
+        split_of = boxes["image"].map(manifest.set_index("path")["split"])
+        class_names = sorted(read_classes(validated_dir))
+    else:
+        manifest["split"] = assign_splits(manifest, params, seed)
+        labels, split_of = manifest["label"], manifest["split"]
+        class_names = sorted(manifest["label"].unique())
     check_split(manifest)
     size = params.image_size
     images = np.empty((len(manifest), size, size, 3), dtype=np.uint8)
@@ -116,19 +133,24 @@ def prepare_dataset(
     try:
         manifest.to_csv(staging / MANIFEST, index=False)
         np.save(staging / IMAGES, images)
-        class_names = sorted(manifest["label"].unique())
-        counts = {
-            split: {c: int(n) for c, n in manifest.loc[manifest["split"] == split, "label"].value_counts().items()}
-            for split in SPLITS
-        }
+        if detection:
+            boxes.to_csv(staging / BOXES, index=False)
+            shutil.copy2(validated_dir / CLASSES, staging / CLASSES)
+        counts = {split: {c: int(n) for c, n in labels[split_of == split].value_counts().items()} for split in SPLITS}
         used = manifest[manifest["split"].isin(SPLITS)]
         origin = np.where(is_production(used), PRODUCTION, "dataset")
-        sources = {name: {c: int(n) for c, n in used.loc[origin == name, "label"].value_counts().sort_index().items()}
-                   for name in sorted(set(origin))}  # fmt: skip
+        sources = {} if detection else {
+            name: {c: int(n) for c, n in used.loc[origin == name, "label"].value_counts().sort_index().items()}
+            for name in sorted(set(origin))
+        }  # fmt: skip
+        task: Task = "detection" if detection else "classification"
         ref = DatasetRef(prepared_dir=str(prepared_dir.resolve()), class_names=class_names, image_size=size,
-                         counts=counts, sources=sources)  # fmt: skip
-        # Location-free, so the same data hashes to the same DVC version in any checkout.
-        info = ref.model_dump_json(indent=2, exclude={"prepared_dir", "data_version"})
+                         counts=counts, sources=sources, task=task)  # fmt: skip
+        # Location-free, so the same data hashes to the same DVC version in any checkout; a classification
+        # dataset's file without `task`, so that it hashes as it did before detection came
+        info = ref.model_dump_json(
+            indent=2, exclude={"prepared_dir", "data_version"} | ({"task"} if not detection else set())
+        )
         (staging / INFO).write_text(info, encoding="utf-8")
         if prepared_dir.exists():
             shutil.rmtree(prepared_dir)

@@ -15,13 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 from pydantic import BaseModel
 
 from cvops.config import Project, ValidateParams
 from cvops.console import progress
-from cvops.data.manifest import MANIFEST, read_manifest
+from cvops.data.boxes import CLASSES, COORDS, read_boxes, read_classes
+from cvops.data.manifest import BOXES, MANIFEST, read_manifest
 from cvops.data.preprocess import image_mode, oriented_size, to_rgb
 from cvops.errors import NotInitializedError
 
@@ -132,8 +134,11 @@ def _to_check(name: str, expectation: str, result: Any, index_column: str) -> Ch
     )
 
 
-def run_checks(files: pd.DataFrame, classes: list[str], params: ValidateParams) -> tuple[list[Check], list[dict]]:
-    """The suite over inspected files: row checks name files, class checks name classes."""
+def run_checks(
+    files: pd.DataFrame, classes: list[str], params: ValidateParams, boxes: pd.DataFrame | None = None
+) -> tuple[list[Check], list[dict]]:
+    """The suite over inspected files: row checks name files, class checks name classes; with a detection
+    dataset's `boxes` (from `box_frame`), box checks name annotations, and classes count boxes, not files."""
     import great_expectations.expectations as gxe
 
     all_files = [
@@ -143,6 +148,8 @@ def run_checks(files: pd.DataFrame, classes: list[str], params: ValidateParams) 
         ("duplicates", "no two files with the same content (sha256)",
          gxe.ExpectColumnValuesToBeUnique(column="sha256")),
     ]  # fmt: skip
+    if boxes is not None:  # an image's classes are its boxes'
+        all_files = [check for check in all_files if check[0] != "classes"]
     images = [  # only files that decode have a mode and a size
         ("mode", f"mode in validate.allowed_modes {params.allowed_modes}",
          gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=params.allowed_modes)),
@@ -151,23 +158,25 @@ def run_checks(files: pd.DataFrame, classes: list[str], params: ValidateParams) 
         ("height", f"height within [{params.min_size}, {params.max_size}]",
          gxe.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_size, max_value=params.max_size)),
     ]  # fmt: skip
+    groups = [(files, all_files, "path"), (files[files["decodes"]].reset_index(drop=True), images, "path")]
+    if boxes is not None:
+        groups += _box_checks(boxes, classes, params)
     checks: list[Check] = []
     raw_results: list[Any] = []
-    for frame, group, index in (
-        (files, all_files, "path"),
-        (files[files["decodes"]].reset_index(drop=True), images, "path"),
-    ):
+    for frame, group, index in groups:
         results = _gx_validate(frame, [e for _, _, e in group], index)
         checks += [_to_check(n, d, r, index) for (n, d, _), r in zip(group, results, strict=True)]
         raw_results += results
 
-    counts = files["label"].value_counts().reindex(classes, fill_value=0).rename_axis("label").reset_index(name="count")
+    labels = files["label"] if boxes is None else boxes.loc[boxes["found"], "label"]
+    counts = labels.value_counts().reindex(classes, fill_value=0).rename_axis("label").reset_index(name="count")
     smallest = max(int(counts["count"].min()), 1)
     counts["imbalance"] = counts["count"] / smallest
+    unit = "images" if boxes is None else "boxes"
     class_checks = [
-        ("min_per_class", f"at least {params.min_per_class} images per class",
+        ("min_per_class", f"at least {params.min_per_class} {unit} per class",
          gxe.ExpectColumnValuesToBeBetween(column="count", min_value=params.min_per_class)),
-        ("imbalance", f"largest/smallest class <= {params.max_imbalance_ratio}",
+        ("imbalance", f"largest/smallest class <= {params.max_imbalance_ratio} ({unit})",
          gxe.ExpectColumnValuesToBeBetween(column="imbalance", max_value=params.max_imbalance_ratio)),
     ]  # fmt: skip
     class_results = _gx_validate(counts, [e for _, _, e in class_checks], "label")
@@ -175,19 +184,88 @@ def run_checks(files: pd.DataFrame, classes: list[str], params: ValidateParams) 
     return checks, [r.to_json_dict() for r in raw_results + class_results]
 
 
+def box_frame(boxes: pd.DataFrame, files: pd.DataFrame, classes: list[str], duplicate_iou: float) -> pd.DataFrame:
+    """The box table with what the box checks read: a `name` that says which annotation on which image,
+    whether its image is there (`found`) and decodes (`sized`), whether it lies inside that image, its
+    shorter side, and whether it repeats an earlier box of its class on its image (IoU >= duplicate_iou)."""
+    frame = boxes.reset_index(drop=True).copy()
+    where = frame["image"].where(frame["image"] != "", frame["source_image"])
+    unknown = np.where(frame["label"].isin(classes), "", " (category " + frame["category"].astype(str) + ")")
+    frame["name"] = "annotation " + frame["annotation"].astype(str) + " in " + where + unknown
+    sizes = files.set_index("path")
+    frame["found"] = frame["image"].isin(sizes.index)
+    decoded = sizes.index[sizes["decodes"]]
+    frame["sized"] = frame["image"].isin(decoded)
+    width = frame["image"].map(sizes["width"]).astype(float)
+    height = frame["image"].map(sizes["height"]).astype(float)
+    x1, y1, x2, y2 = (frame[c].astype(float) for c in COORDS)
+    frame["inside"] = (x1 >= 0) & (y1 >= 0) & (x2 <= width) & (y2 <= height)
+    frame["has_area"] = (x2 > x1) & (y2 > y1)
+    frame["min_side"] = np.minimum(x2 - x1, y2 - y1).where(frame["has_area"])  # no area: box_area's alone
+    frame["duplicate"] = False
+    for _, group in frame[frame["found"]].groupby(["image", "label"]):
+        coords = group[COORDS].to_numpy(dtype=float)
+        for i in range(1, len(coords)):
+            if (pairwise_iou(coords[i : i + 1], coords[:i])[0] >= duplicate_iou).any():
+                frame.loc[group.index[i], "duplicate"] = True
+    return frame
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of `a` (N,4) with every box of `b` (M,4), boxes as x1, y1, x2, y2: (N, M)."""
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _box_checks(
+    boxes: pd.DataFrame, classes: list[str], params: ValidateParams
+) -> list[tuple[pd.DataFrame, list, str]]:
+    """Box checks: every box (image there, known category), then the boxes on images that decode (geometry)."""
+    import great_expectations.expectations as gxe
+
+    every = [
+        ("box_image", "every annotation's image is in the dataset",
+         gxe.ExpectColumnValuesToBeInSet(column="found", value_set=[True])),
+        ("box_category", f"every box's category in the declared set {classes}",
+         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes)),
+    ]  # fmt: skip
+    geometry = [
+        ("box_inside", "every box inside its image (0 <= x1, y1 and x2 <= width, y2 <= height)",
+         gxe.ExpectColumnValuesToBeInSet(column="inside", value_set=[True])),
+        ("box_area", "every box has an area (x2 > x1 and y2 > y1)",
+         gxe.ExpectColumnValuesToBeInSet(column="has_area", value_set=[True])),
+        ("box_size", f"every box at least validate.min_box_size = {params.min_box_size} px each side",
+         gxe.ExpectColumnValuesToBeBetween(column="min_side", min_value=params.min_box_size)),
+        ("box_duplicates", f"no box twice: one image and class, IoU >= validate.duplicate_iou = {params.duplicate_iou}",
+         gxe.ExpectColumnValuesToBeInSet(column="duplicate", value_set=[False])),
+    ]  # fmt: skip
+    return [(boxes, every, "name"), (boxes[boxes["sized"]].reset_index(drop=True), geometry, "name")]
+
+
 def declared_classes(raw_dir: Path, params: ValidateParams) -> list[str]:
-    """The declared class set: validate.classes, else the classes the import recorded."""
+    """The declared class set: validate.classes, else the classes the import recorded (for detection, the
+    categories the source declares)."""
     if params.classes:
         return list(params.classes)
+    if (raw_dir / BOXES).is_file():
+        return read_classes(raw_dir)
     return sorted(read_manifest(raw_dir)["label"].unique())
 
 
-def _bad_rows(files: pd.DataFrame, checks: list[Check]) -> pd.Series:
-    """Files a quarantine removes: those failing a row check (for duplicates, all copies but the first)."""
+def _bad_rows(files: pd.DataFrame, checks: list[Check], boxes: pd.DataFrame | None) -> pd.Series:
+    """Files a quarantine removes: those failing a row check (for duplicates, all copies but the first), and
+    the images of boxes failing a box check (an image loses no box: a dropped box would teach background)."""
     bad = pd.Series(False, index=files.index)
     for check in checks:
         if check.name == "duplicates":
             bad |= files.duplicated("sha256", keep="first")
+        elif boxes is not None and check.name.startswith("box_"):
+            bad |= files["path"].isin(boxes.loc[boxes["name"].isin(check.offenders), "image"])
         elif check.name not in ("min_per_class", "imbalance"):
             bad |= files["path"].isin(check.offenders)
     return bad
@@ -197,27 +275,39 @@ def validate_dataset(raw_dir: Path, validated_dir: Path, params: ValidateParams)
     """Validate data/raw; on success write data/validated (accepted manifest + quarantine), atomically.
 
     With `on_error: quarantine`, failing files are moved out of the dataset into the quarantine
-    folder and the rest is checked again: it must then pass on its own.
+    folder and the rest is checked again: it must then pass on its own. For detection, an image with a bad
+    box goes with all its boxes, and annotations whose image is missing are dropped (and listed).
     """
     classes = declared_classes(raw_dir, params)
     files = inspect_files(raw_dir)
-    checks, gx_results = run_checks(files, classes, params)
+    num_files = len(files)
+    detection = (raw_dir / BOXES).is_file()
+    boxes = box_frame(read_boxes(raw_dir), files, classes, params.duplicate_iou) if detection else None
+    checks, gx_results = run_checks(files, classes, params, boxes)
     quarantined = pd.DataFrame(columns=["path", "reasons"])
     if params.on_error == "quarantine" and not all(c.passed for c in checks):
-        bad = _bad_rows(files, checks)
+        bad = _bad_rows(files, checks, boxes)
         reasons = {p: [c.name for c in checks if p in c.offenders] for p in files.loc[bad, "path"]}
+        if boxes is not None:
+            for check in (c for c in checks if c.name.startswith("box_")):
+                for image in boxes.loc[boxes["name"].isin(check.offenders), "image"]:
+                    if image in reasons and check.name not in reasons[image]:
+                        reasons[image].append(check.name)
+            orphans = boxes.loc[~boxes["found"], "name"].tolist()
+            reasons |= {name: ["box_image"] for name in orphans}
+            boxes = boxes[boxes["found"] & ~boxes["image"].isin(files.loc[bad, "path"])].reset_index(drop=True)
         quarantined = pd.DataFrame({"path": list(reasons), "reasons": [";".join(r) for r in reasons.values()]})
         files = files.loc[~bad].reset_index(drop=True)
-        checks, gx_results = run_checks(files, classes, params)
+        checks, gx_results = run_checks(files, classes, params, boxes)
     report = ValidationReport(
         passed=all(c.passed for c in checks),
-        num_files=len(files) + len(quarantined),
+        num_files=num_files,
         checks=checks,
         quarantined=quarantined["path"].tolist(),
         gx_results=gx_results,
     )
     if report.passed:
-        _write_validated(raw_dir, validated_dir, files, quarantined)
+        _write_validated(raw_dir, validated_dir, files, quarantined, boxes)
     else:
         shutil.rmtree(validated_dir, ignore_errors=True)  # never leave an old "validated" set beside a failure
     return report
@@ -231,18 +321,24 @@ def validate_configured(project: Project) -> tuple[ValidationReport, Path]:
     return report, html_report
 
 
-def _write_validated(raw_dir: Path, validated_dir: Path, files: pd.DataFrame, quarantined: pd.DataFrame) -> None:
+def _write_validated(raw_dir: Path, validated_dir: Path, files: pd.DataFrame, quarantined: pd.DataFrame,
+                     boxes: pd.DataFrame | None) -> None:  # fmt: skip
     manifest = read_manifest(raw_dir)
     accepted = manifest[manifest["path"].isin(files["path"])]
     validated_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{validated_dir.name}.writing-", dir=validated_dir.parent))
     try:
         accepted.to_csv(staging / MANIFEST, index=False)
+        if boxes is not None:  # the accepted images' boxes, as imported
+            raw_boxes = read_boxes(raw_dir)
+            raw_boxes[raw_boxes["image"].isin(accepted["path"])].to_csv(staging / BOXES, index=False)
+            shutil.copy2(raw_dir / CLASSES, staging / CLASSES)
         quarantined.to_csv(staging / "quarantine.csv", index=False)
         for rel in quarantined["path"]:
-            target = staging / "quarantine" / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(raw_dir / rel, target)
+            if (raw_dir / rel).is_file():  # not a dropped annotation's name
+                target = staging / "quarantine" / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(raw_dir / rel, target)
         shutil.rmtree(validated_dir, ignore_errors=True)
         staging.rename(validated_dir)
     except BaseException:

@@ -140,22 +140,29 @@ def pull(project: Project) -> dict[str, Any]:
         return dict(repo.pull())
 
 
-def import_data(project: Project, source: str | None, path: Path | None, limit: int | None) -> list[tuple[str, Any]]:
-    """`cvops data import`: record the source in params.yaml (data.*), then run DVC's import stage, so DVC and
-    the pipeline import the same thing. A path the source cannot read is refused before params.yaml changes.
-    Returns the params.yaml values that changed."""
+def import_data(project: Project, source: str | None, path: Path | None, limit: int | None,
+                annotations: Path | None = None) -> list[tuple[str, Any]]:  # fmt: skip
+    """`cvops data import`: record the source in params.yaml (data.*, and the `task` it serves), then run DVC's
+    import stage, so DVC and the pipeline import the same thing. A path the source cannot read is refused
+    before params.yaml changes. Returns the params.yaml values that changed."""
+    from cvops.config import source_task
+    from cvops.data.boxes import DETECTION_READERS
     from cvops.data.sources import SOURCE_READERS
 
     if source in ("folder", "fashion-mnist"):
         SOURCE_READERS[source](path, limit)
+    if source in DETECTION_READERS:
+        DETECTION_READERS[source](path, annotations)  # reads the annotations: a bad file is refused here
     chosen = {
+        "task": source and source_task(source),
         "data.source": source,
         "data.path": path and str(path.expanduser().resolve()),
+        "data.annotations": annotations and str(annotations.expanduser().resolve()),
         "data.limit_per_class": limit,
     }
     overrides = [f"{key}={value}" for key, value in chosen.items() if value is not None]
-    if source and not path:
-        overrides.append("data.path=null")
+    if source:
+        overrides += [f"{key}=null" for key in ("data.path", "data.annotations") if not chosen[key]]
     _, changed = project.set_params(overrides)
     reproduce(project, "import", force=True)
     return changed

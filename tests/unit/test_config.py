@@ -163,3 +163,16 @@ def test_the_bento_name_follows_the_registered_model():
 def test_every_kind_of_ray_address_is_accepted(address):
     params = load_params(PARAMS, ["distributed.engine=ray", f"distributed.address={address}"])
     assert params.distributed.address == (None if address == "null" else address)
+
+
+def test_each_task_registers_under_its_own_model_unless_one_is_named():
+    assert load_params(PARAMS).registry.model_name == "cvops-classifier"
+    detection = load_params(PARAMS, ["task=detection", "data.source=digit-scenes"])
+    assert detection.registry.model_name == "cvops-detector"
+    named = load_params(PARAMS, ["task=detection", "data.source=coco", "registry.model_name=shelf"])
+    assert named.registry.model_name == "shelf"
+
+
+def test_a_source_of_the_other_task_is_named_with_the_fix():
+    with pytest.raises(ConfigError, match=r"data\.source coco serves detection, but task is classification: set task"):
+        load_params(PARAMS, ["data.source=coco"])

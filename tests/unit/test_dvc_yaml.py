@@ -26,7 +26,7 @@ def test_stage_outputs_are_the_projects_paths():
 
 def test_no_data_stage_reads_training_params():
     sections = {p.split(".")[0] for stage in STAGES.values() for p in stage.get("params", [])}
-    assert sections == {"data", "validate", "prepare", "base"}
+    assert sections == {"task", "data", "validate", "prepare", "base"}
     assert all(key in Params.param_keys() for key in sections)
 
 
