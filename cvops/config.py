@@ -112,6 +112,16 @@ class TrainParams(Section):
     augment: AugmentParams = AugmentParams()
 
 
+class DetectParams(Section):
+    """The detector (task: detection): FCOS on train.model's feature stages, and what it answers with."""
+
+    fpn_channels: int = Field(64, ge=8)  # channels of every pyramid level and of the head
+    head_convs: int = Field(2, ge=1)  # conv layers in each branch of the FCOS head
+    score_threshold: Probability = 0.3  # served and batch detections scoring below are left out
+    nms_iou: Probability = 0.6  # same-class boxes overlapping more are one object: the best-scored is kept
+    max_detections: int = Field(100, ge=1)  # per image, best scores first
+
+
 class EvaluateParams(Section):
     slice_by: list[str] = ["cell_type"]
     brightness_slices: int = Field(3, ge=0, le=10)
@@ -298,6 +308,7 @@ class Params(Section):
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
+    detect: DetectParams = DetectParams()
     evaluate: EvaluateParams = EvaluateParams()
     quantize: QuantizeParams = QuantizeParams()
     measure: MeasureParams = MeasureParams()

@@ -122,6 +122,6 @@ def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) the model was trained with, from timm's config of the model."""
-    config = timm.data.resolve_model_data_config(model)
+    """(mean, std) the model was trained with, from timm's config of the model (a detector's: its backbone's)."""
+    config = timm.data.resolve_model_data_config(getattr(model, "timm_body", model))
     return tuple(config["mean"]), tuple(config["std"])

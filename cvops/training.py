@@ -26,10 +26,18 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from cvops.config import Params, TrainParams
 from cvops.console import progress
-from cvops.data.augment import ImageDataset, augmentation
-from cvops.data.prepare import DatasetRef, load_split
+from cvops.data.augment import BoxDataset, ImageDataset, augmentation
+from cvops.data.prepare import DatasetRef, load_detection_split, load_split
+from cvops.detection import create_detector
 from cvops.errors import ModelError
-from cvops.models import backbone_parameters, create_model, head_parameters, normalization, resolve_device
+from cvops.models import (
+    NO_PRETRAINED,
+    backbone_parameters,
+    create_model,
+    head_parameters,
+    normalization,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 MetricsCallback = Callable[[dict[str, float], int], object]
@@ -129,10 +137,39 @@ def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+class Objective(Protocol):
+    """What a batch costs: its mean loss, and how many of its images the model got right (None: no such
+    count, as for detection, whose quality is measured by evaluation)."""
+
+    def __call__(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int | None]: ...
+
+
+@dataclass
+class Classification:
+    """Cross-entropy on (images, labels) batches; a right answer is the top class."""
+
+    label_smoothing: float = 0.0
+
+    def __call__(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int | None]:
+        images, labels = batch[0].to(device, non_blocking=True, memory_format=torch.channels_last), batch[1]
+        labels = labels.to(device, non_blocking=True)
+        logits = model(images)
+        loss = nn.functional.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        return loss, int((logits.argmax(1) == labels).sum().item())
+
+
+def detection_objective(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int | None]:
+    """FCOS's three losses, summed, on (images, targets) batches (BoxDataset)."""
+    images = batch[0].to(device, non_blocking=True, memory_format=torch.channels_last)
+    targets = [{k: v.to(device, non_blocking=True) for k, v in target.items()} for target in batch[1]]
+    losses = model(images, targets)
+    return sum(losses.values()), None
+
+
 def run_epoch(
     model: nn.Module,
     loader: DataLoader,
-    criterion: nn.Module,
+    objective: Objective,
     device: torch.device,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -142,25 +179,25 @@ def run_epoch(
     training = optimizer is not None
     model.train(training)  # evaluation: BatchNorm running stats, no dropout
     total_loss, correct, seen = 0.0, 0, 0
+    counted = True
     start = time.perf_counter()
     with torch.set_grad_enabled(training):
-        for images, labels in progress(loader, desc, unit="batch", leave=False):
-            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
-            logits = model(images)
-            loss = criterion(logits, labels)
+        for batch in progress(loader, desc, unit="batch", leave=False):
+            loss, right = objective(model, batch, device)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
-            total_loss += loss.item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
-            seen += len(labels)
+            total_loss += loss.item() * len(batch[0])
+            counted &= right is not None
+            correct += right or 0
+            seen += len(batch[0])
     seconds = time.perf_counter() - start
     loss_sum, correct_sum, images = _summed(device, total_loss, correct, seen)
-    return {"loss": loss_sum / images, "accuracy": correct_sum / images, "images": images, "seconds": seconds}
+    metrics = {"loss": loss_sum / images, "images": images, "seconds": seconds}
+    return metrics | ({"accuracy": correct_sum / images} if counted else {})
 
 
 class _Loop:
@@ -171,8 +208,8 @@ class _Loop:
     epoch), trains through DistributedDataParallel, and validates its own slice of the validation set."""
 
     def __init__(
-        self, model: nn.Module, train_set: ImageDataset, val_set: ImageDataset, params: TrainParams, seed: int,
-        device: torch.device,
+        self, model: nn.Module, train_set: ImageDataset | BoxDataset, val_set: ImageDataset | BoxDataset,
+        params: TrainParams, seed: int, device: torch.device, objective: Objective,
     ) -> None:  # fmt: skip
         self.model, self.train_set, self.params, self.seed, self.device = model, train_set, params, seed, device
         self.rank, self.world, _ = process_group()
@@ -186,13 +223,14 @@ class _Loop:
             val_set = Subset(val_set, range(self.rank, len(val_set), self.world))  # type: ignore[assignment]
         batch_size = max(1, params.batch_size // self.world)
         persistent = params.num_workers > 0
+        collate = BoxDataset.collate if isinstance(train_set, BoxDataset) else None
         self.train_loader = DataLoader(
             train_set, batch_size=batch_size, drop_last=len(train_set) > params.batch_size,
-            pin_memory=device.type == "cuda", num_workers=params.num_workers, persistent_workers=persistent, **order,
+            pin_memory=device.type == "cuda", num_workers=params.num_workers, persistent_workers=persistent,
+            collate_fn=collate, **order,
         )  # fmt: skip
-        self.val_loader = DataLoader(
-            val_set, batch_size=batch_size * 2, num_workers=params.num_workers, persistent_workers=persistent
-        )
+        self.val_loader = DataLoader(val_set, batch_size=batch_size * 2, num_workers=params.num_workers,
+                                     persistent_workers=persistent, collate_fn=collate)  # fmt: skip
         self.optimizer = torch.optim.AdamW(
             [{"params": backbone_parameters(model), "lr": params.lr},
              {"params": head_parameters(model), "lr": params.lr * params.head_lr_multiplier}],
@@ -202,7 +240,7 @@ class _Loop:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(params.warmup_epochs * steps, params.epochs * steps)
         )
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+        self.objective = objective
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """Train one epoch (backbone frozen for the first freeze_backbone_epochs), then validate."""
@@ -213,15 +251,14 @@ class _Loop:
             self.sampler.set_epoch(epoch)
         if self.train_set.augment is not None:  # a resumed epoch augments as the original; each rank its own way
             self.train_set.augment.set_random_seed((self.seed + epoch) * self.world + self.rank)
-        train = run_epoch(self._trained(frozen), self.train_loader, self.criterion, self.device, self.optimizer,
+        train = run_epoch(self._trained(frozen), self.train_loader, self.objective, self.device, self.optimizer,
                           self.scheduler, f"epoch {epoch}")  # fmt: skip
-        val = run_epoch(self.model, self.val_loader, self.criterion, self.device, desc="val")
-        return {
-            "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-            "train_images": train["images"], "train_seconds": train["seconds"],
-            "lr": self.optimizer.param_groups[0]["lr"],
-        }  # fmt: skip
+        val = run_epoch(self.model, self.val_loader, self.objective, self.device, desc="val")
+        metrics = {"train_loss": train["loss"], "val_loss": val["loss"], "train_images": train["images"],
+                   "train_seconds": train["seconds"], "lr": self.optimizer.param_groups[0]["lr"]}  # fmt: skip
+        if "accuracy" in train:
+            metrics |= {"train_accuracy": train["accuracy"], "val_accuracy": val["accuracy"]}
+        return metrics
 
     def _trained(self, frozen: bool) -> nn.Module:
         """The module to train: the model, or in a process group its DDP wrapper, made anew when the backbone
@@ -246,6 +283,14 @@ class _Loop:
         torch.set_rng_state(state["torch_rng"])
 
 
+def _epoch_line(metrics: dict[str, float]) -> str:
+    """train loss (and accuracy) | val loss (and accuracy) | speed."""
+    parts = [" ".join(f"{k} {metrics[f'{split}_{k}']:.4f}" for k in ("loss", "accuracy") if f"{split}_{k}" in metrics)
+             for split in ("train", "val")]  # fmt: skip
+    speed = metrics["train_images"] / metrics["train_seconds"]
+    return f"train {parts[0]} | val {parts[1]} | {speed:.0f} img/s"
+
+
 @dataclass
 class _Best:
     """Early-stopping bookkeeping: the best validation loss so far, its weights and epoch, epochs since."""
@@ -264,8 +309,8 @@ class _Best:
 
 def train_model(
     model: nn.Module,
-    train_set: ImageDataset,
-    val_set: ImageDataset,
+    train_set: ImageDataset | BoxDataset,
+    val_set: ImageDataset | BoxDataset,
     params: TrainParams,
     *,
     seed: int,
@@ -282,7 +327,8 @@ def train_model(
     seed_everything(seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels many times over late in training
     model.to(device).to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU (oneDNN) and GPU
-    loop = _Loop(model, train_set, val_set, params, seed, device)
+    objective = detection_objective if isinstance(train_set, BoxDataset) else Classification(params.label_smoothing)
+    loop = _Loop(model, train_set, val_set, params, seed, device, objective)
     rank, world, backend = process_group()
     result = TrainResult(model=model, world_size=world, backend=backend)
     best = _Best(loss=math.inf, weights=copy.deepcopy(model.state_dict()))
@@ -303,13 +349,9 @@ def train_model(
         metrics = loop.epoch(epoch)
         result.history.append(metrics)
         best.update(epoch, metrics["val_loss"], model)
-        epochs.set_postfix(val_acc=f"{metrics['val_accuracy']:.3f}", val_loss=f"{metrics['val_loss']:.3f}")
+        epochs.set_postfix({k: f"{metrics[k]:.3f}" for k in ("val_loss", "val_accuracy") if k in metrics})
         if rank == 0:
-            log.info(
-                "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f img/s", epoch, params.epochs,
-                metrics["train_loss"], metrics["train_accuracy"], metrics["val_loss"], metrics["val_accuracy"],
-                metrics["train_images"] / metrics["train_seconds"],
-            )  # fmt: skip
+            log.info("epoch %d/%d: %s", epoch, params.epochs, _epoch_line(metrics))
             if on_epoch is not None:
                 on_epoch(metrics, epoch)
         if checkpoints is not None:
@@ -322,16 +364,32 @@ def train_model(
     return result
 
 
-Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # "train" and "val": (images, labels)
+Splits = dict[str, tuple[np.ndarray, Any]]  # "train" and "val": (images, labels), or (images, box sets)
 
 
-def training_inputs(params: Params, num_classes: int, splits: Splits) -> tuple[nn.Module, ImageDataset, ImageDataset]:
-    """The configured model, seeded, and the datasets it trains and validates on."""
+def training_inputs(
+    params: Params, ref: DatasetRef, splits: Splits
+) -> tuple[nn.Module, ImageDataset | BoxDataset, ImageDataset | BoxDataset]:
+    """The configured model (a classifier, or a detector for `task: detection`), seeded, and the datasets it
+    trains and validates on."""
     seed_everything(params.base.seed)  # the head's (and a from-scratch model's) initial weights
-    model = create_model(params.train.model, num_classes, params.train.pretrained)
+    model = new_model(params, ref)
     mean, std = normalization(model)
-    augment = augmentation(params.train.augment, params.base.seed)
-    return model, ImageDataset(*splits["train"], mean, std, augment), ImageDataset(*splits["val"], mean, std)
+    detection = ref.task == "detection"
+    augment = augmentation(params.train.augment, params.base.seed, boxes=detection)
+    data = BoxDataset if detection else ImageDataset
+    return model, data(*splits["train"], mean, std, augment), data(*splits["val"], mean, std)
+
+
+def new_model(params: Params, ref: DatasetRef, pretrained: bool = True) -> nn.Module:
+    """The configured model for `ref`'s task and classes, from the pretrained weights (or none, for weights
+    that come from a checkpoint)."""
+    train = params.train
+    weights = train.pretrained if pretrained else NO_PRETRAINED
+    if ref.task == "detection":
+        return create_detector(train.model, ref.num_classes, ref.image_size, weights, params.detect.fpn_channels,
+                               params.detect.head_convs)  # fmt: skip
+    return create_model(train.model, ref.num_classes, weights)
 
 
 def run_checkpoints(ref: DatasetRef, params: Params, checkpoint_dir: Path | None) -> Checkpoints | None:
@@ -340,7 +398,8 @@ def run_checkpoints(ref: DatasetRef, params: Params, checkpoint_dir: Path | None
 
 
 def training_splits(ref: DatasetRef) -> Splits:
-    return {split: load_split(ref, split)[:2] for split in ("train", "val")}
+    load = load_detection_split if ref.task == "detection" else load_split
+    return {split: load(ref, split)[:2] for split in ("train", "val")}
 
 
 def fit(
@@ -353,7 +412,7 @@ def fit(
 ) -> TrainResult:
     """Build the configured model and train it in this process on a prepared dataset's train/val splits
     (training_on_ray.fit_on_ray: the same on Ray Train)."""
-    model, train_set, val_set = training_inputs(params, ref.num_classes, training_splits(ref))
+    model, train_set, val_set = training_inputs(params, ref, training_splits(ref))
     checkpoints = run_checkpoints(ref, params, checkpoint_dir)
     return train_model(model, train_set, val_set, params.train, seed=params.base.seed,
                        device=resolve_device(params.base.device), checkpoints=checkpoints, resume=resume,

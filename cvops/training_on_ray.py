@@ -26,13 +26,13 @@ from cvops.config import Params
 from cvops.data.prepare import DatasetRef
 from cvops.distributed import ray_session
 from cvops.errors import CvopsError, DataError, ModelError, ServiceUnavailable
-from cvops.models import create_model
 from cvops.stack import go_offline
 from cvops.training import (
     Checkpoints,
     MetricsCallback,
     Splits,
     TrainResult,
+    new_model,
     process_group,
     read_checkpoint,
     run_checkpoints,
@@ -106,7 +106,7 @@ def _train_worker(config: dict[str, Any]) -> None:
             f"a training worker on node {node} could not fetch the prepared data from Ray's object store "
             f"({str(err).splitlines()[0][:160]}): check that the node reaches the driver's node"
         ) from err
-    model, train_set, val_set = training_inputs(params, config["num_classes"], splits)
+    model, train_set, val_set = training_inputs(params, config["ref"], splits)
     checkpoints = _ReportedCheckpoints(config["run_key"])
     train_model(model, train_set, val_set, params.train, seed=params.base.seed, device=ray.train.torch.get_device(),
                 checkpoints=checkpoints, resume=ray.train.get_checkpoint() is not None,
@@ -139,7 +139,7 @@ def fit_on_ray(
         run_dir = storage / checkpoints.directory.name
         _start_or_resume(run_dir, resume)
         stack.enter_context(ray_session(distributed, distributed.train_workers, per_worker, SIZED_BY))
-        config = {"params": params, "num_classes": ref.num_classes, "splits": ray.put(training_splits(ref)),
+        config = {"params": params, "ref": ref, "splits": ray.put(training_splits(ref)),
                   "run_key": checkpoints.run_key, "on_epoch": on_epoch}  # fmt: skip
         scaling = ScalingConfig(num_workers=distributed.train_workers, use_gpu=distributed.gpus_per_worker > 0,
                                 resources_per_worker=per_worker)  # fmt: skip
@@ -158,7 +158,7 @@ def fit_on_ray(
         if result.checkpoint is None:
             raise ModelError(f"Ray Train finished without a checkpoint in {run_dir}; run again without --resume")
         state = _read(result.checkpoint, checkpoints.run_key)
-    model = create_model(params.train.model, ref.num_classes)  # the weights come from the checkpoint
+    model = new_model(params, ref, pretrained=False)  # the weights come from the checkpoint
     model.load_state_dict(state["best"].weights)
     return TrainResult(
         model=model.eval(), history=state["history"], best_epoch=state["best"].epoch,

@@ -11,8 +11,10 @@ from cvops.config import AugmentParams
 from cvops.data.preprocess import model_inputs
 
 
-def augmentation(params: AugmentParams, seed: int) -> A.Compose:
-    """Seeded augmentation of uint8 images (normalisation follows, in ImageDataset)."""
+def augmentation(params: AugmentParams, seed: int, boxes: bool = False) -> A.Compose:
+    """Seeded augmentation of uint8 images (normalisation follows, in ImageDataset); with `boxes`, the boxes
+    move with the pixels (pascal_voc x1, y1, x2, y2), clipped to the image, and a box less than a third
+    visible after the move is dropped."""
     augment = [
         A.HorizontalFlip(p=params.hflip),
         A.VerticalFlip(p=params.vflip),
@@ -20,7 +22,8 @@ def augmentation(params: AugmentParams, seed: int) -> A.Compose:
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=params.brightness_contrast),
         A.Affine(translate_percent=(-0.05, 0.05), scale=(0.9, 1.1), rotate=(-10, 10), p=params.shift_scale_rotate),
     ]
-    return A.Compose([t for t in augment if t.p > 0], seed=seed)
+    bbox_params = A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.3, clip=True)
+    return A.Compose([t for t in augment if t.p > 0], seed=seed, bbox_params=bbox_params if boxes else None)
 
 
 class ImageDataset(Dataset):
@@ -49,3 +52,42 @@ class ImageDataset(Dataset):
         if self.augment is not None:
             image = self.augment(image=image)["image"]
         return torch.from_numpy(model_inputs(image[None], self.mean, self.std)[0]), int(self.labels[index])
+
+
+Target = dict[str, torch.Tensor]  # a detection target: "boxes" (K, 4) float in input pixels, "labels" (K,) int64
+
+
+class BoxDataset(Dataset):
+    """Prepared images (N,H,W,3 uint8) with their boxes (a (K, 4) array of x1, y1, x2, y2 in the prepared image's
+    pixels, and K labels, per image): augmented with their boxes, then normalised as serving does."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        targets: list[tuple[np.ndarray, np.ndarray]],
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: A.Compose | None = None,
+    ) -> None:
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} box sets")
+        self.images, self.targets = images, targets
+        self.mean, self.std = mean, std
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        image, (boxes, labels) = self.images[index], self.targets[index]
+        if self.augment is not None:
+            moved = self.augment(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
+            image, boxes, labels = moved["image"], moved["bboxes"], moved["labels"]
+        target = {"boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
+                  "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64))}  # fmt: skip
+        return torch.from_numpy(model_inputs(image[None], self.mean, self.std)[0]), target
+
+    @staticmethod
+    def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
+        """A batch: the images stacked, the targets a list (each image has its own number of boxes)."""
+        return torch.stack([image for image, _ in batch]), [target for _, target in batch]

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from cvops.config import HOLDOUT, PrepareParams, Project, Task
 from cvops.console import progress
-from cvops.data.boxes import CLASSES, read_boxes, read_classes
+from cvops.data.boxes import CLASSES, COORDS, read_boxes, read_classes
 from cvops.data.manifest import BOXES, MANIFEST, load_manifest, read_manifest
 from cvops.data.preprocess import resize_image
 from cvops.data.production import PRODUCTION, is_production, stable_split
@@ -176,12 +176,35 @@ def load_dataset_ref(prepared_dir: Path, data_version: str = "") -> DatasetRef:
     return DatasetRef(**fields, prepared_dir=str(prepared_dir.resolve()), data_version=data_version)
 
 
-def load_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Images (N,H,W,3 uint8), integer labels and manifest rows of one split."""
+def _split_images(ref: DatasetRef, split: str) -> tuple[np.ndarray, pd.DataFrame]:
     prepared = Path(ref.prepared_dir)
     manifest = load_manifest(prepared / MANIFEST)
     rows = manifest.index[manifest["split"] == split].to_numpy()
     images = np.load(prepared / IMAGES, mmap_mode="r")[rows]
+    return np.ascontiguousarray(images), manifest.loc[rows].reset_index(drop=True)
+
+
+def load_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Images (N,H,W,3 uint8), integer labels and manifest rows of one split."""
+    images, rows = _split_images(ref, split)
     lookup = {name: i for i, name in enumerate(ref.class_names)}
-    labels = manifest.loc[rows, "label"].map(lookup).to_numpy(dtype=np.int64)
-    return np.ascontiguousarray(images), labels, manifest.loc[rows].reset_index(drop=True)
+    return images, rows["label"].map(lookup).to_numpy(dtype=np.int64), rows
+
+
+BoxSet = tuple[np.ndarray, np.ndarray]  # one image's boxes (K, 4) float32 x1, y1, x2, y2 and class indices (K,)
+
+
+def load_detection_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, list[BoxSet], pd.DataFrame]:
+    """Images (N,H,W,3 uint8) of one split of a detection dataset, each image's boxes in the prepared image's
+    pixels (scaled from the original's, as the image was) with class indices, and the manifest rows."""
+    images, rows = _split_images(ref, split)
+    boxes = read_boxes(Path(ref.prepared_dir))
+    lookup = {name: i for i, name in enumerate(ref.class_names)}
+    by_image = {image: group for image, group in boxes.groupby("image")}
+    targets = []
+    for path, width, height in zip(rows["path"], rows["width"], rows["height"], strict=True):
+        group = by_image.get(path, boxes.iloc[:0])
+        scale = np.array([ref.image_size / width, ref.image_size / height] * 2, dtype=np.float64)
+        coords = (group[COORDS].to_numpy(dtype=np.float64) * scale).astype(np.float32).reshape(-1, 4)
+        targets.append((coords, group["label"].map(lookup).to_numpy(dtype=np.int64)))
+    return images, targets, rows

@@ -1,0 +1,79 @@
+"""A detector trained on a small set of composed scenes finds the digits: its COCO mAP beats a box-free
+baseline's by far, and its torch post-processing keeps only confident, non-overlapping boxes."""
+
+import numpy as np
+import pytest
+import torch
+
+from cvops.config import Params, load_params
+from cvops.data.boxes import import_scenes
+from cvops.data.prepare import DatasetRef, load_detection_split, prepare_dataset
+from cvops.data.preprocess import model_inputs
+from cvops.data.scenes import digit_scenes_source
+from cvops.data.validation import pairwise_iou, validate_dataset
+from cvops.detection import PostProcess, mean_average_precision, predict_boxes
+from cvops.models import normalization
+from cvops.training import TrainResult, fit
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scene_params() -> Params:
+    small = ["prepare.image_size=128", "train.epochs=6", "data.scenes=160", "validate.min_per_class=5"]
+    return load_params(REPO / "params.yaml", small, overlay=REPO / "overlays" / "digit-scenes.yaml")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory, scene_params: Params) -> DatasetRef:
+    root = tmp_path_factory.mktemp("scenes")
+    import_scenes(digit_scenes_source(scene_params.data.scenes, scene_params.base.seed), root / "raw")
+    assert validate_dataset(root / "raw", root / "validated", scene_params.validation).passed
+    return prepare_dataset(root / "validated", root / "raw", root / "prepared", scene_params.prepare,
+                           scene_params.base.seed)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def detector(scenes: DatasetRef, scene_params: Params) -> TrainResult:
+    return fit(scenes, scene_params)
+
+
+def box_free_baseline(train: list[tuple[np.ndarray, np.ndarray]], images: int) -> list[dict[str, np.ndarray]]:
+    """What a model that never looks at the pixels does best: every class's mean training box on every image,
+    scored by how common the class is."""
+    boxes = np.concatenate([b for b, _ in train])
+    labels = np.concatenate([label for _, label in train])
+    classes = np.unique(labels)
+    mean_boxes = np.stack([boxes[labels == c].mean(0) for c in classes]).astype(np.float32)
+    scores = np.array([(labels == c).mean() for c in classes], dtype=np.float32)
+    return [{"boxes": mean_boxes, "scores": scores, "labels": classes} for _ in range(images)]
+
+
+def test_the_detector_beats_a_box_free_baseline_on_held_out_scenes(scenes: DatasetRef, detector: TrainResult) -> None:
+    images, truths, _ = load_detection_split(scenes, "test")
+    mean, std = normalization(detector.model)
+    found = predict_boxes(detector.model, model_inputs(images, mean, std), torch.device("cpu"))  # type: ignore[arg-type]
+    trained = mean_average_precision(found, truths, scenes.class_names)
+    _, train_truths, _ = load_detection_split(scenes, "train")
+    baseline = mean_average_precision(box_free_baseline(train_truths, len(images)), truths, scenes.class_names)
+    assert baseline["map_50"] < 0.1
+    assert trained["map_50"] > baseline["map_50"] + 0.15, (trained, baseline)  # 0.25 vs 0.0004 when written
+    assert trained["map"] > baseline["map"] + 0.05
+    assert len(detector.history) == 6 and detector.history[-1]["val_loss"] < detector.history[0]["val_loss"]
+
+
+def test_post_processing_keeps_confident_boxes_without_same_class_overlaps(scenes: DatasetRef,
+                                                                           detector: TrainResult) -> None:  # fmt: skip
+    images, _, _ = load_detection_split(scenes, "val")
+    mean, std = normalization(detector.model)
+    post = PostProcess(score_threshold=0.3, nms_iou=0.5, max_detections=3)
+    found = predict_boxes(detector.model, model_inputs(images, mean, std), torch.device("cpu"), post)  # type: ignore[arg-type]
+    assert any(len(f["boxes"]) for f in found)
+    for f in found:
+        assert len(f["boxes"]) <= 3 and (f["scores"] >= 0.3).all()
+        assert ((f["boxes"] >= 0) & (f["boxes"] <= scenes.image_size)).all()  # clipped to the input
+        for label in np.unique(f["labels"]):
+            same = f["boxes"][f["labels"] == label]
+            overlap = pairwise_iou(same, same)[~np.eye(len(same), dtype=bool)]
+            assert (overlap <= 0.5 + 1e-6).all()
