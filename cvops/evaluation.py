@@ -254,7 +254,8 @@ def evaluate(
     champion: Champion | None = None,
 ) -> Evaluation:
     """Every piece of test-split evidence: metrics with calibration and seeded 95% bootstrap intervals,
-    confusion matrix, slices, behavioural invariance, size and latency, and the paired champion comparison."""
+    confusion matrix, slices, behavioural invariance, size and latency, and the paired champion comparison
+    (a detector's: `detection_evaluation.evaluate_detector`)."""
     images, labels, manifest = load_split(ref, "test")
     mean, std = normalization(model)
     proba = predict_proba(model, ImageDataset(images, labels, mean, std), device)

@@ -108,10 +108,12 @@ def _growth(card: ModelCard) -> list[str]:
 
 
 def _slices_and_behaviour(evaluation: Evaluation) -> list[str]:
-    slices = [[s.attribute, s.value, str(s.n), f"{s.accuracy:.4f}", f"{s.macro_f1:.4f}"] for s in evaluation.slices]
+    names = list(evaluation.slices[0].scores) if evaluation.slices else []
+    slices = [[s.attribute, s.value, str(s.n), *(f"{v:.4f}" for v in s.scores.values())] for s in evaluation.slices]
+    counted = "images" if evaluation.task == "classification" else "images (object_size: boxes)"
     parts = [
         "## Slices",
-        _table(["attribute", "value", "images", "accuracy", "macro-F1"], slices)
+        _table(["attribute", "value", counted, *names], slices)
         if slices
         else "No slices (no metadata columns and brightness slicing off).",
     ]

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from cvops.config import Task
+
 Format = Literal["onnx-fp32", "onnx-int8"]
 _METRIC_CHARACTERS = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric name
 
@@ -24,13 +26,21 @@ def metric_name(name: str) -> str:
 
 
 class SliceMetrics(BaseModel):
-    """Metrics on the test images that share one value of one attribute (e.g. cell_type = mono)."""
+    """Metrics on the test images that share one value of one attribute (e.g. cell_type = mono); for
+    detection, COCO mAP, and `n` counts true boxes for the object-size slices (COCO's small, medium, large)."""
 
     attribute: str
     value: str
     n: int
-    accuracy: float
-    macro_f1: float
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    mean_ap: float | None = None
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """The slice's metrics by name (accuracy and macro-F1, or mAP)."""
+        named = {"accuracy": self.accuracy, "macro-F1": self.macro_f1, "mAP": self.mean_ap}
+        return {name: value for name, value in named.items() if value is not None}
 
 
 class Footprint(BaseModel):
@@ -67,11 +77,20 @@ class ChampionComparison(BaseModel):
     recent_n: int = 0  # test images from production (the `recent` slice), scored by both
     candidate_recent_accuracy: float | None = None
     champion_recent_accuracy: float | None = None
+    candidate_map: float | None = None  # detection: COCO mAP@[.5:.95] of both, and the paired difference
+    champion_map: float | None = None
+    map_difference: float | None = None
 
     def describe(self) -> str:
         """One sentence for reviewers: the paired difference, its interval and the McNemar test."""
         if not self.comparable:
             return f"champion v{self.champion_version}: {self.note}"
+        if self.map_difference is not None:
+            return (
+                f"mAP {self.candidate_map:.4f} vs champion v{self.champion_version} {self.champion_map:.4f}: "
+                f"{self.map_difference:+.4f} (paired bootstrap 95% interval {self.difference_ci95_low:+.4f} to "
+                f"{self.difference_ci95_high:+.4f}) on {self.n} images. {self.note}"
+            ).strip()
         return (
             f"accuracy {self.candidate_accuracy:.4f} vs champion v{self.champion_version} "
             f"{self.champion_accuracy:.4f}: {self.accuracy_difference:+.4f} (paired 95% interval "
@@ -89,8 +108,10 @@ class Evaluation(BaseModel):
 
     metrics: dict[str, float]
     class_names: list[str]
-    confusion_matrix_png: str
+    confusion_matrix_png: str  # detection: "" (no confusion matrix), and examples_png shows boxes instead
     num_images: int
+    task: Task = "classification"
+    examples_png: str = ""
     slices: list[SliceMetrics] = []
     invariance: dict[str, float] = {}
     footprint: Footprint | None = None
@@ -100,7 +121,8 @@ class Evaluation(BaseModel):
         """Every number, under names MLflow accepts, for the run's metrics."""
         flat = dict(self.metrics)
         for piece in self.slices:
-            flat[f"slice_{piece.attribute}_{piece.value}_accuracy"] = piece.accuracy
+            flat.update({f"slice_{piece.attribute}_{piece.value}_{name.lower().replace('-', '_')}": value
+                         for name, value in piece.scores.items() if name != "macro-F1"})  # fmt: skip
         flat.update({f"invariance_{name}": share for name, share in self.invariance.items()})
         if self.footprint:
             flat.update(model_size_mb=self.footprint.size_mb, latency_ms=self.footprint.latency_ms)

@@ -28,7 +28,14 @@ def training(params: Params, resume: bool = False, trigger: dict[str, str] | Non
     dataset = load_dataset(validation)
     trained = train_model(dataset, params, resume)
     evaluation = evaluate_model(
-        trained, dataset, params.base, params.evaluate, params.measure, params.gate.min_invariance, params.registry
+        trained,
+        dataset,
+        params.base,
+        params.evaluate,
+        params.measure,
+        params.gate.min_invariance,
+        params.registry,
+        params.detect,
     )
     quantization = quantize_model(trained, dataset, params.quantize, params.measure, params.base.seed)
     decision = check_gate(evaluation, quantization, params.gate)

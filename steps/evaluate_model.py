@@ -2,8 +2,17 @@ from typing import Annotated
 
 from zenml import step
 
-from cvops.config import BaseParams, EvaluateParams, InvarianceParams, MeasureParams, Project, RegistryParams
+from cvops.config import (
+    BaseParams,
+    DetectParams,
+    EvaluateParams,
+    InvarianceParams,
+    MeasureParams,
+    Project,
+    RegistryParams,
+)
 from cvops.data.prepare import DatasetRef
+from cvops.detection_evaluation import evaluate_detector
 from cvops.evaluation import evaluate, load_champion
 from cvops.evidence import log_evaluation
 from cvops.models import resolve_device
@@ -21,12 +30,16 @@ def evaluate_model(
     measure: MeasureParams,
     invariance: InvarianceParams,
     registry: RegistryParams,
+    detect: DetectParams,
 ) -> Annotated[Evaluation, "evaluation"]:
     """Test-split evidence, with the champion scored on the same images; all of it goes to MLflow."""
     champion = load_champion(ModelRegistry.of(Project.find(), registry.model_name))
-    evaluation = evaluate(
-        load_trained_model(trained), dataset, scratch_dir(), resolve_device(base.device), base.seed, evaluate_params,
-        measure, tuple(invariance.checks()), champion,
-    )  # fmt: skip
+    model, device = load_trained_model(trained), resolve_device(base.device)
+    if dataset.task == "detection":
+        evaluation = evaluate_detector(model, dataset, scratch_dir(), device, base.seed, evaluate_params, measure,  # type: ignore[arg-type]
+                                       detect.score_threshold, champion)  # fmt: skip
+    else:
+        evaluation = evaluate(model, dataset, scratch_dir(), device, base.seed, evaluate_params, measure,
+                              tuple(invariance.checks()), champion)  # fmt: skip
     log_evaluation(evaluation)
     return evaluation

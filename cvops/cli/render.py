@@ -158,8 +158,8 @@ def _artifact_and_comparison(review: "VersionReview") -> None:
     click.echo(f"  {comparison.describe() if comparison else 'no champion when this version was evaluated'}")
     click.secho("\nslices", bold=True)
     for piece in review.evaluation.slices:
-        click.echo(f"  {piece.attribute + '=' + piece.value:<24} n={piece.n:<6} accuracy {piece.accuracy:.4f}  "
-                   f"macro-F1 {piece.macro_f1:.4f}")  # fmt: skip
+        scores = "  ".join(f"{name} {value:.4f}" for name, value in piece.scores.items())
+        click.echo(f"  {piece.attribute + '=' + piece.value:<24} n={piece.n:<6} {scores}")
 
 
 def reproduction(result: "Reproduction") -> None:

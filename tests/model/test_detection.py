@@ -1,9 +1,12 @@
 """A detector trained on a small set of composed scenes finds the digits: its COCO mAP beats a box-free
 baseline's by far, and its torch post-processing keeps only confident, non-overlapping boxes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cvops.config import Params, load_params
 from cvops.data.boxes import import_scenes
@@ -12,6 +15,8 @@ from cvops.data.preprocess import model_inputs
 from cvops.data.scenes import digit_scenes_source
 from cvops.data.validation import pairwise_iou, validate_dataset
 from cvops.detection import PostProcess, mean_average_precision, predict_boxes
+from cvops.detection_evaluation import evaluate_detector
+from cvops.evaluation import Champion
 from cvops.models import normalization
 from cvops.training import TrainResult, fit
 from tests.conftest import REPO
@@ -77,3 +82,29 @@ def test_post_processing_keeps_confident_boxes_without_same_class_overlaps(scene
             same = f["boxes"][f["labels"] == label]
             overlap = pairwise_iou(same, same)[~np.eye(len(same), dtype=bool)]
             assert (overlap <= 0.5 + 1e-6).all()
+
+
+def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired_comparison(
+    scenes: DatasetRef, detector: TrainResult, scene_params: Params, tmp_path: Path
+) -> None:
+    params = scene_params.evaluate.model_copy(update={"bootstrap_resamples": 200, "slice_by": ["background"]})
+    champion = Champion(version="3", model=detector.model, class_names=scenes.class_names,
+                        image_size=scenes.image_size)  # fmt: skip
+    evaluation = evaluate_detector(detector.model, scenes, tmp_path, torch.device("cpu"), 0, params,  # type: ignore[arg-type]
+                                   scene_params.measure, 0.3, champion)  # fmt: skip
+    metrics = evaluation.metrics
+    assert evaluation.task == "detection" and evaluation.num_images == len(load_detection_split(scenes, "test")[0])
+    assert metrics["map_ci95_low"] - 0.01 <= metrics["map"] <= metrics["map_ci95_high"] + 0.01
+    assert metrics["map_50"] >= metrics["map"] and {f"ap_{c}" for c in scenes.class_names} <= metrics.keys()
+    slices = {(s.attribute, s.value): s for s in evaluation.slices}
+    assert {"dark", "mid", "bright"} == {value for attribute, value in slices if attribute == "brightness"}
+    assert {value for attribute, value in slices if attribute == "background"} <= {"plain", "gradient", "stripes",
+                                                                                   "blotches"}  # fmt: skip
+    assert slices[("object_size", "small")].mean_ap == metrics["map_small"] and slices[("object_size", "small")].n
+    assert all(s.accuracy is None and s.mean_ap is not None for s in evaluation.slices)
+    with Image.open(evaluation.examples_png) as sheet:
+        assert sheet.width > 2 * scenes.image_size
+    paired = evaluation.champion
+    assert paired is not None and paired.map_difference == 0.0  # the same model: no difference, on every resample
+    assert paired.difference_ci95_low == paired.difference_ci95_high == 0.0
+    assert "mAP" in paired.describe() and evaluation.flat_metrics()["slice_brightness_dark_map"] >= 0
