@@ -135,6 +135,7 @@ class QuantizeParams(Section):
     parity_tolerance: float = Field(1e-3, gt=0.0)
     min_parity_agreement: Probability = 0.99
     max_accuracy_drop: Probability = 0.01
+    max_map_drop: Probability = 0.01  # detection: int8 ships only if it loses at most this much mAP against fp32
     min_speedup: float = Field(1.5, gt=0.0)
 
 
@@ -165,8 +166,11 @@ class GateParams(Section):
     min_accuracy: Probability = 0.8
     min_macro_f1: Probability = 0.75
     min_class_recall: Probability = 0.6
-    non_inferiority_margin: Probability = 0.02
+    min_map: Probability = 0.3  # detection, in place of the three above: COCO mAP@[.5:.95] ...
+    min_class_ap: Probability = 0.15  # ... and every class's AP
+    non_inferiority_margin: Probability = 0.02  # accuracy (detection: mAP) may trail the champion's by this much
     min_slice_accuracy: Probability = 0.7
+    min_slice_map: Probability = 0.2  # detection: every slice's mAP
     min_slice_size: int = Field(30, ge=1)
     max_model_size_mb: float = Field(50.0, gt=0.0)
     max_latency_ms: float = Field(100.0, gt=0.0)

@@ -9,7 +9,6 @@ torchvision's own post-processing (`Detector.detect`) is the reference the share
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,21 +20,11 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from cvops.box_postprocess import FOR_MAP, TOPK_CANDIDATES, PostProcess
 from cvops.errors import ModelError
 from cvops.models import NO_PRETRAINED, create_model
 
 FEATURE_LEVELS = (2, 3, 4)  # the backbone stages the pyramid starts from: strides 8, 16 and 32 (P6, P7 added)
-EVAL_SCORE_THRESHOLD = 0.05  # detections scored for mAP: COCO evaluation ranks them all, so keep the weak ones
-TOPK_CANDIDATES = 1000  # per pyramid level, before NMS (torchvision's default)
-
-
-@dataclass(frozen=True)
-class PostProcess:
-    """What turns the head's outputs into detections."""
-
-    score_threshold: float = EVAL_SCORE_THRESHOLD
-    nms_iou: float = 0.6
-    max_detections: int = 100
 
 
 class _Backbone(nn.Module):
@@ -77,12 +66,23 @@ class Detector(nn.Module):
 
         With `targets` (boxes in input pixels, labels), FCOS's losses instead: focal classification, GIoU
         boxes, centerness (through forward, so DistributedDataParallel sees the pass it must synchronise)."""
-        out = self.fcos.head(list(self.fcos.backbone(x).values()))
+        out, _ = self._heads(x)
         if targets is not None:
             return self.fcos.compute_loss(targets, out, [self.anchors] * len(x), self.level_sizes)
         return out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"], self.anchors
 
-    def detect(self, x: Tensor, post: PostProcess = PostProcess()) -> list[dict[str, Tensor]]:
+    def _heads(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """The FCOS head's outputs, and the backbone's deepest stage averaged over space: (N, channels)."""
+        stages = self.fcos.backbone.body(x)
+        pyramid = self.fcos.backbone.fpn(OrderedDict((str(i), f) for i, f in enumerate(stages)))
+        return self.fcos.head(list(pyramid.values())), stages[-1].mean(dim=(2, 3))
+
+    def exported(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """What the ONNX file computes: the raw outputs of `forward` and the embedding (monitoring's)."""
+        out, embedding = self._heads(x)
+        return out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"], self.anchors, embedding
+
+    def detect(self, x: Tensor, post: PostProcess = FOR_MAP) -> list[dict[str, Tensor]]:
         """torchvision's post-processing: per image boxes (K, 4) in input pixels, scores (K,), labels (K,)."""
         logits, regression, ctrness, anchors = self(x)
         outputs = {"cls_logits": logits, "bbox_regression": regression, "bbox_ctrness": ctrness}
@@ -129,7 +129,7 @@ def create_detector(name: str, num_classes: int, image_size: int, pretrained: st
 
 
 @torch.no_grad()
-def predict_boxes(model: Detector, inputs: np.ndarray, device: torch.device, post: PostProcess = PostProcess(),
+def predict_boxes(model: Detector, inputs: np.ndarray, device: torch.device, post: PostProcess = FOR_MAP,
                   batch_size: int = 32) -> list[dict[str, np.ndarray]]:  # fmt: skip
     """torch detections for normalised inputs (N, 3, S, S): per image boxes (K, 4) in input pixels, scores, labels."""
     model.eval().to(device)

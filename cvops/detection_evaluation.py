@@ -35,12 +35,17 @@ def _scales(rows: pd.DataFrame, size: int) -> np.ndarray:
 def detect_originals(model: Detector, images: np.ndarray, rows: pd.DataFrame, device: torch.device) -> Found:
     """The model's detections (at the evaluation threshold) on resized `images`, in the originals' pixels."""
     mean, std = normalization(model)
-    found = predict_boxes(model, model_inputs(images, mean, std), device)
-    scales = _scales(rows, images.shape[1])
+    return found_in_originals(predict_boxes(model, model_inputs(images, mean, std), device), rows, images.shape[1])
+
+
+def found_in_originals(found: Found, rows: pd.DataFrame, size: int) -> Found:
+    """Detections on the `size` input scaled to the original images' pixels."""
+    scales = _scales(rows, size)
     return [{**f, "boxes": (f["boxes"] * scale).astype(np.float32)} for f, scale in zip(found, scales, strict=True)]
 
 
-def _originals(truths: list[BoxSet], rows: pd.DataFrame, size: int) -> list[BoxSet]:
+def originals(truths: list[BoxSet], rows: pd.DataFrame, size: int) -> list[BoxSet]:
+    """Box sets on the `size` input scaled to the original images' pixels."""
     scales = _scales(rows, size)
     return [((boxes * scale).astype(np.float32), labels) for (boxes, labels), scale in zip(truths, scales, strict=True)]
 
@@ -131,7 +136,7 @@ def evaluate_detector(model: Detector, ref: DatasetRef, out_dir: Path, device: t
                       champion: Champion | None = None) -> Evaluation:  # fmt: skip
     """Every piece of a detector's test-split evidence (`evaluation.evaluate` for classifiers)."""
     images, resized_truths, rows = load_detection_split(ref, "test")
-    truths = _originals(resized_truths, rows, ref.image_size)
+    truths = originals(resized_truths, rows, ref.image_size)
     found = detect_originals(model, images, rows, device)
     metrics = mean_average_precision(found, truths, ref.class_names)
     matches = _matches(found, truths, ref.num_classes)

@@ -40,7 +40,8 @@ def log_quantization(report: QuantizationReport) -> None:
             mlflow.log_artifact(artifact.path, artifact_path=QUANTIZATION_DIR)
             name = artifact.format.replace("-", "_")
             mlflow.log_metrics({f"{name}_{k}": getattr(artifact, k) for k in
-                                ("accuracy", "agreement", "size_mb", "latency_ms_b1", "latency_ms_b32")})  # fmt: skip
+                                ("accuracy", "mean_ap", "agreement", "size_mb", "latency_ms_b1", "latency_ms_b32")
+                                if getattr(artifact, k) is not None})  # fmt: skip
     mlflow.log_text(report.model_dump_json(indent=2), QUANTIZATION_FILE)
     mlflow.log_metric("onnx_parity_max_abs_diff", report.parity_max_abs_diff)
     mlflow.set_tag("shipped_format", report.shipped)

@@ -71,44 +71,58 @@ def _recent_gain(champion: ChampionComparison | None, floor: float) -> GateCheck
                   f"n={champion.recent_n}")  # fmt: skip
 
 
-def decide(evaluation: Evaluation, params: GateParams, quantization: QuantizationReport | None = None) -> GateDecision:
-    """Absolute floors, non-inferiority to the champion, slice floors, behaviour, and the size, latency
-    and accuracy of the artifact that ships (the torch model's when nothing was exported)."""
+def _floors(evaluation: Evaluation, params: GateParams) -> list[GateCheck]:
+    """The absolute floors: accuracy, macro-F1 and every class's recall; or mAP and every class's AP."""
     metrics = evaluation.metrics
-    checks = [
+    if evaluation.task == "detection":  # a class without test boxes has AP -1 (COCO's "none"): not judged
+        checks = [_check("mAP", metrics["map"], ">=", params.min_map)]
+        for name in evaluation.class_names:
+            ap = metrics.get(f"ap_{name}", -1.0)
+            checks.append(_check(f"AP[{name}]", ap if ap >= 0 else None, ">=", params.min_class_ap,
+                                 "" if ap >= 0 else "no test boxes"))  # fmt: skip
+        return checks
+    return [
         _check("accuracy", metrics["accuracy"], ">=", params.min_accuracy),
         _check("macro_f1", metrics["macro_f1"], ">=", params.min_macro_f1),
-    ]
-    checks += [
-        _check(f"recall[{name}]", metrics[f"recall_{name}"], ">=", params.min_class_recall)
-        for name in evaluation.class_names
-    ]
+        *(_check(f"recall[{name}]", metrics[f"recall_{name}"], ">=", params.min_class_recall)
+          for name in evaluation.class_names),
+    ]  # fmt: skip
+
+
+def decide(evaluation: Evaluation, params: GateParams, quantization: QuantizationReport | None = None) -> GateDecision:
+    """Absolute floors, non-inferiority to the champion, slice floors, behaviour, and the size, latency
+    and accuracy of the artifact that ships (the torch model's when nothing was exported). A detector's floors
+    are on mAP: overall, per class and per slice."""
+    detection = evaluation.task == "detection"
+    headline, floor = ("mAP", params.min_map) if detection else ("accuracy", params.min_accuracy)
+    checks = _floors(evaluation, params)
     champion = evaluation.champion
     if champion is None:
-        checks.append(_check("accuracy - champion", None, ">=", -params.non_inferiority_margin, "no champion yet"))
+        checks.append(_check(f"{headline} - champion", None, ">=", -params.non_inferiority_margin, "no champion yet"))
     elif not champion.comparable:
-        checks.append(_check("accuracy - champion", None, ">=", -params.non_inferiority_margin, champion.note))
+        checks.append(_check(f"{headline} - champion", None, ">=", -params.non_inferiority_margin, champion.note))
     else:
-        checks.append(
-            _check(
-                f"accuracy - champion v{champion.champion_version}", champion.accuracy_difference, ">=",
-                -params.non_inferiority_margin, f"McNemar p={champion.mcnemar_p_value:.3g}",
-            )
-        )  # fmt: skip
+        difference = champion.map_difference if detection else champion.accuracy_difference
+        note = (f"paired 95% interval {champion.difference_ci95_low:+.3f} to {champion.difference_ci95_high:+.3f}"
+                if detection else f"McNemar p={champion.mcnemar_p_value:.3g}")  # fmt: skip
+        checks.append(_check(f"{headline} - champion v{champion.champion_version}", difference, ">=",
+                             -params.non_inferiority_margin, note))  # fmt: skip
     if params.min_recent_gain is not None:
         checks.append(_recent_gain(champion, params.min_recent_gain))
+    slice_floor = params.min_slice_map if detection else params.min_slice_accuracy
     for piece in evaluation.slices:
-        name = f"slice {piece.attribute}={piece.value} accuracy"
+        name = f"slice {piece.attribute}={piece.value} {headline}"
         if piece.n >= params.min_slice_size:
-            checks.append(_check(name, piece.accuracy, ">=", params.min_slice_accuracy, f"n={piece.n}"))
+            checks.append(_check(name, piece.mean_ap if detection else piece.accuracy, ">=", slice_floor,
+                                 f"n={piece.n}"))  # fmt: skip
         else:
             note = f"n={piece.n} < min_slice_size {params.min_slice_size}"
-            checks.append(_check(name, None, ">=", params.min_slice_accuracy, note))
-    for transform, floor in params.min_invariance.checks().items():
-        checks.append(_check(f"same prediction under {transform}", evaluation.invariance.get(transform), ">=", floor))
+            checks.append(_check(name, None, ">=", slice_floor, note))
+    for transform, share in params.min_invariance.checks().items():
+        checks.append(_check(f"same prediction under {transform}", evaluation.invariance.get(transform), ">=", share))
     if quantization is not None:
-        name, accuracy = f"accuracy of shipped {quantization.shipped}", quantization.shipped_artifact.accuracy
-        checks.append(_check(name, accuracy, ">=", params.min_accuracy))
+        name = f"{headline} of shipped {quantization.shipped}"
+        checks.append(_check(name, quantization.shipped_artifact.score, ">=", floor))
     shipped = quantization.footprint() if quantization else evaluation.footprint
     size, latency = (shipped.size_mb, shipped.latency_ms) if shipped else (None, None)
     checks.append(_check("model size MB", size, "<=", params.max_model_size_mb, shipped.format if shipped else ""))

@@ -129,16 +129,17 @@ def _deployment(q: QuantizationReport | None) -> list[str]:
     if q is None:
         return []
     rows = [
-        [m.format, f"{m.accuracy:.4f}", f"{m.agreement:.4f}", f"{m.size_mb:.2f}", f"{m.latency_ms_b1:.2f}",
+        [m.format, f"{m.score:.4f}", f"{m.agreement:.4f}", f"{m.size_mb:.2f}", f"{m.latency_ms_b1:.2f}",
          f"{m.latency_ms_b32:.2f}"]
         for m in (q.fp32, q.int8) if m is not None
     ]  # fmt: skip
     return [
         "## Deployment artifact",
         f"Ships **{q.shipped}** ({q.reason}). ONNX fp32 matches torch to {q.parity_max_abs_diff:.1e} in the "
-        f"logits; int8 is calibrated ({q.calibration_method}) on {len(q.calibration_ids)} seeded train images. "
+        f"{'logits' if q.torch_map is None else 'scores of the boxes both find'}; int8 is calibrated "
+        f"({q.calibration_method}) on {len(q.calibration_ids)} seeded train images. "
         f"Measured on the test split with {q.threads} thread(s), each latency the lowest of interleaved rounds:",
-        _table(["artifact", "accuracy", "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
+        _table(["artifact", q.fp32.metric, "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
     ]
 
 

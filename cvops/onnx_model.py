@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 INPUT, OUTPUT = "image", "logits"
 EMBEDDING = "embedding"  # the penultimate layer (pooled features), for drift monitoring
+BOX_OUTPUTS = (OUTPUT, "box_offsets", "centerness", "anchors")  # a detector's (cvops.box_postprocess)
 METADATA_KEY = "cvops"
 
 
@@ -28,6 +29,8 @@ class Preprocessing(BaseModel):
     std: tuple[float, ...]
     class_names: list[str]
     layout: str = "NCHW float32, RGB resized bilinear to image_size, (x / 255 - mean) / std"
+    task: str = "classification"
+    level_sizes: list[int] = []  # a detector's points per pyramid level: how its outputs split by level
 
 
 def set_metadata(proto: "onnx.ModelProto", preprocessing: Preprocessing) -> None:
@@ -91,3 +94,13 @@ def predict_logits(
     return np.concatenate(
         [onnx_session.run([OUTPUT], {INPUT: inputs[i : i + batch_size]})[0] for i in range(0, len(inputs), batch_size)]
     )
+
+
+def detect_outputs(
+    onnx_session: "onnxruntime.InferenceSession", inputs: np.ndarray, batch_size: int = 32
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """A detector's raw outputs (logits, box offsets, centerness; the anchors once) and its embeddings."""
+    names = [*BOX_OUTPUTS, EMBEDDING]
+    chunks = [onnx_session.run(names, {INPUT: inputs[i : i + batch_size]}) for i in range(0, len(inputs), batch_size)]
+    logits, offsets, centerness, embedding = (np.concatenate([chunk[k] for chunk in chunks]) for k in (0, 1, 2, 4))
+    return (logits, offsets, centerness, chunks[0][3]), embedding

@@ -141,12 +141,25 @@ class OnnxMeasurement(BaseModel):
     path: str
     sha256: str
     size_mb: float
-    accuracy: float
-    agreement: float  # top-1 agreement with the torch model
+    accuracy: float | None = None  # a classifier's test accuracy ...
+    mean_ap: float | None = None  # ... or a detector's COCO mAP@[.5:.95]
+    agreement: float  # with the torch model: top-1 agreement, or the share of its boxes found again (detection)
     latency_ms_b1: float  # median of calls interleaved with the other file's (cvops/timing.py)
     latency_ms_b32: float
     latency_ms_b1_high: float | None = None  # 90th percentile of the calls: the spread
     latency_ms_b32_high: float | None = None
+
+    @property
+    def metric(self) -> str:
+        """The name of the artifact's quality score: accuracy or mAP."""
+        return "accuracy" if self.accuracy is not None else "mAP"
+
+    @property
+    def score(self) -> float:
+        """The artifact's quality score (`metric`)."""
+        score = self.accuracy if self.accuracy is not None else self.mean_ap
+        assert score is not None, "an OnnxMeasurement holds accuracy or mean_ap"
+        return score
 
 
 class QuantizationReport(BaseModel):
@@ -154,7 +167,8 @@ class QuantizationReport(BaseModel):
 
     fp32: OnnxMeasurement
     int8: OnnxMeasurement | None
-    torch_accuracy: float
+    torch_accuracy: float | None = None  # the torch model's score (accuracy, or mAP for a detector)
+    torch_map: float | None = None
     parity_max_abs_diff: float
     calibration_method: str
     calibration_ids: list[str]
@@ -179,10 +193,10 @@ class QuantizationReport(BaseModel):
         return self.paired_speedup_b32 or self.fp32.latency_ms_b32 / self.int8.latency_ms_b32
 
     def summary(self) -> str:
-        lines = [f"{'artifact':<10} {'accuracy':>8} {'agreement':>9} {'size MB':>8} {'b1 ms':>7} {'b32 ms':>8}"]
+        lines = [f"{'artifact':<10} {self.fp32.metric:>8} {'agreement':>9} {'size MB':>8} {'b1 ms':>7} {'b32 ms':>8}"]
         for m in (self.fp32, self.int8):
             if m is not None:
-                lines.append(f"{m.format:<10} {m.accuracy:>8.4f} {m.agreement:>9.4f} {m.size_mb:>8.2f} "
+                lines.append(f"{m.format:<10} {m.score:>8.4f} {m.agreement:>9.4f} {m.size_mb:>8.2f} "
                              f"{m.latency_ms_b1:>7.2f} {m.latency_ms_b32:>8.2f}")  # fmt: skip
         threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
         lines.append(f"ships {self.shipped}: {self.reason} ({threads}; latency: median of interleaved calls)")

@@ -176,7 +176,8 @@ def load_dataset_ref(prepared_dir: Path, data_version: str = "") -> DatasetRef:
     return DatasetRef(**fields, prepared_dir=str(prepared_dir.resolve()), data_version=data_version)
 
 
-def _split_images(ref: DatasetRef, split: str) -> tuple[np.ndarray, pd.DataFrame]:
+def load_split_images(ref: DatasetRef, split: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Images (N,H,W,3 uint8) and manifest rows of one split, of either task."""
     prepared = Path(ref.prepared_dir)
     manifest = load_manifest(prepared / MANIFEST)
     rows = manifest.index[manifest["split"] == split].to_numpy()
@@ -186,7 +187,7 @@ def _split_images(ref: DatasetRef, split: str) -> tuple[np.ndarray, pd.DataFrame
 
 def load_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Images (N,H,W,3 uint8), integer labels and manifest rows of one split."""
-    images, rows = _split_images(ref, split)
+    images, rows = load_split_images(ref, split)
     lookup = {name: i for i, name in enumerate(ref.class_names)}
     return images, rows["label"].map(lookup).to_numpy(dtype=np.int64), rows
 
@@ -197,7 +198,7 @@ BoxSet = tuple[np.ndarray, np.ndarray]  # one image's boxes (K, 4) float32 x1, y
 def load_detection_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, list[BoxSet], pd.DataFrame]:
     """Images (N,H,W,3 uint8) of one split of a detection dataset, each image's boxes in the prepared image's
     pixels (scaled from the original's, as the image was) with class indices, and the manifest rows."""
-    images, rows = _split_images(ref, split)
+    images, rows = load_split_images(ref, split)
     boxes = read_boxes(Path(ref.prepared_dir))
     lookup = {name: i for i, name in enumerate(ref.class_names)}
     by_image = {image: group for image, group in boxes.groupby("image")}

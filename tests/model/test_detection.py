@@ -18,6 +18,8 @@ from cvops.detection import PostProcess, mean_average_precision, predict_boxes
 from cvops.detection_evaluation import evaluate_detector
 from cvops.evaluation import Champion
 from cvops.models import normalization
+from cvops.onnx_model import read_preprocessing
+from cvops.quantization import quantize
 from cvops.training import TrainResult, fit
 from tests.conftest import REPO
 
@@ -108,3 +110,22 @@ def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired
     assert paired is not None and paired.map_difference == 0.0  # the same model: no difference, on every resample
     assert paired.difference_ci95_low == paired.difference_ci95_high == 0.0
     assert "mAP" in paired.describe() and evaluation.flat_metrics()["slice_brightness_dark_map"] >= 0
+
+
+def test_the_onnx_detector_finds_the_torch_models_boxes_and_int8_ships_by_the_map_rule(
+    scenes: DatasetRef, detector: TrainResult, scene_params: Params, tmp_path: Path
+) -> None:
+    quantize_params = scene_params.quantize.model_copy(update={"calibration_size": 32})
+    measure_params = scene_params.measure.model_copy(update={"runs": 6})
+    report = quantize(detector.model, scenes, tmp_path, quantize_params, measure_params, seed=0)
+    assert report.fp32.agreement >= quantize_params.min_parity_agreement
+    assert report.parity_max_abs_diff <= quantize_params.parity_tolerance
+    assert report.torch_map is not None and report.fp32.mean_ap == pytest.approx(report.torch_map, abs=0.005)
+    assert report.int8 is not None and report.int8.agreement > 0.5 and report.fp32.metric == "mAP"
+    drop = report.fp32.score - report.int8.score
+    ships_int8 = (
+        drop <= quantize_params.max_map_drop and (report.paired_speedup_b32 or 0) >= quantize_params.min_speedup
+    )
+    assert report.shipped == ("onnx-int8" if ships_int8 else "onnx-fp32") and "mAP drop" in report.reason
+    preprocessing = read_preprocessing(Path(report.fp32.path))
+    assert preprocessing.task == "detection" and sum(preprocessing.level_sizes) == len(detector.model.anchors)  # type: ignore[union-attr, arg-type]

@@ -127,3 +127,27 @@ def test_gate_judges_the_shipped_artifact_not_the_torch_model():
     assert size.value == 3.5 and "onnx-int8" in size.note
     shipped_fp32 = decide(evidence(), GateParams(), quantized(int8_accuracy=0.5, shipped="onnx-fp32"))
     assert shipped_fp32.passed
+
+
+def detector_evaluation(map_: float, class_aps: dict[str, float], slice_map: float, difference: float | None):
+    metrics = {"map": map_, "map_50": map_ + 0.2} | {f"ap_{c}": ap for c, ap in class_aps.items()}
+    champion = None
+    if difference is not None:
+        champion = ChampionComparison(
+            champion_version="2", comparable=True, n=80, candidate_map=map_, champion_map=map_ - difference,
+            map_difference=difference, difference_ci95_low=difference - 0.03, difference_ci95_high=difference + 0.03,
+        )  # fmt: skip
+    small = SliceMetrics(attribute="object_size", value="small", n=120, mean_ap=slice_map)
+    return Evaluation(metrics=metrics, class_names=list(class_aps), confusion_matrix_png="", num_images=80,
+                      task="detection", champion=champion, slices=[small])  # fmt: skip
+
+
+def test_a_detector_is_judged_on_map_per_class_ap_slices_and_the_champions_map():
+    params = GateParams()
+    passing = decide(detector_evaluation(0.45, {"0": 0.4, "1": 0.5, "2": -1.0}, 0.3, 0.01), params)
+    assert passing.passed, passing.table()
+    names = {c.name: c for c in passing.checks}
+    assert names["AP[2]"].verdict == "skip" and names["AP[2]"].note == "no test boxes"
+    assert "accuracy" not in names and "mAP - champion v2" in names and "slice object_size=small mAP" in names
+    failing = decide(detector_evaluation(0.25, {"0": 0.1, "1": 0.5}, 0.1, -0.05), params)
+    assert {c.name for c in failing.failed} == {"mAP", "AP[0]", "slice object_size=small mAP", "mAP - champion v2"}
