@@ -1,6 +1,7 @@
 """A detector trained on a small set of composed scenes finds the digits: its COCO mAP beats a box-free
 baseline's by far, and its torch post-processing keeps only confident, non-overlapping boxes."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -8,18 +9,22 @@ import pytest
 import torch
 from PIL import Image
 
+from cvops.box_postprocess import PostProcess
 from cvops.config import Params, load_params
 from cvops.data.boxes import import_scenes
 from cvops.data.prepare import DatasetRef, load_detection_split, prepare_dataset
 from cvops.data.preprocess import model_inputs
 from cvops.data.scenes import digit_scenes_source
 from cvops.data.validation import pairwise_iou, validate_dataset
-from cvops.detection import PostProcess, mean_average_precision, predict_boxes
+from cvops.detection import mean_average_precision, predict_boxes
 from cvops.detection_evaluation import evaluate_detector
 from cvops.evaluation import Champion
 from cvops.models import normalization
 from cvops.onnx_model import read_preprocessing
 from cvops.quantization import quantize
+from cvops.reports import QuantizationReport
+from cvops.serving.detector import DetectionPredictor, render
+from cvops.serving.predictor import decode_image
 from cvops.training import TrainResult, fit
 from tests.conftest import REPO
 
@@ -112,12 +117,18 @@ def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired
     assert "mAP" in paired.describe() and evaluation.flat_metrics()["slice_brightness_dark_map"] >= 0
 
 
-def test_the_onnx_detector_finds_the_torch_models_boxes_and_int8_ships_by_the_map_rule(
-    scenes: DatasetRef, detector: TrainResult, scene_params: Params, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def quantized(scenes: DatasetRef, detector: TrainResult, scene_params: Params,
+              tmp_path_factory: pytest.TempPathFactory) -> QuantizationReport:  # fmt: skip
     quantize_params = scene_params.quantize.model_copy(update={"calibration_size": 32})
     measure_params = scene_params.measure.model_copy(update={"runs": 6})
-    report = quantize(detector.model, scenes, tmp_path, quantize_params, measure_params, seed=0)
+    return quantize(detector.model, scenes, tmp_path_factory.mktemp("onnx"), quantize_params, measure_params, seed=0)
+
+
+def test_the_onnx_detector_finds_the_torch_models_boxes_and_int8_ships_by_the_map_rule(
+    detector: TrainResult, scene_params: Params, quantized: QuantizationReport
+) -> None:
+    report, quantize_params = quantized, scene_params.quantize
     assert report.fp32.agreement >= quantize_params.min_parity_agreement
     assert report.parity_max_abs_diff <= quantize_params.parity_tolerance
     assert report.torch_map is not None and report.fp32.mean_ap == pytest.approx(report.torch_map, abs=0.005)
@@ -129,3 +140,35 @@ def test_the_onnx_detector_finds_the_torch_models_boxes_and_int8_ships_by_the_ma
     assert report.shipped == ("onnx-int8" if ships_int8 else "onnx-fp32") and "mAP drop" in report.reason
     preprocessing = read_preprocessing(Path(report.fp32.path))
     assert preprocessing.task == "detection" and sum(preprocessing.level_sizes) == len(detector.model.anchors)  # type: ignore[union-attr, arg-type]
+
+
+def test_the_served_detector_answers_in_the_pixels_of_the_image_sent(
+    scenes: DatasetRef, detector: TrainResult, quantized: QuantizationReport
+) -> None:
+    post = PostProcess(score_threshold=0.2)
+    predictor = DetectionPredictor(Path(quantized.fp32.path), "cvops-detector", "4", "abc", max_batch=8, post=post)
+    scene = next(digit_scenes_source(1, seed=99).scenes)  # its own size, not the model's input size
+    data = io.BytesIO()
+    scene.image.save(data, format="PNG")
+    image = decode_image(data.getvalue(), scenes.image_size, max_pixels=10**7)
+    assert (image.width, image.height) == scene.image.size != (scenes.image_size, scenes.image_size)
+    outputs = predictor.predict(image.pixels[None])
+    answered = predictor.detections(tuple(o[0] for o in outputs), image.width, image.height)
+    mean, std = normalization(detector.model)
+    torch_found = predict_boxes(detector.model, model_inputs(image.pixels[None], mean, std),  # type: ignore[arg-type]
+                                torch.device("cpu"), post)[0]  # fmt: skip
+    scale = np.array([image.width, image.height] * 2) / scenes.image_size
+    expected = torch_found["boxes"] * scale
+    assert len(answered) == len(expected) > 0
+    boxes = np.array([d["box"] for d in answered])
+    assert (pairwise_iou(boxes, expected).max(axis=1) > 0.99).all()
+    assert all(d["label"] in scenes.class_names and d["score"] >= 0.2 for d in answered)
+    assert boxes[:, 2].max() <= image.width + 0.01 and boxes[:, 3].max() <= image.height + 0.01
+    with Image.open(io.BytesIO(render(data.getvalue(), answered))) as drawn:
+        assert drawn.size == scene.image.size
+    row = predictor.log_row(image, answered, outputs[3][0])
+    assert (
+        row["boxes"] == len(answered)
+        and 0 < row["box_area"] < 1
+        and sorted(row["labels"]) == sorted(d["label"] for d in answered)
+    )

@@ -83,7 +83,9 @@ def loaded_after(code: str, blocked: tuple[str, ...] = ()) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module", ["cvops.registry", "cvops.serving.predictor", "cvops.review", "cvops.cli"])
+@pytest.mark.parametrize(
+    "module", ["cvops.registry", "cvops.serving.predictor", "cvops.serving.detector", "cvops.review", "cvops.cli"]
+)
 def test_registry_review_and_predictor_import_no_framework(module: str) -> None:
     assert loaded_after(f"import {module}") == []
 
