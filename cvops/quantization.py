@@ -85,7 +85,13 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> P
     example = torch.rand(2, 3, preprocessing.image_size, preprocessing.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     # the exporter prints progress, and its optimiser narrates every pass at INFO
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet("onnxscript", "onnx_ir"):
+    # (a detector's anchors are a constant output, which the initializer deduplication warns it leaves alone)
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        quiet("onnxscript", "onnx_ir"),
+        quiet("onnx_ir.passes.common.initializer_deduplication", level=logging.ERROR),
+    ):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model, (example,), input_names=[INPUT], output_names=outputs, dynamo=True, verbose=False,
@@ -127,12 +133,15 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray, met
     prepared = int8_path.with_name(int8_path.stem + ".pre.onnx")
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     try:
-        quantize_static(
-            str(prepared), str(int8_path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
-        )  # fmt: skip
+        # a 1-D weight the per-channel rule cannot split (the detector's GroupNorm scales) is quantized per
+        # tensor, with a warning per calibration batch on the root logger
+        with quiet("", level=logging.ERROR):
+            quantize_static(
+                str(prepared), str(int8_path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                  "percentile": CalibrationMethod.Percentile}[method],
+            )  # fmt: skip
     finally:
         prepared.unlink(missing_ok=True)
     import onnx
