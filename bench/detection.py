@@ -57,7 +57,6 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from cvops.box_postprocess import PostProcess
     from cvops.config import load_params
     from cvops.data.prepare import load_detection_split
     from cvops.data.preprocess import model_inputs
@@ -87,7 +86,7 @@ def main() -> None:
         return mean_average_precision(found_in_originals(found, rows, ref.image_size), truths, ref.class_names)
 
     batch = np.resize(inputs, (32, *inputs.shape[1:]))
-    served = PostProcess(params.detect.score_threshold, params.detect.nms_iou, params.detect.max_detections)
+    served = params.detect.served
     with torch_threads(measure.threads):
         torch_b1, torch_ips = throughput(lambda n: predict_boxes(model, batch[:n], torch.device("cpu"), served),
                                          measure, 32)  # fmt: skip
@@ -132,13 +131,11 @@ def draw_served(onnx_path: Path, params, picture: Path, count: int = 4) -> None:
     at the size sent: a row of `count` pictures."""
     from PIL import Image
 
-    from cvops.box_postprocess import PostProcess
     from cvops.data.scenes import digit_scenes_source
     from cvops.serving.detector import DetectionPredictor, render
     from cvops.serving.predictor import decode_image
 
-    post = PostProcess(params.detect.score_threshold, params.detect.nms_iou, params.detect.max_detections)
-    predictor = DetectionPredictor(onnx_path, "cvops-detector", "bench", "", max_batch=1, post=post)
+    predictor = DetectionPredictor(onnx_path, "cvops-detector", "bench", "", max_batch=1, post=params.detect.served)
     drawn = []
     for scene in digit_scenes_source(count, seed=params.base.seed + 1000).scenes:
         data = io.BytesIO()

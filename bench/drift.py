@@ -107,7 +107,8 @@ def main() -> None:
         ref, raw_dir, onnx_path, model_name, params = fashion_mnist_model(args.limit_per_class, scratch)
 
     start = time.perf_counter()
-    summary = build_reference(onnx_path, ref, scratch / "reference", params.monitor.embedding_dims)
+    summary = build_reference(onnx_path, ref, scratch / "reference", params.monitor.embedding_dims,
+                              params.detect.served)  # fmt: skip
     reference_seconds = time.perf_counter() - start
     reference, projection = load_reference(scratch / "reference")
     predictor = Predictor(onnx_path, "bench", "1", "bench", params.serve.max_batch_images,

@@ -10,12 +10,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from cvops.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cvops.box_postprocess import PostProcess
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # a registered version's number or an alias; YAML reads `version: 3` as a number
@@ -120,6 +123,13 @@ class DetectParams(Section):
     score_threshold: Probability = 0.3  # served and batch detections scoring below are left out
     nms_iou: Probability = 0.6  # same-class boxes overlapping more are one object: the best-scored is kept
     max_detections: int = Field(100, ge=1)  # per image, best scores first
+
+    @property
+    def served(self) -> "PostProcess":
+        """The post-processing served and batch detections get (and the monitoring reference's)."""
+        from cvops.box_postprocess import PostProcess
+
+        return PostProcess(self.score_threshold, self.nms_iou, self.max_detections)
 
 
 class EvaluateParams(Section):

@@ -40,20 +40,34 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _quality_notes(evaluation: Evaluation) -> list[str]:
+    """How well the headline metric is known, calibration, and the weakest class."""
+    m = evaluation.metrics
+    if evaluation.task == "detection":
+        scored = [name for name in evaluation.class_names if m.get(f"ap_{name}", -1.0) >= 0]
+        notes = [f"Test mAP@[.5:.95] is known only to within {m['map_ci95_low']:.3f}-{m['map_ci95_high']:.3f} "
+                 "(95% bootstrap interval over images)."]  # fmt: skip
+        if scored:
+            worst = min(scored, key=lambda name: m[f"ap_{name}"])
+            notes.append(f"Weakest class: `{worst}` (AP {m[f'ap_{worst}']:.3f}, recall {m[f'recall_{worst}']:.3f}).")
+        return notes
+    low, high = m["accuracy_ci95_low"], m["accuracy_ci95_high"]
+    notes = [f"Test accuracy is known only to within {low:.3f}-{high:.3f} (95% bootstrap interval)."]
+    if m["ece"] > HIGH_ECE:
+        notes.append(f"Scores are poorly calibrated (ECE {m['ece']:.3f}): do not read them as probabilities.")
+    worst = min(evaluation.class_names, key=lambda name: m[f"recall_{name}"])
+    notes.append(f"Weakest class: `{worst}` (recall {m[f'recall_{worst}']:.3f}).")
+    return notes
+
+
 def limitations(card: ModelCard) -> list[str]:
     """What a reviewer should know before trusting the model, derived from its own evidence."""
     evaluation, gate = card.evaluation, card.decision
     notes = [
         f"Trained and tested only on the `{card.data_source}` data ({card.evaluation.num_images} test images); "
-        "images from other sources, cameras or preprocessing are outside its tested range."
+        "images from other sources, cameras or preprocessing are outside its tested range.",
+        *_quality_notes(evaluation),
     ]
-    low, high = evaluation.metrics["accuracy_ci95_low"], evaluation.metrics["accuracy_ci95_high"]
-    notes.append(f"Test accuracy is known only to within {low:.3f}-{high:.3f} (95% bootstrap interval).")
-    if evaluation.metrics["ece"] > HIGH_ECE:
-        ece = evaluation.metrics["ece"]
-        notes.append(f"Scores are poorly calibrated (ECE {ece:.3f}): do not read them as probabilities.")
-    worst = min(evaluation.class_names, key=lambda name: evaluation.metrics[f"recall_{name}"])
-    notes.append(f"Weakest class: `{worst}` (recall {evaluation.metrics[f'recall_{worst}']:.3f}).")
     for check in gate.checks:
         if check.verdict == "fail":
             needs = f"{check.rule} {check.threshold:.4g}"
@@ -63,7 +77,46 @@ def limitations(card: ModelCard) -> list[str]:
     return notes
 
 
+def _data(card: ModelCard) -> list[str]:
+    dataset = card.dataset
+    return [
+        "## Data",
+        f"Data version `{dataset.data_version or 'unversioned'}` (DVC hash of the prepared data). "
+        f"{dataset.unit.capitalize()} per class and split:",
+        _table(
+            ["class", *dataset.counts],
+            [[c, *(str(dataset.counts[s].get(c, 0)) for s in dataset.counts)] for c in dataset.class_names],
+        ),
+        *_growth(card),
+    ]
+
+
+def _detection_metrics(card: ModelCard, picture: str) -> list[str]:
+    m = card.evaluation.metrics
+    interval = f"{m['map_ci95_low']:.4f}-{m['map_ci95_high']:.4f}"
+    rows = [
+        ["mAP@[.5:.95]", f"{m['map']:.4f}", interval],
+        ["mAP@.5", f"{m['map_50']:.4f}", ""],
+        ["mAP@.75", f"{m['map_75']:.4f}", ""],
+        ["recall (100 boxes an image)", f"{m['recall']:.4f}", ""],
+    ]
+    rows += [[f"mAP, {size} objects", f"{m[f'map_{size}']:.4f}", ""] for size in ("small", "medium", "large")
+             if m[f"map_{size}"] >= 0]  # fmt: skip
+    per_class = [[c, *(f"{m[f'{k}_{c}']:.4f}" if m.get(f"{k}_{c}", -1.0) >= 0 else "no test boxes"
+                       for k in ("ap", "recall"))] for c in card.dataset.class_names]  # fmt: skip
+    return [
+        *_data(card),
+        "## Metrics (test split, COCO, in the original images' pixels)",
+        _table(["metric", "value", "95% interval"], rows),
+        _table(["class", "AP", "recall"], per_class),
+        "Test images with their true boxes (green) and the detections the model serves (red, with class and score):",
+        f"![test images with true and predicted boxes]({picture})",
+    ]
+
+
 def _data_and_metrics(card: ModelCard, confusion_png: str) -> list[str]:
+    if card.evaluation.task == "detection":
+        return _detection_metrics(card, confusion_png)
     dataset, evaluation = card.dataset, card.evaluation
     m = evaluation.metrics
     per_class = [
@@ -72,14 +125,7 @@ def _data_and_metrics(card: ModelCard, confusion_png: str) -> list[str]:
     ]
     interval = {k: f"{m[f'{k}_ci95_low']:.4f}-{m[f'{k}_ci95_high']:.4f}" for k in ("accuracy", "macro_f1")}
     return [
-        "## Data",
-        f"Data version `{dataset.data_version or 'unversioned'}` (DVC hash of the prepared data). "
-        "Images per class and split:",
-        _table(
-            ["class", *dataset.counts],
-            [[c, *(str(dataset.counts[s].get(c, 0)) for s in dataset.counts)] for c in dataset.class_names],
-        ),
-        *_growth(card),
+        *_data(card),
         "## Metrics (test split)",
         _table(
             ["metric", "value", "95% interval"],
@@ -147,7 +193,10 @@ def _comparison(comparison: ChampionComparison | None) -> list[str]:
     parts = ["## Comparison with the champion"]
     if comparison is None:
         return [*parts, "There was no champion when this version was evaluated."]
-    if comparison.comparable:
+    if comparison.comparable and comparison.map_difference is not None:
+        rows = [["mAP@[.5:.95]", f"{comparison.candidate_map:.4f}", f"{comparison.champion_map:.4f}"]]
+        parts.append(_table(["", "this version", f"champion v{comparison.champion_version}"], rows))
+    elif comparison.comparable:
         rows = [
             ["accuracy", f"{comparison.candidate_accuracy:.4f}", f"{comparison.champion_accuracy:.4f}"],
             ["macro-F1", f"{comparison.candidate_macro_f1:.4f}", f"{comparison.champion_macro_f1:.4f}"],
@@ -161,12 +210,16 @@ def _comparison(comparison: ChampionComparison | None) -> list[str]:
 def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png") -> str:
     trained, dataset = card.trained, card.dataset
     classes = ", ".join(f"`{c}`" for c in dataset.class_names)
+    detector = card.evaluation.task == "detection"
+    kind = "object detector (FCOS)" if detector else "image classifier"
+    does = (f"Finds and boxes {classes} in images like those of the `{card.data_source}` dataset" if detector
+            else f"Sorts images like those of the `{card.data_source}` dataset into {classes}")  # fmt: skip
     parts = [
         f"# Model card: {card.model_name} version {card.version}",
-        f"`{trained.architecture}` image classifier, {dataset.image_size}x{dataset.image_size} px input, "
+        f"`{trained.architecture}` {kind}, {dataset.image_size}x{dataset.image_size} px input, "
         f"gate **{'passed' if card.decision.passed else 'FAILED'}**.",
         "## Intended use",
-        f"Sorts images like those of the `{card.data_source}` dataset into {classes}, as decision support: a "
+        f"{does}, as decision support: a "
         "person reviews low-confidence or high-stakes predictions. Not for images from another domain, and not "
         "as the sole basis of a decision about people.",
         *_data_and_metrics(card, confusion_png),
@@ -187,12 +240,14 @@ def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png"
 
 
 def write_model_card(card: ModelCard, out_dir: Path) -> tuple[Path, Path]:
-    """model_card.md (beside a copy of the confusion matrix) and a self-contained model_card.html."""
+    """model_card.md (beside a copy of the confusion matrix, or of a detector's example images) and a
+    self-contained model_card.html."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = Path(card.evaluation.confusion_matrix_png)
-    (out_dir / "confusion_matrix.png").write_bytes(png.read_bytes())
+    png = Path(card.evaluation.examples_png or card.evaluation.confusion_matrix_png)
+    name = "examples.png" if card.evaluation.examples_png else "confusion_matrix.png"
+    (out_dir / name).write_bytes(png.read_bytes())
     markdown = out_dir / "model_card.md"
-    markdown.write_text(render_markdown(card), encoding="utf-8")
+    markdown.write_text(render_markdown(card, name), encoding="utf-8")
     inline = f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}"
     body = MarkdownIt("commonmark").enable("table").render(render_markdown(card, confusion_png=inline))
     html = out_dir / "model_card.html"

@@ -28,7 +28,7 @@ from cvops.state import LockBusy, held
 from cvops.tracking import TrainedModel
 
 log = logging.getLogger(__name__)
-HEADLINE_METRICS = ("accuracy", "macro_f1")
+HEADLINE_METRICS = ("accuracy", "macro_f1", "map", "map_50")  # a classifier's, a detector's
 # Version tags other modules write or read (evidence and lineage tags are named in evidence.py, lineage.py)
 MODEL_INFO_TAG = "model_info"  # the TrainedModel reference (JSON)
 SHIPPED_TAG = "onnx_shipped"  # the MLflow URI of the ONNX file that ships
@@ -151,7 +151,9 @@ class ModelRegistry:
         With `require_approval` false, a passing version becomes the champion at once (unattended retraining).
         """
         if not self.client.search_registered_models(filter_string=f"name = '{self.name}'"):
-            self.client.create_registered_model(self.name, description="cvops image classifier")
+            self.client.create_registered_model(
+                self.name, description=f"cvops image {'detector' if 'map' in metrics else 'classifier'}"
+            )
         identity = current_identity(mlflow.get_tracking_uri())
         tags = {
             **lineage,

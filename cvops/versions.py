@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 
 from cvops.artifacts import forget
+from cvops.box_postprocess import PostProcess
 from cvops.config import GateParams, MeasureParams, Params, QuantizeParams
 from cvops.data.prepare import DatasetRef
 from cvops.errors import DataError
@@ -44,9 +45,12 @@ def export_model(
     return report
 
 
-def monitoring_reference(quantization: QuantizationReport, dataset: DatasetRef, dims: int) -> ReferenceSummary:
+def monitoring_reference(
+    quantization: QuantizationReport, dataset: DatasetRef, dims: int, post: PostProcess
+) -> ReferenceSummary:
     """The shipped model's view of the training data, what monitoring compares served traffic against."""
-    summary = build_reference(Path(quantization.shipped_artifact.path), dataset, scratch_dir() / "reference", dims)
+    summary = build_reference(Path(quantization.shipped_artifact.path), dataset, scratch_dir() / "reference", dims,
+                              post)  # fmt: skip
     log_reference(summary)
     return summary
 
@@ -140,7 +144,7 @@ def requantize(
     evaluation, before, _ = load_evidence(info.run_id)
     with mlflow.start_run(run_id=info.run_id) as run:
         report = export_model(trained, dataset, params.quantize, params.measure, params.base.seed)
-        reference = monitoring_reference(report, dataset, params.monitor.embedding_dims)
+        reference = monitoring_reference(report, dataset, params.monitor.embedding_dims, params.detect.served)
         decision = gate(evaluation, report, params.gate)
     tags = artifact_tags(report, reference, run.info.artifact_uri)
     registry.tag(version, tags)

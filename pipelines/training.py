@@ -39,7 +39,7 @@ def training(params: Params, resume: bool = False, trigger: dict[str, str] | Non
     )
     quantization = quantize_model(trained, dataset, params.quantize, params.measure, params.base.seed)
     decision = check_gate(evaluation, quantization, params.gate)
-    reference = build_reference(dataset, quantization, params.monitor)
+    reference = build_reference(dataset, quantization, params.monitor, params.detect)
     version = register_model(
         trained, dataset, evaluation, quantization, decision, reference, params.registry, params.data.source, trigger
     )

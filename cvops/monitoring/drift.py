@@ -1,7 +1,8 @@
 """Drift of served traffic against a model version's reference, tested with Evidently.
 
 Three groups of columns: the image statistics (every logged row), the projected embedding and the
-predicted label (rows the reference's version answered: another version embeds differently). Each
+predicted label (rows the reference's version answered: another version embeds differently), and for a
+detector its answer per image too (boxes, their mean area, aspect and score). Each
 column gets a two-sample test, Kolmogorov-Smirnov for numbers and chi-square for the label, and drifts
 at p < false_alarm_rate / m for m tested columns (Bonferroni), so a window of unchanged traffic raises
 an alarm with probability at most false_alarm_rate.
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from cvops.artifacts import reference_dir, resolve
 from cvops.config import MonitorParams
 from cvops.monitoring.quality import LiveQuality, live_quality
-from cvops.monitoring.reference import EMBEDDING_PREFIX, PREDICTION, STATISTICS, load_reference
+from cvops.monitoring.reference import BOX_COLUMNS, EMBEDDING_PREFIX, PREDICTION, STATISTICS, load_reference
 from cvops.registry import CHAMPION, ModelRegistry
 from cvops.reports import metric_name
 
@@ -112,6 +113,8 @@ def window_table(rows: pd.DataFrame, version: str, projection: str) -> tuple[pd.
         table.loc[ours, columns] = embeddings
     if PREDICTION in rows:
         table[PREDICTION] = rows[PREDICTION].where(ours, None)
+    for column in (c for c in BOX_COLUMNS if c in rows):  # a detector's answers: of its own rows only, as labels
+        table[column] = pd.to_numeric(rows[column], errors="coerce").where(ours)
     note = None
     if answered.sum() > ours.sum():
         note = (
@@ -125,7 +128,7 @@ def window_table(rows: pd.DataFrame, version: str, projection: str) -> tuple[pd.
 def _group(column: str) -> Group:
     if column.startswith(EMBEDDING_PREFIX):
         return "embedding"
-    return "prediction" if column == PREDICTION else "statistics"
+    return "prediction" if column == PREDICTION or column in BOX_COLUMNS else "statistics"
 
 
 def detect_drift(
@@ -155,6 +158,7 @@ def detect_drift(
     if model_rows >= params.min_samples:
         columns += [c for c in reference.columns if c.startswith(EMBEDDING_PREFIX) and c in current]
         columns += [PREDICTION] if PREDICTION in current else []
+        columns += [c for c in BOX_COLUMNS if c in current and c in reference]
     else:
         verdict.notes.append(
             f"embedding and prediction not tested: {model_rows} rows answered by version {version} "

@@ -20,17 +20,19 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from cvops.box_postprocess import PostProcess
 from cvops.console import progress
-from cvops.data.prepare import DatasetRef, load_split
+from cvops.data.prepare import DatasetRef, load_split, load_split_images
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
 from cvops.features import FEATURES, image_features
-from cvops.onnx_model import predict_outputs, preprocessing_of, read_preprocessing, session
+from cvops.onnx_model import detect_outputs, predict_outputs, preprocessing_of, read_preprocessing, session
 from cvops.projection import PROJECTION_FILE, Projection
 
 STATISTICS = (*FEATURES, "width", "height")  # the per-image columns that need no model
 EMBEDDING_PREFIX = "emb_"
 PREDICTION = "label"
+BOX_COLUMNS = ("boxes", "box_area", "box_aspect", "mean_score")  # a detector's answer per image (box_summary)
 TABLE_FILE, SUMMARY_FILE = "reference.parquet", "reference.json"
 
 
@@ -81,9 +83,8 @@ def _outputs(onnx_path: Path, images: np.ndarray, desc: str, batch_size: int = 2
     return np.concatenate(logits), np.concatenate(embeddings)
 
 
-def build_reference(onnx_path: Path, ref: DatasetRef, out_dir: Path, dims: int) -> ReferenceSummary:
-    """Run the shipped ONNX model over the train and validation splits and write the reference folder
-    (complete or not at all)."""
+def _classifier_view(onnx_path: Path, ref: DatasetRef, dims: int) -> tuple[pd.DataFrame, Projection, int]:
+    """The reference table of a classifier, its projection, and how many rows hold the model's view."""
     train_images, _, train_manifest = load_split(ref, "train")
     val_images, _, val_manifest = load_split(ref, "val")
     _, train_embeddings = _outputs(onnx_path, train_images, "reference (train)")
@@ -96,14 +97,57 @@ def build_reference(onnx_path: Path, ref: DatasetRef, out_dir: Path, dims: int) 
          reference_table(val_images, val_manifest, labels, projection.apply(val_embeddings)).assign(split="val")],
         ignore_index=True,
     )  # fmt: skip
+    return table, projection, len(val_images)
 
+
+def _embeddings(onnx_path: Path, images: np.ndarray, desc: str, batch_size: int = 64) -> np.ndarray:
+    onnx = session(onnx_path)
+    pre = preprocessing_of(onnx, onnx_path)
+    return np.concatenate([detect_outputs(onnx, model_inputs(images[i : i + batch_size], pre.mean, pre.std))[1]
+                           for i in progress(range(0, len(images), batch_size), desc, unit="batch")])  # fmt: skip
+
+
+def _detector_view(onnx_path: Path, ref: DatasetRef, dims: int, post: PostProcess) -> tuple[pd.DataFrame, Projection,
+                                                                                                int]:  # fmt: skip
+    """A detector's reference table: statistics, projected embeddings, and per validation image the served
+    answer's summary (serving.detector.box_summary), the best box's class as the label."""
+    from cvops.serving.detector import DetectionPredictor, box_summary
+
+    train_images, train_rows = load_split_images(ref, "train")
+    val_images, val_rows = load_split_images(ref, "val")
+    projection = Projection.fit(_embeddings(onnx_path, train_images, "reference (train)"), dims)
+    predictor = DetectionPredictor(onnx_path, "", "", "", max_batch=64, post=post)
+    summaries = []
+    for start in progress(range(0, len(val_images), 64), "reference (val)", unit="batch"):
+        outputs = predictor.predict(val_images[start : start + 64])
+        for i, (width, height) in enumerate(zip(val_rows["width"][start : start + 64],
+                                                val_rows["height"][start : start + 64], strict=True)):  # fmt: skip
+            found = predictor.detections(tuple(o[i] for o in outputs[:3]), int(width), int(height))
+            summaries.append(box_summary(found, int(width), int(height)))
+    answers = pd.DataFrame(summaries)
+    val_embeddings = projection.apply(_embeddings(onnx_path, val_images, "reference (embeddings)"))
+    val = reference_table(val_images, val_rows, answers["label"].tolist(), val_embeddings)
+    val[list(BOX_COLUMNS)] = answers[list(BOX_COLUMNS)].to_numpy(dtype=float)
+    table = pd.concat([reference_table(train_images, train_rows).assign(split="train"), val.assign(split="val")],
+                      ignore_index=True)  # fmt: skip
+    return table, projection, len(val_images)
+
+
+def build_reference(onnx_path: Path, ref: DatasetRef, out_dir: Path, dims: int, post: PostProcess) -> ReferenceSummary:
+    """Run the shipped ONNX model over the train and validation splits and write the reference folder
+    (complete or not at all). A detector's view also holds its answer per image (`BOX_COLUMNS`, made as the
+    service makes them, with the served post-processing `post`; a classifier ignores it)."""
+    if ref.task == "detection":
+        table, projection, model_rows = _detector_view(onnx_path, ref, dims, post)
+    else:
+        table, projection, model_rows = _classifier_view(onnx_path, ref, dims)
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     table.to_parquet(partial / TABLE_FILE, index=False)
     projection.save(partial / PROJECTION_FILE)
     summary = ReferenceSummary(
-        directory=str(out_dir), rows=len(table), model_rows=len(val_images), embedding_dims=projection.dims,
+        directory=str(out_dir), rows=len(table), model_rows=model_rows, embedding_dims=projection.dims,
         explained_variance=round(projection.explained, 4), projection=projection.fingerprint,
     )  # fmt: skip
     (partial / SUMMARY_FILE).write_text(json.dumps(summary.model_dump(), indent=2))

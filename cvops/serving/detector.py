@@ -89,23 +89,31 @@ class DetectionPredictor:
     def log_row(self, image: DecodedImage, detections: list[Detection], embedding: np.ndarray) -> dict[str, Any]:
         """What the inference log keeps of one image's detections: monitoring's input (boxes per image, their
         sizes, shapes, scores and classes) beside the image statistics."""
-        sides = np.array([[d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]] for d in detections]).reshape(-1, 2)
-        scores = np.array([d["score"] for d in detections])
-        found = len(detections) > 0
         row: dict[str, Any] = {
-            "model_version": self.version, "width": image.width, "height": image.height, "boxes": len(detections),
-            "label": detections[0]["label"] if found else "",  # the best-scored box's class ...
-            "score": float(scores.max()) if found else 0.0,  # ... and score
-            "labels": [d["label"] for d in detections],  # the class mix
-            "box_area": float((sides.prod(axis=1) / max(image.width * image.height, 1)).mean()) if found else 0.0,
-            "box_aspect": float((sides[:, 0] / np.maximum(sides[:, 1], 1e-6)).mean()) if found else 0.0,
-            "mean_score": float(scores.mean()) if found else 0.0,
-            **image.features,
+            "model_version": self.version, "width": image.width, "height": image.height,
+            **box_summary(detections, image.width, image.height), **image.features,
         }  # fmt: skip
         if embedding.size and self.projection is not None:
             row["embedding"] = [round(float(x), 5) for x in embedding]
             row["projection"] = self.projection.fingerprint
         return row
+
+
+def box_summary(detections: list[Detection], width: int, height: int) -> dict[str, Any]:
+    """What monitoring tests of one image's detections: how many boxes, their mean area (a share of the image)
+    and aspect (width / height), their mean score, the best box's class and score, and the class mix."""
+    sides = np.array([[d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]] for d in detections]).reshape(-1, 2)
+    scores = np.array([d["score"] for d in detections])
+    found = len(detections) > 0
+    return {
+        "boxes": len(detections),
+        "box_area": float((sides.prod(axis=1) / max(width * height, 1)).mean()) if found else 0.0,
+        "box_aspect": float((sides[:, 0] / np.maximum(sides[:, 1], 1e-6)).mean()) if found else 0.0,
+        "mean_score": float(scores.mean()) if found else 0.0,
+        "label": detections[int(scores.argmax())]["label"] if found else "",
+        "score": float(scores.max()) if found else 0.0,
+        "labels": [d["label"] for d in detections],
+    }
 
 
 def render(data: bytes, detections: list[Detection]) -> bytes:

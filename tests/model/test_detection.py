@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -19,12 +20,15 @@ from cvops.data.validation import pairwise_iou, validate_dataset
 from cvops.detection import mean_average_precision, predict_boxes
 from cvops.detection_evaluation import evaluate_detector
 from cvops.evaluation import Champion
+from cvops.features import image_features
 from cvops.models import normalization
+from cvops.monitoring.drift import detect_drift
+from cvops.monitoring.reference import build_reference, load_reference
 from cvops.onnx_model import read_preprocessing
 from cvops.quantization import quantize
 from cvops.reports import QuantizationReport
 from cvops.serving.detector import DetectionPredictor, render
-from cvops.serving.predictor import decode_image
+from cvops.serving.predictor import DecodedImage, decode_image
 from cvops.training import TrainResult, fit
 from tests.conftest import REPO
 
@@ -172,3 +176,37 @@ def test_the_served_detector_answers_in_the_pixels_of_the_image_sent(
         and 0 < row["box_area"] < 1
         and sorted(row["labels"]) == sorted(d["label"] for d in answered)
     )
+
+
+def test_the_monitoring_reference_holds_the_detectors_answers_and_drift_tests_them(
+    scenes: DatasetRef, quantized: QuantizationReport, scene_params: Params, tmp_path: Path
+) -> None:
+    post = scene_params.detect.served
+    summary = build_reference(Path(quantized.fp32.path), scenes, tmp_path / "reference", 4, post)
+    reference, projection = load_reference(Path(summary.directory))
+    val = reference[reference["split"] == "val"]
+    assert summary.model_rows == len(val) and val["boxes"].mean() > 0.5 and val["label"].isin(scenes.class_names).any()
+    predictor = DetectionPredictor(Path(quantized.fp32.path), "cvops-detector", "5", "", max_batch=64, post=post,
+                                   projection_path=Path(summary.directory) / "projection.npz")  # fmt: skip
+    images, _, rows = load_detection_split(scenes, "test")
+
+    def served(pixels: np.ndarray) -> pd.DataFrame:
+        """The inference-log rows the service would write for these images (sent at their original sizes)."""
+        outputs, logged = predictor.predict(pixels), []
+        for i, (width, height) in enumerate(zip(rows["width"], rows["height"], strict=True)):
+            image = DecodedImage(pixels[i], int(width), int(height), image_features(pixels[i]))
+            found = predictor.detections(tuple(o[i] for o in outputs[:3]), image.width, image.height)
+            logged.append(predictor.log_row(image, found, outputs[3][i]))
+        return pd.DataFrame(logged)
+
+    # the camera zooms out: the same scenes, shrunk to a quarter of the frame on a background of their own colour
+    half, border = scenes.image_size // 2, ((scenes.image_size // 4,) * 2, (scenes.image_size // 4,) * 2, (0, 0))
+    zoomed = np.stack([np.pad(np.asarray(Image.fromarray(image).resize((half, half))), border, mode="edge")
+                       for image in images])  # fmt: skip
+    params = scene_params.monitor.model_copy(update={"min_samples": 10})
+    same = detect_drift(reference, projection.fingerprint, served(images), "5", params, tmp_path / "same")
+    shrunk = detect_drift(reference, projection.fingerprint, served(zoomed), "5", params, tmp_path / "zoomed")
+    tested = {c.column: c for c in same.columns}
+    assert {"boxes", "box_area", "box_aspect", "mean_score"} <= tested.keys() and tested["boxes"].group == "prediction"
+    assert not any(tested[c].drifted for c in ("boxes", "box_area", "mean_score")), same.table()
+    assert {c.column: c for c in shrunk.columns}["box_area"].drifted, shrunk.table()

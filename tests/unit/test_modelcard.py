@@ -69,3 +69,34 @@ def test_champion_comparison_is_written_out(tmp_path):
     )  # fmt: skip
     text = write_model_card(card(tmp_path, champion=comparison), tmp_path / "card")[0].read_text()
     assert "champion v5" in text and "+0.0500" in text and "p = 0.03 on 120 images" in text
+
+
+def test_a_detectors_card_shows_map_per_class_ap_and_the_drawn_examples(tmp_path):
+    from PIL import Image
+
+    examples = tmp_path / "examples.png"
+    Image.new("RGB", (64, 32), "white").save(examples)
+    metrics = {"map": 0.41, "map_50": 0.7, "map_75": 0.4, "map_small": 0.3, "map_medium": 0.5, "map_large": -1.0,
+               "recall": 0.6, "map_ci95_low": 0.37, "map_ci95_high": 0.45, "ap_cat": 0.2, "recall_cat": 0.5,
+               "ap_dog": 0.62, "recall_dog": 0.7, "ap_fox": -1.0, "recall_fox": -1.0}  # fmt: skip
+    champion = ChampionComparison(champion_version="3", comparable=True, n=80, candidate_map=0.41,
+                                  champion_map=0.39, map_difference=0.02, difference_ci95_low=-0.01,
+                                  difference_ci95_high=0.05)  # fmt: skip
+    small = SliceMetrics(attribute="object_size", value="small", n=140, mean_ap=0.3)
+    evaluation = Evaluation(metrics=metrics, class_names=["cat", "dog", "fox"], confusion_matrix_png="",
+                            examples_png=str(examples), num_images=80, task="detection", champion=champion,
+                            slices=[small])  # fmt: skip
+    detection = card(tmp_path).model_copy(update={
+        "evaluation": evaluation, "decision": decide(evaluation, GateParams()), "model_name": "cvops-detector",
+        "dataset": DatasetRef(prepared_dir=".", class_names=["cat", "dog", "fox"], image_size=160, task="detection",
+                              counts={"train": {"cat": 90, "dog": 80}, "test": {"cat": 20, "dog": 30}})})  # fmt: skip
+    markdown, html = write_model_card(detection, tmp_path / "card")
+    text = markdown.read_text()
+    assert "object detector (FCOS)" in text and "Finds and boxes `cat`, `dog`, `fox`" in text
+    assert "| mAP@[.5:.95] | 0.4100 | 0.3700-0.4500 |" in text and "mAP, large objects" not in text
+    assert "| fox | no test boxes | no test boxes |" in text and "Boxes per class and split" in text
+    assert "| mAP@[.5:.95] | 0.4100 | 0.3900 |" in text and "paired bootstrap 95% interval" in text
+    assert "| object_size | small | 140 | 0.3000 |" in text
+    assert "Weakest class: `cat` (AP 0.200" in text and "within 0.370-0.450" in text
+    assert (markdown.parent / "examples.png").is_file() and "](examples.png)" in text
+    assert "data:image/png;base64," in html.read_text()
