@@ -38,7 +38,7 @@ def prepared(root: Path, params):  # type: ignore[no-untyped-def]
     return prepare_dataset(root / "validated", root / "raw", root / "prepared", params.prepare, params.base.seed)
 
 
-def throughput(call, measure, images: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def throughput(call, measure) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """(batch-1 latency in ms, images/s at batch 32) from interleaved timed calls of call(batch_size)."""
     from cvops.timing import interleaved_calls, latency
 
@@ -89,7 +89,7 @@ def main() -> None:
     served = params.detect.served
     with torch_threads(measure.threads):
         torch_b1, torch_ips = throughput(lambda n: predict_boxes(model, batch[:n], torch.device("cpu"), served),
-                                         measure, 32)  # fmt: skip
+                                         measure)  # fmt: skip
     torch_map = scored(predict_boxes(model, inputs, torch.device("cpu")))
     artifacts = [{"format": "torch-fp32", "map": torch_map["map"], "map_50": torch_map["map_50"], "agreement": 1.0,
                   "size_mb": sum(p.numel() * 4 for p in model.parameters()) / 2**20, "latency_ms_b1": torch_b1,
@@ -97,7 +97,7 @@ def main() -> None:
     for measured in (m for m in (report.fp32, report.int8) if m is not None):
         path = Path(measured.path)
         onnx, preprocessing = session(path, measure.threads), read_preprocessing(path)
-        b1, ips = throughput(lambda n, s=onnx, p=preprocessing: onnx_detections(s, batch[:n], p, served), measure, 32)
+        b1, ips = throughput(lambda n, s=onnx, p=preprocessing: onnx_detections(s, batch[:n], p, served), measure)
         found = scored(onnx_detections(onnx, inputs, preprocessing))
         artifacts.append({"format": measured.format, "map": found["map"], "map_50": found["map_50"],
                           "agreement": measured.agreement, "size_mb": measured.size_mb, "latency_ms_b1": b1,

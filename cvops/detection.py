@@ -15,6 +15,7 @@ import numpy as np
 import timm
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOS, FCOSHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
@@ -84,9 +85,8 @@ class Detector(nn.Module):
 
     def detect(self, x: Tensor, post: PostProcess = FOR_MAP) -> list[dict[str, Tensor]]:
         """torchvision's post-processing: per image boxes (K, 4) in input pixels, scores (K,), labels (K,)."""
-        logits, regression, ctrness, anchors = self(x)
-        outputs = {"cls_logits": logits, "bbox_regression": regression, "bbox_ctrness": ctrness}
-        split = {name: list(t.split(self.level_sizes, dim=1)) for name, t in outputs.items()}
+        out, _ = self._heads(x)
+        split = {name: list(t.split(self.level_sizes, dim=1)) for name, t in out.items()}
         fcos = self.fcos
         fcos.score_thresh, fcos.nms_thresh, fcos.detections_per_img = (
             post.score_threshold,
@@ -94,7 +94,9 @@ class Detector(nn.Module):
             post.max_detections,
         )
         size = (self.image_size, self.image_size)
-        return fcos.postprocess_detections(split, [list(anchors.split(self.level_sizes))] * len(x), [size] * len(x))
+        return fcos.postprocess_detections(
+            split, [list(self.anchors.split(self.level_sizes))] * len(x), [size] * len(x)
+        )
 
     @property
     def timm_body(self) -> nn.Module:
@@ -119,8 +121,6 @@ def create_detector(name: str, num_classes: int, image_size: int, pretrained: st
         raise ModelError(f"the weights of {name} do not fit its feature stages")
     backbone = _Backbone(body, body.feature_info.channels(), fpn_channels)  # type: ignore[union-attr, operator]
     sizes = tuple((8 * 2**i,) for i in range(len(FEATURE_LEVELS) + 2))  # one anchor per cell, its level's stride
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
     anchor_generator = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
     head = FCOSHead(fpn_channels, 1, num_classes, num_convs=head_convs)
     fcos = FCOS(backbone, num_classes, min_size=image_size, max_size=image_size, anchor_generator=anchor_generator,

@@ -16,9 +16,9 @@ from PIL import Image, ImageDraw
 from cvops.box_matching import ImageMatches, bootstrap_map, match_image, mean_ap, paired_map_difference
 from cvops.config import EvaluateParams, MeasureParams
 from cvops.data.prepare import BoxSet, DatasetRef, load_detection_split
-from cvops.data.preprocess import model_inputs, resize_image
+from cvops.data.preprocess import model_inputs
 from cvops.detection import Detector, mean_average_precision, predict_boxes
-from cvops.evaluation import Champion, brightness, footprint
+from cvops.evaluation import Champion, brightness, champion_inputs, footprint
 from cvops.models import normalization
 from cvops.reports import ChampionComparison, Evaluation, SliceMetrics
 
@@ -87,17 +87,10 @@ def compare_detectors(champion: Champion, ref: DatasetRef, images: np.ndarray, r
                       truths: list[BoxSet], mine: list[ImageMatches], device: torch.device, *, seed: int,
                       resamples: int) -> ChampionComparison:  # fmt: skip
     """The champion scored on the same test images (resized to its input size), and the paired mAP difference."""
-    if champion.class_names != ref.class_names:
-        return ChampionComparison(
-            champion_version=champion.version, comparable=False,
-            note=f"the champion detects other classes ({', '.join(champion.class_names)}); no paired comparison",
-        )  # fmt: skip
-    note = ""
-    if champion.image_size != ref.image_size:
-        images = np.stack([resize_image(Image.fromarray(image), champion.image_size) for image in images])
-        note = f"test images resized from {ref.image_size} to the champion's {champion.image_size}px. "
-    if champion.data_version and champion.data_version != ref.data_version:
-        note += "The champion was trained on another data version: its training images may include test images."
+    paired = champion_inputs(champion, ref, images)
+    if isinstance(paired, ChampionComparison):
+        return paired
+    images, note = paired
     theirs = _matches(detect_originals(champion.model, images, rows, device), truths, ref.num_classes)  # type: ignore[arg-type]
     difference, low, high = paired_map_difference(mine, theirs, ref.num_classes, seed, resamples)
     return ChampionComparison(

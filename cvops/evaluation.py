@@ -189,6 +189,25 @@ def footprint(model: nn.Module, image_size: int, device: torch.device, measure: 
                      latency_ms_high=measured.high, threads=measure.threads)  # fmt: skip
 
 
+def champion_inputs(
+    champion: Champion, ref: DatasetRef, images: np.ndarray
+) -> tuple[np.ndarray, str] | ChampionComparison:
+    """The test images as the champion takes them (resized to its input size) and what a reviewer should know
+    of the pairing; an unpaired comparison when the champion answers with other classes."""
+    if champion.class_names != ref.class_names:
+        return ChampionComparison(
+            champion_version=champion.version, comparable=False,
+            note=f"the champion predicts other classes ({', '.join(champion.class_names)}); no paired comparison",
+        )  # fmt: skip
+    note = ""
+    if champion.image_size != ref.image_size:
+        images = np.stack([resize_image(Image.fromarray(image), champion.image_size) for image in images])
+        note = f"test images resized from {ref.image_size} to the champion's {champion.image_size}px. "
+    if champion.data_version and champion.data_version != ref.data_version:
+        note += "The champion was trained on another data version: its training images may include test images."
+    return images, note
+
+
 def compare_with_champion(
     champion: Champion,
     ref: DatasetRef,
@@ -202,17 +221,10 @@ def compare_with_champion(
     resamples: int,
 ) -> ChampionComparison:
     """Score the champion on the same test images and test the paired difference (McNemar, bootstrap)."""
-    if champion.class_names != ref.class_names:
-        return ChampionComparison(
-            champion_version=champion.version, comparable=False,
-            note=f"the champion predicts other classes ({', '.join(champion.class_names)}); no paired comparison",
-        )  # fmt: skip
-    note = ""
-    if champion.image_size != ref.image_size:
-        images = np.stack([resize_image(Image.fromarray(image), champion.image_size) for image in images])
-        note = f"test images resized from {ref.image_size} to the champion's {champion.image_size}px. "
-    if champion.data_version and champion.data_version != ref.data_version:
-        note += "The champion was trained on another data version: its training images may include test images."
+    paired = champion_inputs(champion, ref, images)
+    if isinstance(paired, ChampionComparison):
+        return paired
+    images, note = paired
     mean, std = normalization(champion.model)
     proba = predict_proba(champion.model, ImageDataset(images, labels, mean, std), device)
     theirs = proba.argmax(axis=1)
