@@ -13,12 +13,15 @@ PORT ?= 5000
 # (cvops, the tests and the benchmarks set their offline switches themselves: cvops/stack.py OFFLINE_ENV.)
 DEMO_elpv := $(CVOPS) data import elpv && $(CVOPS) run training
 DEMO_digits := $(CVOPS) run training --overlay overlays/digits.yaml
+# The detection demo: scenes composed from real MNIST digits; the import sets `task: detection` in params.yaml
+# (`make demo` sets it back to classification with its ELPV import).
+DEMO_digit-scenes := $(CVOPS) data import digit-scenes && $(CVOPS) run training --overlay overlays/digit-scenes.yaml
 
 .PHONY: help install demo test test-fast lint format ui bench lock clean-state team-up team-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: DATASET=elpv|digits (demo), PORT=5000 (ui)"
+	@echo "  variables: DATASET=elpv|digits|digit-scenes (demo), PORT=5000 (ui)"
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +31,8 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## Create .venv and install every pinned dependency
 
-demo: install ## Init, import DATASET (elpv, or digits) and run the training pipeline
-	@test -n "$(DEMO_$(DATASET))" || { echo "make demo: DATASET must be elpv or digits" >&2; exit 2; }
+demo: install ## Init, import DATASET (elpv, digits, or digit-scenes: detection) and run the training pipeline
+	@test -n "$(DEMO_$(DATASET))" || { echo "make demo: DATASET must be elpv, digits or digit-scenes" >&2; exit 2; }
 	$(CVOPS) init
 	$(DEMO_$(DATASET))
 

@@ -216,10 +216,10 @@ def fixed_cost(served: Any, one: Path, address: str | None, env: dict[str, str])
     """Seconds from a fresh process's call to its one-image result on Ray (a new process: Ray keeps its
     connection and token for the life of a process)."""
     code = (
-        "import sys, time; from cvops.artifacts import ServedModel; from cvops.config import DistributedParams, "
-        "ServeParams; from cvops.serving.on_ray import score_on_ray; start = time.perf_counter(); "
-        "score_on_ray(ServedModel.model_validate_json(sys.argv[1]), sys.argv[2], "
-        "ServeParams(), DistributedParams(engine='ray', batch_workers=1, address=sys.argv[3] or None)); "
+        "import sys, time; from cvops.artifacts import ServedModel; from cvops.config import DetectParams, "
+        "DistributedParams, ServeParams; from cvops.serving.on_ray import score_on_ray; start = time.perf_counter(); "
+        "score_on_ray(ServedModel.model_validate_json(sys.argv[1]), sys.argv[2], ServeParams(), "
+        "DistributedParams(engine='ray', batch_workers=1, address=sys.argv[3] or None), DetectParams().served); "
         "print(time.perf_counter() - start)"
     )
     found = subprocess.run([sys.executable, "-c", code, served.model_dump_json(), str(one), address or ""], env=env,
@@ -256,13 +256,13 @@ def main() -> None:
 
 def batch_results(sizes: list[int], cores: int) -> dict[str, Any]:
     """The batch-inference rows, their ratios and Ray's fixed cost."""
-    from cvops.config import DistributedParams, ServeParams
+    from cvops.config import DetectParams, DistributedParams, ServeParams
     from cvops.serving.batch import score_inputs
     from cvops.serving.on_ray import score_on_ray
-    from cvops.serving.predictor import Predictor
+    from cvops.serving.predictor import load_served
 
     work = Path(tempfile.mkdtemp(prefix="cvops-bench-distributed-"))
-    serve = ServeParams(max_batch_images=BATCH)
+    serve, post = ServeParams(max_batch_images=BATCH), DetectParams().served
     try:
         served = export_model(work)
         model = Path(served.onnx_path)
@@ -272,11 +272,11 @@ def batch_results(sizes: list[int], cores: int) -> dict[str, Any]:
             write_images(folder, size)
 
             def local(f: Path = folder) -> int:
-                return len(score_inputs(Predictor.of(served, BATCH), str(f), serve.max_image_pixels))
+                return len(score_inputs(load_served(served, BATCH, post), str(f), serve.max_image_pixels))
 
             def on_ray(workers: int, f: Path = folder) -> int:
                 distributed = DistributedParams(engine="ray", batch_workers=workers, cpus_per_worker=1.0)
-                return len(score_on_ray(served, str(f), serve, distributed))
+                return len(score_on_ray(served, str(f), serve, distributed, post))
 
             runs: dict[str, tuple[Callable[[], int], int]] = {  # name: (run, cores it may use)
                 "local (cvops, in process)": (local, cores),

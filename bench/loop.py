@@ -98,12 +98,13 @@ def accuracy(root: Path, version: str, sets: dict[str, tuple[np.ndarray, list[st
     from cvops.artifacts import resolve
     from cvops.config import Project
     from cvops.registry import ModelRegistry
-    from cvops.serving.predictor import Predictor
+    from cvops.serving.predictor import load_served
     from cvops.tracking import use_project_store
 
     project = Project(root)
     use_project_store(project, "cvops")
-    predictor = Predictor.of(resolve(ModelRegistry.of(project, "cvops-classifier"), version, project.onnx_cache), 64)
+    served = resolve(ModelRegistry.of(project, "cvops-classifier"), version, project.onnx_cache)
+    predictor = load_served(served, 64, project.params().detect.served)
     names = predictor.preprocessing.class_names
     return {name: float(np.mean([names[i] == label for i, label in zip(predictor.predict(pixels)[0].argmax(axis=1),
                                                                         labels, strict=True)]))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvops.config import Params, Project
-from cvops.errors import ConfigError, CvopsError
+from cvops.errors import CvopsError
 from cvops.monitoring.trigger import pipeline_lock
 
 if TYPE_CHECKING:
@@ -122,10 +122,6 @@ def train(
     from cvops.tracking import use_project_store
     from pipelines.training import training
 
-    if params.task == "detection":
-        raise ConfigError("the training pipeline does not take task: detection yet (the detector trains, its "
-                          "evaluation, export and packaging are being built); `cvops data import|validate|prepare` "
-                          "work for detection data")  # fmt: skip
     # The data stages first, here: invalid data stops the run with its summary before any step starts.
     # The pipeline's data steps then find DVC up to date and only record the data version.
     reproduce(project, "prepare")

@@ -23,12 +23,12 @@ from cvops.capture import CAPTURE, CaptureStore
 from cvops.config import HOLDOUT, Params, Project, ServeParams
 from cvops.console import progress
 from cvops.data.prepare import DatasetRef, load_dataset_ref, load_split
-from cvops.errors import DataError, ServiceUnavailable
+from cvops.errors import ConfigError, DataError, ServiceUnavailable
 from cvops.feedback import give_feedback, new_request_id
 from cvops.inference_log import InferenceLog
 from cvops.monitoring.shifts import apply_shift
 from cvops.registry import CHAMPION, ModelRegistry
-from cvops.serving.predictor import Predictor, decode_image
+from cvops.serving.predictor import Predictor, decode_image, load_served
 
 Sent = tuple[int, str | None, str]  # (HTTP status (0: no answer), the answer's request_id, the true label)
 
@@ -138,6 +138,9 @@ def send_traffic(
     """`cvops traffic`: `count` shifted images to the service at `url` (default: serve.port on 127.0.0.1), or,
     `offline`, scored by the champion in this process into the inference log; then the true labels of a
     `feedback` share of them, and of all of them to `truth_out`. Says what happened."""
+    if params.task == "detection":
+        raise ConfigError("cvops traffic simulates a classifier's clients and their true labels: for a detector, "
+                          "score images with `cvops run batch-inference` or POST them to /detect")  # fmt: skip
     seed = params.base.seed if seed is None else seed
     images = traffic_images(load_dataset_ref(project.prepared_dir), project.raw_dir, split, shift, severity, count,
                             seed)  # fmt: skip
@@ -145,7 +148,7 @@ def send_traffic(
     if offline:
         served = resolve(ModelRegistry.of(project, params.registry.model_name), CHAMPION, project.onnx_cache)
         inference_log = InferenceLog(project.inference_log(params.serve))
-        predictor = Predictor.of(served, params.serve.max_batch_images)
+        predictor = load_served(served, params.serve.max_batch_images, params.detect.served)
         store = CaptureStore(project.capture_store(params.serve)) if params.serve.capture.enabled else None
         sent = log_offline(predictor, images, count, inference_log, params.serve, store, seed)
         inference_log.close()

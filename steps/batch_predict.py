@@ -3,7 +3,7 @@ from typing import Annotated
 
 from zenml import step
 
-from cvops.config import DistributedParams, Project, RegistryParams, ServeParams
+from cvops.config import DetectParams, DistributedParams, Project, RegistryParams, ServeParams
 from cvops.registry import ModelRegistry
 from cvops.serving.batch import score_and_log
 
@@ -16,9 +16,12 @@ def batch_predict(
     registry: RegistryParams,
     serve: ServeParams,
     distributed: DistributedParams,
+    detect: DetectParams,
 ) -> Annotated[dict[str, int], "counts"]:
     """Score every file under `location` (a folder or an s3:// prefix) with the `selector` model, in process or
-    on Ray (params: distributed); predictions to `output`, counts to MLflow, every scored image to the inference log."""
+    on Ray (params: distributed); predictions to `output` (a detector's: a row per box), counts to MLflow, every
+    scored image to the inference log."""
     project = Project.find()
     return score_and_log(ModelRegistry.of(project, registry.model_name), project.onnx_cache, selector,
-                         location, Path(output), serve, distributed, project.inference_log(serve))  # fmt: skip
+                         location, Path(output), serve, distributed, project.inference_log(serve),
+                         detect.served)  # fmt: skip

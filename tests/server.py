@@ -82,6 +82,16 @@ class Server:
         except ValueError:
             return status, raw.decode(errors="replace")
 
+    def post_bytes(self, path: str, body: bytes, content_type: str) -> tuple[int, str, bytes]:
+        """POST `body`; (HTTP status, the answer's content type, its bytes): for answers that are not JSON."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body,
+                                         headers={"Content-Type": content_type})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers.get("Content-Type", ""), response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers.get("Content-Type", ""), err.read()
+
     def get(self, path: str) -> tuple[int, dict | str]:
         return self.request(path, None, {})
 

@@ -36,7 +36,7 @@ def init(stack: str) -> None:
     checkout = project()
     for line in init_project(checkout, checkout.params(), stack):  # type: ignore[arg-type]
         click.echo(f"  {line}")
-    click.secho("ready: next, `cvops data import elpv` (or digits)", fg="green")
+    click.secho("ready: next, `cvops data import elpv` (or digits; digit-scenes for detection)", fg="green")
 
 
 @main.group()

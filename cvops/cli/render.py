@@ -59,7 +59,9 @@ def training(result: "TrainingResult", experiment: str, reviewer_option: str) ->
     evaluation, info = result.evaluation, result.info
     metrics = evaluation.metrics
     click.echo(f"\n{result.quantization.summary()}\n\n{result.decision.table()}")
-    click.secho(f"\ntest accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}", fg="green", bold=True)
+    headline = (f"mAP@[.5:.95] {metrics['map']:.4f}, mAP@.5 {metrics['map_50']:.4f}" if evaluation.task == "detection"
+                else f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")  # fmt: skip
+    click.secho(f"\ntest {headline}", fg="green", bold=True)
     click.echo(f"MLflow run:       {result.trained.run_id} (experiment '{experiment}')")
     click.echo(f"ZenML run:        {result.run_name}")
     click.echo(
@@ -108,16 +110,18 @@ def monitoring(result: "MonitoringResult") -> None:
 
 
 def versions(rows: list[tuple["VersionInfo", str, bool]], model_name: str) -> None:
-    """One line per version, newest first: (info, notes, whether it was promoted outside cvops)."""
+    """One line per version, newest first: (info, notes, whether it was promoted outside cvops); a classifier's
+    accuracy and macro-F1, a detector's mAP@[.5:.95] and mAP@.5."""
     if not rows:
         click.echo(f"{model_name} has no versions yet: run `cvops run training`")
         return
-    click.echo(f"{'version':>7}  {'aliases':<20} {'accuracy':>8} {'macro_f1':>8}  {'gate':<6}  {'approval':<8}  "
+    first, second = ("map", "map_50") if any("map" in info.tags for info, _, _ in rows) else ("accuracy", "macro_f1")
+    click.echo(f"{'version':>7}  {'aliases':<20} {first:>8} {second:>8}  {'gate':<6}  {'approval':<8}  "
                f"{'data':<8}  {'created (UTC)':<16}  notes")  # fmt: skip
     for info, notes, outside in rows:
         line = (
-            f"{info.version:>7}  {','.join(info.aliases):<20} {info.tags.get('accuracy', '—'):>8} "
-            f"{info.tags.get('macro_f1', '—'):>8}  {info.gate:<6}  {info.approval:<8}  "
+            f"{info.version:>7}  {','.join(info.aliases):<20} {info.tags.get(first, '—'):>8} "
+            f"{info.tags.get(second, '—'):>8}  {info.gate:<6}  {info.approval:<8}  "
             f"{info.tags.get('data_version', '')[:8]:<8}  {info.created:%Y-%m-%d %H:%M}  {notes}"
         )
         click.secho(line, fg="yellow" if outside else None)

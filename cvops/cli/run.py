@@ -83,10 +83,12 @@ def run_batch_inference(
 ) -> None:
     """Score a folder (or an S3 prefix) with the champion: the `batch_inference` pipeline.
 
-    Writes path, label, score and model version per file (unreadable files get an error instead),
-    logs counts to MLflow and appends every scored image to the inference log. With `distributed.engine: ray`
-    in params.yaml, a pool of `distributed.batch_workers` Ray actors scores the files (Ray Data), on a Ray
-    instance started for the command or on the cluster at `distributed.address`; the output is the same.
+    Writes path, label, score and model version per file (unreadable files get an error instead); a
+    detector's file has a row per box (label, score, x1 y1 x2 y2 in the image's pixels) and one row without a
+    box for an image with none. Logs counts to MLflow and appends every scored image to the inference log.
+    With `distributed.engine: ray` in params.yaml, a pool of `distributed.batch_workers` Ray actors scores
+    the files (Ray Data), on a Ray instance started for the command or on the cluster at
+    `distributed.address`; the output is the same.
 
     \b
     Examples:
@@ -104,7 +106,8 @@ def run_batch_inference(
         counts = launch_batch_inference(checkout, params, input_value, output, version or CHAMPION, config)
     if counts is None:
         return render.submitted()
-    click.secho(f"scored {counts['scored']} of {counts['images']} files -> {output.resolve()}", fg="green")
+    boxes = f" ({counts['boxes']} boxes)" if "boxes" in counts else ""
+    click.secho(f"scored {counts['scored']} of {counts['images']} files{boxes} -> {output.resolve()}", fg="green")
     if counts["unreadable"]:
         click.secho(f"{counts['unreadable']} files could not be read: see the error column", fg="yellow")
 

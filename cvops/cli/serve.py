@@ -95,8 +95,9 @@ def serve(
     version: str | None, alias: str, port: int | None, host: str, workers: str | None, canary: str | None,
     canary_fraction: float | None, shadow: str | None, shadow_fraction: float | None, settings: tuple[str, ...],
 ) -> None:  # fmt: skip
-    """Serve a model over HTTP with BentoML: POST /classify, /classify_batch, /feedback; GET /healthz, /readyz,
-    /metrics.
+    """Serve a model over HTTP with BentoML: a classifier's POST /classify, /classify_batch, /feedback, a
+    detector's (task: detection) POST /detect (?render=1: the image with its boxes drawn), /detect_batch; GET
+    /healthz, /readyz, /metrics.
 
     The service runs serve.workers processes (auto: one per core). With an alias (default: champion)
     each checks the registry every serve.poll_seconds and swaps in a newly promoted version without
@@ -122,8 +123,10 @@ def serve(
       cvops serve -S serve.capture.fraction=0.05 -S serve.capture.below_confidence=0.6
       curl -F image=@cell.png http://127.0.0.1:3000/classify
       curl --data-binary @cell.png -H 'Content-Type: image/png' http://127.0.0.1:3000/classify
+      curl -F image=@shelf.jpg 'http://127.0.0.1:3000/detect?render=1' -o boxes.png   # a detector
     """
     from cvops.artifacts import resolve
+    from cvops.serving.packaging import SERVICES
 
     checkout = project()
     overrides = [*settings] + [f"serve.{key}={value}" for key, value in (("workers", workers),
@@ -139,7 +142,7 @@ def serve(
                "(Ctrl-C stops it)")  # fmt: skip
     for line in arms:
         click.echo(line)
-    command = [sys.executable, "-m", "bentoml", "serve", "cvops.serving.service:Classifier", "--host", host,
+    command = [sys.executable, "-m", "bentoml", "serve", SERVICES[params.task], "--host", host,
                "--port", str(port)]  # fmt: skip
     env = {**os.environ, "CVOPS_SERVE_MODEL": selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
     sys.exit(run_server(command, env=env))

@@ -2,8 +2,9 @@
 
 Three groups of columns: the image statistics (every logged row), the projected embedding and the
 predicted label (rows the reference's version answered: another version embeds differently), and for a
-detector its answer per image too (boxes, their mean area, aspect and score). Each
-column gets a two-sample test, Kolmogorov-Smirnov for numbers and chi-square for the label, and drifts
+detector its answer per image too (boxes, their mean area, aspect and score) and the class of every box it
+found (the class mix, `box_label`: a row per box, beside the image rows, empty in every other column). Each
+column gets a two-sample test, Kolmogorov-Smirnov for numbers and chi-square for the labels, and drifts
 at p < false_alarm_rate / m for m tested columns (Bonferroni), so a window of unchanged traffic raises
 an alarm with probability at most false_alarm_rate.
 """
@@ -23,13 +24,15 @@ from pydantic import BaseModel
 from cvops.artifacts import reference_dir, resolve
 from cvops.config import MonitorParams
 from cvops.monitoring.quality import LiveQuality, live_quality
-from cvops.monitoring.reference import BOX_COLUMNS, EMBEDDING_PREFIX, PREDICTION, STATISTICS, load_reference
+from cvops.monitoring.reference import BOX_COLUMNS, BOX_LABELS, EMBEDDING_PREFIX, PREDICTION, STATISTICS, load_reference
 from cvops.registry import CHAMPION, ModelRegistry
 from cvops.reports import metric_name
 
 Status = Literal["drift", "no_drift", "not_enough_data"]
 Group = Literal["statistics", "embedding", "prediction"]
 HTML_FILE, JSON_FILE, VERDICT_FILE = "drift_report.html", "drift_report.json", "verdict.json"
+BOX_LABEL = "box_label"  # a detector's class mix: the class of each box, one test row per box
+LABELS = (PREDICTION, BOX_LABEL)  # the categorical columns
 
 
 class ColumnDrift(BaseModel):
@@ -115,6 +118,8 @@ def window_table(rows: pd.DataFrame, version: str, projection: str) -> tuple[pd.
         table[PREDICTION] = rows[PREDICTION].where(ours, None)
     for column in (c for c in BOX_COLUMNS if c in rows):  # a detector's answers: of its own rows only, as labels
         table[column] = pd.to_numeric(rows[column], errors="coerce").where(ours)
+    if BOX_LABELS in rows:
+        table = with_box_labels(table, rows[BOX_LABELS][ours])
     note = None
     if answered.sum() > ours.sum():
         note = (
@@ -125,10 +130,17 @@ def window_table(rows: pd.DataFrame, version: str, projection: str) -> tuple[pd.
     return table, int(ours.sum()), note
 
 
+def with_box_labels(table: pd.DataFrame, found: pd.Series) -> pd.DataFrame:
+    """`table` with a row per box of `found` (each image's box classes) holding its class in BOX_LABEL, empty in
+    every other column: the tests leave empty values out, so the image columns are tested as before."""
+    boxes = [label for labels in found if isinstance(labels, list | np.ndarray) for label in labels]
+    return pd.concat([table, pd.DataFrame({BOX_LABEL: pd.Series(boxes, dtype=object)})], ignore_index=True)
+
+
 def _group(column: str) -> Group:
     if column.startswith(EMBEDDING_PREFIX):
         return "embedding"
-    return "prediction" if column == PREDICTION or column in BOX_COLUMNS else "statistics"
+    return "prediction" if column in LABELS or column in BOX_COLUMNS else "statistics"
 
 
 def detect_drift(
@@ -159,6 +171,9 @@ def detect_drift(
         columns += [c for c in reference.columns if c.startswith(EMBEDDING_PREFIX) and c in current]
         columns += [PREDICTION] if PREDICTION in current else []
         columns += [c for c in BOX_COLUMNS if c in current and c in reference]
+        if BOX_LABEL in current and current[BOX_LABEL].notna().any() and BOX_LABELS in reference:
+            reference = with_box_labels(reference, reference[BOX_LABELS])
+            columns += [BOX_LABEL]
     else:
         verdict.notes.append(
             f"embedding and prediction not tested: {model_rows} rows answered by version {version} "
@@ -167,16 +182,15 @@ def detect_drift(
     if note:
         verdict.notes.append(note)
     threshold = params.false_alarm_rate / len(columns)
-    numerical = [c for c in columns if c != PREDICTION]
-    definition = DataDefinition(
-        numerical_columns=numerical, categorical_columns=[c for c in columns if c == PREDICTION]
-    )
-    tests = {c: "chisquare" if c == PREDICTION else "ks" for c in columns}
+    numerical = [c for c in columns if c not in LABELS]
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=[c for c in columns if c in LABELS])
+    tests = {c: "chisquare" if c in LABELS else "ks" for c in columns}
     metrics = [ValueDrift(column=c, method=method, threshold=threshold) for c, method in tests.items()]
-    snapshot = Report(metrics).run(
-        Dataset.from_pandas(current[columns], data_definition=definition),
-        Dataset.from_pandas(reference[columns], data_definition=definition),
-    )
+    with np.errstate(divide="ignore"):  # a label the reference never had: chi-square's p is 0 (drift), no warning
+        snapshot = Report(metrics).run(
+            Dataset.from_pandas(current[columns], data_definition=definition),
+            Dataset.from_pandas(reference[columns], data_definition=definition),
+        )
     p_values = [float(m["value"]) for m in snapshot.dict()["metrics"]]
     verdict.columns = [
         ColumnDrift(column=c, group=_group(c), method=tests[c], p_value=p, drifted=p < threshold)

@@ -33,6 +33,7 @@ STATISTICS = (*FEATURES, "width", "height")  # the per-image columns that need n
 EMBEDDING_PREFIX = "emb_"
 PREDICTION = "label"
 BOX_COLUMNS = ("boxes", "box_area", "box_aspect", "mean_score")  # a detector's answer per image (box_summary)
+BOX_LABELS = "labels"  # and the class of each of its boxes, a list per image (drift tests their mix)
 TABLE_FILE, SUMMARY_FILE = "reference.parquet", "reference.json"
 
 
@@ -110,7 +111,7 @@ def _embeddings(onnx_path: Path, images: np.ndarray, desc: str, batch_size: int 
 def _detector_view(onnx_path: Path, ref: DatasetRef, dims: int, post: PostProcess) -> tuple[pd.DataFrame, Projection,
                                                                                                 int]:  # fmt: skip
     """A detector's reference table: statistics, projected embeddings, and per validation image the served
-    answer's summary (serving.detector.box_summary), the best box's class as the label."""
+    answer's summary (serving.detector.box_summary): the best box's class as the label, every box's class."""
     from cvops.serving.detector import DetectionPredictor, box_summary
 
     train_images, train_rows = load_split_images(ref, "train")
@@ -128,6 +129,7 @@ def _detector_view(onnx_path: Path, ref: DatasetRef, dims: int, post: PostProces
     val_embeddings = projection.apply(_embeddings(onnx_path, val_images, "reference (embeddings)"))
     val = reference_table(val_images, val_rows, answers["label"].tolist(), val_embeddings)
     val[list(BOX_COLUMNS)] = answers[list(BOX_COLUMNS)].to_numpy(dtype=float)
+    val[BOX_LABELS] = answers[BOX_LABELS]
     table = pd.concat([reference_table(train_images, train_rows).assign(split="train"), val.assign(split="val")],
                       ignore_index=True)  # fmt: skip
     return table, projection, len(val_images)

@@ -13,16 +13,20 @@ import numpy as np
 import pandas as pd
 
 from cvops.artifacts import resolve
+from cvops.box_postprocess import PostProcess
 from cvops.config import DistributedParams, ServeParams
 from cvops.console import progress
+from cvops.data.boxes import COORDS
 from cvops.errors import ConfigError, DataError, ServiceUnavailable
 from cvops.feedback import new_request_id
 from cvops.inference_log import InferenceLog, LogTarget
 from cvops.registry import ModelRegistry
 from cvops.reports import metric_name
-from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decode_image
+from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decode_image, load_served
 
-PREDICTION_COLUMNS = ("path", "request_id", "label", "score", "model_version", "error")  # a predictions file's
+PREDICTION_COLUMNS = ("path", "request_id", "label", "score", "model_version", "error")  # a classifier's file
+BOX_PREDICTION_COLUMNS = ("path", "request_id", "label", "score", *COORDS, "model_version", "error")  # a detector's
+DETECTIONS = "detections"  # a detector's answer for one image, in the rows of `score_files`
 
 
 S3 = "s3://"
@@ -83,8 +87,8 @@ def _reading(location: str) -> Iterator[None]:
 
 def score_files(predictor: Predictor, files: Iterable[tuple[str, str]], max_pixels: int) -> list[dict[str, Any]]:
     """One row per (name, path) of `list_inputs`: the inference-log row of its prediction, with a request id
-    for its feedback (`cvops feedback import`), or why it was not scored (not an image, or not readable here);
-    the readable images go through the model in one call."""
+    for its feedback (`cvops feedback import`) and a detector's detections, or why it was not scored (not an
+    image, or not readable here); the readable images go through the model in one call."""
     rows: list[dict[str, Any]] = []
     decoded: list[tuple[str, DecodedImage]] = []
     for name, path in files:
@@ -96,9 +100,11 @@ def score_files(predictor: Predictor, files: Iterable[tuple[str, str]], max_pixe
             reason = err.strerror or ("no such file" if isinstance(err, FileNotFoundError) else str(err))
             rows.append({"path": name, "error": f"could not read the file: {reason}"})
     if decoded:
-        probabilities, embeddings = predictor.predict(np.stack([image.pixels for _, image in decoded]))
-        for (name, image), p, e in zip(decoded, probabilities, embeddings, strict=True):
-            rows.append({"path": name, "request_id": new_request_id(), **predictor.log_row(image, p, e)})
+        outputs = predictor.predict(np.stack([image.pixels for _, image in decoded]))
+        for k, (name, image) in enumerate(decoded):
+            answer, row = predictor.reply(tuple(output[k] for output in outputs), image)
+            found = {DETECTIONS: answer[DETECTIONS]} if DETECTIONS in answer else {}
+            rows.append({"path": name, "request_id": new_request_id(), **row, **found})
     return rows
 
 
@@ -122,42 +128,66 @@ def score_inputs(predictor: Predictor, location: str, max_pixels: int) -> pd.Dat
     return predictions_frame(rows, predictor.version)
 
 
-def write_predictions(frame: pd.DataFrame, output: Path) -> Path:
-    """Parquet for .parquet, else CSV; written to a temporary file and renamed, so never half-written."""
+def predictions_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """What a predictions file holds: a classifier's row per file (label, score), or a detector's row per box
+    (label, score, x1 y1 x2 y2 in the pixels of the image) and one row, without them, for an image with no box;
+    a file that was not scored has its error."""
+    if DETECTIONS not in frame:
+        return frame[list(PREDICTION_COLUMNS)]
+    rows: list[dict[str, Any]] = []
+    for record in frame.to_dict("records"):
+        image = {key: record[key] for key in ("path", "request_id", "model_version", "error")}
+        found = record[DETECTIONS] if isinstance(record[DETECTIONS], list) else []
+        boxes = [{**image, "label": d["label"], "score": d["score"], **dict(zip(COORDS, d["box"], strict=True))}
+                 for d in found]  # fmt: skip
+        rows += boxes or [{**image, "label": None, "score": None}]
+    return pd.DataFrame(rows, columns=list(BOX_PREDICTION_COLUMNS))
+
+
+def write_predictions(table: pd.DataFrame, output: Path) -> Path:
+    """`predictions_table` as Parquet for .parquet, else CSV; written to a temporary file and renamed, so never
+    half-written."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")
     if output.suffix == ".parquet":
-        frame[list(PREDICTION_COLUMNS)].to_parquet(partial, index=False)
+        table.to_parquet(partial, index=False)
     else:
-        frame[list(PREDICTION_COLUMNS)].to_csv(partial, index=False)
+        table.to_csv(partial, index=False)
     os.replace(partial, output)
     return output
 
 
 def score_and_log(
     registry: ModelRegistry, cache_dir: Path, selector: str, location: str, output: Path, serve: ServeParams,
-    distributed: DistributedParams, log_to: LogTarget,
+    distributed: DistributedParams, log_to: LogTarget, post: PostProcess,
 ) -> dict[str, int]:  # fmt: skip
-    """Score every file under `location` (a folder or an s3:// prefix) with the `selector` model, in this
-    process or on Ray (`distributed`): predictions to `output`, counts to the active MLflow run, every scored
-    image to the inference log `log_to`. Returns the counts."""
+    """Score every file under `location` (a folder or an s3:// prefix) with the `selector` model (a detector's
+    boxes post-processed by `post`, detect.served), in this process or on Ray (`distributed`): predictions to
+    `output`, counts to the active MLflow run, every scored image to the inference log `log_to`. Returns the
+    counts: images, scored, unreadable, a detector's boxes, and labels (a classifier's images, a detector's
+    boxes) by class."""
     served = resolve(registry, selector, cache_dir)
     if distributed.engine == "ray":
         from cvops.serving.on_ray import score_on_ray
 
-        frame = score_on_ray(served, location, serve, distributed)
+        frame = score_on_ray(served, location, serve, distributed, post)
     else:
-        frame = score_inputs(Predictor.of(served, serve.max_batch_images), location, serve.max_image_pixels)
-    write_predictions(frame, output)
+        predictor = load_served(served, serve.max_batch_images, post)
+        frame = score_inputs(predictor, location, serve.max_image_pixels)
+    table = predictions_table(frame)
+    write_predictions(table, output)
     scored = frame[frame["error"].isna()]
+    labelled = table[table["score"].notna()]  # a classifier's scored images, a detector's boxes
     counts = {"images": len(frame), "scored": len(scored), "unreadable": len(frame) - len(scored),
-              **{f"label_{k}": int(v) for k, v in scored["label"].value_counts().items()}}  # fmt: skip
+              **({"boxes": len(labelled)} if DETECTIONS in frame else {}),
+              **{f"label_{k}": int(v) for k, v in labelled["label"].value_counts().items()}}  # fmt: skip
     mlflow.log_metrics({metric_name(f"batch_{k}"): v for k, v in counts.items()})
     mlflow.set_tags({"model_version": served.version, "input": location, "output": str(output),
                      "engine": distributed.engine})  # fmt: skip
     inference_log = InferenceLog(log_to)
     inference_log.append(
-        {"endpoint": "batch", **row} for row in scored.drop(columns=["path", "error"]).to_dict("records")
+        {"endpoint": "batch", **row}
+        for row in scored.drop(columns=["path", "error", DETECTIONS], errors="ignore").to_dict("records")
     )
     inference_log.close()
     return counts

@@ -1,60 +1,41 @@
 """What a served detector does with an image: the shared preprocessing, the shipped ONNX file, the numpy
 post-processing (cvops/box_postprocess.py), and boxes in the pixels of the image the client sent.
 
-The detection twin of `predictor.Predictor`: the same decoding (`decode_image`), the same micro-batching of
-the raw outputs, the same identity of the version that answered. Torch-free.
+The detection twin of `predictor.Predictor`, built on it: the same decoding (`decode_image`), the same
+micro-batching of the raw outputs, the same identity of the version that answered. Torch-free.
 """
 
 import io
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from cvops.box_postprocess import PostProcess, postprocess
 from cvops.data.preprocess import model_inputs, to_rgb
-from cvops.onnx_model import BOX_OUTPUTS, INPUT, detect_outputs, preprocessing_of, session
-from cvops.projection import Projection
-from cvops.serving.predictor import DecodedImage, MicroBatcher
+from cvops.onnx_model import BOX_OUTPUTS, INPUT, detect_outputs
+from cvops.serving.predictor import DecodedImage, Predictor, Reply
 
 if TYPE_CHECKING:
-    from cvops.artifacts import ServedModel
+    import onnxruntime
 
 Detection = dict[str, Any]  # {"box": [x1, y1, x2, y2], "label": str, "score": float}
+RED = (220, 30, 30)  # the drawn detections
 
 
 @dataclass
-class DetectionPredictor:
-    """One loaded detector version: an onnxruntime session, its preprocessing and post-processing settings,
-    its identity, and (with a monitoring reference) the projection of its embeddings."""
+class DetectionPredictor(Predictor):
+    """One loaded detector version: a Predictor whose outputs are boxes, post-processed by `post` (detect.served
+    of params.yaml) into the pixels of the image sent."""
 
-    onnx_path: Path
-    model_name: str
-    version: str
-    lineage_id: str
-    max_batch: int
-    post: PostProcess  # detect.* of params.yaml
-    threads: int | None = None
-    projection_path: Path | None = None
-    batcher: MicroBatcher = field(init=False)
+    post: PostProcess = field(kw_only=True)
 
-    def __post_init__(self) -> None:
-        self.session = session(self.onnx_path, self.threads)
-        self.preprocessing = preprocessing_of(self.session, self.onnx_path)
+    def __post_init__(self, opened: "onnxruntime.InferenceSession | None") -> None:
+        super().__post_init__(opened)
         size = self.preprocessing.image_size
         probe = np.zeros((1, 3, size, size), dtype=np.float32)
         self.anchors = self.session.run([BOX_OUTPUTS[3]], {INPUT: probe})[0]  # fixed by the input size
-        self.projection = Projection.load(self.projection_path) if self.projection_path else None
-        self.batcher = MicroBatcher(self.predict, self.max_batch)
-
-    @classmethod
-    def of(cls, served: "ServedModel", max_batch: int, post: PostProcess,
-           threads: int | None = None) -> "DetectionPredictor":  # fmt: skip
-        projection = Path(served.projection_path) if served.projection_path else None
-        return cls(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, max_batch, post,
-                   threads=threads, projection_path=projection)  # fmt: skip
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
         """(N, size, size, 3) uint8 to the raw outputs (logits, box offsets, centerness), one row per image, and
@@ -82,11 +63,13 @@ class DetectionPredictor:
             for box, label, s in zip(boxes, labels, scores, strict=True)
         ]
 
-    def answer(self, detections: list[Detection]) -> dict[str, Any]:
-        return {"detections": detections, "model_name": self.model_name, "model_version": self.version,
-                "lineage_id": self.lineage_id}  # fmt: skip
+    def reply(self, outputs: tuple[np.ndarray, ...], image: DecodedImage) -> Reply:
+        detections = self.detections(outputs[:3], image.width, image.height)
+        return {"detections": detections, **self.identity()}, self.log_row(image, detections, outputs[3])
 
-    def log_row(self, image: DecodedImage, detections: list[Detection], embedding: np.ndarray) -> dict[str, Any]:
+    def log_row(  # type: ignore[override]  # a detector's row summarises its boxes
+        self, image: DecodedImage, detections: list[Detection], embedding: np.ndarray
+    ) -> dict[str, Any]:
         """What the inference log keeps of one image's detections: monitoring's input (boxes per image, their
         sizes, shapes, scores and classes) beside the image statistics."""
         row: dict[str, Any] = {
@@ -122,10 +105,16 @@ def render(data: bytes, detections: list[Detection]) -> bytes:
         picture = to_rgb(image)  # upright, as the boxes are
     draw = ImageDraw.Draw(picture)
     width = max(1, round(max(picture.size) / 250))
-    for detection in detections:
+    font = ImageFont.load_default(size=max(12, round(max(picture.size) / 30)))  # PIL's bundled font, scaled
+    for detection in reversed(detections):  # the best last: on top where boxes overlap
         x1, y1, x2, y2 = detection["box"]
-        draw.rectangle((x1, y1, x2, y2), outline=(230, 30, 30), width=width)
-        draw.text((x1 + 2, y1 + 1), f"{detection['label']} {detection['score']:.2f}", fill=(230, 30, 30))
+        draw.rectangle((x1, y1, x2, y2), outline=RED, width=width)
+        caption = f"{detection['label']} {detection['score']:.2f}"
+        _, top, _, bottom = draw.textbbox((x1, y1), caption, font=font)
+        lift = bottom - top + 2  # the caption sits on the box's top edge, inside the image
+        spot = (x1, y1 - lift if y1 >= lift else y1)
+        draw.rectangle(draw.textbbox(spot, caption, font=font), fill=RED)
+        draw.text(spot, caption, fill=(255, 255, 255), font=font)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()

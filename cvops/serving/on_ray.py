@@ -15,11 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cvops.box_postprocess import PostProcess
 from cvops.config import DistributedParams, ServeParams
 from cvops.distributed import ray_session
 from cvops.projection import PROJECTION_FILE
 from cvops.serving.batch import list_inputs, predictions_frame, score_files
-from cvops.serving.predictor import MODEL_FILE, Predictor
+from cvops.serving.predictor import MODEL_FILE, load
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,8 +42,8 @@ class _Scorer:
             paths = {name: Path(folder) / name for name in contents}
             for name, data in contents.items():
                 paths[name].write_bytes(data)
-            self.predictor = Predictor(paths[MODEL_FILE], **model, threads=threads,
-                                       projection_path=paths.get(PROJECTION_FILE))  # fmt: skip
+            self.predictor = load(paths[MODEL_FILE], **model, threads=threads,
+                                  projection_path=paths.get(PROJECTION_FILE))  # fmt: skip
         self.max_pixels = max_pixels
 
     def __call__(self, batch: "pd.DataFrame") -> "pd.DataFrame":
@@ -60,7 +61,7 @@ def _model_files(served: "ServedModel") -> dict[str, bytes]:
 
 
 def score_on_ray(
-    served: "ServedModel", location: str, serve: ServeParams, distributed: DistributedParams
+    served: "ServedModel", location: str, serve: ServeParams, distributed: DistributedParams, post: PostProcess
 ) -> "pd.DataFrame":
     """`score_inputs` on Ray Data: `batch_workers` actors read, decode, preprocess and score the files with the
     shipped ONNX file. One row per file, whatever the order the batches come back in; Ray retries
@@ -72,7 +73,7 @@ def score_on_ray(
 
     files = [{"name": name, "path": path} for name, path in list_inputs(location)]
     model = {"model_name": served.model_name, "version": served.version, "lineage_id": served.lineage_id,
-             "max_batch": serve.max_batch_images}  # fmt: skip
+             "max_batch": serve.max_batch_images, "post": post}  # fmt: skip
     sized_by = "distributed.batch_workers, distributed.cpus_per_worker"
     with ray_session(distributed, distributed.batch_workers, {"CPU": distributed.cpus_per_worker}, sized_by):
         threads = max(1, math.floor(distributed.cpus_per_worker))

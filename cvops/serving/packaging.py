@@ -6,13 +6,13 @@ from pathlib import Path
 
 from cvops.artifacts import ServedModel, resolve
 from cvops.console import quiet
-from cvops.onnx_model import read_preprocessing
+from cvops.onnx_model import Preprocessing, read_preprocessing
 from cvops.projection import PROJECTION_FILE
 from cvops.registry import BENTO_TAG, BENTOML_MODEL_TAG, ModelRegistry
 from cvops.serving.kubernetes import write_serving_manifests
 from cvops.serving.predictor import MODEL_FILE
 
-SERVICE = "cvops.serving.service:Classifier"
+SERVICES = {"classification": "cvops.serving.service:Classifier", "detection": "cvops.serving.service:Detector"}
 # What the service imports when it serves a packaged model, pinned as in requirements.lock (the bento installs
 # them; no resolver runs offline). No torch: a bento serves the ONNX file with onnxruntime.
 # psycopg2: replicas log to the team's state database (CVOPS_STATE_URL); fsspec, s3fs: captured images
@@ -21,13 +21,13 @@ SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow", "pydantic", "py
                     "psycopg2-binary", "fsspec", "s3fs")  # fmt: skip
 
 
-def store_model(served: ServedModel, lineage: dict[str, str]) -> str:
+def store_model(served: ServedModel, preprocessing: Preprocessing, lineage: dict[str, str]) -> str:
     """Copy the ONNX file into BentoML's model store, labelled with its registry version; returns the tag."""
     import bentoml
 
-    preprocessing = read_preprocessing(Path(served.onnx_path))
     labels = {"model_version": served.version, "registered_model": served.model_name, "lineage_id": served.lineage_id}
-    metadata = {**lineage, "class_names": preprocessing.class_names, "image_size": preprocessing.image_size}
+    metadata = {**lineage, "class_names": preprocessing.class_names, "image_size": preprocessing.image_size,
+                "task": preprocessing.task}  # fmt: skip
     with bentoml.models.create(served.model_name, labels=labels, metadata=metadata) as model:
         shutil.copy(served.onnx_path, model.path_of(MODEL_FILE))
         if served.projection_path:  # the embeddings the service logs are reduced with the version's projection
@@ -49,8 +49,8 @@ def source_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def build_bento(model_tag: str, version: str, name: str) -> str:
-    """A bento called `name`, serving `model_tag` from the model store (CVOPS_BENTO_MODEL)."""
+def build_bento(model_tag: str, version: str, name: str, task: str) -> str:
+    """A bento called `name`, serving `model_tag` (a model of `task`) from the model store (CVOPS_BENTO_MODEL)."""
     import bentoml
     from bentoml._internal.bento.build_config import BentoEnvSchema  # the type bentos.build() expects
     from pydantic.json_schema import PydanticJsonSchemaWarning
@@ -61,7 +61,7 @@ def build_bento(model_tag: str, version: str, name: str) -> str:
     with quiet("bentoml", "_bentoml_sdk"), warnings.catch_warnings():
         warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
         bento = bentoml.bentos.build(
-            SERVICE,
+            SERVICES[task],
             name=name,
             labels={"model_version": version},
             include=["/cvops/**/*.py", "/params.yaml"],
@@ -82,7 +82,8 @@ def package_version(
     """A version's shipped ONNX file into BentoML's store and a bento that serves it, both tagged on the
     version, and the Kubernetes manifests for the bento's image; returns (model tag, bento tag, manifests)."""
     served = resolve(registry, version, cache_dir)
-    model_tag = store_model(served, registry.get(served.version).tags)
-    bento_tag = build_bento(model_tag, served.version, bento_name)
+    preprocessing = read_preprocessing(Path(served.onnx_path))
+    model_tag = store_model(served, preprocessing, registry.get(served.version).tags)
+    bento_tag = build_bento(model_tag, served.version, bento_name, preprocessing.task)
     registry.tag(served.version, {BENTO_TAG: bento_tag, BENTOML_MODEL_TAG: model_tag})
     return model_tag, bento_tag, write_serving_manifests(manifests_dir, bento_name, served.version)

@@ -5,7 +5,7 @@ import asyncio
 import io
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,10 @@ from cvops.onnx_model import output_names, predict_outputs, preprocessing_of, se
 from cvops.projection import Projection
 
 if TYPE_CHECKING:
+    import onnxruntime
+
     from cvops.artifacts import ServedModel
+    from cvops.box_postprocess import PostProcess
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
 MODEL_FILE = "model.onnx"  # a packaged model's ONNX file in BentoML's model store
@@ -121,10 +124,17 @@ class MicroBatcher:
                 start += len(images)
 
 
+Reply = tuple[dict[str, Any], dict[str, Any]]  # one image's answer (the JSON a client gets) and its log row
+
+
 @dataclass
 class Predictor:
-    """One loaded model version: an onnxruntime session plus its preprocessing, identity and (when the version
-    has a monitoring reference) the projection that reduces its embeddings for the inference log."""
+    """One loaded classifier version: an onnxruntime session plus its preprocessing, identity and (when the
+    version has a monitoring reference) the projection that reduces its embeddings for the inference log.
+
+    `load` picks this or its detector twin (serving.detector.DetectionPredictor) by what the ONNX file is; both
+    answer `predict` (a batch to raw outputs, one row per image, the projected embeddings last) and `reply`
+    (one image's outputs to its answer and log row), which is all the service, batch inference and Ray use."""
 
     onnx_path: Path
     model_name: str
@@ -133,22 +143,27 @@ class Predictor:
     max_batch: int
     threads: int | None = None
     projection_path: Path | None = None
+    top_k: int = 1  # labels in an answer
+    opened: InitVar["onnxruntime.InferenceSession | None"] = None  # a session of onnx_path open already
     batcher: MicroBatcher = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.session = session(self.onnx_path, self.threads)
+    def __post_init__(self, opened: "onnxruntime.InferenceSession | None") -> None:
+        self.session = opened or session(self.onnx_path, self.threads)
         self.preprocessing = preprocessing_of(self.session, self.onnx_path)
         self.outputs = output_names(self.session)  # read once: not on every request
         self.projection = Projection.load(self.projection_path) if self.projection_path else None
         self.batcher = MicroBatcher(self.predict, self.max_batch)
 
-    @classmethod
-    def of(cls, served: "ServedModel", max_batch: int, threads: int | None = None) -> "Predictor":
-        projection = Path(served.projection_path) if served.projection_path else None
-        return cls(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, max_batch,
-                   threads=threads, projection_path=projection)  # fmt: skip
+    def reply(self, outputs: tuple[np.ndarray, ...], image: DecodedImage) -> Reply:
+        """One image's row of `predict`'s outputs to its answer and its inference-log row."""
+        probabilities, embedding = outputs
+        return self.answer(probabilities), self.log_row(image, probabilities, embedding)
 
-    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def identity(self) -> dict[str, str]:
+        """Which version answered: in every answer."""
+        return {"model_name": self.model_name, "model_version": self.version, "lineage_id": self.lineage_id}
+
+    def predict(self, pixels: np.ndarray) -> Outputs:
         """(N, size, size, 3) uint8 to (N, classes) probabilities and (N, dims) projected embeddings
         ((N, 0) without a projection)."""
         pre = self.preprocessing
@@ -161,14 +176,12 @@ class Predictor:
             projected = self.projection.apply(embeddings)
         return exp / exp.sum(axis=1, keepdims=True), projected
 
-    def answer(self, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
-        order = np.argsort(-probabilities)[:top_k]
+    def answer(self, probabilities: np.ndarray) -> dict[str, Any]:
+        order = np.argsort(-probabilities)[: self.top_k]
         names = self.preprocessing.class_names
         return {
             "predictions": [{"label": names[i], "score": round(float(probabilities[i]), 6)} for i in order],
-            "model_name": self.model_name,
-            "model_version": self.version,
-            "lineage_id": self.lineage_id,
+            **self.identity(),
         }
 
     def log_row(self, image: DecodedImage, probabilities: np.ndarray, embedding: np.ndarray) -> dict[str, Any]:
@@ -183,3 +196,27 @@ class Predictor:
             row["embedding"] = [round(float(x), 5) for x in embedding]
             row["projection"] = self.projection.fingerprint
         return row
+
+
+def load(
+    onnx_path: Path, model_name: str, version: str, lineage_id: str, max_batch: int, post: "PostProcess",
+    threads: int | None = None, projection_path: Path | None = None, top_k: int = 1,
+) -> Predictor:  # fmt: skip
+    """The predictor of an ONNX file of cvops, a classifier's or a detector's as the file says (`post`, the
+    detector's post-processing, is detect.served; `top_k`, a classifier's answer length, is serve.top_k)."""
+    from cvops.serving.detector import DetectionPredictor  # the detector's twin builds on this module
+
+    opened = session(onnx_path, threads)
+    identity = (onnx_path, model_name, version, lineage_id, max_batch, threads, projection_path)
+    if preprocessing_of(opened, onnx_path).task == "detection":
+        return DetectionPredictor(*identity, opened=opened, post=post)
+    return Predictor(*identity, top_k=top_k, opened=opened)
+
+
+def load_served(
+    served: "ServedModel", max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
+) -> Predictor:
+    """`load` for a registry version (`artifacts.resolve`)."""
+    projection = Path(served.projection_path) if served.projection_path else None
+    return load(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, max_batch, post,
+                threads, projection, top_k)  # fmt: skip

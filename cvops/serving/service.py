@@ -1,5 +1,7 @@
-"""The BentoML service: POST /classify and /classify_batch, answered by the registry's champion (or a
-pinned version), with Prometheus metrics, an optional API token and an inference log.
+"""The BentoML services: a classifier's POST /classify, /classify_batch and /feedback, a detector's POST
+/detect (?render=1: the image with its boxes drawn) and /detect_batch, answered by the registry's champion (or
+a pinned version), with Prometheus metrics, an optional API token and an inference log. `cvops serve` starts
+the one of the checkout's task (packaging.SERVICES).
 
 Rollout (serve.canary, serve.shadow): a canary, the challenger, answers a share of the requests (sticky per
 X-Request-Key); a shadow scores a share of the champion's requests after they are answered. Every answer names
@@ -27,6 +29,7 @@ import random
 import threading
 import time
 import typing as t
+import urllib.parse
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +40,21 @@ import prometheus_client as prom
 
 from cvops.capture import CAPTURE, CaptureStore
 from cvops.config import SERVE_OVERRIDES_ENV, Project
-from cvops.errors import FeedbackError
+from cvops.errors import FeedbackError, ModelError
 from cvops.feedback import UnknownRequest, check_request_id, give_feedback, new_request_id
 from cvops.inference_log import InferenceLog
 from cvops.projection import PROJECTION_FILE
-from cvops.serving.predictor import MODEL_FILE, DecodedImage, Predictor, RequestError, decode_image
+from cvops.serving.detector import render
+from cvops.serving.predictor import (
+    MODEL_FILE,
+    DecodedImage,
+    Predictor,
+    Reply,
+    RequestError,
+    decode_image,
+    load,
+    load_served,
+)
 from cvops.serving.rollout import CANARY, CHAMPION, KEY_HEADER, SHADOW, takes_share
 
 log = logging.getLogger("cvops.serving")
@@ -50,17 +63,21 @@ PROJECT = Project.find()
 PARAMS = PROJECT.params(json.loads(os.environ.get(SERVE_OVERRIDES_ENV) or "[]"))
 SETTINGS = PARAMS.serve
 OPEN_PATHS = {"/healthz", "/livez", "/readyz", "/metrics"}
-FILE_FIELDS = {"/classify": "image", "/classify_batch": "images"}
 FEEDBACK = "/feedback"
-ANSWERED = {*FILE_FIELDS, FEEDBACK}  # the paths RequestGuard answers itself
 RAW_TYPES = ("image/", "application/octet-stream")  # a body that is the image file itself
+RENDER = "render"  # POST /detect?render=1: the image sent, with its boxes drawn (PNG)
+CLASSIFY = {"/classify": "image", "/classify_batch": "images"}  # a classifier's endpoints, to their file field
+DETECT = {"/detect": "image", "/detect_batch": "images"}  # a detector's
+ENDPOINTS = {*CLASSIFY, *DETECT, FEEDBACK}
 
 REQUESTS = prom.Counter("cvops_requests", "Requests by endpoint, HTTP status and arm", ["endpoint", "status", "arm"])
 LATENCY = prom.Histogram(
     "cvops_request_seconds", "Time to answer a request (the shadow's arm: to score it aside)", ["endpoint", "arm"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )  # fmt: skip
-PREDICTIONS = prom.Counter("cvops_predictions", "Predicted labels", ["label", "model_version", "arm"])
+PREDICTIONS = prom.Counter(
+    "cvops_predictions", "Predicted labels (a detector's: one per box)", ["label", "model_version", "arm"]
+)
 MODEL = prom.Gauge(
     "cvops_model_info",
     "The version serving each arm (1 = current)",
@@ -71,9 +88,13 @@ SHADOWED = prom.Counter("cvops_shadow_requests", "Requests the shadow scored, fa
 SHADOW_BACKLOG = 64  # requests the shadow may have in flight; past it, requests go unshadowed (counted as skipped)
 
 
-async def _respond(send: t.Any, status: int, body: dict[str, t.Any], request_id: str | None = None) -> None:
-    data = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+Body = dict[str, t.Any] | bytes  # JSON, or a PNG (a rendered detection)
+
+
+async def _respond(send: t.Any, status: int, body: Body, request_id: str | None = None) -> None:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    kind = b"image/png" if isinstance(body, bytes) else b"application/json"
+    headers = [(b"content-type", kind), (b"content-length", str(len(data)).encode())]
     if request_id:
         headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -86,13 +107,17 @@ async def _json_error(send: t.Any, status: int, message: str) -> None:
 
 class RequestGuard:
     """ASGI middleware, inside BentoML's metrics, tracing and timeout middleware: the API token (401) on every
-    path but the probes and /metrics, and the whole of POST /classify, /classify_batch and /feedback. A body is read
-    once (413 past serve.max_request_bytes), parsed once by its content type (a raw image, JSON, multipart;
-    415 for anything else) and handed to the service: BentoML's own parsing would parse multipart twice, write
-    every upload to a temporary file, and answer a malformed body with a 500."""
+    path but the probes and /metrics, and the whole of the service's POST endpoints (`files`: path to its file
+    field) and /feedback (`feedback`). A body is read once (413 past serve.max_request_bytes), parsed once by its
+    content type (a raw image, JSON, multipart; 415 for anything else) and handed to the service: BentoML's own
+    parsing would parse multipart twice, write every upload to a temporary file, and answer a malformed body
+    with a 500. The other task's endpoints get a 404 that names this service's."""
 
-    def __init__(self, app: t.Any, token: str | None, max_bytes: int) -> None:
-        self.app, self.token, self.max_bytes = app, token, max_bytes
+    def __init__(self, app: t.Any, token: str | None, max_bytes: int, files: dict[str, str], feedback: bool,
+                 serves: str) -> None:  # fmt: skip
+        self.app, self.token, self.max_bytes, self.files = app, token, max_bytes, files
+        self.answered = {*files, FEEDBACK} if feedback else set(files)
+        self.elsewhere = f"this service serves a {serves}: POST {' or '.join(files)}"
 
     async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -102,7 +127,9 @@ class RequestGuard:
             given = headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return await _json_error(send, 401, "missing or wrong API token: send 'Authorization: Bearer <token>'")
-        if scope["method"] != "POST" or scope["path"] not in ANSWERED:
+        if scope["method"] == "POST" and scope["path"] in ENDPOINTS - self.answered:
+            return await _json_error(send, 404, self.elsewhere)
+        if scope["method"] != "POST" or scope["path"] not in self.answered:
             return await self.app(scope, receive, send)
         too_big = f"request body over {self.max_bytes} bytes (serve.max_request_bytes)"
         declared = headers.get(b"content-length", b"")
@@ -125,19 +152,36 @@ class RequestGuard:
         endpoint = scope["path"].lstrip("/")
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
         try:
-            images: list[bytes] | RequestError = await _images(scope, b"".join(chunks), content_type, endpoint)
+            drawn = _rendered(scope, endpoint)
+            field = self.files[scope["path"]]
+            images: list[bytes] | RequestError = await _images(scope, b"".join(chunks), content_type, field,
+                                                               _single(endpoint))  # fmt: skip
         except RequestError as err:
-            images = err
+            images, drawn = err, False
         key = headers.get(KEY_HEADER.encode(), b"").decode("latin-1") or None
-        status, body, request_id = await service.answer(endpoint, images, key)
+        status, body, request_id = await service.answer(endpoint, images, key, drawn)
         await _respond(send, status, body, request_id)
 
 
-async def _images(scope: t.Any, body: bytes, content_type: str, endpoint: str) -> list[bytes]:
+def _single(endpoint: str) -> bool:
+    return not endpoint.endswith("_batch")
+
+
+def _rendered(scope: t.Any, endpoint: str) -> bool:
+    """Whether the request asks for the image with its boxes drawn (?render=1 on /detect)."""
+    query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    value = (query.get(RENDER) or ["0"])[-1].lower()
+    if value not in ("0", "1", "true", "false"):
+        raise RequestError(400, f"render={value}: send render=1 for the image with its boxes drawn, or leave it out")
+    if value in ("1", "true") and endpoint != "detect":
+        raise RequestError(400, "render=1 draws one image's boxes: POST the image to /detect?render=1")
+    return value in ("1", "true")
+
+
+async def _images(scope: t.Any, body: bytes, content_type: str, field: str, single: bool) -> list[bytes]:
     """The image files a request carries, by its content type; RequestError says what is wrong with it."""
-    field = FILE_FIELDS[f"/{endpoint}"]
     if content_type.startswith(RAW_TYPES):
-        if endpoint != "classify":
+        if not single:
             raise RequestError(415, f"a raw body holds one image: send several as multipart files '{field}' or "
                                     f"JSON '{field}_base64'")  # fmt: skip
         return [body]
@@ -149,7 +193,7 @@ async def _images(scope: t.Any, body: bytes, content_type: str, endpoint: str) -
         kind = content_type.split(";")[0] or "none"
         raise RequestError(415, f"content type {kind}: send the image file (image/*), JSON ({field}_base64) or "
                                 f"multipart/form-data (file '{field}')")  # fmt: skip
-    if endpoint == "classify":
+    if single:
         if len(files) + len(texts) != 1:
             problem = f"{len(files)} files under 'image'" if len(files) > 1 else "send exactly one of"
             raise RequestError(400, f"{problem}: multipart file 'image', JSON 'image_base64', or the image's bytes")
@@ -226,9 +270,13 @@ class Arm:
     failed: str | None = None  # a version that failed to load: tried again only once the selector moves on
 
 
-@bentoml.service(name=PARAMS.registry.bento_name, workers=SETTINGS.worker_count, traffic={"timeout": 60},
-                 logging={"access": {"enabled": SETTINGS.access_log}})  # fmt: skip
-class Classifier:
+class Vision:
+    """What the classifier's and the detector's services share: the arms (champion, canary, shadow) and their
+    models, following the registry, answering, capture, the inference log. A subclass names its task and
+    endpoints."""
+
+    TASK: t.ClassVar[str]
+
     def __init__(self) -> None:
         self.packaged = os.environ.get("CVOPS_BENTO_MODEL")  # a bento: the model in BentoML's store, no registry
         self.champion = Arm(CHAMPION, os.environ.get("CVOPS_SERVE_MODEL") or CHAMPION, 1.0)
@@ -238,7 +286,7 @@ class Classifier:
         self.rng = random.Random()
         self.shadows: set[asyncio.Task[None]] = set()  # scoring in flight (a reference keeps each task alive)
         if self.packaged:
-            self.champion.predictor = _packaged(self.packaged)
+            self.champion.predictor = self._checked(_packaged(self.packaged))
             _announce(None, self.champion)
             if self.canary or self.shadow:
                 log.warning("a bento serves its one packaged model: serve.canary and serve.shadow are ignored")
@@ -285,7 +333,8 @@ class Classifier:
             return
         threads = 1 if arm.name == SHADOW else SETTINGS.model_threads  # a shadow competes less for the CPU
         try:
-            loaded = served and Predictor.of(served, SETTINGS.max_batch_images, threads)
+            loaded = served and self._checked(load_served(served, SETTINGS.max_batch_images, PARAMS.detect.served,
+                                                          threads, SETTINGS.top_k))  # fmt: skip
         except Exception:
             if arm.name == CHAMPION:
                 raise
@@ -293,6 +342,13 @@ class Classifier:
             arm.failed, loaded = version, None
         arm.predictor = loaded  # one assignment: a request sees the old model or the new
         _announce(current, arm)
+
+    def _checked(self, predictor: Predictor) -> Predictor:
+        """`predictor`, if it is a model of this service's task; a ModelError saying which service it needs."""
+        if (task := predictor.preprocessing.task) != self.TASK:
+            raise ModelError(f"{predictor.model_name} version {predictor.version} is a {task} model and this "
+                             f"service serves {self.TASK}: set task: {task} in params.yaml")  # fmt: skip
+        return predictor
 
     def _follow(self) -> None:
         """Poll the registry: follow each alias, and switch the canary off once it is no longer the challenger.
@@ -313,9 +369,10 @@ class Classifier:
         return self.champion
 
     async def answer(
-        self, endpoint: str, images: list[bytes] | RequestError, key: str | None
-    ) -> tuple[int, dict[str, t.Any], str]:
-        """Answer a request for `images` (or the error its body had): (HTTP status, JSON body, request id)."""
+        self, endpoint: str, images: list[bytes] | RequestError, key: str | None, drawn: bool = False
+    ) -> tuple[int, Body, str]:
+        """Answer a request for `images` (or the error its body had): (HTTP status, body, request id); the body
+        is the JSON answer, or with `drawn` the image with its detections drawn (PNG)."""
         start = time.perf_counter()
         request_id = new_request_id()
         arm = self._route(key)
@@ -323,17 +380,19 @@ class Classifier:
         assert predictor is not None  # the champion always has one; a canary without one is never routed to
         rows: list[dict[str, t.Any]] = []
         decoded: list[DecodedImage] = []
+        body: Body
         try:
             if isinstance(images, RequestError):
                 raise images
             decoded = _decode(images, predictor.preprocessing.image_size)
-            probabilities, embeddings = await predictor.batcher.submit(np.stack([image.pixels for image in decoded]))
-            ids = [request_id] if endpoint == "classify" else [f"{request_id}-{i}" for i in range(len(decoded))]
-            answers = [{**predictor.answer(p, SETTINGS.top_k), "request_id": i, "arm": arm.name}
-                       for p, i in zip(probabilities, ids, strict=True)]  # fmt: skip
-            rows = [{"request_id": i, **predictor.log_row(image, p, e)}
-                    for i, image, p, e in zip(ids, decoded, probabilities, embeddings, strict=True)]  # fmt: skip
-            status, body = 200, (answers[0] if endpoint == "classify" else {"results": answers})
+            single = _single(endpoint)
+            ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(decoded))]
+            replies = await _replies(predictor, decoded, ids)
+            answers = [{**answer, "request_id": row["request_id"], "arm": arm.name} for answer, row in replies]
+            rows = [row for _, row in replies]
+            status, body = 200, (answers[0] if single else {"results": answers})
+            if drawn:
+                body = await asyncio.to_thread(render, images[0], answers[0]["detections"])
         except RequestError as err:
             status, body = err.status, {"error": str(err)}
         except Exception as err:  # the model failed: the client learns which version, the log why
@@ -371,36 +430,10 @@ class Classifier:
         future is done once they are written."""
         stamp = {"endpoint": endpoint, "arm": arm.name, "model_version": predictor.version, "status": status,
                  "latency_ms": round(seconds * 1000, 3)}  # fmt: skip
-        for row in rows:
-            if "label" in row:
-                PREDICTIONS.labels(label=row["label"], model_version=predictor.version, arm=arm.name).inc()
+        for row in rows:  # a classifier's label; each of a detector's boxes
+            for label in row.get("labels", [row["label"]] if "label" in row else []):
+                PREDICTIONS.labels(label=label, model_version=predictor.version, arm=arm.name).inc()
         return self.inference_log.append({**stamp, **row} for row in rows)
-
-    async def record_feedback(self, body: bytes) -> tuple[int, dict[str, t.Any]]:
-        """POST /feedback {"request_id": ..., "label": ...}: record the true label of an answer (a repeat
-        replaces it). 404 for an id no answer has, 400 for a label the model does not know."""
-        try:
-            payload = json.loads(body) if body.strip() else None
-        except (ValueError, UnicodeDecodeError) as err:
-            return 400, {"error": f"not valid JSON: {str(err)[:120]}"}
-        if not isinstance(payload, dict) or not {"request_id", "label"} <= set(payload):
-            return 400, {
-                "error": 'send a JSON object {"request_id": "<the answer\'s request_id>", "label": "<a class>"}'
-            }
-        if unknown := sorted(set(payload) - {"request_id", "label"}):
-            return 400, {"error": f"unknown field '{unknown[0]}': send request_id and label"}
-        predictor = self.champion.predictor
-        assert predictor is not None
-        request_id, label = payload["request_id"], payload["label"]
-        try:
-            check_request_id(request_id)
-            await asyncio.to_thread(give_feedback, PROJECT.inference_log(SETTINGS), {request_id: label},
-                                    predictor.preprocessing.class_names, "api")  # fmt: skip
-        except UnknownRequest as err:
-            return 404, {"error": str(err)}
-        except FeedbackError as err:
-            return 400, {"error": str(err)}
-        return 200, {"request_id": request_id, "label": label, "recorded": True}
 
     def _score_in_shadow(self, endpoint: str, raw: list[bytes], decoded: list[DecodedImage], ids: list[str]) -> None:
         """Score the champion's request with the shadow (its share of them) off the response path; past a
@@ -428,9 +461,7 @@ class Classifier:
             size = predictor.preprocessing.image_size
             if size != decoded[0].pixels.shape[0]:  # the shadow takes another input size: decode again, aside
                 decoded = await asyncio.to_thread(_decode, raw, size)
-            probabilities, embeddings = await predictor.batcher.submit(np.stack([image.pixels for image in decoded]))
-            rows = [{"request_id": i, **predictor.log_row(image, p, e)}
-                    for i, image, p, e in zip(ids, decoded, probabilities, embeddings, strict=True)]  # fmt: skip
+            rows = [row for _, row in await _replies(predictor, decoded, ids)]
             status, outcome = 200, "scored"
         except Exception:
             log.warning("the shadow (version %s) failed on request %s", predictor.version, ids[0], exc_info=True)
@@ -440,31 +471,89 @@ class Classifier:
         LATENCY.labels(endpoint=endpoint, arm=SHADOW).observe(seconds)
         self._log(endpoint, shadow, predictor, rows, status, seconds)
 
-    # The typed endpoints BentoML documents (OpenAPI, /docs) and its Python client calls. Over HTTP, RequestGuard
-    # parses their bodies and calls `answer` before BentoML would; these bodies serve calls made in Python.
-    @bentoml.api
-    async def classify(
-        self,
+    async def _typed(self, ctx: bentoml.Context, endpoint: str, images: list[bytes]) -> t.Any:
+        problem = not images or (_single(endpoint) and len(images) > 1)
+        status, body, request_id = await self.answer(
+            endpoint, RequestError(400, "send the image(s)") if problem else images, None
+        )
+        ctx.response.status_code = status
+        ctx.response.headers["X-Request-ID"] = request_id
+        return body
+
+
+def _image_endpoints(endpoint: str, one_doc: str, batch_doc: str) -> tuple[t.Any, t.Any]:
+    """The typed endpoints `endpoint` and `endpoint`_batch, which BentoML documents (OpenAPI, /docs) and its
+    Python client calls. Over HTTP, RequestGuard parses their bodies and calls `answer` before BentoML would;
+    these bodies serve calls made in Python."""
+
+    async def one(
+        self: Vision,
         ctx: bentoml.Context,
         image: Path = None,  # type: ignore[assignment]  # noqa: RUF013 (BentoML rejects Optional[Path])
         image_base64: str | None = None,
     ) -> dict[str, t.Any]:
-        """One image: the image's bytes as the body (Content-Type image/*), multipart file field `image`, or
-        JSON {"image_base64": "..."} (plain or a data: URI). Top-k labels with scores, the version, arm and
-        request_id."""
         images = [image.read_bytes()] if image is not None else [_b64(image_base64)] if image_base64 else []
-        return await self._typed(ctx, "classify", images)
+        return await self._typed(ctx, endpoint, images)
 
-    @bentoml.api
-    async def classify_batch(
-        self,
+    async def batch(
+        self: Vision,
         ctx: bentoml.Context,
         images: list[Path] = None,  # type: ignore[assignment]  # noqa: RUF013
         images_base64: list[str] | None = None,
     ) -> dict[str, t.Any]:
-        """Several images: repeated multipart file field `images`, or JSON {"images_base64": [...]}."""
         files = [path.read_bytes() for path in images or []] + [_b64(text) for text in images_base64 or []]
-        return await self._typed(ctx, "classify_batch", files)
+        return await self._typed(ctx, f"{endpoint}_batch", files)
+
+    one.__name__, one.__qualname__, one.__doc__ = endpoint, endpoint, one_doc
+    batch.__name__, batch.__qualname__, batch.__doc__ = f"{endpoint}_batch", f"{endpoint}_batch", batch_doc
+    return bentoml.api(one), bentoml.api(batch)
+
+
+SERVICE_OPTIONS: dict[str, t.Any] = {
+    "name": PARAMS.registry.bento_name, "workers": SETTINGS.worker_count, "traffic": {"timeout": 60},
+    "logging": {"access": {"enabled": SETTINGS.access_log}},
+}  # fmt: skip
+
+
+@bentoml.service(**SERVICE_OPTIONS)
+class Classifier(Vision):
+    """POST /classify, /classify_batch and /feedback (task: classification)."""
+
+    TASK = "classification"
+
+    async def record_feedback(self, body: bytes) -> tuple[int, dict[str, t.Any]]:
+        """POST /feedback {"request_id": ..., "label": ...}: record the true label of an answer (a repeat
+        replaces it). 404 for an id no answer has, 400 for a label the model does not know."""
+        try:
+            payload = json.loads(body) if body.strip() else None
+        except (ValueError, UnicodeDecodeError) as err:
+            return 400, {"error": f"not valid JSON: {str(err)[:120]}"}
+        if not isinstance(payload, dict) or not {"request_id", "label"} <= set(payload):
+            return 400, {
+                "error": 'send a JSON object {"request_id": "<the answer\'s request_id>", "label": "<a class>"}'
+            }
+        if unknown := sorted(set(payload) - {"request_id", "label"}):
+            return 400, {"error": f"unknown field '{unknown[0]}': send request_id and label"}
+        predictor = self.champion.predictor
+        assert predictor is not None
+        request_id, label = payload["request_id"], payload["label"]
+        try:
+            check_request_id(request_id)
+            await asyncio.to_thread(give_feedback, PROJECT.inference_log(SETTINGS), {request_id: label},
+                                    predictor.preprocessing.class_names, "api")  # fmt: skip
+        except UnknownRequest as err:
+            return 404, {"error": str(err)}
+        except FeedbackError as err:
+            return 400, {"error": str(err)}
+        return 200, {"request_id": request_id, "label": label, "recorded": True}
+
+    classify, classify_batch = _image_endpoints(
+        "classify",
+        """One image: the image's bytes as the body (Content-Type image/*), multipart file field `image`, or
+        JSON {"image_base64": "..."} (plain or a data: URI). Top-k labels with scores, the version, arm and
+        request_id.""",
+        """Several images: repeated multipart file field `images`, or JSON {"images_base64": [...]}.""",
+    )
 
     @bentoml.api
     async def feedback(self, ctx: bentoml.Context, request_id: str, label: str) -> dict[str, t.Any]:
@@ -474,14 +563,27 @@ class Classifier:
         ctx.response.status_code = status
         return body
 
-    async def _typed(self, ctx: bentoml.Context, endpoint: str, images: list[bytes]) -> dict[str, t.Any]:
-        problem = not images or (endpoint == "classify" and len(images) > 1)
-        status, body, request_id = await self.answer(
-            endpoint, RequestError(400, "send the image(s)") if problem else images, None
-        )
-        ctx.response.status_code = status
-        ctx.response.headers["X-Request-ID"] = request_id
-        return body
+
+@bentoml.service(**SERVICE_OPTIONS)
+class Detector(Vision):
+    """POST /detect (?render=1) and /detect_batch (task: detection)."""
+
+    TASK = "detection"
+
+    detect, detect_batch = _image_endpoints(
+        "detect",
+        """One image, sent as to /classify. Its detections ({"box": [x1, y1, x2, y2] in the pixels of the image
+        sent, "label", "score"}, best first), the version, arm and request_id. Over HTTP, POST /detect?render=1
+        returns the image with its boxes drawn (PNG).""",
+        """Several images, sent as to /classify_batch: {"results": [one /detect answer per image]}.""",
+    )
+
+
+async def _replies(predictor: Predictor, decoded: list[DecodedImage], ids: list[str]) -> list[Reply]:
+    """The images' answers and log rows (each row with its request id), the model run through the batcher."""
+    outputs = await predictor.batcher.submit(np.stack([image.pixels for image in decoded]))
+    replies = [predictor.reply(tuple(output[k] for output in outputs), image) for k, image in enumerate(decoded)]
+    return [(answer, {"request_id": i, **row}) for (answer, row), i in zip(replies, ids, strict=True)]
 
 
 def _decode(raw: list[bytes], size: int) -> list[DecodedImage]:
@@ -514,11 +616,18 @@ def _packaged(tag: str) -> Predictor:
     stored = bentoml.models.get(tag)
     labels = stored.info.labels
     projection = Path(stored.path_of(PROJECTION_FILE))
-    return Predictor(Path(stored.path_of(MODEL_FILE)), labels["registered_model"], labels["model_version"],
-                     labels["lineage_id"], SETTINGS.max_batch_images, SETTINGS.model_threads,
-                     projection_path=projection if projection.is_file() else None)  # fmt: skip
+    return load(Path(stored.path_of(MODEL_FILE)), labels["registered_model"], labels["model_version"],
+                labels["lineage_id"], SETTINGS.max_batch_images, PARAMS.detect.served, SETTINGS.model_threads,
+                projection if projection.is_file() else None, SETTINGS.top_k)  # fmt: skip
 
 
-Classifier.add_asgi_middleware(  # type: ignore[attr-defined]
-    RequestGuard, token=os.environ.get("CVOPS_API_TOKEN") or None,
-                               max_bytes=SETTINGS.max_request_bytes)  # fmt: skip
+for _service, _files, _feedback, _serves in ((Classifier, CLASSIFY, True, "classifier"),
+                                              (Detector, DETECT, False, "detector")):  # fmt: skip
+    _service.add_asgi_middleware(  # type: ignore[union-attr]
+        RequestGuard,
+        token=os.environ.get("CVOPS_API_TOKEN") or None,
+        max_bytes=SETTINGS.max_request_bytes,
+        files=_files,
+        feedback=_feedback,
+        serves=_serves,
+    )

@@ -26,7 +26,7 @@ from scipy.stats import binomtest
 
 from cvops.artifacts import resolve
 from cvops.capture import CaptureStore
-from cvops.config import Project
+from cvops.config import DetectParams, Project
 from cvops.data.manifest import import_source
 from cvops.data.prepare import load_split, prepare_dataset
 from cvops.data.preprocess import model_inputs
@@ -41,7 +41,7 @@ from cvops.onnx_model import predict_logits, read_preprocessing, session
 from cvops.quantization import quantize
 from cvops.registry import ModelRegistry
 from cvops.serving.batch import score_files
-from cvops.serving.predictor import Predictor
+from cvops.serving.predictor import load_served
 from cvops.tracking import log_trained_model, scratch_dir, use_project_store
 from cvops.training import fit
 from tests.cli import assert_one_line_error, cvops
@@ -392,7 +392,7 @@ def test_a_file_that_cannot_be_read_keeps_its_row_and_a_folder_without_images_st
 ) -> None:
     project, registry = served_project
     # a file gone since it was listed (or, on Ray, not visible on the actor's node): its row says why
-    predictor = Predictor.of(resolve(registry, "champion", project.onnx_cache), 32)
+    predictor = load_served(resolve(registry, "champion", project.onnx_cache), 32, DetectParams().served)
     (row,) = score_files(predictor, [("gone.png", str(tmp_path / "gone.png"))], 10**6)
     assert row == {"path": "gone.png", "error": "could not read the file: No such file or directory"}
 

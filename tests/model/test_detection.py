@@ -19,6 +19,7 @@ from cvops.data.scenes import digit_scenes_source
 from cvops.data.validation import pairwise_iou, validate_dataset
 from cvops.detection import mean_average_precision, predict_boxes
 from cvops.detection_evaluation import evaluate_detector
+from cvops.errors import ModelError
 from cvops.evaluation import Champion
 from cvops.features import image_features
 from cvops.models import normalization
@@ -146,6 +147,15 @@ def test_the_onnx_detector_finds_the_torch_models_boxes_and_int8_ships_by_the_ma
     assert preprocessing.task == "detection" and sum(preprocessing.level_sizes) == len(detector.model.anchors)  # type: ignore[union-attr, arg-type]
 
 
+def test_an_export_that_loses_the_torch_detectors_boxes_is_refused_and_nothing_ships(
+    scenes: DatasetRef, detector: TrainResult, scene_params: Params, tmp_path: Path
+) -> None:
+    strict = scene_params.quantize.model_copy(update={"parity_tolerance": 1e-12, "enabled": False})
+    with pytest.raises(ModelError, match=r"ONNX export differs from the torch detector: it finds [\d.]+ of the"):
+        quantize(detector.model, scenes, tmp_path, strict, scene_params.measure, seed=0)
+    assert not (tmp_path / "quantization.json").exists()  # no report a later step could take for a pass
+
+
 def test_the_served_detector_answers_in_the_pixels_of_the_image_sent(
     scenes: DatasetRef, detector: TrainResult, quantized: QuantizationReport
 ) -> None:
@@ -207,6 +217,7 @@ def test_the_monitoring_reference_holds_the_detectors_answers_and_drift_tests_th
     same = detect_drift(reference, projection.fingerprint, served(images), "5", params, tmp_path / "same")
     shrunk = detect_drift(reference, projection.fingerprint, served(zoomed), "5", params, tmp_path / "zoomed")
     tested = {c.column: c for c in same.columns}
-    assert {"boxes", "box_area", "box_aspect", "mean_score"} <= tested.keys() and tested["boxes"].group == "prediction"
-    assert not any(tested[c].drifted for c in ("boxes", "box_area", "mean_score")), same.table()
+    assert {"boxes", "box_area", "box_aspect", "mean_score", "box_label"} <= tested.keys()
+    assert tested["boxes"].group == tested["box_label"].group == "prediction"
+    assert not any(tested[c].drifted for c in ("boxes", "box_area", "mean_score", "box_label")), same.table()
     assert {c.column: c for c in shrunk.columns}["box_area"].drifted, shrunk.table()

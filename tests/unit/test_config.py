@@ -173,15 +173,15 @@ def test_each_task_registers_under_its_own_model_unless_one_is_named():
     assert named.registry.model_name == "shelf"
 
 
+def test_traffic_simulation_refuses_a_detection_checkout_in_one_line_before_any_work(tmp_path):
+    from cvops.traffic import send_traffic
+
+    params = load_params(PARAMS, ["task=detection", "data.source=digit-scenes"])
+    with pytest.raises(ConfigError, match=r"simulates a classifier's clients .* `cvops run batch-inference`"):
+        send_traffic(Project(tmp_path), params, "test", "blur", 1.0, 10, None, None, offline=True)
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_source_of_the_other_task_is_named_with_the_fix():
     with pytest.raises(ConfigError, match=r"data\.source coco serves detection, but task is classification: set task"):
         load_params(PARAMS, ["data.source=coco"])
-
-
-def test_the_training_pipeline_refuses_a_detection_checkout_in_one_line_before_any_work(tmp_path):
-    from cvops.launch import train
-
-    params = load_params(PARAMS, ["task=detection", "data.source=digit-scenes"])
-    with pytest.raises(ConfigError, match=r"does not take task: detection yet .* work for detection data"):
-        train(Project(tmp_path), params)
-    assert not any(tmp_path.iterdir())  # no data stage ran, nothing was written

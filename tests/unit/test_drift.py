@@ -64,6 +64,25 @@ def test_same_distribution_is_no_drift_and_a_shift_names_its_column(tmp_path: Pa
     assert "brightness" in (tmp_path / "shifted" / HTML_FILE).read_text()
 
 
+def test_a_detectors_class_mix_is_tested_over_every_box_not_only_the_best_one(tmp_path: Path) -> None:
+    """The best box of every image is a '1' in both windows; in the second, the other boxes are all '7's."""
+    rng = np.random.default_rng(4)
+
+    def boxes(n: int, others: list[str]) -> list[list[str]]:
+        return [["1", *rng.choice(others, size=int(rng.integers(1, 4)))] for _ in range(n)]
+
+    reference = reference_table(600, rng).assign(label="1")
+    reference["labels"] = [np.array(found) for found in boxes(600, ["4", "7", "9"])]  # as Parquet gives them back
+    same, skewed = log_rows(200, rng).assign(label="1"), log_rows(200, rng).assign(label="1")
+    same["labels"], skewed["labels"] = boxes(200, ["4", "7", "9"]), boxes(200, ["7"])
+    calm = detect_drift(reference, "p1", same, "3", PARAMS, tmp_path / "same")
+    mix = {c.column: c for c in calm.columns}["box_label"]
+    assert mix.group == "prediction" and mix.method == "chisquare" and not calm.drifted, calm.table()
+    assert calm.reference_rows == 600 and calm.model_rows == 200  # rows are images: the box rows are extra
+    shifted = detect_drift(reference, "p1", skewed, "3", PARAMS, tmp_path / "skewed")
+    assert [c.column for c in shifted.drifted] == ["box_label"], shifted.table()
+
+
 @pytest.mark.slow
 def test_false_alarm_rate_holds_over_many_iid_windows(tmp_path: Path) -> None:
     """The Bonferroni threshold keeps the family-wise alarm rate near false_alarm_rate (0.05): with 14
