@@ -152,7 +152,7 @@ class RequestGuard:
         endpoint = scope["path"].lstrip("/")
         content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
         try:
-            drawn = _rendered(scope, endpoint)
+            drawn = _rendered(scope, endpoint, "/detect" in self.files)
             field = self.files[scope["path"]]
             images: list[bytes] | RequestError = await _images(scope, b"".join(chunks), content_type, field,
                                                                _single(endpoint))  # fmt: skip
@@ -167,12 +167,14 @@ def _single(endpoint: str) -> bool:
     return not endpoint.endswith("_batch")
 
 
-def _rendered(scope: t.Any, endpoint: str) -> bool:
-    """Whether the request asks for the image with its boxes drawn (?render=1 on /detect)."""
+def _rendered(scope: t.Any, endpoint: str, detector: bool) -> bool:
+    """Whether the request asks for the image with its boxes drawn (?render=1 on a `detector`'s /detect)."""
     query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
     value = (query.get(RENDER) or ["0"])[-1].lower()
     if value not in ("0", "1", "true", "false"):
         raise RequestError(400, f"render={value}: send render=1 for the image with its boxes drawn, or leave it out")
+    if value in ("1", "true") and not detector:
+        raise RequestError(400, "render=1 draws a detector's boxes, and this service serves a classifier")
     if value in ("1", "true") and endpoint != "detect":
         raise RequestError(400, "render=1 draws one image's boxes: POST the image to /detect?render=1")
     return value in ("1", "true")

@@ -168,6 +168,8 @@ def test_served_predictions_match_offline_ones(server, served_project) -> None:
         ("body too large", 413, "request body over"),
         ("batch too large", 413, "at most"),
         ("one bad image in a batch", 400, "image 1:"),
+        ("a detector's endpoint", 404, "this service serves a classifier: POST /classify or /classify_batch"),
+        ("render=1 on a classifier", 400, "render=1 draws a detector's boxes"),
     ],
 )
 def test_bad_requests_get_4xx_json_and_the_service_stays_up(server, how: str, status: int, words: str) -> None:
@@ -202,6 +204,8 @@ def test_bad_requests_get_4xx_json_and_the_service_stays_up(server, how: str, st
         "batch too large": lambda: server.post_json("/classify_batch", {"images_base64": [b64(good)] * 33}),
         "one bad image in a batch": lambda: server.post_files("/classify_batch", "images",
                                                               [("a.png", good), ("b.png", b"junk")]),
+        "a detector's endpoint": lambda: server.post_files("/detect", "image", [("ok.png", good)]),
+        "render=1 on a classifier": lambda: server.post_files("/classify?render=1", "image", [("ok.png", good)]),
     }[how]  # fmt: skip
     got, body = send()
     assert got == status, body
