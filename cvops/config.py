@@ -136,6 +136,7 @@ class EvaluateParams(Section):
     slice_by: list[str] = ["cell_type"]
     brightness_slices: int = Field(3, ge=0, le=10)
     bootstrap_resamples: int = Field(1000, ge=100)
+    gallery_per_class: int = Field(3, ge=0, le=20)  # error gallery: wrong, unsure and disagreeing images per class
 
 
 class QuantizeParams(Section):

@@ -1,5 +1,5 @@
 """Test-split evidence: metrics with intervals, calibration, confusion matrix, slices, behavioural checks,
-footprint and the paired comparison with the champion."""
+footprint, the paired comparison with the champion and the error gallery."""
 
 import io
 from pathlib import Path
@@ -18,9 +18,11 @@ from cvops.data.augment import ImageDataset
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import resize_image
 from cvops.data.production import PRODUCTION, RECENT, is_production
+from cvops.gallery import build_gallery
 from cvops.models import normalization
 from cvops.registry import CHAMPION, ModelRegistry
 from cvops.reports import ChampionComparison, Evaluation, Footprint, SliceMetrics
+from cvops.saliency import with_saliency
 from cvops.statistics import (
     bootstrap_interval,
     expected_calibration_error,
@@ -219,11 +221,12 @@ def compare_with_champion(
     *,
     seed: int,
     resamples: int,
-) -> ChampionComparison:
-    """Score the champion on the same test images and test the paired difference (McNemar, bootstrap)."""
+) -> tuple[ChampionComparison, np.ndarray | None]:
+    """Score the champion on the same test images and test the paired difference (McNemar, bootstrap); the
+    comparison, and the champion's class probabilities (None when it answers with other classes)."""
     paired = champion_inputs(champion, ref, images)
     if isinstance(paired, ChampionComparison):
-        return paired
+        return paired, None
     images, note = paired
     mean, std = normalization(champion.model)
     proba = predict_proba(champion.model, ImageDataset(images, labels, mean, std), device)
@@ -235,7 +238,7 @@ def compare_with_champion(
                   "champion_recent_accuracy": float(np.mean(theirs[in_recent] == labels[in_recent]))}  # fmt: skip
     p_value, only_candidate, only_champion = mcnemar_exact(predicted == labels, theirs == labels)
     difference, low, high = paired_bootstrap_difference(predicted == labels, theirs == labels, seed, resamples)
-    return ChampionComparison(
+    comparison = ChampionComparison(
         champion_version=champion.version,
         comparable=True,
         note=note.strip(),
@@ -252,6 +255,7 @@ def compare_with_champion(
         only_champion_correct=only_champion,
         **recent,
     )
+    return comparison, proba
 
 
 def evaluate(
@@ -272,12 +276,15 @@ def evaluate(
     mean, std = normalization(model)
     proba = predict_proba(model, ImageDataset(images, labels, mean, std), device)
     predicted = proba.argmax(axis=1)
-    comparison = None
+    comparison, champion_proba = None, None
     if champion is not None:
-        comparison = compare_with_champion(
+        comparison, champion_proba = compare_with_champion(
             champion, ref, images, labels, predicted, manifest, device, seed=seed, resamples=params.bootstrap_resamples
         )
     png = plot_confusion_matrix(labels, predicted, ref.class_names, out_dir / "confusion_matrix.png")
+    gallery = build_gallery(images, labels, proba, manifest, ref.class_names, params.gallery_per_class, out_dir,
+                            champion_proba)  # fmt: skip
+    gallery = with_saliency(gallery, model, images, mean, std, device, out_dir)
     metrics = classification_metrics(labels, predicted, ref.class_names)
     metrics["ece"] = expected_calibration_error(proba, labels)
     for name, metric in (("accuracy", accuracy_score), ("macro_f1", macro_f1)):
@@ -293,4 +300,5 @@ def evaluate(
         invariance=invariance(model, images, predicted, invariance_checks, device),
         footprint=footprint(model, ref.image_size, device, measure),
         champion=comparison,
+        gallery=gallery,
     )

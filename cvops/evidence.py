@@ -24,12 +24,11 @@ GATE_TABLE_FILE = "gate/gate.txt"
 
 
 def log_evaluation(evaluation: Evaluation) -> None:
-    """Metrics under `test_*` names, the confusion matrix (a detector's drawn examples) and the whole evaluation,
-    on the active run."""
+    """Metrics under `test_*` names, the confusion matrix (a detector's drawn examples), the error gallery's
+    sheets (and their Grad-CAM overlays) and the whole evaluation, on the active run."""
     mlflow.log_metrics({f"test_{name}": value for name, value in evaluation.flat_metrics().items()})
-    for picture in (evaluation.confusion_matrix_png, evaluation.examples_png):
-        if picture:
-            mlflow.log_artifact(picture, artifact_path="evaluation")
+    for picture in evaluation.pictures():
+        mlflow.log_artifact(picture, artifact_path="evaluation")
     mlflow.log_text(evaluation.model_dump_json(indent=2), EVALUATION_FILE)
 
 

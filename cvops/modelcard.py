@@ -1,6 +1,7 @@
 """Model cards: one Markdown and one self-contained HTML page per registered version."""
 
 import base64
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
@@ -10,10 +11,11 @@ from pydantic import BaseModel
 from cvops.data.prepare import DatasetRef
 from cvops.gate import GateDecision
 from cvops.lineage import LINEAGE_KEYS
-from cvops.reports import ChampionComparison, Evaluation, QuantizationReport
+from cvops.reports import KIND_TITLES, ChampionComparison, Evaluation, QuantizationReport
 from cvops.tracking import TrainedModel
 
 HIGH_ECE = 0.1
+Source = Callable[[str], str]  # a picture's file name -> what the page links
 
 
 class ModelCard(BaseModel):
@@ -91,7 +93,14 @@ def _data(card: ModelCard) -> list[str]:
     ]
 
 
-def _detection_metrics(card: ModelCard, picture: str) -> list[str]:
+def pictures(evaluation: Evaluation) -> dict[str, Path]:
+    """Every picture the card shows, by the file name the card gives it: the confusion matrix (a detector's
+    example images) and the gallery's sheets."""
+    named = {evaluation.confusion_matrix_png: "confusion_matrix.png", evaluation.examples_png: "examples.png"}
+    return {named.get(path, Path(path).name): Path(path) for path in evaluation.pictures()}
+
+
+def _detection_metrics(card: ModelCard, picture: Source) -> list[str]:
     m = card.evaluation.metrics
     interval = f"{m['map_ci95_low']:.4f}-{m['map_ci95_high']:.4f}"
     rows = [
@@ -110,13 +119,13 @@ def _detection_metrics(card: ModelCard, picture: str) -> list[str]:
         _table(["metric", "value", "95% interval"], rows),
         _table(["class", "AP", "recall"], per_class),
         "Test images with their true boxes (green) and the detections the model serves (red, with class and score):",
-        f"![test images with true and predicted boxes]({picture})",
+        f"![test images with true and predicted boxes]({picture('examples.png')})",
     ]
 
 
-def _data_and_metrics(card: ModelCard, confusion_png: str) -> list[str]:
+def _data_and_metrics(card: ModelCard, picture: Source) -> list[str]:
     if card.evaluation.task == "detection":
-        return _detection_metrics(card, confusion_png)
+        return _detection_metrics(card, picture)
     dataset, evaluation = card.dataset, card.evaluation
     m = evaluation.metrics
     per_class = [
@@ -136,7 +145,7 @@ def _data_and_metrics(card: ModelCard, confusion_png: str) -> list[str]:
             ],
         ),
         _table(["class", "precision", "recall", "F1", "support"], per_class),
-        f"![confusion matrix]({confusion_png})",
+        f"![confusion matrix]({picture('confusion_matrix.png')})",
     ]
 
 
@@ -168,6 +177,48 @@ def _slices_and_behaviour(evaluation: Evaluation) -> list[str]:
             "## Behaviour",
             _table(["transform", "same prediction"], [[t, f"{v:.1%}"] for t, v in evaluation.invariance.items()]),
         ]
+    return parts
+
+
+def _errors(evaluation: Evaluation, picture: Source) -> list[str]:
+    """The gallery: what the model gets wrong most confidently, right least confidently, and where it and the
+    champion disagree, as pictures and as a table of the images' paths."""
+    gallery = evaluation.gallery
+    if evaluation.task == "detection":
+        return []
+    if not gallery.images:
+        return ["## Errors", "No gallery (evaluate.gallery_per_class is 0)."]
+    parts = ["## Errors", f"Up to {gallery.per_class} test images per true class of each kind, with the "
+             "model's answer and score (its probability for that answer)."]  # fmt: skip
+    for kind, title in KIND_TITLES.items():
+        chosen = gallery.of(kind)
+        if kind == "disagree" and not chosen:
+            continue
+        parts.append(f"**{title.capitalize()}** ({len(chosen)}):")
+        if chosen:
+            parts.append(f"![{title}]({picture(Path(gallery.sheets[kind]).name)})")
+            rows = [[f"`{image.path}`", image.true, f"{image.predicted} ({image.score:.2f})",
+                     *([f"{image.champion} ({image.champion_score:.2f})"] if kind == "disagree" else [])]
+                    for image in chosen]  # fmt: skip
+            champion = ["champion"] if kind == "disagree" else []
+            parts.append(_table(["image", "true", "this version", *champion], rows))
+        else:
+            parts.append("none: the model gets every test image of these classes " +
+                         ("right." if kind == "wrong" else "wrong."))  # fmt: skip
+    return parts
+
+
+def _saliency(evaluation: Evaluation, picture: Source) -> list[str]:
+    """Where the model looks on the gallery's images: Grad-CAM heat over each, or why there is none."""
+    gallery = evaluation.gallery
+    if not gallery.images:
+        return []
+    if gallery.saliency_note:
+        return ["## Saliency", f"No saliency maps: {gallery.saliency_note}."]
+    parts = ["## Saliency", f"Grad-CAM on `{gallery.saliency_layer}` for the class the model predicts, over the "
+             "Errors section's images: red where the evidence for its answer lies, blue where none does."]  # fmt: skip
+    parts += [f"**{KIND_TITLES[kind].capitalize()}:**\n\n![Grad-CAM, {KIND_TITLES[kind]}]({picture(Path(sheet).name)})"
+              for kind, sheet in gallery.saliency.items()]  # fmt: skip
     return parts
 
 
@@ -207,7 +258,9 @@ def _comparison(comparison: ChampionComparison | None) -> list[str]:
     return [*parts, comparison.describe()]
 
 
-def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png") -> str:
+def render_markdown(card: ModelCard, picture: Source = str) -> str:
+    """The card as Markdown; `picture` turns a picture's file name into what the page links (the name itself
+    beside the pictures' files, or a data URI in the self-contained HTML)."""
     trained, dataset = card.trained, card.dataset
     classes = ", ".join(f"`{c}`" for c in dataset.class_names)
     detector = card.evaluation.task == "detection"
@@ -222,8 +275,10 @@ def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png"
         f"{does}, as decision support: a "
         "person reviews low-confidence or high-stakes predictions. Not for images from another domain, and not "
         "as the sole basis of a decision about people.",
-        *_data_and_metrics(card, confusion_png),
+        *_data_and_metrics(card, picture),
         *_slices_and_behaviour(card.evaluation),
+        *_errors(card.evaluation, picture),
+        *_saliency(card.evaluation, picture),
         *_deployment(card.quantization),
         "## Gate",
         "```",
@@ -240,16 +295,17 @@ def render_markdown(card: ModelCard, confusion_png: str = "confusion_matrix.png"
 
 
 def write_model_card(card: ModelCard, out_dir: Path) -> tuple[Path, Path]:
-    """model_card.md (beside a copy of the confusion matrix, or of a detector's example images) and a
-    self-contained model_card.html."""
+    """model_card.md beside copies of its pictures, and a self-contained model_card.html (pictures inlined)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = Path(card.evaluation.examples_png or card.evaluation.confusion_matrix_png)
-    name = "examples.png" if card.evaluation.examples_png else "confusion_matrix.png"
-    (out_dir / name).write_bytes(png.read_bytes())
+    for name, path in pictures(card.evaluation).items():
+        (out_dir / name).write_bytes(path.read_bytes())
     markdown = out_dir / "model_card.md"
-    markdown.write_text(render_markdown(card, name), encoding="utf-8")
-    inline = f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}"
-    body = MarkdownIt("commonmark").enable("table").render(render_markdown(card, confusion_png=inline))
+    markdown.write_text(render_markdown(card), encoding="utf-8")
+
+    def inline(name: str) -> str:
+        return f"data:image/png;base64,{base64.b64encode((out_dir / name).read_bytes()).decode()}"
+
+    body = MarkdownIt("commonmark").enable("table").render(render_markdown(card, inline))
     html = out_dir / "model_card.html"
     html.write_text(
         encoding="utf-8",

@@ -13,6 +13,12 @@ from pydantic import BaseModel
 from cvops.config import Task
 
 Format = Literal["onnx-fp32", "onnx-int8"]
+Kind = Literal["wrong", "unsure", "disagree"]  # of an error gallery's image
+KIND_TITLES: dict[Kind, str] = {
+    "wrong": "most confidently wrong",
+    "unsure": "right with the least confidence",
+    "disagree": "this version and the champion disagree",
+}
 _METRIC_CHARACTERS = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric name
 
 
@@ -99,6 +105,40 @@ class ChampionComparison(BaseModel):
         ).strip()
 
 
+class GalleryImage(BaseModel):
+    """One test image of the gallery, with the model's answer (and the champion's, for a disagreement)."""
+
+    kind: Kind
+    index: int  # its row in the test split
+    path: str  # its path in the dataset's manifest
+    true: str
+    predicted: str
+    score: float  # the model's probability for `predicted`
+    champion: str | None = None
+    champion_score: float | None = None
+
+    def caption(self) -> str:
+        """The true label and the answers, with scores, one a line (what a sheet writes under the image)."""
+        answers = f"this {self.predicted} {self.score:.2f}"
+        if self.champion is not None:
+            answers += f"\nchampion {self.champion} {self.champion_score:.2f}"
+        return f"true {self.true}\n{answers}"
+
+
+class Gallery(BaseModel):
+    """The gallery's images and the sheets drawn of them (one per kind present), by kind."""
+
+    per_class: int = 0  # at most this many images of each kind per true class (evaluate.gallery_per_class)
+    images: list[GalleryImage] = []
+    sheets: dict[Kind, str] = {}
+    saliency: dict[Kind, str] = {}  # the same images with Grad-CAM heat drawn over them, by kind
+    saliency_layer: str = ""  # the module whose feature map Grad-CAM used
+    saliency_note: str = ""  # why there is no saliency (a model without a convolutional feature map)
+
+    def of(self, kind: Kind) -> list[GalleryImage]:
+        return [image for image in self.images if image.kind == kind]
+
+
 class Evaluation(BaseModel):
     """Test-split evidence for one model: what the gate decides on and the model card shows.
 
@@ -116,6 +156,14 @@ class Evaluation(BaseModel):
     invariance: dict[str, float] = {}
     footprint: Footprint | None = None
     champion: ChampionComparison | None = None
+    gallery: Gallery = Gallery()
+
+    def pictures(self) -> list[str]:
+        """Every picture of the evidence: the confusion matrix (a detector's drawn examples), the error gallery's
+        sheets and their Grad-CAM overlays."""
+        found = (self.confusion_matrix_png, self.examples_png, *self.gallery.sheets.values(),
+                 *self.gallery.saliency.values())  # fmt: skip
+        return [picture for picture in found if picture]
 
     def flat_metrics(self) -> dict[str, float]:
         """Every number, under names MLflow accepts, for the run's metrics."""

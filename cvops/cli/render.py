@@ -147,6 +147,7 @@ def version(review: "VersionReview") -> None:
     click.secho("\ngate", bold=True)
     click.echo(review.decision.table())
     _artifact_and_comparison(review)
+    _errors(review)
     click.echo(f"\nmodel card: {info.tags.get('model_card', 'none')}")
 
 
@@ -164,6 +165,21 @@ def _artifact_and_comparison(review: "VersionReview") -> None:
     for piece in review.evaluation.slices:
         scores = "  ".join(f"{name} {value:.4f}" for name, value in piece.scores.items())
         click.echo(f"  {piece.attribute + '=' + piece.value:<24} n={piece.n:<6} {scores}")
+
+
+def _errors(review: "VersionReview") -> None:
+    """The error gallery as a list of the images' paths and answers (the model card shows the pictures)."""
+    from cvops.reports import KIND_TITLES
+
+    gallery = review.evaluation.gallery
+    if not gallery.images:
+        return
+    click.secho("\nerrors (test images; pictures in the model card)", bold=True)
+    for kind, title in KIND_TITLES.items():
+        if chosen := gallery.of(kind):
+            click.echo(f"  {title}:")
+            for image in chosen:
+                click.echo(f"    {image.path}  " + image.caption().replace("\n", ", "))
 
 
 def reproduction(result: "Reproduction") -> None:

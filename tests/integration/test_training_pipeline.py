@@ -98,7 +98,10 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     curve = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in curve] == list(range(1, len(curve) + 1))
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")]
-    assert {"evaluation/confusion_matrix.png", "evaluation/evaluation.json"} <= set(artifacts)
+    assert {"evaluation/confusion_matrix.png", "evaluation/evaluation.json", "evaluation/gallery_unsure.png"} <= set(
+        artifacts
+    )
+    assert ("evaluation/gallery_wrong.png" in artifacts) == (m["test_accuracy"] < 1)  # the gallery of its errors
     # the gate passed: challenger awaiting review, with its model card
     assert (version.tags["gate"], version.tags["approval"]) == ("passed", "pending")
     assert version.aliases == ["challenger"]
@@ -106,7 +109,7 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     card = Path(version.tags["model_card"].removeprefix("file://"))
     assert card.is_file() and card.with_suffix(".md").is_file()
     markdown = card.with_suffix(".md").read_text()
-    for section in ("## Intended use", "## Slices", "## Gate", "## Known limitations", "## Lineage"):
+    for section in ("## Intended use", "## Slices", "## Errors", "## Gate", "## Known limitations", "## Lineage"):
         assert section in markdown
     assert version.tags["data_version"] in markdown and "data:image/png;base64," in card.read_text()
     # both ONNX files are attached; the shipped one carries the preprocessing a server needs
@@ -214,6 +217,8 @@ def test_failed_gate_registers_evidence_but_no_challenger(trained_project) -> No
     shown = cvops(root, "models", "show", "2")
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "accuracy - champion v1" in shown.stdout and "FAIL" in shown.stdout
+    unsure = shown.stdout.split("errors (test images")[1].split("right with the least confidence:\n")[1]
+    assert unsure.startswith("    ") and "true " in unsure.splitlines()[0]  # the images a reviewer should look at
     assert_one_line_error(cvops(root, "models", "promote", "2", "--reviewer", "bob"), 9, "did not pass its gate")
 
 

@@ -96,8 +96,9 @@ def test_champion_comparison_on_the_same_images_has_the_known_answer():
     candidate = labels.copy()
     candidate[:3] = 0  # the candidate misses 3 images the champion gets right
     manifest = pd.DataFrame({"source": [None] * 7 + ["production"] * 3})  # the last 3: the `recent` slice
-    result = compare_with_champion(champion, ref, images, labels, candidate, manifest, torch.device("cpu"), seed=0,
-                                   resamples=200)  # fmt: skip
+    result, proba = compare_with_champion(champion, ref, images, labels, candidate, manifest, torch.device("cpu"),
+                                          seed=0, resamples=200)  # fmt: skip
+    assert proba is not None and proba.argmax(axis=1).tolist() == labels.tolist()  # the champion's answers
     assert (result.recent_n, result.candidate_recent_accuracy, result.champion_recent_accuracy) == (3, 1.0, 1.0)
     assert result.comparable and result.champion_version == "4" and result.n == 10
     assert (result.candidate_accuracy, result.champion_accuracy) == (0.7, 1.0)
@@ -111,7 +112,7 @@ def test_champion_with_other_classes_is_not_compared():
     ref = DatasetRef(prepared_dir=".", class_names=["a", "b"], image_size=8, counts={})
     champion = Champion(version="1", model=LeftVersusRight(), class_names=["x", "y"], image_size=8)
     images = half_bright_images([True])
-    result = compare_with_champion(
+    result, proba = compare_with_champion(
         champion,
         ref,
         images,
@@ -122,4 +123,4 @@ def test_champion_with_other_classes_is_not_compared():
         seed=0,
         resamples=100,
     )
-    assert not result.comparable and "other classes" in result.note
+    assert not result.comparable and "other classes" in result.note and proba is None

@@ -1,10 +1,12 @@
 """The model card reads as the evidence: data, metrics with intervals, slices, gate, comparison, limits."""
 
 import numpy as np
+import pandas as pd
 
 from cvops.config import GateParams
 from cvops.data.prepare import DatasetRef
 from cvops.evaluation import plot_confusion_matrix
+from cvops.gallery import build_gallery
 from cvops.gate import decide
 from cvops.modelcard import ModelCard, write_model_card
 from cvops.reports import ChampionComparison, Evaluation, Footprint, SliceMetrics
@@ -49,6 +51,27 @@ def test_card_holds_every_section_with_the_numbers(tmp_path):
     assert (markdown.parent / "confusion_matrix.png").is_file() and "](confusion_matrix.png)" in text
     page = html.read_text()
     assert "<table>" in page and "data:image/png;base64," in page  # self-contained: opens from anywhere
+
+
+def test_the_errors_section_shows_the_gallery_pictures_and_names_each_image(tmp_path):
+    images = np.full((4, 8, 8, 3), 200, np.uint8)
+    proba = np.array([[0.2, 0.8], [0.6, 0.4], [0.9, 0.1], [0.3, 0.7]])  # image 0: "bad" called ok at 0.8
+    champion = np.array([[0.9, 0.1], [0.6, 0.4], [0.9, 0.1], [0.3, 0.7]])  # ... which the champion gets right
+    manifest = pd.DataFrame({"path": ["bad/a.png", "bad/b.png", "bad/c.png", "ok/d.png"]})
+    gallery = build_gallery(images, np.array([0, 0, 0, 1]), proba, manifest, ["bad", "ok"], 2, tmp_path / "g",
+                            champion)  # fmt: skip
+    model_card = card(tmp_path)
+    model_card.evaluation.gallery = gallery
+    markdown, html = write_model_card(model_card, tmp_path / "card")
+    errors = markdown.read_text().split("## Errors")[1].split("## ")[0]
+    wrong = errors.split("**Most confidently wrong** (1):")[1].split("**")[0]
+    assert "![most confidently wrong](gallery_wrong.png)" in wrong and "| `bad/a.png` | bad | ok (0.80) |" in wrong
+    unsure = errors.split("**Right with the least confidence** (3):")[1].split("**")[0]
+    assert unsure.index("`bad/b.png`") < unsure.index("`bad/c.png`")  # 0.6 before 0.9
+    assert "| `bad/a.png` | bad | ok (0.80) | bad (0.90) |" in errors.split("disagree** (1):")[1]
+    for sheet in ("gallery_wrong.png", "gallery_unsure.png", "gallery_disagree.png"):
+        assert (markdown.parent / sheet).is_file()
+    assert html.read_text().count("data:image/png;base64,") == 4  # the confusion matrix and three sheets
 
 
 def test_limitations_come_from_the_evidence(tmp_path):

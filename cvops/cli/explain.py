@@ -1,0 +1,35 @@
+"""`cvops explain`: where a registered classifier looks in any images (Grad-CAM overlays)."""
+
+from pathlib import Path
+
+import click
+
+from cvops.cli.app import main, project, registry
+
+
+@main.command()
+@click.option("--version", "version", required=True, help="Registered model version to explain.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("explanations"),
+              show_default=True, help="Folder for the overlays (<image name>.gradcam.png).")  # fmt: skip
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def explain(version: str, output: Path, images: tuple[Path, ...]) -> None:
+    """Draw where VERSION looks in each of IMAGES: Grad-CAM heat for the class it predicts (red: the evidence
+    for its answer), over the image at the image's size.
+
+    The model card's Saliency section shows the same for the test images in its error gallery.
+
+    \b
+    Examples:
+      cvops explain --version 3 cell_0042.png cell_0043.png
+      cvops explain --version 3 --output review/ data/raw/defective/*.png
+    """
+    from cvops.models import resolve_device
+    from cvops.saliency import explain_files
+    from cvops.tracking import load_trained_model
+
+    checkout = project()
+    models = registry(checkout)
+    trained = models.trained_model(models.get(version))
+    device = resolve_device(checkout.params().base.device)
+    for found in explain_files(load_trained_model(trained), trained, list(images), output, device):
+        click.echo(f"{found.image}: {found.label} ({found.score:.2f}) -> {found.overlay}")
