@@ -13,6 +13,7 @@ import mlflow
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from cvops.config import Project, load_params
 from cvops.data.versioning import data_version
@@ -220,6 +221,31 @@ def test_failed_gate_registers_evidence_but_no_challenger(trained_project) -> No
     unsure = shown.stdout.split("errors (test images")[1].split("right with the least confidence:\n")[1]
     assert unsure.startswith("    ") and "true " in unsure.splitlines()[0]  # the images a reviewer should look at
     assert_one_line_error(cvops(root, "models", "promote", "2", "--reviewer", "bob"), 9, "did not pass its gate")
+
+
+def test_explain_writes_grad_cam_overlays_at_each_images_size_and_nothing_for_a_bad_file(
+    trained_project, tmp_path: Path
+) -> None:
+    root, _ = trained_project
+    images = sorted((root / "data" / "raw" / "3").iterdir())[:2]
+    bigger = tmp_path / "big_3.png"  # a user's image at another size than the dataset's
+    Image.open(images[0]).resize((40, 30)).save(bigger)
+    result = cvops(root, "explain", "--version", "1", str(images[1]), str(bigger), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count(": 3 (") >= 1  # the class each overlay explains, as the model answers
+    written = {path.name: Image.open(path).size for path in (tmp_path / "out").iterdir()}
+    assert written == {f"{images[1].stem}.gradcam.png": Image.open(images[1]).size, "big_3.gradcam.png": (40, 30)}
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    refused = cvops(root, "explain", "--version", "1", str(images[0]), str(broken), "--output", str(tmp_path / "no"))
+    assert_one_line_error(refused, 3, "broken.png", "not a readable image")
+    assert not (tmp_path / "no").exists()  # nothing of a refused batch
+    twin = tmp_path / "twin" / images[0].name  # two overlays would be one file
+    twin.parent.mkdir()
+    twin.write_bytes(images[0].read_bytes())
+    assert_one_line_error(cvops(root, "explain", "--version", "1", str(images[0]), str(twin)), 2, "two images")
+    assert_one_line_error(cvops(root, "explain", "--version", "7", str(images[0])), 8, "no version '7'")
 
 
 def test_quantize_command_re_exports_a_version_and_records_what_ships(trained_project) -> None:
