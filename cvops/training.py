@@ -318,16 +318,20 @@ def train_model(
     checkpoints: CheckpointStore | None = None,
     resume: bool = False,
     on_epoch: MetricsCallback | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Fine-tune `model`; returns it with the weights of its best validation epoch.
 
     With `checkpoints`, every epoch is saved; `resume` continues from the newest checkpoint. In a process
-    group, every rank calls this; `on_epoch` runs on rank 0 only, `checkpoints.save` on every rank.
+    group, every rank calls this; `on_epoch` runs on rank 0 only, `checkpoints.save` on every rank. The
+    `objective` (what training and validation minimise) is the task's own unless given (distillation's).
     """
     seed_everything(seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels many times over late in training
     model.to(device).to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU (oneDNN) and GPU
-    objective = detection_objective if isinstance(train_set, BoxDataset) else Classification(params.label_smoothing)
+    if objective is None:
+        classify = Classification(params.label_smoothing)
+        objective = detection_objective if isinstance(train_set, BoxDataset) else classify
     loop = _Loop(model, train_set, val_set, params, seed, device, objective)
     rank, world, backend = process_group()
     result = TrainResult(model=model, world_size=world, backend=backend)

@@ -1,0 +1,113 @@
+"""Benchmark: knowledge distillation on this CPU — the teacher (params.yaml: train.*), a smaller student trained on
+the teacher's softened answers and the true labels (cvops.distillation), and the same student trained on the
+true labels alone, on the same data, seed and epochs, in one run.
+
+Per model: parameters, training time, test accuracy (torch), and its ONNX int8 artifact as cvops ships it
+(static QDQ, calibrated on seeded train images): accuracy, size and median latency at batch 1 and 32, with
+the student's agreement with the teacher on the test images.
+
+Usage: python bench/distill.py [--student mobilenetv3_small_100] [--epochs 10] [--temperature 4] [--alpha 0.9]
+Needs the prepared data of the checkout (`make demo`, or `cvops data import elpv` + `dvc repro`).
+Writes bench/results/distill.json and prints a markdown table.
+"""
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cvops.stack import go_offline
+
+REPO = Path(__file__).resolve().parents[1]
+go_offline()  # the offline switches, before any library loads
+
+
+def row(
+    name: str, trained: Any, seconds: float, ref: Any, params: Any, teacher_answers: Any
+) -> tuple[dict[str, Any], Any]:
+    """What a deployment of `trained` gets: its torch accuracy, and its int8 artifact measured as cvops ships it;
+    with its answers on the test images."""
+    import numpy as np
+    import torch
+
+    from cvops.data.augment import ImageDataset
+    from cvops.data.prepare import load_split
+    from cvops.evaluation import predict_proba
+    from cvops.models import normalization
+    from cvops.quantization import quantize
+
+    images, labels, _ = load_split(ref, "test")
+    answers = predict_proba(trained.model, ImageDataset(images, labels, *normalization(trained.model)),
+                            torch.device("cpu")).argmax(axis=1)  # fmt: skip
+    report = quantize(trained.model, ref, Path(tempfile.mkdtemp(prefix="cvops-d-")), params.quantize,
+                      params.measure, params.base.seed)  # fmt: skip
+    int8 = report.int8 or report.fp32
+    return {
+        "model": name, "architecture": params.train.model,
+        "parameters": sum(p.numel() for p in trained.model.parameters()), "train_s": seconds,
+        "epochs_run": len(trained.history), "accuracy": float(np.mean(answers == labels)),
+        "teacher_agreement": float(np.mean(answers == teacher_answers)) if teacher_answers is not None else 1.0,
+        "artifact": int8.format, "artifact_accuracy": int8.score, "size_mb": int8.size_mb,
+        "latency_ms_b1": int8.latency_ms_b1, "latency_ms_b32": int8.latency_ms_b32,
+    }, answers  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student", default="mobilenetv3_small_100", help="timm name of the student (from scratch)")
+    parser.add_argument("--epochs", type=int, default=10, help="the students' training epochs")
+    parser.add_argument("--temperature", type=float, default=4.0, help="softening of both models' answers")
+    parser.add_argument("--alpha", type=float, default=0.9, help="weight of the teacher's term (1 - alpha: labels)")
+    args = parser.parse_args()
+
+    from cvops.config import Project
+    from cvops.data.prepare import load_dataset_ref
+    from cvops.distillation import distill
+    from cvops.training import fit
+
+    project = Project.find(REPO)
+    ref = load_dataset_ref(project.prepared_dir)
+    params = project.params()
+    train = params.train.model_copy(update={"model": args.student, "pretrained": "none", "epochs": args.epochs,
+                                            "lr": 2e-3, "head_lr_multiplier": 1.0})  # fmt: skip
+    student = params.model_copy(update={"train": train})
+
+    start = time.perf_counter()
+    teacher = fit(ref, params)
+    teacher_row, teacher_answers = row("teacher", teacher, time.perf_counter() - start, ref, params, None)
+    rows = [teacher_row]
+    start = time.perf_counter()
+    taught = distill(ref, student, teacher.model, args.temperature, args.alpha)
+    rows.append(row("student, distilled", taught, time.perf_counter() - start, ref, student, teacher_answers)[0])
+    start = time.perf_counter()
+    alone = fit(ref, student)
+    rows.append(row("student, labels only", alone, time.perf_counter() - start, ref, student, teacher_answers)[0])
+
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; measured on {params.measure.threads} thread(s)",
+        "dataset": params.data.source, "image_size": ref.image_size, "test_images": sum(ref.counts["test"].values()),
+        "teacher": f"{params.train.model} from {params.train.pretrained}, {params.train.epochs} epochs",
+        "student": f"{args.student} from scratch, {args.epochs} epochs, T={args.temperature}, alpha={args.alpha}",
+        "models": rows,
+    }  # fmt: skip
+    out = REPO / "bench" / "results" / "distill.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print("| model | architecture | parameters | train s | accuracy | agrees with teacher | int8 accuracy | int8 MB "
+          "| int8 b1 ms | int8 b32 ms |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['architecture']} | {r['parameters'] / 1e6:.2f} M | {r['train_s']:.0f} "
+              f"| {r['accuracy']:.4f} | {r['teacher_agreement']:.4f} | {r['artifact_accuracy']:.4f} "
+              f"| {r['size_mb']:.2f} | {r['latency_ms_b1']:.2f} | {r['latency_ms_b32']:.1f} |")  # fmt: skip
+    print(f"\nmachine: {result['machine']}; {result['dataset']}: {result['test_images']} test images at "
+          f"{result['image_size']} px; teacher: {result['teacher']}; student: {result['student']}; JSON: "
+          f"{out.relative_to(REPO)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
