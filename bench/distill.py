@@ -7,6 +7,7 @@ Per model: parameters, training time, test accuracy (torch), and its ONNX int8 a
 the student's agreement with the teacher on the test images.
 
 Usage: python bench/distill.py [--student mobilenetv3_small_100] [--epochs 10] [--temperature 4] [--alpha 0.9]
+(the defaults: params.yaml's distill section, as the pipeline's distillation stage trains the student)
 Needs the prepared data of the checkout (`make demo`, or `cvops data import elpv` + `dvc repro`).
 Writes bench/results/distill.json and prints a markdown table.
 """
@@ -58,10 +59,10 @@ def row(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--student", default="mobilenetv3_small_100", help="timm name of the student (from scratch)")
-    parser.add_argument("--epochs", type=int, default=10, help="the students' training epochs")
-    parser.add_argument("--temperature", type=float, default=4.0, help="softening of both models' answers")
-    parser.add_argument("--alpha", type=float, default=0.9, help="weight of the teacher's term (1 - alpha: labels)")
+    parser.add_argument("--student", help="timm name of the student (default: params.yaml distill.student)")
+    parser.add_argument("--epochs", type=int, help="the students' training epochs (default: distill.epochs)")
+    parser.add_argument("--temperature", type=float, help="softening of both models' answers (distill.temperature)")
+    parser.add_argument("--alpha", type=float, help="the teacher's share of the loss (distill.alpha)")
     args = parser.parse_args()
 
     from cvops.config import Project
@@ -72,16 +73,17 @@ def main() -> None:
     project = Project.find(REPO)
     ref = load_dataset_ref(project.prepared_dir)
     params = project.params()
-    train = params.train.model_copy(update={"model": args.student, "pretrained": "none", "epochs": args.epochs,
-                                            "lr": 2e-3, "head_lr_multiplier": 1.0})  # fmt: skip
-    student = params.model_copy(update={"train": train})
+    chosen = {"student": args.student, "epochs": args.epochs, "temperature": args.temperature, "alpha": args.alpha}
+    params = params.model_copy(update={"distill": params.distill.model_copy(
+        update={key: value for key, value in chosen.items() if value is not None})})  # fmt: skip
+    student, distilling = params.student(), params.distill
 
     start = time.perf_counter()
     teacher = fit(ref, params)
     teacher_row, teacher_answers = row("teacher", teacher, time.perf_counter() - start, ref, params, None)
     rows = [teacher_row]
     start = time.perf_counter()
-    taught = distill(ref, student, teacher.model, args.temperature, args.alpha)
+    taught = distill(ref, params, teacher.model)
     rows.append(row("student, distilled", taught, time.perf_counter() - start, ref, student, teacher_answers)[0])
     start = time.perf_counter()
     alone = fit(ref, student)
@@ -91,7 +93,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; measured on {params.measure.threads} thread(s)",
         "dataset": params.data.source, "image_size": ref.image_size, "test_images": sum(ref.counts["test"].values()),
         "teacher": f"{params.train.model} from {params.train.pretrained}, {params.train.epochs} epochs",
-        "student": f"{args.student} from scratch, {args.epochs} epochs, T={args.temperature}, alpha={args.alpha}",
+        "student": f"{distilling.student} from {distilling.pretrained}, {distilling.epochs} epochs, "
+        f"T={distilling.temperature}, alpha={distilling.alpha}",
         "models": rows,
     }  # fmt: skip
     out = REPO / "bench" / "results" / "distill.json"

@@ -115,6 +115,19 @@ class TrainParams(Section):
     augment: AugmentParams = AugmentParams()
 
 
+class DistillParams(Section):
+    """An optional stage after training (classifiers): a smaller student learns from the trained model (the
+    teacher), on its softened answers and the true labels, and is evaluated, quantized, gated and registered
+    as a version of its own (cvops/distillation.py)."""
+
+    enabled: bool = False
+    student: str = "mobilenetv3_small_100"  # any timm name
+    pretrained: str = "none"  # as train.pretrained: none, a packaged weights name, or a state dict's path
+    temperature: float = Field(4.0, gt=0.0)
+    alpha: Probability = 0.9  # the teacher's share of the loss; the true labels have the rest
+    epochs: int = Field(10, ge=1)
+
+
 class DetectParams(Section):
     """The detector (task: detection): FCOS on train.model's feature stages, and what it answers with."""
 
@@ -323,6 +336,7 @@ class Params(Section):
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
+    distill: DistillParams = DistillParams()
     detect: DetectParams = DetectParams()
     evaluate: EvaluateParams = EvaluateParams()
     quantize: QuantizeParams = QuantizeParams()
@@ -357,7 +371,16 @@ class Params(Section):
                 f"data.source {self.data.source} serves {source_task(self.data.source)}, but task is "
                 f"{self.task}: set task: {source_task(self.data.source)} (`cvops data import` sets both)"
             )
+        if self.distill.enabled and self.task == "detection":
+            raise ValueError("distill.enabled: distillation trains a classifier's student; set it false for detection")
         return self
+
+    def student(self) -> "Params":
+        """The parameters a distilled student trains with: the student's model, weights and epochs in train.*."""
+        distill = self.distill
+        train = self.train.model_copy(update={"model": distill.student, "pretrained": distill.pretrained,
+                                              "epochs": distill.epochs})  # fmt: skip
+        return self.model_copy(update={"train": train})
 
     def hash(self) -> str:
         """Short, stable hash of every value: the `params_hash` lineage tag."""

@@ -2,6 +2,7 @@
 (Hinton et al., 2015) together with the true labels, in the same training loop as any model."""
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from torch.nn import functional
 from cvops.config import Params
 from cvops.data.prepare import DatasetRef
 from cvops.models import normalization, resolve_device
-from cvops.training import CheckpointStore, MetricsCallback, TrainResult, train_model, training_inputs, training_splits
+from cvops.training import MetricsCallback, TrainResult, run_checkpoints, train_model, training_inputs, training_splits
 
 
 @dataclass
@@ -53,23 +54,23 @@ def _rescale(student: nn.Module, teacher: nn.Module, device: torch.device) -> tu
 
 def distill(
     ref: DatasetRef,
-    student: Params,
+    params: Params,
     teacher: nn.Module,
-    temperature: float,
-    alpha: float,
     *,
-    checkpoints: CheckpointStore | None = None,
+    checkpoint_dir: Path | None = None,
     on_epoch: MetricsCallback | None = None,
 ) -> TrainResult:
-    """Train `student`'s model (its train.* settings: model, weights, epochs, ...) on a prepared dataset's
-    train/val splits against `teacher`, in this process; its validation loss (what early stopping watches) is
-    the same blend."""
+    """Train the student of `params.distill` (its model, weights and epochs in place of train.*'s) on a prepared
+    dataset's train/val splits against `teacher`, in this process; its validation loss (what early stopping
+    watches) is the same blend. Its checkpoints are its own, under `checkpoint_dir`."""
+    student = params.student()
     device = resolve_device(student.base.device)
     model, train_set, val_set = training_inputs(student, ref, training_splits(ref))
     teacher = teacher.eval().to(device)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
-    objective = Distillation(teacher, temperature, alpha, student.train.label_smoothing,
-                             _rescale(model, teacher, device))  # fmt: skip
+    objective = Distillation(teacher, params.distill.temperature, params.distill.alpha,
+                             student.train.label_smoothing, _rescale(model, teacher, device))  # fmt: skip
     return train_model(model, train_set, val_set, student.train, seed=student.base.seed, device=device,
-                       checkpoints=checkpoints, on_epoch=on_epoch, objective=objective)  # fmt: skip
+                       checkpoints=run_checkpoints(ref, student, checkpoint_dir), on_epoch=on_epoch,
+                       objective=objective)  # fmt: skip

@@ -96,6 +96,7 @@ class TrainingResult:
     evaluation: "Evaluation"
     quantization: "QuantizationReport"
     decision: "GateDecision"
+    student: "TrainingResult | None" = None  # distill.enabled: the student's own run and version
 
     @property
     def version(self) -> str:
@@ -116,17 +117,34 @@ def train(
     run_name: str | None = None,
     config: Path | None = None,
 ) -> TrainingResult | None:
-    """Reproduce the data stages, then run the training pipeline; for a caller holding the training lock."""
+    """Reproduce the data stages, then run the training pipeline, and with distill.enabled the student's after it
+    (a run of its own, tagged with its teacher's version); for a caller holding the training lock."""
     from cvops.data.versioning import reproduce
+    from cvops.models import known_model
+    from cvops.registry import DISTILLED_FROM_TAG
+
+    if params.distill.enabled:
+        known_model(params.distill.student, "distill.student")  # before the teacher trains, not after
+    # The data stages first, here: invalid data stops the run with its summary before any step starts.
+    # The pipeline's data steps then find DVC up to date and only record the data version.
+    reproduce(project, "prepare")
+    result = _training_run(project, params, run_name, config, resume=resume, trigger=trigger)
+    if result is not None and params.distill.enabled:
+        tags = (trigger or {}) | {DISTILLED_FROM_TAG: result.version}
+        result.student = _training_run(project, params, run_name and f"{run_name}-student", config, trigger=tags,
+                                       teacher=result.trained)  # fmt: skip
+    return result
+
+
+def _training_run(
+    project: Project, params: Params, run_name: str | None, config: Path | None, **inputs: Any
+) -> TrainingResult | None:
+    """One run of the training pipeline and what it registered (None when a remote orchestrator took it)."""
     from cvops.registry import ModelRegistry
     from cvops.tracking import use_project_store
     from pipelines.training import training
 
-    # The data stages first, here: invalid data stops the run with its summary before any step starts.
-    # The pipeline's data steps then find DVC up to date and only record the data version.
-    reproduce(project, "prepare")
-    run = run_pipeline(training, project, params.mlflow.experiment, run_name, config, params=params, resume=resume,
-                       trigger=trigger)  # fmt: skip
+    run = run_pipeline(training, project, params.mlflow.experiment, run_name, config, params=params, **inputs)
     if run is None:
         return None
     outputs = {name: step.outputs for name, step in run.steps.items()}

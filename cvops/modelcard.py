@@ -18,6 +18,15 @@ HIGH_ECE = 0.1
 Source = Callable[[str], str]  # a picture's file name -> what the page links
 
 
+class Teacher(BaseModel):
+    """A distilled student's teacher: its version and evidence, for the card's comparison."""
+
+    version: str
+    architecture: str
+    evaluation: Evaluation
+    quantization: QuantizationReport | None = None
+
+
 class ModelCard(BaseModel):
     model_name: str
     version: str
@@ -29,6 +38,7 @@ class ModelCard(BaseModel):
     lineage: dict[str, str]
     quantization: QuantizationReport | None = None
     growth: dict[str, dict[str, dict[str, int]]] = {}  # data version -> source -> class -> images (versions.py)
+    teacher: Teacher | None = None  # a distilled student's
 
 
 def _cell(text: str) -> str:
@@ -240,6 +250,26 @@ def _deployment(q: QuantizationReport | None) -> list[str]:
     ]
 
 
+def _distillation(card: ModelCard) -> list[str]:
+    """A student beside its teacher: what distillation kept of the accuracy, and what it saved."""
+    teacher = card.teacher
+    if teacher is None:
+        return []
+    models = [(teacher.evaluation, teacher.quantization), (card.evaluation, card.quantization)]
+    rows = [["test accuracy", *(f"{e.metrics['accuracy']:.4f}" for e, _ in models)],
+            ["ships", *(q.shipped if q else "not exported" for _, q in models)]]  # fmt: skip
+    for name, field in (("size MB", "size_mb"), ("batch 1 ms", "latency_ms_b1"), ("batch 32 ms", "latency_ms_b32")):
+        rows.append([name, *(f"{getattr(q.shipped_artifact, field):.2f}" if q else "" for _, q in models)])
+    header = f"this version ({card.trained.architecture})"
+    return [
+        "## Distillation",
+        f"Distilled from version {teacher.version} (`{teacher.architecture}`): trained on its softened answers and "
+        "the true labels (`distill.*` in the lineage's parameters). Both measured on the same test split, by the "
+        "run that trained them, as shipped:",
+        _table(["", f"teacher v{teacher.version} ({teacher.architecture})", header], rows),
+    ]
+
+
 def _comparison(comparison: ChampionComparison | None) -> list[str]:
     parts = ["## Comparison with the champion"]
     if comparison is None:
@@ -280,6 +310,7 @@ def render_markdown(card: ModelCard, picture: Source = str) -> str:
         *_errors(card.evaluation, picture),
         *_saliency(card.evaluation, picture),
         *_deployment(card.quantization),
+        *_distillation(card),
         "## Gate",
         "```",
         card.decision.table(),

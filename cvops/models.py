@@ -30,11 +30,16 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def create_model(name: str, num_classes: int, pretrained: str = NO_PRETRAINED) -> nn.Module:
-    """A timm model with a fresh `num_classes` head, optionally started from local weights."""
+def known_model(name: str, key: str = "train.model") -> None:
+    """A ConfigError naming the parameter `key` and similar names when timm has no model `name`."""
     if name not in timm.list_models():
         close = timm.list_models(f"*{name.split('_')[-1]}*")[:5]
-        raise ConfigError(f"unknown timm model '{name}' in train.model (similar: {', '.join(close) or 'none'})")
+        raise ConfigError(f"unknown timm model '{name}' in {key} (similar: {', '.join(close) or 'none'})")
+
+
+def create_model(name: str, num_classes: int, pretrained: str = NO_PRETRAINED) -> nn.Module:
+    """A timm model with a fresh `num_classes` head, optionally started from local weights."""
+    known_model(name)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if pretrained != NO_PRETRAINED:
         load_pretrained(model, pretrained)

@@ -34,6 +34,7 @@ MODEL_INFO_TAG = "model_info"  # the TrainedModel reference (JSON)
 SHIPPED_TAG = "onnx_shipped"  # the MLflow URI of the ONNX file that ships
 REFERENCE_TAG = "reference"  # the MLflow URI of the version's monitoring reference folder
 MODEL_CARD_TAG = "model_card"
+DISTILLED_FROM_TAG = "distilled_from"  # a distilled student's version: its teacher's version number
 BENTO_TAG, BENTOML_MODEL_TAG = "bento", "bentoml_model"
 # Registered-model tag: the version cvops itself last made champion. An alias moved by hand in the
 # MLflow UI no longer matches it, which is how `list` tells a promotion made outside cvops.

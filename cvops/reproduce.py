@@ -29,7 +29,7 @@ from cvops.config import PARAMS_FILE, Params, Project
 from cvops.data.versioning import restore_from
 from cvops.errors import LineageError
 from cvops.lineage import DVC_LOCK, LINEAGE_DIR, git, run_params
-from cvops.registry import ModelRegistry, VersionInfo
+from cvops.registry import DISTILLED_FROM_TAG, ModelRegistry, VersionInfo
 from cvops.tracking import use_project_store
 
 SUFFIX = "-reproduce"
@@ -106,7 +106,7 @@ def reproduce_version(project: Project, version: str, keep: bool = False) -> Rep
     with _worktree(project.root, commit, keep) as tree:
         _run_in(tree, project, inputs, params)
     reruns = ModelRegistry.of(project, params.registry.model_name + SUFFIX)
-    rerun = _rerun_version(reruns, started)
+    rerun = _rerun_version(reruns, started, DISTILLED_FROM_TAG in original.tags)
     result = Reproduction(original, reruns.name, rerun, _metrics(original.run_id), _metrics(rerun.run_id), notes)
     _tag_original(registry, result)
     return result
@@ -224,8 +224,13 @@ def _cvops(tree: Path, env: dict[str, str], *args: str, ok: tuple[int, ...] = (0
         raise LineageError(f"`cvops {' '.join(args)}` failed in the reproduction worktree: {reason}")
 
 
-def _rerun_version(registry: ModelRegistry, started: datetime) -> VersionInfo:
-    made = [info for info in registry.versions() if info.created >= started.replace(microsecond=0)]
+def _rerun_version(registry: ModelRegistry, started: datetime, student: bool) -> VersionInfo:
+    """The version the rerun registered: its distilled student when the original is a student (a run with
+    distill.enabled registers both), else the teacher."""
+    since = started.replace(microsecond=0)
+    made = [
+        info for info in registry.versions() if info.created >= since and (DISTILLED_FROM_TAG in info.tags) == student
+    ]
     if not made:
         raise LineageError(f"the rerun registered no version of {registry.name}")
     return made[0]

@@ -11,7 +11,7 @@ from cvops.errors import RegistryError
 from cvops.evidence import load_evidence
 from cvops.gate import GateDecision
 from cvops.lineage import run_params
-from cvops.registry import CHALLENGER, OUTSIDE_CVOPS, ModelRegistry, VersionInfo
+from cvops.registry import CHALLENGER, DISTILLED_FROM_TAG, OUTSIDE_CVOPS, ModelRegistry, VersionInfo
 from cvops.reports import Evaluation, QuantizationReport
 
 
@@ -24,6 +24,8 @@ def version_notes(registry: ModelRegistry, info: VersionInfo) -> str:
         notes.append("gate overridden")
     if "rolled_back_by" in info.tags:
         notes.append(f"rolled back by {info.tags['rolled_back_by']}")
+    if DISTILLED_FROM_TAG in info.tags:
+        notes.append(f"distilled from v{info.tags[DISTILLED_FROM_TAG]}")
     if "retrain_trigger" in info.tags:
         notes.append(f"retrained on drift {info.tags['retrain_trigger']}")
     if "reproduced_at" in info.tags:

@@ -24,10 +24,10 @@ from cvops.evidence import (
 )
 from cvops.gate import GateDecision, decide
 from cvops.lineage import LINEAGE_KEYS, TRAINING_KEYS
-from cvops.modelcard import ModelCard, write_model_card
+from cvops.modelcard import ModelCard, Teacher, write_model_card
 from cvops.monitoring.reference import ReferenceSummary, build_reference
 from cvops.quantization import quantize
-from cvops.registry import MODEL_CARD_TAG, ModelRegistry
+from cvops.registry import DISTILLED_FROM_TAG, MODEL_CARD_TAG, ModelRegistry
 from cvops.reports import Evaluation, QuantizationReport
 from cvops.tracking import TrainedModel, load_trained_model, scratch_dir
 
@@ -88,7 +88,8 @@ def register(
 ) -> str:
     """Register the version with its evidence, ONNX artifacts, lineage and model card: `challenger` and
     approval=pending when the gate passed (champion at once when registry.require_approval is false), no
-    alias when it failed. `trigger` tags a drift-triggered retraining (episode, reason, report)."""
+    alias when it failed. `trigger` tags a drift-triggered retraining (episode, reason, report) and a distilled
+    student (its teacher's version: the card compares the two)."""
     run = mlflow.get_run(evidence.trained.run_id)
     lineage = {k: v for k, v in run.data.tags.items() if k in LINEAGE_KEYS + TRAINING_KEYS}
     tags = lineage | artifact_tags(evidence.quantization, evidence.reference, run.info.artifact_uri)
@@ -102,11 +103,22 @@ def register(
         model_name=registry.name, version=version, data_source=data_source, trained=evidence.trained,
         dataset=evidence.dataset, evaluation=evidence.evaluation, decision=evidence.decision, lineage=lineage,
         quantization=evidence.quantization, growth=data_growth(registry, evidence.dataset),
+        teacher=teacher_of(registry, (trigger or {}).get(DISTILLED_FROM_TAG)),
     )  # fmt: skip
     markdown, html = write_model_card(card, scratch_dir())
     mlflow.log_artifacts(str(markdown.parent), artifact_path=MODEL_CARD_DIR)
     registry.tag(version, {MODEL_CARD_TAG: f"{run.info.artifact_uri}/{MODEL_CARD_DIR}/{html.name}"})
     return version
+
+
+def teacher_of(registry: ModelRegistry, version: str | None) -> Teacher | None:
+    """A distilled student's teacher with its evidence (None for a version that is no student)."""
+    if version is None:
+        return None
+    info = registry.get(version)
+    evaluation, _, quantization = load_evidence(info.run_id)
+    return Teacher(version=version, architecture=registry.trained_model(info).architecture, evaluation=evaluation,
+                   quantization=quantization)  # fmt: skip
 
 
 def data_growth(registry: ModelRegistry, dataset: DatasetRef) -> dict[str, dict[str, dict[str, int]]]:

@@ -1,6 +1,7 @@
 from zenml import pipeline
 
 from cvops.config import Params
+from cvops.tracking import TrainedModel
 from steps import (
     build_reference,
     check_gate,
@@ -15,18 +16,21 @@ from steps import (
 
 
 @pipeline(name="training", enable_cache=False)
-def training(params: Params, resume: bool = False, trigger: dict[str, str] | None = None) -> None:
+def training(
+    params: Params, resume: bool = False, trigger: dict[str, str] | None = None, teacher: TrainedModel | None = None
+) -> None:
     """Validated data -> prepared dataset (DVC) -> trained model -> evidence -> ONNX fp32/int8 -> gate
     -> monitoring reference -> registered version -> bento.
 
-    `trigger` tags the version when drift monitoring started the run (episode, reason, report).
+    `trigger` tags the version: when drift monitoring started the run (episode, reason, report), and a
+    distilled student's teacher. With a `teacher`, the model trained is the student of `params.distill`.
 
     The data steps read their params from params.yaml through DVC; `params` feeds the rest, a step the
     sections it uses.
     """
     validation = validate_data()
     dataset = load_dataset(validation)
-    trained = train_model(dataset, params, resume)
+    trained = train_model(dataset, params, resume, teacher)
     evaluation = evaluate_model(
         trained,
         dataset,

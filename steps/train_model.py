@@ -5,15 +5,19 @@ from zenml import get_step_context, step
 
 from cvops.config import Params, Project
 from cvops.data.prepare import DatasetRef
+from cvops.distillation import distill
 from cvops.lineage import lineage_tags, log_lineage, training_tags
-from cvops.tracking import EpochMetrics, TrainedModel, log_trained_model
+from cvops.tracking import EpochMetrics, TrainedModel, load_trained_model, log_trained_model
 from cvops.training import fit
 from cvops.training_on_ray import fit_on_ray
 
 
 @step(experiment_tracker=True)
-def train_model(dataset: DatasetRef, params: Params, resume: bool = False) -> Annotated[TrainedModel, "trained_model"]:
-    """Fine-tune the configured timm model, logging curves and the model to MLflow.
+def train_model(
+    dataset: DatasetRef, params: Params, resume: bool = False, teacher: TrainedModel | None = None
+) -> Annotated[TrainedModel, "trained_model"]:
+    """Fine-tune the configured timm model, logging curves and the model to MLflow; with a `teacher`, distil
+    the student of `params.distill` from it instead (in this process, from its first epoch).
 
     It takes every parameter, not one section: the run records all of them (with the lineage) so that runs
     compare in the MLflow UI and `cvops models reproduce` can recreate them.
@@ -23,19 +27,20 @@ def train_model(dataset: DatasetRef, params: Params, resume: bool = False) -> An
     tags = lineage_tags(project.root, params, dataset.data_version, zenml_run_id=str(context.pipeline_run.id),
                         pipeline=context.pipeline.name)  # fmt: skip
     log_lineage(project.root, params, tags)
-    train = fit_on_ray if params.distributed.engine == "ray" else fit  # Ray is imported only by the first
-    result = train(
-        dataset,
-        params,
-        checkpoint_dir=project.checkpoints_dir / f"{params.hash()}-{dataset.data_version}",
-        resume=resume,
-        on_epoch=EpochMetrics.to_active_run(),
-    )
-    mlflow.set_tags(training_tags(params.distributed.engine, result.world_size, result.backend))
+    trains = params.student() if teacher is not None else params  # whose checkpoints: the student's are its own
+    checkpoint_dir = project.checkpoints_dir / f"{trains.hash()}-{dataset.data_version}"
+    if teacher is not None:
+        result = distill(dataset, params, load_trained_model(teacher), checkpoint_dir=checkpoint_dir,
+                         on_epoch=EpochMetrics.to_active_run())  # fmt: skip
+        engine, architecture = "local", params.distill.student
+    else:
+        train = fit_on_ray if params.distributed.engine == "ray" else fit  # Ray is imported only by the first
+        result = train(dataset, params, checkpoint_dir=checkpoint_dir, resume=resume,
+                       on_epoch=EpochMetrics.to_active_run())  # fmt: skip
+        engine, architecture = params.distributed.engine, params.train.model
+    mlflow.set_tags(training_tags(engine, result.world_size, result.backend))
     mlflow.log_metrics(
         {"best_epoch": result.best_epoch, "train_images_per_second": result.images_per_second,
          "stopped_early": float(result.stopped_early)}
     )  # fmt: skip
-    return log_trained_model(
-        result.model, params.train.model, dataset.class_names, dataset.image_size, result.best_epoch
-    )
+    return log_trained_model(result.model, architecture, dataset.class_names, dataset.image_size, result.best_epoch)

@@ -72,6 +72,8 @@ def training(result: "TrainingResult", experiment: str, reviewer_option: str) ->
         click.echo(
             f"bento:            {info.tags['bento']} (`cvops serve --version {info.version}` or infra/README.md)"
         )
+    if result.student is not None:
+        _student(result.student, result.version, experiment, reviewer_option)
     if not result.decision.passed:
         return
     if "champion" in info.aliases:
@@ -79,6 +81,15 @@ def training(result: "TrainingResult", experiment: str, reviewer_option: str) ->
     else:
         click.echo(f"next: review with `cvops models show {info.version}`, then "
                    f"`cvops models promote {info.version}{reviewer_option}` (or reject)")  # fmt: skip
+
+
+def _student(student: "TrainingResult", teacher: str, experiment: str, reviewer_option: str) -> None:
+    """The distilled student's run, after its teacher's; its gate decides nothing about the teacher's."""
+    click.secho(f"\ndistilled student of version {teacher} ({student.trained.architecture})", bold=True)
+    training(student, experiment, reviewer_option)
+    if not student.decision.passed:
+        click.secho(f"the student, version {student.version}, failed its gate: registered with its evidence, not a "
+                    f"challenger; version {teacher}'s run stands", fg="yellow")  # fmt: skip
 
 
 def monitoring(result: "MonitoringResult") -> None:

@@ -40,6 +40,7 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
       cvops run training -S train.epochs=3 -S train.lr=3e-4
       cvops run training --overlay overlays/digits.yaml     # the small digits run; params.yaml unchanged after
       cvops run training --resume        # after an interruption, same params
+      cvops run training -S distill.enabled=true   # then a smaller student distilled from it, its own version
       cvops run training --config infra/kubernetes/training.yaml   # on the Kubernetes stack
     """
     from cvops.launch import train, training_lock

@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -263,6 +264,39 @@ def test_quantize_command_re_exports_a_version_and_records_what_ships(trained_pr
     assert_one_line_error(cvops(root, "quantize", "--version", "9"), 8, "no version '9'")
 
 
+def test_a_distilled_student_is_a_version_of_its_own_and_its_failed_gate_leaves_the_teachers_run_standing(
+    trained_project, tmp_path: Path
+) -> None:
+    root, _ = trained_project
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    before = {v.version for v in client.search_model_versions("name = 'cvops-classifier'")}
+    spec = yaml.safe_load(SMALL_RUN.read_text())
+    overlay = tmp_path / "distill.yaml"
+    overlay.write_text(yaml.safe_dump(spec | {"distill": {"enabled": True, "student": "mobilenetv3_smal"}}))
+    refused = cvops(root, "run", "training", "--overlay", str(overlay))
+    assert_one_line_error(refused, 2, "unknown timm model 'mobilenetv3_smal' in distill.student")  # before training
+    assert {v.version for v in client.search_model_versions("name = 'cvops-classifier'")} == before
+
+    # one epoch: a student far below the gate's 90%, beside a teacher far above it
+    student = {"enabled": True, "student": "mobilenetv3_small_050", "epochs": 1}
+    overlay.write_text(yaml.safe_dump(spec | {"distill": student, "gate": spec["gate"] | {"min_accuracy": 0.9}}))
+    result = cvops(root, "run", "training", "--overlay", str(overlay))
+    assert result.returncode == 0, result.stderr[-3000:]  # the teacher passed: the run stands
+    made = sorted((v for v in client.search_model_versions("name = 'cvops-classifier'") if v.version not in before),
+                  key=lambda v: int(v.version))  # fmt: skip
+    teacher, taught = made
+    assert taught.tags["distilled_from"] == str(teacher.version) and taught.run_id != teacher.run_id
+    assert (teacher.tags["gate"], taught.tags["gate"]) == ("passed", "failed") and "approval" not in taught.tags
+    assert f"distilled student of version {teacher.version} (mobilenetv3_small_050)" in result.stdout
+    assert f"the student, version {taught.version}, failed its gate" in result.stdout
+    card = Path(taught.tags["model_card"].removeprefix("file://")).with_suffix(".md").read_text()
+    distillation = card.split("## Distillation")[1].split("\n## ")[0]
+    assert f"teacher v{teacher.version} (resnet10t)" in distillation
+    assert "this version (mobilenetv3_small_050)" in distillation and "| test accuracy |" in distillation
+    shown = cvops(root, "models", "show", str(taught.version))
+    assert f"distilled from v{teacher.version}" in shown.stdout
+
+
 def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_path: Path) -> None:
     root, _ = trained_project
     raw_manifest = (root / "data" / "raw" / "manifest.csv").read_bytes()
@@ -282,6 +316,8 @@ def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_
 
 def test_invalid_data_stops_the_run_before_training(trained_project, tmp_path: Path) -> None:
     root, _ = trained_project
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    registered = client.search_model_versions("name = 'cvops-classifier'")
     images = write_image_folder(tmp_path / "images", {"cat": 12, "dog": 12})
     (images / "dog" / "broken.png").write_text("not an image")
     imported = cvops(root, "data", "import", "folder", "--path", str(images))
@@ -292,9 +328,8 @@ def test_invalid_data_stops_the_run_before_training(trained_project, tmp_path: P
     output = result.stdout + result.stderr
     assert "x decodes" in output and "dog/broken.png" in output
     assert "Traceback" not in output
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
-    versions = MlflowClient().search_model_versions("name = 'cvops-classifier'")
-    assert sorted(str(v.version) for v in versions) == ["1", "2"]  # nothing trained, nothing registered
+    versions = client.search_model_versions("name = 'cvops-classifier'")
+    assert len(versions) == len(registered)  # nothing trained, nothing registered
 
 
 def test_ui_serves_the_projects_runs_and_stops_with_sigterm(trained_project) -> None:

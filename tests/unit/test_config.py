@@ -185,3 +185,12 @@ def test_traffic_simulation_refuses_a_detection_checkout_in_one_line_before_any_
 def test_a_source_of_the_other_task_is_named_with_the_fix():
     with pytest.raises(ConfigError, match=r"data\.source coco serves detection, but task is classification: set task"):
         load_params(PARAMS, ["data.source=coco"])
+
+
+def test_a_student_trains_with_its_own_model_weights_and_epochs_and_only_for_a_classifier():
+    params = load_params(PARAMS, ["distill.enabled=true", "distill.student=resnet10t", "distill.epochs=2"])
+    student = params.student()
+    assert (student.train.model, student.train.pretrained, student.train.epochs) == ("resnet10t", "none", 2)
+    assert student.train.lr == params.train.lr and student.hash() != params.hash()  # its own checkpoints
+    with pytest.raises(ConfigError, match=r"distill\.enabled"):
+        load_params(PARAMS, ["task=detection", "data.source=digit-scenes", "distill.enabled=true"])
