@@ -66,6 +66,7 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 	$(PY) bench/quantization.py
 	$(PY) bench/detection.py --picture docs/detection-boxes.png
 	$(PY) bench/detectors.py
+	$(PY) bench/distill.py
 	$(PY) bench/latency.py
 	$(PY) bench/serving.py
 	$(PY) bench/drift.py
