@@ -129,6 +129,9 @@ def train(
     # The pipeline's data steps then find DVC up to date and only record the data version.
     reproduce(project, "prepare")
     result = _training_run(project, params, run_name, config, resume=resume, trigger=trigger)
+    if result is None and params.distill.enabled:
+        log.warning("distill.enabled: no student was trained: it trains in this process after its teacher's run, "
+                    "and a remote orchestrator took the teacher's")  # fmt: skip
     if result is not None and params.distill.enabled:
         tags = (trigger or {}) | {DISTILLED_FROM_TAG: result.version}
         result.student = _training_run(project, params, run_name and f"{run_name}-student", config, trigger=tags,

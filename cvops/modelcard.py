@@ -105,7 +105,7 @@ def _data(card: ModelCard) -> list[str]:
 
 def pictures(evaluation: Evaluation) -> dict[str, Path]:
     """Every picture the card shows, by the file name the card gives it: the confusion matrix (a detector's
-    example images) and the gallery's sheets."""
+    example images), the gallery's sheets and their Grad-CAM overlays."""
     named = {evaluation.confusion_matrix_png: "confusion_matrix.png", evaluation.examples_png: "examples.png"}
     return {named.get(path, Path(path).name): Path(path) for path in evaluation.pictures()}
 
