@@ -45,14 +45,21 @@ def measure(source: str, limit: int | None, image_size: int) -> dict:
     timings["validate_s"] = time.perf_counter() - start
     assert report.passed, report.summary()
     start = time.perf_counter()
-    prepare_dataset(root / "validated", root / "raw", root / "prepared", PrepareParams(image_size=image_size), 42,
-                    progress=False)  # fmt: skip
+    prepare_dataset(
+        root / "validated", root / "raw", root / "prepared", PrepareParams(image_size=image_size), 42, progress=False
+    )
     timings["prepare_s"] = time.perf_counter() - start
     total = sum(timings.values())
     subprocess.run(["rm", "-rf", str(root)], check=True)
-    return {"source": source, "images": len(manifest), "image_size": image_size, **timings, "total_s": total,
-            "images_per_s": len(manifest) / total,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+    return {
+        "source": source,
+        "images": len(manifest),
+        "image_size": image_size,
+        **timings,
+        "total_s": total,
+        "images_per_s": len(manifest) / total,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -67,8 +74,12 @@ def main() -> None:
         cases += [("fashion-mnist", n, 28) for n in (700, 3500, 7000)]  # per class: 7k, 35k, 70k images
     rows = []
     for source, limit, size in cases:
-        done = subprocess.run([sys.executable, __file__, "--one", source, str(limit), str(size)],
-                              capture_output=True, text=True, check=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, __file__, "--one", source, str(limit), str(size)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"  measured {source} ({rows[-1]['images']} images)", file=sys.stderr)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -79,9 +90,16 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cells = [
-            r["source"], r["images"], f"{r['image_size']} px", f"{r['import_s']:.1f}", f"{r['validate_s']:.1f}",
-            f"{r['prepare_s']:.1f}", f"{r['total_s']:.1f}", f"{r['images_per_s']:.0f}", f"{r['peak_rss_mb']:.0f}",
-        ]  # fmt: skip
+            r["source"],
+            r["images"],
+            f"{r['image_size']} px",
+            f"{r['import_s']:.1f}",
+            f"{r['validate_s']:.1f}",
+            f"{r['prepare_s']:.1f}",
+            f"{r['total_s']:.1f}",
+            f"{r['images_per_s']:.0f}",
+            f"{r['peak_rss_mb']:.0f}",
+        ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     fashion = [r for r in rows if r["source"] == "fashion-mnist"]
     if len(fashion) > 1:

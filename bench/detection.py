@@ -88,41 +88,70 @@ def main() -> None:
     batch = np.resize(inputs, (32, *inputs.shape[1:]))
     served = params.detect.served
     with torch_threads(measure.threads):
-        torch_b1, torch_ips = throughput(lambda n: predict_boxes(model, batch[:n], torch.device("cpu"), served),
-                                         measure)  # fmt: skip
+        torch_b1, torch_ips = throughput(
+            lambda n: predict_boxes(model, batch[:n], torch.device("cpu"), served), measure
+        )
     torch_map = scored(predict_boxes(model, inputs, torch.device("cpu")))
-    artifacts = [{"format": "torch-fp32", "map": torch_map["map"], "map_50": torch_map["map_50"], "agreement": 1.0,
-                  "size_mb": sum(p.numel() * 4 for p in model.parameters()) / 2**20, "latency_ms_b1": torch_b1,
-                  "images_per_second_b32": torch_ips}]  # fmt: skip
+    artifacts = [
+        {
+            "format": "torch-fp32",
+            "map": torch_map["map"],
+            "map_50": torch_map["map_50"],
+            "agreement": 1.0,
+            "size_mb": sum(p.numel() * 4 for p in model.parameters()) / 2**20,
+            "latency_ms_b1": torch_b1,
+            "images_per_second_b32": torch_ips,
+        }
+    ]
     for measured in (m for m in (report.fp32, report.int8) if m is not None):
         path = Path(measured.path)
         onnx, preprocessing = session(path, measure.threads), read_preprocessing(path)
         b1, ips = throughput(lambda n, s=onnx, p=preprocessing: onnx_detections(s, batch[:n], p, served), measure)
         found = scored(onnx_detections(onnx, inputs, preprocessing))
-        artifacts.append({"format": measured.format, "map": found["map"], "map_50": found["map_50"],
-                          "agreement": measured.agreement, "size_mb": measured.size_mb, "latency_ms_b1": b1,
-                          "images_per_second_b32": ips})  # fmt: skip
+        artifacts.append(
+            {
+                "format": measured.format,
+                "map": found["map"],
+                "map_50": found["map_50"],
+                "agreement": measured.agreement,
+                "size_mb": measured.size_mb,
+                "latency_ms_b1": b1,
+                "images_per_second_b32": ips,
+            }
+        )
 
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; inference on {measure.threads} thread(s)",
-        "scenes": args.scenes, "image_size": ref.image_size, "test_images": len(images), "epochs": len(result.history),
-        "train_seconds": train_s, "train_images_per_second": result.images_per_second, "artifacts": artifacts,
-        "shipped": report.shipped, "reason": report.reason,
-    }  # fmt: skip
+        "scenes": args.scenes,
+        "image_size": ref.image_size,
+        "test_images": len(images),
+        "epochs": len(result.history),
+        "train_seconds": train_s,
+        "train_images_per_second": result.images_per_second,
+        "artifacts": artifacts,
+        "shipped": report.shipped,
+        "reason": report.reason,
+    }
     path = REPO / "bench" / "results" / "detection.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     if args.picture:
         draw_served(Path(report.shipped_artifact.path), params, args.picture)
-    print(f"training: {out['epochs']} epochs in {train_s:.0f} s, {result.images_per_second:.1f} images/s "
-          f"({args.scenes} scenes, {ref.image_size} px, {platform.machine()} {os.cpu_count()} cores)\n")  # fmt: skip
-    print("| artifact | mAP@[.5:.95] | mAP@.5 | agreement with torch | size MB | batch 1 ms | images/s (batch 32) "
-          "| ships |")  # fmt: skip
+    print(
+        f"training: {out['epochs']} epochs in {train_s:.0f} s, {result.images_per_second:.1f} images/s "
+        f"({args.scenes} scenes, {ref.image_size} px, {platform.machine()} {os.cpu_count()} cores)\n"
+    )
+    print(
+        "| artifact | mAP@[.5:.95] | mAP@.5 | agreement with torch | size MB | batch 1 ms | images/s (batch 32) "
+        "| ships |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for a in artifacts:
         ships = "yes" if a["format"] == report.shipped else ""
-        print(f"| {a['format']} | {a['map']:.3f} | {a['map_50']:.3f} | {a['agreement']:.3f} | {a['size_mb']:.2f} "
-              f"| {a['latency_ms_b1']:.1f} | {a['images_per_second_b32']:.1f} | {ships} |")  # fmt: skip
+        print(
+            f"| {a['format']} | {a['map']:.3f} | {a['map_50']:.3f} | {a['agreement']:.3f} | {a['size_mb']:.2f} "
+            f"| {a['latency_ms_b1']:.1f} | {a['images_per_second_b32']:.1f} | {ships} |"
+        )
     print(f"\n{report.reason}\nJSON: {path.relative_to(REPO)}")
 
 

@@ -94,14 +94,28 @@ def build(kind: str, num_classes: int, size: int, params: Any) -> nn.Module:
         scales = tuple((s, round(s * 2 ** (1 / 3)), round(s * 2 ** (2 / 3))) for s in (16, 32, 64, 128, 256))
         anchors = AnchorGenerator(scales, ((0.5, 1.0, 2.0),) * 5)
         head = RetinaNetHead(width, anchors.num_anchors_per_location()[0], num_classes)
-        net = RetinaNet(_Pyramid(body, fpn, width), num_classes, anchor_generator=anchors, head=head,
-                        score_thresh=0.05, detections_per_img=100, **batching)  # fmt: skip
+        net = RetinaNet(
+            _Pyramid(body, fpn, width),
+            num_classes,
+            anchor_generator=anchors,
+            head=head,
+            score_thresh=0.05,
+            detections_per_img=100,
+            **batching,
+        )
         return TorchvisionDetector(net, body, fpn, background=False)
     fpn = FeaturePyramidNetwork(channels, width, extra_blocks=LastLevelMaxPool())  # P3-P5 and a pooled P6
     anchors = AnchorGenerator(((16,), (32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 4)
     pooler = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
-    net = FasterRCNN(_Pyramid(body, fpn, width), num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=pooler,
-                     box_score_thresh=0.05, box_detections_per_img=100, **batching)  # fmt: skip
+    net = FasterRCNN(
+        _Pyramid(body, fpn, width),
+        num_classes + 1,
+        rpn_anchor_generator=anchors,
+        box_roi_pool=pooler,
+        box_score_thresh=0.05,
+        box_detections_per_img=100,
+        **batching,
+    )
     return TorchvisionDetector(net, body, fpn, background=True)
 
 
@@ -144,8 +158,14 @@ def onnx_export(kind: str, model: nn.Module, size: int, folder: Path) -> str:
             return "whole model only, one image a call"
         raw = _Raw(model, kind).eval()
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
-            torch.onnx.export(raw, (probe[:2],), str(path), dynamo=True, input_names=["x"],
-                              dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
+            torch.onnx.export(
+                raw,
+                (probe[:2],),
+                str(path),
+                dynamo=True,
+                input_names=["x"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+            )
         session = ort.InferenceSession(str(path))
         with torch.no_grad():
             pairs = [(raw(probe[:n]), session.run(None, {"x": probe[:n].numpy()})) for n in (1, 3)]
@@ -176,8 +196,12 @@ def main() -> None:
     from cvops.training import seed_everything, train_model, training_splits
 
     warnings.filterwarnings("ignore", category=UserWarning)  # the exporter's notes on traced control flow
-    overrides = [f"data.scenes={args.scenes}", f"train.epochs={args.epochs}", "prepare.image_size=128",
-                 f"train.early_stopping_patience={args.epochs}"]  # fmt: skip
+    overrides = [
+        f"data.scenes={args.scenes}",
+        f"train.epochs={args.epochs}",
+        "prepare.image_size=128",
+        f"train.early_stopping_patience={args.epochs}",
+    ]
     params = load_params(REPO / "params.yaml", overrides, overlay=REPO / "overlays" / "digit-scenes.yaml")
     scratch = Path(tempfile.mkdtemp(prefix="cvops-bench-detectors-"))
     ref = prepared(scratch, params)
@@ -199,34 +223,54 @@ def main() -> None:
         model = trained.model.eval()
         inputs = torch.from_numpy(model_inputs(images, mean, std))
         with torch.no_grad():
-            found = [{k: v.numpy() for k, v in d.items()} for i in range(0, len(inputs), 16)
-                     for d in model.detect(inputs[i : i + 16])]  # fmt: skip
+            found = [
+                {k: v.numpy() for k, v in d.items()}
+                for i in range(0, len(inputs), 16)
+                for d in model.detect(inputs[i : i + 16])
+            ]
         scores = mean_average_precision(found_in_originals(found, rows, ref.image_size), truths, ref.class_names)
         with torch_threads(params.measure.threads), torch.no_grad():
             one = inputs[:1]
             b1 = latency(interleaved_calls({"b1": lambda m=model, x=one: m.detect(x)}, params.measure.runs)["b1"])
         export = onnx_export(kind, model, ref.image_size, scratch)
-        results.append({"detector": kind, "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
-                        "train_seconds": train_s, "train_images_per_second": trained.images_per_second,
-                        "map": scores["map"], "map_50": scores["map_50"], "latency_ms_b1": b1.median,
-                        "onnx": export})  # fmt: skip
+        results.append(
+            {
+                "detector": kind,
+                "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
+                "train_seconds": train_s,
+                "train_images_per_second": trained.images_per_second,
+                "map": scores["map"],
+                "map_50": scores["map_50"],
+                "latency_ms_b1": b1.median,
+                "onnx": export,
+            }
+        )
         print(f"{kind}: mAP {scores['map']:.3f}, mAP@.5 {scores['map_50']:.3f}, {train_s:.0f} s", flush=True)
 
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; latency on {params.measure.threads} thread(s)",
-        "scenes": args.scenes, "image_size": ref.image_size, "test_images": len(images), "epochs": args.epochs,
-        "backbone": params.train.model, "fpn_channels": params.detect.fpn_channels, "detectors": results,
-    }  # fmt: skip
+        "scenes": args.scenes,
+        "image_size": ref.image_size,
+        "test_images": len(images),
+        "epochs": args.epochs,
+        "backbone": params.train.model,
+        "fpn_channels": params.detect.fpn_channels,
+        "detectors": results,
+    }
     path = REPO / "bench" / "results" / "detectors.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
-    print(f"\n{args.scenes} scenes at {ref.image_size} px, {args.epochs} epochs, {len(images)} test scenes; "
-          f"{platform.machine()} {os.cpu_count()} cores\n")  # fmt: skip
+    print(
+        f"\n{args.scenes} scenes at {ref.image_size} px, {args.epochs} epochs, {len(images)} test scenes; "
+        f"{platform.machine()} {os.cpu_count()} cores\n"
+    )
     print("| detector | parameters (M) | train images/s | mAP@[.5:.95] | mAP@.5 | batch 1 ms | ONNX |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['detector']} | {r['parameters_m']:.2f} | {r['train_images_per_second']:.1f} | {r['map']:.3f} "
-              f"| {r['map_50']:.3f} | {r['latency_ms_b1']:.1f} | {r['onnx']} |")  # fmt: skip
+        print(
+            f"| {r['detector']} | {r['parameters_m']:.2f} | {r['train_images_per_second']:.1f} | {r['map']:.3f} "
+            f"| {r['map_50']:.3f} | {r['latency_ms_b1']:.1f} | {r['onnx']} |"
+        )
     print(f"\nJSON: {path.relative_to(REPO)}")
 
 

@@ -42,19 +42,27 @@ def row(
     from cvops.quantization import quantize
 
     images, labels, _ = load_split(ref, "test")
-    answers = predict_proba(trained.model, ImageDataset(images, labels, *normalization(trained.model)),
-                            torch.device("cpu")).argmax(axis=1)  # fmt: skip
-    report = quantize(trained.model, ref, Path(tempfile.mkdtemp(prefix="cvops-d-")), params.quantize,
-                      params.measure, params.base.seed)  # fmt: skip
+    answers = predict_proba(
+        trained.model, ImageDataset(images, labels, *normalization(trained.model)), torch.device("cpu")
+    ).argmax(axis=1)
+    report = quantize(
+        trained.model, ref, Path(tempfile.mkdtemp(prefix="cvops-d-")), params.quantize, params.measure, params.base.seed
+    )
     int8 = report.int8 or report.fp32
     return {
-        "model": name, "architecture": params.train.model,
-        "parameters": sum(p.numel() for p in trained.model.parameters()), "train_s": seconds,
-        "epochs_run": len(trained.history), "accuracy": float(np.mean(answers == labels)),
+        "model": name,
+        "architecture": params.train.model,
+        "parameters": sum(p.numel() for p in trained.model.parameters()),
+        "train_s": seconds,
+        "epochs_run": len(trained.history),
+        "accuracy": float(np.mean(answers == labels)),
         "teacher_agreement": float(np.mean(answers == teacher_answers)) if teacher_answers is not None else 1.0,
-        "artifact": int8.format, "artifact_accuracy": int8.score, "size_mb": int8.size_mb,
-        "latency_ms_b1": int8.latency_ms_b1, "latency_ms_b32": int8.latency_ms_b32,
-    }, answers  # fmt: skip
+        "artifact": int8.format,
+        "artifact_accuracy": int8.score,
+        "size_mb": int8.size_mb,
+        "latency_ms_b1": int8.latency_ms_b1,
+        "latency_ms_b32": int8.latency_ms_b32,
+    }, answers
 
 
 def main() -> None:
@@ -74,8 +82,13 @@ def main() -> None:
     ref = load_dataset_ref(project.prepared_dir)
     params = project.params()
     chosen = {"student": args.student, "epochs": args.epochs, "temperature": args.temperature, "alpha": args.alpha}
-    params = params.model_copy(update={"distill": params.distill.model_copy(
-        update={key: value for key, value in chosen.items() if value is not None})})  # fmt: skip
+    params = params.model_copy(
+        update={
+            "distill": params.distill.model_copy(
+                update={key: value for key, value in chosen.items() if value is not None}
+            )
+        }
+    )
     student, distilling = params.student(), params.distill
 
     start = time.perf_counter()
@@ -91,25 +104,33 @@ def main() -> None:
 
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; measured on {params.measure.threads} thread(s)",
-        "dataset": params.data.source, "image_size": ref.image_size, "test_images": sum(ref.counts["test"].values()),
+        "dataset": params.data.source,
+        "image_size": ref.image_size,
+        "test_images": sum(ref.counts["test"].values()),
         "teacher": f"{params.train.model} from {params.train.pretrained}, {params.train.epochs} epochs",
         "student": f"{distilling.student} from {distilling.pretrained}, {distilling.epochs} epochs, "
         f"T={distilling.temperature}, alpha={distilling.alpha}",
         "models": rows,
-    }  # fmt: skip
+    }
     out = REPO / "bench" / "results" / "distill.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print("| model | architecture | parameters | train s | accuracy | agrees with teacher | int8 accuracy | int8 MB "
-          "| int8 b1 ms | int8 b32 ms |")  # fmt: skip
+    print(
+        "| model | architecture | parameters | train s | accuracy | agrees with teacher | int8 accuracy | int8 MB "
+        "| int8 b1 ms | int8 b32 ms |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['architecture']} | {r['parameters'] / 1e6:.2f} M | {r['train_s']:.0f} "
-              f"| {r['accuracy']:.4f} | {r['teacher_agreement']:.4f} | {r['artifact_accuracy']:.4f} "
-              f"| {r['size_mb']:.2f} | {r['latency_ms_b1']:.2f} | {r['latency_ms_b32']:.1f} |")  # fmt: skip
-    print(f"\nmachine: {result['machine']}; {result['dataset']}: {result['test_images']} test images at "
-          f"{result['image_size']} px; teacher: {result['teacher']}; student: {result['student']}; JSON: "
-          f"{out.relative_to(REPO)}")  # fmt: skip
+        print(
+            f"| {r['model']} | {r['architecture']} | {r['parameters'] / 1e6:.2f} M | {r['train_s']:.0f} "
+            f"| {r['accuracy']:.4f} | {r['teacher_agreement']:.4f} | {r['artifact_accuracy']:.4f} "
+            f"| {r['size_mb']:.2f} | {r['latency_ms_b1']:.2f} | {r['latency_ms_b32']:.1f} |"
+        )
+    print(
+        f"\nmachine: {result['machine']}; {result['dataset']}: {result['test_images']} test images at "
+        f"{result['image_size']} px; teacher: {result['teacher']}; student: {result['student']}; JSON: "
+        f"{out.relative_to(REPO)}"
+    )
 
 
 if __name__ == "__main__":

@@ -165,11 +165,19 @@ def train_rows(work: Path) -> list[dict[str, Any]]:
     raw, prepared = work / "raw", work / "prepared"
     import_source(fashion_mnist_source(limit=TRAIN_PER_CLASS), raw)
     base = Params.model_validate(
-        {"prepare": {"image_size": IMAGE_SIZE},
-         "train": {"model": "resnet10t", "pretrained": "none", "epochs": TRAIN_EPOCHS, "batch_size": 64,
-                   "early_stopping_patience": TRAIN_EPOCHS, "augment": {"hflip": 0}},
-         "base": {"device": "cpu"}}
-    )  # fmt: skip
+        {
+            "prepare": {"image_size": IMAGE_SIZE},
+            "train": {
+                "model": "resnet10t",
+                "pretrained": "none",
+                "epochs": TRAIN_EPOCHS,
+                "batch_size": 64,
+                "early_stopping_patience": TRAIN_EPOCHS,
+                "augment": {"hflip": 0},
+            },
+            "base": {"device": "cpu"},
+        }
+    )
     prepare_dataset(raw, raw, prepared, base.prepare, base.base.seed)
     ref = load_dataset_ref(prepared)
     runs: dict[str, tuple[str, int, int, int]] = {  # name: (engine, threads or workers, cores, batch size)
@@ -185,29 +193,46 @@ def train_rows(work: Path) -> list[dict[str, Any]]:
         start = time.time()
         if engine == "local":
             torch.set_num_threads(count)
-            result = fit(ref, base.model_copy(update={"train": base.train.model_copy(update={"batch_size": batch})}),
-                         on_epoch=clock)  # fmt: skip
+            result = fit(
+                ref,
+                base.model_copy(update={"train": base.train.model_copy(update={"batch_size": batch})}),
+                on_epoch=clock,
+            )
         else:
             distributed = {"engine": "ray", "train_workers": count, "cpus_per_worker": 1.0}
             params = base.model_copy(update={"distributed": base.distributed.model_validate(distributed)})
             result = fit_on_ray(ref, params, on_epoch=clock)
         ends = [float(line) for line in clock.path.read_text().split()]
         epoch_s = (ends[-1] - ends[0]) / (len(ends) - 1)  # an epoch once started: training and validation
-        rows.append({"engine": name, "cores": cores, "world_size": result.world_size, "epochs": len(ends),
-                     "train_images_per_s": round(result.images_per_second, 1),
-                     "train_images_per_s_per_core": round(result.images_per_second / cores, 1),
-                     "epoch_s": round(epoch_s, 2), "fixed_cost_s": round(ends[0] - start - epoch_s, 1),
-                     "seconds": round(ends[-1] - start, 1),
-                     "val_accuracy": round(result.history[-1]["val_accuracy"], 4)})  # fmt: skip
+        rows.append(
+            {
+                "engine": name,
+                "cores": cores,
+                "world_size": result.world_size,
+                "epochs": len(ends),
+                "train_images_per_s": round(result.images_per_second, 1),
+                "train_images_per_s_per_core": round(result.images_per_second / cores, 1),
+                "epoch_s": round(epoch_s, 2),
+                "fixed_cost_s": round(ends[0] - start - epoch_s, 1),
+                "seconds": round(ends[-1] - start, 1),
+                "val_accuracy": round(result.history[-1]["val_accuracy"], 4),
+            }
+        )
         print(rows[-1], flush=True)
     from cvops.models import create_model
 
     numel = sum(p.numel() for p in create_model("resnet10t", ref.num_classes, "none").parameters())
     steps = sum(ref.counts["train"].values()) // base.train.batch_size  # per rank and epoch (drop_last)
     reduce_ms = all_reduce_ms(numel, work)
-    rows.append({"engine": "gloo all_reduce of the gradients, 2 processes", "floats": numel,
-                 "ms_per_step": round(reduce_ms, 2), "steps_per_epoch": steps,
-                 "s_per_epoch": round(reduce_ms * steps / 1000, 2)})  # fmt: skip
+    rows.append(
+        {
+            "engine": "gloo all_reduce of the gradients, 2 processes",
+            "floats": numel,
+            "ms_per_step": round(reduce_ms, 2),
+            "steps_per_epoch": steps,
+            "s_per_epoch": round(reduce_ms * steps / 1000, 2),
+        }
+    )
     print(rows[-1], flush=True)
     return rows
 
@@ -222,8 +247,13 @@ def fixed_cost(served: Any, one: Path, address: str | None, env: dict[str, str])
         "DistributedParams(engine='ray', batch_workers=1, address=sys.argv[3] or None), DetectParams().served); "
         "print(time.perf_counter() - start)"
     )
-    found = subprocess.run([sys.executable, "-c", code, served.model_dump_json(), str(one), address or ""], env=env,
-                           capture_output=True, text=True, check=True)  # fmt: skip
+    found = subprocess.run(
+        [sys.executable, "-c", code, served.model_dump_json(), str(one), address or ""],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(found.stdout.split()[-1])
 
 
@@ -288,9 +318,16 @@ def batch_results(sizes: list[int], cores: int) -> dict[str, Any]:
             for name, (run, used) in runs.items():
                 seconds, scored = timed(run)
                 assert scored == size, (name, scored)
-                rows.append({"images": size, "engine": name, "cores": used, "seconds": round(seconds, 2),
-                             "images_per_s": round(size / seconds, 1),
-                             "images_per_s_per_core": round(size / seconds / used, 1)})  # fmt: skip
+                rows.append(
+                    {
+                        "images": size,
+                        "engine": name,
+                        "cores": used,
+                        "seconds": round(seconds, 2),
+                        "images_per_s": round(size / seconds, 1),
+                        "images_per_s_per_core": round(size / seconds / used, 1),
+                    }
+                )
                 print(rows[-1], flush=True)
             shutil.rmtree(folder)
 
@@ -345,8 +382,10 @@ def report(result: dict[str, Any]) -> None:
         print("| images | engine | cores | seconds | images/s | images/s per core | marginal images/s |")
         print("|---:|---|---:|---:|---:|---:|---:|")
         for r in result["rows"]:
-            print(f"| {r['images']} | {r['engine']} | {r['cores']} | {r['seconds']} | {r['images_per_s']} | "
-                  f"{r['images_per_s_per_core']} | {r.get('marginal_images_per_s', '')} |")  # fmt: skip
+            print(
+                f"| {r['images']} | {r['engine']} | {r['cores']} | {r['seconds']} | {r['images_per_s']} | "
+                f"{r['images_per_s_per_core']} | {r.get('marginal_images_per_s', '')} |"
+            )
         print("\n| ratio | value |\n|---|---:|")
         for key, value in result["summary"].items():
             print(f"| {key} | x{value} |")
@@ -360,8 +399,10 @@ def report(result: dict[str, Any]) -> None:
         print("|---|---:|---:|---:|---:|---:|---:|")
         trained, (reduce,) = [r for r in rows if "floats" not in r], [r for r in rows if "floats" in r]
         for r in trained:
-            print(f"| {r['engine']} | {r['cores']} | {r['train_images_per_s']} | {r['train_images_per_s_per_core']} "
-                  f"| {r['epoch_s']} | {r['fixed_cost_s']} | {r['val_accuracy']} |")  # fmt: skip
+            print(
+                f"| {r['engine']} | {r['cores']} | {r['train_images_per_s']} | {r['train_images_per_s_per_core']} "
+                f"| {r['epoch_s']} | {r['fixed_cost_s']} | {r['val_accuracy']} |"
+            )
         by = {r["engine"]: r["train_images_per_s"] for r in trained}
         ray1, ray2 = by["Ray Train, 1 worker"], by["Ray Train, 2 workers (DDP)"]
         half = by["in process, 1 thread, batch 32 (a rank's share)"]
@@ -371,9 +412,11 @@ def report(result: dict[str, Any]) -> None:
         print(f"| Ray 1 worker / in process 1 thread | {ray1 / by['in process, 1 thread']:.2f} |")
         print(f"| Ray 2 workers / in process 2 threads | {ray2 / by['in process, 2 threads']:.2f} |")
         print(f"| in process: 2 threads / 1 thread | {by['in process, 2 threads'] / by['in process, 1 thread']:.2f} |")
-        print(f"\nDDP's communication: one gloo all_reduce of the {reduce['floats']:,} gradient floats between two "
-              f"processes takes {reduce['ms_per_step']} ms; x {reduce['steps_per_epoch']} steps = "
-              f"{reduce['s_per_epoch']} s per epoch.")  # fmt: skip
+        print(
+            f"\nDDP's communication: one gloo all_reduce of the {reduce['floats']:,} gradient floats between two "
+            f"processes takes {reduce['ms_per_step']} ms; x {reduce['steps_per_epoch']} steps = "
+            f"{reduce['s_per_epoch']} s per epoch."
+        )
 
 
 if __name__ == "__main__":

@@ -107,12 +107,19 @@ def main() -> None:
         ref, raw_dir, onnx_path, model_name, params = fashion_mnist_model(args.limit_per_class, scratch)
 
     start = time.perf_counter()
-    summary = build_reference(onnx_path, ref, scratch / "reference", params.monitor.embedding_dims,
-                              params.detect.served)  # fmt: skip
+    summary = build_reference(
+        onnx_path, ref, scratch / "reference", params.monitor.embedding_dims, params.detect.served
+    )
     reference_seconds = time.perf_counter() - start
     reference, projection = load_reference(scratch / "reference")
-    predictor = Predictor(onnx_path, "bench", "1", "bench", params.serve.max_batch_images,
-                          projection_path=scratch / "reference" / PROJECTION_FILE)  # fmt: skip
+    predictor = Predictor(
+        onnx_path,
+        "bench",
+        "1",
+        "bench",
+        params.serve.max_batch_images,
+        projection_path=scratch / "reference" / PROJECTION_FILE,
+    )
 
     pool = load_split(ref, "test")[2]
     size = predictor.preprocessing.image_size
@@ -146,13 +153,22 @@ def main() -> None:
                 start = time.perf_counter()
                 window = rows[shift].iloc[chosen].reset_index(drop=True)
                 monitor = params.monitor.model_copy(update={"min_samples": min(n, params.monitor.min_samples)})
-                verdict = detect_drift(reference, projection.fingerprint, window, "1", monitor,
-                                       scratch / "reports" / f"{shift}-{n}-{rep}")  # fmt: skip
+                verdict = detect_drift(
+                    reference, projection.fingerprint, window, "1", monitor, scratch / "reports" / f"{shift}-{n}-{rep}"
+                )
                 check_seconds.setdefault(n, []).append(time.perf_counter() - start)
                 alarms += verdict.status == "drift"
             low, high = wilson(alarms, args.reps)
-            results.append({"shift": shift, "window": n, "alarms": alarms, "reps": args.reps,
-                            "rate": alarms / args.reps, "ci95": [round(low, 3), round(high, 3)]})  # fmt: skip
+            results.append(
+                {
+                    "shift": shift,
+                    "window": n,
+                    "alarms": alarms,
+                    "reps": args.reps,
+                    "rate": alarms / args.reps,
+                    "ci95": [round(low, 3), round(high, 3)],
+                }
+            )
 
     costs = {
         "reference_build_s": round(reference_seconds, 2),
@@ -164,18 +180,25 @@ def main() -> None:
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "dataset": ref.model_dump(include={"class_names", "image_size", "data_version"}),
-        "model": model_name, "shipped": onnx_path.name, "severity": args.severity,
-        "pool": len(pool), "monitor": params.monitor.model_dump(), "results": results, "costs": costs,
-    }  # fmt: skip
+        "model": model_name,
+        "shipped": onnx_path.name,
+        "severity": args.severity,
+        "pool": len(pool),
+        "monitor": params.monitor.model_dump(),
+        "results": results,
+        "costs": costs,
+    }
     (REPO / "bench" / "results").mkdir(exist_ok=True)
     suffix = "" if args.severity == DEFAULT_SEVERITY else f"-severity{args.severity:g}"
     (REPO / "bench" / "results" / f"drift-{args.dataset}{suffix}.json").write_text(
         json.dumps(out, indent=2, default=str)
     )
 
-    print(f"\n{args.dataset}: model {model_name} ({onnx_path.name}), pool {len(pool)} test images, "
-          f"reference {summary.rows} train+val images ({summary.model_rows} with the model's view), "
-          f"severity {args.severity}, {args.reps} windows a cell\n")  # fmt: skip
+    print(
+        f"\n{args.dataset}: model {model_name} ({onnx_path.name}), pool {len(pool)} test images, "
+        f"reference {summary.rows} train+val images ({summary.model_rows} with the model's view), "
+        f"severity {args.severity}, {args.reps} windows a cell\n"
+    )
     print("| shift | " + " | ".join(f"n={n}" for n in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     for shift in SHIFTS:
@@ -184,9 +207,11 @@ def main() -> None:
         measured = {r["window"]: f"{r['rate']:.0%} [{r['ci95'][0]:.0%}-{r['ci95'][1]:.0%}]" for r in cells}
         rates = [measured.get(n, "n/a (pool too small)") for n in sizes]
         print(f"| {label} | " + " | ".join(rates) + " |")
-    print(f"\nmonitoring cost: reference of {summary.rows} images built in {costs['reference_build_s']} s; "
-          f"scoring + features {costs['score_and_features_per_1000_s']} s per 1,000 images; drift check (Evidently + "
-          f"reports) {costs['drift_check_s_by_window']} s by window size")  # fmt: skip
+    print(
+        f"\nmonitoring cost: reference of {summary.rows} images built in {costs['reference_build_s']} s; "
+        f"scoring + features {costs['score_and_features_per_1000_s']} s per 1,000 images; drift check (Evidently + "
+        f"reports) {costs['drift_check_s_by_window']} s by window size"
+    )
 
 
 if __name__ == "__main__":

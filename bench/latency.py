@@ -83,30 +83,55 @@ def main() -> None:
             before = [sequential_speedup(*everything, batch, runs) for _ in range(args.repeats)]
             now = []
             for _ in range(args.repeats):
-                calls = interleaved_calls({n: (lambda m=m: m.run(None, {"image": batch})) for n, m in
-                                           zip(("fp32", "int8"), fixed, strict=True)}, runs)  # fmt: skip
+                calls = interleaved_calls(
+                    {
+                        n: (lambda m=m: m.run(None, {"image": batch}))
+                        for n, m in zip(("fp32", "int8"), fixed, strict=True)
+                    },
+                    runs,
+                )
                 now.append(ratio(calls["fp32"], calls["int8"]).median)
         finally:
             for process in load:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        for method, speedups in (("before: sequential medians, all cores", before),
-                                 (f"now: paired calls, {params.measure.threads} thread", now)):  # fmt: skip
-            rows.append({"busy_processes": burners, "method": method, "min": min(speedups), "max": max(speedups),
-                         "median": statistics.median(speedups), "speedups": speedups,
-                         "ships_int8": sum(s >= params.quantize.min_speedup for s in speedups)})  # fmt: skip
+        for method, speedups in (
+            ("before: sequential medians, all cores", before),
+            (f"now: paired calls, {params.measure.threads} thread", now),
+        ):
+            rows.append(
+                {
+                    "busy_processes": burners,
+                    "method": method,
+                    "min": min(speedups),
+                    "max": max(speedups),
+                    "median": statistics.median(speedups),
+                    "speedups": speedups,
+                    "ships_int8": sum(s >= params.quantize.min_speedup for s in speedups),
+                }
+            )
 
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "version": version, "image_size": size,
-              "min_speedup": params.quantize.min_speedup, "repeats": args.repeats, "rows": rows}  # fmt: skip
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "version": version,
+        "image_size": size,
+        "min_speedup": params.quantize.min_speedup,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
     out = REPO / "bench" / "results" / "latency.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"| other busy processes | measurement | int8 speed-up at batch 32 (min-max, median) "
-          f"| ships int8 (of {args.repeats}, needs x{params.quantize.min_speedup}) |")  # fmt: skip
+    print(
+        f"| other busy processes | measurement | int8 speed-up at batch 32 (min-max, median) "
+        f"| ships int8 (of {args.repeats}, needs x{params.quantize.min_speedup}) |"
+    )
     print("|---|---|---|---|")
     for row in rows:
-        print(f"| {row['busy_processes']} | {row['method']} | x{row['min']:.2f}-x{row['max']:.2f} "
-              f"(x{row['median']:.2f}) | {row['ships_int8']} |")  # fmt: skip
+        print(
+            f"| {row['busy_processes']} | {row['method']} | x{row['min']:.2f}-x{row['max']:.2f} "
+            f"(x{row['median']:.2f}) | {row['ships_int8']} |"
+        )
     print(f"\nmachine: {result['machine']}; version {version} at {size} px; JSON: {out.relative_to(REPO)}")
 
 

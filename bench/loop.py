@@ -42,8 +42,9 @@ go_offline()
 
 def cvops(root: Path, *args: str, allowed: tuple[int, ...] = (0,)) -> str:
     own = {k: v for k, v in os.environ.items() if not k.startswith(("CVOPS_", "ZENML_", "MLFLOW_", "BENTOML_"))}
-    result = subprocess.run([sys.executable, "-m", "cvops.cli", *args], cwd=root, capture_output=True, text=True,
-                            env=own)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cvops.cli", *args], cwd=root, capture_output=True, text=True, env=own
+    )
     if result.returncode not in allowed:
         raise SystemExit(f"cvops {' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
     return result.stdout
@@ -68,8 +69,23 @@ def checkout(scratch: Path, severity: float, shifted: float) -> Path:
     rotated = round(500 * shifted)
     for seed, shift, count in ((1, "rotate", rotated), (2, "none", 500 - rotated)):
         if count:
-            cvops(root, "traffic", "--offline", "--source", "holdout", "--shift", shift, "--severity", str(severity),
-                  "--n", str(count), "--seed", str(seed), "--truth-out", str(root / f"truth-{shift}.csv"))  # fmt: skip
+            cvops(
+                root,
+                "traffic",
+                "--offline",
+                "--source",
+                "holdout",
+                "--shift",
+                shift,
+                "--severity",
+                str(severity),
+                "--n",
+                str(count),
+                "--seed",
+                str(seed),
+                "--truth-out",
+                str(root / f"truth-{shift}.csv"),
+            )
     truths = [pd.read_csv(path, dtype=str) for path in sorted(root.glob("truth-*.csv"))]
     pd.concat(truths).to_csv(root / "truth.csv", index=False)
     return root
@@ -106,9 +122,17 @@ def accuracy(root: Path, version: str, sets: dict[str, tuple[np.ndarray, list[st
     served = resolve(ModelRegistry.of(project, "cvops-classifier"), version, project.onnx_cache)
     predictor = load_served(served, 64, project.params().detect.served)
     names = predictor.preprocessing.class_names
-    return {name: float(np.mean([names[i] == label for i, label in zip(predictor.predict(pixels)[0].argmax(axis=1),
-                                                                        labels, strict=True)]))
-            for name, (pixels, labels) in sets.items()}  # fmt: skip
+    return {
+        name: float(
+            np.mean(
+                [
+                    names[i] == label
+                    for i, label in zip(predictor.predict(pixels)[0].argmax(axis=1), labels, strict=True)
+                ]
+            )
+        )
+        for name, (pixels, labels) in sets.items()
+    }
 
 
 def rounds(root: Path, strategy: str, budgets: list[int], sets: dict) -> list[dict]:  # type: ignore[type-arg]
@@ -125,8 +149,15 @@ def rounds(root: Path, strategy: str, budgets: list[int], sets: dict) -> list[di
         cvops(root, "run", "training", allowed=(0, 7))  # 7: registered, but it failed its gate (still scored)
         labelled, version = budget, version + 1
         seconds = round(time.perf_counter() - start, 1)
-        rows.append({"strategy": strategy, "labelled": labelled, "version": str(version), "seconds": seconds,
-                     **accuracy(root, str(version), sets)})  # fmt: skip
+        rows.append(
+            {
+                "strategy": strategy,
+                "labelled": labelled,
+                "version": str(version),
+                "seconds": seconds,
+                **accuracy(root, str(version), sets),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -144,14 +175,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"cvops-loop-{strategy}-") as scratch:
             root = checkout(Path(scratch), args.severity, args.shifted_share)
             results += rounds(root, strategy, budgets, evaluation_sets(root, args.severity))
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-           "severity": args.severity, "shift": "rotate", "shifted_share": args.shifted_share,
-           "results": results}  # fmt: skip
+    out = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "severity": args.severity,
+        "shift": "rotate",
+        "shifted_share": args.shifted_share,
+        "results": results,
+    }
     suffix = "" if args.shifted_share == 1.0 else f"-shifted{args.shifted_share:g}"
     (REPO / "bench" / "results").mkdir(exist_ok=True)
     (REPO / "bench" / "results" / f"loop{suffix}.json").write_text(json.dumps(out, indent=2))
-    print(f"\ndigits, production traffic {args.shifted_share:.0%} rotated (severity {args.severity}); accuracy on "
-          f"the test split, rotated and not; {out['machine']}")  # fmt: skip
+    print(
+        f"\ndigits, production traffic {args.shifted_share:.0%} rotated (severity {args.severity}); accuracy on "
+        f"the test split, rotated and not; {out['machine']}"
+    )
     print("| labelled images | strategy | version | rotated | unshifted | round (s) |\n|---|---|---|---|---|---|")
     for row in sorted(results, key=lambda r: (r["labelled"], r["strategy"])):
         print(

@@ -53,10 +53,16 @@ def pipeline_split(root: Path, dataset: str) -> dict[str, float]:
     steps = {name: (s.end_time - s.start_time).total_seconds() for name, s in run.steps.items()}
     compute = sum(steps.values())
     demo_wall = import_s + data_stages_s + wall
-    return {"import_s": import_s, "data_stages_s": data_stages_s, "training_command_wall_s": wall,
-            "demo_wall_s": demo_wall, "step_compute_s": compute, "overhead_s": wall - compute,
-            "overhead_fraction": (wall - compute) / demo_wall,
-            **{f"step_{k}_s": v for k, v in steps.items()}}  # fmt: skip
+    return {
+        "import_s": import_s,
+        "data_stages_s": data_stages_s,
+        "training_command_wall_s": wall,
+        "demo_wall_s": demo_wall,
+        "step_compute_s": compute,
+        "overhead_s": wall - compute,
+        "overhead_fraction": (wall - compute) / demo_wall,
+        **{f"step_{k}_s": v for k, v in steps.items()},
+    }
 
 
 def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
@@ -81,9 +87,13 @@ def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
         model = create_model(params.train.model, ref.num_classes, params.train.pretrained)
         mean, std = normalization(model)
         result = train_model(
-            model, ImageDataset(images, labels, mean, std, augmentation(params.train.augment, 0)),
-            ImageDataset(val_images[:1], val_labels[:1], mean, std), params.train, seed=0, device=device,
-        )  # fmt: skip
+            model,
+            ImageDataset(images, labels, mean, std, augmentation(params.train.augment, 0)),
+            ImageDataset(val_images[:1], val_labels[:1], mean, std),
+            params.train,
+            seed=0,
+            device=device,
+        )
         return result.images_per_second
 
     def bare() -> float:
@@ -111,8 +121,14 @@ def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
     for _ in range(repeats):  # interleaved, best of each: the machine is shared and noisy
         reals.append(real())
         bares.append(bare())
-    return {"real_loop_img_s": max(reals), "bare_loop_img_s": max(bares), "real_vs_bare": max(reals) / max(bares),
-            "train_images": len(images), "image_size": ref.image_size, "model": params.train.model}  # fmt: skip
+    return {
+        "real_loop_img_s": max(reals),
+        "bare_loop_img_s": max(bares),
+        "real_vs_bare": max(reals) / max(bares),
+        "train_images": len(images),
+        "image_size": ref.image_size,
+        "model": params.train.model,
+    }
 
 
 def main() -> None:
@@ -133,13 +149,19 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     import torch
 
-    result = {"dataset": args.dataset, "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads "
-              f"{torch.get_num_threads()}", **split, **loop}  # fmt: skip
+    result = {
+        "dataset": args.dataset,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        **split,
+        **loop,
+    }
     out = REPO / "bench" / "results" / f"pipeline-{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print("| dataset | demo wall (import + data stages + training) | step compute | overhead "
-          "| real loop | bare loop | real/bare |")  # fmt: skip
+    print(
+        "| dataset | demo wall (import + data stages + training) | step compute | overhead "
+        "| real loop | bare loop | real/bare |"
+    )
     print("|---|---|---|---|---|---|---|")
     cells = [
         f"{args.dataset} ({loop['model']}, {loop['image_size']}px)",

@@ -43,8 +43,14 @@ def torch_row(model, ref, measure) -> dict[str, float]:  # type: ignore[no-untyp
             latency_b1 = latency(interleaved_calls({"b1": lambda: model(b1)}, measure.runs)["b1"]).median
             latency_b32 = latency(interleaved_calls({"b32": lambda: model(b32)}, measure.batch_runs)["b32"]).median
     size = sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 2**20
-    return {"format": "torch-fp32", "accuracy": float(np.mean(predicted == labels)), "agreement": 1.0,
-            "size_mb": size, "latency_ms_b1": latency_b1, "latency_ms_b32": latency_b32}  # fmt: skip
+    return {
+        "format": "torch-fp32",
+        "accuracy": float(np.mean(predicted == labels)),
+        "agreement": 1.0,
+        "size_mb": size,
+        "latency_ms_b1": latency_b1,
+        "latency_ms_b32": latency_b32,
+    }
 
 
 def main() -> None:
@@ -63,8 +69,9 @@ def main() -> None:
     params = project.params()
     candidates = [(params.train.model, params)]
     for name in filter(None, args.models.split(",")):
-        train = params.train.model_copy(update={"model": name, "pretrained": "none", "epochs": args.epochs,
-                                                "lr": 2e-3, "head_lr_multiplier": 1.0})  # fmt: skip
+        train = params.train.model_copy(
+            update={"model": name, "pretrained": "none", "epochs": args.epochs, "lr": 2e-3, "head_lr_multiplier": 1.0}
+        )
         candidates.append((name, params.model_copy(update={"train": train})))
 
     rows = []
@@ -73,21 +80,37 @@ def main() -> None:
         trained = fit(ref, model_params)
         train_s = time.perf_counter() - start
         baseline = torch_row(trained.model, ref, params.measure)
-        report = quantize(trained.model, ref, Path(tempfile.mkdtemp(prefix="cvops-q-")), params.quantize,
-                          params.measure, params.base.seed)  # fmt: skip
+        report = quantize(
+            trained.model,
+            ref,
+            Path(tempfile.mkdtemp(prefix="cvops-q-")),
+            params.quantize,
+            params.measure,
+            params.base.seed,
+        )
         onnx_rows = [m.model_dump(exclude={"path", "sha256"}) for m in (report.fp32, report.int8) if m]
         speedup = report.speedup_b32()
-        rows.append({"model": name, "pretrained": model_params.train.pretrained, "epochs": model_params.train.epochs,
-                     "train_s": train_s, "artifacts": [baseline, *onnx_rows], "int8_speedup_b32": speedup,
-                     "int8_accuracy_drop": report.fp32.accuracy - report.int8.accuracy if report.int8 else None,
-                     "shipped": report.shipped, "reason": report.reason})  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "pretrained": model_params.train.pretrained,
+                "epochs": model_params.train.epochs,
+                "train_s": train_s,
+                "artifacts": [baseline, *onnx_rows],
+                "int8_speedup_b32": speedup,
+                "int8_accuracy_drop": report.fp32.accuracy - report.int8.accuracy if report.int8 else None,
+                "shipped": report.shipped,
+                "reason": report.reason,
+            }
+        )
 
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; measured on {params.measure.threads} thread(s)",
-        "image_size": ref.image_size, "test_images": sum(ref.counts["test"].values()),
+        "image_size": ref.image_size,
+        "test_images": sum(ref.counts["test"].values()),
         "calibration": f"{params.quantize.calibration_size} train images, {params.quantize.calibration_method}",
         "models": rows,
-    }  # fmt: skip
+    }
     out = REPO / "bench" / "results" / "quantization.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -98,11 +121,15 @@ def main() -> None:
             is_int8 = artifact["format"] == "onnx-int8"
             speedup = f"x{row['int8_speedup_b32']:.2f}" if is_int8 and row["int8_speedup_b32"] else ""
             ships = "yes" if artifact["format"] == row["shipped"] else ""
-            print(f"| {row['model']} | {artifact['format']} | {artifact['accuracy']:.4f} | {artifact['agreement']:.4f} "
-                  f"| {artifact['size_mb']:.2f} | {artifact['latency_ms_b1']:.2f} | {artifact['latency_ms_b32']:.1f} "
-                  f"| {speedup} | {ships} |")  # fmt: skip
-    print(f"\nmachine: {result['machine']}; {result['test_images']} test images at {result['image_size']} px; "
-          f"calibration: {result['calibration']}; JSON: {out.relative_to(REPO)}")  # fmt: skip
+            print(
+                f"| {row['model']} | {artifact['format']} | {artifact['accuracy']:.4f} | {artifact['agreement']:.4f} "
+                f"| {artifact['size_mb']:.2f} | {artifact['latency_ms_b1']:.2f} | {artifact['latency_ms_b32']:.1f} "
+                f"| {speedup} | {ships} |"
+            )
+    print(
+        f"\nmachine: {result['machine']}; {result['test_images']} test images at {result['image_size']} px; "
+        f"calibration: {result['calibration']}; JSON: {out.relative_to(REPO)}"
+    )
 
 
 if __name__ == "__main__":

@@ -98,8 +98,17 @@ def wrk(port: int, body: tuple[Path, str], concurrency: int, seconds: int, scrip
     """One wrk run: throughput, latency percentiles, errors (non-2xx included) and wrk's own CPU share."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
-               f"http://127.0.0.1:{port}"]  # fmt: skip
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+    ]
     env = {**os.environ, "BENCH_BODIES": str(body[0]), "BENCH_CONTENT_TYPE": body[1]}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
@@ -107,17 +116,24 @@ def wrk(port: int, body: tuple[Path, str], concurrency: int, seconds: int, scrip
     line = next(line for line in done.stdout.splitlines() if line.startswith("BENCH "))
     result = json.loads(line.removeprefix("BENCH "))
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return {"concurrency": concurrency, "throughput_rps": result["requests"] / result["seconds"],
-            "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "errors": result["errors"],
-            "requests": result["requests"], "wrk_cpu_share": cpu / (wall * (os.cpu_count() or 1))}  # fmt: skip
+    return {
+        "concurrency": concurrency,
+        "throughput_rps": result["requests"] / result["seconds"],
+        "p50_ms": result["p50_ms"],
+        "p99_ms": result["p99_ms"],
+        "errors": result["errors"],
+        "requests": result["requests"],
+        "wrk_cpu_share": cpu / (wall * (os.cpu_count() or 1)),
+    }
 
 
 @contextmanager
 def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Iterator[None]:
     """A server in its own process group, ready when /readyz (or the OpenAPI page) answers; stopped after."""
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 180
         while not any(_answers(port, path) for path in ("/readyz", "/openapi.json")):
@@ -138,8 +154,14 @@ def _answers(port: int, path: str) -> bool:
         return False
 
 
-def measure(port: int, made: dict[str, tuple[Path, str]], levels: tuple[int, ...], seconds: int, script: Path,
-            kinds: tuple[str, ...] = BODIES) -> list[dict[str, Any]]:  # fmt: skip
+def measure(
+    port: int,
+    made: dict[str, tuple[Path, str]],
+    levels: tuple[int, ...],
+    seconds: int,
+    script: Path,
+    kinds: tuple[str, ...] = BODIES,
+) -> list[dict[str, Any]]:
     wrk(port, made[kinds[0]], 4, 2, script)  # warm-up: every worker loads its model, the batcher starts
     return [{"body": kind, **wrk(port, made[kind], c, seconds, script)} for kind in kinds for c in levels]
 
@@ -167,8 +189,10 @@ def in_process(onnx_path: Path, pngs: list[bytes]) -> dict[str, dict[str, float]
     }
     calls["decode + model, batch 32, 1 thread"] = pipeline
     sizes = {name: int(name.split("batch ")[1].split(",")[0]) for name in calls}
-    return {name: {"ms": latency(done).median, "images_per_s": sizes[name] * 1000 / latency(done).median}
-            for name, done in interleaved_calls(calls, 20).items()}  # fmt: skip
+    return {
+        name: {"ms": latency(done).median, "images_per_s": sizes[name] * 1000 / latency(done).median}
+        for name, done in interleaved_calls(calls, 20).items()
+    }
 
 
 def main() -> None:
@@ -201,12 +225,25 @@ def main() -> None:
         script = folder / "bench.lua"
         script.write_text(WRK_SCRIPT)
         made = bodies(pngs, folder)
-        minimal = [sys.executable, "-m", "uvicorn", "minimal_service:app", "--app-dir", str(REPO / "bench"),
-                   "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+        minimal = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "minimal_service:app",
+            "--app-dir",
+            str(REPO / "bench"),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
         cvops = [sys.executable, "-m", "cvops.cli", "serve", "--version", info.version]
-        subjects = {"minimal FastAPI": (minimal, {"MINIMAL_ONNX": served.onnx_path}),
-                    "cvops, 1 worker": ([*cvops, "--workers", "1"], {}),
-                    "cvops, workers auto": ([*cvops, "--workers", "auto"], {})}  # fmt: skip
+        subjects = {
+            "minimal FastAPI": (minimal, {"MINIMAL_ONNX": served.onnx_path}),
+            "cvops, 1 worker": ([*cvops, "--workers", "1"], {}),
+            "cvops, workers auto": ([*cvops, "--workers", "auto"], {}),
+        }
         for name, (command, extra) in subjects.items():
             port = free_port()
             with server([*command, "--port", str(port)], port, env | extra, results_dir / "serving-server.log"):
@@ -223,9 +260,13 @@ def main() -> None:
 
 
 def rollout_costs(
-    servers: dict[str, list[str]], body: tuple[Path, str], seconds: int, script: Path, env: dict[str, str],
+    servers: dict[str, list[str]],
+    body: tuple[Path, str],
+    seconds: int,
+    script: Path,
+    env: dict[str, str],
     results_dir: Path,
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:  # fmt: skip
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """Every configuration served at once (an idle server costs nothing) and loaded in turns, ROUNDS rounds at
     c=1 and c=32: the median round of each, and each configuration's median ratio to "none" in the same round."""
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {(name, c): [] for name in servers for c in (1, 32)}
@@ -239,8 +280,10 @@ def rollout_costs(
         for _ in range(ROUNDS):
             for (name, c), done in runs.items():
                 done.append(wrk(ports[name], body, c, seconds, script))
-    rows = [{"rollout": name, **sorted(done, key=lambda r: r["throughput_rps"])[ROUNDS // 2]}
-            for (name, _), done in runs.items()]  # fmt: skip
+    rows = [
+        {"rollout": name, **sorted(done, key=lambda r: r["throughput_rps"])[ROUNDS // 2]}
+        for (name, _), done in runs.items()
+    ]
     ratios = {
         f"{name}, c={c}": {
             measure_: float(np.median([r[key] / base[key] for r, base in zip(done, runs["none", c], strict=True)]))
@@ -252,8 +295,15 @@ def rollout_costs(
     return rows, ratios
 
 
-def report(rows: list[dict[str, Any]], costs: list[dict[str, Any]], ratios: dict[str, dict[str, float]],
-           raw: dict[str, dict[str, float]], version: str, onnx: str, size: str) -> None:  # fmt: skip
+def report(
+    rows: list[dict[str, Any]],
+    costs: list[dict[str, Any]],
+    ratios: dict[str, dict[str, float]],
+    raw: dict[str, dict[str, float]],
+    version: str,
+    onnx: str,
+    size: str,
+) -> None:
     def best(subject: str, body: str, c: int) -> dict[str, Any]:
         return next(r for r in rows if r["subject"] == subject and r["body"] == body and r["concurrency"] == c)
 
@@ -270,22 +320,34 @@ def report(rows: list[dict[str, Any]], costs: list[dict[str, Any]], ratios: dict
         "errors": sum(r["errors"] for r in rows + costs),
     }
     summary["rollout"] = ratios
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "version": version, "onnx": onnx,
-              "images": size, "levels": rows, "rollout": costs, "in_process": raw, "summary": summary}  # fmt: skip
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "version": version,
+        "onnx": onnx,
+        "images": size,
+        "levels": rows,
+        "rollout": costs,
+        "in_process": raw,
+        "summary": summary,
+    }
     OUT.write_text(json.dumps(result, indent=2))
     print("| subject | body | concurrency | req/s | p50 ms | p99 ms | errors | wrk CPU |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['subject']} | {r['body']} | {r['concurrency']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.1f} "
-              f"| {r['p99_ms']:.1f} | {r['errors']} | {r['wrk_cpu_share']:.0%} |")  # fmt: skip
+        print(
+            f"| {r['subject']} | {r['body']} | {r['concurrency']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['errors']} | {r['wrk_cpu_share']:.0%} |"
+        )
     print("\n| in process, no HTTP | ms per batch | images/s |\n|---|---|---|")
     for name, r in raw.items():
         print(f"| {name} | {r['ms']:.2f} | {r['images_per_s']:.0f} |")
     print("\n| rollout (cvops, workers auto, raw body) | concurrency | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|")
     for c in costs:
-        print(f"| {c['rollout']} | {c['concurrency']} | {c['throughput_rps']:.0f} | {c['p50_ms']:.1f} | "
-              f"{c['p99_ms']:.1f} | {c['errors']} |")  # fmt: skip
+        print(
+            f"| {c['rollout']} | {c['concurrency']} | {c['throughput_rps']:.0f} | {c['p50_ms']:.1f} | "
+            f"{c['p99_ms']:.1f} | {c['errors']} |"
+        )
     print(f"\nversion {version} ({onnx}), images {size}; summary: {json.dumps(summary, indent=1)}")
     print(f"machine: {result['machine']}; JSON: {OUT.relative_to(REPO)}")
 

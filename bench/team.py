@@ -43,8 +43,9 @@ def checkout(root: Path) -> Path:
 def cvops(root: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI")}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cvops.cli", *args], cwd=root, env=clean | env, capture_output=True,
-                          text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "cvops.cli", *args], cwd=root, env=clean | env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(f"cvops {' '.join(args)} failed in {root}:\n{done.stderr[-3000:]}")
     return time.perf_counter() - start, ANSI.sub("", done.stdout + done.stderr)
@@ -80,17 +81,21 @@ def main() -> None:
     report(walls, step_times, up_s, rounds)
 
 
-def report(walls: dict[str, list[float]], step_times: dict[str, list[dict[str, float]]], up_s: float,
-           rounds: int) -> None:  # fmt: skip
+def report(
+    walls: dict[str, list[float]], step_times: dict[str, list[dict[str, float]]], up_s: float, rounds: int
+) -> None:
     ratio = statistics.median(t / local for t, local in zip(walls["team"], walls["local"], strict=True))
-    median_steps = {name: {step: statistics.median(r[step] for r in runs) for step in runs[0]}
-                    for name, runs in step_times.items()}  # fmt: skip
+    median_steps = {
+        name: {step: statistics.median(r[step] for r in runs) for step in runs[0]} for name, runs in step_times.items()
+    }
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "rounds": rounds, "team_up_s": round(up_s, 1), "ratio_team_over_local": round(ratio, 2),
+        "rounds": rounds,
+        "team_up_s": round(up_s, 1),
+        "ratio_team_over_local": round(ratio, 2),
         "wall_s": {k: [round(v, 1) for v in vs] for k, vs in walls.items()},
         "steps_s": {k: {s: round(v, 2) for s, v in vs.items()} for k, vs in median_steps.items()},
-    }  # fmt: skip
+    }
     out = REPO / "bench" / "results" / "team.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     local, team = median_steps["local"], median_steps["team"]

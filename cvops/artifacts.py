@@ -40,8 +40,13 @@ def resolve(registry: ModelRegistry, selector: str, cache_dir: Path) -> ServedMo
     if not local.is_file():
         target.mkdir(parents=True, exist_ok=True)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
-    served = ServedModel(model_name=registry.name, version=info.version, onnx_path=str(local),
-                         lineage_id=info.run_id, reference_uri=info.tags.get(REFERENCE_TAG))  # fmt: skip
+    served = ServedModel(
+        model_name=registry.name,
+        version=info.version,
+        onnx_path=str(local),
+        lineage_id=info.run_id,
+        reference_uri=info.tags.get(REFERENCE_TAG),
+    )
     if served.reference_uri:  # the service projects embeddings with the very file monitoring compares against
         served.projection_path = str(reference_dir(served, cache_dir) / PROJECTION_FILE)
     return served

@@ -31,8 +31,14 @@ class ImageMatches:
     truths: np.ndarray  # (C,) true boxes per class
 
 
-def match_image(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, true_boxes: np.ndarray,
-                true_labels: np.ndarray, num_classes: int) -> ImageMatches:  # fmt: skip
+def match_image(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    true_boxes: np.ndarray,
+    true_labels: np.ndarray,
+    num_classes: int,
+) -> ImageMatches:
     order = np.argsort(-scores, kind="stable")[:MAX_DETECTIONS]
     boxes, scores, labels = boxes[order].reshape(-1, 4), scores[order], labels[order]
     hits = np.zeros((len(scores), len(IOU_THRESHOLDS)), dtype=bool)
@@ -71,16 +77,21 @@ def mean_ap(matches: list[ImageMatches], num_classes: int) -> float:
         for t in range(len(IOU_THRESHOLDS)):
             envelope = np.maximum.accumulate(precision[::-1, t])[::-1] if len(precision) else precision[:, t]
             at = np.searchsorted(recall[:, t], RECALL_POINTS, side="left")
-            aps.append(float(np.where(at < len(envelope), envelope[np.minimum(at, len(envelope) - 1)], 0.0).mean())
-                       if len(envelope) else 0.0)  # fmt: skip
+            aps.append(
+                float(np.where(at < len(envelope), envelope[np.minimum(at, len(envelope) - 1)], 0.0).mean())
+                if len(envelope)
+                else 0.0
+            )
     return float(np.mean(aps)) if aps else 0.0
 
 
 def bootstrap_map(matches: list[ImageMatches], num_classes: int, seed: int, resamples: int) -> tuple[float, float]:
     """95% percentile interval of mAP over images resampled with replacement."""
     rng = np.random.default_rng(seed)
-    values = [mean_ap([matches[i] for i in rng.integers(0, len(matches), len(matches))], num_classes)
-              for _ in range(resamples)]  # fmt: skip
+    values = [
+        mean_ap([matches[i] for i in rng.integers(0, len(matches), len(matches))], num_classes)
+        for _ in range(resamples)
+    ]
     low, high = np.quantile(values, [0.025, 0.975])
     return float(low), float(high)
 
@@ -94,7 +105,8 @@ def paired_map_difference(
     differences = []
     for _ in range(resamples):
         picked = rng.integers(0, len(candidate), len(candidate))
-        differences.append(mean_ap([candidate[i] for i in picked], num_classes)
-                           - mean_ap([champion[i] for i in picked], num_classes))  # fmt: skip
+        differences.append(
+            mean_ap([candidate[i] for i in picked], num_classes) - mean_ap([champion[i] for i in picked], num_classes)
+        )
     low, high = np.quantile(differences, [0.025, 0.975])
     return mean_ap(candidate, num_classes) - mean_ap(champion, num_classes), float(low), float(high)

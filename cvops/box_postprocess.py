@@ -35,8 +35,15 @@ def decode(offsets: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """FCOS box offsets (left, top, right, bottom, in units of the anchor's size) to x1, y1, x2, y2."""
     centre_x, centre_y = (anchors[:, 0] + anchors[:, 2]) / 2, (anchors[:, 1] + anchors[:, 3]) / 2
     width, height = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
-    return np.stack([centre_x - offsets[:, 0] * width, centre_y - offsets[:, 1] * height,
-                     centre_x + offsets[:, 2] * width, centre_y + offsets[:, 3] * height], axis=1)  # fmt: skip
+    return np.stack(
+        [
+            centre_x - offsets[:, 0] * width,
+            centre_y - offsets[:, 1] * height,
+            centre_x + offsets[:, 2] * width,
+            centre_y + offsets[:, 3] * height,
+        ],
+        axis=1,
+    )
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -55,8 +62,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def postprocess(logits: np.ndarray, offsets: np.ndarray, centerness: np.ndarray, anchors: np.ndarray,
-                level_sizes: list[int], image_size: int, post: PostProcess) -> list[dict[str, np.ndarray]]:  # fmt: skip
+def postprocess(
+    logits: np.ndarray,
+    offsets: np.ndarray,
+    centerness: np.ndarray,
+    anchors: np.ndarray,
+    level_sizes: list[int],
+    image_size: int,
+    post: PostProcess,
+) -> list[dict[str, np.ndarray]]:
     """Detections per image of a batch: boxes (K, 4) float32 in input pixels, scores (K,), labels (K,) int64."""
     bounds = np.cumsum([0, *level_sizes])
     found = []
@@ -75,6 +89,11 @@ def postprocess(logits: np.ndarray, offsets: np.ndarray, centerness: np.ndarray,
         # per-class NMS in one pass: each class's boxes shifted apart so that no two classes overlap
         shifted = all_boxes + (all_labels * (image_size + 1.0))[:, None]
         keep = nms(shifted, all_scores, post.nms_iou)[: post.max_detections]
-        found.append({"boxes": all_boxes[keep].astype(np.float32), "scores": all_scores[keep].astype(np.float32),
-                      "labels": all_labels[keep].astype(np.int64)})  # fmt: skip
+        found.append(
+            {
+                "boxes": all_boxes[keep].astype(np.float32),
+                "scores": all_scores[keep].astype(np.float32),
+                "labels": all_labels[keep].astype(np.int64),
+            }
+        )
     return found

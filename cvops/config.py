@@ -378,8 +378,9 @@ class Params(Section):
     def student(self) -> "Params":
         """The parameters a distilled student trains with: the student's model, weights and epochs in train.*."""
         distill = self.distill
-        train = self.train.model_copy(update={"model": distill.student, "pretrained": distill.pretrained,
-                                              "epochs": distill.epochs})  # fmt: skip
+        train = self.train.model_copy(
+            update={"model": distill.student, "pretrained": distill.pretrained, "epochs": distill.epochs}
+        )
         return self.model_copy(update={"train": train})
 
     def hash(self) -> str:

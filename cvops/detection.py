@@ -108,8 +108,14 @@ class Detector(nn.Module):
         return nn.ModuleList([self.fcos.backbone.fpn, self.fcos.head])
 
 
-def create_detector(name: str, num_classes: int, image_size: int, pretrained: str = NO_PRETRAINED,
-                    fpn_channels: int = 64, head_convs: int = 2) -> Detector:  # fmt: skip
+def create_detector(
+    name: str,
+    num_classes: int,
+    image_size: int,
+    pretrained: str = NO_PRETRAINED,
+    fpn_channels: int = 64,
+    head_convs: int = 2,
+) -> Detector:
     """FCOS on the timm model `name`'s feature stages (with `pretrained` weights, as classification loads them)."""
     whole = create_model(name, 0, pretrained)  # checks the name, loads and checks the weights
     try:
@@ -123,14 +129,22 @@ def create_detector(name: str, num_classes: int, image_size: int, pretrained: st
     sizes = tuple((8 * 2**i,) for i in range(len(FEATURE_LEVELS) + 2))  # one anchor per cell, its level's stride
     anchor_generator = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
     head = FCOSHead(fpn_channels, 1, num_classes, num_convs=head_convs)
-    fcos = FCOS(backbone, num_classes, min_size=image_size, max_size=image_size, anchor_generator=anchor_generator,
-                head=head, topk_candidates=TOPK_CANDIDATES)  # fmt: skip
+    fcos = FCOS(
+        backbone,
+        num_classes,
+        min_size=image_size,
+        max_size=image_size,
+        anchor_generator=anchor_generator,
+        head=head,
+        topk_candidates=TOPK_CANDIDATES,
+    )
     return Detector(fcos, image_size)
 
 
 @torch.no_grad()
-def predict_boxes(model: Detector, inputs: np.ndarray, device: torch.device, post: PostProcess = FOR_MAP,
-                  batch_size: int = 32) -> list[dict[str, np.ndarray]]:  # fmt: skip
+def predict_boxes(
+    model: Detector, inputs: np.ndarray, device: torch.device, post: PostProcess = FOR_MAP, batch_size: int = 32
+) -> list[dict[str, np.ndarray]]:
     """torch detections for normalised inputs (N, 3, S, S): per image boxes (K, 4) in input pixels, scores, labels."""
     model.eval().to(device)
     found = []
@@ -151,16 +165,35 @@ def mean_average_precision(
     logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # it prints its whole table at INFO
     metric = MeanAveragePrecision(iou_type="bbox", class_metrics=True, backend="faster_coco_eval")
     metric.update(
-        [{"boxes": torch.as_tensor(p["boxes"], dtype=torch.float32).reshape(-1, 4),
-          "scores": torch.as_tensor(p["scores"], dtype=torch.float32),
-          "labels": torch.as_tensor(p["labels"], dtype=torch.int64)} for p in predictions],
-        [{"boxes": torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4),
-          "labels": torch.as_tensor(labels, dtype=torch.int64)} for b, labels in truths],
-    )  # fmt: skip
+        [
+            {
+                "boxes": torch.as_tensor(p["boxes"], dtype=torch.float32).reshape(-1, 4),
+                "scores": torch.as_tensor(p["scores"], dtype=torch.float32),
+                "labels": torch.as_tensor(p["labels"], dtype=torch.int64),
+            }
+            for p in predictions
+        ],
+        [
+            {
+                "boxes": torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.as_tensor(labels, dtype=torch.int64),
+            }
+            for b, labels in truths
+        ],
+    )
     result = metric.compute()
-    metrics = {name: float(result[key]) for name, key in (
-        ("map", "map"), ("map_50", "map_50"), ("map_75", "map_75"), ("map_small", "map_small"),
-        ("map_medium", "map_medium"), ("map_large", "map_large"), ("recall", "mar_100"))}  # fmt: skip
+    metrics = {
+        name: float(result[key])
+        for name, key in (
+            ("map", "map"),
+            ("map_50", "map_50"),
+            ("map_75", "map_75"),
+            ("map_small", "map_small"),
+            ("map_medium", "map_medium"),
+            ("map_large", "map_large"),
+            ("recall", "mar_100"),
+        )
+    }
     classes = result["classes"].reshape(-1).tolist()
     per_class_ap = result["map_per_class"].reshape(-1).tolist()
     per_class_recall = result["mar_100_per_class"].reshape(-1).tolist()

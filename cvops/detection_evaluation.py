@@ -51,8 +51,10 @@ def originals(truths: list[BoxSet], rows: pd.DataFrame, size: int) -> list[BoxSe
 
 
 def _matches(found: Found, truths: list[BoxSet], num_classes: int) -> list[ImageMatches]:
-    return [match_image(f["boxes"], f["scores"], f["labels"], boxes, labels, num_classes)
-            for f, (boxes, labels) in zip(found, truths, strict=True)]  # fmt: skip
+    return [
+        match_image(f["boxes"], f["scores"], f["labels"], boxes, labels, num_classes)
+        for f, (boxes, labels) in zip(found, truths, strict=True)
+    ]
 
 
 def _subset_map(found: Found, truths: list[BoxSet], members: np.ndarray, classes: list[str]) -> float:
@@ -60,32 +62,64 @@ def _subset_map(found: Found, truths: list[BoxSet], members: np.ndarray, classes
     return mean_average_precision([found[i] for i in picked], [truths[i] for i in picked], classes)["map"]
 
 
-def detection_slices(found: Found, truths: list[BoxSet], metrics: dict[str, float], rows: pd.DataFrame,
-                     images: np.ndarray, params: EvaluateParams, classes: list[str]) -> list[SliceMetrics]:  # fmt: skip
+def detection_slices(
+    found: Found,
+    truths: list[BoxSet],
+    metrics: dict[str, float],
+    rows: pd.DataFrame,
+    images: np.ndarray,
+    params: EvaluateParams,
+    classes: list[str],
+) -> list[SliceMetrics]:
     """mAP per COCO object size (n: true boxes of that size), per brightness quantile of the images, and per
     value of each `evaluate.slice_by` column the manifest has (n: images)."""
     areas = np.concatenate([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b, _ in truths]) if truths else np.empty(0)
-    slices = [SliceMetrics(attribute="object_size", value=name, n=int(((areas >= low) & (areas < high)).sum()),
-                           mean_ap=metrics[f"map_{name}"])
-              for name, (low, high) in SIZES.items() if metrics[f"map_{name}"] >= 0]  # fmt: skip
+    slices = [
+        SliceMetrics(
+            attribute="object_size",
+            value=name,
+            n=int(((areas >= low) & (areas < high)).sum()),
+            mean_ap=metrics[f"map_{name}"],
+        )
+        for name, (low, high) in SIZES.items()
+        if metrics[f"map_{name}"] >= 0
+    ]
     attributes = {c: rows[c].fillna("unknown").astype(str).to_numpy() for c in params.slice_by if c in rows}
     if params.brightness_slices >= 2:
         level = brightness(images)
         edges = np.quantile(level, np.linspace(0, 1, params.brightness_slices + 1)[1:-1])
-        names = (["dark", "mid", "bright"] if params.brightness_slices == 3
-                 else [f"q{i + 1}" for i in range(params.brightness_slices)])  # fmt: skip
+        names = (
+            ["dark", "mid", "bright"]
+            if params.brightness_slices == 3
+            else [f"q{i + 1}" for i in range(params.brightness_slices)]
+        )
         attributes["brightness"] = np.array(names)[np.searchsorted(edges, level, side="right")]
     for attribute, values in attributes.items():
         for value in sorted(set(values)):
             members = values == value
-            slices.append(SliceMetrics(attribute=attribute, value=str(value), n=int(members.sum()),
-                                       mean_ap=_subset_map(found, truths, members, classes)))  # fmt: skip
+            slices.append(
+                SliceMetrics(
+                    attribute=attribute,
+                    value=str(value),
+                    n=int(members.sum()),
+                    mean_ap=_subset_map(found, truths, members, classes),
+                )
+            )
     return slices
 
 
-def compare_detectors(champion: Champion, ref: DatasetRef, images: np.ndarray, rows: pd.DataFrame,
-                      truths: list[BoxSet], mine: list[ImageMatches], device: torch.device, *, seed: int,
-                      resamples: int) -> ChampionComparison:  # fmt: skip
+def compare_detectors(
+    champion: Champion,
+    ref: DatasetRef,
+    images: np.ndarray,
+    rows: pd.DataFrame,
+    truths: list[BoxSet],
+    mine: list[ImageMatches],
+    device: torch.device,
+    *,
+    seed: int,
+    resamples: int,
+) -> ChampionComparison:
     """The champion scored on the same test images (resized to its input size), and the paired mAP difference."""
     paired = champion_inputs(champion, ref, images)
     if isinstance(paired, ChampionComparison):
@@ -94,14 +128,27 @@ def compare_detectors(champion: Champion, ref: DatasetRef, images: np.ndarray, r
     theirs = _matches(detect_originals(champion.model, images, rows, device), truths, ref.num_classes)  # type: ignore[arg-type]
     difference, low, high = paired_map_difference(mine, theirs, ref.num_classes, seed, resamples)
     return ChampionComparison(
-        champion_version=champion.version, comparable=True, note=note.strip(), n=len(images),
-        candidate_map=mean_ap(mine, ref.num_classes), champion_map=mean_ap(theirs, ref.num_classes),
-        map_difference=difference, difference_ci95_low=low, difference_ci95_high=high,
-    )  # fmt: skip
+        champion_version=champion.version,
+        comparable=True,
+        note=note.strip(),
+        n=len(images),
+        candidate_map=mean_ap(mine, ref.num_classes),
+        champion_map=mean_ap(theirs, ref.num_classes),
+        map_difference=difference,
+        difference_ci95_low=low,
+        difference_ci95_high=high,
+    )
 
 
-def draw_examples(images: np.ndarray, truths: list[BoxSet], found: Found, classes: list[str], path: Path,
-                  score_threshold: float, count: int = EXAMPLES) -> Path:  # fmt: skip
+def draw_examples(
+    images: np.ndarray,
+    truths: list[BoxSet],
+    found: Found,
+    classes: list[str],
+    path: Path,
+    score_threshold: float,
+    count: int = EXAMPLES,
+) -> Path:
     """A grid of test images (the model's input, doubled) with true boxes in green and detections scoring at
     least `score_threshold` in red, labelled with class and score."""
     size = images.shape[1] * 2
@@ -114,8 +161,9 @@ def draw_examples(images: np.ndarray, truths: list[BoxSet], found: Found, classe
         for box in truths[i][0] * 2:
             draw.rectangle(box.tolist(), outline=(0, 200, 0), width=2)
         keep = found[i]["scores"] >= score_threshold
-        for box, label, score in zip(found[i]["boxes"][keep] * 2, found[i]["labels"][keep], found[i]["scores"][keep],
-                                     strict=True):  # fmt: skip
+        for box, label, score in zip(
+            found[i]["boxes"][keep] * 2, found[i]["labels"][keep], found[i]["scores"][keep], strict=True
+        ):
             draw.rectangle(box.tolist(), outline=(230, 0, 0), width=1)
             draw.text((box[0] + 2, box[1] + 1), f"{classes[int(label)]} {score:.2f}", fill=(230, 0, 0))
         sheet.paste(tile, (8 + (i % columns) * (size + 8), 8 + (i // columns) * (size + 8)))
@@ -124,27 +172,42 @@ def draw_examples(images: np.ndarray, truths: list[BoxSet], found: Found, classe
     return path
 
 
-def evaluate_detector(model: Detector, ref: DatasetRef, out_dir: Path, device: torch.device, seed: int,
-                      params: EvaluateParams, measure: MeasureParams, score_threshold: float,
-                      champion: Champion | None = None) -> Evaluation:  # fmt: skip
+def evaluate_detector(
+    model: Detector,
+    ref: DatasetRef,
+    out_dir: Path,
+    device: torch.device,
+    seed: int,
+    params: EvaluateParams,
+    measure: MeasureParams,
+    score_threshold: float,
+    champion: Champion | None = None,
+) -> Evaluation:
     """Every piece of a detector's test-split evidence (`evaluation.evaluate` for classifiers)."""
     images, resized_truths, rows = load_detection_split(ref, "test")
     truths = originals(resized_truths, rows, ref.image_size)
     found = detect_originals(model, images, rows, device)
     metrics = mean_average_precision(found, truths, ref.class_names)
     matches = _matches(found, truths, ref.num_classes)
-    metrics["map_ci95_low"], metrics["map_ci95_high"] = bootstrap_map(matches, ref.num_classes, seed,
-                                                                      params.bootstrap_resamples)  # fmt: skip
+    metrics["map_ci95_low"], metrics["map_ci95_high"] = bootstrap_map(
+        matches, ref.num_classes, seed, params.bootstrap_resamples
+    )
     comparison = None
     if champion is not None:
-        comparison = compare_detectors(champion, ref, images, rows, truths, matches, device, seed=seed,
-                                       resamples=params.bootstrap_resamples)  # fmt: skip
+        comparison = compare_detectors(
+            champion, ref, images, rows, truths, matches, device, seed=seed, resamples=params.bootstrap_resamples
+        )
     scale = _scales(rows, ref.image_size)
     drawn = [{**f, "boxes": f["boxes"] / s} for f, s in zip(found, scale, strict=True)]  # back on the input
     examples = draw_examples(images, resized_truths, drawn, ref.class_names, out_dir / "examples.png", score_threshold)
     return Evaluation(
-        metrics=metrics, class_names=ref.class_names, confusion_matrix_png="", examples_png=str(examples),
-        num_images=len(images), task="detection", champion=comparison,
+        metrics=metrics,
+        class_names=ref.class_names,
+        confusion_matrix_png="",
+        examples_png=str(examples),
+        num_images=len(images),
+        task="detection",
+        champion=comparison,
         slices=detection_slices(found, truths, metrics, rows, images, params, ref.class_names),
         footprint=footprint(model, ref.image_size, device, measure),
-    )  # fmt: skip
+    )

@@ -34,8 +34,15 @@ class Distillation:
         with torch.no_grad():
             taught = images if self.rescale is None else images * self.rescale[0] + self.rescale[1]
             soft_targets = functional.log_softmax(self.teacher(taught) / self.temperature, dim=1)
-        soft = functional.kl_div(functional.log_softmax(logits / self.temperature, dim=1), soft_targets,
-                                 reduction="batchmean", log_target=True) * self.temperature**2  # fmt: skip
+        soft = (
+            functional.kl_div(
+                functional.log_softmax(logits / self.temperature, dim=1),
+                soft_targets,
+                reduction="batchmean",
+                log_target=True,
+            )
+            * self.temperature**2
+        )
         hard = functional.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         loss = self.alpha * soft + (1 - self.alpha) * hard
         return loss, int((logits.argmax(1) == labels).sum().item())
@@ -47,8 +54,9 @@ def _rescale(student: nn.Module, teacher: nn.Module, device: torch.device) -> tu
     (s_mean, s_std), (t_mean, t_std) = normalization(student), normalization(teacher)
     if (s_mean, s_std) == (t_mean, t_std):
         return None
-    s_mean_, s_std_, t_mean_, t_std_ = (torch.tensor(v, device=device).view(1, 3, 1, 1)
-                                        for v in (s_mean, s_std, t_mean, t_std))  # fmt: skip
+    s_mean_, s_std_, t_mean_, t_std_ = (
+        torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (s_mean, s_std, t_mean, t_std)
+    )
     return s_std_ / t_std_, (s_mean_ - t_mean_) / t_std_
 
 
@@ -69,8 +77,21 @@ def distill(
     teacher = teacher.eval().to(device)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
-    objective = Distillation(teacher, params.distill.temperature, params.distill.alpha,
-                             student.train.label_smoothing, _rescale(model, teacher, device))  # fmt: skip
-    return train_model(model, train_set, val_set, student.train, seed=student.base.seed, device=device,
-                       checkpoints=run_checkpoints(ref, student, checkpoint_dir), on_epoch=on_epoch,
-                       objective=objective)  # fmt: skip
+    objective = Distillation(
+        teacher,
+        params.distill.temperature,
+        params.distill.alpha,
+        student.train.label_smoothing,
+        _rescale(model, teacher, device),
+    )
+    return train_model(
+        model,
+        train_set,
+        val_set,
+        student.train,
+        seed=student.base.seed,
+        device=device,
+        checkpoints=run_checkpoints(ref, student, checkpoint_dir),
+        on_epoch=on_epoch,
+        objective=objective,
+    )

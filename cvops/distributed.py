@@ -40,8 +40,11 @@ def ray_session(
     options: dict[str, Any] = {"dashboard_port": 0, "num_cpus": math.ceil(workers * per_worker["CPU"])}
     handler = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address="local" if local else distributed.address, logging_level=logging.WARNING,
-                 **(options if local else {}))  # fmt: skip
+        ray.init(
+            address="local" if local else distributed.address,
+            logging_level=logging.WARNING,
+            **(options if local else {}),
+        )
     except (OSError, RuntimeError, RayError) as err:  # OSError: ConnectionError, TimeoutError, a socket path too long
         ray.shutdown()
         raise ServiceUnavailable(  # a wrong token ends here too, after Ray's retries: it says no more
@@ -56,8 +59,9 @@ def ray_session(
             signal.signal(signal.SIGTERM, handler)  # cvops's clean exit on SIGTERM stays
     try:
         alive = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-        log.info("connected to %s: %g logical CPUs on %d nodes", where, sum(n.get("CPU", 0.0) for n in alive),
-                 len(alive))  # fmt: skip
+        log.info(
+            "connected to %s: %g logical CPUs on %d nodes", where, sum(n.get("CPU", 0.0) for n in alive), len(alive)
+        )
         for resource, amount in per_worker.items():
             _check_room(where, [node.get(resource, 0.0) for node in alive], resource, workers, amount, sized_by)
         yield

@@ -152,10 +152,13 @@ def slice_metrics(
             y_true, y_pred = labels[members], predicted[members]
             slices.append(
                 SliceMetrics(
-                    attribute=attribute, value=str(value), n=int(members.sum()),
-                    accuracy=float(accuracy_score(y_true, y_pred)), macro_f1=macro_f1(y_true, y_pred),
+                    attribute=attribute,
+                    value=str(value),
+                    n=int(members.sum()),
+                    accuracy=float(accuracy_score(y_true, y_pred)),
+                    macro_f1=macro_f1(y_true, y_pred),
                 )
-            )  # fmt: skip
+            )
     return slices
 
 
@@ -187,8 +190,13 @@ def footprint(model: nn.Module, image_size: int, device: torch.device, measure: 
     batch = torch.rand(1, 3, image_size, image_size, device=device)
     with torch.no_grad(), torch_threads(measure.threads):
         measured = latency(interleaved_calls({"torch": lambda: model(batch)}, measure.runs)["torch"])
-    return Footprint(format="torch", size_mb=buffer.getbuffer().nbytes / 2**20, latency_ms=measured.median,
-                     latency_ms_high=measured.high, threads=measure.threads)  # fmt: skip
+    return Footprint(
+        format="torch",
+        size_mb=buffer.getbuffer().nbytes / 2**20,
+        latency_ms=measured.median,
+        latency_ms_high=measured.high,
+        threads=measure.threads,
+    )
 
 
 def champion_inputs(
@@ -198,9 +206,10 @@ def champion_inputs(
     of the pairing; an unpaired comparison when the champion answers with other classes."""
     if champion.class_names != ref.class_names:
         return ChampionComparison(
-            champion_version=champion.version, comparable=False,
+            champion_version=champion.version,
+            comparable=False,
             note=f"the champion predicts other classes ({', '.join(champion.class_names)}); no paired comparison",
-        )  # fmt: skip
+        )
     note = ""
     if champion.image_size != ref.image_size:
         images = np.stack([resize_image(Image.fromarray(image), champion.image_size) for image in images])
@@ -233,9 +242,11 @@ def compare_with_champion(
     theirs = proba.argmax(axis=1)
     recent = {}
     if (in_recent := is_production(manifest)).any():  # production images: the loop's own evidence
-        recent = {"recent_n": int(in_recent.sum()),
-                  "candidate_recent_accuracy": float(np.mean(predicted[in_recent] == labels[in_recent])),
-                  "champion_recent_accuracy": float(np.mean(theirs[in_recent] == labels[in_recent]))}  # fmt: skip
+        recent = {
+            "recent_n": int(in_recent.sum()),
+            "candidate_recent_accuracy": float(np.mean(predicted[in_recent] == labels[in_recent])),
+            "champion_recent_accuracy": float(np.mean(theirs[in_recent] == labels[in_recent])),
+        }
     p_value, only_candidate, only_champion = mcnemar_exact(predicted == labels, theirs == labels)
     difference, low, high = paired_bootstrap_difference(predicted == labels, theirs == labels, seed, resamples)
     comparison = ChampionComparison(
@@ -282,8 +293,9 @@ def evaluate(
             champion, ref, images, labels, predicted, manifest, device, seed=seed, resamples=params.bootstrap_resamples
         )
     png = plot_confusion_matrix(labels, predicted, ref.class_names, out_dir / "confusion_matrix.png")
-    gallery = build_gallery(images, labels, proba, manifest, ref.class_names, params.gallery_per_class, out_dir,
-                            champion_proba)  # fmt: skip
+    gallery = build_gallery(
+        images, labels, proba, manifest, ref.class_names, params.gallery_per_class, out_dir, champion_proba
+    )
     gallery = with_saliency(gallery, model, images, mean, std, device, out_dir)
     metrics = classification_metrics(labels, predicted, ref.class_names)
     metrics["ece"] = expected_calibration_error(proba, labels)

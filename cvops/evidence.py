@@ -38,9 +38,13 @@ def log_quantization(report: QuantizationReport) -> None:
         if artifact is not None:
             mlflow.log_artifact(artifact.path, artifact_path=QUANTIZATION_DIR)
             name = artifact.format.replace("-", "_")
-            mlflow.log_metrics({f"{name}_{k}": getattr(artifact, k) for k in
-                                ("accuracy", "mean_ap", "agreement", "size_mb", "latency_ms_b1", "latency_ms_b32")
-                                if getattr(artifact, k) is not None})  # fmt: skip
+            mlflow.log_metrics(
+                {
+                    f"{name}_{k}": getattr(artifact, k)
+                    for k in ("accuracy", "mean_ap", "agreement", "size_mb", "latency_ms_b1", "latency_ms_b32")
+                    if getattr(artifact, k) is not None
+                }
+            )
     mlflow.log_text(report.model_dump_json(indent=2), QUANTIZATION_FILE)
     mlflow.log_metric("onnx_parity_max_abs_diff", report.parity_max_abs_diff)
     mlflow.set_tag("shipped_format", report.shipped)
@@ -59,8 +63,13 @@ def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str
 def log_reference(summary: "ReferenceSummary") -> None:
     """The monitoring reference folder (table, projection, summary) on the active run."""
     mlflow.log_artifacts(summary.directory, artifact_path=REFERENCE_DIR)
-    mlflow.log_metrics({"reference_rows": summary.rows, "reference_model_rows": summary.model_rows,
-                        "reference_explained_variance": summary.explained_variance})  # fmt: skip
+    mlflow.log_metrics(
+        {
+            "reference_rows": summary.rows,
+            "reference_model_rows": summary.model_rows,
+            "reference_explained_variance": summary.explained_variance,
+        }
+    )
 
 
 def reference_tags(artifact_uri: str, summary: "ReferenceSummary") -> dict[str, str]:

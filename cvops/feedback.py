@@ -158,8 +158,9 @@ def check_labels(target: LogTarget, labels: dict[str, str], classes: list[str]) 
     found = find_requests(target, list(labels))
     if missing := [request_id for request_id in labels if request_id not in found]:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise UnknownRequest(f"unknown request_id {', '.join(missing[:3])}{more}: no answer in the inference log "
-                             "has it")  # fmt: skip
+        raise UnknownRequest(
+            f"unknown request_id {', '.join(missing[:3])}{more}: no answer in the inference log has it"
+        )
     return found
 
 
@@ -167,10 +168,17 @@ def give_feedback(target: LogTarget, labels: dict[str, str], classes: list[str],
     """Record `labels` (request id -> true label) after checking every one (`check_labels`): all or nothing."""
     found = check_labels(target, labels, classes)
     FeedbackStore(target).record(
-        [{"request_id": request_id, "label": label, "source": source,
-          "model_version": found[request_id].get("model_version"), "arm": found[request_id].get("arm")}
-         for request_id, label in labels.items()]
-    )  # fmt: skip
+        [
+            {
+                "request_id": request_id,
+                "label": label,
+                "source": source,
+                "model_version": found[request_id].get("model_version"),
+                "arm": found[request_id].get("arm"),
+            }
+            for request_id, label in labels.items()
+        ]
+    )
     return len(labels)
 
 

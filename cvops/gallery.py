@@ -57,9 +57,14 @@ def build_gallery(
 
     def entry(kind: Kind, row: int) -> GalleryImage:
         answer = int(proba[row].argmax())
-        found = GalleryImage(kind=kind, index=row, path=str(manifest["path"].iloc[row]),
-                             true=class_names[labels[row]], predicted=class_names[answer],
-                             score=float(proba[row, answer]))  # fmt: skip
+        found = GalleryImage(
+            kind=kind,
+            index=row,
+            path=str(manifest["path"].iloc[row]),
+            true=class_names[labels[row]],
+            predicted=class_names[answer],
+            score=float(proba[row, answer]),
+        )
         if kind == "disagree" and champion_proba is not None:
             theirs = int(champion_proba[row].argmax())
             found.champion, found.champion_score = class_names[theirs], float(champion_proba[row, theirs])

@@ -67,8 +67,9 @@ def _recent_gain(champion: ChampionComparison | None, floor: float) -> GateCheck
         return _check(name, None, ">=", floor, "no production images in the test split")
     assert champion.candidate_recent_accuracy is not None and champion.champion_recent_accuracy is not None
     gain = champion.candidate_recent_accuracy - champion.champion_recent_accuracy
-    return _check(f"recent accuracy - champion v{champion.champion_version}", gain, ">=", floor,
-                  f"n={champion.recent_n}")  # fmt: skip
+    return _check(
+        f"recent accuracy - champion v{champion.champion_version}", gain, ">=", floor, f"n={champion.recent_n}"
+    )
 
 
 def _floors(evaluation: Evaluation, params: GateParams) -> list[GateCheck]:
@@ -78,15 +79,24 @@ def _floors(evaluation: Evaluation, params: GateParams) -> list[GateCheck]:
         checks = [_check("mAP", metrics["map"], ">=", params.min_map)]
         for name in evaluation.class_names:
             ap = metrics.get(f"ap_{name}", -1.0)
-            checks.append(_check(f"AP[{name}]", ap if ap >= 0 else None, ">=", params.min_class_ap,
-                                 "" if ap >= 0 else "no test boxes"))  # fmt: skip
+            checks.append(
+                _check(
+                    f"AP[{name}]",
+                    ap if ap >= 0 else None,
+                    ">=",
+                    params.min_class_ap,
+                    "" if ap >= 0 else "no test boxes",
+                )
+            )
         return checks
     return [
         _check("accuracy", metrics["accuracy"], ">=", params.min_accuracy),
         _check("macro_f1", metrics["macro_f1"], ">=", params.min_macro_f1),
-        *(_check(f"recall[{name}]", metrics[f"recall_{name}"], ">=", params.min_class_recall)
-          for name in evaluation.class_names),
-    ]  # fmt: skip
+        *(
+            _check(f"recall[{name}]", metrics[f"recall_{name}"], ">=", params.min_class_recall)
+            for name in evaluation.class_names
+        ),
+    ]
 
 
 def decide(evaluation: Evaluation, params: GateParams, quantization: QuantizationReport | None = None) -> GateDecision:
@@ -103,18 +113,29 @@ def decide(evaluation: Evaluation, params: GateParams, quantization: Quantizatio
         checks.append(_check(f"{headline} - champion", None, ">=", -params.non_inferiority_margin, champion.note))
     else:
         difference = champion.map_difference if detection else champion.accuracy_difference
-        note = (f"paired 95% interval {champion.difference_ci95_low:+.3f} to {champion.difference_ci95_high:+.3f}"
-                if detection else f"McNemar p={champion.mcnemar_p_value:.3g}")  # fmt: skip
-        checks.append(_check(f"{headline} - champion v{champion.champion_version}", difference, ">=",
-                             -params.non_inferiority_margin, note))  # fmt: skip
+        note = (
+            f"paired 95% interval {champion.difference_ci95_low:+.3f} to {champion.difference_ci95_high:+.3f}"
+            if detection
+            else f"McNemar p={champion.mcnemar_p_value:.3g}"
+        )
+        checks.append(
+            _check(
+                f"{headline} - champion v{champion.champion_version}",
+                difference,
+                ">=",
+                -params.non_inferiority_margin,
+                note,
+            )
+        )
     if params.min_recent_gain is not None:
         checks.append(_recent_gain(champion, params.min_recent_gain))
     slice_floor = params.min_slice_map if detection else params.min_slice_accuracy
     for piece in evaluation.slices:
         name = f"slice {piece.attribute}={piece.value} {headline}"
         if piece.n >= params.min_slice_size:
-            checks.append(_check(name, piece.mean_ap if detection else piece.accuracy, ">=", slice_floor,
-                                 f"n={piece.n}"))  # fmt: skip
+            checks.append(
+                _check(name, piece.mean_ap if detection else piece.accuracy, ">=", slice_floor, f"n={piece.n}")
+            )
         else:
             note = f"n={piece.n} < min_slice_size {params.min_slice_size}"
             checks.append(_check(name, None, ">=", slice_floor, note))

@@ -89,9 +89,12 @@ def _log_table(url: str, cutoff: datetime) -> Garbage:
 def reports(project: Project, params: Params, cutoff: datetime) -> Garbage:
     folders = [project.root / params.monitor.reports, project.reports_dir / "live"]
     old = sorted(
-        run for folder in folders if folder.is_dir() for run in folder.iterdir()
+        run
+        for folder in folders
+        if folder.is_dir()
+        for run in folder.iterdir()
         if run.is_dir() and datetime.fromtimestamp(run.stat().st_mtime, UTC) < cutoff
-    )  # fmt: skip
+    )
     items = [str(run.relative_to(project.root)) for run in old]
     return Garbage("monitoring and live reports", items, _each(shutil.rmtree, old))
 
@@ -148,8 +151,12 @@ ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)  # the versions these name keep their
 
 def collect(project: Project, params: Params, cutoff: datetime, aliased: set[str]) -> list[Garbage]:
     """Everything past retention: files older than `cutoff`, bentos of versions not in `aliased`."""
-    found = [captures(project, params, cutoff), inference_log(project, params, cutoff),
-             reports(project, params, cutoff), bentos(project, params, aliased)]  # fmt: skip
+    found = [
+        captures(project, params, cutoff),
+        inference_log(project, params, cutoff),
+        reports(project, params, cutoff),
+        bentos(project, params, aliased),
+    ]
     if (project.root / ".dvc").is_dir():
         found.append(dvc_cache(project))
     return found

@@ -28,13 +28,17 @@ class Identity:
         """The user's permission on the registered model, as the server resolves it (READ, EDIT, MANAGE...)."""
         if self.is_admin:
             return MANAGE
-        query = urllib.parse.urlencode({"username": self.user, "resource_type": "registered_model",
-                                        "resource_id": model_name})  # fmt: skip
-        status, answer = http_json("GET", f"{self.server}/api/3.0/mlflow/users/permissions/get?{query}",
-                                   auth=(self.user, self.password))  # fmt: skip
+        query = urllib.parse.urlencode(
+            {"username": self.user, "resource_type": "registered_model", "resource_id": model_name}
+        )
+        status, answer = http_json(
+            "GET", f"{self.server}/api/3.0/mlflow/users/permissions/get?{query}", auth=(self.user, self.password)
+        )
         if status != 200:
-            raise PromotionRefusedError(f"the MLflow server did not say what '{self.user}' may do on {model_name} "
-                                        f"({status}: {answer.get('message', '')})")  # fmt: skip
+            raise PromotionRefusedError(
+                f"the MLflow server did not say what '{self.user}' may do on {model_name} "
+                f"({status}: {answer.get('message', '')})"
+            )
         return str(answer.get("permission", "NO_PERMISSIONS"))
 
 
@@ -56,10 +60,13 @@ def current_identity(tracking_uri: str) -> Identity | None:
         return None  # no authentication on this server: anyone may type any name
     if status == 401:
         who = f"user '{creds.username}'" if creds.username else "no user"
-        raise PromotionRefusedError(f"the MLflow server {server} refused {who}: set MLFLOW_TRACKING_USERNAME and "
-                                    "MLFLOW_TRACKING_PASSWORD to your MLflow account (.team/users.env)")  # fmt: skip
+        raise PromotionRefusedError(
+            f"the MLflow server {server} refused {who}: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD to your MLflow account (.team/users.env)"
+        )
     if status != 200:
         raise PromotionRefusedError(f"the MLflow server {server} answered {status} when asked who you are")
     user = answer["user"]
-    return Identity(user=user["username"], is_admin=bool(user.get("is_admin")), server=server,
-                    password=creds.password or "")  # fmt: skip
+    return Identity(
+        user=user["username"], is_admin=bool(user.get("is_admin")), server=server, password=creds.password or ""
+    )

@@ -44,8 +44,10 @@ def unlabelled_captures(project: Project, params: Params) -> pd.DataFrame:
     kept = datetime.now(UTC) - timedelta(days=params.serve.capture.retention_days + 1)
     rows = read_inference_log(project.inference_log(params.serve), since=kept, answers=True)
     if CAPTURE not in rows or rows[CAPTURE].isna().all():
-        raise DataError("no captured images: turn capture on (serve.capture.fraction or serve.capture.below_confidence,"
-                        " e.g. `cvops serve -S serve.capture.below_confidence=0.6`) and send traffic")  # fmt: skip
+        raise DataError(
+            "no captured images: turn capture on (serve.capture.fraction or serve.capture.below_confidence,"
+            " e.g. `cvops serve -S serve.capture.below_confidence=0.6`) and send traffic"
+        )
     captured = rows[rows[CAPTURE].notna()].drop_duplicates("request_id", keep="last")
     known = set(FeedbackStore(project.inference_log(params.serve)).labels())
     known |= set(read_production(project.production_dir)["request_id"].astype(str))
@@ -115,20 +117,36 @@ def write_queue(chosen: pd.DataFrame, store: CaptureStore, out_dir: Path, classe
         for row in chosen.to_dict("records"):
             image = f"images/{Path(str(row[CAPTURE])).name}"
             (staging / image).write_bytes(store.read(str(row[CAPTURE])))
-            tasks.append({"request_id": row["request_id"], "image": image, "predicted": row["label"],
-                          "score": row["score"]})  # fmt: skip
+            tasks.append(
+                {"request_id": row["request_id"], "image": image, "predicted": row["label"], "score": row["score"]}
+            )
             local = f"/data/local-files/?d={(out_dir / image).resolve()}"  # Label Studio's local-files storage
-            studio.append({
-                "data": {"image": local, "request_id": row["request_id"]},
-                "predictions": [{"model_version": str(row.get("model_version", "")), "score": float(row["score"]),
-                                 "result": [{"from_name": "label", "to_name": "image", "type": "choices",
-                                             "value": {"choices": [row["label"]]}}]}],
-            })  # fmt: skip
+            studio.append(
+                {
+                    "data": {"image": local, "request_id": row["request_id"]},
+                    "predictions": [
+                        {
+                            "model_version": str(row.get("model_version", "")),
+                            "score": float(row["score"]),
+                            "result": [
+                                {
+                                    "from_name": "label",
+                                    "to_name": "image",
+                                    "type": "choices",
+                                    "value": {"choices": [row["label"]]},
+                                }
+                            ],
+                        }
+                    ],
+                }
+            )
         pd.DataFrame(tasks, columns=["request_id", "image", "predicted", "score"]).to_csv(staging / TASKS, index=False)
         (staging / LABEL_STUDIO).write_text(json.dumps(studio, indent=1))
         choices = "".join(f'<Choice value="{escape(name)}"/>' for name in classes)
-        (staging / LABEL_CONFIG).write_text(f'<View><Image name="image" value="$image"/><Choices name="label" '
-                                            f'toName="image" choice="single">{choices}</Choices></View>\n')  # fmt: skip
+        (staging / LABEL_CONFIG).write_text(
+            f'<View><Image name="image" value="$image"/><Choices name="label" '
+            f'toName="image" choice="single">{choices}</Choices></View>\n'
+        )
         staging.rename(out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -179,8 +197,10 @@ def read_labels(path: Path) -> dict[str, Labelled]:
             labeller = who.get("email", "") if isinstance(who, dict) else str(who or "")
             labels[str(request_id)] = Labelled(str(choices[0]), labeller)
     if not labels:
-        raise FeedbackError(f"{path} holds no completed annotation with a request_id: export the labelled tasks "
-                            "of a `cvops labels queue` batch from Label Studio as JSON")  # fmt: skip
+        raise FeedbackError(
+            f"{path} holds no completed annotation with a request_id: export the labelled tasks "
+            "of a `cvops labels queue` batch from Label Studio as JSON"
+        )
     return labels
 
 
@@ -193,8 +213,9 @@ def check_image(data: bytes, where: str, params: ValidateParams) -> None:
         raise DataInvalidError(f"{where} does not decode ({type(err).__name__}): nothing imported") from err
     sized = params.min_size <= min(width, height) and max(width, height) <= params.max_size
     if mode not in params.allowed_modes or not sized:
-        raise DataInvalidError(f"{where}: {width}x{height} {mode} fails validate.allowed_modes / min_size / max_size; "
-                               "nothing imported")  # fmt: skip
+        raise DataInvalidError(
+            f"{where}: {width}x{height} {mode} fails validate.allowed_modes / min_size / max_size; nothing imported"
+        )
 
 
 @dataclass
@@ -217,8 +238,10 @@ def import_labels(project: Project, params: Params, path: Path) -> LabelImport:
     found = check_labels(project.inference_log(params.serve), {i: given.label for i, given in labels.items()}, classes)
     if uncaptured := [i for i in labels if not found[i].get(CAPTURE)]:
         more = f" (and {len(uncaptured) - 1} more)" if uncaptured[1:] else ""
-        raise FeedbackError(f"request {uncaptured[0]} was never captured{more}: only captured images can join the "
-                            "data; give its label as feedback instead (`cvops feedback import`)")  # fmt: skip
+        raise FeedbackError(
+            f"request {uncaptured[0]} was never captured{more}: only captured images can join the "
+            "data; give its label as feedback instead (`cvops feedback import`)"
+        )
     store = CaptureStore(project.capture_store(params.serve))
     inbox_ready(project)
     inbox = read_production(project.production_dir)
@@ -229,8 +252,10 @@ def import_labels(project: Project, params: Params, path: Path) -> LabelImport:
         try:
             data = store.read(key)
         except FileNotFoundError as err:
-            raise FeedbackError(f"the capture of request {request_id} ({key}) is gone (`cvops gc` deletes captures "
-                                "after serve.capture.retention_days): nothing imported") from err  # fmt: skip
+            raise FeedbackError(
+                f"the capture of request {request_id} ({key}) is gone (`cvops gc` deletes captures "
+                "after serve.capture.retention_days): nothing imported"
+            ) from err
         digest = sha256_bytes(data)
         if digest in known:
             duplicates.append(request_id)
@@ -239,10 +264,19 @@ def import_labels(project: Project, params: Params, path: Path) -> LabelImport:
         known.add(digest)
         relative = f"{given.label}/{Path(key).name}"
         files[relative] = data
-        rows.append({"path": relative, "label": given.label, "sha256": digest, SOURCE_COLUMN: PRODUCTION,
-                     "request_id": request_id, "captured_at": found[request_id].get("timestamp", ""),
-                     "labeller": given.labeller, "model_version": found[request_id].get("model_version", ""),
-                     "predicted": found[request_id].get("label", "")})  # fmt: skip
+        rows.append(
+            {
+                "path": relative,
+                "label": given.label,
+                "sha256": digest,
+                SOURCE_COLUMN: PRODUCTION,
+                "request_id": request_id,
+                "captured_at": found[request_id].get("timestamp", ""),
+                "labeller": given.labeller,
+                "model_version": found[request_id].get("model_version", ""),
+                "predicted": found[request_id].get("label", ""),
+            }
+        )
     if rows:
         _add_to_inbox(project.production_dir, pd.concat([inbox, pd.DataFrame(rows, columns=COLUMNS)]), files)
         track_inbox(project)

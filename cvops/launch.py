@@ -67,9 +67,13 @@ def step_error(failure: RuntimeError) -> Exception:
 
 
 def run_pipeline(
-    pipeline: Any, project: Project, experiment: str, run_name: str | None = None, config: Path | None = None,
+    pipeline: Any,
+    project: Project,
+    experiment: str,
+    run_name: str | None = None,
+    config: Path | None = None,
     **inputs: Any,
-) -> Any:  # fmt: skip
+) -> Any:
     """Run `pipeline` with its MLflow logging in `experiment` (created under the checkout's store if new) and
     the ZenML run configuration `config`, if any: the run, or None when a remote orchestrator took it."""
     from cvops.tracking import use_project_store
@@ -130,12 +134,15 @@ def train(
     reproduce(project, "prepare")
     result = _training_run(project, params, run_name, config, resume=resume, trigger=trigger)
     if result is None and params.distill.enabled:
-        log.warning("distill.enabled: no student was trained: it trains in this process after its teacher's run, "
-                    "and a remote orchestrator took the teacher's")  # fmt: skip
+        log.warning(
+            "distill.enabled: no student was trained: it trains in this process after its teacher's run, "
+            "and a remote orchestrator took the teacher's"
+        )
     if result is not None and params.distill.enabled:
         tags = (trigger or {}) | {DISTILLED_FROM_TAG: result.version}
-        result.student = _training_run(project, params, run_name and f"{run_name}-student", config, trigger=tags,
-                                       teacher=result.trained)  # fmt: skip
+        result.student = _training_run(
+            project, params, run_name and f"{run_name}-student", config, trigger=tags, teacher=result.trained
+        )
     return result
 
 
@@ -193,7 +200,14 @@ def launch_batch_inference(
     location = input_location(input_value)
     use_project_store(project, params.mlflow.experiment)
     resolve(ModelRegistry.of(project, params.registry.model_name), selector, project.onnx_cache)  # fail here
-    run = run_pipeline(batch_inference, project, params.mlflow.experiment, config=config,
-                       location=location, output=str(output.resolve()), selector=selector,
-                       params=params)  # fmt: skip
+    run = run_pipeline(
+        batch_inference,
+        project,
+        params.mlflow.experiment,
+        config=config,
+        location=location,
+        output=str(output.resolve()),
+        selector=selector,
+        params=params,
+    )
     return None if run is None else run.steps["batch_predict"].outputs["counts"][0].load()

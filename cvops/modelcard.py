@@ -57,8 +57,10 @@ def _quality_notes(evaluation: Evaluation) -> list[str]:
     m = evaluation.metrics
     if evaluation.task == "detection":
         scored = [name for name in evaluation.class_names if m.get(f"ap_{name}", -1.0) >= 0]
-        notes = [f"Test mAP@[.5:.95] is known only to within {m['map_ci95_low']:.3f}-{m['map_ci95_high']:.3f} "
-                 "(95% bootstrap interval over images)."]  # fmt: skip
+        notes = [
+            f"Test mAP@[.5:.95] is known only to within {m['map_ci95_low']:.3f}-{m['map_ci95_high']:.3f} "
+            "(95% bootstrap interval over images)."
+        ]
         if scored:
             worst = min(scored, key=lambda name: m[f"ap_{name}"])
             notes.append(f"Weakest class: `{worst}` (AP {m[f'ap_{worst}']:.3f}, recall {m[f'recall_{worst}']:.3f}).")
@@ -119,10 +121,15 @@ def _detection_metrics(card: ModelCard, picture: Source) -> list[str]:
         ["mAP@.75", f"{m['map_75']:.4f}", ""],
         ["recall (100 boxes an image)", f"{m['recall']:.4f}", ""],
     ]
-    rows += [[f"mAP, {size} objects", f"{m[f'map_{size}']:.4f}", ""] for size in ("small", "medium", "large")
-             if m[f"map_{size}"] >= 0]  # fmt: skip
-    per_class = [[c, *(f"{m[f'{k}_{c}']:.4f}" if m.get(f"{k}_{c}", -1.0) >= 0 else "no test boxes"
-                       for k in ("ap", "recall"))] for c in card.dataset.class_names]  # fmt: skip
+    rows += [
+        [f"mAP, {size} objects", f"{m[f'map_{size}']:.4f}", ""]
+        for size in ("small", "medium", "large")
+        if m[f"map_{size}"] >= 0
+    ]
+    per_class = [
+        [c, *(f"{m[f'{k}_{c}']:.4f}" if m.get(f"{k}_{c}", -1.0) >= 0 else "no test boxes" for k in ("ap", "recall"))]
+        for c in card.dataset.class_names
+    ]
     return [
         *_data(card),
         "## Metrics (test split, COCO, in the original images' pixels)",
@@ -164,12 +171,21 @@ def _growth(card: ModelCard) -> list[str]:
     if not card.growth:
         return []
     classes = card.dataset.class_names
-    rows = [[f"`{version[:8] or 'unversioned'}`", source, *(str(counts.get(c, 0)) for c in classes),
-             str(sum(counts.values()))]
-            for version, sources in card.growth.items() for source, counts in sources.items()]  # fmt: skip
-    return ["How the data grew (images in train, val and test per data version, source and class; production: "
-            "labelled production images, `cvops labels import`):",
-            _table(["data version", "source", *classes, "total"], rows)]  # fmt: skip
+    rows = [
+        [
+            f"`{version[:8] or 'unversioned'}`",
+            source,
+            *(str(counts.get(c, 0)) for c in classes),
+            str(sum(counts.values())),
+        ]
+        for version, sources in card.growth.items()
+        for source, counts in sources.items()
+    ]
+    return [
+        "How the data grew (images in train, val and test per data version, source and class; production: "
+        "labelled production images, `cvops labels import`):",
+        _table(["data version", "source", *classes, "total"], rows),
+    ]
 
 
 def _slices_and_behaviour(evaluation: Evaluation) -> list[str]:
@@ -198,8 +214,11 @@ def _errors(evaluation: Evaluation, picture: Source) -> list[str]:
         return []
     if not gallery.images:
         return ["## Errors", "No gallery (evaluate.gallery_per_class is 0)."]
-    parts = ["## Errors", f"Up to {gallery.per_class} test images per true class of each kind, with the "
-             "model's answer and score (its probability for that answer)."]  # fmt: skip
+    parts = [
+        "## Errors",
+        f"Up to {gallery.per_class} test images per true class of each kind, with the "
+        "model's answer and score (its probability for that answer).",
+    ]
     for kind, title in KIND_TITLES.items():
         chosen = gallery.of(kind)
         if kind == "disagree" and not chosen:
@@ -207,14 +226,21 @@ def _errors(evaluation: Evaluation, picture: Source) -> list[str]:
         parts.append(f"**{title.capitalize()}** ({len(chosen)}):")
         if chosen:
             parts.append(f"![{title}]({picture(Path(gallery.sheets[kind]).name)})")
-            rows = [[f"`{image.path}`", image.true, f"{image.predicted} ({image.score:.2f})",
-                     *([f"{image.champion} ({image.champion_score:.2f})"] if kind == "disagree" else [])]
-                    for image in chosen]  # fmt: skip
+            rows = [
+                [
+                    f"`{image.path}`",
+                    image.true,
+                    f"{image.predicted} ({image.score:.2f})",
+                    *([f"{image.champion} ({image.champion_score:.2f})"] if kind == "disagree" else []),
+                ]
+                for image in chosen
+            ]
             champion = ["champion"] if kind == "disagree" else []
             parts.append(_table(["image", "true", "this version", *champion], rows))
         else:
-            parts.append("none: the model gets every test image of these classes " +
-                         ("right." if kind == "wrong" else "wrong."))  # fmt: skip
+            parts.append(
+                "none: the model gets every test image of these classes " + ("right." if kind == "wrong" else "wrong.")
+            )
     return parts
 
 
@@ -225,10 +251,15 @@ def _saliency(evaluation: Evaluation, picture: Source) -> list[str]:
         return []
     if gallery.saliency_note:
         return ["## Saliency", f"No saliency maps: {gallery.saliency_note}."]
-    parts = ["## Saliency", f"Grad-CAM on `{gallery.saliency_layer}` for the class the model predicts, over the "
-             "Errors section's images: red where the evidence for its answer lies, blue where none does."]  # fmt: skip
-    parts += [f"**{KIND_TITLES[kind].capitalize()}:**\n\n![Grad-CAM, {KIND_TITLES[kind]}]({picture(Path(sheet).name)})"
-              for kind, sheet in gallery.saliency.items()]  # fmt: skip
+    parts = [
+        "## Saliency",
+        f"Grad-CAM on `{gallery.saliency_layer}` for the class the model predicts, over the "
+        "Errors section's images: red where the evidence for its answer lies, blue where none does.",
+    ]
+    parts += [
+        f"**{KIND_TITLES[kind].capitalize()}:**\n\n![Grad-CAM, {KIND_TITLES[kind]}]({picture(Path(sheet).name)})"
+        for kind, sheet in gallery.saliency.items()
+    ]
     return parts
 
 
@@ -236,10 +267,17 @@ def _deployment(q: QuantizationReport | None) -> list[str]:
     if q is None:
         return []
     rows = [
-        [m.format, f"{m.score:.4f}", f"{m.agreement:.4f}", f"{m.size_mb:.2f}", f"{m.latency_ms_b1:.2f}",
-         f"{m.latency_ms_b32:.2f}"]
-        for m in (q.fp32, q.int8) if m is not None
-    ]  # fmt: skip
+        [
+            m.format,
+            f"{m.score:.4f}",
+            f"{m.agreement:.4f}",
+            f"{m.size_mb:.2f}",
+            f"{m.latency_ms_b1:.2f}",
+            f"{m.latency_ms_b32:.2f}",
+        ]
+        for m in (q.fp32, q.int8)
+        if m is not None
+    ]
     return [
         "## Deployment artifact",
         f"Ships **{q.shipped}** ({q.reason}). ONNX fp32 matches torch to {q.parity_max_abs_diff:.1e} in the "
@@ -256,8 +294,10 @@ def _distillation(card: ModelCard) -> list[str]:
     if teacher is None:
         return []
     models = [(teacher.evaluation, teacher.quantization), (card.evaluation, card.quantization)]
-    rows = [["test accuracy", *(f"{e.metrics['accuracy']:.4f}" for e, _ in models)],
-            ["ships", *(q.shipped if q else "not exported" for _, q in models)]]  # fmt: skip
+    rows = [
+        ["test accuracy", *(f"{e.metrics['accuracy']:.4f}" for e, _ in models)],
+        ["ships", *(q.shipped if q else "not exported" for _, q in models)],
+    ]
     for name, field in (("size MB", "size_mb"), ("batch 1 ms", "latency_ms_b1"), ("batch 32 ms", "latency_ms_b32")):
         rows.append([name, *(f"{getattr(q.shipped_artifact, field):.2f}" if q else "" for _, q in models)])
     header = f"this version ({card.trained.architecture})"
@@ -281,9 +321,12 @@ def _comparison(comparison: ChampionComparison | None) -> list[str]:
         rows = [
             ["accuracy", f"{comparison.candidate_accuracy:.4f}", f"{comparison.champion_accuracy:.4f}"],
             ["macro-F1", f"{comparison.candidate_macro_f1:.4f}", f"{comparison.champion_macro_f1:.4f}"],
-            ["right where the other is wrong", str(comparison.only_candidate_correct),
-             str(comparison.only_champion_correct)],
-        ]  # fmt: skip
+            [
+                "right where the other is wrong",
+                str(comparison.only_candidate_correct),
+                str(comparison.only_champion_correct),
+            ],
+        ]
         parts.append(_table(["", "this version", f"champion v{comparison.champion_version}"], rows))
     return [*parts, comparison.describe()]
 
@@ -295,8 +338,11 @@ def render_markdown(card: ModelCard, picture: Source = str) -> str:
     classes = ", ".join(f"`{c}`" for c in dataset.class_names)
     detector = card.evaluation.task == "detection"
     kind = "object detector (FCOS)" if detector else "image classifier"
-    does = (f"Finds and boxes {classes} in images like those of the `{card.data_source}` dataset" if detector
-            else f"Sorts images like those of the `{card.data_source}` dataset into {classes}")  # fmt: skip
+    does = (
+        f"Finds and boxes {classes} in images like those of the `{card.data_source}` dataset"
+        if detector
+        else f"Sorts images like those of the `{card.data_source}` dataset into {classes}"
+    )
     parts = [
         f"# Model card: {card.model_name} version {card.version}",
         f"`{trained.architecture}` {kind}, {dataset.image_size}x{dataset.image_size} px input, "

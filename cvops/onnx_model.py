@@ -78,9 +78,11 @@ def output_names(onnx_session: "onnxruntime.InferenceSession") -> list[str]:
 
 
 def predict_outputs(
-    onnx_session: "onnxruntime.InferenceSession", inputs: np.ndarray, batch_size: int = 64,
+    onnx_session: "onnxruntime.InferenceSession",
+    inputs: np.ndarray,
+    batch_size: int = 64,
     names: list[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits and, when the file has that output, embeddings; `names`: output_names, when known already."""
     names = names or output_names(onnx_session)
     chunks = [onnx_session.run(names, {INPUT: inputs[i : i + batch_size]}) for i in range(0, len(inputs), batch_size)]

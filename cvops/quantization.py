@@ -94,9 +94,14 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> P
     ):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), input_names=[INPUT], output_names=outputs, dynamo=True, verbose=False,
+            model,
+            (example,),
+            input_names=[INPUT],
+            output_names=outputs,
+            dynamo=True,
+            verbose=False,
             dynamic_shapes=({0: torch.export.Dim("batch")},),
-        )  # fmt: skip
+        )
     if program is None:
         raise ModelError("the ONNX exporter returned nothing")
     proto = program.model_proto
@@ -137,11 +142,19 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray, met
         # tensor, with a warning per calibration batch on the root logger
         with quiet("", level=logging.ERROR):
             quantize_static(
-                str(prepared), str(int8_path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                  "percentile": CalibrationMethod.Percentile}[method],
-            )  # fmt: skip
+                str(prepared),
+                str(int8_path),
+                _Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method={
+                    "minmax": CalibrationMethod.MinMax,
+                    "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile,
+                }[method],
+            )
     finally:
         prepared.unlink(missing_ok=True)
     import onnx
@@ -177,10 +190,16 @@ def measure(
     for fmt, (path, quality) in qualities.items():
         b1_ms, b32_ms = latency(single[fmt]), latency(batched[fmt])
         measured[fmt] = OnnxMeasurement(
-            format=fmt, path=str(path), sha256=sha256(path), size_mb=path.stat().st_size / 2**20, **quality,
-            latency_ms_b1=b1_ms.median, latency_ms_b1_high=b1_ms.high,
-            latency_ms_b32=b32_ms.median, latency_ms_b32_high=b32_ms.high,
-        )  # fmt: skip
+            format=fmt,
+            path=str(path),
+            sha256=sha256(path),
+            size_mb=path.stat().st_size / 2**20,
+            **quality,
+            latency_ms_b1=b1_ms.median,
+            latency_ms_b1_high=b1_ms.high,
+            latency_ms_b32=b32_ms.median,
+            latency_ms_b32_high=b32_ms.high,
+        )
     both = "onnx-int8" in batched
     return measured, ratio(batched["onnx-fp32"], batched["onnx-int8"]) if both else None
 
@@ -225,8 +244,9 @@ def quantize(
     images, labels, _ = load_split(ref, "test")
     inputs = model_inputs(images, mean, std)
     with torch.no_grad():
-        torch_logits = torch.cat([model.cpu().eval()(torch.from_numpy(inputs[i : i + 64]))
-                                  for i in range(0, len(inputs), 64)]).numpy()  # fmt: skip
+        torch_logits = torch.cat(
+            [model.cpu().eval()(torch.from_numpy(inputs[i : i + 64])) for i in range(0, len(inputs), 64)]
+        ).numpy()
     torch_predicted = torch_logits.argmax(axis=1)
     predictions: dict[Format, tuple[Path, np.ndarray]] = {
         "onnx-fp32": (fp32_path, predict_logits(session(fp32_path), inputs))
@@ -235,22 +255,35 @@ def quantize(
     ids: list[str] = []
     if params.enabled:
         calibration, ids = calibration_subset(ref, params.calibration_size, seed)
-        int8_path = quantize_int8(fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std),
-                                  params.calibration_method)  # fmt: skip
+        int8_path = quantize_int8(
+            fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std), params.calibration_method
+        )
         predictions["onnx-int8"] = (int8_path, predict_logits(session(int8_path), inputs))
-    qualities = {fmt: (path, {"accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
-                              "agreement": float(np.mean(logits.argmax(axis=1) == torch_predicted))})
-                 for fmt, (path, logits) in predictions.items()}  # fmt: skip
+    qualities = {
+        fmt: (
+            path,
+            {
+                "accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
+                "agreement": float(np.mean(logits.argmax(axis=1) == torch_predicted)),
+            },
+        )
+        for fmt, (path, logits) in predictions.items()
+    }
     measured, speedup = measure(qualities, inputs, measure_params, [OUTPUT])
     shipped, reason = choose(measured["onnx-fp32"], measured.get("onnx-int8"), params, speedup)
     report = QuantizationReport(
-        fp32=measured["onnx-fp32"], int8=measured.get("onnx-int8"),
-        torch_accuracy=float(np.mean(torch_predicted == labels)), parity_max_abs_diff=difference,
-        calibration_method=params.calibration_method, calibration_ids=ids,
-        threads=measure_params.threads, shipped=shipped, reason=reason,
+        fp32=measured["onnx-fp32"],
+        int8=measured.get("onnx-int8"),
+        torch_accuracy=float(np.mean(torch_predicted == labels)),
+        parity_max_abs_diff=difference,
+        calibration_method=params.calibration_method,
+        calibration_ids=ids,
+        threads=measure_params.threads,
+        shipped=shipped,
+        reason=reason,
         speedup_b32_range=(speedup.low, speedup.high) if speedup else None,
         paired_speedup_b32=speedup.median if speedup else None,
-    )  # fmt: skip
+    )
     return _written(report, out_dir)
 
 
@@ -261,15 +294,17 @@ def _written(report: QuantizationReport, out_dir: Path) -> QuantizationReport:
     return report
 
 
-def onnx_detections(onnx_session: Any, inputs: np.ndarray, preprocessing: Preprocessing,
-                    post: PostProcess = FOR_MAP) -> list[dict[str, np.ndarray]]:  # fmt: skip
+def onnx_detections(
+    onnx_session: Any, inputs: np.ndarray, preprocessing: Preprocessing, post: PostProcess = FOR_MAP
+) -> list[dict[str, np.ndarray]]:
     """A detector file's detections on normalised inputs, post-processed in numpy (as serving does)."""
     (logits, offsets, centerness, anchors), _ = detect_outputs(onnx_session, inputs)
     return postprocess(logits, offsets, centerness, anchors, preprocessing.level_sizes, preprocessing.image_size, post)
 
 
-def box_agreement(found: list[dict[str, np.ndarray]], reference: list[dict[str, np.ndarray]],
-                  min_iou: float = PARITY_IOU) -> tuple[float, float]:  # fmt: skip
+def box_agreement(
+    found: list[dict[str, np.ndarray]], reference: list[dict[str, np.ndarray]], min_iou: float = PARITY_IOU
+) -> tuple[float, float]:
     """The share of `reference`'s boxes that `found` has too (same class, IoU >= `min_iou`, best match each),
     and the largest score difference of those matched."""
     matched, total, worst = 0, 0, 0.0
@@ -287,16 +322,23 @@ def box_agreement(found: list[dict[str, np.ndarray]], reference: list[dict[str, 
     return (matched / total if total else 1.0), worst
 
 
-def quantize_detector(model: Detector, ref: DatasetRef, out_dir: Path, params: QuantizeParams,
-                      measure_params: MeasureParams, seed: int) -> QuantizationReport:  # fmt: skip
+def quantize_detector(
+    model: Detector, ref: DatasetRef, out_dir: Path, params: QuantizeParams, measure_params: MeasureParams, seed: int
+) -> QuantizationReport:
     """`quantize` for a detector: its fp32 file must find the torch model's boxes (numpy post-processing on
     the ONNX outputs against torchvision's on the torch outputs), and int8 ships on the mAP drop and speed-up."""
     from cvops.detection import mean_average_precision, predict_boxes
     from cvops.detection_evaluation import found_in_originals, originals
 
     mean, std = normalization(model)
-    preprocessing = Preprocessing(image_size=ref.image_size, mean=mean, std=std, class_names=ref.class_names,
-                                  task="detection", level_sizes=model.level_sizes)  # fmt: skip
+    preprocessing = Preprocessing(
+        image_size=ref.image_size,
+        mean=mean,
+        std=std,
+        class_names=ref.class_names,
+        task="detection",
+        level_sizes=model.level_sizes,
+    )
     fp32_path = export_onnx(model, preprocessing, out_dir / "model.fp32.onnx")
     images, resized, rows = load_detection_split(ref, "test")
     inputs = model_inputs(images, mean, std)
@@ -307,14 +349,17 @@ def quantize_detector(model: Detector, ref: DatasetRef, out_dir: Path, params: Q
     }
     agreement, difference = box_agreement(found["onnx-fp32"][1], torch_found)
     if agreement < params.min_parity_agreement or difference > params.parity_tolerance:
-        raise ModelError(f"ONNX export differs from the torch detector: it finds {agreement:.4f} of the torch "
-                         f"model's boxes (min {params.min_parity_agreement}), scores differ by up to "
-                         f"{difference:.2e} (tolerance {params.parity_tolerance:g})")  # fmt: skip
+        raise ModelError(
+            f"ONNX export differs from the torch detector: it finds {agreement:.4f} of the torch "
+            f"model's boxes (min {params.min_parity_agreement}), scores differ by up to "
+            f"{difference:.2e} (tolerance {params.parity_tolerance:g})"
+        )
     ids: list[str] = []
     if params.enabled:
         calibration, ids = calibration_subset(ref, params.calibration_size, seed)
-        int8_path = quantize_int8(fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std),
-                                  params.calibration_method)  # fmt: skip
+        int8_path = quantize_int8(
+            fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std), params.calibration_method
+        )
         found["onnx-int8"] = (int8_path, onnx_detections(session(int8_path), inputs, preprocessing))
 
     def quality(detections: list[dict[str, np.ndarray]]) -> float:
@@ -328,12 +373,18 @@ def quantize_detector(model: Detector, ref: DatasetRef, out_dir: Path, params: Q
     measured, speedup = measure(qualities, inputs, measure_params, list(BOX_OUTPUTS))
     shipped, reason = choose(measured["onnx-fp32"], measured.get("onnx-int8"), params, speedup)
     report = QuantizationReport(
-        fp32=measured["onnx-fp32"], int8=measured.get("onnx-int8"), torch_map=quality(torch_found),
-        parity_max_abs_diff=difference, calibration_method=params.calibration_method, calibration_ids=ids,
-        threads=measure_params.threads, shipped=shipped, reason=reason,
+        fp32=measured["onnx-fp32"],
+        int8=measured.get("onnx-int8"),
+        torch_map=quality(torch_found),
+        parity_max_abs_diff=difference,
+        calibration_method=params.calibration_method,
+        calibration_ids=ids,
+        threads=measure_params.threads,
+        shipped=shipped,
+        reason=reason,
         speedup_b32_range=(speedup.low, speedup.high) if speedup else None,
         paired_speedup_b32=speedup.median if speedup else None,
-    )  # fmt: skip
+    )
     return _written(report, out_dir)
 
 

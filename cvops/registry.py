@@ -104,8 +104,10 @@ class ModelRegistry:
             with held(f"registry-{self.name}", self.state_url, self.locks_dir, wait=LOCK_WAIT_SECONDS):
                 yield
         except LockBusy as err:
-            raise RegistryError(f"another cvops process has held the registry lock of {self.name} for "
-                                f"{LOCK_WAIT_SECONDS} s: try again when it is done") from err  # fmt: skip
+            raise RegistryError(
+                f"another cvops process has held the registry lock of {self.name} for "
+                f"{LOCK_WAIT_SECONDS} s: try again when it is done"
+            ) from err
 
     def reviewer_option(self) -> str:
         """What a decision command needs besides the version, for hints: nothing when the MLflow server says
@@ -183,8 +185,9 @@ class ModelRegistry:
         log.info("registered %s version %s (gate %s)", self.name, number, tags["gate"])
         if decision.passed and not require_approval:  # a service account acts; four eyes does not apply
             account = {SERVICE_ACCOUNT_TAG: identity.user} if identity else {}
-            self._make_champion(number, AUTO_REVIEWER, "gate passed; registry.require_approval is false", False,
-                                account)  # fmt: skip
+            self._make_champion(
+                number, AUTO_REVIEWER, "gate passed; registry.require_approval is false", False, account
+            )
         return number
 
     def record_gate(self, version: str, decision: GateDecision) -> None:
@@ -192,8 +195,13 @@ class ModelRegistry:
         `challenger`; one that now passes waits for a reviewer's `promote` (it does not displace a newer challenger)."""
         with self.lock():
             info = self.get(version)
-            self.tag(version, {"gate": "passed" if decision.passed else "failed",
-                               "gate_failed_checks": "; ".join(check.name for check in decision.failed)})  # fmt: skip
+            self.tag(
+                version,
+                {
+                    "gate": "passed" if decision.passed else "failed",
+                    "gate_failed_checks": "; ".join(check.name for check in decision.failed),
+                },
+            )
             if decision.passed and info.approval == "—":
                 self.tag(version, {"approval": PENDING})
             if not decision.passed and CHALLENGER in info.aliases:
@@ -265,8 +273,13 @@ class ModelRegistry:
                     f"version {version} was rejected by {info.tags.get('rejected_by', '?')} "
                     f"({info.tags.get('approval_note', 'no reason')}); train and register a new version"
                 )
-            tags = {"approval": APPROVED, "approved_by": reviewer, "approved_at": _now(), "approval_note": note,
-                    **extra}  # fmt: skip
+            tags = {
+                "approval": APPROVED,
+                "approved_by": reviewer,
+                "approved_at": _now(),
+                "approval_note": note,
+                **extra,
+            }
             if info.gate != "passed":
                 if not override:
                     failed = info.tags.get("gate_failed_checks", "no gate record")
@@ -301,8 +314,9 @@ class ModelRegistry:
                 raise PromotionRefusedError(
                     f"version {version} is the champion: `cvops models rollback` first, then reject it"
                 )
-            self.tag(version, {"approval": REJECTED, "rejected_by": reviewer, "rejected_at": _now(),
-                               "approval_note": reason})  # fmt: skip
+            self.tag(
+                version, {"approval": REJECTED, "rejected_by": reviewer, "rejected_at": _now(), "approval_note": reason}
+            )
             for alias in (CHALLENGER, PREVIOUS):
                 if alias in info.aliases:
                     self.client.delete_registered_model_alias(self.name, alias)
@@ -327,10 +341,12 @@ class ModelRegistry:
             self.client.delete_registered_model_alias(self.name, PREVIOUS)
             self.client.set_registered_model_tag(self.name, CVOPS_CHAMPION_TAG, restored.version)
             self.client.set_registered_model_tag(
-                self.name, "cvops.last_rollback",
-                json.dumps({"from": demoted.version, "to": restored.version, "by": reviewer, "at": when,
-                            "reason": reason}),
-            )  # fmt: skip
+                self.name,
+                "cvops.last_rollback",
+                json.dumps(
+                    {"from": demoted.version, "to": restored.version, "by": reviewer, "at": when, "reason": reason}
+                ),
+            )
         log.debug("%s: rolled back from version %s to %s", self.name, demoted.version, restored.version)
         return self.get(restored.version), demoted
 

@@ -161,24 +161,36 @@ class Evaluation(BaseModel):
     def pictures(self) -> list[str]:
         """Every picture of the evidence: the confusion matrix (a detector's drawn examples), the error gallery's
         sheets and their Grad-CAM overlays."""
-        found = (self.confusion_matrix_png, self.examples_png, *self.gallery.sheets.values(),
-                 *self.gallery.saliency.values())  # fmt: skip
+        found = (
+            self.confusion_matrix_png,
+            self.examples_png,
+            *self.gallery.sheets.values(),
+            *self.gallery.saliency.values(),
+        )
         return [picture for picture in found if picture]
 
     def flat_metrics(self) -> dict[str, float]:
         """Every number, under names MLflow accepts, for the run's metrics."""
         flat = dict(self.metrics)
         for piece in self.slices:
-            flat.update({f"slice_{piece.attribute}_{piece.value}_{name.lower().replace('-', '_')}": value
-                         for name, value in piece.scores.items() if name != "macro-F1"})  # fmt: skip
+            flat.update(
+                {
+                    f"slice_{piece.attribute}_{piece.value}_{name.lower().replace('-', '_')}": value
+                    for name, value in piece.scores.items()
+                    if name != "macro-F1"
+                }
+            )
         flat.update({f"invariance_{name}": share for name, share in self.invariance.items()})
         if self.footprint:
             flat.update(model_size_mb=self.footprint.size_mb, latency_ms=self.footprint.latency_ms)
         if self.champion and self.champion.comparable:
             flat.update(
-                {f"vs_champion_{k}": float(v) for k, v in self.champion.model_dump().items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            )  # fmt: skip
+                {
+                    f"vs_champion_{k}": float(v)
+                    for k, v in self.champion.model_dump().items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
+            )
         return {metric_name(name): value for name, value in flat.items()}
 
 
@@ -232,8 +244,13 @@ class QuantizationReport(BaseModel):
 
     def footprint(self) -> Footprint:
         shipped = self.shipped_artifact
-        return Footprint(format=shipped.format, size_mb=shipped.size_mb, latency_ms=shipped.latency_ms_b1,
-                         latency_ms_high=shipped.latency_ms_b1_high, threads=self.threads)  # fmt: skip
+        return Footprint(
+            format=shipped.format,
+            size_mb=shipped.size_mb,
+            latency_ms=shipped.latency_ms_b1,
+            latency_ms_high=shipped.latency_ms_b1_high,
+            threads=self.threads,
+        )
 
     def speedup_b32(self) -> float | None:
         if self.int8 is None:
@@ -244,8 +261,10 @@ class QuantizationReport(BaseModel):
         lines = [f"{'artifact':<10} {self.fp32.metric:>8} {'agreement':>9} {'size MB':>8} {'b1 ms':>7} {'b32 ms':>8}"]
         for m in (self.fp32, self.int8):
             if m is not None:
-                lines.append(f"{m.format:<10} {m.score:>8.4f} {m.agreement:>9.4f} {m.size_mb:>8.2f} "
-                             f"{m.latency_ms_b1:>7.2f} {m.latency_ms_b32:>8.2f}")  # fmt: skip
+                lines.append(
+                    f"{m.format:<10} {m.score:>8.4f} {m.agreement:>9.4f} {m.size_mb:>8.2f} "
+                    f"{m.latency_ms_b1:>7.2f} {m.latency_ms_b32:>8.2f}"
+                )
         threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
         lines.append(f"ships {self.shipped}: {self.reason} ({threads}; latency: median of interleaved calls)")
         return "\n".join(lines)

@@ -88,8 +88,10 @@ class Reproduction:
     def verdict(self) -> str:
         if not self.reproduced:
             return "not reproduced: " + "; ".join(self.failures)
-        return (f"reproduced: same data version, {' and '.join(HEADLINE)} within the original's 95% intervals "
-                f"(rerun: {self.rerun_model} version {self.rerun.version})")  # fmt: skip
+        return (
+            f"reproduced: same data version, {' and '.join(HEADLINE)} within the original's 95% intervals "
+            f"(rerun: {self.rerun_model} version {self.rerun.version})"
+        )
 
 
 def reproduce_version(project: Project, version: str, keep: bool = False) -> Reproduction:
@@ -173,8 +175,10 @@ def _notes(project: Project, info: VersionInfo, commit: str) -> list[str]:
         changed = sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
         if changed:
             shown = ", ".join(f"{n} {old.get(n, '-')} -> {new.get(n, '-')}" for n in changed[:8])
-            notes.append(f"requirements.lock differs from commit {commit[:12]} in {len(changed)} packages "
-                         f"({shown}{' ...' if len(changed) > 8 else ''}): the rerun uses today's")  # fmt: skip
+            notes.append(
+                f"requirements.lock differs from commit {commit[:12]} in {len(changed)} packages "
+                f"({shown}{' ...' if len(changed) > 8 else ''}): the rerun uses today's"
+            )
     return notes
 
 
@@ -206,8 +210,12 @@ def _run_in(tree: Path, project: Project, inputs: Inputs, params: Params) -> Non
     logged.setdefault("mlflow", {})["experiment"] = params.mlflow.experiment + SUFFIX
     logged.setdefault("registry", {})["model_name"] = params.registry.model_name + SUFFIX
     (tree / PARAMS_FILE).write_text(yaml.safe_dump(logged, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    env = {**os.environ, "CVOPS_ROOT": str(tree), "MLFLOW_TRACKING_URI": project.tracking_uri,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    env = {
+        **os.environ,
+        "CVOPS_ROOT": str(tree),
+        "MLFLOW_TRACKING_URI": project.tracking_uri,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
+    }
     _cvops(tree, env, "init")
     (tree / DVC_LOCK).write_text(inputs.dvc_lock, encoding="utf-8")
     restore_from(Project(tree), project)
@@ -216,8 +224,9 @@ def _run_in(tree: Path, project: Project, inputs: Inputs, params: Params) -> Non
 
 def _cvops(tree: Path, env: dict[str, str], *args: str, ok: tuple[int, ...] = (0,)) -> None:
     """`cvops ARGS` with the worktree's code (python -m, run from the worktree)."""
-    done = subprocess.run([sys.executable, "-m", "cvops.cli", *args], cwd=tree, env=env, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "cvops.cli", *args], cwd=tree, env=env, capture_output=True, text=True, check=False
+    )
     if done.returncode not in ok:
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         reason = errors[-1] if errors else (done.stderr.strip().splitlines() or ["no output"])[-1]

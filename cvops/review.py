@@ -56,8 +56,15 @@ class VersionReview:
 def review_version(registry: ModelRegistry, version: str) -> VersionReview:
     info = registry.get(version)
     evaluation, decision, quantization = load_evidence(info.run_id)
-    return VersionReview(registry.name, info, version_notes(registry, info), evaluation, decision, quantization,
-                         changed_params(run_params(info.run_id)))  # fmt: skip
+    return VersionReview(
+        registry.name,
+        info,
+        version_notes(registry, info),
+        evaluation,
+        decision,
+        quantization,
+        changed_params(run_params(info.run_id)),
+    )
 
 
 def review_challenger(registry: ModelRegistry) -> VersionReview:

@@ -88,8 +88,9 @@ def explain(
     score, predicted = proba.max(dim=1)
     cams = LayerGradCam(model, layer).attribute(batch, target=predicted, relu_attributions=True)
     found = []
-    for cam, original, label, sure in zip(cams.detach().cpu().numpy(), originals, predicted.tolist(), score.tolist(),
-                                          strict=True):  # fmt: skip
+    for cam, original, label, sure in zip(
+        cams.detach().cpu().numpy(), originals, predicted.tolist(), score.tolist(), strict=True
+    ):
         height, width = original.shape[:2]
         heat = np.asarray(Image.fromarray(cam[0].astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR))
         heat = np.clip(heat, 0, None)
@@ -159,8 +160,10 @@ def explain_files(
     from cvops.detection import Detector
 
     if isinstance(model, Detector):
-        raise ModelError("Grad-CAM explains a classifier's answer, and this version is a detector: "
-                         "`cvops serve` and /detect?render=1 draw a detector's boxes")  # fmt: skip
+        raise ModelError(
+            "Grad-CAM explains a classifier's answer, and this version is a detector: "
+            "`cvops serve` and /detect?render=1 draw a detector's boxes"
+        )
     names = [path.stem for path in paths]
     if len(set(names)) < len(names):
         twice = next(name for name in names if names.count(name) > 1)

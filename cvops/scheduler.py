@@ -83,8 +83,11 @@ def _retrain(
 ) -> tuple[TriggerRecord, TrainingResult | None]:
     """Start the training pipeline for a drift episode, unless training is running or the episode has its run."""
     run_name = f"training-drift-{decision.at:%Y%m%d-%H%M%S}"
-    trigger = {"retrain_trigger": decision.episode, "retrain_reason": decision.reason[:500],
-               "retrain_report": decision.report or ""}  # fmt: skip
+    trigger = {
+        "retrain_trigger": decision.episode,
+        "retrain_reason": decision.reason[:500],
+        "retrain_report": decision.report or "",
+    }
     try:
         with training_lock(project):
             if not episodes.claim(decision, run_name):  # another monitoring run got here first
@@ -155,9 +158,11 @@ def _open(project: Project) -> "BaseScheduler":
     project.monitoring_dir.mkdir(parents=True, exist_ok=True)
     store = SQLAlchemyJobStore(url=job_store(project))
     return BackgroundScheduler(
-        jobstores={"default": store}, executors={"default": ThreadPoolExecutor(len(PIPELINES))}, timezone=UTC,
+        jobstores={"default": store},
+        executors={"default": ThreadPoolExecutor(len(PIPELINES))},
+        timezone=UTC,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-    )  # fmt: skip
+    )
 
 
 def _sync(scheduler: "BaseScheduler", project: Project, params: Params, now: datetime) -> None:
@@ -172,8 +177,15 @@ def _sync(scheduler: "BaseScheduler", project: Project, params: Params, now: dat
         if job is not None and str(job.trigger) == str(trigger):
             continue
         first = now if name == "monitoring" else trigger.get_next_fire_time(None, now)
-        scheduler.add_job(run_job, trigger, args=[str(project.root), name], id=name, name=name,
-                          replace_existing=True, next_run_time=first)  # fmt: skip
+        scheduler.add_job(
+            run_job,
+            trigger,
+            args=[str(project.root), name],
+            id=name,
+            name=name,
+            replace_existing=True,
+            next_run_time=first,
+        )
 
 
 def run_due(project: Project, params: Params) -> list[tuple[str, str]]:

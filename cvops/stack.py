@@ -86,21 +86,36 @@ class TeamServers:
     s3_key: str
     s3_secret: str
 
-    NEEDED = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "ZENML_STORE_URL",
-              S3_URL_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # fmt: skip
+    NEEDED = (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "ZENML_STORE_URL",
+        S3_URL_ENV,
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    )
 
     @classmethod
     def from_env(cls) -> "TeamServers":
         missing = [name for name in cls.NEEDED if not os.environ.get(name)]
         if missing:
-            raise ConfigError(f"`cvops init --stack team` needs {', '.join(missing)}: `. .team/env` after "
-                              "`make team-up`, or set them for your servers (README: Working as a team)")  # fmt: skip
+            raise ConfigError(
+                f"`cvops init --stack team` needs {', '.join(missing)}: `. .team/env` after "
+                "`make team-up`, or set them for your servers (README: Working as a team)"
+            )
         if not os.environ["MLFLOW_TRACKING_URI"].startswith(("http://", "https://")):
             raise ConfigError("MLFLOW_TRACKING_URI must be the team's MLflow server (http:// or https://)")
         env = os.environ
-        return cls(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"],
-                   env[S3_URL_ENV].rstrip("/"), env.get("AWS_ENDPOINT_URL"), env["AWS_ACCESS_KEY_ID"],
-                   env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+        return cls(
+            env["MLFLOW_TRACKING_URI"],
+            env["MLFLOW_TRACKING_USERNAME"],
+            env["MLFLOW_TRACKING_PASSWORD"],
+            env[S3_URL_ENV].rstrip("/"),
+            env.get("AWS_ENDPOINT_URL"),
+            env["AWS_ACCESS_KEY_ID"],
+            env["AWS_SECRET_ACCESS_KEY"],
+        )
 
 
 def init_project(project: Project, params: Params, stack: StackKind = "local") -> list[str]:
@@ -154,8 +169,12 @@ def _local_components(project: Project) -> dict[Any, str]:
     client = Client()
     _ensure_component(client, TRACKER, "mlflow", Type.EXPERIMENT_TRACKER, {"tracking_uri": project.tracking_uri})
     _ensure_component(client, MODEL_REGISTRY, "mlflow", Type.MODEL_REGISTRY, {})
-    return {Type.ORCHESTRATOR: "default", Type.ARTIFACT_STORE: "default", Type.EXPERIMENT_TRACKER: TRACKER,
-            Type.MODEL_REGISTRY: MODEL_REGISTRY}  # fmt: skip
+    return {
+        Type.ORCHESTRATOR: "default",
+        Type.ARTIFACT_STORE: "default",
+        Type.EXPERIMENT_TRACKER: TRACKER,
+        Type.MODEL_REGISTRY: MODEL_REGISTRY,
+    }
 
 
 def _team_components(client: Any, team: TeamServers) -> dict[Any, str]:
@@ -164,17 +183,23 @@ def _team_components(client: Any, team: TeamServers) -> dict[Any, str]:
 
     _ensure_secret(client, MLFLOW_SECRET, {"username": team.mlflow_user, "password": team.mlflow_password})
     _ensure_secret(client, S3_SECRET, {"key": team.s3_key, "secret": team.s3_secret})
-    store = {"path": f"{team.s3_url}/zenml", "key": f"{{{{{S3_SECRET}.key}}}}",
-             "secret": f"{{{{{S3_SECRET}.secret}}}}"}  # fmt: skip
+    store = {"path": f"{team.s3_url}/zenml", "key": f"{{{{{S3_SECRET}.key}}}}", "secret": f"{{{{{S3_SECRET}.secret}}}}"}
     if team.s3_endpoint:
         store["client_kwargs"] = {"endpoint_url": team.s3_endpoint}  # type: ignore[assignment]
     _ensure_component(client, TEAM_ARTIFACTS, "s3", Type.ARTIFACT_STORE, store)
-    tracker = {"tracking_uri": team.tracking_uri, "tracking_username": f"{{{{{MLFLOW_SECRET}.username}}}}",
-               "tracking_password": f"{{{{{MLFLOW_SECRET}.password}}}}"}  # fmt: skip
+    tracker = {
+        "tracking_uri": team.tracking_uri,
+        "tracking_username": f"{{{{{MLFLOW_SECRET}.username}}}}",
+        "tracking_password": f"{{{{{MLFLOW_SECRET}.password}}}}",
+    }
     _ensure_component(client, TEAM_TRACKER, "mlflow", Type.EXPERIMENT_TRACKER, tracker)
     _ensure_component(client, MODEL_REGISTRY, "mlflow", Type.MODEL_REGISTRY, {})
-    return {Type.ORCHESTRATOR: "default", Type.ARTIFACT_STORE: TEAM_ARTIFACTS, Type.EXPERIMENT_TRACKER: TEAM_TRACKER,
-            Type.MODEL_REGISTRY: MODEL_REGISTRY}  # fmt: skip
+    return {
+        Type.ORCHESTRATOR: "default",
+        Type.ARTIFACT_STORE: TEAM_ARTIFACTS,
+        Type.EXPERIMENT_TRACKER: TEAM_TRACKER,
+        Type.MODEL_REGISTRY: MODEL_REGISTRY,
+    }
 
 
 def _ensure_secret(client: Any, name: str, values: dict[str, str]) -> None:

@@ -89,8 +89,10 @@ class SharedState:
         try:
             with connection, connection.cursor() as cursor:
                 cursor.execute("CREATE TABLE IF NOT EXISTS cvops_documents (name TEXT PRIMARY KEY, body TEXT NOT NULL)")
-                cursor.execute("CREATE TABLE IF NOT EXISTS cvops_logs (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, "
-                               "line TEXT NOT NULL)")  # fmt: skip
+                cursor.execute(
+                    "CREATE TABLE IF NOT EXISTS cvops_logs (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, "
+                    "line TEXT NOT NULL)"
+                )
                 yield cursor
         finally:
             connection.close()
@@ -111,8 +113,11 @@ class SharedState:
             os.replace(partial, self.directory / name)
             return
         with self._cursor() as cursor:
-            cursor.execute("INSERT INTO cvops_documents (name, body) VALUES (%s, %s) "
-                           "ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body", (name, body))  # fmt: skip
+            cursor.execute(
+                "INSERT INTO cvops_documents (name, body) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body",
+                (name, body),
+            )
 
     def append(self, name: str, line: str) -> None:
         if self.url is None:

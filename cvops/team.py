@@ -75,13 +75,19 @@ class TeamConfig(BaseModel):
     def new(cls, model_name: str) -> "TeamConfig":
         token = secrets.token_urlsafe
         return cls(
-            suffix=secrets.token_hex(4), model_name=model_name,
+            suffix=secrets.token_hex(4),
+            model_name=model_name,
             postgres_url=os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES),
             mysql_url=os.environ.get(MYSQL_ENV, DEFAULT_MYSQL),
-            s3_key=f"CVOPS{secrets.token_hex(6).upper()}", s3_secret=token(24), mlflow_admin_password=token(18),
-            flask_secret=token(32), passwords={role: token(18) for role in ROLES}, zenml_admin_password=token(18),
-            zenml_jwt_secret=token(32), zenml_db_password=token(18),
-        )  # fmt: skip
+            s3_key=f"CVOPS{secrets.token_hex(6).upper()}",
+            s3_secret=token(24),
+            mlflow_admin_password=token(18),
+            flask_secret=token(32),
+            passwords={role: token(18) for role in ROLES},
+            zenml_admin_password=token(18),
+            zenml_jwt_secret=token(32),
+            zenml_db_password=token(18),
+        )
 
     def database(self, part: str) -> str:
         return f"cvops_{part}_{self.suffix}"
@@ -98,8 +104,15 @@ class TeamConfig(BaseModel):
 
     def secrets(self) -> list[str]:
         """Every secret value of the stack, for checks that none of them leaked."""
-        values = [self.s3_secret, self.mlflow_admin_password, self.flask_secret, self.zenml_admin_password,
-                  self.zenml_jwt_secret, self.zenml_db_password, *self.passwords.values()]  # fmt: skip
+        values = [
+            self.s3_secret,
+            self.mlflow_admin_password,
+            self.flask_secret,
+            self.zenml_admin_password,
+            self.zenml_jwt_secret,
+            self.zenml_db_password,
+            *self.passwords.values(),
+        ]
         return values + ([self.zenml_api_key] if self.zenml_api_key else [])
 
 
@@ -161,17 +174,24 @@ class TeamStack:
             raise
         env = self.client_env(config, services)
         self._write(self.env_file, _env_text(env, "cvops team stack: `. .team/env`, then `cvops init --stack team`"))
-        users = {f"CVOPS_{role.upper()}_{key}": value for role, (user, _) in ROLES.items()
-                 for key, value in (("USER", user), ("PASSWORD", config.passwords[role]))}  # fmt: skip
+        users = {
+            f"CVOPS_{role.upper()}_{key}": value
+            for role, (user, _) in ROLES.items()
+            for key, value in (("USER", user), ("PASSWORD", config.passwords[role]))
+        }
         self._write(
             self.users_file, _env_text(users, "MLflow users: act as one by setting MLFLOW_TRACKING_USERNAME/_PASSWORD")
         )
         return env
 
     def _start(
-        self, config: TeamConfig, known: dict[str, Service], running: dict[str, Service], started: list[Service],
+        self,
+        config: TeamConfig,
+        known: dict[str, Service],
+        running: dict[str, Service],
+        started: list[Service],
         say: Callable[[str], None],
-    ) -> dict[str, Service]:  # fmt: skip
+    ) -> dict[str, Service]:
         """Start what is not running: a restarted server takes its old port when it is free, so `.team/env`
         stays right for the clients that read it before."""
         services = dict(running)
@@ -223,9 +243,14 @@ class TeamStack:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as out:
             process = subprocess.Popen(
-                command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.dir,
-            )  # fmt: skip
+                command,
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.dir,
+            )
         service = Service(name=name, pid=process.pid, port=port, log=str(log))
         _wait_ready(service, process, health)
         return service
@@ -236,28 +261,64 @@ class TeamStack:
 
     def _start_mlflow(self, config: TeamConfig, services: dict[str, Service], port: int) -> Service:
         auth = self.dir / "mlflow-auth.ini"
-        self._write(auth, "[mlflow]\ndefault_permission = READ\n"
-                    f"database_uri = {config.postgres('auth')}\nadmin_username = admin\n"
-                    f"admin_password = {config.mlflow_admin_password}\n"
-                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-                    f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n")  # fmt: skip
-        command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", "2", "--backend-store-uri", config.postgres("mlflow"),
-                   "--artifacts-destination", f"s3://{BUCKET}/mlflow"]  # fmt: skip
-        env = {"MLFLOW_AUTH_CONFIG_PATH": str(auth), "MLFLOW_FLASK_SERVER_SECRET_KEY": config.flask_secret,
-               **_s3_env(config, services["s3"].port)}  # fmt: skip
+        self._write(
+            auth,
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = {config.postgres('auth')}\nadmin_username = admin\n"
+            f"admin_password = {config.mlflow_admin_password}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n",
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--backend-store-uri",
+            config.postgres("mlflow"),
+            "--artifacts-destination",
+            f"s3://{BUCKET}/mlflow",
+        ]
+        env = {
+            "MLFLOW_AUTH_CONFIG_PATH": str(auth),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": config.flask_secret,
+            **_s3_env(config, services["s3"].port),
+        }
         return self._spawn("mlflow", port, command, env, f"http://127.0.0.1:{port}/health")
 
     def _start_zenml(self, config: TeamConfig, services: dict[str, Service], port: int) -> Service:
-        command = [sys.executable, "-m", "uvicorn", "zenml.zen_server.zen_server_api:app", "--host", "127.0.0.1",
-                   "--port", str(port), "--no-server-header"]  # fmt: skip
-        env = {"ZENML_STORE_URL": config.zenml_store, "ZENML_SERVER_AUTO_ACTIVATE": "true",
-               "ZENML_DEFAULT_USER_NAME": "admin", "ZENML_DEFAULT_USER_PASSWORD": config.zenml_admin_password,
-               "ZENML_SERVER_JWT_SECRET_KEY": config.zenml_jwt_secret, "ZENML_CONFIG_PATH": str(self.dir / "zenml"),
-               "ZENML_SERVER_DEPLOYMENT_TYPE": "other", "ZENML_ANALYTICS_OPT_IN": "false",
-               # its own http URL: without it the dashboard's login cookie is marked Secure and never sent back
-               "ZENML_SERVER_SERVER_URL": f"http://127.0.0.1:{port}",
-               "ZENML_ENABLE_RICH_TRACEBACK": "false"}  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "zenml.zen_server.zen_server_api:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-server-header",
+        ]
+        env = {
+            "ZENML_STORE_URL": config.zenml_store,
+            "ZENML_SERVER_AUTO_ACTIVATE": "true",
+            "ZENML_DEFAULT_USER_NAME": "admin",
+            "ZENML_DEFAULT_USER_PASSWORD": config.zenml_admin_password,
+            "ZENML_SERVER_JWT_SECRET_KEY": config.zenml_jwt_secret,
+            "ZENML_CONFIG_PATH": str(self.dir / "zenml"),
+            "ZENML_SERVER_DEPLOYMENT_TYPE": "other",
+            "ZENML_ANALYTICS_OPT_IN": "false",
+            # its own http URL: without it the dashboard's login cookie is marked Secure and never sent back
+            "ZENML_SERVER_SERVER_URL": f"http://127.0.0.1:{port}",
+            "ZENML_ENABLE_RICH_TRACEBACK": "false",
+        }
         return self._spawn("zenml", port, command, env, f"http://127.0.0.1:{port}/health")
 
     def _database_server(self, config: TeamConfig, kind: str, say: Callable[[str], None]) -> Service | None:
@@ -266,8 +327,10 @@ class TeamStack:
         if _answers(url):
             return None
         service = (_throwaway_postgres if kind == "postgres" else _throwaway_mariadb)(self, config)
-        say(f"no {kind} server answered at {redacted(url)}: started a throwaway one from the local binaries "
-            f"on port {service.port} (data in {self.dir / kind})")  # fmt: skip
+        say(
+            f"no {kind} server answered at {redacted(url)}: started a throwaway one from the local binaries "
+            f"on port {service.port} (data in {self.dir / kind})"
+        )
         if kind not in config.throwaway:
             config.throwaway.append(kind)
         return service
@@ -289,9 +352,13 @@ class TeamStack:
 
 def _s3_env(config: TeamConfig, port: int) -> dict[str, str]:
     """S3 credentials and endpoint as boto3, s3fs, DVC and MLflow all read them."""
-    return {"AWS_ACCESS_KEY_ID": config.s3_key, "AWS_SECRET_ACCESS_KEY": config.s3_secret,
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
+    return {
+        "AWS_ACCESS_KEY_ID": config.s3_key,
+        "AWS_SECRET_ACCESS_KEY": config.s3_secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
 
 
 def _env_text(env: dict[str, str], title: str) -> str:
@@ -420,9 +487,14 @@ def _mysql(url: str, statements: list[str]) -> None:
 
     parts = urllib.parse.urlsplit(url)
     try:
-        connection = pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
-                                     password=urllib.parse.unquote(parts.password or ""), connect_timeout=10,
-                                     autocommit=True)  # fmt: skip
+        connection = pymysql.connect(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=urllib.parse.unquote(parts.password or ""),
+            connect_timeout=10,
+            autocommit=True,
+        )
     except pymysql.Error as err:
         raise TeamStackError(f"cannot connect to MariaDB/MySQL at {redacted(url)}: {err.args[-1]}") from err
     _execute(connection, statements)
@@ -433,8 +505,10 @@ def _create_zenml_database(config: TeamConfig) -> None:
     name = config.database("zenml")
     statements = [f"CREATE DATABASE IF NOT EXISTS `{name}`"]
     for host in ("%", "localhost", "127.0.0.1"):
-        statements += [f"CREATE USER IF NOT EXISTS '{name}'@'{host}' IDENTIFIED BY '{config.zenml_db_password}'",
-                       f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{name}'@'{host}'"]  # fmt: skip
+        statements += [
+            f"CREATE USER IF NOT EXISTS '{name}'@'{host}' IDENTIFIED BY '{config.zenml_db_password}'",
+            f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{name}'@'{host}'",
+        ]
     _mysql(config.mysql_url, statements)
 
 
@@ -455,39 +529,63 @@ def _as_postgres_user(command: list[str]) -> list[str]:
 
 def _throwaway_postgres(stack: TeamStack, config: TeamConfig) -> Service:
     if not (PG_BIN / "initdb").is_file():
-        raise TeamStackError(f"no PostgreSQL answers at {config.postgres_url} and {PG_BIN} has no initdb: "
-                             f"start PostgreSQL, or set {POSTGRES_ENV} to one")  # fmt: skip
+        raise TeamStackError(
+            f"no PostgreSQL answers at {config.postgres_url} and {PG_BIN} has no initdb: "
+            f"start PostgreSQL, or set {POSTGRES_ENV} to one"
+        )
     data = stack.dir / "postgres"
     if not (data / "PG_VERSION").is_file():
         data.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(data, "postgres")
             stack.dir.chmod(0o711)
-        _set_up("initdb", _as_postgres_user([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]),
-                f" (as the postgres user, who must be able to reach {data})" if os.geteuid() == 0 else "")  # fmt: skip
+        _set_up(
+            "initdb",
+            _as_postgres_user([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]),
+            f" (as the postgres user, who must be able to reach {data})" if os.geteuid() == 0 else "",
+        )
     port = urllib.parse.urlsplit(config.postgres_url).port or 5432
     if _answers(f"postgresql://127.0.0.1:{port}"):
         port = free_port()
     config.postgres_url = f"postgresql://postgres@127.0.0.1:{port}"
-    command = _as_postgres_user([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
-                                 "-h", "127.0.0.1"])  # fmt: skip
+    command = _as_postgres_user(
+        [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data), "-h", "127.0.0.1"]
+    )
     return _database_process(stack, "postgres", port, command)
 
 
 def _throwaway_mariadb(stack: TeamStack, config: TeamConfig) -> Service:
     if not shutil.which("mariadb-install-db") or not Path("/usr/sbin/mariadbd").is_file():
-        raise TeamStackError(f"no MariaDB/MySQL answers at {config.mysql_url} and there are no local MariaDB "
-                             f"binaries: start MariaDB, or set {MYSQL_ENV} to one")  # fmt: skip
+        raise TeamStackError(
+            f"no MariaDB/MySQL answers at {config.mysql_url} and there are no local MariaDB "
+            f"binaries: start MariaDB, or set {MYSQL_ENV} to one"
+        )
     data = stack.dir / "mariadb"
     user = ["--user=root"] if os.geteuid() == 0 else []
     if not (data / "mysql").is_dir():
         data.mkdir(parents=True, exist_ok=True)
-        _set_up("mariadb-install-db", ["mariadb-install-db", "--no-defaults", f"--datadir={data}",
-                                       "--auth-root-authentication-method=normal", *user])  # fmt: skip
+        _set_up(
+            "mariadb-install-db",
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={data}",
+                "--auth-root-authentication-method=normal",
+                *user,
+            ],
+        )
     port = free_port()
     config.mysql_url = f"mysql://root@127.0.0.1:{port}"
-    command = ["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
-               f"--socket={data / 'mariadb.sock'}", f"--pid-file={data / 'mariadb.pid'}", *user]  # fmt: skip
+    command = [
+        "/usr/sbin/mariadbd",
+        "--no-defaults",
+        f"--datadir={data}",
+        f"--port={port}",
+        "--bind-address=127.0.0.1",
+        f"--socket={data / 'mariadb.sock'}",
+        f"--pid-file={data / 'mariadb.pid'}",
+        *user,
+    ]
     return _database_process(stack, "mariadb", port, command)
 
 
@@ -515,8 +613,13 @@ def _database_process(stack: TeamStack, name: str, port: int, command: list[str]
 def _make_bucket(config: TeamConfig, port: int) -> None:
     import boto3
 
-    s3 = boto3.client("s3", aws_access_key_id=config.s3_key, aws_secret_access_key=config.s3_secret,
-                      endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1")  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        aws_access_key_id=config.s3_key,
+        aws_secret_access_key=config.s3_secret,
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+    )
     if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=BUCKET)
 
@@ -538,8 +641,15 @@ def create_mlflow_users(server: str, admin: tuple[str, str], passwords: dict[str
         call("/2.0/mlflow/users/create", {"username": user, "password": passwords[role]})
     call("/2.0/mlflow/registered-models/create", {"name": model_name})
     for user, permission in ROLES.values():
-        call("/3.0/mlflow/users/permissions/grant", {"username": user, "resource_type": "registered_model",
-             "resource_id": model_name, "permission": permission})  # fmt: skip
+        call(
+            "/3.0/mlflow/users/permissions/grant",
+            {
+                "username": user,
+                "resource_type": "registered_model",
+                "resource_id": model_name,
+                "permission": permission,
+            },
+        )
 
 
 def zenml_admin_token(config: TeamConfig, server: str) -> str:
@@ -556,8 +666,9 @@ def _zenml_api_key(config: TeamConfig, port: int) -> str:
     """An API key of the pipelines' service account: what clients use instead of a password."""
     server = f"http://127.0.0.1:{port}"
     base, token = f"{server}/api/v1", zenml_admin_token(config, server)
-    status, account = http_json("POST", f"{base}/service_accounts", {"name": ZENML_SERVICE_ACCOUNT, "active": True},
-                                token=token)  # fmt: skip
+    status, account = http_json(
+        "POST", f"{base}/service_accounts", {"name": ZENML_SERVICE_ACCOUNT, "active": True}, token=token
+    )
     if status == 409:
         status, account = http_json("GET", f"{base}/service_accounts/{ZENML_SERVICE_ACCOUNT}", token=token)
     if status != 200:

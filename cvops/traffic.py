@@ -67,13 +67,15 @@ def _post(url: str, body: dict[str, Any], token: str | None) -> tuple[int, dict[
         return 0, {}
 
 
-def send(url: str, images: Iterator[tuple[bytes, str]], n: int, token: str | None = None,
-         concurrency: int = 4) -> list[Sent]:  # fmt: skip
+def send(
+    url: str, images: Iterator[tuple[bytes, str]], n: int, token: str | None = None, concurrency: int = 4
+) -> list[Sent]:
     """POST each image to the service's /classify, in order."""
 
     def post(item: tuple[bytes, str]) -> Sent:
-        status, answer = _post(f"{url.rstrip('/')}/classify", {"image_base64": base64.b64encode(item[0]).decode()},
-                               token)  # fmt: skip
+        status, answer = _post(
+            f"{url.rstrip('/')}/classify", {"image_base64": base64.b64encode(item[0]).decode()}, token
+        )
         return status, answer.get("request_id"), item[1]
 
     with ThreadPoolExecutor(concurrency) as pool:
@@ -83,15 +85,23 @@ def send(url: str, images: Iterator[tuple[bytes, str]], n: int, token: str | Non
 def send_feedback(url: str, labels: dict[str, str], token: str | None = None) -> Counter[int]:
     """POST each true label to the service's /feedback; counts of HTTP statuses."""
     with ThreadPoolExecutor(4) as pool:
-        return Counter(pool.map(lambda item: _post(f"{url.rstrip('/')}/feedback",
-                                                   {"request_id": item[0], "label": item[1]}, token)[0],
-                                labels.items()))  # fmt: skip
+        return Counter(
+            pool.map(
+                lambda item: _post(f"{url.rstrip('/')}/feedback", {"request_id": item[0], "label": item[1]}, token)[0],
+                labels.items(),
+            )
+        )
 
 
 def log_offline(
-    predictor: Predictor, images: Iterator[tuple[bytes, str]], n: int, log: InferenceLog, serve: ServeParams,
-    capture: CaptureStore | None = None, seed: int = 0,
-) -> list[Sent]:  # fmt: skip
+    predictor: Predictor,
+    images: Iterator[tuple[bytes, str]],
+    n: int,
+    log: InferenceLog,
+    serve: ServeParams,
+    capture: CaptureStore | None = None,
+    seed: int = 0,
+) -> list[Sent]:
     """Score the images in this process, exactly as the service does (capture included, into `capture`), and
     append them to the inference log."""
     size, rng = predictor.preprocessing.image_size, np.random.default_rng(seed)
@@ -101,8 +111,10 @@ def log_offline(
             decoded = [decode_image(data, size, serve.max_image_pixels) for data, _ in batch]
             probabilities, embeddings = predictor.predict(np.stack([image.pixels for image in decoded]))
             ids = [new_request_id() for _ in batch]
-            rows = [{"endpoint": "traffic", "request_id": i, **predictor.log_row(image, p, e)}
-                    for i, image, p, e in zip(ids, decoded, probabilities, embeddings, strict=True)]  # fmt: skip
+            rows = [
+                {"endpoint": "traffic", "request_id": i, **predictor.log_row(image, p, e)}
+                for i, image, p, e in zip(ids, decoded, probabilities, embeddings, strict=True)
+            ]
             for row, image, (data, _) in zip(rows, decoded, batch, strict=True):
                 if capture is not None and serve.capture.wants(row["score"], rng.random()):
                     row[CAPTURE] = capture.keep(row["request_id"], image.format, data)
@@ -132,18 +144,30 @@ def feedback_share(sent: list[Sent], fraction: float, seed: int) -> dict[str, st
 
 
 def send_traffic(
-    project: Project, params: Params, split: str, shift: str, severity: float, count: int, seed: int | None,
-    url: str | None, offline: bool, feedback: float = 0.0, truth_out: Path | None = None,
-) -> str:  # fmt: skip
+    project: Project,
+    params: Params,
+    split: str,
+    shift: str,
+    severity: float,
+    count: int,
+    seed: int | None,
+    url: str | None,
+    offline: bool,
+    feedback: float = 0.0,
+    truth_out: Path | None = None,
+) -> str:
     """`cvops traffic`: `count` shifted images to the service at `url` (default: serve.port on 127.0.0.1), or,
     `offline`, scored by the champion in this process into the inference log; then the true labels of a
     `feedback` share of them, and of all of them to `truth_out`. Says what happened."""
     if params.task == "detection":
-        raise ConfigError("cvops traffic simulates a classifier's clients and their true labels: for a detector, "
-                          "score images with `cvops run batch-inference` or POST them to /detect")  # fmt: skip
+        raise ConfigError(
+            "cvops traffic simulates a classifier's clients and their true labels: for a detector, "
+            "score images with `cvops run batch-inference` or POST them to /detect"
+        )
     seed = params.base.seed if seed is None else seed
-    images = traffic_images(load_dataset_ref(project.prepared_dir), project.raw_dir, split, shift, severity, count,
-                            seed)  # fmt: skip
+    images = traffic_images(
+        load_dataset_ref(project.prepared_dir), project.raw_dir, split, shift, severity, count, seed
+    )
     token = os.environ.get("CVOPS_API_TOKEN")
     if offline:
         served = resolve(ModelRegistry.of(project, params.registry.model_name), CHAMPION, project.onnx_cache)

@@ -208,9 +208,15 @@ class _Loop:
     epoch), trains through DistributedDataParallel, and validates its own slice of the validation set."""
 
     def __init__(
-        self, model: nn.Module, train_set: ImageDataset | BoxDataset, val_set: ImageDataset | BoxDataset,
-        params: TrainParams, seed: int, device: torch.device, objective: Objective,
-    ) -> None:  # fmt: skip
+        self,
+        model: nn.Module,
+        train_set: ImageDataset | BoxDataset,
+        val_set: ImageDataset | BoxDataset,
+        params: TrainParams,
+        seed: int,
+        device: torch.device,
+        objective: Objective,
+    ) -> None:
         self.model, self.train_set, self.params, self.seed, self.device = model, train_set, params, seed, device
         self.rank, self.world, _ = process_group()
         self.generator = torch.Generator().manual_seed(seed)
@@ -225,17 +231,29 @@ class _Loop:
         persistent = params.num_workers > 0
         collate = BoxDataset.collate if isinstance(train_set, BoxDataset) else None
         self.train_loader = DataLoader(
-            train_set, batch_size=batch_size, drop_last=len(train_set) > params.batch_size,
-            pin_memory=device.type == "cuda", num_workers=params.num_workers, persistent_workers=persistent,
-            collate_fn=collate, **order,
-        )  # fmt: skip
-        self.val_loader = DataLoader(val_set, batch_size=batch_size * 2, num_workers=params.num_workers,
-                                     persistent_workers=persistent, collate_fn=collate)  # fmt: skip
+            train_set,
+            batch_size=batch_size,
+            drop_last=len(train_set) > params.batch_size,
+            pin_memory=device.type == "cuda",
+            num_workers=params.num_workers,
+            persistent_workers=persistent,
+            collate_fn=collate,
+            **order,
+        )
+        self.val_loader = DataLoader(
+            val_set,
+            batch_size=batch_size * 2,
+            num_workers=params.num_workers,
+            persistent_workers=persistent,
+            collate_fn=collate,
+        )
         self.optimizer = torch.optim.AdamW(
-            [{"params": backbone_parameters(model), "lr": params.lr},
-             {"params": head_parameters(model), "lr": params.lr * params.head_lr_multiplier}],
+            [
+                {"params": backbone_parameters(model), "lr": params.lr},
+                {"params": head_parameters(model), "lr": params.lr * params.head_lr_multiplier},
+            ],
             weight_decay=params.weight_decay,
-        )  # fmt: skip
+        )
         steps = len(self.train_loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(params.warmup_epochs * steps, params.epochs * steps)
@@ -251,11 +269,23 @@ class _Loop:
             self.sampler.set_epoch(epoch)
         if self.train_set.augment is not None:  # a resumed epoch augments as the original; each rank its own way
             self.train_set.augment.set_random_seed((self.seed + epoch) * self.world + self.rank)
-        train = run_epoch(self._trained(frozen), self.train_loader, self.objective, self.device, self.optimizer,
-                          self.scheduler, f"epoch {epoch}")  # fmt: skip
+        train = run_epoch(
+            self._trained(frozen),
+            self.train_loader,
+            self.objective,
+            self.device,
+            self.optimizer,
+            self.scheduler,
+            f"epoch {epoch}",
+        )
         val = run_epoch(self.model, self.val_loader, self.objective, self.device, desc="val")
-        metrics = {"train_loss": train["loss"], "val_loss": val["loss"], "train_images": train["images"],
-                   "train_seconds": train["seconds"], "lr": self.optimizer.param_groups[0]["lr"]}  # fmt: skip
+        metrics = {
+            "train_loss": train["loss"],
+            "val_loss": val["loss"],
+            "train_images": train["images"],
+            "train_seconds": train["seconds"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
         if "accuracy" in train:
             metrics |= {"train_accuracy": train["accuracy"], "val_accuracy": val["accuracy"]}
         return metrics
@@ -271,9 +301,13 @@ class _Loop:
         return self.ddp[0]
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}  # fmt: skip
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -285,8 +319,10 @@ class _Loop:
 
 def _epoch_line(metrics: dict[str, float]) -> str:
     """train loss (and accuracy) | val loss (and accuracy) | speed."""
-    parts = [" ".join(f"{k} {metrics[f'{split}_{k}']:.4f}" for k in ("loss", "accuracy") if f"{split}_{k}" in metrics)
-             for split in ("train", "val")]  # fmt: skip
+    parts = [
+        " ".join(f"{k} {metrics[f'{split}_{k}']:.4f}" for k in ("loss", "accuracy") if f"{split}_{k}" in metrics)
+        for split in ("train", "val")
+    ]
     speed = metrics["train_images"] / metrics["train_seconds"]
     return f"train {parts[0]} | val {parts[1]} | {speed:.0f} img/s"
 
@@ -391,8 +427,9 @@ def new_model(params: Params, ref: DatasetRef, pretrained: bool = True) -> nn.Mo
     train = params.train
     weights = train.pretrained if pretrained else NO_PRETRAINED
     if ref.task == "detection":
-        return create_detector(train.model, ref.num_classes, ref.image_size, weights, params.detect.fpn_channels,
-                               params.detect.head_convs)  # fmt: skip
+        return create_detector(
+            train.model, ref.num_classes, ref.image_size, weights, params.detect.fpn_channels, params.detect.head_convs
+        )
     return create_model(train.model, ref.num_classes, weights)
 
 
@@ -418,6 +455,14 @@ def fit(
     (training_on_ray.fit_on_ray: the same on Ray Train)."""
     model, train_set, val_set = training_inputs(params, ref, training_splits(ref))
     checkpoints = run_checkpoints(ref, params, checkpoint_dir)
-    return train_model(model, train_set, val_set, params.train, seed=params.base.seed,
-                       device=resolve_device(params.base.device), checkpoints=checkpoints, resume=resume,
-                       on_epoch=on_epoch)  # fmt: skip
+    return train_model(
+        model,
+        train_set,
+        val_set,
+        params.train,
+        seed=params.base.seed,
+        device=resolve_device(params.base.device),
+        checkpoints=checkpoints,
+        resume=resume,
+        on_epoch=on_epoch,
+    )

@@ -108,9 +108,17 @@ def _train_worker(config: dict[str, Any]) -> None:
         ) from err
     model, train_set, val_set = training_inputs(params, config["ref"], splits)
     checkpoints = _ReportedCheckpoints(config["run_key"])
-    train_model(model, train_set, val_set, params.train, seed=params.base.seed, device=ray.train.torch.get_device(),
-                checkpoints=checkpoints, resume=ray.train.get_checkpoint() is not None,
-                on_epoch=config["on_epoch"])  # fmt: skip
+    train_model(
+        model,
+        train_set,
+        val_set,
+        params.train,
+        seed=params.base.seed,
+        device=ray.train.torch.get_device(),
+        checkpoints=checkpoints,
+        resume=ray.train.get_checkpoint() is not None,
+        on_epoch=config["on_epoch"],
+    )
 
 
 def fit_on_ray(
@@ -139,17 +147,28 @@ def fit_on_ray(
         run_dir = storage / checkpoints.directory.name
         _start_or_resume(run_dir, resume)
         stack.enter_context(ray_session(distributed, distributed.train_workers, per_worker, SIZED_BY))
-        config = {"params": params, "ref": ref, "splits": ray.put(training_splits(ref)),
-                  "run_key": checkpoints.run_key, "on_epoch": on_epoch}  # fmt: skip
-        scaling = ScalingConfig(num_workers=distributed.train_workers, use_gpu=distributed.gpus_per_worker > 0,
-                                resources_per_worker=per_worker)  # fmt: skip
+        config = {
+            "params": params,
+            "ref": ref,
+            "splits": ray.put(training_splits(ref)),
+            "run_key": checkpoints.run_key,
+            "on_epoch": on_epoch,
+        }
+        scaling = ScalingConfig(
+            num_workers=distributed.train_workers,
+            use_gpu=distributed.gpus_per_worker > 0,
+            resources_per_worker=per_worker,
+        )
         run = RunConfig(  # type: ignore[call-arg]  # Train V2's RunConfig: the stubs are V1's
-            name=run_dir.name, storage_path=str(storage), logging_config=LoggingConfig("WARNING"),
+            name=run_dir.name,
+            storage_path=str(storage),
+            logging_config=LoggingConfig("WARNING"),
             failure_config=FailureConfig(max_failures=distributed.max_failures),
-        )  # fmt: skip
+        )
         backend = TorchConfig(backend="nccl" if distributed.gpus_per_worker > 0 else "gloo")
-        trainer = TorchTrainer(_train_worker, train_loop_config=config, scaling_config=scaling, run_config=run,
-                               torch_config=backend)  # fmt: skip
+        trainer = TorchTrainer(
+            _train_worker, train_loop_config=config, scaling_config=scaling, run_config=run, torch_config=backend
+        )
         nodes = _alive_nodes()
         try:
             result = trainer.fit()
@@ -161,10 +180,13 @@ def fit_on_ray(
     model = new_model(params, ref, pretrained=False)  # the weights come from the checkpoint
     model.load_state_dict(state["best"].weights)
     return TrainResult(
-        model=model.eval(), history=state["history"], best_epoch=state["best"].epoch,
+        model=model.eval(),
+        history=state["history"],
+        best_epoch=state["best"].epoch,
         stopped_early=len(state["history"]) < params.train.epochs,  # the only way a run ends before its last epoch
-        world_size=state["world_size"], backend=state["backend"],
-    )  # fmt: skip
+        world_size=state["world_size"],
+        backend=state["backend"],
+    )
 
 
 def _start_or_resume(run_dir: Path, resume: bool) -> None:

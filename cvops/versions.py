@@ -49,8 +49,9 @@ def monitoring_reference(
     quantization: QuantizationReport, dataset: DatasetRef, dims: int, post: PostProcess
 ) -> ReferenceSummary:
     """The shipped model's view of the training data, what monitoring compares served traffic against."""
-    summary = build_reference(Path(quantization.shipped_artifact.path), dataset, scratch_dir() / "reference", dims,
-                              post)  # fmt: skip
+    summary = build_reference(
+        Path(quantization.shipped_artifact.path), dataset, scratch_dir() / "reference", dims, post
+    )
     log_reference(summary)
     return summary
 
@@ -97,14 +98,22 @@ def register(
     if trigger:
         tags |= trigger
         mlflow.set_tags(trigger)
-    version = registry.register(evidence.trained, evidence.evaluation.metrics, tags, evidence.decision,
-                                require_approval)  # fmt: skip
+    version = registry.register(
+        evidence.trained, evidence.evaluation.metrics, tags, evidence.decision, require_approval
+    )
     card = ModelCard(
-        model_name=registry.name, version=version, data_source=data_source, trained=evidence.trained,
-        dataset=evidence.dataset, evaluation=evidence.evaluation, decision=evidence.decision, lineage=lineage,
-        quantization=evidence.quantization, growth=data_growth(registry, evidence.dataset),
+        model_name=registry.name,
+        version=version,
+        data_source=data_source,
+        trained=evidence.trained,
+        dataset=evidence.dataset,
+        evaluation=evidence.evaluation,
+        decision=evidence.decision,
+        lineage=lineage,
+        quantization=evidence.quantization,
+        growth=data_growth(registry, evidence.dataset),
         teacher=teacher_of(registry, (trigger or {}).get(DISTILLED_FROM_TAG)),
-    )  # fmt: skip
+    )
     markdown, html = write_model_card(card, scratch_dir())
     mlflow.log_artifacts(str(markdown.parent), artifact_path=MODEL_CARD_DIR)
     registry.tag(version, {MODEL_CARD_TAG: f"{run.info.artifact_uri}/{MODEL_CARD_DIR}/{html.name}"})
@@ -117,8 +126,12 @@ def teacher_of(registry: ModelRegistry, version: str | None) -> Teacher | None:
         return None
     info = registry.get(version)
     evaluation, _, quantization = load_evidence(info.run_id)
-    return Teacher(version=version, architecture=registry.trained_model(info).architecture, evaluation=evaluation,
-                   quantization=quantization)  # fmt: skip
+    return Teacher(
+        version=version,
+        architecture=registry.trained_model(info).architecture,
+        evaluation=evaluation,
+        quantization=quantization,
+    )
 
 
 def data_growth(registry: ModelRegistry, dataset: DatasetRef) -> dict[str, dict[str, dict[str, int]]]:

@@ -9,9 +9,13 @@ from typing import Any
 
 
 def http_json(
-    method: str, url: str, body: dict[str, Any] | None = None, auth: tuple[str, str] | None = None,
-    token: str | None = None, form: dict[str, str] | None = None,
-) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    method: str,
+    url: str,
+    body: dict[str, Any] | None = None,
+    auth: tuple[str, str] | None = None,
+    token: str | None = None,
+    form: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
     """One JSON request; (status, decoded body). Network failures raise OSError."""
     headers = {"Accept": "application/json"}
     data = None

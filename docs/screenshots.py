@@ -43,10 +43,21 @@ class Browser:
     """One headless Chromium page driven over the DevTools protocol."""
 
     def __init__(self, chromium: str, profile: Path) -> None:
-        self.process = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                                         "--remote-debugging-port=0", f"--user-data-dir={profile}",
-                                         f"--window-size={WIDTH},{HEIGHT}", "about:blank"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.process = subprocess.Popen(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={profile}",
+                f"--window-size={WIDTH},{HEIGHT}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             self.socket = websocket.create_connection(self._page(chromium, profile), timeout=60)
         except BaseException:
@@ -92,8 +103,9 @@ class Browser:
         for selector, text in [("input:not([type=password])", user), ("input[type=password]", password)]:
             self.call("Runtime.evaluate", expression=f"document.querySelector('{selector}').focus()")
             self.call("Input.insertText", text=text)
-        self.call("Input.dispatchKeyEvent", type="keyDown", key="Enter", code="Enter", windowsVirtualKeyCode=13,
-                  text="\r")  # fmt: skip
+        self.call(
+            "Input.dispatchKeyEvent", type="keyDown", key="Enter", code="Enter", windowsVirtualKeyCode=13, text="\r"
+        )
         self.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
         self.wait("!location.pathname.startsWith('/login')", "the signed-in dashboard")
 
@@ -133,8 +145,10 @@ def main() -> None:
         root = checkout(scratch / "checkout")
         cvops(root, env, "init", "--stack", "team")
         cvops(root, env, "run", "training", *SMALL)
-        reviewer = {"MLFLOW_TRACKING_USERNAME": users["CVOPS_REVIEWER_USER"],
-                    "MLFLOW_TRACKING_PASSWORD": users["CVOPS_REVIEWER_PASSWORD"]}  # fmt: skip
+        reviewer = {
+            "MLFLOW_TRACKING_USERNAME": users["CVOPS_REVIEWER_USER"],
+            "MLFLOW_TRACKING_PASSWORD": users["CVOPS_REVIEWER_PASSWORD"],
+        }
         cvops(root, env | reviewer, "models", "promote", "1", "--note", "gate and slices reviewed")
         photograph_both(
             chromium, scratch, env, stack, basic(users["CVOPS_VIEWER_USER"], users["CVOPS_VIEWER_PASSWORD"])
@@ -152,13 +166,18 @@ def photograph_both(chromium: str, scratch: Path, env: dict[str, str], stack: Te
     _, runs = http_json("GET", f"{zenml}/api/v1/runs?sort_by=desc:created&size=1", token=token)
     with browser_in(chromium, scratch / "chromium-mlflow") as browser:  # MLflow asks by HTTP basic auth
         browser.call("Network.setExtraHTTPHeaders", headers={"Authorization": viewer})
-        browser.photograph(f"{env['MLFLOW_TRACKING_URI']}/#/models/{MODEL}/versions/1",
-                           text_shows("approved_by", "champion"), DOCS / "team-mlflow-version.png")  # fmt: skip
+        browser.photograph(
+            f"{env['MLFLOW_TRACKING_URI']}/#/models/{MODEL}/versions/1",
+            text_shows("approved_by", "champion"),
+            DOCS / "team-mlflow-version.png",
+        )
     with browser_in(chromium, scratch / "chromium-zenml") as browser:
         browser.sign_in(f"{zenml}/login", "admin", admin_password)
-        browser.photograph(f"{zenml}/projects/default/runs/{runs['items'][0]['id']}",
-                           text_shows("register_model", "completed", absent="Calculating DAG"),
-                           DOCS / "team-zenml-run.png")  # fmt: skip
+        browser.photograph(
+            f"{zenml}/projects/default/runs/{runs['items'][0]['id']}",
+            text_shows("register_model", "completed", absent="Calculating DAG"),
+            DOCS / "team-zenml-run.png",
+        )
 
 
 @contextmanager

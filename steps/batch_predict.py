@@ -22,6 +22,14 @@ def batch_predict(
     on Ray (params: distributed); predictions to `output` (a detector's: a row per box), counts to MLflow, every
     scored image to the inference log."""
     project = Project.find()
-    return score_and_log(ModelRegistry.of(project, registry.model_name), project.onnx_cache, selector,
-                         location, Path(output), serve, distributed, project.inference_log(serve),
-                         detect.served)  # fmt: skip
+    return score_and_log(
+        ModelRegistry.of(project, registry.model_name),
+        project.onnx_cache,
+        selector,
+        location,
+        Path(output),
+        serve,
+        distributed,
+        project.inference_log(serve),
+        detect.served,
+    )

@@ -15,5 +15,10 @@ def detect_drift(
     """Evidently drift tests of the window against the champion's reference; the verdict, the HTML and JSON
     reports under reports/ and in MLflow."""
     project = Project.find()
-    return check_champion(ModelRegistry.of(project, registry.model_name), project.onnx_cache, window, monitor,
-                          project.root / monitor.reports)  # fmt: skip
+    return check_champion(
+        ModelRegistry.of(project, registry.model_name),
+        project.onnx_cache,
+        window,
+        monitor,
+        project.root / monitor.reports,
+    )

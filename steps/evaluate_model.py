@@ -36,10 +36,28 @@ def evaluate_model(
     champion = load_champion(ModelRegistry.of(Project.find(), registry.model_name))
     model, device = load_trained_model(trained), resolve_device(base.device)
     if dataset.task == "detection":
-        evaluation = evaluate_detector(model, dataset, scratch_dir(), device, base.seed, evaluate_params, measure,  # type: ignore[arg-type]
-                                       detect.score_threshold, champion)  # fmt: skip
+        evaluation = evaluate_detector(
+            model,
+            dataset,
+            scratch_dir(),
+            device,
+            base.seed,
+            evaluate_params,
+            measure,  # type: ignore[arg-type]
+            detect.score_threshold,
+            champion,
+        )
     else:
-        evaluation = evaluate(model, dataset, scratch_dir(), device, base.seed, evaluate_params, measure,
-                              tuple(invariance.checks()), champion)  # fmt: skip
+        evaluation = evaluate(
+            model,
+            dataset,
+            scratch_dir(),
+            device,
+            base.seed,
+            evaluate_params,
+            measure,
+            tuple(invariance.checks()),
+            champion,
+        )
     log_evaluation(evaluation)
     return evaluation

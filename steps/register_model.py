@@ -27,5 +27,6 @@ def register_model(
     """Register the version with its evidence, ONNX artifacts and model card: `challenger` + approval=pending
     when the gate passed (champion at once when registry.require_approval is false), no alias when it failed."""
     evidence = Registration(trained, dataset, evaluation, quantization, decision, reference)
-    return register(ModelRegistry.of(Project.find(), registry.model_name), evidence, registry.require_approval,
-                    data_source, trigger)  # fmt: skip
+    return register(
+        ModelRegistry.of(Project.find(), registry.model_name), evidence, registry.require_approval, data_source, trigger
+    )

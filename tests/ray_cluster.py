@@ -27,8 +27,9 @@ class RayNode:
         self.port = free_port()  # its raylet's: what tells it apart from the other nodes of this machine
         args = [*args, "--node-manager-port", str(self.port)]
         with log.open("w") as out:
-            self.process = subprocess.Popen([RAY, "start", "--block", *args], env=env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            self.process = subprocess.Popen(
+                [RAY, "start", "--block", *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def processes(self) -> list[psutil.Process]:
         """`ray start` and everything below it: raylet, object store, and the node's Ray workers."""
@@ -58,8 +59,19 @@ class RayCluster:
         self.env = clean_env() | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
         self.nodes: list[RayNode] = []
         # the head runs the dashboard, as KubeRay's does: it serves the state API Ray Train's controller polls
-        self.add_node(["--head", "--port", str(port), "--ray-client-server-port", str(client_port),
-                       "--temp-dir", str(root), "--dashboard-port", str(free_port())])  # fmt: skip
+        self.add_node(
+            [
+                "--head",
+                "--port",
+                str(port),
+                "--ray-client-server-port",
+                str(client_port),
+                "--temp-dir",
+                str(root),
+                "--dashboard-port",
+                str(free_port()),
+            ]
+        )
         self.add_node()
 
     def add_node(self, args: list[str] | None = None) -> RayNode:
@@ -74,10 +86,18 @@ class RayCluster:
 
     def node_id(self, node: RayNode) -> str:
         """The id Ray gave `node` (alive or dead)."""
-        probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-                 "print(*[n['NodeID'] for n in ray.nodes() if n['NodeManagerPort'] == int(sys.argv[2])])")  # fmt: skip
-        found = subprocess.run([sys.executable, "-c", probe, self.address, str(node.port)], env=self.env,
-                               capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        probe = (
+            "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(*[n['NodeID'] for n in ray.nodes() if n['NodeManagerPort'] == int(sys.argv[2])])"
+        )
+        found = subprocess.run(
+            [sys.executable, "-c", probe, self.address, str(node.port)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         return found.stdout.split()[-1]
 
     @property
@@ -87,14 +107,17 @@ class RayCluster:
 
     def wait_for_cpus(self, cpus: int, timeout: float = 120.0) -> None:
         """Until the cluster counts `cpus` logical CPUs on its alive nodes (both nodes have joined)."""
-        probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-                 "print(int(ray.cluster_resources().get('CPU', 0)))")  # fmt: skip
+        probe = (
+            "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(int(ray.cluster_resources().get('CPU', 0)))"
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for node in self.nodes:
                 assert node.killed or node.process.poll() is None, node.log.read_text()[-3000:]
-            found = subprocess.run([sys.executable, "-c", probe, self.address], env=self.env, capture_output=True,
-                                   text=True, timeout=120)  # fmt: skip
+            found = subprocess.run(
+                [sys.executable, "-c", probe, self.address], env=self.env, capture_output=True, text=True, timeout=120
+            )
             if found.returncode == 0 and found.stdout.split()[-1:] == [str(cpus)]:
                 return
             time.sleep(0.5)

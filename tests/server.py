@@ -56,9 +56,13 @@ class Server:
         self.log = root / f"serve-{self.port}.log"
         with self.log.open("w") as log:  # a file, not a pipe: nobody reads a pipe, and a full one stalls the server
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cvops.cli", "serve", "--port", str(self.port), *args], cwd=root, env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                [sys.executable, "-m", "cvops.cli", "serve", "--port", str(self.port), *args],
+                cwd=root,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -84,8 +88,9 @@ class Server:
 
     def post_bytes(self, path: str, body: bytes, content_type: str) -> tuple[int, str, bytes]:
         """POST `body`; (HTTP status, the answer's content type, its bytes): for answers that are not JSON."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body,
-                                         headers={"Content-Type": content_type})  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, headers={"Content-Type": content_type}
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.headers.get("Content-Type", ""), response.read()
@@ -114,8 +119,11 @@ class Server:
     def declare_body(self, path: str, length: int) -> tuple[int, dict]:
         """Announce a body of `length` bytes and send only its start: the answer must not wait for the rest."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as connection:
-            connection.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                               f"Content-Length: {length}\r\n\r\n".encode() + b"--b\r\n")  # fmt: skip
+            connection.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                f"Content-Length: {length}\r\n\r\n".encode()
+                + b"--b\r\n"
+            )
             response = b""
             while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
                 chunk = connection.recv(65536)

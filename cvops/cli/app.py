@@ -67,12 +67,15 @@ def user_error(err: BaseException) -> CvopsError | None:
     for cause in chain:
         if isinstance(cause, CvopsError):
             return cause
-    refused = next((m for c in chain if (m := re.search(r"host='([^']+)', port=(\d+)\).*(Max retries|refused)",
-                                                         str(c)))), None)  # fmt: skip
+    refused = next(
+        (m for c in chain if (m := re.search(r"host='([^']+)', port=(\d+)\).*(Max retries|refused)", str(c)))), None
+    )
     if refused:
-        return ServiceUnavailable(f"the server at {refused[1]}:{refused[2]} does not answer (MLflow, ZenML or S3): "
-                                  "start it again (`cvops team up` restarts a stopped team stack), then run the "
-                                  "command again")  # fmt: skip
+        return ServiceUnavailable(
+            f"the server at {refused[1]}:{refused[2]} does not answer (MLflow, ZenML or S3): "
+            "start it again (`cvops team up` restarts a stopped team stack), then run the "
+            "command again"
+        )
     return None
 
 

@@ -54,8 +54,9 @@ def data() -> None:
     "--limit-per-class", type=click.IntRange(min=1), help="Import at most N images per class (classification)."
 )
 @click.option("--direct", is_flag=True, help="Import now, outside DVC (what the DVC `import` stage runs).")
-def import_(source: str | None, path: Path | None, annotations: Path | None, limit_per_class: int | None,
-            direct: bool) -> None:  # fmt: skip
+def import_(
+    source: str | None, path: Path | None, annotations: Path | None, limit_per_class: int | None, direct: bool
+) -> None:
     """Import SOURCE into data/raw (the DVC `import` stage): a classification source as data/raw/<class>/
     with a manifest; a detection source (coco, yolo, digit-scenes) as data/raw/images/ with a manifest of
     images and a table of boxes (image, label, x1, y1, x2, y2 in pixels).
@@ -81,11 +82,16 @@ def import_(source: str | None, path: Path | None, annotations: Path | None, lim
         manifest = import_configured(checkout)
         if "label" in manifest:
             counts = manifest["label"].value_counts().sort_index().items()
-            click.secho(f"imported {len(manifest)} images into {checkout.raw_dir} "
-                        f"({', '.join(f'{label}: {n}' for label, n in counts)})", fg="green")  # fmt: skip
+            click.secho(
+                f"imported {len(manifest)} images into {checkout.raw_dir} "
+                f"({', '.join(f'{label}: {n}' for label, n in counts)})",
+                fg="green",
+            )
         else:
-            click.secho(f"imported {len(manifest)} images with {int(manifest['boxes'].sum())} boxes into "
-                        f"{checkout.raw_dir}", fg="green")  # fmt: skip
+            click.secho(
+                f"imported {len(manifest)} images with {int(manifest['boxes'].sum())} boxes into {checkout.raw_dir}",
+                fg="green",
+            )
         return
     from cvops.data.versioning import import_data
 

@@ -9,8 +9,13 @@ from cvops.cli.app import main, project, registry
 
 @main.command()
 @click.option("--version", "version", required=True, help="Registered model version to explain.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=Path("explanations"),
-              show_default=True, help="Folder for the overlays (<image name>.gradcam.png).")  # fmt: skip
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("explanations"),
+    show_default=True,
+    help="Folder for the overlays (<image name>.gradcam.png).",
+)
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def explain(version: str, output: Path, images: tuple[Path, ...]) -> None:
     """Draw where VERSION looks in each of IMAGES: Grad-CAM heat for the class it predicts (red: the evidence

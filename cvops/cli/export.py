@@ -7,8 +7,13 @@ from cvops.cli.app import main, project, registry, set_params
 
 @main.command()
 @click.option("--version", "version", required=True, help="Registered model version to export and quantize.")
-@click.option("-S", "--set", "overrides", multiple=True, help="Set a quantize.* or measure.* parameter in "
-              "params.yaml, e.g. -S quantize.calibration_size=128.")  # fmt: skip
+@click.option(
+    "-S",
+    "--set",
+    "overrides",
+    multiple=True,
+    help="Set a quantize.* or measure.* parameter in params.yaml, e.g. -S quantize.calibration_size=128.",
+)
 def quantize(version: str, overrides: tuple[str, ...]) -> None:
     """Export VERSION to ONNX fp32 and int8, measure both here, record which one ships, and rebuild the
     version's monitoring reference with it.
@@ -51,8 +56,9 @@ def package(version: str) -> None:
 
     checkout = project()
     params = checkout.params()
-    model_tag, bento_tag, manifests = package_version(registry(checkout, params), version, checkout.onnx_cache,
-                                                      params.registry.bento_name, checkout.manifests_dir)  # fmt: skip
+    model_tag, bento_tag, manifests = package_version(
+        registry(checkout, params), version, checkout.onnx_cache, params.registry.bento_name, checkout.manifests_dir
+    )
     click.secho(f"packaged version {version}: model {model_tag}, bento {bento_tag}", fg="green")
     click.echo(f"Kubernetes: `kubectl apply -k {manifests}` (Deployment, Service, HPA, PDB; see infra/README.md)")
     click.echo(

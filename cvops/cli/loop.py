@@ -47,9 +47,14 @@ def labels() -> None:
 
 @labels.command("queue")
 @click.option("--n", "count", type=click.IntRange(min=1), default=100, show_default=True, help="Images in the batch.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="mixed", show_default=True,
-              help="uncertainty: least confident first; diverse: spread over the embedding space (k-center); "
-                   "random; mixed: 40% uncertain, 40% diverse, 20% random (an unbiased share).")  # fmt: skip
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default="mixed",
+    show_default=True,
+    help="uncertainty: least confident first; diverse: spread over the embedding space (k-center); "
+    "random; mixed: 40% uncertain, 40% diverse, 20% random (an unbiased share).",
+)
 @click.option(
     "--output",
     type=click.Path(path_type=Path, file_okay=False),
@@ -103,16 +108,25 @@ def labels_import(file: Path) -> None:
     if not result.added:
         click.echo("nothing new: the data version is unchanged")
         return
-    click.secho(f"added {result.added} labelled production images; data version {result.data_version[:12]} "
-                f"(stages run: {', '.join(result.stages) or 'none'})", fg="green")  # fmt: skip
-    click.echo("commit the new data version: git add dvc.lock data/production.dvc && git commit -m 'labelled "
-               "production images' && cvops data push; retrain: cvops run training")  # fmt: skip
+    click.secho(
+        f"added {result.added} labelled production images; data version {result.data_version[:12]} "
+        f"(stages run: {', '.join(result.stages) or 'none'})",
+        fg="green",
+    )
+    click.echo(
+        "commit the new data version: git add dvc.lock data/production.dvc && git commit -m 'labelled "
+        "production images' && cvops data push; retrain: cvops run training"
+    )
 
 
 @main.command()
-@click.option("--older-than", "cutoff", type=Since(), metavar="AGE|TIME",
-              help="Delete what is older than this: an age (30d, 12h) or a time (default: "
-                   "serve.capture.retention_days).")  # fmt: skip
+@click.option(
+    "--older-than",
+    "cutoff",
+    type=Since(),
+    metavar="AGE|TIME",
+    help="Delete what is older than this: an age (30d, 12h) or a time (default: serve.capture.retention_days).",
+)
 @click.option("--apply", is_flag=True, help="Delete. Without it, only list what would go (a dry run).")
 def gc(cutoff: datetime | None, apply: bool) -> None:
     """Enforce retention: captured images, inference-log days (and their feedback), monitoring and

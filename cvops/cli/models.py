@@ -56,8 +56,10 @@ def models_review() -> None:
     review = review_challenger(models_registry)
     render.version(review)
     version, reviewer = review.info.version, models_registry.reviewer_option()
-    click.echo(f"\ndecide: `cvops models promote {version}{reviewer} [--note TEXT]` "
-               f"or `cvops models reject {version}{reviewer} --reason TEXT`")  # fmt: skip
+    click.echo(
+        f"\ndecide: `cvops models promote {version}{reviewer} [--note TEXT]` "
+        f"or `cvops models reject {version}{reviewer} --reason TEXT`"
+    )
 
 
 @models.command("promote")
@@ -140,10 +142,19 @@ def models_reproduce(version: str, keep: bool) -> None:
 
 
 @models.command("compare-live")
-@click.option("--since", type=Since(), default="24h", show_default=True,
-              help="Compare the traffic logged since a time (ISO, UTC) or for an age: 90m, 6h, 2d.")  # fmt: skip
-@click.option("--min-requests", type=click.IntRange(1), metavar="N",
-              help="Fewer predictions on a side is too little to conclude (default: monitor.min_samples).")  # fmt: skip
+@click.option(
+    "--since",
+    type=Since(),
+    default="24h",
+    show_default=True,
+    help="Compare the traffic logged since a time (ISO, UTC) or for an age: 90m, 6h, 2d.",
+)
+@click.option(
+    "--min-requests",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Fewer predictions on a side is too little to conclude (default: monitor.min_samples).",
+)
 def models_compare_live(since: datetime, min_requests: int | None) -> None:
     """Compare the served arms on live traffic: per arm (champion, canary, shadow) predictions, error rate,
     latency p50/p95, scores and label mix; the canary tested against the champion, the shadow's agreement

@@ -14,9 +14,25 @@ if TYPE_CHECKING:
     from cvops.scheduler import MonitoringResult
 
 STATUS_COLOURS = {"drift": "red", "no_drift": "green", "not_enough_data": "yellow"}
-SHOWN_TAGS = ("approved_by", "approved_at", "approval_note", "rejected_by", "rejected_at", "gate_override",
-              "rolled_back_by", "rolled_back_at", "rollback_reason", "git_commit", "git_dirty", "data_version",
-              "params_hash", "zenml_run_id", "shipped_format", "reproduced_at", "reproduce_verdict")  # fmt: skip
+SHOWN_TAGS = (
+    "approved_by",
+    "approved_at",
+    "approval_note",
+    "rejected_by",
+    "rejected_at",
+    "gate_override",
+    "rolled_back_by",
+    "rolled_back_at",
+    "rollback_reason",
+    "git_commit",
+    "git_dirty",
+    "data_version",
+    "params_hash",
+    "zenml_run_id",
+    "shipped_format",
+    "reproduced_at",
+    "reproduce_verdict",
+)
 
 
 def submitted() -> None:
@@ -59,8 +75,11 @@ def training(result: "TrainingResult", experiment: str, reviewer_option: str) ->
     evaluation, info = result.evaluation, result.info
     metrics = evaluation.metrics
     click.echo(f"\n{result.quantization.summary()}\n\n{result.decision.table()}")
-    headline = (f"mAP@[.5:.95] {metrics['map']:.4f}, mAP@.5 {metrics['map_50']:.4f}" if evaluation.task == "detection"
-                else f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")  # fmt: skip
+    headline = (
+        f"mAP@[.5:.95] {metrics['map']:.4f}, mAP@.5 {metrics['map_50']:.4f}"
+        if evaluation.task == "detection"
+        else f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
+    )
     click.secho(f"\ntest {headline}", fg="green", bold=True)
     click.echo(f"MLflow run:       {result.trained.run_id} (experiment '{experiment}')")
     click.echo(f"ZenML run:        {result.run_name}")
@@ -79,8 +98,10 @@ def training(result: "TrainingResult", experiment: str, reviewer_option: str) ->
     if "champion" in info.aliases:
         click.secho(f"version {info.version} is the champion (registry.require_approval is false)", fg="green")
     else:
-        click.echo(f"next: review with `cvops models show {info.version}`, then "
-                   f"`cvops models promote {info.version}{reviewer_option}` (or reject)")  # fmt: skip
+        click.echo(
+            f"next: review with `cvops models show {info.version}`, then "
+            f"`cvops models promote {info.version}{reviewer_option}` (or reject)"
+        )
 
 
 def _student(student: "TrainingResult", teacher: str, experiment: str, reviewer_option: str) -> None:
@@ -88,16 +109,22 @@ def _student(student: "TrainingResult", teacher: str, experiment: str, reviewer_
     click.secho(f"\ndistilled student of version {teacher} ({student.trained.architecture})", bold=True)
     training(student, experiment, reviewer_option)
     if not student.decision.passed:
-        click.secho(f"the student, version {student.version}, failed its gate: registered with its evidence, not a "
-                    f"challenger; version {teacher}'s run stands", fg="yellow")  # fmt: skip
+        click.secho(
+            f"the student, version {student.version}, failed its gate: registered with its evidence, not a "
+            f"challenger; version {teacher}'s run stands",
+            fg="yellow",
+        )
 
 
 def monitoring(result: "MonitoringResult") -> None:
     verdict = result.verdict
     if verdict.columns:
         click.echo(verdict.table())
-    click.secho(f"\n{verdict.status.replace('_', ' ').upper()}: {verdict.drift_reason}",
-                fg=STATUS_COLOURS[verdict.status], bold=True)  # fmt: skip
+    click.secho(
+        f"\n{verdict.status.replace('_', ' ').upper()}: {verdict.drift_reason}",
+        fg=STATUS_COLOURS[verdict.status],
+        bold=True,
+    )
     click.echo(f"window: {verdict.rows} predictions ({verdict.model_rows} by champion version {verdict.model_version})")
     if (quality := verdict.quality) is not None:
         per_class = ", ".join(f"{c} {r:.2f}" for c, r in quality.class_recall.items())
@@ -127,8 +154,10 @@ def versions(rows: list[tuple["VersionInfo", str, bool]], model_name: str) -> No
         click.echo(f"{model_name} has no versions yet: run `cvops run training`")
         return
     first, second = ("map", "map_50") if any("map" in info.tags for info, _, _ in rows) else ("accuracy", "macro_f1")
-    click.echo(f"{'version':>7}  {'aliases':<20} {first:>8} {second:>8}  {'gate':<6}  {'approval':<8}  "
-               f"{'data':<8}  {'created (UTC)':<16}  notes")  # fmt: skip
+    click.echo(
+        f"{'version':>7}  {'aliases':<20} {first:>8} {second:>8}  {'gate':<6}  {'approval':<8}  "
+        f"{'data':<8}  {'created (UTC)':<16}  notes"
+    )
     for info, notes, outside in rows:
         line = (
             f"{info.version:>7}  {','.join(info.aliases):<20} {info.tags.get(first, '—'):>8} "

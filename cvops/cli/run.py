@@ -18,13 +18,19 @@ def run() -> None:
 
 @run.command("training")
 @click.option("-S", "--set", "overrides", multiple=True, help=OVERRIDE_HELP)
-@click.option("--overlay", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="A params overlay (YAML with some of params.yaml's keys) for this run only: written into "
-                   "params.yaml while the run lasts, then params.yaml is restored.")  # fmt: skip
+@click.option(
+    "--overlay",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A params overlay (YAML with some of params.yaml's keys) for this run only: written into "
+    "params.yaml while the run lasts, then params.yaml is restored.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
-@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="A ZenML run configuration: step resources, GPUs, node selectors for a remote orchestrator "
-                   "(e.g. infra/kubernetes/training.yaml).")  # fmt: skip
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A ZenML run configuration: step resources, GPUs, node selectors for a remote orchestrator "
+    "(e.g. infra/kubernetes/training.yaml).",
+)
 def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool, config: Path | None) -> None:
     """Validate and prepare the data (DVC), train, evaluate, gate and register a model: the `training` pipeline.
 
@@ -70,15 +76,23 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
     metavar="DIR|s3://BUCKET/PREFIX",
     help="Folder of images to score, or an S3 prefix (keys from the AWS_* variables).",
 )
-@click.option("--output", type=click.Path(path_type=Path), help="Predictions file, .parquet or .csv "
-              "(default: reports/predictions-<time>.parquet).")  # fmt: skip
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Predictions file, .parquet or .csv (default: reports/predictions-<time>.parquet).",
+)
 @click.option("--version", "version", help="Score with this version instead of the champion.")
-@click.option("--overlay", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="A params overlay for this run only, e.g. a `distributed` section that sends the scoring to "
-                   "a Ray cluster (infra/kubernetes/ray/distributed.yaml).")  # fmt: skip
-@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="A ZenML run configuration for a remote orchestrator "
-                   "(e.g. infra/kubernetes/ray/driver.yaml).")  # fmt: skip
+@click.option(
+    "--overlay",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A params overlay for this run only, e.g. a `distributed` section that sends the scoring to "
+    "a Ray cluster (infra/kubernetes/ray/distributed.yaml).",
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A ZenML run configuration for a remote orchestrator (e.g. infra/kubernetes/ray/driver.yaml).",
+)
 def run_batch_inference(
     input_value: str, output: Path | None, version: str | None, overlay: Path | None, config: Path | None
 ) -> None:
@@ -114,8 +128,11 @@ def run_batch_inference(
 
 
 @run.command("monitoring")
-@click.option("--window", type=click.IntRange(min=1), help="Check the newest N logged predictions (default: "
-              "params monitor.window).")  # fmt: skip
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    help="Check the newest N logged predictions (default: params monitor.window).",
+)
 @click.option("--since", type=Since(), help="Check the predictions since a time (ISO, UTC) or for an age: 90m, 6h, 2d.")
 @click.option("--no-retrain", is_flag=True, help="Alert on drift, but do not start a retraining.")
 def run_monitoring(window: int | None, since: datetime | None, no_retrain: bool) -> None:

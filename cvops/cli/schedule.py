@@ -42,24 +42,55 @@ def schedule(once: bool, remote: bool) -> None:
 
 
 @main.command()
-@click.option("--source", "split", type=click.Choice(["test", "val", "train", HOLDOUT]), default="test",
-              show_default=True, help="Dataset split the images come from (their original files); holdout: the "
-              "images in no split (prepare.holdout_fraction), production traffic no model has seen.")  # fmt: skip
+@click.option(
+    "--source",
+    "split",
+    type=click.Choice(["test", "val", "train", HOLDOUT]),
+    default="test",
+    show_default=True,
+    help="Dataset split the images come from (their original files); holdout: the "
+    "images in no split (prepare.holdout_fraction), production traffic no model has seen.",
+)
 @click.option("--shift", type=click.Choice(SHIFTS), default="none", show_default=True, help="Distribution shift.")
-@click.option("--severity", type=click.FloatRange(0, 1), default=0.3, show_default=True,
-              help="Size of the shift (0.3: 30% brighter, see cvops/monitoring/shifts.py).")  # fmt: skip
+@click.option(
+    "--severity",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Size of the shift (0.3: 30% brighter, see cvops/monitoring/shifts.py).",
+)
 @click.option("--n", "count", type=click.IntRange(min=1), default=200, show_default=True, help="Images to send.")
-@click.option("--offline", is_flag=True, help="Score in this process with the champion, straight into the "
-              "inference log (no service needed).")  # fmt: skip
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Score in this process with the champion, straight into the inference log (no service needed).",
+)
 @click.option("--url", help="Service URL (default: http://127.0.0.1:<serve.port>).")
 @click.option("--seed", type=int, help="Seed of the image draw, the noise and the feedback share (default: base.seed).")
-@click.option("--feedback", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Send the true labels of this share of the answered requests (POST /feedback).")  # fmt: skip
-@click.option("--truth-out", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write request_id,label of every answered request to this CSV (labels for `cvops feedback "
-                   "import` or `cvops labels import`, without people).")  # fmt: skip
-def traffic(split: str, shift: str, severity: float, count: int, offline: bool, url: str | None,
-            seed: int | None, feedback: float, truth_out: Path | None) -> None:  # fmt: skip
+@click.option(
+    "--feedback",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Send the true labels of this share of the answered requests (POST /feedback).",
+)
+@click.option(
+    "--truth-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write request_id,label of every answered request to this CSV (labels for `cvops feedback "
+    "import` or `cvops labels import`, without people).",
+)
+def traffic(
+    split: str,
+    shift: str,
+    severity: float,
+    count: int,
+    offline: bool,
+    url: str | None,
+    seed: int | None,
+    feedback: float,
+    truth_out: Path | None,
+) -> None:
     """Send demo traffic to the served model, shifted or not, to watch monitoring react.
 
     \b
@@ -78,5 +109,7 @@ def traffic(split: str, shift: str, severity: float, count: int, offline: bool, 
     checkout = project()
     params = checkout.params()
     use_project_store(checkout, params.mlflow.experiment)  # where --offline finds the champion
-    click.secho(send_traffic(checkout, params, split, shift, severity, count, seed, url, offline, feedback,
-                             truth_out), fg="green")  # fmt: skip
+    click.secho(
+        send_traffic(checkout, params, split, shift, severity, count, seed, url, offline, feedback, truth_out),
+        fg="green",
+    )

@@ -72,17 +72,26 @@ def _stop_group(group: int) -> None:
 
 @main.command()
 @click.option("--version", "version", help="Serve this registered version (pinned).")
-@click.option("--alias", default="champion", show_default=True,
-              help="Serve the version this alias names, and follow it.")  # fmt: skip
+@click.option(
+    "--alias", default="champion", show_default=True, help="Serve the version this alias names, and follow it."
+)
 @click.option("--port", type=click.IntRange(1, 65535), help="Port on 127.0.0.1 (default: params serve.port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--workers", metavar="N|auto", help="Serving processes (serve.workers; auto: one per core).")
 @click.option("--canary", metavar="challenger|V", help="A canary answers a share of requests (serve.canary.version).")
-@click.option("--canary-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="F",
-              help="The canary's share of requests (serve.canary.fraction, default 0.1).")  # fmt: skip
+@click.option(
+    "--canary-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    metavar="F",
+    help="The canary's share of requests (serve.canary.fraction, default 0.1).",
+)
 @click.option("--shadow", metavar="ALIAS|V", help="A shadow scores requests off the response path (serve.shadow).")
-@click.option("--shadow-fraction", type=click.FloatRange(0, 1, min_open=True), metavar="F",
-              help="The shadow's share of the champion's requests (serve.shadow.fraction, default 1).")  # fmt: skip
+@click.option(
+    "--shadow-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    metavar="F",
+    help="The shadow's share of the champion's requests (serve.shadow.fraction, default 1).",
+)
 @click.option(
     "-S",
     "--set",
@@ -92,9 +101,17 @@ def _stop_group(group: int) -> None:
     help="A params value for this server only, e.g. -S serve.capture.fraction=0.1 (repeatable).",
 )
 def serve(
-    version: str | None, alias: str, port: int | None, host: str, workers: str | None, canary: str | None,
-    canary_fraction: float | None, shadow: str | None, shadow_fraction: float | None, settings: tuple[str, ...],
-) -> None:  # fmt: skip
+    version: str | None,
+    alias: str,
+    port: int | None,
+    host: str,
+    workers: str | None,
+    canary: str | None,
+    canary_fraction: float | None,
+    shadow: str | None,
+    shadow_fraction: float | None,
+    settings: tuple[str, ...],
+) -> None:
     """Serve a model over HTTP with BentoML: a classifier's POST /classify, /classify_batch, /feedback, a
     detector's (task: detection) POST /detect (?render=1: the image with its boxes drawn), /detect_batch; GET
     /healthz, /readyz, /metrics.
@@ -129,21 +146,29 @@ def serve(
     from cvops.serving.packaging import SERVICES
 
     checkout = project()
-    overrides = [*settings] + [f"serve.{key}={value}" for key, value in (("workers", workers),
-        ("canary.version", canary), ("canary.fraction", canary_fraction), ("shadow.version", shadow),
-        ("shadow.fraction", shadow_fraction)) if value is not None]  # fmt: skip
+    overrides = [*settings] + [
+        f"serve.{key}={value}"
+        for key, value in (
+            ("workers", workers),
+            ("canary.version", canary),
+            ("canary.fraction", canary_fraction),
+            ("shadow.version", shadow),
+            ("shadow.fraction", shadow_fraction),
+        )
+        if value is not None
+    ]
     params = checkout.params(overrides)
     versions = registry(checkout, params)
     selector = version or alias
     served = resolve(versions, selector, checkout.onnx_cache)  # fail here, not in the server
     arms = _arms(checkout, params, versions)
     port = port or params.serve.port
-    click.echo(f"serving {served.model_name} version {served.version} ({selector}) on http://{host}:{port} "
-               "(Ctrl-C stops it)")  # fmt: skip
+    click.echo(
+        f"serving {served.model_name} version {served.version} ({selector}) on http://{host}:{port} (Ctrl-C stops it)"
+    )
     for line in arms:
         click.echo(line)
-    command = [sys.executable, "-m", "bentoml", "serve", SERVICES[params.task], "--host", host,
-               "--port", str(port)]  # fmt: skip
+    command = [sys.executable, "-m", "bentoml", "serve", SERVICES[params.task], "--host", host, "--port", str(port)]
     env = {**os.environ, "CVOPS_SERVE_MODEL": selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
     sys.exit(run_server(command, env=env))
 
@@ -160,12 +185,16 @@ def _arms(checkout: Project, params: Params, versions: "ModelRegistry") -> list[
         arms.append(f"  canary: version {tried.version} ({canary}) answers {params.serve.canary.fraction:.0%}")
     if shadow := params.serve.shadow.version:
         tried = resolve(versions, shadow, checkout.onnx_cache)
-        arms.append(f"  shadow: version {tried.version} ({shadow}) scores {params.serve.shadow.fraction:.0%} "
-                    "of the champion's requests")  # fmt: skip
+        arms.append(
+            f"  shadow: version {tried.version} ({shadow}) scores {params.serve.shadow.fraction:.0%} "
+            "of the champion's requests"
+        )
     if (capture := params.serve.capture).enabled:
         unsure = f" and every one under confidence {capture.below_confidence}" if capture.below_confidence else ""
-        arms.append(f"  capture: {capture.fraction:.0%} of the images{unsure}, into "
-                    f"{checkout.capture_store(params.serve)} (kept {capture.retention_days:g} days)")  # fmt: skip
+        arms.append(
+            f"  capture: {capture.fraction:.0%} of the images{unsure}, into "
+            f"{checkout.capture_store(params.serve)} (kept {capture.retention_days:g} days)"
+        )
     return arms
 
 
@@ -186,6 +215,18 @@ def ui(port: int) -> None:
             click.echo(f"ZenML dashboard: {dashboard}")
         return
     click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", checkout.tracking_uri,
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        checkout.tracking_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     sys.exit(run_server(command))

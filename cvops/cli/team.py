@@ -74,14 +74,19 @@ def team_users() -> None:
     from cvops.errors import ConfigError
     from cvops.team import ROLES, create_mlflow_users
 
-    needed = ["MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-              *(f"CVOPS_{role.upper()}_PASSWORD" for role in ROLES)]  # fmt: skip
+    needed = [
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        *(f"CVOPS_{role.upper()}_PASSWORD" for role in ROLES),
+    ]
     if missing := [name for name in needed if not os.environ.get(name)]:
         raise ConfigError(f"`cvops team users` needs {', '.join(missing)}")
     env = os.environ
     model = project().params().registry.model_name
     passwords = {role: env[f"CVOPS_{role.upper()}_PASSWORD"] for role in ROLES}
-    create_mlflow_users(env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]),
-                        passwords, model)  # fmt: skip
+    create_mlflow_users(
+        env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]), passwords, model
+    )
     granted = ", ".join(f"{user} {permission}" for user, permission in ROLES.values())
     click.secho(f"MLflow users on {env['MLFLOW_TRACKING_URI']}, on registered model {model}: {granted}", fg="green")

@@ -83,8 +83,10 @@ class BoxDataset(Dataset):
         if self.augment is not None:
             moved = self.augment(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
             image, boxes, labels = moved["image"], moved["bboxes"], moved["labels"]
-        target = {"boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
-                  "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64))}  # fmt: skip
+        target = {
+            "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
+            "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64)),
+        }
         return torch.from_numpy(model_inputs(image[None], self.mean, self.std)[0]), target
 
     @staticmethod

@@ -104,8 +104,9 @@ def coco_source(path: Path | None, annotations: Path | None = None) -> Detection
         coco = json.loads(annotations.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise DataError(f"{annotations} is not valid JSON: {err}") from err
-    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations",
-                                                                                   "categories")):  # fmt: skip
+    if not isinstance(coco, dict) or not all(
+        isinstance(coco.get(k), list) for k in ("images", "annotations", "categories")
+    ):
         raise DataError(f"{annotations} is not a COCO detection file: it needs lists images, annotations, categories")
     try:
         names = {str(c["id"]): str(c["name"]) for c in coco["categories"]}
@@ -136,8 +137,13 @@ def coco_source(path: Path | None, annotations: Path | None = None) -> Detection
 
     def scenes() -> Iterator[Scene]:
         for image, file in present.items():
-            yield Scene(_safe_stem(images[image], taken), by_image[image], file=file, source_image=images[image],
-                        meta={"source_path": images[image], "coco_id": image})  # fmt: skip
+            yield Scene(
+                _safe_stem(images[image], taken),
+                by_image[image],
+                file=file,
+                source_image=images[image],
+                meta={"source_path": images[image], "coco_id": image},
+            )
 
     return DetectionSource(sorted(set(names.values())), len(present), scenes(), orphans)
 
@@ -179,8 +185,17 @@ def _yolo_boxes(label_file: Path, relative: str, names: list[str], size: tuple[i
         cx, cy, w, h = (_number(v, where) for v in fields[1:])
         index = int(category) if category.isdigit() else -1
         label = names[index] if 0 <= index < len(names) else ""
-        boxes.append(Box(where, label, category, (cx - w / 2) * width, (cy - h / 2) * height,
-                         (cx + w / 2) * width, (cy + h / 2) * height))  # fmt: skip
+        boxes.append(
+            Box(
+                where,
+                label,
+                category,
+                (cx - w / 2) * width,
+                (cy - h / 2) * height,
+                (cx + w / 2) * width,
+                (cy + h / 2) * height,
+            )
+        )
     return boxes
 
 
@@ -210,8 +225,13 @@ def yolo_source(path: Path | None, annotations: Path | None = None) -> Detection
                 width, height, mode = describe(file.read_bytes())
                 size = (width, height) if mode else (math.nan, math.nan)  # an unreadable image: validation names it
                 boxes = _yolo_boxes(label_file, label_file.relative_to(path).as_posix(), names, size)  # type: ignore[arg-type]
-            yield Scene(_safe_stem(relative.as_posix(), taken), boxes, file=file, source_image=relative.as_posix(),
-                        meta={"source_path": relative.as_posix()})  # fmt: skip
+            yield Scene(
+                _safe_stem(relative.as_posix(), taken),
+                boxes,
+                file=file,
+                source_image=relative.as_posix(),
+                meta={"source_path": relative.as_posix()},
+            )
 
     return DetectionSource(names, len(files), scenes(), orphans)
 
@@ -229,15 +249,26 @@ def import_scenes(source: DetectionSource, raw_dir: Path) -> tuple[pd.DataFrame,
             relative = f"{IMAGES_DIR}/{scene.name}{suffix}"
             (staging / relative).write_bytes(data)
             width, height, mode = describe(data)
-            images.append({"path": relative, "sha256": sha256_bytes(data), "width": width, "height": height,
-                           "mode": mode, "boxes": len(scene.boxes), **scene.meta})  # fmt: skip
+            images.append(
+                {
+                    "path": relative,
+                    "sha256": sha256_bytes(data),
+                    "width": width,
+                    "height": height,
+                    "mode": mode,
+                    "boxes": len(scene.boxes),
+                    **scene.meta,
+                }
+            )
             boxes += [_row(box, relative, scene.source_image) for box in scene.boxes]
         boxes += [_row(box, "", image) for image, box in source.orphans]
         if not images:
             raise DataError("the source holds no images: check --path (and --annotations)")
         if source.orphans:
-            log.warning("%d annotations name images that are not there, kept for `cvops data validate` to report",
-                        len(source.orphans))  # fmt: skip
+            log.warning(
+                "%d annotations name images that are not there, kept for `cvops data validate` to report",
+                len(source.orphans),
+            )
         manifest = pd.DataFrame(images)
         table = pd.DataFrame(boxes, columns=None if boxes else BOX_COLUMNS)
         manifest.to_csv(staging / MANIFEST, index=False)
@@ -252,8 +283,15 @@ def import_scenes(source: DetectionSource, raw_dir: Path) -> tuple[pd.DataFrame,
 
 def _row(box: Box, image: str, source_image: str) -> dict[str, Any]:
     coords = dict(zip(COORDS, (box.x1, box.y1, box.x2, box.y2), strict=True))
-    return {"annotation": box.annotation, "image": image, "label": box.label, "category": box.category, **coords,
-            "source_image": source_image, **box.meta}  # fmt: skip
+    return {
+        "annotation": box.annotation,
+        "image": image,
+        "label": box.label,
+        "category": box.category,
+        **coords,
+        "source_image": source_image,
+        **box.meta,
+    }
 
 
 def read_boxes(directory: Path) -> pd.DataFrame:

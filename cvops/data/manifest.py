@@ -69,14 +69,22 @@ def import_source(source: Source, raw_dir: Path) -> pd.DataFrame:
             (staging / sample.label).mkdir(exist_ok=True)
             (staging / relative).write_bytes(data)
             rows.append(
-                {"path": relative.as_posix(), "label": sample.label, "sha256": sha256_bytes(data),
-                 "width": width, "height": height, "mode": mode, **sample.meta}
-            )  # fmt: skip
+                {
+                    "path": relative.as_posix(),
+                    "label": sample.label,
+                    "sha256": sha256_bytes(data),
+                    "width": width,
+                    "height": height,
+                    "mode": mode,
+                    **sample.meta,
+                }
+            )
         if unreadable:
             log.warning(
                 "%d files do not open as images, kept for `cvops data validate` to report: %s",
-                len(unreadable), ", ".join(unreadable[:5]),
-            )  # fmt: skip
+                len(unreadable),
+                ", ".join(unreadable[:5]),
+            )
         if not rows:
             raise DataError("the source yielded no images: check the source and --limit-per-class")
         manifest = pd.DataFrame(rows)

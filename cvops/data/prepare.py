@@ -82,11 +82,13 @@ def assign_splits(manifest: pd.DataFrame, params: PrepareParams, seed: int) -> p
     content (`stable_split`), so each keeps its split in every later data version."""
     production = is_production(manifest)
     split = pd.Series("train", index=manifest.index)
-    split[~production] = split_dataset(manifest.loc[~production, "label"], params.val_fraction, params.test_fraction,
-                                       seed, params.holdout_fraction)  # fmt: skip
+    split[~production] = split_dataset(
+        manifest.loc[~production, "label"], params.val_fraction, params.test_fraction, seed, params.holdout_fraction
+    )
     if production.any():
-        split[production] = stable_split(manifest.loc[production, "sha256"], params.val_fraction,
-                                         params.test_fraction, seed)  # fmt: skip
+        split[production] = stable_split(
+            manifest.loc[production, "sha256"], params.val_fraction, params.test_fraction, seed
+        )
     return split
 
 
@@ -139,13 +141,23 @@ def prepare_dataset(
         counts = {split: {c: int(n) for c, n in labels[split_of == split].value_counts().items()} for split in SPLITS}
         used = manifest[manifest["split"].isin(SPLITS)]
         origin = np.where(is_production(used), PRODUCTION, "dataset")
-        sources = {} if detection else {
-            name: {c: int(n) for c, n in used.loc[origin == name, "label"].value_counts().sort_index().items()}
-            for name in sorted(set(origin))
-        }  # fmt: skip
+        sources = (
+            {}
+            if detection
+            else {
+                name: {c: int(n) for c, n in used.loc[origin == name, "label"].value_counts().sort_index().items()}
+                for name in sorted(set(origin))
+            }
+        )
         task: Task = "detection" if detection else "classification"
-        ref = DatasetRef(prepared_dir=str(prepared_dir.resolve()), class_names=class_names, image_size=size,
-                         counts=counts, sources=sources, task=task)  # fmt: skip
+        ref = DatasetRef(
+            prepared_dir=str(prepared_dir.resolve()),
+            class_names=class_names,
+            image_size=size,
+            counts=counts,
+            sources=sources,
+            task=task,
+        )
         # Location-free, so the same data hashes to the same DVC version in any checkout; a classification
         # dataset's file without `task`, so that it hashes as it did before detection came
         info = ref.model_dump_json(
@@ -164,8 +176,9 @@ def prepare_dataset(
 def prepare_configured(project: Project) -> DatasetRef:
     """What the DVC `prepare` stage runs: split and resize the validated data as params.yaml says."""
     params = project.params()
-    return prepare_dataset(project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare,
-                           params.base.seed)  # fmt: skip
+    return prepare_dataset(
+        project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, params.base.seed
+    )
 
 
 def load_dataset_ref(prepared_dir: Path, data_version: str = "") -> DatasetRef:

@@ -46,8 +46,9 @@ def with_production(source: Source, directory: Path) -> Source:
         yield from source.samples
         for row in rows.to_dict("records"):
             meta = {key: row[key] for key in (SOURCE_COLUMN, *PROVENANCE) if pd.notna(row.get(key))}
-            yield Sample(str(row["label"]), f"{PRODUCTION}-{row['request_id']}", file=directory / str(row["path"]),
-                         meta=meta)  # fmt: skip
+            yield Sample(
+                str(row["label"]), f"{PRODUCTION}-{row['request_id']}", file=directory / str(row["path"]), meta=meta
+            )
 
     classes = sorted({*source.classes, *rows["label"].astype(str)})
     return Source(classes=classes, total=source.total + len(rows), samples=samples())
@@ -67,5 +68,7 @@ def stable_split(sha256: pd.Series, val_fraction: float, test_fraction: float, s
         return int(hashlib.sha256(f"{seed}:{digest}".encode()).hexdigest()[:15], 16) / 16**15
 
     draws = sha256.astype(str).map(unit)
-    return pd.Series(np.where(draws < test_fraction, "test", np.where(draws < test_fraction + val_fraction,
-                                                                      "val", "train")), index=sha256.index)  # fmt: skip
+    return pd.Series(
+        np.where(draws < test_fraction, "test", np.where(draws < test_fraction + val_fraction, "val", "train")),
+        index=sha256.index,
+    )

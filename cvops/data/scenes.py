@@ -62,8 +62,10 @@ def compose(rng: np.random.Generator, digits: np.ndarray, labels: np.ndarray, in
     for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
         pick = int(rng.integers(len(digits)))
         side = int(rng.integers(SCALES[0], min(SCALES[1], width, height) + 1))
-        alpha = np.asarray(Image.fromarray(digits[pick]).resize((side, side), Image.Resampling.BILINEAR),
-                           np.float32) / 255.0  # fmt: skip
+        alpha = (
+            np.asarray(Image.fromarray(digits[pick]).resize((side, side), Image.Resampling.BILINEAR), np.float32)
+            / 255.0
+        )
         rows, cols = np.nonzero(alpha > INK)
         for _try in range(20):
             left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
@@ -105,5 +107,6 @@ def detection_source(data: DataParams, seed: int) -> DetectionSource:
 
     if data.source == "digit-scenes":
         return digit_scenes_source(data.scenes, seed)
-    return DETECTION_READERS[data.source](Path(data.path) if data.path else None,
-                                          Path(data.annotations) if data.annotations else None)  # fmt: skip
+    return DETECTION_READERS[data.source](
+        Path(data.path) if data.path else None, Path(data.annotations) if data.annotations else None
+    )

@@ -143,21 +143,36 @@ def run_checks(
 
     all_files = [
         ("decodes", "every file decodes fully", gxe.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True])),
-        ("classes", f"class folder in the declared set {classes}",
-         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes)),
-        ("duplicates", "no two files with the same content (sha256)",
-         gxe.ExpectColumnValuesToBeUnique(column="sha256")),
-    ]  # fmt: skip
+        (
+            "classes",
+            f"class folder in the declared set {classes}",
+            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
+        ),
+        (
+            "duplicates",
+            "no two files with the same content (sha256)",
+            gxe.ExpectColumnValuesToBeUnique(column="sha256"),
+        ),
+    ]
     if boxes is not None:  # an image's classes are its boxes'
         all_files = [check for check in all_files if check[0] != "classes"]
     images = [  # only files that decode have a mode and a size
-        ("mode", f"mode in validate.allowed_modes {params.allowed_modes}",
-         gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=params.allowed_modes)),
-        ("width", f"width within [{params.min_size}, {params.max_size}]",
-         gxe.ExpectColumnValuesToBeBetween(column="width", min_value=params.min_size, max_value=params.max_size)),
-        ("height", f"height within [{params.min_size}, {params.max_size}]",
-         gxe.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_size, max_value=params.max_size)),
-    ]  # fmt: skip
+        (
+            "mode",
+            f"mode in validate.allowed_modes {params.allowed_modes}",
+            gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=params.allowed_modes),
+        ),
+        (
+            "width",
+            f"width within [{params.min_size}, {params.max_size}]",
+            gxe.ExpectColumnValuesToBeBetween(column="width", min_value=params.min_size, max_value=params.max_size),
+        ),
+        (
+            "height",
+            f"height within [{params.min_size}, {params.max_size}]",
+            gxe.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_size, max_value=params.max_size),
+        ),
+    ]
     groups = [(files, all_files, "path"), (files[files["decodes"]].reset_index(drop=True), images, "path")]
     if boxes is not None:
         groups += _box_checks(boxes, classes, params)
@@ -174,11 +189,17 @@ def run_checks(
     counts["imbalance"] = counts["count"] / smallest
     unit = "images" if boxes is None else "boxes"
     class_checks = [
-        ("min_per_class", f"at least {params.min_per_class} {unit} per class",
-         gxe.ExpectColumnValuesToBeBetween(column="count", min_value=params.min_per_class)),
-        ("imbalance", f"largest/smallest class <= {params.max_imbalance_ratio} ({unit})",
-         gxe.ExpectColumnValuesToBeBetween(column="imbalance", max_value=params.max_imbalance_ratio)),
-    ]  # fmt: skip
+        (
+            "min_per_class",
+            f"at least {params.min_per_class} {unit} per class",
+            gxe.ExpectColumnValuesToBeBetween(column="count", min_value=params.min_per_class),
+        ),
+        (
+            "imbalance",
+            f"largest/smallest class <= {params.max_imbalance_ratio} ({unit})",
+            gxe.ExpectColumnValuesToBeBetween(column="imbalance", max_value=params.max_imbalance_ratio),
+        ),
+    ]
     class_results = _gx_validate(counts, [e for _, _, e in class_checks], "label")
     checks += [_to_check(n, d, r, "label") for (n, d, _), r in zip(class_checks, class_results, strict=True)]
     return checks, [r.to_json_dict() for r in raw_results + class_results]
@@ -229,21 +250,39 @@ def _box_checks(
     import great_expectations.expectations as gxe
 
     every = [
-        ("box_image", "every annotation's image is in the dataset",
-         gxe.ExpectColumnValuesToBeInSet(column="found", value_set=[True])),
-        ("box_category", f"every box's category in the declared set {classes}",
-         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes)),
-    ]  # fmt: skip
+        (
+            "box_image",
+            "every annotation's image is in the dataset",
+            gxe.ExpectColumnValuesToBeInSet(column="found", value_set=[True]),
+        ),
+        (
+            "box_category",
+            f"every box's category in the declared set {classes}",
+            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
+        ),
+    ]
     geometry = [
-        ("box_inside", "every box inside its image (0 <= x1, y1 and x2 <= width, y2 <= height)",
-         gxe.ExpectColumnValuesToBeInSet(column="inside", value_set=[True])),
-        ("box_area", "every box has an area (x2 > x1 and y2 > y1)",
-         gxe.ExpectColumnValuesToBeInSet(column="has_area", value_set=[True])),
-        ("box_size", f"every box at least validate.min_box_size = {params.min_box_size} px each side",
-         gxe.ExpectColumnValuesToBeBetween(column="min_side", min_value=params.min_box_size)),
-        ("box_duplicates", f"no box twice: one image and class, IoU >= validate.duplicate_iou = {params.duplicate_iou}",
-         gxe.ExpectColumnValuesToBeInSet(column="duplicate", value_set=[False])),
-    ]  # fmt: skip
+        (
+            "box_inside",
+            "every box inside its image (0 <= x1, y1 and x2 <= width, y2 <= height)",
+            gxe.ExpectColumnValuesToBeInSet(column="inside", value_set=[True]),
+        ),
+        (
+            "box_area",
+            "every box has an area (x2 > x1 and y2 > y1)",
+            gxe.ExpectColumnValuesToBeInSet(column="has_area", value_set=[True]),
+        ),
+        (
+            "box_size",
+            f"every box at least validate.min_box_size = {params.min_box_size} px each side",
+            gxe.ExpectColumnValuesToBeBetween(column="min_side", min_value=params.min_box_size),
+        ),
+        (
+            "box_duplicates",
+            f"no box twice: one image and class, IoU >= validate.duplicate_iou = {params.duplicate_iou}",
+            gxe.ExpectColumnValuesToBeInSet(column="duplicate", value_set=[False]),
+        ),
+    ]
     return [(boxes, every, "name"), (boxes[boxes["sized"]].reset_index(drop=True), geometry, "name")]
 
 
@@ -321,8 +360,9 @@ def validate_configured(project: Project) -> tuple[ValidationReport, Path]:
     return report, html_report
 
 
-def _write_validated(raw_dir: Path, validated_dir: Path, files: pd.DataFrame, quarantined: pd.DataFrame,
-                     boxes: pd.DataFrame | None) -> None:  # fmt: skip
+def _write_validated(
+    raw_dir: Path, validated_dir: Path, files: pd.DataFrame, quarantined: pd.DataFrame, boxes: pd.DataFrame | None
+) -> None:
     manifest = read_manifest(raw_dir)
     accepted = manifest[manifest["path"].isin(files["path"])]
     validated_dir.parent.mkdir(parents=True, exist_ok=True)

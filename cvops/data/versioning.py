@@ -90,8 +90,12 @@ def collect_cache(project: Project, dry: bool) -> None:
     """`dvc gc --workspace --all-commits` (workspace only outside git): drop cache objects that neither the
     workspace nor any commit's dvc.lock or .dvc file references, so every committed data version stays."""
     with _dvc_repo(project) as repo:
-        repo.gc(workspace=True, all_commits=repo.scm.root_dir is not None and (project.root / ".git").exists(),
-                force=True, dry=dry)  # fmt: skip
+        repo.gc(
+            workspace=True,
+            all_commits=repo.scm.root_dir is not None and (project.root / ".git").exists(),
+            force=True,
+            dry=dry,
+        )
 
 
 def data_version(project: Project) -> str:
@@ -140,8 +144,9 @@ def pull(project: Project) -> dict[str, Any]:
         return dict(repo.pull())
 
 
-def import_data(project: Project, source: str | None, path: Path | None, limit: int | None,
-                annotations: Path | None = None) -> list[tuple[str, Any]]:  # fmt: skip
+def import_data(
+    project: Project, source: str | None, path: Path | None, limit: int | None, annotations: Path | None = None
+) -> list[tuple[str, Any]]:
     """`cvops data import`: record the source in params.yaml (data.*, and the `task` it serves), then run DVC's
     import stage, so DVC and the pipeline import the same thing. A path the source cannot read is refused
     before params.yaml changes. Returns the params.yaml values that changed."""

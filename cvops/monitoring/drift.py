@@ -144,9 +144,15 @@ def _group(column: str) -> Group:
 
 
 def detect_drift(
-    reference: pd.DataFrame, projection: str, rows: pd.DataFrame, version: str, params: MonitorParams, out_dir: Path,
-    quality: LiveQuality | None = None, champion_approved: bool = True,
-) -> DriftVerdict:  # fmt: skip
+    reference: pd.DataFrame,
+    projection: str,
+    rows: pd.DataFrame,
+    version: str,
+    params: MonitorParams,
+    out_dir: Path,
+    quality: LiveQuality | None = None,
+    champion_approved: bool = True,
+) -> DriftVerdict:
     """Test the window `rows` against the `reference` of `version` (embeddings reduced by `projection`);
     the Evidently report and the verdict (with `quality` and `champion_approved` as given) go to `out_dir`."""
     from evidently import DataDefinition, Dataset, Report
@@ -155,11 +161,17 @@ def detect_drift(
     current, model_rows, note = window_table(rows, version, projection)
     stamps = pd.to_datetime(rows["timestamp"], utc=True) if "timestamp" in rows and len(rows) else None
     verdict = DriftVerdict(
-        status="not_enough_data", model_version=version, rows=len(rows), model_rows=model_rows,
-        reference_rows=len(reference), window_start=None if stamps is None else stamps.min(),
-        window_end=None if stamps is None else stamps.max(), threshold=params.false_alarm_rate, quality=quality,
+        status="not_enough_data",
+        model_version=version,
+        rows=len(rows),
+        model_rows=model_rows,
+        reference_rows=len(reference),
+        window_start=None if stamps is None else stamps.min(),
+        window_end=None if stamps is None else stamps.max(),
+        threshold=params.false_alarm_rate,
+        quality=quality,
         champion_approved=champion_approved,
-    )  # fmt: skip
+    )
     if len(rows) < params.min_samples:
         verdict.notes.append(
             f"{len(rows)} logged predictions in the window, monitor.min_samples is "
@@ -242,9 +254,15 @@ def check_champion(
         quality,
         champion_approved=not registry.outside_cvops(info),
     )  # False: alias moved in MLflow itself
-    mlflow.set_tags({"pipeline": "monitoring", "drift": verdict.status, "model_version": served.version,
-                     "live_quality": quality.status,
-                     "champion_approved": str(verdict.champion_approved).lower()})  # fmt: skip
+    mlflow.set_tags(
+        {
+            "pipeline": "monitoring",
+            "drift": verdict.status,
+            "model_version": served.version,
+            "live_quality": quality.status,
+            "champion_approved": str(verdict.champion_approved).lower(),
+        }
+    )
     mlflow.log_metrics({"window_rows": verdict.rows, "drifted_columns": len(verdict.drifted)})
     live = {metric_name(name): value for name, value in quality.metrics().items()}
     mlflow.log_metrics({f"p_{c.column}": c.p_value for c in verdict.columns} | live)

@@ -66,14 +66,18 @@ class LiveComparison(BaseModel):
     tests: list[ArmTest]
 
     def table(self) -> str:
-        lines = [f"{'arm':<9} {'versions':<9} {'predictions':>11} {'errors':>15} {'p50 ms':>7} {'p95 ms':>7} "
-                 f"{'score':>6}  top labels"]  # fmt: skip
+        lines = [
+            f"{'arm':<9} {'versions':<9} {'predictions':>11} {'errors':>15} {'p50 ms':>7} {'p95 ms':>7} "
+            f"{'score':>6}  top labels"
+        ]
         for a in self.arms:
             errors = f"{a.error_rate:.1%} [{a.error_interval[0]:.1%},{a.error_interval[1]:.1%}]"
             top = ", ".join(f"{label} {share:.0%}" for label, share in list(a.labels.items())[:3])
-            lines.append(f"{a.arm:<9} {','.join(a.versions):<9} {a.predictions:>11} {errors:>15} "
-                         f"{_number(a.latency_p50_ms):>7} {_number(a.latency_p95_ms):>7} {_number(a.score_mean, 3):>6}"
-                         f"  {top}")  # fmt: skip
+            lines.append(
+                f"{a.arm:<9} {','.join(a.versions):<9} {a.predictions:>11} {errors:>15} "
+                f"{_number(a.latency_p50_ms):>7} {_number(a.latency_p95_ms):>7} {_number(a.score_mean, 3):>6}"
+                f"  {top}"
+            )
         return "\n".join(lines + [f"{t.arm} vs champion: {t.verdict}" for t in self.tests])
 
 
@@ -107,14 +111,18 @@ def _stats(arm: str, rows: pd.DataFrame) -> ArmStats:
     scores = pd.to_numeric(ok["score"], errors="coerce").dropna()
     labels = ok["label"].dropna().astype(str).value_counts(normalize=True)
     return ArmStats(
-        arm=arm, versions=sorted({str(v) for v in rows["model_version"].dropna()}), predictions=len(rows),
-        errors=errors, error_rate=errors / len(rows) if len(rows) else 0.0, error_interval=_wilson(errors, len(rows)),
+        arm=arm,
+        versions=sorted({str(v) for v in rows["model_version"].dropna()}),
+        predictions=len(rows),
+        errors=errors,
+        error_rate=errors / len(rows) if len(rows) else 0.0,
+        error_interval=_wilson(errors, len(rows)),
         latency_p50_ms=float(latency.quantile(0.5)) if len(latency) else None,
         latency_p95_ms=float(latency.quantile(0.95)) if len(latency) else None,
         score_mean=float(scores.mean()) if len(scores) else None,
         score_p10=float(scores.quantile(0.1)) if len(scores) else None,
         labels={str(k): round(float(v), 4) for k, v in labels.items()},
-    )  # fmt: skip
+    )
 
 
 def _too_little(arm: str, counts: dict[str, int], need: int) -> ArmTest | None:
@@ -141,8 +149,9 @@ def _canary_test(champion: pd.DataFrame, canary: pd.DataFrame, need: int, alpha:
     failed = [int((frame["status"] != 200).sum()) for frame in (canary, champion)]
     _, p_errors = fisher_exact([[failed[0], len(canary) - failed[0]], [failed[1], len(champion) - failed[1]]])
     ok = [frame[frame["status"] == 200] for frame in (canary, champion)]
-    mix = pd.crosstab(pd.concat([f["label"].astype(str) for f in ok]),
-                      np.repeat([CANARY, CHAMPION], [len(f) for f in ok]))  # fmt: skip
+    mix = pd.crosstab(
+        pd.concat([f["label"].astype(str) for f in ok]), np.repeat([CANARY, CHAMPION], [len(f) for f in ok])
+    )
     p_mix = float(chi2_contingency(mix.to_numpy())[1]) if mix.shape[0] > 1 else 1.0
     # scores to 0.001: onnxruntime's results move in the 6th digit with the batch a request shared, which a
     # KS test on thousands of repeats of the same images would read as a difference
@@ -153,10 +162,11 @@ def _canary_test(champion: pd.DataFrame, canary: pd.DataFrame, need: int, alpha:
     differs = [f"{name.replace('_', ' ')} (p={p:.1e})" for name, p in p_values.items() if p < threshold]
     difference = failed[0] / len(canary) - failed[1] / len(champion)
     verdict = (
-        f"differs in {', '.join(differs)}" if differs
+        f"differs in {', '.join(differs)}"
+        if differs
         else f"no difference found in error rate, label mix or scores (each p >= {threshold:.2g}) on "
-             f"{len(canary)} canary and {len(champion)} champion predictions beside it"
-    )  # fmt: skip
+        f"{len(canary)} canary and {len(champion)} champion predictions beside it"
+    )
     return ArmTest(arm=CANARY, conclusive=True, verdict=verdict, p_values=p_values, error_rate_difference=difference)
 
 
@@ -168,10 +178,18 @@ def _shadow_test(champion: pd.DataFrame, shadow: pd.DataFrame, need: int) -> Arm
         return short
     same = int((pairs["label_shadow"].astype(str) == pairs["label_champion"].astype(str)).sum())
     low, high = _wilson(same, len(pairs))
-    verdict = (f"predicts the champion's label on {same / len(pairs):.1%} [{low:.1%}, {high:.1%}] of "
-               f"{len(pairs)} paired requests")  # fmt: skip
-    return ArmTest(arm=SHADOW, conclusive=True, verdict=verdict, paired=len(pairs), agreement=same / len(pairs),
-                   agreement_interval=(low, high))  # fmt: skip
+    verdict = (
+        f"predicts the champion's label on {same / len(pairs):.1%} [{low:.1%}, {high:.1%}] of "
+        f"{len(pairs)} paired requests"
+    )
+    return ArmTest(
+        arm=SHADOW,
+        conclusive=True,
+        verdict=verdict,
+        paired=len(pairs),
+        agreement=same / len(pairs),
+        agreement_interval=(low, high),
+    )
 
 
 def compare_live(rows: pd.DataFrame, min_requests: int, alpha: float) -> LiveComparison:
@@ -185,10 +203,14 @@ def compare_live(rows: pd.DataFrame, min_requests: int, alpha: float) -> LiveCom
     if SHADOW in by_arm:
         tests.append(_shadow_test(champion, by_arm[SHADOW], min_requests))
     return LiveComparison(
-        since=rows["timestamp"].min() if len(rows) else None, until=rows["timestamp"].max() if len(rows) else None,
-        rows=len(rows), min_requests=min_requests, alpha=alpha,
-        arms=[_stats(arm, frame) for arm, frame in by_arm.items()], tests=tests,
-    )  # fmt: skip
+        since=rows["timestamp"].min() if len(rows) else None,
+        until=rows["timestamp"].max() if len(rows) else None,
+        rows=len(rows),
+        min_requests=min_requests,
+        alpha=alpha,
+        arms=[_stats(arm, frame) for arm, frame in by_arm.items()],
+        tests=tests,
+    )
 
 
 def plot(rows: pd.DataFrame, path: Path) -> Path:
@@ -223,11 +245,18 @@ def write_report(comparison: LiveComparison, rows: pd.DataFrame, out_dir: Path) 
     (out_dir / JSON_FILE).write_text(json.dumps(comparison.model_dump(mode="json"), indent=1))
     figure = plot(rows, out_dir / PLOT_FILE) if comparison.arms else None
     cells = [
-        [a.arm, ", ".join(a.versions), a.predictions, f"{a.error_rate:.2%} [{a.error_interval[0]:.2%}, "
-         f"{a.error_interval[1]:.2%}]", _number(a.latency_p50_ms), _number(a.latency_p95_ms),
-         _number(a.score_mean, 3), _number(a.score_p10, 3)]
+        [
+            a.arm,
+            ", ".join(a.versions),
+            a.predictions,
+            f"{a.error_rate:.2%} [{a.error_interval[0]:.2%}, {a.error_interval[1]:.2%}]",
+            _number(a.latency_p50_ms),
+            _number(a.latency_p95_ms),
+            _number(a.score_mean, 3),
+            _number(a.score_p10, 3),
+        ]
         for a in comparison.arms
-    ]  # fmt: skip
+    ]
     header = ["arm", "versions", "predictions", "error rate [95%]", "p50 ms", "p95 ms", "mean score", "p10 score"]
     table = "".join(f"<th>{h}</th>" for h in header) + "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in cells
@@ -271,8 +300,13 @@ def log_comparison(comparison: LiveComparison, out_dir: Path) -> None:
         metrics |= {f"{t.arm}_p_{name}": p for name, p in t.p_values.items()}
         if t.agreement is not None:
             metrics[f"{t.arm}_agreement"] = t.agreement
-    mlflow.set_tags({"pipeline": "compare-live", **{f"{a.arm}_versions": ",".join(a.versions) for a in comparison.arms},
-                     **{f"{t.arm}_verdict": t.verdict[:250] for t in comparison.tests}})  # fmt: skip
+    mlflow.set_tags(
+        {
+            "pipeline": "compare-live",
+            **{f"{a.arm}_versions": ",".join(a.versions) for a in comparison.arms},
+            **{f"{t.arm}_verdict": t.verdict[:250] for t in comparison.tests},
+        }
+    )
     mlflow.log_metrics(metrics)
     mlflow.log_artifacts(str(out_dir), artifact_path="compare_live")
 
@@ -289,8 +323,10 @@ def compare_served_arms(
 
     rows = read_inference_log(project.inference_log(params.serve), since=since)
     if rows.empty:
-        raise DataError(f"no predictions logged since {since:%Y-%m-%d %H:%M} UTC: serve some traffic "
-                        "(`cvops serve`, `cvops traffic`) or widen --since")  # fmt: skip
+        raise DataError(
+            f"no predictions logged since {since:%Y-%m-%d %H:%M} UTC: serve some traffic "
+            "(`cvops serve`, `cvops traffic`) or widen --since"
+        )
     comparison = compare_live(rows, min_requests or params.monitor.min_samples, params.monitor.false_alarm_rate)
     out_dir = project.reports_dir / "live" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     page = write_report(comparison, rows, out_dir)

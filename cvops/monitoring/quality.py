@@ -50,16 +50,23 @@ class LiveQuality(BaseModel):
         if self.test_accuracy is None:
             return f"version {self.model_version} records no test accuracy to compare with"
         relation = "below" if self.status == "low" else "not wholly below"
-        return (f"{relation} test accuracy {self.test_accuracy:.3f} - monitor.max_accuracy_drop {self.max_drop:.3f} "
-                f"= {self.test_accuracy - self.max_drop:.3f}")  # fmt: skip
+        return (
+            f"{relation} test accuracy {self.test_accuracy:.3f} - monitor.max_accuracy_drop {self.max_drop:.3f} "
+            f"= {self.test_accuracy - self.max_drop:.3f}"
+        )
 
     def metrics(self) -> dict[str, float]:
         """For MLflow, beside the drift metrics."""
         if self.accuracy is None:
             return {"live_labelled": self.labelled}
-        return {"live_labelled": self.labelled, "live_accuracy": self.accuracy, "live_accuracy_low": self.low or 0.0,
-                "live_accuracy_high": self.high or 0.0, "live_macro_f1": self.macro_f1 or 0.0,
-                **{f"live_recall_{c}": r for c, r in self.class_recall.items()}}  # fmt: skip
+        return {
+            "live_labelled": self.labelled,
+            "live_accuracy": self.accuracy,
+            "live_accuracy_low": self.low or 0.0,
+            "live_accuracy_high": self.high or 0.0,
+            "live_macro_f1": self.macro_f1 or 0.0,
+            **{f"live_recall_{c}": r for c, r in self.class_recall.items()},
+        }
 
 
 def live_quality(rows: pd.DataFrame, version: str, test_accuracy: float | None, params: MonitorParams) -> LiveQuality:
@@ -69,8 +76,13 @@ def live_quality(rows: pd.DataFrame, version: str, test_accuracy: float | None, 
         mine = rows["model_version"].astype(str) == version if "model_version" in rows else False
         truth = rows[TRUE_LABEL].notna() if TRUE_LABEL in rows else False
         labelled = rows[mine & truth]
-    quality = LiveQuality(status="not_enough_feedback", model_version=version, labelled=len(labelled),
-                          test_accuracy=test_accuracy, max_drop=params.max_accuracy_drop)  # fmt: skip
+    quality = LiveQuality(
+        status="not_enough_feedback",
+        model_version=version,
+        labelled=len(labelled),
+        test_accuracy=test_accuracy,
+        max_drop=params.max_accuracy_drop,
+    )
     if len(labelled) < params.min_feedback:
         return quality
     y_true, y_pred = labelled[TRUE_LABEL].astype(str).to_numpy(), labelled["label"].astype(str).to_numpy()
@@ -80,7 +92,12 @@ def live_quality(rows: pd.DataFrame, version: str, test_accuracy: float | None, 
     recall = recall_score(y_true, y_pred, labels=classes, average=None, zero_division=0)
     low = test_accuracy is not None and interval.high < test_accuracy - params.max_accuracy_drop
     return quality.model_copy(
-        update={"status": "low" if low else "ok", "accuracy": correct / len(labelled), "low": float(interval.low),
-                "high": float(interval.high), "class_recall": dict(zip(classes, map(float, recall), strict=True)),
-                "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0))}
-    )  # fmt: skip
+        update={
+            "status": "low" if low else "ok",
+            "accuracy": correct / len(labelled),
+            "low": float(interval.low),
+            "high": float(interval.high),
+            "class_recall": dict(zip(classes, map(float, recall), strict=True)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        }
+    )

@@ -94,22 +94,29 @@ def _classifier_view(onnx_path: Path, ref: DatasetRef, dims: int) -> tuple[pd.Da
     class_names = read_preprocessing(onnx_path).class_names
     labels = [class_names[i] for i in val_logits.argmax(axis=1)]
     table = pd.concat(
-        [reference_table(train_images, train_manifest).assign(split="train"),
-         reference_table(val_images, val_manifest, labels, projection.apply(val_embeddings)).assign(split="val")],
+        [
+            reference_table(train_images, train_manifest).assign(split="train"),
+            reference_table(val_images, val_manifest, labels, projection.apply(val_embeddings)).assign(split="val"),
+        ],
         ignore_index=True,
-    )  # fmt: skip
+    )
     return table, projection, len(val_images)
 
 
 def _embeddings(onnx_path: Path, images: np.ndarray, desc: str, batch_size: int = 64) -> np.ndarray:
     onnx = session(onnx_path)
     pre = preprocessing_of(onnx, onnx_path)
-    return np.concatenate([detect_outputs(onnx, model_inputs(images[i : i + batch_size], pre.mean, pre.std))[1]
-                           for i in progress(range(0, len(images), batch_size), desc, unit="batch")])  # fmt: skip
+    return np.concatenate(
+        [
+            detect_outputs(onnx, model_inputs(images[i : i + batch_size], pre.mean, pre.std))[1]
+            for i in progress(range(0, len(images), batch_size), desc, unit="batch")
+        ]
+    )
 
 
-def _detector_view(onnx_path: Path, ref: DatasetRef, dims: int, post: PostProcess) -> tuple[pd.DataFrame, Projection,
-                                                                                                int]:  # fmt: skip
+def _detector_view(
+    onnx_path: Path, ref: DatasetRef, dims: int, post: PostProcess
+) -> tuple[pd.DataFrame, Projection, int]:
     """A detector's reference table: statistics, projected embeddings, and per validation image the served
     answer's summary (serving.detector.box_summary): the best box's class as the label, every box's class."""
     from cvops.serving.detector import DetectionPredictor, box_summary
@@ -121,8 +128,9 @@ def _detector_view(onnx_path: Path, ref: DatasetRef, dims: int, post: PostProces
     summaries = []
     for start in progress(range(0, len(val_images), 64), "reference (val)", unit="batch"):
         outputs = predictor.predict(val_images[start : start + 64])
-        for i, (width, height) in enumerate(zip(val_rows["width"][start : start + 64],
-                                                val_rows["height"][start : start + 64], strict=True)):  # fmt: skip
+        for i, (width, height) in enumerate(
+            zip(val_rows["width"][start : start + 64], val_rows["height"][start : start + 64], strict=True)
+        ):
             found = predictor.detections(tuple(o[i] for o in outputs[:3]), int(width), int(height))
             summaries.append(box_summary(found, int(width), int(height)))
     answers = pd.DataFrame(summaries)
@@ -130,8 +138,9 @@ def _detector_view(onnx_path: Path, ref: DatasetRef, dims: int, post: PostProces
     val = reference_table(val_images, val_rows, answers["label"].tolist(), val_embeddings)
     val[list(BOX_COLUMNS)] = answers[list(BOX_COLUMNS)].to_numpy(dtype=float)
     val[BOX_LABELS] = answers[BOX_LABELS]
-    table = pd.concat([reference_table(train_images, train_rows).assign(split="train"), val.assign(split="val")],
-                      ignore_index=True)  # fmt: skip
+    table = pd.concat(
+        [reference_table(train_images, train_rows).assign(split="train"), val.assign(split="val")], ignore_index=True
+    )
     return table, projection, len(val_images)
 
 
@@ -149,9 +158,13 @@ def build_reference(onnx_path: Path, ref: DatasetRef, out_dir: Path, dims: int, 
     table.to_parquet(partial / TABLE_FILE, index=False)
     projection.save(partial / PROJECTION_FILE)
     summary = ReferenceSummary(
-        directory=str(out_dir), rows=len(table), model_rows=model_rows, embedding_dims=projection.dims,
-        explained_variance=round(projection.explained, 4), projection=projection.fingerprint,
-    )  # fmt: skip
+        directory=str(out_dir),
+        rows=len(table),
+        model_rows=model_rows,
+        embedding_dims=projection.dims,
+        explained_variance=round(projection.explained, 4),
+        projection=projection.fingerprint,
+    )
     (partial / SUMMARY_FILE).write_text(json.dumps(summary.model_dump(), indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(partial, out_dir)

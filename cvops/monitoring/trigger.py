@@ -82,18 +82,27 @@ class Episodes:
             return None
         episode, opened = state.open, state.open is None
         if episode is None:
-            episode = Episode(key=f"v{verdict.model_version}@{now:%Y%m%dT%H%M%SZ}", opened_at=now,
-                              model_version=verdict.model_version)  # fmt: skip
+            episode = Episode(
+                key=f"v{verdict.model_version}@{now:%Y%m%dT%H%M%SZ}", opened_at=now, model_version=verdict.model_version
+            )
             self._save(state.model_copy(update={"open": episode}))
         decision = TriggerRecord(
-            at=now, episode=episode.key, action="retrain", reason=verdict.reason, report=verdict.report_dir,
-            model_version=verdict.model_version, opened=opened,
-        )  # fmt: skip
+            at=now,
+            episode=episode.key,
+            action="retrain",
+            reason=verdict.reason,
+            report=verdict.report_dir,
+            model_version=verdict.model_version,
+            opened=opened,
+        )
         if episode.triggered_run is not None:
             return decision.model_copy(
-                update={"action": "already_triggered", "run": episode.triggered_run,
-                        "outcome": f"episode {episode.key} already started run {episode.triggered_run}"}
-            )  # fmt: skip
+                update={
+                    "action": "already_triggered",
+                    "run": episode.triggered_run,
+                    "outcome": f"episode {episode.key} already started run {episode.triggered_run}",
+                }
+            )
         if not retrain:
             return decision.model_copy(
                 update={"action": "alert_only", "outcome": "retraining is off (monitor.retrain, --no-retrain)"}

@@ -76,8 +76,10 @@ def _reading(location: str) -> Iterator[None]:
     except FileNotFoundError:
         raise DataError(f"input {location} does not exist: give a folder of images or an S3 prefix") from None
     except NoCredentialsError:
-        raise ConfigError(f"no S3 keys to list {location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                          "(on the team stack: . .team/env)") from None  # fmt: skip
+        raise ConfigError(
+            f"no S3 keys to list {location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(on the team stack: . .team/env)"
+        ) from None
     except (OSError, BotoCoreError) as err:
         raise ServiceUnavailable(
             f"cannot list {location}: {err}; check the S3 endpoint and keys (AWS_ENDPOINT_URL, "
@@ -138,8 +140,10 @@ def predictions_table(frame: pd.DataFrame) -> pd.DataFrame:
     for record in frame.to_dict("records"):
         image = {key: record[key] for key in ("path", "request_id", "model_version", "error")}
         found = record[DETECTIONS] if isinstance(record[DETECTIONS], list) else []
-        boxes = [{**image, "label": d["label"], "score": d["score"], **dict(zip(COORDS, d["box"], strict=True))}
-                 for d in found]  # fmt: skip
+        boxes = [
+            {**image, "label": d["label"], "score": d["score"], **dict(zip(COORDS, d["box"], strict=True))}
+            for d in found
+        ]
         rows += boxes or [{**image, "label": None, "score": None}]
     return pd.DataFrame(rows, columns=list(BOX_PREDICTION_COLUMNS))
 
@@ -158,9 +162,16 @@ def write_predictions(table: pd.DataFrame, output: Path) -> Path:
 
 
 def score_and_log(
-    registry: ModelRegistry, cache_dir: Path, selector: str, location: str, output: Path, serve: ServeParams,
-    distributed: DistributedParams, log_to: LogTarget, post: PostProcess,
-) -> dict[str, int]:  # fmt: skip
+    registry: ModelRegistry,
+    cache_dir: Path,
+    selector: str,
+    location: str,
+    output: Path,
+    serve: ServeParams,
+    distributed: DistributedParams,
+    log_to: LogTarget,
+    post: PostProcess,
+) -> dict[str, int]:
     """Score every file under `location` (a folder or an s3:// prefix) with the `selector` model (a detector's
     boxes post-processed by `post`, detect.served), in this process or on Ray (`distributed`): predictions to
     `output`, counts to the active MLflow run, every scored image to the inference log `log_to`. Returns the
@@ -178,12 +189,17 @@ def score_and_log(
     write_predictions(table, output)
     scored = frame[frame["error"].isna()]
     labelled = table[table["score"].notna()]  # a classifier's scored images, a detector's boxes
-    counts = {"images": len(frame), "scored": len(scored), "unreadable": len(frame) - len(scored),
-              **({"boxes": len(labelled)} if DETECTIONS in frame else {}),
-              **{f"label_{k}": int(v) for k, v in labelled["label"].value_counts().items()}}  # fmt: skip
+    counts = {
+        "images": len(frame),
+        "scored": len(scored),
+        "unreadable": len(frame) - len(scored),
+        **({"boxes": len(labelled)} if DETECTIONS in frame else {}),
+        **{f"label_{k}": int(v) for k, v in labelled["label"].value_counts().items()},
+    }
     mlflow.log_metrics({metric_name(f"batch_{k}"): v for k, v in counts.items()})
-    mlflow.set_tags({"model_version": served.version, "input": location, "output": str(output),
-                     "engine": distributed.engine})  # fmt: skip
+    mlflow.set_tags(
+        {"model_version": served.version, "input": location, "output": str(output), "engine": distributed.engine}
+    )
     inference_log = InferenceLog(log_to)
     inference_log.append(
         {"endpoint": "batch", **row}

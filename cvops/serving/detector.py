@@ -41,10 +41,14 @@ class DetectionPredictor(Predictor):
         """(N, size, size, 3) uint8 to the raw outputs (logits, box offsets, centerness), one row per image, and
         the projected embeddings ((N, 0) without a projection): what the micro-batcher splits by request."""
         pre = self.preprocessing
-        (logits, offsets, centerness, _), embeddings = detect_outputs(self.session, model_inputs(pixels, pre.mean,
-                                                                                                 pre.std))  # fmt: skip
-        projected = (self.projection.apply(embeddings) if self.projection is not None
-                     else np.zeros((len(pixels), 0), dtype=np.float32))  # fmt: skip
+        (logits, offsets, centerness, _), embeddings = detect_outputs(
+            self.session, model_inputs(pixels, pre.mean, pre.std)
+        )
+        projected = (
+            self.projection.apply(embeddings)
+            if self.projection is not None
+            else np.zeros((len(pixels), 0), dtype=np.float32)
+        )
         return logits, offsets, centerness, projected
 
     def detections(self, outputs: tuple[np.ndarray, ...], width: int, height: int) -> list[Detection]:
@@ -73,9 +77,12 @@ class DetectionPredictor(Predictor):
         """What the inference log keeps of one image's detections: monitoring's input (boxes per image, their
         sizes, shapes, scores and classes) beside the image statistics."""
         row: dict[str, Any] = {
-            "model_version": self.version, "width": image.width, "height": image.height,
-            **box_summary(detections, image.width, image.height), **image.features,
-        }  # fmt: skip
+            "model_version": self.version,
+            "width": image.width,
+            "height": image.height,
+            **box_summary(detections, image.width, image.height),
+            **image.features,
+        }
         if embedding.size and self.projection is not None:
             row["embedding"] = [round(float(x), 5) for x in embedding]
             row["projection"] = self.projection.fingerprint

@@ -42,8 +42,9 @@ class _Scorer:
             paths = {name: Path(folder) / name for name in contents}
             for name, data in contents.items():
                 paths[name].write_bytes(data)
-            self.predictor = load(paths[MODEL_FILE], **model, threads=threads,
-                                  projection_path=paths.get(PROJECTION_FILE))  # fmt: skip
+            self.predictor = load(
+                paths[MODEL_FILE], **model, threads=threads, projection_path=paths.get(PROJECTION_FILE)
+            )
         self.max_pixels = max_pixels
 
     def __call__(self, batch: "pd.DataFrame") -> "pd.DataFrame":
@@ -72,13 +73,22 @@ def score_on_ray(
     import ray
 
     files = [{"name": name, "path": path} for name, path in list_inputs(location)]
-    model = {"model_name": served.model_name, "version": served.version, "lineage_id": served.lineage_id,
-             "max_batch": serve.max_batch_images, "post": post}  # fmt: skip
+    model = {
+        "model_name": served.model_name,
+        "version": served.version,
+        "lineage_id": served.lineage_id,
+        "max_batch": serve.max_batch_images,
+        "post": post,
+    }
     sized_by = "distributed.batch_workers, distributed.cpus_per_worker"
     with ray_session(distributed, distributed.batch_workers, {"CPU": distributed.cpus_per_worker}, sized_by):
         threads = max(1, math.floor(distributed.cpus_per_worker))
-        scorer = {"model": model, "files": ray.put(_model_files(served)), "max_pixels": serve.max_image_pixels,
-                  "threads": threads}  # fmt: skip
+        scorer = {
+            "model": model,
+            "files": ray.put(_model_files(served)),
+            "max_pixels": serve.max_image_pixels,
+            "threads": threads,
+        }
         if (distributed.address or "").startswith("ray://"):
             rows = ray.get(ray.remote(num_cpus=0)(_score).remote(files, scorer, serve, distributed))
         else:
@@ -97,7 +107,11 @@ def _score(
 
     dataset = ray.data.from_items(files)
     scored = dataset.map_batches(
-        _Scorer, fn_constructor_kwargs=scorer, batch_size=serve.max_batch_images, batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=distributed.batch_workers), num_cpus=distributed.cpus_per_worker,
-    )  # fmt: skip
+        _Scorer,
+        fn_constructor_kwargs=scorer,
+        batch_size=serve.max_batch_images,
+        batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=distributed.batch_workers),
+        num_cpus=distributed.cpus_per_worker,
+    )
     return [json.loads(row) for batch in scored.iter_batches(batch_format="pandas") for row in batch["row"]]

@@ -17,8 +17,18 @@ SERVICES = {"classification": "cvops.serving.service:Classifier", "detection": "
 # them; no resolver runs offline). No torch: a bento serves the ONNX file with onnxruntime.
 # psycopg2: replicas log to the team's state database (CVOPS_STATE_URL); fsspec, s3fs: captured images
 # (serve.capture) go to a folder or an S3 prefix.
-SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow", "pydantic", "pyyaml", "prometheus-client",
-                    "psycopg2-binary", "fsspec", "s3fs")  # fmt: skip
+SERVING_PACKAGES = (
+    "bentoml",
+    "onnxruntime",
+    "numpy",
+    "pillow",
+    "pydantic",
+    "pyyaml",
+    "prometheus-client",
+    "psycopg2-binary",
+    "fsspec",
+    "s3fs",
+)
 
 
 def store_model(served: ServedModel, preprocessing: Preprocessing, lineage: dict[str, str]) -> str:
@@ -26,8 +36,12 @@ def store_model(served: ServedModel, preprocessing: Preprocessing, lineage: dict
     import bentoml
 
     labels = {"model_version": served.version, "registered_model": served.model_name, "lineage_id": served.lineage_id}
-    metadata = {**lineage, "class_names": preprocessing.class_names, "image_size": preprocessing.image_size,
-                "task": preprocessing.task}  # fmt: skip
+    metadata = {
+        **lineage,
+        "class_names": preprocessing.class_names,
+        "image_size": preprocessing.image_size,
+        "task": preprocessing.task,
+    }
     with bentoml.models.create(served.model_name, labels=labels, metadata=metadata) as model:
         shutil.copy(served.onnx_path, model.path_of(MODEL_FILE))
         if served.projection_path:  # the embeddings the service logs are reduced with the version's projection

@@ -188,10 +188,13 @@ class Predictor:
         """What the inference log keeps of one prediction: monitoring's input."""
         best = int(probabilities.argmax())
         row: dict[str, Any] = {
-            "model_version": self.version, "label": self.preprocessing.class_names[best],
-            "score": round(float(probabilities[best]), 6), "width": image.width, "height": image.height,
+            "model_version": self.version,
+            "label": self.preprocessing.class_names[best],
+            "score": round(float(probabilities[best]), 6),
+            "width": image.width,
+            "height": image.height,
             **image.features,
-        }  # fmt: skip
+        }
         if embedding.size and self.projection is not None:
             row["embedding"] = [round(float(x), 5) for x in embedding]
             row["projection"] = self.projection.fingerprint
@@ -199,9 +202,16 @@ class Predictor:
 
 
 def load(
-    onnx_path: Path, model_name: str, version: str, lineage_id: str, max_batch: int, post: "PostProcess",
-    threads: int | None = None, projection_path: Path | None = None, top_k: int = 1,
-) -> Predictor:  # fmt: skip
+    onnx_path: Path,
+    model_name: str,
+    version: str,
+    lineage_id: str,
+    max_batch: int,
+    post: "PostProcess",
+    threads: int | None = None,
+    projection_path: Path | None = None,
+    top_k: int = 1,
+) -> Predictor:
     """The predictor of an ONNX file of cvops, a classifier's or a detector's as the file says (`post`, the
     detector's post-processing, is detect.served; `top_k`, a classifier's answer length, is serve.top_k)."""
     from cvops.serving.detector import DetectionPredictor  # the detector's twin builds on this module
@@ -218,5 +228,14 @@ def load_served(
 ) -> Predictor:
     """`load` for a registry version (`artifacts.resolve`)."""
     projection = Path(served.projection_path) if served.projection_path else None
-    return load(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, max_batch, post,
-                threads, projection, top_k)  # fmt: skip
+    return load(
+        Path(served.onnx_path),
+        served.model_name,
+        served.version,
+        served.lineage_id,
+        max_batch,
+        post,
+        threads,
+        projection,
+        top_k,
+    )

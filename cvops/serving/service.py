@@ -72,9 +72,11 @@ ENDPOINTS = {*CLASSIFY, *DETECT, FEEDBACK}
 
 REQUESTS = prom.Counter("cvops_requests", "Requests by endpoint, HTTP status and arm", ["endpoint", "status", "arm"])
 LATENCY = prom.Histogram(
-    "cvops_request_seconds", "Time to answer a request (the shadow's arm: to score it aside)", ["endpoint", "arm"],
+    "cvops_request_seconds",
+    "Time to answer a request (the shadow's arm: to score it aside)",
+    ["endpoint", "arm"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)  # fmt: skip
+)
 PREDICTIONS = prom.Counter(
     "cvops_predictions", "Predicted labels (a detector's: one per box)", ["label", "model_version", "arm"]
 )
@@ -113,8 +115,9 @@ class RequestGuard:
     parsing would parse multipart twice, write every upload to a temporary file, and answer a malformed body
     with a 500. The other task's endpoints get a 404 that names this service's."""
 
-    def __init__(self, app: t.Any, token: str | None, max_bytes: int, files: dict[str, str], feedback: bool,
-                 serves: str) -> None:  # fmt: skip
+    def __init__(
+        self, app: t.Any, token: str | None, max_bytes: int, files: dict[str, str], feedback: bool, serves: str
+    ) -> None:
         self.app, self.token, self.max_bytes, self.files = app, token, max_bytes, files
         self.answered = {*files, FEEDBACK} if feedback else set(files)
         self.elsewhere = f"this service serves a {serves}: POST {' or '.join(files)}"
@@ -154,8 +157,9 @@ class RequestGuard:
         try:
             drawn = _rendered(scope, endpoint, "/detect" in self.files)
             field = self.files[scope["path"]]
-            images: list[bytes] | RequestError = await _images(scope, b"".join(chunks), content_type, field,
-                                                               _single(endpoint))  # fmt: skip
+            images: list[bytes] | RequestError = await _images(
+                scope, b"".join(chunks), content_type, field, _single(endpoint)
+            )
         except RequestError as err:
             images, drawn = err, False
         key = headers.get(KEY_HEADER.encode(), b"").decode("latin-1") or None
@@ -184,8 +188,9 @@ async def _images(scope: t.Any, body: bytes, content_type: str, field: str, sing
     """The image files a request carries, by its content type; RequestError says what is wrong with it."""
     if content_type.startswith(RAW_TYPES):
         if not single:
-            raise RequestError(415, f"a raw body holds one image: send several as multipart files '{field}' or "
-                                    f"JSON '{field}_base64'")  # fmt: skip
+            raise RequestError(
+                415, f"a raw body holds one image: send several as multipart files '{field}' or JSON '{field}_base64'"
+            )
         return [body]
     if content_type.startswith("multipart/form-data"):
         files, texts = await _multipart(scope, body, field)
@@ -193,8 +198,11 @@ async def _images(scope: t.Any, body: bytes, content_type: str, field: str, sing
         files, texts = [], _json_texts(body, field)
     else:
         kind = content_type.split(";")[0] or "none"
-        raise RequestError(415, f"content type {kind}: send the image file (image/*), JSON ({field}_base64) or "
-                                f"multipart/form-data (file '{field}')")  # fmt: skip
+        raise RequestError(
+            415,
+            f"content type {kind}: send the image file (image/*), JSON ({field}_base64) or "
+            f"multipart/form-data (file '{field}')",
+        )
     if single:
         if len(files) + len(texts) != 1:
             problem = f"{len(files)} files under 'image'" if len(files) > 1 else "send exactly one of"
@@ -335,8 +343,9 @@ class Vision:
             return
         threads = 1 if arm.name == SHADOW else SETTINGS.model_threads  # a shadow competes less for the CPU
         try:
-            loaded = served and self._checked(load_served(served, SETTINGS.max_batch_images, PARAMS.detect.served,
-                                                          threads, SETTINGS.top_k))  # fmt: skip
+            loaded = served and self._checked(
+                load_served(served, SETTINGS.max_batch_images, PARAMS.detect.served, threads, SETTINGS.top_k)
+            )
         except Exception:
             if arm.name == CHAMPION:
                 raise
@@ -348,8 +357,10 @@ class Vision:
     def _checked(self, predictor: Predictor) -> Predictor:
         """`predictor`, if it is a model of this service's task; a ModelError saying which service it needs."""
         if (task := predictor.preprocessing.task) != self.TASK:
-            raise ModelError(f"{predictor.model_name} version {predictor.version} is a {task} model and this "
-                             f"service serves {self.TASK}: set task: {task} in params.yaml")  # fmt: skip
+            raise ModelError(
+                f"{predictor.model_name} version {predictor.version} is a {task} model and this "
+                f"service serves {self.TASK}: set task: {task} in params.yaml"
+            )
         return predictor
 
     def _follow(self) -> None:
@@ -406,8 +417,9 @@ class Vision:
         REQUESTS.labels(endpoint=endpoint, status=str(status), arm=arm.name).inc()
         LATENCY.labels(endpoint=endpoint, arm=arm.name).observe(seconds)
         # in the log before the answer goes out: feedback sent on receiving it always finds its request
-        await asyncio.wrap_future(self._log(endpoint, arm, predictor, rows or [{"request_id": request_id}], status,
-                                            seconds))  # fmt: skip
+        await asyncio.wrap_future(
+            self._log(endpoint, arm, predictor, rows or [{"request_id": request_id}], status, seconds)
+        )
         if status == 200 and arm is self.champion and not isinstance(images, RequestError):
             self._score_in_shadow(endpoint, images, decoded, [row["request_id"] for row in rows])
         return status, body, request_id
@@ -426,12 +438,18 @@ class Vision:
             else:
                 rows[i][CAPTURE] = outcome
 
-    def _log(self, endpoint: str, arm: Arm, predictor: Predictor, rows: list[dict[str, t.Any]], status: int,
-             seconds: float) -> "Future[None]":  # fmt: skip
+    def _log(
+        self, endpoint: str, arm: Arm, predictor: Predictor, rows: list[dict[str, t.Any]], status: int, seconds: float
+    ) -> "Future[None]":
         """One inference-log row per image (one per request when it failed), naming the arm and version; the
         future is done once they are written."""
-        stamp = {"endpoint": endpoint, "arm": arm.name, "model_version": predictor.version, "status": status,
-                 "latency_ms": round(seconds * 1000, 3)}  # fmt: skip
+        stamp = {
+            "endpoint": endpoint,
+            "arm": arm.name,
+            "model_version": predictor.version,
+            "status": status,
+            "latency_ms": round(seconds * 1000, 3),
+        }
         for row in rows:  # a classifier's label; each of a detector's boxes
             for label in row.get("labels", [row["label"]] if "label" in row else []):
                 PREDICTIONS.labels(label=label, model_version=predictor.version, arm=arm.name).inc()
@@ -512,9 +530,11 @@ def _image_endpoints(endpoint: str, one_doc: str, batch_doc: str) -> tuple[t.Any
 
 
 SERVICE_OPTIONS: dict[str, t.Any] = {
-    "name": PARAMS.registry.bento_name, "workers": SETTINGS.worker_count, "traffic": {"timeout": 60},
+    "name": PARAMS.registry.bento_name,
+    "workers": SETTINGS.worker_count,
+    "traffic": {"timeout": 60},
     "logging": {"access": {"enabled": SETTINGS.access_log}},
-}  # fmt: skip
+}
 
 
 @bentoml.service(**SERVICE_OPTIONS)
@@ -541,8 +561,13 @@ class Classifier(Vision):
         request_id, label = payload["request_id"], payload["label"]
         try:
             check_request_id(request_id)
-            await asyncio.to_thread(give_feedback, PROJECT.inference_log(SETTINGS), {request_id: label},
-                                    predictor.preprocessing.class_names, "api")  # fmt: skip
+            await asyncio.to_thread(
+                give_feedback,
+                PROJECT.inference_log(SETTINGS),
+                {request_id: label},
+                predictor.preprocessing.class_names,
+                "api",
+            )
         except UnknownRequest as err:
             return 404, {"error": str(err)}
         except FeedbackError as err:
@@ -609,8 +634,9 @@ def _announce(replaced: Predictor | None, arm: Arm) -> None:
         return
     MODEL.labels(model_version=predictor.version, arm=arm.name).set(1)
     share = "" if arm.name == CHAMPION else f", {arm.fraction:.0%} of requests"
-    log.info("%s: %s version %s (%s%s)", arm.name, predictor.model_name, predictor.version, predictor.onnx_path.name,
-             share)  # fmt: skip
+    log.info(
+        "%s: %s version %s (%s%s)", arm.name, predictor.model_name, predictor.version, predictor.onnx_path.name, share
+    )
 
 
 def _packaged(tag: str) -> Predictor:
@@ -618,13 +644,23 @@ def _packaged(tag: str) -> Predictor:
     stored = bentoml.models.get(tag)
     labels = stored.info.labels
     projection = Path(stored.path_of(PROJECTION_FILE))
-    return load(Path(stored.path_of(MODEL_FILE)), labels["registered_model"], labels["model_version"],
-                labels["lineage_id"], SETTINGS.max_batch_images, PARAMS.detect.served, SETTINGS.model_threads,
-                projection if projection.is_file() else None, SETTINGS.top_k)  # fmt: skip
+    return load(
+        Path(stored.path_of(MODEL_FILE)),
+        labels["registered_model"],
+        labels["model_version"],
+        labels["lineage_id"],
+        SETTINGS.max_batch_images,
+        PARAMS.detect.served,
+        SETTINGS.model_threads,
+        projection if projection.is_file() else None,
+        SETTINGS.top_k,
+    )
 
 
-for _service, _files, _feedback, _serves in ((Classifier, CLASSIFY, True, "classifier"),
-                                              (Detector, DETECT, False, "detector")):  # fmt: skip
+for _service, _files, _feedback, _serves in (
+    (Classifier, CLASSIFY, True, "classifier"),
+    (Detector, DETECT, False, "detector"),
+):
     _service.add_asgi_middleware(  # type: ignore[union-attr]
         RequestGuard,
         token=os.environ.get("CVOPS_API_TOKEN") or None,

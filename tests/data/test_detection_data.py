@@ -27,11 +27,24 @@ def write_coco(scenes, root: Path) -> Path:
     images, annotations = [], []
     for i, scene in enumerate(scenes):
         scene.image.save(root / "img" / f"{scene.name}.png")
-        images.append({"id": i + 1, "file_name": f"img/{scene.name}.png", "width": scene.image.width,
-                       "height": scene.image.height})  # fmt: skip
+        images.append(
+            {
+                "id": i + 1,
+                "file_name": f"img/{scene.name}.png",
+                "width": scene.image.width,
+                "height": scene.image.height,
+            }
+        )
         for box in scene.boxes:
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(box.label) + 1,
-                                "bbox": [box.x1, box.y1, box.x2 - box.x1, box.y2 - box.y1], "iscrowd": 0})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(box.label) + 1,
+                    "bbox": [box.x1, box.y1, box.x2 - box.x1, box.y2 - box.y1],
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": d + 1, "name": str(d)} for d in range(10)]
     path = root / "annotations.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
@@ -45,8 +58,11 @@ def write_yolo(scenes, root: Path) -> None:
     for scene in scenes:
         scene.image.save(root / "images" / "train" / f"{scene.name}.png")
         w, h = scene.image.size
-        lines = [f"{b.label} {(b.x1 + b.x2) / 2 / w:.10f} {(b.y1 + b.y2) / 2 / h:.10f} {(b.x2 - b.x1) / w:.10f} "
-                 f"{(b.y2 - b.y1) / h:.10f}" for b in scene.boxes]  # fmt: skip
+        lines = [
+            f"{b.label} {(b.x1 + b.x2) / 2 / w:.10f} {(b.y1 + b.y2) / 2 / h:.10f} {(b.x2 - b.x1) / w:.10f} "
+            f"{(b.y2 - b.y1) / h:.10f}"
+            for b in scene.boxes
+        ]
         (root / "labels" / "train" / f"{scene.name}.txt").write_text("\n".join(lines) + "\n")
     (root / "data.yaml").write_text("names: {" + ", ".join(f"{d}: '{d}'" for d in range(10)) + "}\n")
 
@@ -69,8 +85,9 @@ def test_coco_and_yolo_imports_round_trip_the_same_boxes(scenes, tmp_path):
     import_scenes(coco_source(tmp_path / "coco", coco_file), tmp_path / "raw-coco")
     import_scenes(yolo_source(tmp_path / "yolo"), tmp_path / "raw-yolo")
 
-    expected = pd.DataFrame([{"label": b.label, "x1": b.x1, "y1": b.y1, "x2": b.x2, "y2": b.y2}
-                             for s in scenes for b in s.boxes])  # fmt: skip
+    expected = pd.DataFrame(
+        [{"label": b.label, "x1": b.x1, "y1": b.y1, "x2": b.x2, "y2": b.y2} for s in scenes for b in s.boxes]
+    )
     coco, yolo = comparable(tmp_path / "raw-coco"), comparable(tmp_path / "raw-yolo")
     assert len(coco) == len(yolo) == len(expected) > len(scenes)
     pd.testing.assert_frame_equal(coco, yolo, atol=1e-6, check_exact=False)
@@ -88,8 +105,13 @@ def test_a_clean_composed_set_passes_and_prepares_with_its_boxes(scenes, tmp_pat
     import_scenes(digit_scenes_source(40, seed=3), tmp_path / "raw")
     report = validate_dataset(tmp_path / "raw", tmp_path / "validated", LENIENT)
     assert report.passed, report.summary()
-    ref = prepare_dataset(tmp_path / "validated", tmp_path / "raw", tmp_path / "prepared",
-                          PrepareParams(image_size=64, val_fraction=0.2, test_fraction=0.2), seed=1)  # fmt: skip
+    ref = prepare_dataset(
+        tmp_path / "validated",
+        tmp_path / "raw",
+        tmp_path / "prepared",
+        PrepareParams(image_size=64, val_fraction=0.2, test_fraction=0.2),
+        seed=1,
+    )
     assert ref.class_names == [str(d) for d in range(10)]
     assert sum(sum(c.values()) for c in ref.counts.values()) == len(read_boxes(tmp_path / "raw"))
     assert np.load(tmp_path / "prepared" / "images.npy").shape == (40, 64, 64, 3)
@@ -97,8 +119,13 @@ def test_a_clean_composed_set_passes_and_prepares_with_its_boxes(scenes, tmp_pat
     # an image keeps its split when the dataset grows: the split is a seeded hash of its content
     import_scenes(digit_scenes_source(60, seed=3), tmp_path / "raw")
     assert validate_dataset(tmp_path / "raw", tmp_path / "validated", LENIENT).passed
-    prepare_dataset(tmp_path / "validated", tmp_path / "raw", tmp_path / "grown",
-                    PrepareParams(image_size=64, val_fraction=0.2, test_fraction=0.2), seed=1)  # fmt: skip
+    prepare_dataset(
+        tmp_path / "validated",
+        tmp_path / "raw",
+        tmp_path / "grown",
+        PrepareParams(image_size=64, val_fraction=0.2, test_fraction=0.2),
+        seed=1,
+    )
     before = read_manifest(tmp_path / "prepared").set_index("sha256")["split"]
     after = read_manifest(tmp_path / "grown").set_index("sha256")["split"]
     assert after[before.index].equals(before)

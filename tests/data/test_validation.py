@@ -61,8 +61,16 @@ def test_clean_dataset_passes_every_check(tmp_path):
     report = validate_dataset(raw, validated, ValidateParams(min_per_class=10, **BOUNDS))
 
     assert report.passed and report.num_files == 36 and not report.quarantined
-    assert set(by_name(report)) == {"decodes", "mode", "width", "height", "classes", "duplicates",
-                                    "min_per_class", "imbalance"}  # fmt: skip
+    assert set(by_name(report)) == {
+        "decodes",
+        "mode",
+        "width",
+        "height",
+        "classes",
+        "duplicates",
+        "min_per_class",
+        "imbalance",
+    }
     assert all(c.passed and not c.offenders for c in report.checks)
     accepted = read_manifest(validated)
     assert sorted(accepted["path"]) == sorted(read_manifest(raw)["path"])
@@ -201,11 +209,13 @@ def test_quarantine_cannot_fix_a_class_with_too_few_images(tmp_path):
 
 
 def test_check_split_refuses_an_image_shared_between_splits():
-    manifest = pd.DataFrame({
-        "path": ["cat/a.png", "cat/b.png", "cat/a_copy.png", "dog/c.png"],
-        "sha256": ["aa", "bb", "aa", "cc"],
-        "split": ["train", "val", "test", "train"],
-    })  # fmt: skip
+    manifest = pd.DataFrame(
+        {
+            "path": ["cat/a.png", "cat/b.png", "cat/a_copy.png", "dog/c.png"],
+            "sha256": ["aa", "bb", "aa", "cc"],
+            "split": ["train", "val", "test", "train"],
+        }
+    )
     check_split(manifest[manifest["path"] != "cat/a_copy.png"])  # no copies: accepted
 
     with pytest.raises(DataInvalidError, match="leakage") as caught:

@@ -38,12 +38,25 @@ def detection_checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     overlay["prepare"]["image_size"] = 128
     overlay["train"]["epochs"] = 5
     overlay["gate"] |= {"min_map": 0.05, "min_class_ap": 0.0, "min_slice_map": 0.0}  # a short run still passes
-    overlay |= {"validate": {"min_per_class": 5}, "quantize": {"calibration_size": 32}, "measure": {"runs": 6},
-                "evaluate": {"bootstrap_resamples": 200}}  # fmt: skip
+    overlay |= {
+        "validate": {"min_per_class": 5},
+        "quantize": {"calibration_size": 32},
+        "measure": {"runs": 6},
+        "evaluate": {"bootstrap_resamples": 200},
+    }
     (root / "small-scenes.yaml").write_text(yaml.safe_dump(overlay))
     assert cvops(root, "init").returncode == 0
-    trained = cvops(root, "run", "training", "-S", "task=detection", "-S", "data.source=digit-scenes",
-                    "--overlay", "small-scenes.yaml")  # fmt: skip
+    trained = cvops(
+        root,
+        "run",
+        "training",
+        "-S",
+        "task=detection",
+        "-S",
+        "data.source=digit-scenes",
+        "--overlay",
+        "small-scenes.yaml",
+    )
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     return root, trained
 
@@ -119,8 +132,9 @@ def test_detect_answers_in_the_pixels_of_the_image_sent_and_draws_them(detection
         ("/feedback", b'{"request_id": "x", "label": "1"}', "application/json", 404, "serves a detector"),
     ],
 )
-def test_bad_requests_get_a_4xx_with_a_json_error(detection_checkout, detector_server, path, body, content_type,
-                                                  status, says) -> None:  # fmt: skip
+def test_bad_requests_get_a_4xx_with_a_json_error(
+    detection_checkout, detector_server, path, body, content_type, status, says
+) -> None:
     root, _ = detection_checkout
     sent = scene_file(root, 1)[0].read_bytes() if body is None else body
     answered, answer = detector_server.request(path, sent, {"Content-Type": content_type})

@@ -88,8 +88,7 @@ def test_the_embedded_default_starts_no_ray(checkout) -> None:
 
 
 def _command(checkout: Checkout, output: Path, *more: str) -> list[str]:
-    return ["run", "batch-inference", "--input", str(checkout.images), "--output", str(output), "--version", "1",
-            *more]  # fmt: skip
+    return ["run", "batch-inference", "--input", str(checkout.images), "--output", str(output), "--version", "1", *more]
 
 
 def _batch_inference(
@@ -115,8 +114,7 @@ def test_batch_inference_on_a_two_node_cluster_equals_the_in_process_run(checkou
     assert f"scored {scored} of {len(found)} files" in result.stdout
     assert len(read_inference_log(log)) == before + scored
     client = checkout.mlflow()
-    (run,) = client.search_runs(client.get_experiment_by_name("cvops").experiment_id,
-                                "tags.engine = 'ray'")  # fmt: skip
+    (run,) = client.search_runs(client.get_experiment_by_name("cvops").experiment_id, "tags.engine = 'ray'")
     assert run.data.metrics["batch_images"] == len(found)
 
 
@@ -125,7 +123,7 @@ def test_a_cluster_too_small_for_the_workers_is_one_line(checkout, cluster, tmp_
     overlay = tmp_path / "big.yaml"
     overlay.write_text(
         f"distributed: {{engine: ray, address: '{cluster.address}', batch_workers: 3, cpus_per_worker: 2.0}}\n"
-    )  # fmt: skip  (6 CPUs of 4, or of 2 once a node died)
+    )  # 6 CPUs of 4, or of 2 once a node died
     params = (checkout.root / "params.yaml").read_bytes()
     result = _batch_inference(checkout, checkout.root.parent / "never.parquet", cluster.env, "--overlay", str(overlay))
     assert_one_line_error(result, 2, "logical CPUs", "distributed.batch_workers")  # not a wait for ever
@@ -138,8 +136,13 @@ def _training_overlay(tmp_path: Path, cluster: RayCluster, train: dict[str, obje
     node's 2 CPUs each, so two never share one)."""
     spec = yaml.safe_load(SMALL_RUN.read_text())
     spec["train"] |= train
-    spec["distributed"] = {"engine": "ray", "address": cluster.address, "train_workers": 2, "cpus_per_worker": 1.5,
-                           **distributed}  # fmt: skip
+    spec["distributed"] = {
+        "engine": "ray",
+        "address": cluster.address,
+        "train_workers": 2,
+        "cpus_per_worker": 1.5,
+        **distributed,
+    }
     overlay = tmp_path / "ray-training.yaml"
     overlay.write_text(yaml.safe_dump(spec))
     return overlay
@@ -154,8 +157,9 @@ def _train_until_a_checkpoint_then_kill_a_node(
     command = [sys.executable, "-m", "cvops.cli", "run", "training", "--overlay", str(overlay)]
     out, err = tmp_path / "out.log", tmp_path / "err.log"
     with out.open("w") as stdout, err.open("w") as stderr:
-        process = subprocess.Popen(command, cwd=checkout.root, env=cluster.env, stdout=stdout, stderr=stderr,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, cwd=checkout.root, env=cluster.env, stdout=stdout, stderr=stderr, start_new_session=True
+        )
     with stopped_on_exit(process):
         deadline = time.monotonic() + 300
         while not [s for s in checkout.root.glob(f"checkpoints/*/{SNAPSHOT}") if s.stat().st_mtime > started]:
@@ -198,8 +202,13 @@ def test_a_node_dying_mid_training_without_retries_is_one_line_and_registers_not
     result = _train_until_a_checkpoint_then_kill_a_node(checkout, cluster, overlay, tmp_path, replace=False)
     # without the lines Ray forwards from its processes, "(RayTrainWorker pid=...) ...", tracebacks included
     own = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("("))
-    assert_one_line_error(subprocess.CompletedProcess(result.args, result.returncode, result.stdout, own), 10,
-                          "training on Ray failed", f"lost node {doomed[:12]}", "--resume")  # fmt: skip
+    assert_one_line_error(
+        subprocess.CompletedProcess(result.args, result.returncode, result.stdout, own),
+        10,
+        "training on Ray failed",
+        f"lost node {doomed[:12]}",
+        "--resume",
+    )
     assert len(checkout.versions()) == versions  # no half-trained model registered
     cluster.add_node()  # the next tests have two nodes again
 
@@ -227,12 +236,24 @@ def test_a_node_dying_mid_run_loses_and_repeats_no_row(checkout, cluster, tmp_pa
     # half a CPU per actor: the head alone can hold both actors once the second node is gone
     checkout.use(engine="ray", address=cluster.address, batch_workers=2, cpus_per_worker=0.5)
     output = tmp_path / "ray.parquet"
-    command = [sys.executable, "-m", "cvops.cli", "run", "batch-inference", "--input", str(folder),
-               "--output", str(output), "--version", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "cvops.cli",
+        "run",
+        "batch-inference",
+        "--input",
+        str(folder),
+        "--output",
+        str(output),
+        "--version",
+        "1",
+    ]
     logs = tmp_path / "cvops.log"
     with logs.open("w") as out:
-        process = subprocess.Popen(command, cwd=checkout.root, env=cluster.env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, cwd=checkout.root, env=cluster.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     with stopped_on_exit(process):
         second = cluster.alive_workers[-1]
         deadline = time.monotonic() + 300
@@ -283,9 +304,15 @@ def test_sigterm_stops_the_command_and_its_local_ray_instance(checkout, tmp_path
     checkout.use(engine="ray", address="null", batch_workers=1, cpus_per_worker=1.0)
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     command = [sys.executable, "-m", "cvops.cli", *_command(checkout, tmp_path / "never.parquet")]
-    process = subprocess.Popen(command, cwd=checkout.root, env=clean_env() | {"RAY_TMPDIR": str(ray_tmp)},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=checkout.root,
+        env=clean_env() | {"RAY_TMPDIR": str(ray_tmp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         with stopped_on_exit(process):
             assert process.stdout is not None

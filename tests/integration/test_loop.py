@@ -66,8 +66,23 @@ def test_labelled_production_images_retrain_a_model_that_handles_the_shift(check
     server = Server(root, "-S", "serve.capture.fraction=1.0")
     try:
         url = f"http://127.0.0.1:{server.port}"
-        ok(cvops(root, "traffic", "--source", "holdout", *SHIFT, "--n", "400", "--feedback", "0.3", "--truth-out",
-                 str(truth), "--url", url))  # fmt: skip
+        ok(
+            cvops(
+                root,
+                "traffic",
+                "--source",
+                "holdout",
+                *SHIFT,
+                "--n",
+                "400",
+                "--feedback",
+                "0.3",
+                "--truth-out",
+                str(truth),
+                "--url",
+                url,
+            )
+        )
     finally:
         server.stop()
 

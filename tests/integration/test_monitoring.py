@@ -54,8 +54,14 @@ def client(root: Path) -> MlflowClient:
 
 def monitoring(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[str, DriftVerdict]:
     """`cvops run monitoring`; its output and the verdict it saved."""
-    result = subprocess.run([sys.executable, "-m", "cvops.cli", "run", "monitoring", *args], cwd=root,
-                            env=clean_env() | (env or {}), capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cvops.cli", "run", "monitoring", *args],
+        cwd=root,
+        env=clean_env() | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = result.stdout.split("report: ")[1].split()[0]
     return result.stdout, DriftVerdict.model_validate_json((Path(report) / VERDICT_FILE).read_text())
@@ -160,8 +166,13 @@ def test_scheduler_stops_on_sigterm_after_the_running_job(champion: Path) -> Non
     (champion / "monitoring" / "scheduler.sqlite").unlink()  # a fresh job store: monitoring is due at once
     log = champion / "scheduler.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "cvops.cli", "schedule"], cwd=champion, env=clean_env(),
-                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cvops.cli", "schedule"],
+            cwd=champion,
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 120
     while "scheduler: starting monitoring" not in log.read_text():
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]

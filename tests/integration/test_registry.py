@@ -38,17 +38,27 @@ def evidence(tmp_path: Path, accuracy: float) -> Evaluation:
     import numpy as np
 
     png = plot_confusion_matrix(np.array([0, 1]), np.array([0, 1]), CLASSES, tmp_path / "cm.png")
-    metrics = {"accuracy": accuracy, "macro_f1": accuracy, "ece": 0.05,
-               "accuracy_ci95_low": accuracy - 0.05, "accuracy_ci95_high": min(1.0, accuracy + 0.05),
-               "macro_f1_ci95_low": accuracy - 0.05, "macro_f1_ci95_high": min(1.0, accuracy + 0.05)}  # fmt: skip
+    metrics = {
+        "accuracy": accuracy,
+        "macro_f1": accuracy,
+        "ece": 0.05,
+        "accuracy_ci95_low": accuracy - 0.05,
+        "accuracy_ci95_high": min(1.0, accuracy + 0.05),
+        "macro_f1_ci95_low": accuracy - 0.05,
+        "macro_f1_ci95_high": min(1.0, accuracy + 0.05),
+    }
     for name in CLASSES:
-        metrics.update({f"precision_{name}": accuracy, f"recall_{name}": accuracy, f"f1_{name}": accuracy,
-                        f"support_{name}": 50.0})  # fmt: skip
+        metrics.update(
+            {f"precision_{name}": accuracy, f"recall_{name}": accuracy, f"f1_{name}": accuracy, f"support_{name}": 50.0}
+        )
     return Evaluation(
-        metrics=metrics, class_names=CLASSES, confusion_matrix_png=str(png), num_images=100,
+        metrics=metrics,
+        class_names=CLASSES,
+        confusion_matrix_png=str(png),
+        num_images=100,
         slices=[SliceMetrics(attribute="brightness", value="dark", n=40, accuracy=accuracy, macro_f1=accuracy)],
         footprint=Footprint(format="torch", size_mb=1.0, latency_ms=1.0, threads=1),
-    )  # fmt: skip
+    )
 
 
 def add_version(registry: ModelRegistry, tmp_path: Path, accuracy: float = 0.9, require_approval: bool = True) -> str:
@@ -123,12 +133,17 @@ def test_rejected_version_loses_its_alias_and_cannot_be_promoted(registry, tmp_p
 
 def test_only_the_challenger_may_be_a_canary_and_each_refusal_says_why(registry, tmp_path) -> None:
     champion, failed, rejected, superseded, challenger = (
-        add_version(registry, tmp_path, accuracy=a) for a in (0.9, 0.5, 0.9, 0.9, 0.9))  # fmt: skip
+        add_version(registry, tmp_path, accuracy=a) for a in (0.9, 0.5, 0.9, 0.9, 0.9)
+    )
     registry.promote(champion, reviewer="alice")
     registry.reject(rejected, reviewer="bob", reason="misses cracks")
     assert check_canary(registry, "challenger").version == check_canary(registry, challenger).version == challenger
-    refusals = {champion: "already the champion", failed: "did not pass its gate", superseded: "a newer version is",
-                rejected: "rejected by bob (misses cracks)"}  # fmt: skip
+    refusals = {
+        champion: "already the champion",
+        failed: "did not pass its gate",
+        superseded: "a newer version is",
+        rejected: "rejected by bob (misses cracks)",
+    }
     for version, why in refusals.items():
         with pytest.raises(PromotionRefusedError, match=re.escape(why)):
             check_canary(registry, version)
@@ -184,7 +199,11 @@ def test_champion_loads_for_the_paired_comparison(registry, tmp_path) -> None:
     registry.promote(version, reviewer="alice")
     champion = load_champion(registry)
     assert (champion.version, champion.class_names, champion.image_size, champion.data_version) == (
-        version, CLASSES, 16, "d1")  # fmt: skip
+        version,
+        CLASSES,
+        16,
+        "d1",
+    )
     import torch
 
     assert champion.model(torch.zeros(1, 3, 16, 16)).shape == (1, 2)
@@ -214,10 +233,15 @@ registry.promote(sys.argv[2], reviewer=f"reviewer-{sys.argv[2]}")
 def promoters(project_dir: Path, versions: list[str], go: Path) -> list[subprocess.Popen[str]]:
     """One process per version, each promoting it the moment `go` exists."""
     started = [
-        subprocess.Popen([sys.executable, "-c", PROMOTE_ON_SIGNAL, str(project_dir), v, str(go)], env=clean_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", PROMOTE_ON_SIGNAL, str(project_dir), v, str(go)],
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for v in versions
-    ]  # fmt: skip
+    ]
     for process in started:
         assert process.stdout.readline().strip() == "ready", process.stderr.read()[-2000:]
     return started

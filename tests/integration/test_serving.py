@@ -184,29 +184,35 @@ def test_bad_requests_get_4xx_json_and_the_service_stays_up(server, how: str, st
         "a JSON array": lambda: server.post_json("/classify", [b64(good)]),
         "a number as image_base64": lambda: server.post_json("/classify", {"image_base64": 7}),
         "a file under image_base64": lambda: server.post_files("/classify", "image_base64", [("x.png", good)]),
-        "several raw images to the batch endpoint": lambda: server.request("/classify_batch", good + good,
-                                                                           {"Content-Type": "image/png"}),
+        "several raw images to the batch endpoint": lambda: server.request(
+            "/classify_batch", good + good, {"Content-Type": "image/png"}
+        ),
         "file field sent as text": lambda: server.request(
-            "/classify", b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhello\r\n--b--\r\n',
-            {"Content-Type": "multipart/form-data; boundary=b"}),
+            "/classify",
+            b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nhello\r\n--b--\r\n',
+            {"Content-Type": "multipart/form-data; boundary=b"},
+        ),
         "file under an undefined field": lambda: server.post_files("/classify", "picture", [("x.png", good)]),
         "two files under image": lambda: server.post_files("/classify", "image", [("a.png", good), ("b.png", good)]),
         "form-urlencoded body": lambda: server.request(
-            "/classify", b"image_base64=" + b64(good).encode(), {"Content-Type": "application/x-www-form-urlencoded"}),
+            "/classify", b"image_base64=" + b64(good).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+        ),
         "a wrong content type": lambda: server.request("/classify", b"a,b\n1,2\n", {"Content-Type": "text/csv"}),
         "bad base64": lambda: server.post_json("/classify", {"image_base64": "%%%not base64%%%"}),
         "data URI that is not base64": lambda: server.post_json("/classify", {"image_base64": "data:image/png,abc"}),
-        "non-UTF-8 JSON": lambda: server.request("/classify", b'{"image_base64": "\xff\xfe"}',
-                                                 {"Content-Type": "application/json"}),
+        "non-UTF-8 JSON": lambda: server.request(
+            "/classify", b'{"image_base64": "\xff\xfe"}', {"Content-Type": "application/json"}
+        ),
         "gif": lambda: server.post_files("/classify", "image", [("x.gif", png(np.zeros((8, 8, 3), np.uint8), "GIF"))]),
         "pixel bomb": lambda: server.post_files("/classify", "image", [("x.png", bomb())]),
         "body too large": lambda: server.declare_body("/classify", 21_000_000),
         "batch too large": lambda: server.post_json("/classify_batch", {"images_base64": [b64(good)] * 33}),
-        "one bad image in a batch": lambda: server.post_files("/classify_batch", "images",
-                                                              [("a.png", good), ("b.png", b"junk")]),
+        "one bad image in a batch": lambda: server.post_files(
+            "/classify_batch", "images", [("a.png", good), ("b.png", b"junk")]
+        ),
         "a detector's endpoint": lambda: server.post_files("/detect", "image", [("ok.png", good)]),
         "render=1 on a classifier": lambda: server.post_files("/classify?render=1", "image", [("ok.png", good)]),
-    }[how]  # fmt: skip
+    }[how]
     got, body = send()
     assert got == status, body
     assert isinstance(body, dict) and words in body["error"]
@@ -267,14 +273,16 @@ def test_feedback_records_true_labels_and_capture_keeps_the_images_it_selects(se
     try:
         url = f"http://127.0.0.1:{started.port}"
         truth = tmp_path / "truth.csv"
-        sent = cvops(project.root, "traffic", "--n", "40", "--feedback", "0.25", "--truth-out", str(truth), "--url",
-                     url)  # fmt: skip
+        sent = cvops(
+            project.root, "traffic", "--n", "40", "--feedback", "0.25", "--truth-out", str(truth), "--url", url
+        )
         assert sent.returncode == 0 and "feedback 10 x 200" in sent.stdout, sent.stdout + sent.stderr[-2000:]
         truths = pd.read_csv(truth, dtype=str)
         assert list(truths.columns) == ["request_id", "label"] and len(truths) == 40 and truths["request_id"].is_unique
         labels = FeedbackStore(log_dir).labels()
-        assert len(labels) == 10 and all(truths.set_index("request_id").loc[i, "label"] == row["label"]
-                                         for i, row in labels.items())  # fmt: skip
+        assert len(labels) == 10 and all(
+            truths.set_index("request_id").loc[i, "label"] == row["label"] for i, row in labels.items()
+        )
 
         ref = registry_ref(project)
         images, classes, _ = load_split(ref, "test")
@@ -441,8 +449,14 @@ def test_canary_share_sticky_keys_paired_shadow_and_compare_live(served_project)
         assert binomtest(arms["canary", "2"], 300, 0.3).pvalue > 1e-3, arms  # fails wrongly 1 time in 1000
 
         def arm_of(key: str) -> set[str]:
-            return {started.request("/classify", json.dumps(payloads[0]).encode(), {
-                "Content-Type": "application/json", "X-Request-Key": key})[1]["arm"] for _ in range(3)}  # fmt: skip
+            return {
+                started.request(
+                    "/classify",
+                    json.dumps(payloads[0]).encode(),
+                    {"Content-Type": "application/json", "X-Request-Key": key},
+                )[1]["arm"]
+                for _ in range(3)
+            }
 
         keyed = [arm_of(f"user-{i}") for i in range(30)]
         assert all(len(arms) == 1 for arms in keyed)  # sticky
@@ -454,8 +468,11 @@ def test_canary_share_sticky_keys_paired_shadow_and_compare_live(served_project)
         def rows() -> pd.DataFrame:
             return read_inference_log(log_dir, since=since)
 
-        wait_for(lambda: "arm" in (r := rows()) and (r["arm"] == "shadow").sum() >= answered,
-                 "a shadow row for every champion answer", started.log)  # fmt: skip
+        wait_for(
+            lambda: "arm" in (r := rows()) and (r["arm"] == "shadow").sum() >= answered,
+            "a shadow row for every champion answer",
+            started.log,
+        )
         logged = rows()
         shadow, champion = logged[logged["arm"] == "shadow"], logged[logged["arm"] == "champion"]
         assert set(shadow["request_id"]) == set(champion["request_id"]) and len(shadow) == answered
@@ -490,8 +507,14 @@ def test_canary_share_sticky_keys_paired_shadow_and_compare_live(served_project)
 
         registry.promote("2", reviewer="test", note="the canary did well")  # the challenger alias goes with it
         swapped = ("champion", "2")
-        wait_for(lambda: (lambda body: (body["arm"], body["model_version"]))(started.post_json("/classify",
-                 payloads[0])[1]) == swapped, "the swap to 2", started.log)  # fmt: skip
+        wait_for(
+            lambda: (
+                (lambda body: (body["arm"], body["model_version"]))(started.post_json("/classify", payloads[0])[1])
+                == swapped
+            ),
+            "the swap to 2",
+            started.log,
+        )
         after = [started.post_json("/classify", payloads[0])[1] for _ in range(30)]
         assert {(body["arm"], body["model_version"]) for body in after} == {swapped}  # no canary now
     finally:

@@ -26,8 +26,14 @@ pytestmark = pytest.mark.slow
 SMALL = ["--overlay", str(SMALL_RUN)]
 # What a user need not read, which `cvops run training` used to print at every step; and progress bars,
 # which belong on a terminal, not in a log ("%|" is a bar's frame)
-NOISE = ("Failed to disable MLflow autologging", "PydanticJsonSchemaWarning", "exercising caution",
-         "No unused functions to remove", "Adding BentoML requirement", "%|")  # fmt: skip
+NOISE = (
+    "Failed to disable MLflow autologging",
+    "PydanticJsonSchemaWarning",
+    "exercising caution",
+    "No unused functions to remove",
+    "Adding BentoML requirement",
+    "%|",
+)
 
 
 @pytest.fixture(scope="module")
@@ -282,8 +288,10 @@ def test_a_distilled_student_is_a_version_of_its_own_and_its_failed_gate_leaves_
     overlay.write_text(yaml.safe_dump(spec | {"distill": student, "gate": spec["gate"] | {"min_accuracy": 0.9}}))
     result = cvops(root, "run", "training", "--overlay", str(overlay))
     assert result.returncode == 0, result.stderr[-3000:]  # the teacher passed: the run stands
-    made = sorted((v for v in client.search_model_versions("name = 'cvops-classifier'") if v.version not in before),
-                  key=lambda v: int(v.version))  # fmt: skip
+    made = sorted(
+        (v for v in client.search_model_versions("name = 'cvops-classifier'") if v.version not in before),
+        key=lambda v: int(v.version),
+    )
     teacher, taught = made
     assert taught.tags["distilled_from"] == str(teacher.version) and taught.run_id != teacher.run_id
     assert (teacher.tags["gate"], taught.tags["gate"]) == ("passed", "failed") and "approval" not in taught.tags
@@ -337,8 +345,14 @@ def test_ui_serves_the_projects_runs_and_stops_with_sigterm(trained_project) -> 
     to keep running, orphaned, on the port."""
     root, _ = trained_project
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "cvops.cli", "ui", "--port", str(port)], cwd=root, env=clean_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "cvops.cli", "ui", "--port", str(port)],
+        cwd=root,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cvops"
     with stopped_on_exit(ui) as workers:
         deadline = time.monotonic() + 90

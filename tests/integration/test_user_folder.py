@@ -61,8 +61,17 @@ def test_validation_names_each_file_the_default_modes_refuse(checkout) -> None:
 @pytest.fixture(scope="module")
 def trained(checkout) -> Path:
     root, _ = checkout
-    result = cvops(root, "run", "training", "--overlay", str(SMALL_RUN), "-S", "data.source=folder",
-                   "-S", f"validate.allowed_modes={EVERY_MODE}")  # fmt: skip
+    result = cvops(
+        root,
+        "run",
+        "training",
+        "--overlay",
+        str(SMALL_RUN),
+        "-S",
+        "data.source=folder",
+        "-S",
+        f"validate.allowed_modes={EVERY_MODE}",
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return root
 
@@ -91,8 +100,7 @@ def test_the_service_answers_every_mode_with_the_exact_class_name(trained) -> No
 def test_batch_inference_scores_every_mode_under_the_exact_class_names(trained, tmp_path: Path) -> None:
     folder = write_mode_folder(tmp_path / "incoming", CLASSES, copies=1)
     output = tmp_path / "scored.csv"
-    result = cvops(trained, "run", "batch-inference", "--input", str(folder), "--output", str(output),
-                   "--version", "1")  # fmt: skip
+    result = cvops(trained, "run", "batch-inference", "--input", str(folder), "--output", str(output), "--version", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     scored = pd.read_csv(output, keep_default_na=False)
     assert len(scored) == 24 and (scored["error"] == "").all()

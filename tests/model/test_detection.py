@@ -47,8 +47,9 @@ def scenes(tmp_path_factory: pytest.TempPathFactory, scene_params: Params) -> Da
     root = tmp_path_factory.mktemp("scenes")
     import_scenes(digit_scenes_source(scene_params.data.scenes, scene_params.base.seed), root / "raw")
     assert validate_dataset(root / "raw", root / "validated", scene_params.validation).passed
-    return prepare_dataset(root / "validated", root / "raw", root / "prepared", scene_params.prepare,
-                           scene_params.base.seed)  # fmt: skip
+    return prepare_dataset(
+        root / "validated", root / "raw", root / "prepared", scene_params.prepare, scene_params.base.seed
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +81,9 @@ def test_the_detector_beats_a_box_free_baseline_on_held_out_scenes(scenes: Datas
     assert len(detector.history) == 6 and detector.history[-1]["val_loss"] < detector.history[0]["val_loss"]
 
 
-def test_post_processing_keeps_confident_boxes_without_same_class_overlaps(scenes: DatasetRef,
-                                                                           detector: TrainResult) -> None:  # fmt: skip
+def test_post_processing_keeps_confident_boxes_without_same_class_overlaps(
+    scenes: DatasetRef, detector: TrainResult
+) -> None:
     images, _, _ = load_detection_split(scenes, "val")
     mean, std = normalization(detector.model)
     post = PostProcess(score_threshold=0.3, nms_iou=0.5, max_detections=3)
@@ -100,18 +102,30 @@ def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired
     scenes: DatasetRef, detector: TrainResult, scene_params: Params, tmp_path: Path
 ) -> None:
     params = scene_params.evaluate.model_copy(update={"bootstrap_resamples": 200, "slice_by": ["background"]})
-    champion = Champion(version="3", model=detector.model, class_names=scenes.class_names,
-                        image_size=scenes.image_size)  # fmt: skip
-    evaluation = evaluate_detector(detector.model, scenes, tmp_path, torch.device("cpu"), 0, params,  # type: ignore[arg-type]
-                                   scene_params.measure, 0.3, champion)  # fmt: skip
+    champion = Champion(version="3", model=detector.model, class_names=scenes.class_names, image_size=scenes.image_size)
+    evaluation = evaluate_detector(
+        detector.model,
+        scenes,
+        tmp_path,
+        torch.device("cpu"),
+        0,
+        params,  # type: ignore[arg-type]
+        scene_params.measure,
+        0.3,
+        champion,
+    )
     metrics = evaluation.metrics
     assert evaluation.task == "detection" and evaluation.num_images == len(load_detection_split(scenes, "test")[0])
     assert metrics["map_ci95_low"] - 0.01 <= metrics["map"] <= metrics["map_ci95_high"] + 0.01
     assert metrics["map_50"] >= metrics["map"] and {f"ap_{c}" for c in scenes.class_names} <= metrics.keys()
     slices = {(s.attribute, s.value): s for s in evaluation.slices}
     assert {"dark", "mid", "bright"} == {value for attribute, value in slices if attribute == "brightness"}
-    assert {value for attribute, value in slices if attribute == "background"} <= {"plain", "gradient", "stripes",
-                                                                                   "blotches"}  # fmt: skip
+    assert {value for attribute, value in slices if attribute == "background"} <= {
+        "plain",
+        "gradient",
+        "stripes",
+        "blotches",
+    }
     assert slices[("object_size", "small")].mean_ap == metrics["map_small"] and slices[("object_size", "small")].n
     assert all(s.accuracy is None and s.mean_ap is not None for s in evaluation.slices)
     with Image.open(evaluation.examples_png) as sheet:
@@ -123,8 +137,9 @@ def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired
 
 
 @pytest.fixture(scope="module")
-def quantized(scenes: DatasetRef, detector: TrainResult, scene_params: Params,
-              tmp_path_factory: pytest.TempPathFactory) -> QuantizationReport:  # fmt: skip
+def quantized(
+    scenes: DatasetRef, detector: TrainResult, scene_params: Params, tmp_path_factory: pytest.TempPathFactory
+) -> QuantizationReport:
     quantize_params = scene_params.quantize.model_copy(update={"calibration_size": 32})
     measure_params = scene_params.measure.model_copy(update={"runs": 6})
     return quantize(detector.model, scenes, tmp_path_factory.mktemp("onnx"), quantize_params, measure_params, seed=0)
@@ -169,8 +184,12 @@ def test_the_served_detector_answers_in_the_pixels_of_the_image_sent(
     outputs = predictor.predict(image.pixels[None])
     answered = predictor.detections(tuple(o[0] for o in outputs), image.width, image.height)
     mean, std = normalization(detector.model)
-    torch_found = predict_boxes(detector.model, model_inputs(image.pixels[None], mean, std),  # type: ignore[arg-type]
-                                torch.device("cpu"), post)[0]  # fmt: skip
+    torch_found = predict_boxes(
+        detector.model,
+        model_inputs(image.pixels[None], mean, std),  # type: ignore[arg-type]
+        torch.device("cpu"),
+        post,
+    )[0]
     scale = np.array([image.width, image.height] * 2) / scenes.image_size
     expected = torch_found["boxes"] * scale
     assert len(answered) == len(expected) > 0
@@ -196,8 +215,15 @@ def test_the_monitoring_reference_holds_the_detectors_answers_and_drift_tests_th
     reference, projection = load_reference(Path(summary.directory))
     val = reference[reference["split"] == "val"]
     assert summary.model_rows == len(val) and val["boxes"].mean() > 0.5 and val["label"].isin(scenes.class_names).any()
-    predictor = DetectionPredictor(Path(quantized.fp32.path), "cvops-detector", "5", "", max_batch=64, post=post,
-                                   projection_path=Path(summary.directory) / "projection.npz")  # fmt: skip
+    predictor = DetectionPredictor(
+        Path(quantized.fp32.path),
+        "cvops-detector",
+        "5",
+        "",
+        max_batch=64,
+        post=post,
+        projection_path=Path(summary.directory) / "projection.npz",
+    )
     images, _, rows = load_detection_split(scenes, "test")
 
     def served(pixels: np.ndarray) -> pd.DataFrame:
@@ -211,8 +237,9 @@ def test_the_monitoring_reference_holds_the_detectors_answers_and_drift_tests_th
 
     # the camera zooms out: the same scenes, shrunk to a quarter of the frame on a background of their own colour
     half, border = scenes.image_size // 2, ((scenes.image_size // 4,) * 2, (scenes.image_size // 4,) * 2, (0, 0))
-    zoomed = np.stack([np.pad(np.asarray(Image.fromarray(image).resize((half, half))), border, mode="edge")
-                       for image in images])  # fmt: skip
+    zoomed = np.stack(
+        [np.pad(np.asarray(Image.fromarray(image).resize((half, half))), border, mode="edge") for image in images]
+    )
     params = scene_params.monitor.model_copy(update={"min_samples": 10})
     same = detect_drift(reference, projection.fingerprint, served(images), "5", params, tmp_path / "same")
     shrunk = detect_drift(reference, projection.fingerprint, served(zoomed), "5", params, tmp_path / "zoomed")

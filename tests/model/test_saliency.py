@@ -39,9 +39,14 @@ def patch_finder() -> nn.Module:
     """A tiny CNN trained to tell images with the patch from images without."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, 2),
-    )  # fmt: skip
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    )
     images, labels = originals(128, seed=1)
     inputs = torch.from_numpy((model_inputs_of(images).transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.25).float()
     targets = torch.from_numpy(labels)

@@ -32,14 +32,20 @@ class Team:
         return self.env | {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": self.config.passwords[role]}
 
     def as_admin(self) -> dict[str, str]:
-        return self.env | {"MLFLOW_TRACKING_USERNAME": "admin",
-                           "MLFLOW_TRACKING_PASSWORD": self.config.mlflow_admin_password}  # fmt: skip
+        return self.env | {
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": self.config.mlflow_admin_password,
+        }
 
     def s3(self) -> Any:
         """A boto3 S3 client of the stack's S3 server, with the trainer's keys."""
-        return boto3.client("s3", aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
-                            endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1")  # fmt: skip
+        return boto3.client(
+            "s3",
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+        )
 
     def s3_keys(self) -> list[str]:
         pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
@@ -61,8 +67,11 @@ def new_checkout(root: Path) -> Path:
     root.mkdir(parents=True)
     for name in ("params.yaml", "dvc.yaml"):
         (root / name).write_text((REPO / name).read_text())
-    for command in (["init", "-q"], ["add", "params.yaml", "dvc.yaml"],
-                    ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):  # fmt: skip
+    for command in (
+        ["init", "-q"],
+        ["add", "params.yaml", "dvc.yaml"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"],
+    ):
         subprocess.run(["git", *command], cwd=root, check=True)
     return root
 

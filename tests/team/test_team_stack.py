@@ -46,8 +46,13 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def zenml(team: Team, code: str, config: Path) -> str:
     """Run `code` with a ZenML client of the team's server (the API key of `.team/env`); its stdout."""
     env = clean_env() | team.env | {"ZENML_CONFIG_PATH": str(config)}
-    done = subprocess.run([sys.executable, "-c", f"from zenml.client import Client\n{code}"], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", f"from zenml.client import Client\n{code}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -129,15 +134,24 @@ def test_promotions_from_two_hosts_serialise_on_the_state_database(team, trained
     record = ("approval", "approved_by", "approved_at", "approval_note")  # copies of version 1 awaiting review
     tags = {key: value for key, value in first.tags.items() if key not in record} | {"approval": "pending"}
     model_id = first.source.removeprefix("models:/")
-    new = [trainer.create_model_version(MODEL, first.source, first.run_id, tags, model_id=model_id).version
-           for _ in range(2)]  # fmt: skip
+    new = [
+        trainer.create_model_version(MODEL, first.source, first.run_id, tags, model_id=model_id).version
+        for _ in range(2)
+    ]
     state = team.env["CVOPS_STATE_URL"]
     hosts = [new_checkout(tmp_path / f"host-{i}") for i in range(2)]
     env = clean_env() | team.as_user("reviewer")
     with held(f"registry-{MODEL}", state, tmp_path, wait=0):  # a third host is promoting right now
-        started = [subprocess.Popen([sys.executable, "-c", PROMOTE, str(host), MODEL, str(version)], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                   for host, version in zip(hosts, new, strict=True)]  # fmt: skip
+        started = [
+            subprocess.Popen(
+                [sys.executable, "-c", PROMOTE, str(host), MODEL, str(version)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for host, version in zip(hosts, new, strict=True)
+        ]
         deadline = time.monotonic() + 120
         while lock_sessions(state) < 3:  # both promoters reached the lock and wait for it
             assert time.monotonic() < deadline and all(p.poll() is None for p in started), started[0].stderr
@@ -155,8 +169,11 @@ def test_promotions_from_two_hosts_serialise_on_the_state_database(team, trained
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_data_push_and_pull_round_trip_through_s3(team, trained_on_team) -> None:
@@ -220,8 +237,13 @@ def test_no_secret_appears_in_anything_a_run_wrote(team, trained_on_team, monkey
     code = f"import json\nfrom zenml.enums import StackComponentType as T\nprint(json.dumps({component}.configuration))"
     tracker = zenml(team, code, tmp_path / "z")
     assert "{{cvops-mlflow.password}}" in tracker  # the component refers to a ZenML secret
-    written = [output.encode(), tracker.encode(), json.dumps(run.data.params).encode(),
-               json.dumps(run.data.tags).encode(), json.dumps(version.tags).encode()]  # fmt: skip
+    written = [
+        output.encode(),
+        tracker.encode(),
+        json.dumps(run.data.params).encode(),
+        json.dumps(run.data.tags).encode(),
+        json.dumps(version.tags).encode(),
+    ]
     files = [p for folder in (root, card) for p in folder.rglob("*") if p.is_file() and p.name != "credentials.yaml"]
     written += [p.read_bytes() for p in files]
     # ZenML's own credential store keeps its session and API key, in a folder only its owner can open
@@ -242,8 +264,9 @@ def png(seed: int) -> bytes:
 def logged_by_replica(url: str, replicas: Iterable[str]) -> dict[str, int]:
     """How many rows each of `replicas` has in the shared inference log (other tests' batch runs log there too)."""
     with closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
-        cursor.execute(f"SELECT replica, count(*) FROM {TABLE} WHERE replica = ANY(%s) GROUP BY replica",
-                       (list(replicas),))  # fmt: skip
+        cursor.execute(
+            f"SELECT replica, count(*) FROM {TABLE} WHERE replica = ANY(%s) GROUP BY replica", (list(replicas),)
+        )
         return dict(cursor.fetchall())
 
 
@@ -325,10 +348,14 @@ def test_the_mlflow_server_restarting_while_a_version_registers_never_leaves_hal
     client = mlflow_client(team, monkeypatch, "viewer")
     before = {v.version for v in client.search_model_versions(f"name = '{MODEL}'")}
     training = subprocess.Popen(
-        [sys.executable, "-m", "cvops.cli", "run", "training", "--overlay", str(SMALL_RUN)], cwd=root,
-        env=clean_env() | team.env | {"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "cvops.cli", "run", "training", "--overlay", str(SMALL_RUN)],
+        cwd=root,
+        env=clean_env() | team.env | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     with stopped_on_exit(training):
         output = []
         for line in training.stdout:  # the server goes down as the registration starts

@@ -7,16 +7,20 @@ from cvops.serving.batch import BOX_PREDICTION_COLUMNS, PREDICTION_COLUMNS, pred
 
 
 def test_a_classifiers_file_has_a_row_per_image_in_path_order() -> None:
-    rows = [{"path": "b.png", "request_id": "r2", "label": "cat", "score": 0.9},
-            {"path": "a.txt", "error": "not a readable image"}]  # fmt: skip
+    rows = [
+        {"path": "b.png", "request_id": "r2", "label": "cat", "score": 0.9},
+        {"path": "a.txt", "error": "not a readable image"},
+    ]
     table = predictions_table(predictions_frame(rows, "3"))
     assert tuple(table.columns) == PREDICTION_COLUMNS and table["path"].tolist() == ["a.txt", "b.png"]
     assert table["model_version"].tolist() == ["3", "3"] and pd.isna(table.loc[0, "label"])
 
 
 def test_a_detectors_file_has_a_row_per_box_and_one_for_an_image_without_boxes() -> None:
-    two = [{"box": [1.0, 2.0, 30.0, 40.0], "label": "7", "score": 0.9},
-           {"box": [50.0, 5.0, 60.0, 25.0], "label": "1", "score": 0.4}]  # fmt: skip
+    two = [
+        {"box": [1.0, 2.0, 30.0, 40.0], "label": "7", "score": 0.9},
+        {"box": [50.0, 5.0, 60.0, 25.0], "label": "1", "score": 0.4},
+    ]
     rows = [
         {"path": "two.png", "request_id": "r1", "label": "7", "score": 0.9, "boxes": 2, "detections": two},
         {"path": "none.png", "request_id": "r2", "label": "", "score": 0.0, "boxes": 0, "detections": []},

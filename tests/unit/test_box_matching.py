@@ -25,16 +25,22 @@ def scene_set(seed: int, noise: float, images: int = 60):
         jitter = rng.normal(0, noise, (n, 4)).astype(np.float32)
         alarms = rng.uniform(0, 150, (2, 2))
         false = np.hstack([alarms, alarms + 20]).astype(np.float32)
-        found.append({"boxes": np.vstack([(boxes + jitter)[kept], false]),
-                      "scores": np.concatenate([rng.uniform(0.3, 1.0, kept.sum()), rng.uniform(0, 0.6, 2)]),
-                      "labels": np.concatenate([labels[kept], rng.integers(0, len(CLASSES), 2)])})  # fmt: skip
+        found.append(
+            {
+                "boxes": np.vstack([(boxes + jitter)[kept], false]),
+                "scores": np.concatenate([rng.uniform(0.3, 1.0, kept.sum()), rng.uniform(0, 0.6, 2)]),
+                "labels": np.concatenate([labels[kept], rng.integers(0, len(CLASSES), 2)]),
+            }
+        )
         truths.append((boxes, labels))
     return found, truths
 
 
 def matched(found, truths):
-    return [match_image(f["boxes"], f["scores"], f["labels"], b, labels, len(CLASSES))
-            for f, (b, labels) in zip(found, truths, strict=True)]  # fmt: skip
+    return [
+        match_image(f["boxes"], f["scores"], f["labels"], b, labels, len(CLASSES))
+        for f, (b, labels) in zip(found, truths, strict=True)
+    ]
 
 
 def test_cached_matches_give_cocos_map():
@@ -50,6 +56,5 @@ def test_bootstrap_interval_holds_the_estimate_and_a_better_detector_wins_the_pa
     low, high = bootstrap_map(sharp, len(CLASSES), seed=0, resamples=200)
     assert low < mean_ap(sharp, len(CLASSES)) < high and high - low < 0.3
     blurred, _ = scene_set(seed=0, noise=6.0)  # the same scenes (one seed), boxes placed worse
-    difference, low, high = paired_map_difference(sharp, matched(blurred, truths), len(CLASSES), seed=0,
-                                                  resamples=200)  # fmt: skip
+    difference, low, high = paired_map_difference(sharp, matched(blurred, truths), len(CLASSES), seed=0, resamples=200)
     assert 0 < low < difference < high

@@ -153,8 +153,17 @@ def test_each_shift_moves_the_statistic_it_targets(shift: str) -> None:
 
 
 def verdict(status: str, version: str = "3") -> DriftVerdict:
-    return DriftVerdict(status=status, model_version=version, rows=200, model_rows=200, reference_rows=1000,  # type: ignore[arg-type]
-                        window_start=None, window_end=None, threshold=0.003, report_dir="reports/x")  # fmt: skip
+    return DriftVerdict(
+        status=status,
+        model_version=version,
+        rows=200,
+        model_rows=200,
+        reference_rows=1000,  # type: ignore[arg-type]
+        window_start=None,
+        window_end=None,
+        threshold=0.003,
+        report_dir="reports/x",
+    )
 
 
 @pytest.fixture(params=["files", "postgres"])
@@ -189,16 +198,28 @@ def test_one_drift_episode_triggers_one_retraining(episodes: Episodes) -> None:
 
 def test_live_accuracy_below_the_test_accuracy_opens_an_episode_like_drift(tmp_path: Path) -> None:
     episodes, cooldown = Episodes(tmp_path), timedelta(hours=24)
-    quality = LiveQuality(status="low", model_version="3", labelled=100, test_accuracy=0.95, max_drop=0.05,
-                          accuracy=0.6, low=0.5, high=0.69)  # fmt: skip
+    quality = LiveQuality(
+        status="low",
+        model_version="3",
+        labelled=100,
+        test_accuracy=0.95,
+        max_drop=0.05,
+        accuracy=0.6,
+        low=0.5,
+        high=0.69,
+    )
     degraded = verdict("no_drift").model_copy(update={"quality": quality})
     decision = episodes.observe(degraded, T0, cooldown, retrain=True)
     assert decision is not None and decision.action == "retrain" and decision.opened
     assert decision.reason.startswith("live accuracy 0.600 [0.500, 0.690] on 100 labelled requests, below")
     assert episodes.state().open is not None  # no drift, but still low: the episode stays open
     unknown = quality.model_copy(update={"status": "not_enough_feedback"})
-    assert episodes.observe(verdict("no_drift").model_copy(update={"quality": unknown}), T0 + timedelta(hours=1),
-                            cooldown, retrain=True) is None  # fmt: skip
+    assert (
+        episodes.observe(
+            verdict("no_drift").model_copy(update={"quality": unknown}), T0 + timedelta(hours=1), cooldown, retrain=True
+        )
+        is None
+    )
     assert episodes.state().open is None  # no drift and no low accuracy found: closed
 
 

@@ -61,16 +61,26 @@ def half_bright_images(right_bright: list[bool], size: int = 8) -> np.ndarray:
 def test_slices_by_metadata_and_brightness_tertile():
     labels = np.array([0, 0, 1, 1, 0, 1])
     predicted = np.array([0, 1, 1, 1, 0, 0])  # wrong on rows 1 and 5
-    manifest = pd.DataFrame({"cell_type": ["mono", "mono", "mono", "poly", "poly", None],
-                             "source": ["production", None, None, None, None, "production"]})  # fmt: skip
+    manifest = pd.DataFrame(
+        {
+            "cell_type": ["mono", "mono", "mono", "poly", "poly", None],
+            "source": ["production", None, None, None, None, "production"],
+        }
+    )
     images = np.stack([np.full((4, 4, 3), level, dtype=np.uint8) for level in (10, 20, 100, 110, 200, 210)])
     slices = {
         (s.attribute, s.value): s
         for s in slice_metrics(labels, predicted, manifest, images, ["cell_type", "absent"], 3)
     }
-    assert set(slices) == {("cell_type", "mono"), ("cell_type", "poly"), ("cell_type", "unknown"),
-                           ("recent", "production"),
-                           ("brightness", "dark"), ("brightness", "mid"), ("brightness", "bright")}  # fmt: skip
+    assert set(slices) == {
+        ("cell_type", "mono"),
+        ("cell_type", "poly"),
+        ("cell_type", "unknown"),
+        ("recent", "production"),
+        ("brightness", "dark"),
+        ("brightness", "mid"),
+        ("brightness", "bright"),
+    }
     assert (slices["recent", "production"].n, slices["recent", "production"].accuracy) == (2, 0.5)
     assert (slices["cell_type", "mono"].n, slices["cell_type", "mono"].accuracy) == (3, pytest.approx(2 / 3))
     assert slices["cell_type", "poly"].accuracy == 1.0 and slices["cell_type", "unknown"].accuracy == 0.0
@@ -96,8 +106,9 @@ def test_champion_comparison_on_the_same_images_has_the_known_answer():
     candidate = labels.copy()
     candidate[:3] = 0  # the candidate misses 3 images the champion gets right
     manifest = pd.DataFrame({"source": [None] * 7 + ["production"] * 3})  # the last 3: the `recent` slice
-    result, proba = compare_with_champion(champion, ref, images, labels, candidate, manifest, torch.device("cpu"),
-                                          seed=0, resamples=200)  # fmt: skip
+    result, proba = compare_with_champion(
+        champion, ref, images, labels, candidate, manifest, torch.device("cpu"), seed=0, resamples=200
+    )
     assert proba is not None and proba.argmax(axis=1).tolist() == labels.tolist()  # the champion's answers
     assert (result.recent_n, result.candidate_recent_accuracy, result.champion_recent_accuracy) == (3, 1.0, 1.0)
     assert result.comparable and result.champion_version == "4" and result.n == 10

@@ -33,8 +33,9 @@ def served(target: LogTarget, n: int, arm: str = "champion", status: int = 200) 
     """Log `n` answers as the service does (waiting until they are written); their request ids."""
     ids = [new_request_id() for _ in range(n)]
     log = InferenceLog(target)
-    rows = ({"request_id": i, "arm": arm, "status": status, "model_version": "1", "label": "cat", "score": 0.9}
-            for i in ids)  # fmt: skip
+    rows = (
+        {"request_id": i, "arm": arm, "status": status, "model_version": "1", "label": "cat", "score": 0.9} for i in ids
+    )
     log.append(rows).result(10)
     log.close()
     return ids

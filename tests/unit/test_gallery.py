@@ -35,17 +35,23 @@ OURS = answers(
         (2, 0.9),
         (2, 0.85),
     ]
-)  # fmt: skip  (owl: all right)
+)  # owl: all right
 
 
 def test_each_class_shows_its_surest_mistakes_and_its_least_sure_right_answers() -> None:
     picked = pick_errors(LABELS, OURS, per_class=1)
     assert picked == [("wrong", 0), ("unsure", 3), ("wrong", 6), ("unsure", 4), ("unsure", 9)]
     assert pick_errors(LABELS, OURS, per_class=2) == [
-        ("wrong", 0), ("wrong", 1), ("unsure", 3), ("unsure", 2),
-        ("wrong", 6), ("unsure", 4), ("unsure", 5),
-        ("unsure", 9), ("unsure", 8),
-    ]  # fmt: skip
+        ("wrong", 0),
+        ("wrong", 1),
+        ("unsure", 3),
+        ("unsure", 2),
+        ("wrong", 6),
+        ("unsure", 4),
+        ("unsure", 5),
+        ("unsure", 9),
+        ("unsure", 8),
+    ]
 
 
 def test_disagreements_with_the_champion_come_surest_first_per_true_class() -> None:
@@ -62,7 +68,7 @@ def test_disagreements_with_the_champion_come_surest_first_per_true_class() -> N
             (0, 0.6),
             (2, 0.8),
         ]
-    )  # fmt: skip  (owl: differs on 8)
+    )  # owl: differs on 8
     # cat: image 3 (the champion's 0.95) before image 0 (our 0.9); image 1 answers the same (owl) in both
     assert pick_disagreements(LABELS, OURS, theirs, per_class=3) == [3, 0, 6, 8]
     assert pick_disagreements(LABELS, OURS, theirs, per_class=1) == [3, 6, 8]
@@ -77,8 +83,10 @@ def test_the_gallery_names_each_image_with_both_answers_and_draws_one_sheet_per_
 
     gallery = build_gallery(images, LABELS, OURS, manifest, CLASSES, 1, tmp_path, champion_proba=theirs)
 
-    assert [(image.kind, image.path) for image in gallery.of("wrong")] == [("wrong", "raw/cat/0.png"),
-                                                                            ("wrong", "raw/dog/6.png")]  # fmt: skip
+    assert [(image.kind, image.path) for image in gallery.of("wrong")] == [
+        ("wrong", "raw/cat/0.png"),
+        ("wrong", "raw/dog/6.png"),
+    ]
     (disagreement,) = gallery.of("disagree")
     assert (disagreement.true, disagreement.predicted, disagreement.champion) == ("dog", "cat", "dog")
     assert round(disagreement.score, 2) == 0.7 and round(disagreement.champion_score or 0, 2) == 0.8

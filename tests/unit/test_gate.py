@@ -28,9 +28,14 @@ def evidence(**changes) -> Evaluation:
 
 def comparison(difference: float) -> ChampionComparison:
     return ChampionComparison(
-        champion_version="3", comparable=True, n=400, candidate_accuracy=0.9, champion_accuracy=0.9 - difference,
-        accuracy_difference=difference, mcnemar_p_value=0.2,
-    )  # fmt: skip
+        champion_version="3",
+        comparable=True,
+        n=400,
+        candidate_accuracy=0.9,
+        champion_accuracy=0.9 - difference,
+        accuracy_difference=difference,
+        mcnemar_p_value=0.2,
+    )
 
 
 def verdicts(decision) -> dict[str, str]:
@@ -57,11 +62,13 @@ def test_good_model_passes_and_small_slices_are_reported_not_gated():
         ({"invariance": {"hflip": 0.5}}, "same prediction under hflip"),
         ({"footprint": Footprint(format="torch", size_mb=80, latency_ms=1, threads=2)}, "model size MB"),
         ({"footprint": Footprint(format="torch", size_mb=1, latency_ms=500, threads=2)}, "latency ms (batch 1)"),
-        ({"slices": [SliceMetrics(attribute="brightness", value="dark", n=100, accuracy=0.5, macro_f1=0.5)]},
-         "slice brightness=dark accuracy"),
+        (
+            {"slices": [SliceMetrics(attribute="brightness", value="dark", n=100, accuracy=0.5, macro_f1=0.5)]},
+            "slice brightness=dark accuracy",
+        ),
         ({"champion": comparison(-0.05)}, "accuracy - champion v3"),
     ],
-)  # fmt: skip
+)
 def test_each_check_can_fail_the_gate_on_its_own(changes, failing):
     decision = decide(evidence(**changes), GateParams())
     assert not decision.passed
@@ -86,8 +93,10 @@ def test_the_recent_gain_is_checked_only_when_asked_and_only_with_production_ima
         update={"recent_n": 40, "candidate_recent_accuracy": 0.8, "champion_recent_accuracy": 0.6}
     )
     assert "recent accuracy - champion v3" not in verdicts(decide(evidence(champion=recent), GateParams()))
-    assert verdicts(decide(evidence(champion=recent), GateParams(min_recent_gain=0.1)))[
-        "recent accuracy - champion v3"] == "pass"  # fmt: skip
+    assert (
+        verdicts(decide(evidence(champion=recent), GateParams(min_recent_gain=0.1)))["recent accuracy - champion v3"]
+        == "pass"
+    )
     failed = decide(evidence(champion=recent), GateParams(min_recent_gain=0.25))
     assert [check.name for check in failed.failed] == ["recent accuracy - champion v3"]
     unseen = verdicts(decide(evidence(champion=comparison(0.0)), GateParams(min_recent_gain=0.0)))
@@ -110,14 +119,28 @@ def test_decision_round_trips_through_json_with_its_verdict():
 
 def quantized(int8_accuracy: float, shipped: str = "onnx-int8") -> QuantizationReport:
     def artifact(fmt: str, accuracy: float, size: float, b1: float) -> OnnxMeasurement:
-        return OnnxMeasurement(format=fmt, path=f"{fmt}.onnx", sha256="0", size_mb=size, accuracy=accuracy,
-                               agreement=0.99, latency_ms_b1=b1, latency_ms_b32=b1 * 20)  # fmt: skip
+        return OnnxMeasurement(
+            format=fmt,
+            path=f"{fmt}.onnx",
+            sha256="0",
+            size_mb=size,
+            accuracy=accuracy,
+            agreement=0.99,
+            latency_ms_b1=b1,
+            latency_ms_b32=b1 * 20,
+        )
 
     return QuantizationReport(
-        fp32=artifact("onnx-fp32", 0.9, 13.0, 8.0), int8=artifact("onnx-int8", int8_accuracy, 3.5, 300.0),
-        torch_accuracy=0.9, parity_max_abs_diff=1e-6, calibration_method="minmax", calibration_ids=["a.png"],
-        threads=2, shipped=shipped, reason="test",
-    )  # fmt: skip
+        fp32=artifact("onnx-fp32", 0.9, 13.0, 8.0),
+        int8=artifact("onnx-int8", int8_accuracy, 3.5, 300.0),
+        torch_accuracy=0.9,
+        parity_max_abs_diff=1e-6,
+        calibration_method="minmax",
+        calibration_ids=["a.png"],
+        threads=2,
+        shipped=shipped,
+        reason="test",
+    )
 
 
 def test_gate_judges_the_shipped_artifact_not_the_torch_model():
@@ -134,12 +157,25 @@ def detector_evaluation(map_: float, class_aps: dict[str, float], slice_map: flo
     champion = None
     if difference is not None:
         champion = ChampionComparison(
-            champion_version="2", comparable=True, n=80, candidate_map=map_, champion_map=map_ - difference,
-            map_difference=difference, difference_ci95_low=difference - 0.03, difference_ci95_high=difference + 0.03,
-        )  # fmt: skip
+            champion_version="2",
+            comparable=True,
+            n=80,
+            candidate_map=map_,
+            champion_map=map_ - difference,
+            map_difference=difference,
+            difference_ci95_low=difference - 0.03,
+            difference_ci95_high=difference + 0.03,
+        )
     small = SliceMetrics(attribute="object_size", value="small", n=120, mean_ap=slice_map)
-    return Evaluation(metrics=metrics, class_names=list(class_aps), confusion_matrix_png="", num_images=80,
-                      task="detection", champion=champion, slices=[small])  # fmt: skip
+    return Evaluation(
+        metrics=metrics,
+        class_names=list(class_aps),
+        confusion_matrix_png="",
+        num_images=80,
+        task="detection",
+        champion=champion,
+        slices=[small],
+    )
 
 
 def test_a_detector_is_judged_on_map_per_class_ap_slices_and_the_champions_map():

@@ -47,8 +47,12 @@ def test_clients_of_the_compose_stack_set_the_variables_team_up_writes(tmp_path:
 def test_ports_and_credentials_agree_between_services_and_clients() -> None:
     stack = compose()
     client, services = stack["x-cvops-client-env"], stack["services"]
-    for variable, service in [("MLFLOW_TRACKING_URI", "mlflow"), ("ZENML_STORE_URL", "zenml"),
-                              ("AWS_ENDPOINT_URL", "minio"), ("CVOPS_STATE_URL", "postgres")]:  # fmt: skip
+    for variable, service in [
+        ("MLFLOW_TRACKING_URI", "mlflow"),
+        ("ZENML_STORE_URL", "zenml"),
+        ("AWS_ENDPOINT_URL", "minio"),
+        ("CVOPS_STATE_URL", "postgres"),
+    ]:
         assert urlsplit(client[variable]).port in published(services[service]), variable
     minio, mlflow = services["minio"]["environment"], services["mlflow"]["environment"]
     assert variables(client["AWS_ACCESS_KEY_ID"]) == variables(minio["MINIO_ROOT_USER"]) == {"CVOPS_S3_KEY"}
@@ -65,8 +69,11 @@ def test_ports_and_credentials_agree_between_services_and_clients() -> None:
 
 
 def test_every_secret_the_compose_stack_needs_is_in_the_example_env_file() -> None:
-    example = {line.split("=")[0] for line in (INFRA / "team.env.example").read_text().splitlines()
-               if line and not line.startswith("#")}  # fmt: skip
+    example = {
+        line.split("=")[0]
+        for line in (INFRA / "team.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     used = variables((INFRA / "compose.yaml").read_text()) | {f"CVOPS_{role.upper()}_PASSWORD" for role in ROLES}
     assert used == example
     created = set(re.findall(r"CREATE DATABASE (\w+)", (INFRA / "postgres-init.sql").read_text()))
@@ -76,8 +83,10 @@ def test_every_secret_the_compose_stack_needs_is_in_the_example_env_file() -> No
 
 def test_a_database_that_does_not_answer_is_one_line_without_its_password() -> None:
     nobody = free_port()
-    for connect, url in ((_mysql, f"mysql://cvops:s3cret-pw@127.0.0.1:{nobody}/x"),
-                         (_postgres, f"postgresql://cvops:s3cret-pw@127.0.0.1:{nobody}/x")):  # fmt: skip
+    for connect, url in (
+        (_mysql, f"mysql://cvops:s3cret-pw@127.0.0.1:{nobody}/x"),
+        (_postgres, f"postgresql://cvops:s3cret-pw@127.0.0.1:{nobody}/x"),
+    ):
         with pytest.raises(TeamStackError) as failed:
             connect(url, ["SELECT 1"])
         message = str(failed.value)

@@ -80,10 +80,15 @@ def rendered_training() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
 
     def pod(name: str, settings: Any) -> dict[str, Any]:
         with_defaults = kube_utils.apply_default_resource_requests(memory="400Mi", cpu="100m", pod_settings=settings)
-        manifest = manifest_utils.build_pod_manifest(pod_name=name, image_name="registry.example.com/cvops:abc",
-                                                     command=["python", "-m", "zenml.entrypoints.entrypoint"],
-                                                     args=["--step_name", name], privileged=False,
-                                                     pod_settings=with_defaults, labels={"step": name})  # fmt: skip
+        manifest = manifest_utils.build_pod_manifest(
+            pod_name=name,
+            image_name="registry.example.com/cvops:abc",
+            command=["python", "-m", "zenml.entrypoints.entrypoint"],
+            args=["--step_name", name],
+            privileged=False,
+            pod_settings=with_defaults,
+            labels={"step": name},
+        )
         return k8s.ApiClient().sanitize_for_serialization(manifest)
 
     pods = {}
@@ -92,15 +97,20 @@ def rendered_training() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         settings = settings_of(step_config.settings) if step_config else pipeline_level
         pods[step] = pod(step.replace("_", "-"), settings.pod_settings)
     orchestrator = manifest_utils.build_pod_manifest(
-        pod_name=None, image_name="registry.example.com/cvops:abc", command=["python", "-m", "zenml"], args=[],
-        privileged=False, pod_settings=pipeline_level.orchestrator_pod_settings,
-    )  # fmt: skip
+        pod_name=None,
+        image_name="registry.example.com/cvops:abc",
+        command=["python", "-m", "zenml"],
+        args=[],
+        privileged=False,
+        pod_settings=pipeline_level.orchestrator_pod_settings,
+    )
     job = manifest_utils.build_job_manifest("training", manifest_utils.pod_template_manifest_from_pod(orchestrator))
     cronjob = manifest_utils.build_cron_job_manifest(
-        manifest_utils.job_template_manifest_from_job(job), "0 3 * * 0",
+        manifest_utils.job_template_manifest_from_job(job),
+        "0 3 * * 0",
         concurrency_policy=pipeline_level.concurrency_policy,
         successful_jobs_history_limit=pipeline_level.successful_jobs_history_limit,
-    )  # fmt: skip
+    )
     return pods, k8s.ApiClient().sanitize_for_serialization(cronjob)
 
 

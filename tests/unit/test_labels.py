@@ -24,8 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def waiting(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"request_id": [f"r{i}" for i in range(n)], "score": rng.uniform(0.3, 1.0, n),
-                         "label": "cat", "embedding": [list(rng.normal(size=4)) for _ in range(n)]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(n)],
+            "score": rng.uniform(0.3, 1.0, n),
+            "label": "cat",
+            "embedding": [list(rng.normal(size=4)) for _ in range(n)],
+        }
+    )
 
 
 def test_uncertainty_takes_the_least_confident_and_random_is_seeded() -> None:
@@ -56,13 +62,21 @@ def test_labels_come_back_from_a_csv_or_a_label_studio_export(tmp_path: Path) ->
         "b": ("dog", ""),
     }
     export = tmp_path / "export.json"
-    export.write_text(json.dumps([
-        {"data": {"request_id": "a"}, "annotations": [{"completed_by": {"email": "ann@x"},
-                                                        "result": [{"value": {"choices": ["cat"]}}]}]},
-        {"data": {"request_id": "b"},
-         "annotations": [{"was_cancelled": True, "result": [{"value": {"choices": ["x"]}}]}]},
-        {"data": {"request_id": "c"}, "annotations": []},
-    ]))  # fmt: skip
+    export.write_text(
+        json.dumps(
+            [
+                {
+                    "data": {"request_id": "a"},
+                    "annotations": [{"completed_by": {"email": "ann@x"}, "result": [{"value": {"choices": ["cat"]}}]}],
+                },
+                {
+                    "data": {"request_id": "b"},
+                    "annotations": [{"was_cancelled": True, "result": [{"value": {"choices": ["x"]}}]}],
+                },
+                {"data": {"request_id": "c"}, "annotations": []},
+            ]
+        )
+    )
     assert {i: (got.label, got.labeller) for i, got in read_labels(export).items()} == {"a": ("cat", "ann@x")}
     export.write_text("[]")
     with pytest.raises(FeedbackError, match="no completed annotation"):
@@ -125,10 +139,11 @@ def test_gc_lists_what_is_past_retention_and_deletes_only_that(tmp_path: Path) -
         inference_log(project, params, cutoff),
         reports(project, params, cutoff),
     ]
-    assert [g.items for g in found] == [["2020-01-01/ (1 images)"],
-                                        [f"{params.serve.inference_log}/2020-01-01.jsonl",
-                                         f"{params.serve.inference_log}/feedback/2020-01-01.jsonl"],
-                                        [f"{params.monitor.reports}/old"]]  # fmt: skip
+    assert [g.items for g in found] == [
+        ["2020-01-01/ (1 images)"],
+        [f"{params.serve.inference_log}/2020-01-01.jsonl", f"{params.serve.inference_log}/feedback/2020-01-01.jsonl"],
+        [f"{params.monitor.reports}/old"],
+    ]
     old_capture = Path(store.location) / "2020-01-01" / "old.png"
     assert old_capture.is_file()  # listing deletes nothing
     for garbage in found:

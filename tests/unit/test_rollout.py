@@ -23,11 +23,19 @@ def test_a_key_always_lands_on_the_same_side_and_a_larger_fraction_only_adds_key
 
 
 def log_rows(arm: str, n: int, labels: list[str], rng: np.random.Generator, **extra: object) -> pd.DataFrame:
-    return pd.DataFrame({
-        "timestamp": pd.Timestamp("2026-12-01T10:00:00Z"), "arm": arm, "model_version": {"champion": "1"}.get(arm, "2"),
-        "status": 200, "request_id": [f"r{i}" for i in range(n)], "label": rng.choice(labels, n),
-        "score": rng.uniform(0.5, 1.0, n), "latency_ms": rng.uniform(2, 6, n), **extra,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "timestamp": pd.Timestamp("2026-12-01T10:00:00Z"),
+            "arm": arm,
+            "model_version": {"champion": "1"}.get(arm, "2"),
+            "status": 200,
+            "request_id": [f"r{i}" for i in range(n)],
+            "label": rng.choice(labels, n),
+            "score": rng.uniform(0.5, 1.0, n),
+            "latency_ms": rng.uniform(2, 6, n),
+            **extra,
+        }
+    )
 
 
 def test_a_canary_with_another_label_mix_differs_and_one_like_the_champion_does_not() -> None:
@@ -95,11 +103,15 @@ def test_monitoring_reads_only_what_clients_received(
 ) -> None:
     target = request.getfixturevalue("postgres_db") if where == "postgres" else tmp_path
     log = InferenceLog(target)
-    log.append([
-        {"label": "old"},  # logged before rollout: no arm, no status
-        {"label": "a", "arm": "champion", "status": 200}, {"label": "b", "arm": "canary", "status": 200},
-        {"label": "a", "arm": "shadow", "status": 200}, {"arm": "champion", "status": 400},
-    ])  # fmt: skip
+    log.append(
+        [
+            {"label": "old"},  # logged before rollout: no arm, no status
+            {"label": "a", "arm": "champion", "status": 200},
+            {"label": "b", "arm": "canary", "status": 200},
+            {"label": "a", "arm": "shadow", "status": 200},
+            {"arm": "champion", "status": 400},
+        ]
+    )
     log.close()
     if where == "files":  # a log written before rollout: neither column in any row
         (tmp_path / "old").mkdir()

@@ -72,8 +72,16 @@ def test_the_bursts_above_do_flip_a_sequential_measurement() -> None:
 
 def test_the_decision_reports_the_spread_and_says_when_it_straddles_the_threshold() -> None:
     def artifact(fmt: str, b32: float) -> OnnxMeasurement:
-        return OnnxMeasurement(format=fmt, path=f"{fmt}.onnx", sha256="0", size_mb=1, accuracy=0.9, agreement=1,
-                               latency_ms_b1=1, latency_ms_b32=b32)  # fmt: skip
+        return OnnxMeasurement(
+            format=fmt,
+            path=f"{fmt}.onnx",
+            sha256="0",
+            size_mb=1,
+            accuracy=0.9,
+            agreement=1,
+            latency_ms_b1=1,
+            latency_ms_b32=b32,
+        )
 
     params, fp32, int8 = QuantizeParams(), artifact("onnx-fp32", 20), artifact("onnx-int8", 10)
     shipped, reason = choose(fp32, int8, params, Spread(median=2.0, low=1.9, high=2.1))
