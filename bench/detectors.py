@@ -193,7 +193,7 @@ def main() -> None:
     from cvops.detection_evaluation import found_in_originals, originals
     from cvops.models import normalization
     from cvops.timing import interleaved_calls, latency, torch_threads
-    from cvops.training import seed_everything, train_model, training_splits
+    from cvops.training import TrainingInputs, seed_everything, train_model, training_splits
 
     warnings.filterwarnings("ignore", category=UserWarning)  # the exporter's notes on traced control flow
     overrides = [
@@ -218,7 +218,9 @@ def main() -> None:
         train_set = BoxDataset(*splits["train"], mean, std, augment)
         val_set = BoxDataset(*splits["val"], mean, std)
         start = time.perf_counter()
-        trained = train_model(model, train_set, val_set, params.train, seed=params.base.seed, device=cpu)
+        trained = train_model(
+            TrainingInputs(model, train_set, val_set), params.train, seed=params.base.seed, device=cpu
+        )
         train_s = time.perf_counter() - start
         model = trained.model.eval()
         inputs = torch.from_numpy(model_inputs(images, mean, std))

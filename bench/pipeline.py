@@ -72,7 +72,7 @@ def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
     from cvops.data.augment import ImageDataset, augmentation
     from cvops.data.prepare import load_dataset_ref, load_split
     from cvops.models import create_model, normalization
-    from cvops.training import train_model
+    from cvops.training import TrainingInputs, train_model
 
     params = load_params(root / "params.yaml")
     params = params.model_copy(
@@ -86,14 +86,12 @@ def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
     def real() -> float:
         model = create_model(params.train.model, ref.num_classes, params.train.pretrained)
         mean, std = normalization(model)
-        result = train_model(
+        inputs = TrainingInputs(
             model,
             ImageDataset(images, labels, mean, std, augmentation(params.train.augment, 0)),
             ImageDataset(val_images[:1], val_labels[:1], mean, std),
-            params.train,
-            seed=0,
-            device=device,
         )
+        result = train_model(inputs, params.train, seed=0, device=device)
         return result.images_per_second
 
     def bare() -> float:

@@ -6,6 +6,7 @@ Boxes are scored in the original images' pixels (a prediction on the resized inp
 service answers), so COCO's object-size ranges mean what they mean for the user's images.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from cvops.box_matching import ImageMatches, bootstrap_map, match_image, mean_ap, paired_map_difference
-from cvops.config import EvaluateParams, MeasureParams
+from cvops.config import EvaluateParams
 from cvops.data.prepare import BoxSet, DatasetRef, load_detection_split
 from cvops.data.preprocess import model_inputs
 from cvops.detection import Detector, mean_average_precision, predict_boxes
-from cvops.evaluation import Champion, brightness, champion_inputs, footprint
+from cvops.evaluation import Champion, EvaluationSetup, brightness, champion_inputs, footprint
 from cvops.models import normalization
 from cvops.reports import ChampionComparison, Evaluation, SliceMetrics
 
@@ -108,24 +109,34 @@ def detection_slices(
     return slices
 
 
+@dataclass(frozen=True)
+class CandidateDetections:
+    """The test split (images, manifest rows, true boxes in the originals' pixels) with the candidate's
+    detections matched to the true boxes: what the champion's detections are paired with."""
+
+    images: np.ndarray
+    rows: pd.DataFrame
+    truths: list[BoxSet]
+    matches: list[ImageMatches]
+
+
 def compare_detectors(
     champion: Champion,
     ref: DatasetRef,
-    images: np.ndarray,
-    rows: pd.DataFrame,
-    truths: list[BoxSet],
-    mine: list[ImageMatches],
+    candidate: CandidateDetections,
     device: torch.device,
     *,
     seed: int,
     resamples: int,
 ) -> ChampionComparison:
     """The champion scored on the same test images (resized to its input size), and the paired mAP difference."""
-    paired = champion_inputs(champion, ref, images)
+    mine = candidate.matches
+    paired = champion_inputs(champion, ref, candidate.images)
     if isinstance(paired, ChampionComparison):
         return paired
     images, note = paired
-    theirs = _matches(detect_originals(champion.model, images, rows, device), truths, ref.num_classes)  # type: ignore[arg-type]
+    found = detect_originals(champion.model, images, candidate.rows, device)  # type: ignore[arg-type]
+    theirs = _matches(found, candidate.truths, ref.num_classes)
     difference, low, high = paired_map_difference(mine, theirs, ref.num_classes, seed, resamples)
     return ChampionComparison(
         champion_version=champion.version,
@@ -175,15 +186,12 @@ def draw_examples(
 def evaluate_detector(
     model: Detector,
     ref: DatasetRef,
-    out_dir: Path,
-    device: torch.device,
-    seed: int,
-    params: EvaluateParams,
-    measure: MeasureParams,
+    setup: EvaluationSetup,
     score_threshold: float,
     champion: Champion | None = None,
 ) -> Evaluation:
     """Every piece of a detector's test-split evidence (`evaluation.evaluate` for classifiers)."""
+    out_dir, device, seed, params, measure = setup.out_dir, setup.device, setup.seed, setup.params, setup.measure
     images, resized_truths, rows = load_detection_split(ref, "test")
     truths = originals(resized_truths, rows, ref.image_size)
     found = detect_originals(model, images, rows, device)
@@ -194,8 +202,9 @@ def evaluate_detector(
     )
     comparison = None
     if champion is not None:
+        candidate = CandidateDetections(images, rows, truths, matches)
         comparison = compare_detectors(
-            champion, ref, images, rows, truths, matches, device, seed=seed, resamples=params.bootstrap_resamples
+            champion, ref, candidate, device, seed=seed, resamples=params.bootstrap_resamples
         )
     scale = _scales(rows, ref.image_size)
     drawn = [{**f, "boxes": f["boxes"] / s} for f, s in zip(found, scale, strict=True)]  # back on the input

@@ -73,7 +73,7 @@ def distill(
     watches) is the same blend. Its checkpoints are its own, under `checkpoint_dir`."""
     student = params.student()
     device = resolve_device(student.base.device)
-    model, train_set, val_set = training_inputs(student, ref, training_splits(ref))
+    inputs = training_inputs(student, ref, training_splits(ref))
     teacher = teacher.eval().to(device)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
@@ -82,12 +82,10 @@ def distill(
         params.distill.temperature,
         params.distill.alpha,
         student.train.label_smoothing,
-        _rescale(model, teacher, device),
+        _rescale(inputs.model, teacher, device),
     )
     return train_model(
-        model,
-        train_set,
-        val_set,
+        inputs,
         student.train,
         seed=student.base.seed,
         device=device,

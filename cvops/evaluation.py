@@ -2,6 +2,7 @@
 footprint, the paired comparison with the champion and the error gallery."""
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -219,13 +220,21 @@ def champion_inputs(
     return images, note
 
 
+@dataclass(frozen=True)
+class CandidateAnswers:
+    """The test split (images, labels, manifest) with the candidate's predicted classes: what the champion's
+    answers are paired with."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    manifest: pd.DataFrame
+    predicted: np.ndarray
+
+
 def compare_with_champion(
     champion: Champion,
     ref: DatasetRef,
-    images: np.ndarray,
-    labels: np.ndarray,
-    predicted: np.ndarray,
-    manifest: pd.DataFrame,
+    candidate: CandidateAnswers,
     device: torch.device,
     *,
     seed: int,
@@ -233,7 +242,8 @@ def compare_with_champion(
 ) -> tuple[ChampionComparison, np.ndarray | None]:
     """Score the champion on the same test images and test the paired difference (McNemar, bootstrap); the
     comparison, and the champion's class probabilities (None when it answers with other classes)."""
-    paired = champion_inputs(champion, ref, images)
+    labels, predicted, manifest = candidate.labels, candidate.predicted, candidate.manifest
+    paired = champion_inputs(champion, ref, candidate.images)
     if isinstance(paired, ChampionComparison):
         return paired, None
     images, note = paired
@@ -269,28 +279,38 @@ def compare_with_champion(
     return comparison, proba
 
 
+@dataclass(frozen=True)
+class EvaluationSetup:
+    """How a test-split evaluation runs, a classifier's or a detector's: where it writes its pictures, on which
+    device, with which seed (bootstrap intervals) and `evaluate` and `measure` params."""
+
+    out_dir: Path
+    device: torch.device
+    seed: int
+    params: EvaluateParams
+    measure: MeasureParams
+
+
 def evaluate(
     model: nn.Module,
     ref: DatasetRef,
-    out_dir: Path,
-    device: torch.device,
-    seed: int,
-    params: EvaluateParams,
-    measure: MeasureParams,
+    setup: EvaluationSetup,
     invariance_checks: tuple[str, ...] = (),
     champion: Champion | None = None,
 ) -> Evaluation:
     """Every piece of test-split evidence: metrics with calibration and seeded 95% bootstrap intervals,
     confusion matrix, slices, behavioural invariance, size and latency, and the paired champion comparison
     (a detector's: `detection_evaluation.evaluate_detector`)."""
+    out_dir, device, seed, params, measure = setup.out_dir, setup.device, setup.seed, setup.params, setup.measure
     images, labels, manifest = load_split(ref, "test")
     mean, std = normalization(model)
     proba = predict_proba(model, ImageDataset(images, labels, mean, std), device)
     predicted = proba.argmax(axis=1)
     comparison, champion_proba = None, None
     if champion is not None:
+        candidate = CandidateAnswers(images, labels, manifest, predicted)
         comparison, champion_proba = compare_with_champion(
-            champion, ref, images, labels, predicted, manifest, device, seed=seed, resamples=params.bootstrap_resamples
+            champion, ref, candidate, device, seed=seed, resamples=params.bootstrap_resamples
         )
     png = plot_confusion_matrix(labels, predicted, ref.class_names, out_dir / "confusion_matrix.png")
     gallery = build_gallery(

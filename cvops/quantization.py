@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from cvops.box_postprocess import FOR_MAP, PostProcess, postprocess
 from cvops.config import MeasureParams, QuantizeParams
 from cvops.console import progress, quiet
-from cvops.data.prepare import DatasetRef, load_detection_split, load_split, load_split_images
+from cvops.data.prepare import BoxSet, DatasetRef, load_detection_split, load_split, load_split_images
 from cvops.data.preprocess import model_inputs
 from cvops.data.validation import pairwise_iou
 from cvops.detection import Detector
@@ -327,8 +328,7 @@ def quantize_detector(
 ) -> QuantizationReport:
     """`quantize` for a detector: its fp32 file must find the torch model's boxes (numpy post-processing on
     the ONNX outputs against torchvision's on the torch outputs), and int8 ships on the mAP drop and speed-up."""
-    from cvops.detection import mean_average_precision, predict_boxes
-    from cvops.detection_evaluation import found_in_originals, originals
+    from cvops.detection import predict_boxes
 
     mean, std = normalization(model)
     preprocessing = Preprocessing(
@@ -342,18 +342,11 @@ def quantize_detector(
     fp32_path = export_onnx(model, preprocessing, out_dir / "model.fp32.onnx")
     images, resized, rows = load_detection_split(ref, "test")
     inputs = model_inputs(images, mean, std)
-    truths = originals(resized, rows, ref.image_size)
     torch_found = predict_boxes(model, inputs, torch.device("cpu"))
     found: dict[Format, tuple[Path, list[dict[str, np.ndarray]]]] = {
         "onnx-fp32": (fp32_path, onnx_detections(session(fp32_path), inputs, preprocessing))
     }
-    agreement, difference = box_agreement(found["onnx-fp32"][1], torch_found)
-    if agreement < params.min_parity_agreement or difference > params.parity_tolerance:
-        raise ModelError(
-            f"ONNX export differs from the torch detector: it finds {agreement:.4f} of the torch "
-            f"model's boxes (min {params.min_parity_agreement}), scores differ by up to "
-            f"{difference:.2e} (tolerance {params.parity_tolerance:g})"
-        )
+    difference = check_box_parity(found["onnx-fp32"][1], torch_found, params)
     ids: list[str] = []
     if params.enabled:
         calibration, ids = calibration_subset(ref, params.calibration_size, seed)
@@ -361,21 +354,13 @@ def quantize_detector(
             fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std), params.calibration_method
         )
         found["onnx-int8"] = (int8_path, onnx_detections(session(int8_path), inputs, preprocessing))
-
-    def quality(detections: list[dict[str, np.ndarray]]) -> float:
-        scaled = found_in_originals(detections, rows, ref.image_size)
-        return mean_average_precision(scaled, truths, ref.class_names)["map"]
-
-    qualities: dict[Format, tuple[Path, Quality]] = {
-        fmt: (path, {"mean_ap": quality(d), "agreement": box_agreement(d, torch_found, AGREEMENT_IOU)[0]})
-        for fmt, (path, d) in found.items()
-    }
+    qualities, torch_map = _detector_qualities(found, torch_found, resized, rows, ref)
     measured, speedup = measure(qualities, inputs, measure_params, list(BOX_OUTPUTS))
     shipped, reason = choose(measured["onnx-fp32"], measured.get("onnx-int8"), params, speedup)
     report = QuantizationReport(
         fp32=measured["onnx-fp32"],
         int8=measured.get("onnx-int8"),
-        torch_map=quality(torch_found),
+        torch_map=torch_map,
         parity_max_abs_diff=difference,
         calibration_method=params.calibration_method,
         calibration_ids=ids,
@@ -388,6 +373,31 @@ def quantize_detector(
     return _written(report, out_dir)
 
 
+def _detector_qualities(
+    found: dict[Format, tuple[Path, list[dict[str, np.ndarray]]]],
+    torch_found: list[dict[str, np.ndarray]],
+    resized: list[BoxSet],
+    rows: pd.DataFrame,
+    ref: DatasetRef,
+) -> tuple[dict[Format, tuple[Path, Quality]], float]:
+    """Each file's test mAP (scored in the original images' pixels) and agreement with the torch model's boxes,
+    and the torch model's own test mAP."""
+    from cvops.detection import mean_average_precision
+    from cvops.detection_evaluation import found_in_originals, originals
+
+    truths = originals(resized, rows, ref.image_size)
+
+    def quality(detections: list[dict[str, np.ndarray]]) -> float:
+        scaled = found_in_originals(detections, rows, ref.image_size)
+        return mean_average_precision(scaled, truths, ref.class_names)["map"]
+
+    qualities: dict[Format, tuple[Path, Quality]] = {
+        fmt: (path, {"mean_ap": quality(d), "agreement": box_agreement(d, torch_found, AGREEMENT_IOU)[0]})
+        for fmt, (path, d) in found.items()
+    }
+    return qualities, quality(torch_found)
+
+
 def check_parity(onnx_logits: np.ndarray, torch_logits: np.ndarray, params: QuantizeParams) -> float:
     """The fp32 ONNX file must reproduce the torch model, or the export changed the model; returns the largest
     logit difference."""
@@ -398,5 +408,20 @@ def check_parity(onnx_logits: np.ndarray, torch_logits: np.ndarray, params: Quan
             f"ONNX export differs from the torch model: max |logit difference| {difference:.2e} "
             f"(tolerance {params.parity_tolerance:g}), top-1 agreement {agreement:.4f} "
             f"(min {params.min_parity_agreement}); the model has an op the exporter does not reproduce"
+        )
+    return difference
+
+
+def check_box_parity(
+    onnx_found: list[dict[str, np.ndarray]], torch_found: list[dict[str, np.ndarray]], params: QuantizeParams
+) -> float:
+    """The fp32 ONNX detector must find the torch model's boxes with the same scores, or the export changed the
+    model; returns the largest score difference of the boxes both find."""
+    agreement, difference = box_agreement(onnx_found, torch_found)
+    if agreement < params.min_parity_agreement or difference > params.parity_tolerance:
+        raise ModelError(
+            f"ONNX export differs from the torch detector: it finds {agreement:.4f} of the torch "
+            f"model's boxes (min {params.min_parity_agreement}), scores differ by up to "
+            f"{difference:.2e} (tolerance {params.parity_tolerance:g})"
         )
     return difference

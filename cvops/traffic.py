@@ -12,6 +12,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,58 +144,61 @@ def feedback_share(sent: list[Sent], fraction: float, seed: int) -> dict[str, st
     return dict(answered[i] for i in chosen)
 
 
-def send_traffic(
-    project: Project,
-    params: Params,
-    split: str,
-    shift: str,
-    severity: float,
-    count: int,
-    seed: int | None,
-    url: str | None,
-    offline: bool,
-    feedback: float = 0.0,
-    truth_out: Path | None = None,
-) -> str:
-    """`cvops traffic`: `count` shifted images to the service at `url` (default: serve.port on 127.0.0.1), or,
-    `offline`, scored by the champion in this process into the inference log; then the true labels of a
-    `feedback` share of them, and of all of them to `truth_out`. Says what happened."""
+@dataclass(frozen=True, kw_only=True)
+class TrafficPlan:
+    """What `cvops traffic` sends: which images, shifted how, to the service at `url` (default: serve.port on
+    127.0.0.1) or, `offline`, scored by the champion in this process; then the true labels of a `feedback` share
+    of them, and of all of them to `truth_out`."""
+
+    split: str
+    shift: str
+    severity: float
+    count: int
+    seed: int | None  # of the image draw, the noise and the feedback share (default: base.seed)
+    url: str | None
+    offline: bool
+    feedback: float = 0.0
+    truth_out: Path | None = None
+
+
+def send_traffic(project: Project, params: Params, plan: TrafficPlan) -> str:
+    """`cvops traffic`: `count` shifted images to the service, or offline into the inference log, then their
+    true labels, as `plan` says. Says what happened."""
     if params.task == "detection":
         raise ConfigError(
             "cvops traffic simulates a classifier's clients and their true labels: for a detector, "
             "score images with `cvops run batch-inference` or POST them to /detect"
         )
-    seed = params.base.seed if seed is None else seed
+    seed = params.base.seed if plan.seed is None else plan.seed
     images = traffic_images(
-        load_dataset_ref(project.prepared_dir), project.raw_dir, split, shift, severity, count, seed
+        load_dataset_ref(project.prepared_dir), project.raw_dir, plan.split, plan.shift, plan.severity, plan.count, seed
     )
     token = os.environ.get("CVOPS_API_TOKEN")
-    if offline:
+    if plan.offline:
         served = resolve(ModelRegistry.of(project, params.registry.model_name), CHAMPION, project.onnx_cache)
         inference_log = InferenceLog(project.inference_log(params.serve))
         predictor = load_served(served, params.serve.max_batch_images, params.detect.served)
         store = CaptureStore(project.capture_store(params.serve)) if params.serve.capture.enabled else None
-        sent = log_offline(predictor, images, count, inference_log, params.serve, store, seed)
+        sent = log_offline(predictor, images, plan.count, inference_log, params.serve, store, seed)
         inference_log.close()
-        summary = f"{len(sent)} {shift} images scored by version {served.version} into the inference log"
+        summary = f"{len(sent)} {plan.shift} images scored by version {served.version} into the inference log"
     else:
-        url = url or f"http://127.0.0.1:{params.serve.port}"
-        sent = send(url, images, count, token)
+        url = plan.url or f"http://127.0.0.1:{params.serve.port}"
+        sent = send(url, images, plan.count, token)
         statuses = Counter(status for status, _, _ in sent)
-        if statuses.get(0) == count:
+        if statuses.get(0) == plan.count:
             raise ServiceUnavailable(f"no answer from {url}: start the service with `cvops serve`, or use --offline")
         answers = ", ".join(f"{n} x {status or 'no answer'}" for status, n in sorted(statuses.items()))
-        summary = f"sent {count} {shift} images to {url}: {answers}"
-    if truth_out is not None:
-        write_truth(sent, truth_out)
-        summary += f"; true labels in {truth_out}"
-    if feedback:
-        labels = feedback_share(sent, feedback, seed)
-        if offline:
+        summary = f"sent {plan.count} {plan.shift} images to {url}: {answers}"
+    if plan.truth_out is not None:
+        write_truth(sent, plan.truth_out)
+        summary += f"; true labels in {plan.truth_out}"
+    if plan.feedback:
+        labels = feedback_share(sent, plan.feedback, seed)
+        if plan.offline:
             give_feedback(project.inference_log(params.serve), labels, predictor.preprocessing.class_names, "traffic")
             summary += f"; feedback for {len(labels)}"
         else:
-            assert url is not None
             given = send_feedback(url, labels, token)
             summary += "; feedback " + ", ".join(f"{n} x {code or 'no answer'}" for code, n in sorted(given.items()))
     return summary

@@ -343,10 +343,17 @@ class _Best:
             self.stale += 1
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """The model to train and the datasets it trains and validates on."""
+
+    model: nn.Module
+    train_set: ImageDataset | BoxDataset
+    val_set: ImageDataset | BoxDataset
+
+
 def train_model(
-    model: nn.Module,
-    train_set: ImageDataset | BoxDataset,
-    val_set: ImageDataset | BoxDataset,
+    inputs: TrainingInputs,
     params: TrainParams,
     *,
     seed: int,
@@ -356,19 +363,20 @@ def train_model(
     on_epoch: MetricsCallback | None = None,
     objective: Objective | None = None,
 ) -> TrainResult:
-    """Fine-tune `model`; returns it with the weights of its best validation epoch.
+    """Fine-tune `inputs.model`; returns it with the weights of its best validation epoch.
 
     With `checkpoints`, every epoch is saved; `resume` continues from the newest checkpoint. In a process
     group, every rank calls this; `on_epoch` runs on rank 0 only, `checkpoints.save` on every rank. The
     `objective` (what training and validation minimise) is the task's own unless given (distillation's).
     """
+    model, train_set = inputs.model, inputs.train_set
     seed_everything(seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels many times over late in training
     model.to(device).to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU (oneDNN) and GPU
     if objective is None:
         classify = Classification(params.label_smoothing)
         objective = detection_objective if isinstance(train_set, BoxDataset) else classify
-    loop = _Loop(model, train_set, val_set, params, seed, device, objective)
+    loop = _Loop(model, train_set, inputs.val_set, params, seed, device, objective)
     rank, world, backend = process_group()
     result = TrainResult(model=model, world_size=world, backend=backend)
     best = _Best(loss=math.inf, weights=copy.deepcopy(model.state_dict()))
@@ -407,9 +415,7 @@ def train_model(
 Splits = dict[str, tuple[np.ndarray, Any]]  # "train" and "val": (images, labels), or (images, box sets)
 
 
-def training_inputs(
-    params: Params, ref: DatasetRef, splits: Splits
-) -> tuple[nn.Module, ImageDataset | BoxDataset, ImageDataset | BoxDataset]:
+def training_inputs(params: Params, ref: DatasetRef, splits: Splits) -> TrainingInputs:
     """The configured model (a classifier, or a detector for `task: detection`), seeded, and the datasets it
     trains and validates on."""
     seed_everything(params.base.seed)  # the head's (and a from-scratch model's) initial weights
@@ -418,7 +424,7 @@ def training_inputs(
     detection = ref.task == "detection"
     augment = augmentation(params.train.augment, params.base.seed, boxes=detection)
     data = BoxDataset if detection else ImageDataset
-    return model, data(*splits["train"], mean, std, augment), data(*splits["val"], mean, std)
+    return TrainingInputs(model, data(*splits["train"], mean, std, augment), data(*splits["val"], mean, std))
 
 
 def new_model(params: Params, ref: DatasetRef, pretrained: bool = True) -> nn.Module:
@@ -453,12 +459,10 @@ def fit(
 ) -> TrainResult:
     """Build the configured model and train it in this process on a prepared dataset's train/val splits
     (training_on_ray.fit_on_ray: the same on Ray Train)."""
-    model, train_set, val_set = training_inputs(params, ref, training_splits(ref))
+    inputs = training_inputs(params, ref, training_splits(ref))
     checkpoints = run_checkpoints(ref, params, checkpoint_dir)
     return train_model(
-        model,
-        train_set,
-        val_set,
+        inputs,
         params.train,
         seed=params.base.seed,
         device=resolve_device(params.base.device),

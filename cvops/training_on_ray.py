@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cvops.config import Params
+from cvops.config import DistributedParams, Params
 from cvops.data.prepare import DatasetRef
 from cvops.distributed import ray_session
 from cvops.errors import CvopsError, DataError, ModelError, ServiceUnavailable
@@ -44,6 +44,7 @@ from cvops.training import (
 
 if TYPE_CHECKING:
     import ray.train
+    import ray.train.torch
 
 log = logging.getLogger(__name__)
 SIZED_BY = "distributed.train_workers, cpus_per_worker, gpus_per_worker"
@@ -106,12 +107,10 @@ def _train_worker(config: dict[str, Any]) -> None:
             f"a training worker on node {node} could not fetch the prepared data from Ray's object store "
             f"({str(err).splitlines()[0][:160]}): check that the node reaches the driver's node"
         ) from err
-    model, train_set, val_set = training_inputs(params, config["ref"], splits)
+    inputs = training_inputs(params, config["ref"], splits)
     checkpoints = _ReportedCheckpoints(config["run_key"])
     train_model(
-        model,
-        train_set,
-        val_set,
+        inputs,
         params.train,
         seed=params.base.seed,
         device=ray.train.torch.get_device(),
@@ -131,18 +130,12 @@ def fit_on_ray(
 ) -> TrainResult:
     """`fit` on Ray Train; returns the model with its best epoch's weights, as `train_model` does."""
     import ray
-    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     distributed, checkpoints = params.distributed, run_checkpoints(ref, params, checkpoint_dir)
-    per_worker = {"CPU": distributed.cpus_per_worker}
-    if distributed.gpus_per_worker:
-        per_worker["GPU"] = distributed.gpus_per_worker
+    per_worker = _resources_per_worker(distributed)
     with ExitStack() as stack:
         if checkpoints is None:  # nowhere asked for: the run's checkpoints only carry the model back
-            scratch = Path(tempfile.mkdtemp(prefix="cvops-ray-train-"))
-            stack.callback(shutil.rmtree, scratch, ignore_errors=True)
-            checkpoints = Checkpoints(scratch / "run", "unnamed")
+            checkpoints = _scratch_checkpoints(stack)
         storage = Path(distributed.storage) if distributed.storage else checkpoints.directory.parent
         run_dir = storage / checkpoints.directory.name
         _start_or_resume(run_dir, resume)
@@ -154,39 +147,24 @@ def fit_on_ray(
             "run_key": checkpoints.run_key,
             "on_epoch": on_epoch,
         }
-        scaling = ScalingConfig(
-            num_workers=distributed.train_workers,
-            use_gpu=distributed.gpus_per_worker > 0,
-            resources_per_worker=per_worker,
-        )
-        run = RunConfig(  # type: ignore[call-arg]  # Train V2's RunConfig: the stubs are V1's
-            name=run_dir.name,
-            storage_path=str(storage),
-            logging_config=LoggingConfig("WARNING"),
-            failure_config=FailureConfig(max_failures=distributed.max_failures),
-        )
-        backend = TorchConfig(backend="nccl" if distributed.gpus_per_worker > 0 else "gloo")
-        trainer = TorchTrainer(
-            _train_worker, train_loop_config=config, scaling_config=scaling, run_config=run, torch_config=backend
-        )
-        nodes = _alive_nodes()
-        try:
-            result = trainer.fit()
-        except TrainingFailedError as err:
-            raise _failure(err, nodes, distributed.max_failures) from err
-        if result.checkpoint is None:
-            raise ModelError(f"Ray Train finished without a checkpoint in {run_dir}; run again without --resume")
-        state = _read(result.checkpoint, checkpoints.run_key)
-    model = new_model(params, ref, pretrained=False)  # the weights come from the checkpoint
-    model.load_state_dict(state["best"].weights)
-    return TrainResult(
-        model=model.eval(),
-        history=state["history"],
-        best_epoch=state["best"].epoch,
-        stopped_early=len(state["history"]) < params.train.epochs,  # the only way a run ends before its last epoch
-        world_size=state["world_size"],
-        backend=state["backend"],
-    )
+        trainer = _trainer(config, distributed, per_worker, run_dir, storage)
+        state = _last_state(trainer, run_dir, checkpoints.run_key, distributed.max_failures)
+    return _trained_result(state, ref, params)
+
+
+def _resources_per_worker(distributed: DistributedParams) -> dict[str, float]:
+    """The Ray resources each training worker reserves: its CPUs, and its GPUs when it has any."""
+    per_worker = {"CPU": distributed.cpus_per_worker}
+    if distributed.gpus_per_worker:
+        per_worker["GPU"] = distributed.gpus_per_worker
+    return per_worker
+
+
+def _scratch_checkpoints(stack: ExitStack) -> Checkpoints:
+    """Checkpoints in a temporary folder, removed when `stack` closes."""
+    scratch = Path(tempfile.mkdtemp(prefix="cvops-ray-train-"))
+    stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+    return Checkpoints(scratch / "run", "unnamed")
 
 
 def _start_or_resume(run_dir: Path, resume: bool) -> None:
@@ -197,6 +175,62 @@ def _start_or_resume(run_dir: Path, resume: bool) -> None:
     if not resume and run_dir.exists():
         log.info("starting afresh: removing the earlier checkpoints in %s", run_dir)
         shutil.rmtree(run_dir)
+
+
+def _trainer(
+    config: dict[str, Any], distributed: DistributedParams, per_worker: dict[str, float], run_dir: Path, storage: Path
+) -> "ray.train.torch.TorchTrainer":
+    """Ray Train's trainer running `_train_worker` on `config` in the workers `distributed` asks for (gloo on
+    CPUs, NCCL on GPUs), keeping the run's checkpoints in `run_dir` under `storage`."""
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    scaling = ScalingConfig(
+        num_workers=distributed.train_workers,
+        use_gpu=distributed.gpus_per_worker > 0,
+        resources_per_worker=per_worker,
+    )
+    run = RunConfig(  # type: ignore[call-arg]  # Train V2's RunConfig: the stubs are V1's
+        name=run_dir.name,
+        storage_path=str(storage),
+        logging_config=LoggingConfig("WARNING"),
+        failure_config=FailureConfig(max_failures=distributed.max_failures),
+    )
+    backend = TorchConfig(backend="nccl" if distributed.gpus_per_worker > 0 else "gloo")
+    return TorchTrainer(
+        _train_worker, train_loop_config=config, scaling_config=scaling, run_config=run, torch_config=backend
+    )
+
+
+def _last_state(
+    trainer: "ray.train.torch.TorchTrainer", run_dir: Path, run_key: str, max_failures: int
+) -> dict[str, Any]:
+    """Run `trainer` to its end and read the run's last checkpoint; a run Ray Train gave up on ends in one
+    line (`_failure`)."""
+    from ray.train import TrainingFailedError
+
+    nodes = _alive_nodes()
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as err:
+        raise _failure(err, nodes, max_failures) from err
+    if result.checkpoint is None:
+        raise ModelError(f"Ray Train finished without a checkpoint in {run_dir}; run again without --resume")
+    return _read(result.checkpoint, run_key)
+
+
+def _trained_result(state: dict[str, Any], ref: DatasetRef, params: Params) -> TrainResult:
+    """The model with the best weights of a run's last checkpoint, and the run's history."""
+    model = new_model(params, ref, pretrained=False)  # the weights come from the checkpoint
+    model.load_state_dict(state["best"].weights)
+    return TrainResult(
+        model=model.eval(),
+        history=state["history"],
+        best_epoch=state["best"].epoch,
+        stopped_early=len(state["history"]) < params.train.epochs,  # the only way a run ends before its last epoch
+        world_size=state["world_size"],
+        backend=state["backend"],
+    )
 
 
 def _alive_nodes() -> dict[str, str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from pydantic import BaseModel, ConfigDict
 
 from cvops.artifacts import forget
 from cvops.box_postprocess import PostProcess
@@ -78,6 +79,16 @@ class Registration:
     quantization: QuantizationReport
     decision: GateDecision
     reference: ReferenceSummary
+
+
+class VersionOrigin(BaseModel):
+    """Where a version comes from, beside its evidence: the data source its model card names, and the tags of
+    what started its run (a drift episode, a distilled student's teacher)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_source: str
+    trigger: dict[str, str] | None = None
 
 
 def register(

@@ -2,6 +2,7 @@ from zenml import pipeline
 
 from cvops.config import Params
 from cvops.tracking import TrainedModel
+from cvops.versions import VersionOrigin
 from steps import (
     build_reference,
     check_gate,
@@ -44,7 +45,6 @@ def training(
     quantization = quantize_model(trained, dataset, params.quantize, params.measure, params.base.seed)
     decision = check_gate(evaluation, quantization, params.gate)
     reference = build_reference(dataset, quantization, params.monitor, params.detect)
-    version = register_model(
-        trained, dataset, evaluation, quantization, decision, reference, params.registry, params.data.source, trigger
-    )
+    origin = VersionOrigin(data_source=params.data.source, trigger=trigger)
+    version = register_model(trained, dataset, evaluation, quantization, decision, reference, params.registry, origin)
     package_model(version, decision, params.registry)

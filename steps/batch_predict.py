@@ -5,7 +5,7 @@ from zenml import step
 
 from cvops.config import DetectParams, DistributedParams, Project, RegistryParams, ServeParams
 from cvops.registry import ModelRegistry
-from cvops.serving.batch import score_and_log
+from cvops.serving.batch import BatchJob, score_and_log
 
 
 @step(experiment_tracker=True)
@@ -25,9 +25,7 @@ def batch_predict(
     return score_and_log(
         ModelRegistry.of(project, registry.model_name),
         project.onnx_cache,
-        selector,
-        location,
-        Path(output),
+        BatchJob(selector, location, Path(output)),
         serve,
         distributed,
         project.inference_log(serve),

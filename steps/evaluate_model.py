@@ -13,7 +13,7 @@ from cvops.config import (
 )
 from cvops.data.prepare import DatasetRef
 from cvops.detection_evaluation import evaluate_detector
-from cvops.evaluation import evaluate, load_champion
+from cvops.evaluation import EvaluationSetup, evaluate, load_champion
 from cvops.evidence import log_evaluation
 from cvops.models import resolve_device
 from cvops.registry import ModelRegistry
@@ -35,29 +35,10 @@ def evaluate_model(
     """Test-split evidence, with the champion scored on the same images; all of it goes to MLflow."""
     champion = load_champion(ModelRegistry.of(Project.find(), registry.model_name))
     model, device = load_trained_model(trained), resolve_device(base.device)
+    setup = EvaluationSetup(scratch_dir(), device, base.seed, evaluate_params, measure)
     if dataset.task == "detection":
-        evaluation = evaluate_detector(
-            model,
-            dataset,
-            scratch_dir(),
-            device,
-            base.seed,
-            evaluate_params,
-            measure,  # type: ignore[arg-type]
-            detect.score_threshold,
-            champion,
-        )
+        evaluation = evaluate_detector(model, dataset, setup, detect.score_threshold, champion)  # type: ignore[arg-type]
     else:
-        evaluation = evaluate(
-            model,
-            dataset,
-            scratch_dir(),
-            device,
-            base.seed,
-            evaluate_params,
-            measure,
-            tuple(invariance.checks()),
-            champion,
-        )
+        evaluation = evaluate(model, dataset, setup, tuple(invariance.checks()), champion)
     log_evaluation(evaluation)
     return evaluation

@@ -9,7 +9,7 @@ from cvops.monitoring.reference import ReferenceSummary
 from cvops.registry import ModelRegistry
 from cvops.reports import Evaluation, QuantizationReport
 from cvops.tracking import TrainedModel
-from cvops.versions import Registration, register
+from cvops.versions import Registration, VersionOrigin, register
 
 
 @step(experiment_tracker=True)
@@ -21,12 +21,15 @@ def register_model(
     decision: GateDecision,
     reference: ReferenceSummary,
     registry: RegistryParams,
-    data_source: str,
-    trigger: dict[str, str] | None = None,
+    origin: VersionOrigin,
 ) -> Annotated[str, "model_version"]:
     """Register the version with its evidence, ONNX artifacts and model card: `challenger` + approval=pending
     when the gate passed (champion at once when registry.require_approval is false), no alias when it failed."""
     evidence = Registration(trained, dataset, evaluation, quantization, decision, reference)
     return register(
-        ModelRegistry.of(Project.find(), registry.model_name), evidence, registry.require_approval, data_source, trigger
+        ModelRegistry.of(Project.find(), registry.model_name),
+        evidence,
+        registry.require_approval,
+        origin.data_source,
+        origin.trigger,
     )

@@ -1,6 +1,7 @@
 """`cvops schedule` and `cvops traffic`: the pipelines on their schedules, and demo traffic to watch them."""
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -80,17 +81,7 @@ def schedule(once: bool, remote: bool) -> None:
     help="Write request_id,label of every answered request to this CSV (labels for `cvops feedback "
     "import` or `cvops labels import`, without people).",
 )
-def traffic(
-    split: str,
-    shift: str,
-    severity: float,
-    count: int,
-    offline: bool,
-    url: str | None,
-    seed: int | None,
-    feedback: float,
-    truth_out: Path | None,
-) -> None:
+def traffic(**options: Any) -> None:
     """Send demo traffic to the served model, shifted or not, to watch monitoring react.
 
     \b
@@ -102,14 +93,12 @@ def traffic(
                                                       # production-like: 30% of the answers get their true label
     """
     from cvops.tracking import use_project_store
-    from cvops.traffic import send_traffic
+    from cvops.traffic import TrafficPlan, send_traffic
 
-    if url and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--url {url!r}: give the service's URL, e.g. http://127.0.0.1:3000")
+    plan = TrafficPlan(**options)
+    if plan.url and not plan.url.startswith(("http://", "https://")):
+        raise ConfigError(f"--url {plan.url!r}: give the service's URL, e.g. http://127.0.0.1:3000")
     checkout = project()
     params = checkout.params()
     use_project_store(checkout, params.mlflow.experiment)  # where --offline finds the champion
-    click.secho(
-        send_traffic(checkout, params, split, shift, severity, count, seed, url, offline, feedback, truth_out),
-        fg="green",
-    )
+    click.secho(send_traffic(checkout, params, plan), fg="green")

@@ -6,8 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -70,6 +71,38 @@ def _stop_group(group: int) -> None:
             time.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """`cvops serve`'s options, as click parses them."""
+
+    version: str | None  # pinned; else the alias is served, and followed
+    alias: str
+    port: int | None
+    host: str
+    workers: str | None
+    canary: str | None
+    canary_fraction: float | None
+    shadow: str | None
+    shadow_fraction: float | None
+    settings: tuple[str, ...]  # KEY=VALUE params for this server only
+
+    @property
+    def selector(self) -> str:
+        """The registry version or alias the server loads."""
+        return self.version or self.alias
+
+    def overrides(self) -> list[str]:
+        """The params overrides of this server: -S settings, then the serve.* options that were given."""
+        given = (
+            ("workers", self.workers),
+            ("canary.version", self.canary),
+            ("canary.fraction", self.canary_fraction),
+            ("shadow.version", self.shadow),
+            ("shadow.fraction", self.shadow_fraction),
+        )
+        return [*self.settings] + [f"serve.{key}={value}" for key, value in given if value is not None]
+
+
 @main.command()
 @click.option("--version", "version", help="Serve this registered version (pinned).")
 @click.option(
@@ -100,18 +133,7 @@ def _stop_group(group: int) -> None:
     metavar="KEY=VALUE",
     help="A params value for this server only, e.g. -S serve.capture.fraction=0.1 (repeatable).",
 )
-def serve(
-    version: str | None,
-    alias: str,
-    port: int | None,
-    host: str,
-    workers: str | None,
-    canary: str | None,
-    canary_fraction: float | None,
-    shadow: str | None,
-    shadow_fraction: float | None,
-    settings: tuple[str, ...],
-) -> None:
+def serve(**options: Any) -> None:
     """Serve a model over HTTP with BentoML: a classifier's POST /classify, /classify_batch, /feedback, a
     detector's (task: detection) POST /detect (?render=1: the image with its boxes drawn), /detect_batch; GET
     /healthz, /readyz, /metrics.
@@ -145,31 +167,23 @@ def serve(
     from cvops.artifacts import resolve
     from cvops.serving.packaging import SERVICES
 
+    chosen = ServeOptions(**options)
     checkout = project()
-    overrides = [*settings] + [
-        f"serve.{key}={value}"
-        for key, value in (
-            ("workers", workers),
-            ("canary.version", canary),
-            ("canary.fraction", canary_fraction),
-            ("shadow.version", shadow),
-            ("shadow.fraction", shadow_fraction),
-        )
-        if value is not None
-    ]
+    overrides = chosen.overrides()
     params = checkout.params(overrides)
     versions = registry(checkout, params)
-    selector = version or alias
-    served = resolve(versions, selector, checkout.onnx_cache)  # fail here, not in the server
+    served = resolve(versions, chosen.selector, checkout.onnx_cache)  # fail here, not in the server
     arms = _arms(checkout, params, versions)
-    port = port or params.serve.port
+    port = chosen.port or params.serve.port
     click.echo(
-        f"serving {served.model_name} version {served.version} ({selector}) on http://{host}:{port} (Ctrl-C stops it)"
+        f"serving {served.model_name} version {served.version} ({chosen.selector}) on http://{chosen.host}:{port} "
+        "(Ctrl-C stops it)"
     )
     for line in arms:
         click.echo(line)
-    command = [sys.executable, "-m", "bentoml", "serve", SERVICES[params.task], "--host", host, "--port", str(port)]
-    env = {**os.environ, "CVOPS_SERVE_MODEL": selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
+    service = SERVICES[params.task]
+    command = [sys.executable, "-m", "bentoml", "serve", service, "--host", chosen.host, "--port", str(port)]
+    env = {**os.environ, "CVOPS_SERVE_MODEL": chosen.selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
     sys.exit(run_server(command, env=env))
 
 

@@ -3,6 +3,7 @@
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,63 +106,96 @@ def check_split(manifest: pd.DataFrame) -> None:
     raise DataInvalidError("identical images after the split, " + "; ".join(problems) + " — run `cvops data validate`")
 
 
+@dataclass(frozen=True)
+class _SplitDataset:
+    """The validated dataset with its split column, and what its counts count (a detector's: its boxes)."""
+
+    manifest: pd.DataFrame
+    boxes: pd.DataFrame | None  # a detection dataset's
+    labels: pd.Series  # the label of each counted image or box
+    split_of: pd.Series  # the split of each counted image or box
+    class_names: list[str]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images (a detector's: boxes) per split and class."""
+        return {
+            split: {c: int(n) for c, n in self.labels[self.split_of == split].value_counts().items()}
+            for split in SPLITS
+        }
+
+
 def prepare_dataset(
     validated_dir: Path, raw_dir: Path, prepared_dir: Path, params: PrepareParams, seed: int
 ) -> DatasetRef:
     """Split and resize the validated images into `prepared_dir` (manifest with a split column + images.npy)."""
     if not (validated_dir / MANIFEST).is_file():
         raise NotInitializedError(f"no validated dataset in {validated_dir}: run `cvops data validate` first")
+    dataset = _split_validated(validated_dir, params, seed)
+    check_split(dataset.manifest)
+    images = _resized_images(dataset.manifest["path"], raw_dir, params.image_size)
+    detection = dataset.boxes is not None
+    ref = DatasetRef(
+        prepared_dir=str(prepared_dir.resolve()),
+        class_names=dataset.class_names,
+        image_size=params.image_size,
+        counts=dataset.counts(),
+        sources={} if detection else _sources(dataset.manifest),
+        task="detection" if detection else "classification",
+    )
+    _write_prepared(ref, dataset, images, validated_dir, prepared_dir)
+    return ref
+
+
+def _split_validated(validated_dir: Path, params: PrepareParams, seed: int) -> _SplitDataset:
+    """The validated manifest with each image's split; a detection dataset's by a seeded hash of each image, so
+    an image keeps its split as the dataset grows."""
     manifest = read_manifest(validated_dir)
-    detection = (validated_dir / BOXES).is_file()
-    if detection:  # by a seeded hash of each image: an image keeps its split as the dataset grows
-        boxes = read_boxes(validated_dir)
-        manifest["split"] = stable_split(manifest["sha256"], params.val_fraction, params.test_fraction, seed)
-        labels = boxes["label"].where(boxes["image"].isin(manifest["path"]))
-        split_of = boxes["image"].map(manifest.set_index("path")["split"])
-        class_names = sorted(read_classes(validated_dir))
-    else:
+    if not (validated_dir / BOXES).is_file():
         manifest["split"] = assign_splits(manifest, params, seed)
-        labels, split_of = manifest["label"], manifest["split"]
-        class_names = sorted(manifest["label"].unique())
-    check_split(manifest)
-    size = params.image_size
-    images = np.empty((len(manifest), size, size, 3), dtype=np.uint8)
-    for i, rel in enumerate(progress(manifest["path"], "prepare")):
+        return _SplitDataset(manifest, None, manifest["label"], manifest["split"], sorted(manifest["label"].unique()))
+    boxes = read_boxes(validated_dir)
+    manifest["split"] = stable_split(manifest["sha256"], params.val_fraction, params.test_fraction, seed)
+    labels = boxes["label"].where(boxes["image"].isin(manifest["path"]))
+    split_of = boxes["image"].map(manifest.set_index("path")["split"])
+    return _SplitDataset(manifest, boxes, labels, split_of, sorted(read_classes(validated_dir)))
+
+
+def _resized_images(paths: pd.Series, raw_dir: Path, size: int) -> np.ndarray:
+    """The raw images at `paths`, resized as training reads them: (N, size, size, 3) uint8."""
+    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, rel in enumerate(progress(paths, "prepare")):
         with Image.open(raw_dir / rel) as image:
             images[i] = resize_image(image, size)
+    return images
 
+
+def _sources(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images in train, val and test per source (dataset, production) and class."""
+    used = manifest[manifest["split"].isin(SPLITS)]
+    origin = np.where(is_production(used), PRODUCTION, "dataset")
+    return {
+        name: {c: int(n) for c, n in used.loc[origin == name, "label"].value_counts().sort_index().items()}
+        for name in sorted(set(origin))
+    }
+
+
+def _write_prepared(
+    ref: DatasetRef, dataset: _SplitDataset, images: np.ndarray, validated_dir: Path, prepared_dir: Path
+) -> None:
+    """Write the prepared dataset into a staging folder renamed to `prepared_dir`: it appears complete or not at
+    all."""
     prepared_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{prepared_dir.name}.preparing-", dir=prepared_dir.parent))
     try:
-        manifest.to_csv(staging / MANIFEST, index=False)
+        dataset.manifest.to_csv(staging / MANIFEST, index=False)
         np.save(staging / IMAGES, images)
-        if detection:
-            boxes.to_csv(staging / BOXES, index=False)
+        if dataset.boxes is not None:
+            dataset.boxes.to_csv(staging / BOXES, index=False)
             shutil.copy2(validated_dir / CLASSES, staging / CLASSES)
-        counts = {split: {c: int(n) for c, n in labels[split_of == split].value_counts().items()} for split in SPLITS}
-        used = manifest[manifest["split"].isin(SPLITS)]
-        origin = np.where(is_production(used), PRODUCTION, "dataset")
-        sources = (
-            {}
-            if detection
-            else {
-                name: {c: int(n) for c, n in used.loc[origin == name, "label"].value_counts().sort_index().items()}
-                for name in sorted(set(origin))
-            }
-        )
-        task: Task = "detection" if detection else "classification"
-        ref = DatasetRef(
-            prepared_dir=str(prepared_dir.resolve()),
-            class_names=class_names,
-            image_size=size,
-            counts=counts,
-            sources=sources,
-            task=task,
-        )
         # Location-free, so the same data hashes to the same DVC version in any checkout; a classification
         # dataset's file without `task`, so that it hashes as it did before detection came
         info = ref.model_dump_json(
-            indent=2, exclude={"prepared_dir", "data_version"} | ({"task"} if not detection else set())
+            indent=2, exclude={"prepared_dir", "data_version"} | ({"task"} if ref.task != "detection" else set())
         )
         (staging / INFO).write_text(info, encoding="utf-8")
         if prepared_dir.exists():
@@ -170,7 +204,6 @@ def prepare_dataset(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ref
 
 
 def prepare_configured(project: Project) -> DatasetRef:

@@ -134,11 +134,32 @@ def _to_check(name: str, expectation: str, result: Any, index_column: str) -> Ch
     )
 
 
+Expectations = list[tuple[str, str, Any]]  # (check name, what it demands, its great-expectations expectation)
+
+
 def run_checks(
     files: pd.DataFrame, classes: list[str], params: ValidateParams, boxes: pd.DataFrame | None = None
 ) -> tuple[list[Check], list[dict]]:
     """The suite over inspected files: row checks name files, class checks name classes; with a detection
     dataset's `boxes` (from `box_frame`), box checks name annotations, and classes count boxes, not files."""
+    all_files, images = _file_checks(classes, params, detection=boxes is not None)
+    groups = [(files, all_files, "path"), (files[files["decodes"]].reset_index(drop=True), images, "path")]
+    if boxes is not None:
+        groups += _box_checks(boxes, classes, params)
+    labels = files["label"] if boxes is None else boxes.loc[boxes["found"], "label"]
+    unit = "images" if boxes is None else "boxes"
+    groups.append((_class_counts(labels, classes), _class_checks(params, unit), "label"))
+    checks: list[Check] = []
+    raw_results: list[Any] = []
+    for frame, group, index in groups:
+        results = _gx_validate(frame, [e for _, _, e in group], index)
+        checks += [_to_check(n, d, r, index) for (n, d, _), r in zip(group, results, strict=True)]
+        raw_results += results
+    return checks, [r.to_json_dict() for r in raw_results]
+
+
+def _file_checks(classes: list[str], params: ValidateParams, detection: bool) -> tuple[Expectations, Expectations]:
+    """The checks of every file, and of the files that decode (only they have a mode and a size)."""
     import great_expectations.expectations as gxe
 
     all_files = [
@@ -154,9 +175,9 @@ def run_checks(
             gxe.ExpectColumnValuesToBeUnique(column="sha256"),
         ),
     ]
-    if boxes is not None:  # an image's classes are its boxes'
+    if detection:  # an image's classes are its boxes'
         all_files = [check for check in all_files if check[0] != "classes"]
-    images = [  # only files that decode have a mode and a size
+    images = [
         (
             "mode",
             f"mode in validate.allowed_modes {params.allowed_modes}",
@@ -173,22 +194,22 @@ def run_checks(
             gxe.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_size, max_value=params.max_size),
         ),
     ]
-    groups = [(files, all_files, "path"), (files[files["decodes"]].reset_index(drop=True), images, "path")]
-    if boxes is not None:
-        groups += _box_checks(boxes, classes, params)
-    checks: list[Check] = []
-    raw_results: list[Any] = []
-    for frame, group, index in groups:
-        results = _gx_validate(frame, [e for _, _, e in group], index)
-        checks += [_to_check(n, d, r, index) for (n, d, _), r in zip(group, results, strict=True)]
-        raw_results += results
+    return all_files, images
 
-    labels = files["label"] if boxes is None else boxes.loc[boxes["found"], "label"]
+
+def _class_counts(labels: pd.Series, classes: list[str]) -> pd.DataFrame:
+    """A row per declared class: its count in `labels` and its ratio to the smallest class."""
     counts = labels.value_counts().reindex(classes, fill_value=0).rename_axis("label").reset_index(name="count")
     smallest = max(int(counts["count"].min()), 1)
     counts["imbalance"] = counts["count"] / smallest
-    unit = "images" if boxes is None else "boxes"
-    class_checks = [
+    return counts
+
+
+def _class_checks(params: ValidateParams, unit: str) -> Expectations:
+    """The checks of the class counts (`_class_counts`), of images or of boxes (`unit`)."""
+    import great_expectations.expectations as gxe
+
+    return [
         (
             "min_per_class",
             f"at least {params.min_per_class} {unit} per class",
@@ -200,9 +221,6 @@ def run_checks(
             gxe.ExpectColumnValuesToBeBetween(column="imbalance", max_value=params.max_imbalance_ratio),
         ),
     ]
-    class_results = _gx_validate(counts, [e for _, _, e in class_checks], "label")
-    checks += [_to_check(n, d, r, "label") for (n, d, _), r in zip(class_checks, class_results, strict=True)]
-    return checks, [r.to_json_dict() for r in raw_results + class_results]
 
 
 def box_frame(boxes: pd.DataFrame, files: pd.DataFrame, classes: list[str], duplicate_iou: float) -> pd.DataFrame:

@@ -155,19 +155,16 @@ def detect_drift(
 ) -> DriftVerdict:
     """Test the window `rows` against the `reference` of `version` (embeddings reduced by `projection`);
     the Evidently report and the verdict (with `quality` and `champion_approved` as given) go to `out_dir`."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-
     current, model_rows, note = window_table(rows, version, projection)
-    stamps = pd.to_datetime(rows["timestamp"], utc=True) if "timestamp" in rows and len(rows) else None
+    start, end = _window_span(rows)
     verdict = DriftVerdict(
         status="not_enough_data",
         model_version=version,
         rows=len(rows),
         model_rows=model_rows,
         reference_rows=len(reference),
-        window_start=None if stamps is None else stamps.min(),
-        window_end=None if stamps is None else stamps.max(),
+        window_start=start,
+        window_end=end,
         threshold=params.false_alarm_rate,
         quality=quality,
         champion_approved=champion_approved,
@@ -178,15 +175,9 @@ def detect_drift(
             f"{params.min_samples}; send more traffic or widen the window (--window, --since)"
         )
         return _save(verdict, None, out_dir)
-    columns = [c for c in STATISTICS if c in current and c in reference]
-    if model_rows >= params.min_samples:
-        columns += [c for c in reference.columns if c.startswith(EMBEDDING_PREFIX) and c in current]
-        columns += [PREDICTION] if PREDICTION in current else []
-        columns += [c for c in BOX_COLUMNS if c in current and c in reference]
-        if BOX_LABEL in current and current[BOX_LABEL].notna().any() and BOX_LABELS in reference:
-            reference = with_box_labels(reference, reference[BOX_LABELS])
-            columns += [BOX_LABEL]
-    else:
+    answered_enough = model_rows >= params.min_samples
+    columns, reference = _tested_columns(current, reference, answered_enough)
+    if not answered_enough:
         verdict.notes.append(
             f"embedding and prediction not tested: {model_rows} rows answered by version {version} "
             f"(< monitor.min_samples {params.min_samples})"
@@ -194,6 +185,47 @@ def detect_drift(
     if note:
         verdict.notes.append(note)
     threshold = params.false_alarm_rate / len(columns)
+    snapshot, drifts = _test_columns(current, reference, columns, threshold)
+    verdict.columns = drifts
+    verdict.threshold = threshold
+    verdict.status = "drift" if verdict.drifted else "no_drift"
+    return _save(verdict, snapshot, out_dir)
+
+
+def _window_span(rows: pd.DataFrame) -> tuple[datetime | None, datetime | None]:
+    """The first and last timestamp of the window's rows; None without any."""
+    if "timestamp" not in rows or not len(rows):
+        return None, None
+    stamps = pd.to_datetime(rows["timestamp"], utc=True)
+    return stamps.min(), stamps.max()
+
+
+def _tested_columns(
+    current: pd.DataFrame, reference: pd.DataFrame, answered_enough: bool
+) -> tuple[list[str], pd.DataFrame]:
+    """The columns both tables have to test: the image statistics, and when enough of the window's rows were
+    answered by the reference's version, its embedding, prediction and a detector's answers too; returned with
+    the reference to test them against (a row per box added when the class mix is tested)."""
+    columns = [c for c in STATISTICS if c in current and c in reference]
+    if not answered_enough:
+        return columns, reference
+    columns += [c for c in reference.columns if c.startswith(EMBEDDING_PREFIX) and c in current]
+    columns += [PREDICTION] if PREDICTION in current else []
+    columns += [c for c in BOX_COLUMNS if c in current and c in reference]
+    if BOX_LABEL in current and current[BOX_LABEL].notna().any() and BOX_LABELS in reference:
+        reference = with_box_labels(reference, reference[BOX_LABELS])
+        columns += [BOX_LABEL]
+    return columns, reference
+
+
+def _test_columns(
+    current: pd.DataFrame, reference: pd.DataFrame, columns: list[str], threshold: float
+) -> tuple[object, list[ColumnDrift]]:
+    """Evidently's two-sample test of each column, chi-square for the labels and Kolmogorov-Smirnov for numbers:
+    its report, and each column's p-value and whether it drifted (p < `threshold`)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
     numerical = [c for c in columns if c not in LABELS]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=[c for c in columns if c in LABELS])
     tests = {c: "chisquare" if c in LABELS else "ks" for c in columns}
@@ -204,13 +236,11 @@ def detect_drift(
             Dataset.from_pandas(reference[columns], data_definition=definition),
         )
     p_values = [float(m["value"]) for m in snapshot.dict()["metrics"]]
-    verdict.columns = [
+    drifts = [
         ColumnDrift(column=c, group=_group(c), method=tests[c], p_value=p, drifted=p < threshold)
         for c, p in zip(columns, p_values, strict=True)
     ]
-    verdict.threshold = threshold
-    verdict.status = "drift" if verdict.drifted else "no_drift"
-    return _save(verdict, snapshot, out_dir)
+    return snapshot, drifts
 
 
 def _save(verdict: DriftVerdict, snapshot: object, out_dir: Path) -> DriftVerdict:

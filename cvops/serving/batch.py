@@ -4,6 +4,7 @@ the service's code path without HTTP."""
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -161,32 +162,38 @@ def write_predictions(table: pd.DataFrame, output: Path) -> Path:
     return output
 
 
+@dataclass(frozen=True)
+class BatchJob:
+    """What one batch inference scores and where its predictions go."""
+
+    selector: str  # the model: an alias or a version number
+    location: str  # the input: a folder or an s3:// prefix
+    output: Path  # the predictions file
+
+
 def score_and_log(
     registry: ModelRegistry,
     cache_dir: Path,
-    selector: str,
-    location: str,
-    output: Path,
+    job: BatchJob,
     serve: ServeParams,
     distributed: DistributedParams,
     log_to: LogTarget,
     post: PostProcess,
 ) -> dict[str, int]:
-    """Score every file under `location` (a folder or an s3:// prefix) with the `selector` model (a detector's
-    boxes post-processed by `post`, detect.served), in this process or on Ray (`distributed`): predictions to
-    `output`, counts to the active MLflow run, every scored image to the inference log `log_to`. Returns the
-    counts: images, scored, unreadable, a detector's boxes, and labels (a classifier's images, a detector's
-    boxes) by class."""
-    served = resolve(registry, selector, cache_dir)
+    """Score every file under the `job`'s location with its model (a detector's boxes post-processed by `post`,
+    detect.served), in this process or on Ray (`distributed`): predictions to its output, counts to the active
+    MLflow run, every scored image to the inference log `log_to`. Returns the counts: images, scored,
+    unreadable, a detector's boxes, and labels (a classifier's images, a detector's boxes) by class."""
+    served = resolve(registry, job.selector, cache_dir)
     if distributed.engine == "ray":
         from cvops.serving.on_ray import score_on_ray
 
-        frame = score_on_ray(served, location, serve, distributed, post)
+        frame = score_on_ray(served, job.location, serve, distributed, post)
     else:
         predictor = load_served(served, serve.max_batch_images, post)
-        frame = score_inputs(predictor, location, serve.max_image_pixels)
+        frame = score_inputs(predictor, job.location, serve.max_image_pixels)
     table = predictions_table(frame)
-    write_predictions(table, output)
+    write_predictions(table, job.output)
     scored = frame[frame["error"].isna()]
     labelled = table[table["score"].notna()]  # a classifier's scored images, a detector's boxes
     counts = {
@@ -198,7 +205,12 @@ def score_and_log(
     }
     mlflow.log_metrics({metric_name(f"batch_{k}"): v for k, v in counts.items()})
     mlflow.set_tags(
-        {"model_version": served.version, "input": location, "output": str(output), "engine": distributed.engine}
+        {
+            "model_version": served.version,
+            "input": job.location,
+            "output": str(job.output),
+            "engine": distributed.engine,
+        }
     )
     inference_log = InferenceLog(log_to)
     inference_log.append(

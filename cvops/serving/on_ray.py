@@ -20,7 +20,7 @@ from cvops.config import DistributedParams, ServeParams
 from cvops.distributed import ray_session
 from cvops.projection import PROJECTION_FILE
 from cvops.serving.batch import list_inputs, predictions_frame, score_files
-from cvops.serving.predictor import MODEL_FILE, load
+from cvops.serving.predictor import MODEL_FILE, ModelFiles, load
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,9 +42,14 @@ class _Scorer:
             paths = {name: Path(folder) / name for name in contents}
             for name, data in contents.items():
                 paths[name].write_bytes(data)
-            self.predictor = load(
-                paths[MODEL_FILE], **model, threads=threads, projection_path=paths.get(PROJECTION_FILE)
+            shipped = ModelFiles(
+                paths[MODEL_FILE],
+                model["model_name"],
+                model["version"],
+                model["lineage_id"],
+                paths.get(PROJECTION_FILE),
             )
+            self.predictor = load(shipped, model["max_batch"], model["post"], threads=threads)
         self.max_pixels = max_pixels
 
     def __call__(self, batch: "pd.DataFrame") -> "pd.DataFrame":

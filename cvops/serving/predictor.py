@@ -201,24 +201,36 @@ class Predictor:
         return row
 
 
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model version's ONNX file (and monitoring projection) on this machine, with the identity its answers
+    name."""
+
+    onnx_path: Path
+    model_name: str
+    version: str
+    lineage_id: str
+    projection_path: Path | None = None
+
+
 def load(
-    onnx_path: Path,
-    model_name: str,
-    version: str,
-    lineage_id: str,
-    max_batch: int,
-    post: "PostProcess",
-    threads: int | None = None,
-    projection_path: Path | None = None,
-    top_k: int = 1,
+    model: ModelFiles, max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
 ) -> Predictor:
     """The predictor of an ONNX file of cvops, a classifier's or a detector's as the file says (`post`, the
     detector's post-processing, is detect.served; `top_k`, a classifier's answer length, is serve.top_k)."""
     from cvops.serving.detector import DetectionPredictor  # the detector's twin builds on this module
 
-    opened = session(onnx_path, threads)
-    identity = (onnx_path, model_name, version, lineage_id, max_batch, threads, projection_path)
-    if preprocessing_of(opened, onnx_path).task == "detection":
+    opened = session(model.onnx_path, threads)
+    identity = (
+        model.onnx_path,
+        model.model_name,
+        model.version,
+        model.lineage_id,
+        max_batch,
+        threads,
+        model.projection_path,
+    )
+    if preprocessing_of(opened, model.onnx_path).task == "detection":
         return DetectionPredictor(*identity, opened=opened, post=post)
     return Predictor(*identity, top_k=top_k, opened=opened)
 
@@ -228,14 +240,5 @@ def load_served(
 ) -> Predictor:
     """`load` for a registry version (`artifacts.resolve`)."""
     projection = Path(served.projection_path) if served.projection_path else None
-    return load(
-        Path(served.onnx_path),
-        served.model_name,
-        served.version,
-        served.lineage_id,
-        max_batch,
-        post,
-        threads,
-        projection,
-        top_k,
-    )
+    model = ModelFiles(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, projection)
+    return load(model, max_batch, post, threads, top_k)

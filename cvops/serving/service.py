@@ -48,6 +48,7 @@ from cvops.serving.detector import render
 from cvops.serving.predictor import (
     MODEL_FILE,
     DecodedImage,
+    ModelFiles,
     Predictor,
     Reply,
     RequestError,
@@ -644,17 +645,14 @@ def _packaged(tag: str) -> Predictor:
     stored = bentoml.models.get(tag)
     labels = stored.info.labels
     projection = Path(stored.path_of(PROJECTION_FILE))
-    return load(
+    model = ModelFiles(
         Path(stored.path_of(MODEL_FILE)),
         labels["registered_model"],
         labels["model_version"],
         labels["lineage_id"],
-        SETTINGS.max_batch_images,
-        PARAMS.detect.served,
-        SETTINGS.model_threads,
         projection if projection.is_file() else None,
-        SETTINGS.top_k,
     )
+    return load(model, SETTINGS.max_batch_images, PARAMS.detect.served, SETTINGS.model_threads, SETTINGS.top_k)
 
 
 for _service, _files, _feedback, _serves in (

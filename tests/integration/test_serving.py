@@ -32,7 +32,7 @@ from cvops.data.prepare import load_split, prepare_dataset
 from cvops.data.preprocess import model_inputs
 from cvops.data.sources import digits_source
 from cvops.data.validation import validate_dataset
-from cvops.evaluation import evaluate
+from cvops.evaluation import EvaluationSetup, evaluate
 from cvops.evidence import log_evaluation, log_gate_decision, log_quantization, quantization_tags
 from cvops.feedback import FeedbackStore
 from cvops.gate import decide
@@ -68,7 +68,8 @@ def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tup
     model = fit(ref, params).model
     with mlflow.start_run() as run:
         trained = log_trained_model(model, params.train.model, ref.class_names, ref.image_size, 1)
-        evaluation = evaluate(model, ref, scratch_dir(), torch.device("cpu"), 0, params.evaluate, params.measure)
+        setup = EvaluationSetup(scratch_dir(), torch.device("cpu"), 0, params.evaluate, params.measure)
+        evaluation = evaluate(model, ref, setup)
         report = quantize(model, ref, scratch_dir(), params.quantize, params.measure, 0)
         decision = decide(evaluation, params.gate, report)
         log_evaluation(evaluation)

@@ -20,7 +20,7 @@ from cvops.data.validation import pairwise_iou, validate_dataset
 from cvops.detection import mean_average_precision, predict_boxes
 from cvops.detection_evaluation import evaluate_detector
 from cvops.errors import ModelError
-from cvops.evaluation import Champion
+from cvops.evaluation import Champion, EvaluationSetup
 from cvops.features import image_features
 from cvops.models import normalization
 from cvops.monitoring.drift import detect_drift
@@ -103,17 +103,8 @@ def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired
 ) -> None:
     params = scene_params.evaluate.model_copy(update={"bootstrap_resamples": 200, "slice_by": ["background"]})
     champion = Champion(version="3", model=detector.model, class_names=scenes.class_names, image_size=scenes.image_size)
-    evaluation = evaluate_detector(
-        detector.model,
-        scenes,
-        tmp_path,
-        torch.device("cpu"),
-        0,
-        params,  # type: ignore[arg-type]
-        scene_params.measure,
-        0.3,
-        champion,
-    )
+    setup = EvaluationSetup(tmp_path, torch.device("cpu"), 0, params, scene_params.measure)
+    evaluation = evaluate_detector(detector.model, scenes, setup, 0.3, champion)  # type: ignore[arg-type]
     metrics = evaluation.metrics
     assert evaluation.task == "detection" and evaluation.num_images == len(load_detection_split(scenes, "test")[0])
     assert metrics["map_ci95_low"] - 0.01 <= metrics["map"] <= metrics["map_ci95_high"] + 0.01

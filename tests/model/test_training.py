@@ -8,7 +8,7 @@ import torch
 from cvops.config import Params
 from cvops.data.prepare import DatasetRef
 from cvops.errors import ModelError
-from cvops.evaluation import evaluate
+from cvops.evaluation import EvaluationSetup, evaluate
 from cvops.training import TrainResult, fit
 
 pytestmark = pytest.mark.slow
@@ -17,9 +17,8 @@ pytestmark = pytest.mark.slow
 def test_digits_reach_90_percent_test_accuracy(
     trained: TrainResult, digits: DatasetRef, tiny_params: Params, tmp_path: Path
 ) -> None:
-    evaluation = evaluate(
-        trained.model, digits, tmp_path, torch.device("cpu"), 0, tiny_params.evaluate, tiny_params.measure, ("hflip",)
-    )
+    setup = EvaluationSetup(tmp_path, torch.device("cpu"), 0, tiny_params.evaluate, tiny_params.measure)
+    evaluation = evaluate(trained.model, digits, setup, ("hflip",))
     accuracy = evaluation.metrics["accuracy"]
     assert accuracy >= 0.9
     assert evaluation.metrics["accuracy_ci95_low"] < accuracy < evaluation.metrics["accuracy_ci95_high"]

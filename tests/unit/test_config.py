@@ -174,11 +174,12 @@ def test_each_task_registers_under_its_own_model_unless_one_is_named():
 
 
 def test_traffic_simulation_refuses_a_detection_checkout_in_one_line_before_any_work(tmp_path):
-    from cvops.traffic import send_traffic
+    from cvops.traffic import TrafficPlan, send_traffic
 
     params = load_params(PARAMS, ["task=detection", "data.source=digit-scenes"])
+    plan = TrafficPlan(split="test", shift="blur", severity=1.0, count=10, seed=None, url=None, offline=True)
     with pytest.raises(ConfigError, match=r"simulates a classifier's clients .* `cvops run batch-inference`"):
-        send_traffic(Project(tmp_path), params, "test", "blur", 1.0, 10, None, None, offline=True)
+        send_traffic(Project(tmp_path), params, plan)
     assert not any(tmp_path.iterdir())
 
 

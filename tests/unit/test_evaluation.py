@@ -8,6 +8,7 @@ from PIL import Image
 
 from cvops.data.prepare import DatasetRef
 from cvops.evaluation import (
+    CandidateAnswers,
     Champion,
     classification_metrics,
     compare_with_champion,
@@ -106,9 +107,8 @@ def test_champion_comparison_on_the_same_images_has_the_known_answer():
     candidate = labels.copy()
     candidate[:3] = 0  # the candidate misses 3 images the champion gets right
     manifest = pd.DataFrame({"source": [None] * 7 + ["production"] * 3})  # the last 3: the `recent` slice
-    result, proba = compare_with_champion(
-        champion, ref, images, labels, candidate, manifest, torch.device("cpu"), seed=0, resamples=200
-    )
+    answers = CandidateAnswers(images, labels, manifest, candidate)
+    result, proba = compare_with_champion(champion, ref, answers, torch.device("cpu"), seed=0, resamples=200)
     assert proba is not None and proba.argmax(axis=1).tolist() == labels.tolist()  # the champion's answers
     assert (result.recent_n, result.candidate_recent_accuracy, result.champion_recent_accuracy) == (3, 1.0, 1.0)
     assert result.comparable and result.champion_version == "4" and result.n == 10
@@ -123,15 +123,6 @@ def test_champion_with_other_classes_is_not_compared():
     ref = DatasetRef(prepared_dir=".", class_names=["a", "b"], image_size=8, counts={})
     champion = Champion(version="1", model=LeftVersusRight(), class_names=["x", "y"], image_size=8)
     images = half_bright_images([True])
-    result, proba = compare_with_champion(
-        champion,
-        ref,
-        images,
-        np.array([1]),
-        np.array([1]),
-        pd.DataFrame(index=[0]),
-        torch.device("cpu"),
-        seed=0,
-        resamples=100,
-    )
+    answers = CandidateAnswers(images, np.array([1]), pd.DataFrame(index=[0]), np.array([1]))
+    result, proba = compare_with_champion(champion, ref, answers, torch.device("cpu"), seed=0, resamples=100)
     assert not result.comparable and "other classes" in result.note and proba is None
