@@ -10,7 +10,7 @@ PORT ?= 5000
 
 # The default demo imports ELPV and trains with params.yaml; the 30-second digits demo trains the small run
 # of overlays/digits.yaml, which is applied for that run only: params.yaml is the same afterwards.
-# (cvops, the tests and the benchmarks set their offline switches themselves: cvops/stack.py OFFLINE_ENV.)
+# (cvops, the tests and the benchmarks set their offline switches themselves: cvops/env.py OFFLINE_ENV.)
 DEMO_elpv := $(CVOPS) data import elpv && $(CVOPS) run training
 DEMO_digits := $(CVOPS) run training --overlay overlays/digits.yaml
 # The detection demo: scenes composed from real MNIST digits; the import sets `task: detection` in params.yaml

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
@@ -12,9 +12,9 @@ go_offline()  # the offline switches, before any library loads
 def registered_version(version: str | None) -> tuple[Any, Any, Any, Any]:
     """(project, params, registry, version info): VERSION, else the champion, else the newest version."""
     from cvops.config import Project
-    from cvops.registry import CHAMPION, ModelRegistry
-    from cvops.stack import configure_environment
-    from cvops.tracking import use_project_store
+    from cvops.registry.model_registry import CHAMPION, ModelRegistry
+    from cvops.registry.tracking import use_project_store
+    from cvops.stack.checkout import configure_environment
 
     project = Project.find(REPO)
     configure_environment(project)

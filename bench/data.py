@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads

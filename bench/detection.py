@@ -20,17 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
 
 
 def prepared(root: Path, params):  # type: ignore[no-untyped-def]
-    from cvops.data.boxes import import_scenes
     from cvops.data.prepare import prepare_dataset
-    from cvops.data.scenes import digit_scenes_source
     from cvops.data.validation import validate_dataset
+    from cvops.tasks.detection.boxes import import_scenes
+    from cvops.tasks.detection.scenes import digit_scenes_source
 
     import_scenes(digit_scenes_source(params.data.scenes, params.base.seed), root / "raw")
     report = validate_dataset(root / "raw", root / "validated", params.validation)
@@ -60,13 +60,13 @@ def main() -> None:
     from cvops.config import load_params
     from cvops.data.prepare import load_detection_split
     from cvops.data.preprocess import model_inputs
-    from cvops.detection import mean_average_precision, predict_boxes
-    from cvops.detection_evaluation import found_in_originals, originals
-    from cvops.models import normalization
-    from cvops.onnx_model import read_preprocessing, session
-    from cvops.quantization import onnx_detections, quantize
+    from cvops.export.onnx_model import read_preprocessing, session
+    from cvops.export.quantization import onnx_detections, quantize
+    from cvops.tasks.detection.evaluation import found_in_originals, originals
+    from cvops.tasks.detection.model import mean_average_precision, predict_boxes
     from cvops.timing import torch_threads
-    from cvops.training import fit
+    from cvops.training.models import normalization
+    from cvops.training.trainer import fit
 
     overrides = [f"data.scenes={args.scenes}", f"train.epochs={args.epochs}"]
     params = load_params(REPO / "params.yaml", overrides, overlay=REPO / "overlays" / "digit-scenes.yaml")
@@ -160,9 +160,9 @@ def draw_served(onnx_path: Path, params, picture: Path, count: int = 4) -> None:
     at the size sent: a row of `count` pictures."""
     from PIL import Image
 
-    from cvops.data.scenes import digit_scenes_source
-    from cvops.serving.detector import DetectionPredictor, render
     from cvops.serving.predictor import decode_image
+    from cvops.tasks.detection.predictor import DetectionPredictor, render
+    from cvops.tasks.detection.scenes import digit_scenes_source
 
     predictor = DetectionPredictor(onnx_path, "cvops-detector", "bench", "", max_batch=1, post=params.detect.served)
     drawn = []

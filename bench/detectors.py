@@ -1,6 +1,6 @@
 """Benchmark: which torchvision detector cvops builds on — FCOS, RetinaNet and Faster R-CNN on the same backbone
 (timm EfficientNet-Lite0 from its packaged ImageNet weights, a feature pyramid of detect.fpn_channels), trained
-by the same loop (cvops.training.train_model: AdamW, warm-up + cosine, the same seed, data and epochs) on the
+by the same loop (cvops.training.trainer.train_model: AdamW, warm-up + cosine, the same seed, data and epochs) on the
 same digit-scenes, in one run.
 
 Per detector: parameters, training images/s, test COCO mAP@[.5:.95] and mAP@.5 (every box scoring 0.05,
@@ -25,7 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
@@ -81,7 +81,7 @@ def build(kind: str, num_classes: int, size: int, params: Any) -> nn.Module:
     from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-    from cvops.detection import create_detector
+    from cvops.tasks.detection.model import create_detector
 
     detect, train = params.detect, params.train
     fcos = create_detector(train.model, num_classes, size, train.pretrained, detect.fpn_channels, detect.head_convs)
@@ -189,11 +189,11 @@ def main() -> None:
     from cvops.data.augment import BoxDataset, augmentation
     from cvops.data.prepare import load_detection_split
     from cvops.data.preprocess import model_inputs
-    from cvops.detection import mean_average_precision
-    from cvops.detection_evaluation import found_in_originals, originals
-    from cvops.models import normalization
+    from cvops.tasks.detection.evaluation import found_in_originals, originals
+    from cvops.tasks.detection.model import mean_average_precision
     from cvops.timing import interleaved_calls, latency, torch_threads
-    from cvops.training import TrainingInputs, seed_everything, train_model, training_splits
+    from cvops.training.models import normalization
+    from cvops.training.trainer import TrainingInputs, seed_everything, train_model, training_splits
 
     warnings.filterwarnings("ignore", category=UserWarning)  # the exporter's notes on traced control flow
     overrides = [

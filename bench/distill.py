@@ -1,5 +1,5 @@
 """Benchmark: knowledge distillation on this CPU — the teacher (params.yaml: train.*), a smaller student trained on
-the teacher's softened answers and the true labels (cvops.distillation), and the same student trained on the
+the teacher's softened answers and the true labels (cvops.training.distillation), and the same student trained on the
 true labels alone, on the same data, seed and epochs, in one run.
 
 Per model: parameters, training time, test accuracy (torch), and its ONNX int8 artifact as cvops ships it
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
@@ -37,9 +37,9 @@ def row(
 
     from cvops.data.augment import ImageDataset
     from cvops.data.prepare import load_split
-    from cvops.evaluation import predict_proba
-    from cvops.models import normalization
-    from cvops.quantization import quantize
+    from cvops.evaluation.evaluator import predict_proba
+    from cvops.export.quantization import quantize
+    from cvops.training.models import normalization
 
     images, labels, _ = load_split(ref, "test")
     answers = predict_proba(
@@ -75,8 +75,8 @@ def main() -> None:
 
     from cvops.config import Project
     from cvops.data.prepare import load_dataset_ref
-    from cvops.distillation import distill
-    from cvops.training import fit
+    from cvops.training.distillation import distill
+    from cvops.training.trainer import fit
 
     project = Project.find(REPO)
     ref = load_dataset_ref(project.prepared_dir)

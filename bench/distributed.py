@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
@@ -73,10 +73,10 @@ def write_images(folder: Path, count: int) -> None:
 
 def export_model(folder: Path):  # type: ignore[no-untyped-def]
     """The small run's architecture as cvops ships it (ONNX, preprocessing in its metadata): a ServedModel."""
-    from cvops.artifacts import ServedModel
-    from cvops.models import create_model, normalization
-    from cvops.onnx_model import Preprocessing
-    from cvops.quantization import export_onnx
+    from cvops.export.onnx_model import Preprocessing
+    from cvops.export.quantization import export_onnx
+    from cvops.registry.artifacts import ServedModel
+    from cvops.training.models import create_model, normalization
 
     model = create_model("resnet10t", 10, "none")
     mean, std = normalization(model)
@@ -90,7 +90,7 @@ def plain_loop(model_path: Path, folder: Path, threads: int) -> int:
     import onnxruntime as ort
     from PIL import Image
 
-    from cvops.onnx_model import read_preprocessing
+    from cvops.export.onnx_model import read_preprocessing
 
     preprocessing = read_preprocessing(model_path)
     mean = np.array(preprocessing.mean, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -159,8 +159,8 @@ def train_rows(work: Path) -> list[dict[str, Any]]:
     from cvops.data.manifest import import_source
     from cvops.data.prepare import load_dataset_ref, prepare_dataset
     from cvops.data.sources import fashion_mnist_source
-    from cvops.training import fit
-    from cvops.training_on_ray import fit_on_ray
+    from cvops.training.on_ray import fit_on_ray
+    from cvops.training.trainer import fit
 
     raw, prepared = work / "raw", work / "prepared"
     import_source(fashion_mnist_source(limit=TRAIN_PER_CLASS), raw)
@@ -219,7 +219,7 @@ def train_rows(work: Path) -> list[dict[str, Any]]:
             }
         )
         print(rows[-1], flush=True)
-    from cvops.models import create_model
+    from cvops.training.models import create_model
 
     numel = sum(p.numel() for p in create_model("resnet10t", ref.num_classes, "none").parameters())
     steps = sum(ref.counts["train"].values()) // base.train.batch_size  # per rank and epoch (drop_last)
@@ -241,7 +241,7 @@ def fixed_cost(served: Any, one: Path, address: str | None, env: dict[str, str])
     """Seconds from a fresh process's call to its one-image result on Ray (a new process: Ray keeps its
     connection and token for the life of a process)."""
     code = (
-        "import sys, time; from cvops.artifacts import ServedModel; from cvops.config import DetectParams, "
+        "import sys, time; from cvops.registry.artifacts import ServedModel; from cvops.config import DetectParams, "
         "DistributedParams, ServeParams; from cvops.serving.on_ray import score_on_ray; start = time.perf_counter(); "
         "score_on_ray(ServedModel.model_validate_json(sys.argv[1]), sys.argv[2], ServeParams(), "
         "DistributedParams(engine='ray', batch_workers=1, address=sys.argv[3] or None), DetectParams().served); "
@@ -288,8 +288,8 @@ def batch_results(sizes: list[int], cores: int) -> dict[str, Any]:
     """The batch-inference rows, their ratios and Ray's fixed cost."""
     from cvops.config import DetectParams, DistributedParams, ServeParams
     from cvops.serving.batch import score_inputs
+    from cvops.serving.loading import load_served
     from cvops.serving.on_ray import score_on_ray
-    from cvops.serving.predictor import load_served
 
     work = Path(tempfile.mkdtemp(prefix="cvops-bench-distributed-"))
     serve, post = ServeParams(max_batch_images=BATCH), DetectParams().served

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
@@ -48,8 +48,8 @@ def checkout_model(version: str | None):  # type: ignore[no-untyped-def]
     """The checkout's prepared dataset and the shipped ONNX file of a registered version."""
     from checkout import registered_version
 
-    from cvops.artifacts import resolve
     from cvops.data.prepare import load_dataset_ref
+    from cvops.registry.artifacts import resolve
 
     project, params, registry, info = registered_version(version)
     served = resolve(registry, info.version, project.onnx_cache)
@@ -63,8 +63,8 @@ def fashion_mnist_model(limit: int, scratch: Path):  # type: ignore[no-untyped-d
     from cvops.data.prepare import prepare_dataset
     from cvops.data.sources import fashion_mnist_source
     from cvops.data.validation import validate_dataset
-    from cvops.quantization import quantize
-    from cvops.training import fit
+    from cvops.export.quantization import quantize
+    from cvops.training.trainer import fit
 
     # the small run of the digits demo and the tests, at Fashion-MNIST's 28 px (32), with a larger test split
     overrides = ["prepare.image_size=32", "prepare.test_fraction=0.3", "train.epochs=3"]
@@ -97,8 +97,8 @@ def main() -> None:
     from cvops.monitoring.drift import detect_drift
     from cvops.monitoring.reference import build_reference, load_reference
     from cvops.monitoring.shifts import SHIFTS, apply_shift
-    from cvops.projection import PROJECTION_FILE
     from cvops.serving.predictor import Predictor, decode_image
+    from cvops.serving.projection import PROJECTION_FILE
 
     scratch = Path(tempfile.mkdtemp(prefix="cvops-bench-drift-"))
     if args.dataset == "checkout":

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
@@ -67,7 +67,7 @@ def main() -> None:
 
     import numpy as np
 
-    from cvops.onnx_model import read_preprocessing, session
+    from cvops.export.onnx_model import read_preprocessing, session
     from cvops.timing import interleaved_calls, ratio
 
     fp32_path, int8_path, version, params = version_files(args.version)

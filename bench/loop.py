@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()
@@ -95,8 +95,8 @@ def evaluation_sets(root: Path, severity: float) -> dict[str, tuple[np.ndarray, 
     """The test split's images rotated (shifted traffic) and as they are, with their labels."""
     from cvops.config import Project
     from cvops.data.prepare import load_dataset_ref, load_split
+    from cvops.monitoring.traffic import traffic_images
     from cvops.serving.predictor import decode_image
-    from cvops.traffic import traffic_images
 
     project = Project(root)
     ref = load_dataset_ref(project.prepared_dir)
@@ -111,11 +111,11 @@ def evaluation_sets(root: Path, severity: float) -> dict[str, tuple[np.ndarray, 
 
 
 def accuracy(root: Path, version: str, sets: dict[str, tuple[np.ndarray, list[str]]]) -> dict[str, float]:
-    from cvops.artifacts import resolve
     from cvops.config import Project
-    from cvops.registry import ModelRegistry
-    from cvops.serving.predictor import load_served
-    from cvops.tracking import use_project_store
+    from cvops.registry.artifacts import resolve
+    from cvops.registry.model_registry import ModelRegistry
+    from cvops.registry.tracking import use_project_store
+    from cvops.serving.loading import load_served
 
     project = Project(root)
     use_project_store(project, "cvops")

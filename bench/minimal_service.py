@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from PIL import Image
 
 from cvops.data.preprocess import model_inputs
-from cvops.onnx_model import read_preprocessing, session
+from cvops.export.onnx_model import read_preprocessing, session
 
 ONNX = Path(os.environ["MINIMAL_ONNX"])
 PRE = read_preprocessing(ONNX)

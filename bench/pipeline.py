@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
@@ -71,8 +71,8 @@ def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
     from cvops.config import load_params
     from cvops.data.augment import ImageDataset, augmentation
     from cvops.data.prepare import load_dataset_ref, load_split
-    from cvops.models import create_model, normalization
-    from cvops.training import TrainingInputs, train_model
+    from cvops.training.models import create_model, normalization
+    from cvops.training.trainer import TrainingInputs, train_model
 
     params = load_params(root / "params.yaml")
     params = params.model_copy(

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
@@ -30,8 +30,8 @@ def torch_row(model, ref, measure) -> dict[str, float]:  # type: ignore[no-untyp
 
     from cvops.data.prepare import load_split
     from cvops.data.preprocess import model_inputs
-    from cvops.models import normalization
     from cvops.timing import interleaved_calls, latency, torch_threads
+    from cvops.training.models import normalization
 
     images, labels, _ = load_split(ref, "test")
     inputs = torch.from_numpy(model_inputs(images, *normalization(model)))
@@ -61,8 +61,8 @@ def main() -> None:
 
     from cvops.config import Project
     from cvops.data.prepare import load_dataset_ref
-    from cvops.quantization import quantize
-    from cvops.training import fit
+    from cvops.export.quantization import quantize
+    from cvops.training.trainer import fit
 
     project = Project.find(REPO)
     ref = load_dataset_ref(project.prepared_dir)

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 go_offline()  # the offline switches, before any library loads
@@ -170,7 +170,7 @@ def in_process(onnx_path: Path, pngs: list[bytes]) -> dict[str, dict[str, float]
     """The model alone at each batch size (every core), and the whole pipeline without HTTP at batch 32 on
     one thread (decode, resize, features, model): what one core can do at best."""
     from cvops.data.preprocess import model_inputs
-    from cvops.onnx_model import predict_logits, read_preprocessing, session
+    from cvops.export.onnx_model import predict_logits, read_preprocessing, session
     from cvops.serving.predictor import Predictor, decode_image
     from cvops.timing import interleaved_calls, latency
 
@@ -206,9 +206,9 @@ def main() -> None:
     from checkout import registered_version
     from PIL import Image
 
-    from cvops.artifacts import resolve
     from cvops.data.prepare import load_dataset_ref, load_split
-    from cvops.registry import CHALLENGER
+    from cvops.registry.artifacts import resolve
+    from cvops.registry.model_registry import CHALLENGER
 
     project, _, registry, info = registered_version(args.version)
     served = resolve(registry, info.version, project.onnx_cache)

@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cvops.stack import go_offline
-from cvops.team import TeamStack
+from cvops.env import go_offline
+from cvops.stack.team import TeamStack
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--overlay", str(REPO / "overlays" / "digits.yaml")]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from cvops.errors import ConfigError
 
 if TYPE_CHECKING:
-    from cvops.box_postprocess import PostProcess
+    from cvops.tasks.detection.postprocess import PostProcess
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # a registered version's number or an alias; YAML reads `version: 3` as a number
@@ -118,7 +118,7 @@ class TrainParams(Section):
 class DistillParams(Section):
     """An optional stage after training (classifiers): a smaller student learns from the trained model (the
     teacher), on its softened answers and the true labels, and is evaluated, quantized, gated and registered
-    as a version of its own (cvops/distillation.py)."""
+    as a version of its own (cvops/training/distillation.py)."""
 
     enabled: bool = False
     student: str = "mobilenetv3_small_100"  # any timm name
@@ -140,7 +140,7 @@ class DetectParams(Section):
     @property
     def served(self) -> "PostProcess":
         """The post-processing served and batch detections get (and the monitoring reference's)."""
-        from cvops.box_postprocess import PostProcess
+        from cvops.tasks.detection.postprocess import PostProcess
 
         return PostProcess(self.score_threshold, self.nms_iou, self.max_detections)
 

@@ -31,8 +31,8 @@ DOCS = REPO / "docs"
 sys.path.insert(0, str(REPO))
 
 from bench.team import SMALL, checkout, cvops  # noqa: E402  (also takes the process offline)
-from cvops.team import TeamStack, read_env, zenml_admin_token  # noqa: E402
-from cvops.web import http_json  # noqa: E402
+from cvops.stack.team import TeamStack, read_env, zenml_admin_token  # noqa: E402
+from cvops.stack.web import http_json  # noqa: E402
 
 MODEL = "cvops-classifier"
 WIDTH, HEIGHT = 1400, 860

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from cvops.config import Params, load_params
-from cvops.stack import go_offline
+from cvops.env import go_offline
 
 REPO = Path(__file__).resolve().parents[1]
 # The real configuration shrunk: digits, tiny images, a small CNN from scratch, few epochs. Tests run the

@@ -19,7 +19,7 @@ from cvops.config import Params, Project
 from cvops.errors import CvopsError, ServiceUnavailable
 
 if TYPE_CHECKING:
-    from cvops.registry import ModelRegistry
+    from cvops.registry.model_registry import ModelRegistry
 
 log = logging.getLogger("cvops")
 USAGE_EXIT = 2  # a command line click cannot parse: like a bad parameter
@@ -133,7 +133,7 @@ def main(verbose: bool) -> None:
 
 def project() -> Project:
     """The checkout the command runs in, with this process's environment set up for it."""
-    from cvops.stack import configure_environment
+    from cvops.stack.checkout import configure_environment
 
     found = Project.find()
     configure_environment(found)
@@ -142,7 +142,7 @@ def project() -> Project:
 
 def initialized_project() -> Project:
     """The checkout, refusing with what to do when `cvops init` has not run there."""
-    from cvops.stack import ensure_initialized
+    from cvops.stack.checkout import ensure_initialized
 
     found = project()
     ensure_initialized(found)
@@ -151,8 +151,8 @@ def initialized_project() -> Project:
 
 def registry(checkout: Project, params: Params | None = None) -> "ModelRegistry":
     """The checkout's registered model, on its MLflow store."""
-    from cvops.registry import ModelRegistry
-    from cvops.tracking import use_project_store
+    from cvops.registry.model_registry import ModelRegistry
+    from cvops.registry.tracking import use_project_store
 
     params = params or checkout.params()
     use_project_store(checkout, params.mlflow.experiment)

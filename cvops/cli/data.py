@@ -31,7 +31,7 @@ def init(stack: str) -> None:
       cvops init
       make team-up && . .team/env && cvops init --stack team
     """
-    from cvops.stack import init_project
+    from cvops.stack.checkout import init_project
 
     checkout = project()
     for line in init_project(checkout, checkout.params(), stack):  # type: ignore[arg-type]
@@ -76,7 +76,7 @@ def import_(
       cvops data import digit-scenes               # composed from real MNIST digits, no download
     """
     if direct:
-        from cvops.data.manifest import import_configured
+        from cvops.data.importer import import_configured
 
         checkout = project()
         manifest = import_configured(checkout)

@@ -28,9 +28,9 @@ def explain(version: str, output: Path, images: tuple[Path, ...]) -> None:
       cvops explain --version 3 cell_0042.png cell_0043.png
       cvops explain --version 3 --output review/ data/raw/defective/*.png
     """
-    from cvops.models import resolve_device
-    from cvops.saliency import explain_files
-    from cvops.tracking import load_trained_model
+    from cvops.evaluation.saliency import explain_files
+    from cvops.registry.tracking import load_trained_model
+    from cvops.training.models import resolve_device
 
     checkout = project()
     models = registry(checkout)

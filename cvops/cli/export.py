@@ -29,7 +29,7 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
     """
     from cvops.data.prepare import load_dataset_ref
     from cvops.data.versioning import data_version
-    from cvops.versions import requantize
+    from cvops.registry.versions import requantize
 
     checkout = project()
     params = set_params(checkout, list(overrides))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cvops.cli.app import Since, initialized_project, main, project, registry
-from cvops.labels import STRATEGIES
+from cvops.data.labels import STRATEGIES
 
 
 @main.group()
@@ -30,7 +30,7 @@ def feedback_import(file: Path) -> None:
       cvops traffic --source holdout --truth-out truth.csv && cvops feedback import truth.csv
     """
     from cvops.data.prepare import load_dataset_ref
-    from cvops.feedback import give_feedback, read_labels_csv
+    from cvops.serving.feedback import give_feedback, read_labels_csv
 
     checkout = project()
     params = checkout.params()
@@ -70,7 +70,7 @@ def labels_queue(count: int, strategy: str, output: Path | None) -> None:
       cvops labels queue --n 50
       cvops labels queue --n 200 --strategy uncertainty --output labels/round-3
     """
-    from cvops.labels import queue_labels, queued_at
+    from cvops.data.labels import queue_labels, queued_at
 
     checkout = project()
     params = checkout.params()
@@ -98,7 +98,7 @@ def labels_import(file: Path) -> None:
       cvops labels import labels/queue-20261201T101500Z/labelled.csv
       cvops labels import project-3-at-2026-12-01.json      # Label Studio export
     """
-    from cvops.labels import import_labels
+    from cvops.data.labels import import_labels
 
     checkout = initialized_project()
     result = import_labels(checkout, checkout.params(), file)
@@ -139,7 +139,7 @@ def gc(cutoff: datetime | None, apply: bool) -> None:
       cvops gc                          # what would go
       cvops gc --older-than 7d --apply
     """
-    from cvops.gc import ALIASES, collect
+    from cvops.stack.gc import ALIASES, collect
 
     checkout = initialized_project()
     params = checkout.params()

@@ -25,7 +25,7 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Every version, newest first: aliases, metrics, gate verdict, approval, data version, created."""
-    from cvops.review import version_notes
+    from cvops.registry.review import version_notes
 
     versions = registry(project())
     rows = [(info, version_notes(versions, info), versions.outside_cvops(info)) for info in versions.versions()]
@@ -42,7 +42,7 @@ def models_show(version: str) -> None:
     Example:
       cvops models show 3
     """
-    from cvops.review import review_version
+    from cvops.registry.review import review_version
 
     render.version(review_version(registry(project()), version))
 
@@ -50,7 +50,7 @@ def models_show(version: str) -> None:
 @models.command("review")
 def models_review() -> None:
     """Show the evidence for the current challenger (the version waiting for a reviewer)."""
-    from cvops.review import review_challenger
+    from cvops.registry.review import review_challenger
 
     models_registry = registry(project())
     review = review_challenger(models_registry)
@@ -132,8 +132,8 @@ def models_reproduce(version: str, keep: bool) -> None:
     Example:
       cvops models reproduce 3
     """
+    from cvops.cli.reproduce import reproduce_version
     from cvops.errors import NotReproducedError
-    from cvops.reproduce import reproduce_version
 
     result = reproduce_version(initialized_project(), version, keep)
     render.reproduction(result)

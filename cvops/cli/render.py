@@ -5,13 +5,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from cvops.cli.launch import TrainingResult
+    from cvops.cli.reproduce import Reproduction
+    from cvops.cli.scheduler import MonitoringResult
     from cvops.data.prepare import DatasetRef
     from cvops.data.validation import ValidationReport
-    from cvops.launch import TrainingResult
-    from cvops.registry import VersionInfo
-    from cvops.reproduce import Reproduction
-    from cvops.review import VersionReview
-    from cvops.scheduler import MonitoringResult
+    from cvops.registry.model_registry import VersionInfo
+    from cvops.registry.review import VersionReview
 
 STATUS_COLOURS = {"drift": "red", "no_drift": "green", "not_enough_data": "yellow"}
 SHOWN_TAGS = (
@@ -133,7 +133,7 @@ def monitoring(result: "MonitoringResult") -> None:
         if per_class:
             click.echo(f"  recall per class: {per_class}")
     if not verdict.champion_approved:
-        from cvops.registry import OUTSIDE_CVOPS
+        from cvops.registry.model_registry import OUTSIDE_CVOPS
 
         click.secho(f"warning: champion version {verdict.model_version}: {OUTSIDE_CVOPS}", fg="yellow")
     if verdict.report_dir:
@@ -209,7 +209,7 @@ def _artifact_and_comparison(review: "VersionReview") -> None:
 
 def _errors(review: "VersionReview") -> None:
     """The error gallery as a list of the images' paths and answers (the model card shows the pictures)."""
-    from cvops.reports import KIND_TITLES
+    from cvops.evaluation.reports import KIND_TITLES
 
     gallery = review.evaluation.gallery
     if not gallery.images:

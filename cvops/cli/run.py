@@ -49,8 +49,8 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
       cvops run training -S distill.enabled=true   # then a smaller student distilled from it, its own version
       cvops run training --config infra/kubernetes/training.yaml   # on the Kubernetes stack
     """
-    from cvops.launch import train, training_lock
-    from cvops.lineage import committed_differences
+    from cvops.cli.launch import train, training_lock
+    from cvops.registry.lineage import committed_differences
 
     checkout = initialized_project()
     with training_lock(checkout):
@@ -112,8 +112,8 @@ def run_batch_inference(
       cvops run batch-inference --input s3://cvops/incoming/2026-12-01/
       cvops run batch-inference --input /shared/incoming --overlay infra/kubernetes/ray/distributed.yaml
     """
-    from cvops.launch import launch_batch_inference
-    from cvops.registry import CHAMPION
+    from cvops.cli.launch import launch_batch_inference
+    from cvops.registry.model_registry import CHAMPION
 
     checkout = initialized_project()
     output = output or checkout.reports_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
@@ -149,7 +149,7 @@ def run_monitoring(window: int | None, since: datetime | None, no_retrain: bool)
       cvops run monitoring --window 200
       cvops run monitoring --since 6h --no-retrain
     """
-    from cvops.scheduler import monitor
+    from cvops.cli.scheduler import monitor
 
     if window and since:
         raise ConfigError("give --window or --since, not both")

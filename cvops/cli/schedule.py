@@ -29,7 +29,7 @@ def schedule(once: bool, remote: bool) -> None:
       cvops run training -S schedule.training_cron="0 3 * * 0"   # then: cvops schedule
       cvops schedule --remote                         # on a Kubernetes/Kubeflow/Airflow stack
     """
-    from cvops.scheduler import run_due, schedule_remote, serve_schedule
+    from cvops.cli.scheduler import run_due, schedule_remote, serve_schedule
 
     checkout = initialized_project()
     params = checkout.params()
@@ -92,8 +92,8 @@ def traffic(**options: Any) -> None:
       cvops traffic --source holdout --shift rotate --feedback 0.3 --truth-out truth.csv
                                                       # production-like: 30% of the answers get their true label
     """
-    from cvops.tracking import use_project_store
-    from cvops.traffic import TrafficPlan, send_traffic
+    from cvops.monitoring.traffic import TrafficPlan, send_traffic
+    from cvops.registry.tracking import use_project_store
 
     plan = TrafficPlan(**options)
     if plan.url and not plan.url.startswith(("http://", "https://")):

@@ -16,7 +16,7 @@ from cvops.cli.app import initialized_project, main, project, registry
 from cvops.config import SERVE_OVERRIDES_ENV, Params, Project
 
 if TYPE_CHECKING:
-    from cvops.registry import ModelRegistry
+    from cvops.registry.model_registry import ModelRegistry
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_SECONDS = 30  # after a stop signal, how long a server may take to finish before it is killed
@@ -164,7 +164,7 @@ def serve(**options: Any) -> None:
       curl --data-binary @cell.png -H 'Content-Type: image/png' http://127.0.0.1:3000/classify
       curl -F image=@shelf.jpg 'http://127.0.0.1:3000/detect?render=1' -o boxes.png   # a detector
     """
-    from cvops.artifacts import resolve
+    from cvops.registry.artifacts import resolve
     from cvops.serving.packaging import SERVICES
 
     chosen = ServeOptions(**options)
@@ -190,7 +190,7 @@ def serve(**options: Any) -> None:
 def _arms(checkout: Project, params: Params, versions: "ModelRegistry") -> list[str]:
     """A line for each arm beside the champion (canary, shadow) and for capture; refuses a canary or shadow that
     cannot serve before the server starts."""
-    from cvops.artifacts import resolve
+    from cvops.registry.artifacts import resolve
     from cvops.serving.rollout import check_canary
 
     arms = []

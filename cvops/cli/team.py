@@ -24,7 +24,7 @@ def team() -> None:
 @team.command("up")
 def team_up() -> None:
     """Start the stack (what is not already running) and write .team/env and .team/users.env."""
-    from cvops.team import TeamStack
+    from cvops.stack.team import TeamStack
 
     checkout = project()
     stack = TeamStack(checkout.root / TEAM_DIR)
@@ -37,7 +37,7 @@ def team_up() -> None:
 @click.option("--drop", is_flag=True, help="Also delete the stack's databases and .team/ (everything it stored).")
 def team_down(drop: bool) -> None:
     """Stop every process the stack started; its state stays for the next `up` unless --drop."""
-    from cvops.team import TeamStack
+    from cvops.stack.team import TeamStack
 
     TeamStack(project().root / TEAM_DIR).down(say=lambda line: click.echo(f"  {line}"), drop=drop)
     click.secho("team stack down" + (" and dropped" if drop else ""), fg="green")
@@ -46,7 +46,7 @@ def team_down(drop: bool) -> None:
 @team.command("status")
 def team_status() -> None:
     """Which of the stack's processes are running, on which port."""
-    from cvops.team import TeamStack
+    from cvops.stack.team import TeamStack
 
     stack = TeamStack(project().root / TEAM_DIR)
     running = stack.running()
@@ -72,7 +72,7 @@ def team_users() -> None:
     import os
 
     from cvops.errors import ConfigError
-    from cvops.team import ROLES, create_mlflow_users
+    from cvops.stack.team import ROLES, create_mlflow_users
 
     needed = [
         "MLFLOW_TRACKING_URI",

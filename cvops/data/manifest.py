@@ -10,16 +10,15 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from cvops.config import Project
 from cvops.console import progress
 from cvops.data.preprocess import image_mode, oriented_size
-from cvops.data.sources import SOURCE_READERS, Source
+from cvops.data.sources import Source
 from cvops.errors import DataError, NotInitializedError
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode"]
 IMAGE_COLUMNS = [c for c in MANIFEST_COLUMNS if c != "label"]  # a detection manifest's: its labels are its boxes
-BOXES = "boxes.csv"  # a detection dataset's box table, beside its manifest (cvops.data.boxes)
+BOXES = "boxes.csv"  # a detection dataset's box table, beside its manifest (cvops.tasks.detection.boxes)
 log = logging.getLogger(__name__)
 
 
@@ -94,23 +93,6 @@ def import_source(source: Source, raw_dir: Path) -> pd.DataFrame:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
-
-
-def import_configured(project: Project) -> pd.DataFrame:
-    """What the DVC `import` stage runs: import the source params.yaml names (data.*) into data/raw: for
-    classification with the labelled production images of data/production (`cvops labels import`); for
-    detection as images/ with the box table. Returns the image manifest."""
-    from cvops.data.production import with_production
-
-    params = project.params()
-    data = params.data
-    if params.task == "detection":
-        from cvops.data.boxes import import_scenes
-        from cvops.data.scenes import detection_source
-
-        return import_scenes(detection_source(data, params.base.seed), project.raw_dir)[0]
-    source = SOURCE_READERS[data.source](Path(data.path) if data.path else None, data.limit_per_class)
-    return import_source(with_production(source, project.production_dir), project.raw_dir)
 
 
 def swap_in(staging: Path, target: Path) -> None:

@@ -13,11 +13,11 @@ from pydantic import BaseModel
 
 from cvops.config import HOLDOUT, PrepareParams, Project, Task
 from cvops.console import progress
-from cvops.data.boxes import CLASSES, COORDS, read_boxes, read_classes
 from cvops.data.manifest import BOXES, MANIFEST, load_manifest, read_manifest
 from cvops.data.preprocess import resize_image
 from cvops.data.production import PRODUCTION, is_production, stable_split
 from cvops.errors import DataError, DataInvalidError, NotInitializedError
+from cvops.tasks.detection.boxes import CLASSES, COORDS, read_boxes, read_classes
 
 IMAGES = "images.npy"
 INFO = "dataset.json"

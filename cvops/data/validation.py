@@ -22,10 +22,10 @@ from pydantic import BaseModel
 
 from cvops.config import Project, ValidateParams
 from cvops.console import progress
-from cvops.data.boxes import CLASSES, COORDS, read_boxes, read_classes
 from cvops.data.manifest import BOXES, MANIFEST, read_manifest
 from cvops.data.preprocess import image_mode, oriented_size, to_rgb
 from cvops.errors import NotInitializedError
+from cvops.tasks.detection.boxes import CLASSES, COORDS, read_boxes, read_classes
 
 SHOWN = 5  # offending files named per check in the summary
 log = logging.getLogger(__name__)

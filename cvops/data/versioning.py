@@ -151,8 +151,8 @@ def import_data(
     import stage, so DVC and the pipeline import the same thing. A path the source cannot read is refused
     before params.yaml changes. Returns the params.yaml values that changed."""
     from cvops.config import source_task
-    from cvops.data.boxes import DETECTION_READERS
     from cvops.data.sources import SOURCE_READERS
+    from cvops.tasks.detection.boxes import DETECTION_READERS
 
     if source in ("folder", "fashion-mnist"):
         SOURCE_READERS[source](path, limit)

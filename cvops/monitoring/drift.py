@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from cvops.artifacts import reference_dir, resolve
 from cvops.config import MonitorParams
+from cvops.evaluation.reports import metric_name
 from cvops.monitoring.quality import LiveQuality, live_quality
 from cvops.monitoring.reference import BOX_COLUMNS, BOX_LABELS, EMBEDDING_PREFIX, PREDICTION, STATISTICS, load_reference
-from cvops.registry import CHAMPION, ModelRegistry
-from cvops.reports import metric_name
+from cvops.registry.artifacts import reference_dir, resolve
+from cvops.registry.model_registry import CHAMPION, ModelRegistry
 
 Status = Literal["drift", "no_drift", "not_enough_data"]
 Group = Literal["statistics", "embedding", "prediction"]

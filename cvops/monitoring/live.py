@@ -22,7 +22,7 @@ from scipy.stats import binomtest, chi2_contingency, fisher_exact, ks_2samp
 
 from cvops.config import Params, Project
 from cvops.errors import DataError
-from cvops.registry import CHAMPION
+from cvops.registry.model_registry import CHAMPION
 from cvops.serving.rollout import ARMS, CANARY, SHADOW
 
 JSON_FILE, HTML_FILE, PLOT_FILE = "compare_live.json", "compare_live.html", "compare_live.png"
@@ -318,8 +318,8 @@ def compare_served_arms(
     under reports/live, and an MLflow run with both."""
     import mlflow
 
-    from cvops.inference_log import read_inference_log
-    from cvops.tracking import use_project_store
+    from cvops.registry.tracking import use_project_store
+    from cvops.serving.inference_log import read_inference_log
 
     rows = read_inference_log(project.inference_log(params.serve), since=since)
     if rows.empty:

@@ -1,4 +1,4 @@
-"""Live quality: the champion's accuracy on the served requests whose true label came back (cvops.feedback).
+"""Live quality: the champion's accuracy on the served requests whose true label came back (cvops.serving.feedback).
 
 Accuracy gets a 95% Wilson interval (exact arithmetic, so a decision never depends on a random draw or the
 machine's load). The champion is degraded when the whole interval lies below its test accuracy minus
@@ -14,7 +14,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import f1_score, recall_score
 
 from cvops.config import MonitorParams
-from cvops.feedback import TRUE_LABEL
+from cvops.serving.feedback import TRUE_LABEL
 
 QualityStatus = Literal["ok", "low", "not_enough_feedback"]
 

@@ -1,6 +1,6 @@
 """The monitoring reference of a model version: what its training data looked like, to the shipped model.
 
-Two kinds of columns. The image statistics of `cvops/features.py` and the original size, which need no model,
+Two kinds of columns. The image statistics of `cvops/serving/features.py` and the original size, which need no model,
 for every train and validation image. The model's view, for the validation images only: the embedding
 (the penultimate layer) reduced by a projection fitted on the train embeddings, and the predicted label.
 The model has fitted its train images, so it embeds and labels them unlike any new image: with the
@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from cvops.box_postprocess import PostProcess
 from cvops.console import progress
 from cvops.data.prepare import DatasetRef, load_split, load_split_images
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
-from cvops.features import FEATURES, image_features
-from cvops.onnx_model import detect_outputs, predict_outputs, preprocessing_of, read_preprocessing, session
-from cvops.projection import PROJECTION_FILE, Projection
+from cvops.export.onnx_model import detect_outputs, predict_outputs, preprocessing_of, read_preprocessing, session
+from cvops.serving.features import FEATURES, image_features
+from cvops.serving.projection import PROJECTION_FILE, Projection
+from cvops.tasks.detection.postprocess import PostProcess
 
 STATISTICS = (*FEATURES, "width", "height")  # the per-image columns that need no model
 EMBEDDING_PREFIX = "emb_"
@@ -119,7 +119,7 @@ def _detector_view(
 ) -> tuple[pd.DataFrame, Projection, int]:
     """A detector's reference table: statistics, projected embeddings, and per validation image the served
     answer's summary (serving.detector.box_summary): the best box's class as the label, every box's class."""
-    from cvops.serving.detector import DetectionPredictor, box_summary
+    from cvops.tasks.detection.predictor import DetectionPredictor, box_summary
 
     train_images, train_rows = load_split_images(ref, "train")
     val_images, val_rows = load_split_images(ref, "val")

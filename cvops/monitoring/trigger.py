@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from cvops.config import Project
 from cvops.errors import AlreadyRunningError
 from cvops.monitoring.drift import DriftVerdict
-from cvops.state import LockBusy, SharedState, held
+from cvops.stack.state import LockBusy, SharedState, held
 
 log = logging.getLogger(__name__)
 Action = Literal["retrain", "cooldown", "already_triggered", "alert_only", "deferred"]

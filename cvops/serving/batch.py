@@ -4,26 +4,18 @@ the service's code path without HTTP."""
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fsspec
-import mlflow
 import numpy as np
 import pandas as pd
 
-from cvops.artifacts import resolve
-from cvops.box_postprocess import PostProcess
-from cvops.config import DistributedParams, ServeParams
 from cvops.console import progress
-from cvops.data.boxes import COORDS
 from cvops.errors import ConfigError, DataError, ServiceUnavailable
-from cvops.feedback import new_request_id
-from cvops.inference_log import InferenceLog, LogTarget
-from cvops.registry import ModelRegistry
-from cvops.reports import metric_name
-from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decode_image, load_served
+from cvops.serving.feedback import new_request_id
+from cvops.serving.predictor import DecodedImage, Predictor, RequestError, decode_image
+from cvops.tasks.detection.boxes import COORDS
 
 PREDICTION_COLUMNS = ("path", "request_id", "label", "score", "model_version", "error")  # a classifier's file
 BOX_PREDICTION_COLUMNS = ("path", "request_id", "label", "score", *COORDS, "model_version", "error")  # a detector's
@@ -160,62 +152,3 @@ def write_predictions(table: pd.DataFrame, output: Path) -> Path:
         table.to_csv(partial, index=False)
     os.replace(partial, output)
     return output
-
-
-@dataclass(frozen=True)
-class BatchJob:
-    """What one batch inference scores and where its predictions go."""
-
-    selector: str  # the model: an alias or a version number
-    location: str  # the input: a folder or an s3:// prefix
-    output: Path  # the predictions file
-
-
-def score_and_log(
-    registry: ModelRegistry,
-    cache_dir: Path,
-    job: BatchJob,
-    serve: ServeParams,
-    distributed: DistributedParams,
-    log_to: LogTarget,
-    post: PostProcess,
-) -> dict[str, int]:
-    """Score every file under the `job`'s location with its model (a detector's boxes post-processed by `post`,
-    detect.served), in this process or on Ray (`distributed`): predictions to its output, counts to the active
-    MLflow run, every scored image to the inference log `log_to`. Returns the counts: images, scored,
-    unreadable, a detector's boxes, and labels (a classifier's images, a detector's boxes) by class."""
-    served = resolve(registry, job.selector, cache_dir)
-    if distributed.engine == "ray":
-        from cvops.serving.on_ray import score_on_ray
-
-        frame = score_on_ray(served, job.location, serve, distributed, post)
-    else:
-        predictor = load_served(served, serve.max_batch_images, post)
-        frame = score_inputs(predictor, job.location, serve.max_image_pixels)
-    table = predictions_table(frame)
-    write_predictions(table, job.output)
-    scored = frame[frame["error"].isna()]
-    labelled = table[table["score"].notna()]  # a classifier's scored images, a detector's boxes
-    counts = {
-        "images": len(frame),
-        "scored": len(scored),
-        "unreadable": len(frame) - len(scored),
-        **({"boxes": len(labelled)} if DETECTIONS in frame else {}),
-        **{f"label_{k}": int(v) for k, v in labelled["label"].value_counts().items()},
-    }
-    mlflow.log_metrics({metric_name(f"batch_{k}"): v for k, v in counts.items()})
-    mlflow.set_tags(
-        {
-            "model_version": served.version,
-            "input": job.location,
-            "output": str(job.output),
-            "engine": distributed.engine,
-        }
-    )
-    inference_log = InferenceLog(log_to)
-    inference_log.append(
-        {"endpoint": "batch", **row}
-        for row in scored.drop(columns=["path", "error", DETECTIONS], errors="ignore").to_dict("records")
-    )
-    inference_log.close()
-    return counts

@@ -15,18 +15,19 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cvops.box_postprocess import PostProcess
 from cvops.config import DistributedParams, ServeParams
-from cvops.distributed import ray_session
-from cvops.projection import PROJECTION_FILE
 from cvops.serving.batch import list_inputs, predictions_frame, score_files
-from cvops.serving.predictor import MODEL_FILE, ModelFiles, load
+from cvops.serving.loading import ModelFiles, load
+from cvops.serving.predictor import MODEL_FILE
+from cvops.serving.projection import PROJECTION_FILE
+from cvops.stack.distributed import ray_session
+from cvops.tasks.detection.postprocess import PostProcess
 
 if TYPE_CHECKING:
     import pandas as pd
     import ray
 
-    from cvops.artifacts import ServedModel
+    from cvops.registry.artifacts import ServedModel
 
 
 class _Scorer:

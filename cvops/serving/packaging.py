@@ -4,13 +4,13 @@ import shutil
 import warnings
 from pathlib import Path
 
-from cvops.artifacts import ServedModel, resolve
 from cvops.console import quiet
-from cvops.onnx_model import Preprocessing, read_preprocessing
-from cvops.projection import PROJECTION_FILE
-from cvops.registry import BENTO_TAG, BENTOML_MODEL_TAG, ModelRegistry
+from cvops.export.onnx_model import Preprocessing, read_preprocessing
+from cvops.registry.artifacts import ServedModel, resolve
+from cvops.registry.model_registry import BENTO_TAG, BENTOML_MODEL_TAG, ModelRegistry
 from cvops.serving.kubernetes import write_serving_manifests
 from cvops.serving.predictor import MODEL_FILE
+from cvops.serving.projection import PROJECTION_FILE
 
 SERVICES = {"classification": "cvops.serving.service:Classifier", "detection": "cvops.serving.service:Detector"}
 # What the service imports when it serves a packaged model, pinned as in requirements.lock (the bento installs

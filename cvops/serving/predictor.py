@@ -13,15 +13,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cvops.data.preprocess import model_inputs, oriented_size, resize_image
-from cvops.features import image_features
-from cvops.onnx_model import output_names, predict_outputs, preprocessing_of, session
-from cvops.projection import Projection
+from cvops.export.onnx_model import output_names, predict_outputs, preprocessing_of, session
+from cvops.serving.features import image_features
+from cvops.serving.projection import Projection
 
 if TYPE_CHECKING:
     import onnxruntime
 
-    from cvops.artifacts import ServedModel
-    from cvops.box_postprocess import PostProcess
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
 MODEL_FILE = "model.onnx"  # a packaged model's ONNX file in BentoML's model store
@@ -199,46 +197,3 @@ class Predictor:
             row["embedding"] = [round(float(x), 5) for x in embedding]
             row["projection"] = self.projection.fingerprint
         return row
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """A model version's ONNX file (and monitoring projection) on this machine, with the identity its answers
-    name."""
-
-    onnx_path: Path
-    model_name: str
-    version: str
-    lineage_id: str
-    projection_path: Path | None = None
-
-
-def load(
-    model: ModelFiles, max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
-) -> Predictor:
-    """The predictor of an ONNX file of cvops, a classifier's or a detector's as the file says (`post`, the
-    detector's post-processing, is detect.served; `top_k`, a classifier's answer length, is serve.top_k)."""
-    from cvops.serving.detector import DetectionPredictor  # the detector's twin builds on this module
-
-    opened = session(model.onnx_path, threads)
-    identity = (
-        model.onnx_path,
-        model.model_name,
-        model.version,
-        model.lineage_id,
-        max_batch,
-        threads,
-        model.projection_path,
-    )
-    if preprocessing_of(opened, model.onnx_path).task == "detection":
-        return DetectionPredictor(*identity, opened=opened, post=post)
-    return Predictor(*identity, top_k=top_k, opened=opened)
-
-
-def load_served(
-    served: "ServedModel", max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
-) -> Predictor:
-    """`load` for a registry version (`artifacts.resolve`)."""
-    projection = Path(served.projection_path) if served.projection_path else None
-    model = ModelFiles(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, projection)
-    return load(model, max_batch, post, threads, top_k)

@@ -10,12 +10,12 @@ import hashlib
 import random
 from typing import TYPE_CHECKING
 
-from cvops.aliases import APPROVED, CHALLENGER, CHAMPION, REJECTED
 from cvops.errors import PromotionRefusedError
-from cvops.inference_log import SHADOW
+from cvops.registry.aliases import APPROVED, CHALLENGER, CHAMPION, REJECTED
+from cvops.serving.inference_log import SHADOW
 
 if TYPE_CHECKING:  # the service imports this module where MLflow is not installed
-    from cvops.registry import ModelRegistry, VersionInfo
+    from cvops.registry.model_registry import ModelRegistry, VersionInfo
 
 CANARY = "canary"
 ARMS = (CHAMPION, CANARY, SHADOW)  # who answered, or scored, a logged request

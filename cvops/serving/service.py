@@ -38,25 +38,16 @@ import bentoml
 import numpy as np
 import prometheus_client as prom
 
-from cvops.capture import CAPTURE, CaptureStore
 from cvops.config import SERVE_OVERRIDES_ENV, Project
 from cvops.errors import FeedbackError, ModelError
-from cvops.feedback import UnknownRequest, check_request_id, give_feedback, new_request_id
-from cvops.inference_log import InferenceLog
-from cvops.projection import PROJECTION_FILE
-from cvops.serving.detector import render
-from cvops.serving.predictor import (
-    MODEL_FILE,
-    DecodedImage,
-    ModelFiles,
-    Predictor,
-    Reply,
-    RequestError,
-    decode_image,
-    load,
-    load_served,
-)
+from cvops.serving.capture import CAPTURE, CaptureStore
+from cvops.serving.feedback import UnknownRequest, check_request_id, give_feedback, new_request_id
+from cvops.serving.inference_log import InferenceLog
+from cvops.serving.loading import ModelFiles, load, load_served
+from cvops.serving.predictor import MODEL_FILE, DecodedImage, Predictor, Reply, RequestError, decode_image
+from cvops.serving.projection import PROJECTION_FILE
 from cvops.serving.rollout import CANARY, CHAMPION, KEY_HEADER, SHADOW, takes_share
+from cvops.tasks.detection.predictor import render
 
 log = logging.getLogger("cvops.serving")
 log.setLevel(logging.INFO)  # BentoML's root logger stops at WARNING; which version serves is worth a line
@@ -318,9 +309,9 @@ class Vision:
         """The version `arm` serves now, as a ServedModel (imports MLflow, which a bento does without)."""
         import mlflow
 
-        from cvops.artifacts import resolve
         from cvops.errors import RegistryError
-        from cvops.registry import ModelRegistry
+        from cvops.registry.artifacts import resolve
+        from cvops.registry.model_registry import ModelRegistry
         from cvops.serving.rollout import canary_version
 
         mlflow.set_tracking_uri(PROJECT.tracking_uri)

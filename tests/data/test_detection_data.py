@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from cvops.config import PrepareParams, ValidateParams
-from cvops.data.boxes import COORDS, coco_source, import_scenes, read_boxes, yolo_source
 from cvops.data.manifest import read_manifest
 from cvops.data.prepare import load_dataset_ref, prepare_dataset
-from cvops.data.scenes import digit_scenes_source
 from cvops.data.validation import validate_dataset, write_reports
 from cvops.errors import DataError
+from cvops.tasks.detection.boxes import COORDS, coco_source, import_scenes, read_boxes, yolo_source
+from cvops.tasks.detection.scenes import digit_scenes_source
 
 LENIENT = ValidateParams(min_per_class=1, max_imbalance_ratio=100.0)
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from cvops.data.boxes import COORDS, read_boxes
 from cvops.data.validation import pairwise_iou
 from cvops.serving.batch import BOX_PREDICTION_COLUMNS
+from cvops.tasks.detection.boxes import COORDS, read_boxes
 from tests.cli import cvops
 from tests.server import Server
 

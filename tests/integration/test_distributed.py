@@ -22,8 +22,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from cvops.config import Project
-from cvops.inference_log import read_inference_log
-from cvops.training_on_ray import SNAPSHOT
+from cvops.serving.inference_log import read_inference_log
+from cvops.training.on_ray import SNAPSHOT
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
 from tests.predictions import same_predictions

@@ -16,9 +16,9 @@ from mlflow.tracking import MlflowClient
 from cvops.config import Project, load_params
 from cvops.data.manifest import load_manifest
 from cvops.data.production import PRODUCTION, stable_split
-from cvops.evidence import load_evidence
-from cvops.feedback import FeedbackStore
 from cvops.monitoring.drift import VERDICT_FILE, DriftVerdict
+from cvops.registry.evidence import load_evidence
+from cvops.serving.feedback import FeedbackStore
 from tests.cli import assert_one_line_error, cvops
 from tests.conftest import SMALL_RUN
 from tests.server import Server

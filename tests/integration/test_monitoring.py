@@ -18,10 +18,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from cvops.config import Project, load_params
-from cvops.inference_log import read_inference_log
 from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerdict
 from cvops.monitoring.trigger import Episodes
-from cvops.registry import CVOPS_CHAMPION_TAG
+from cvops.registry.model_registry import CVOPS_CHAMPION_TAG
+from cvops.serving.inference_log import read_inference_log
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
 from tests.server import Server, Webhook

@@ -14,13 +14,13 @@ from filelock import FileLock
 
 from cvops.config import GateParams, Project
 from cvops.errors import PromotionRefusedError, RegistryError
-from cvops.evaluation import load_champion, plot_confusion_matrix
-from cvops.evidence import log_evaluation, log_gate_decision
-from cvops.gate import decide
-from cvops.registry import CVOPS_CHAMPION_TAG, ModelRegistry
-from cvops.reports import Evaluation, Footprint, SliceMetrics
+from cvops.evaluation.evaluator import load_champion, plot_confusion_matrix
+from cvops.evaluation.gate import decide
+from cvops.evaluation.reports import Evaluation, Footprint, SliceMetrics
+from cvops.registry.evidence import log_evaluation, log_gate_decision
+from cvops.registry.model_registry import CVOPS_CHAMPION_TAG, ModelRegistry
+from cvops.registry.tracking import log_trained_model, use_project_store
 from cvops.serving.rollout import canary_version, check_canary
-from cvops.tracking import log_trained_model, use_project_store
 from tests.cli import assert_one_line_error, clean_env, cvops
 
 pytestmark = pytest.mark.slow
@@ -213,8 +213,8 @@ PROMOTE_ON_SIGNAL = """
 import logging, sys, time
 from pathlib import Path
 from cvops.config import Project
-from cvops.registry import ModelRegistry
-from cvops.tracking import use_project_store
+from cvops.registry.model_registry import ModelRegistry
+from cvops.registry.tracking import use_project_store
 
 project = Project(Path(sys.argv[1]))
 use_project_store(project, "cvops")

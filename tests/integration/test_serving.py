@@ -24,26 +24,26 @@ import torch
 from PIL import Image
 from scipy.stats import binomtest
 
-from cvops.artifacts import resolve
-from cvops.capture import CaptureStore
 from cvops.config import DetectParams, Project
 from cvops.data.manifest import import_source
 from cvops.data.prepare import load_split, prepare_dataset
 from cvops.data.preprocess import model_inputs
 from cvops.data.sources import digits_source
 from cvops.data.validation import validate_dataset
-from cvops.evaluation import EvaluationSetup, evaluate
-from cvops.evidence import log_evaluation, log_gate_decision, log_quantization, quantization_tags
-from cvops.feedback import FeedbackStore
-from cvops.gate import decide
-from cvops.inference_log import read_inference_log
-from cvops.onnx_model import predict_logits, read_preprocessing, session
-from cvops.quantization import quantize
-from cvops.registry import ModelRegistry
+from cvops.evaluation.evaluator import EvaluationSetup, evaluate
+from cvops.evaluation.gate import decide
+from cvops.export.onnx_model import predict_logits, read_preprocessing, session
+from cvops.export.quantization import quantize
+from cvops.registry.artifacts import resolve
+from cvops.registry.evidence import log_evaluation, log_gate_decision, log_quantization, quantization_tags
+from cvops.registry.model_registry import ModelRegistry
+from cvops.registry.tracking import log_trained_model, scratch_dir, use_project_store
 from cvops.serving.batch import score_files
-from cvops.serving.predictor import load_served
-from cvops.tracking import log_trained_model, scratch_dir, use_project_store
-from cvops.training import fit
+from cvops.serving.capture import CaptureStore
+from cvops.serving.feedback import FeedbackStore
+from cvops.serving.inference_log import read_inference_log
+from cvops.serving.loading import load_served
+from cvops.training.trainer import fit
 from tests.cli import assert_one_line_error, cvops
 from tests.server import Server, stopped_on_exit
 

@@ -72,7 +72,7 @@ def test_the_run_prints_what_a_user_needs_and_no_library_noise(trained_project) 
     output = result.stdout + result.stderr
     assert [phrase for phrase in NOISE if phrase in output] == []
     assert "then `cvops models promote 1 --reviewer NAME` (or reject)" in result.stdout  # a local store: typed name
-    epochs = [line for line in output.splitlines() if " cvops.training: epoch " in line]
+    epochs = [line for line in output.splitlines() if " cvops.training.trainer: epoch " in line]
     assert [line.split("epoch ")[1].split(":")[0] for line in epochs] == [f"{i}/6" for i in range(1, 7)]
     assert "Traceback" not in output
 
@@ -121,7 +121,7 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
         assert section in markdown
     assert version.tags["data_version"] in markdown and "data:image/png;base64," in card.read_text()
     # both ONNX files are attached; the shipped one carries the preprocessing a server needs
-    from cvops.onnx_model import read_preprocessing
+    from cvops.export.onnx_model import read_preprocessing
 
     assert version.tags["shipped_format"] in ("onnx-fp32", "onnx-int8") and "## Deployment artifact" in markdown
     onnx_files = {fmt: Path(version.tags[fmt].removeprefix("file://")) for fmt in ("onnx_fp32", "onnx_int8")}

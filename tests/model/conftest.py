@@ -7,7 +7,7 @@ from cvops.data.manifest import import_source
 from cvops.data.prepare import DatasetRef, prepare_dataset
 from cvops.data.sources import digits_source
 from cvops.data.validation import validate_dataset
-from cvops.training import TrainResult, fit
+from cvops.training.trainer import TrainResult, fit
 
 
 @pytest.fixture(scope="session")

@@ -10,27 +10,27 @@ import pytest
 import torch
 from PIL import Image
 
-from cvops.box_postprocess import PostProcess
 from cvops.config import Params, load_params
-from cvops.data.boxes import import_scenes
 from cvops.data.prepare import DatasetRef, load_detection_split, prepare_dataset
 from cvops.data.preprocess import model_inputs
-from cvops.data.scenes import digit_scenes_source
 from cvops.data.validation import pairwise_iou, validate_dataset
-from cvops.detection import mean_average_precision, predict_boxes
-from cvops.detection_evaluation import evaluate_detector
 from cvops.errors import ModelError
-from cvops.evaluation import Champion, EvaluationSetup
-from cvops.features import image_features
-from cvops.models import normalization
+from cvops.evaluation.evaluator import Champion, EvaluationSetup
+from cvops.evaluation.reports import QuantizationReport
+from cvops.export.onnx_model import read_preprocessing
+from cvops.export.quantization import quantize
 from cvops.monitoring.drift import detect_drift
 from cvops.monitoring.reference import build_reference, load_reference
-from cvops.onnx_model import read_preprocessing
-from cvops.quantization import quantize
-from cvops.reports import QuantizationReport
-from cvops.serving.detector import DetectionPredictor, render
+from cvops.serving.features import image_features
 from cvops.serving.predictor import DecodedImage, decode_image
-from cvops.training import TrainResult, fit
+from cvops.tasks.detection.boxes import import_scenes
+from cvops.tasks.detection.evaluation import evaluate_detector
+from cvops.tasks.detection.model import mean_average_precision, predict_boxes
+from cvops.tasks.detection.postprocess import PostProcess
+from cvops.tasks.detection.predictor import DetectionPredictor, render
+from cvops.tasks.detection.scenes import digit_scenes_source
+from cvops.training.models import normalization
+from cvops.training.trainer import TrainResult, fit
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

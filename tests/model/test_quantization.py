@@ -12,10 +12,10 @@ from cvops.config import Params
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
-from cvops.onnx_model import predict_logits, predict_outputs, read_preprocessing, session
-from cvops.quantization import calibration_subset, choose, quantize, quantize_int8, sha256
-from cvops.reports import QuantizationReport
-from cvops.training import TrainResult
+from cvops.evaluation.reports import QuantizationReport
+from cvops.export.onnx_model import predict_logits, predict_outputs, read_preprocessing, session
+from cvops.export.quantization import calibration_subset, choose, quantize, quantize_int8, sha256
+from cvops.training.trainer import TrainResult
 
 pytestmark = pytest.mark.slow
 

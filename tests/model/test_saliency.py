@@ -8,9 +8,9 @@ from torch import nn
 
 from cvops.data.preprocess import resize_image
 from cvops.errors import ModelError
-from cvops.models import normalization
-from cvops.saliency import explain, feature_layer
-from cvops.training import TrainResult
+from cvops.evaluation.saliency import explain, feature_layer
+from cvops.training.models import normalization
+from cvops.training.trainer import TrainResult
 
 SIZE = 16  # the model's input
 WIDTH, HEIGHT = 64, 48  # the images as a user has them

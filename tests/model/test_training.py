@@ -8,8 +8,8 @@ import torch
 from cvops.config import Params
 from cvops.data.prepare import DatasetRef
 from cvops.errors import ModelError
-from cvops.evaluation import EvaluationSetup, evaluate
-from cvops.training import TrainResult, fit
+from cvops.evaluation.evaluator import EvaluationSetup, evaluate
+from cvops.training.trainer import TrainResult, fit
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cvops.team import BUCKET, ROLES, TeamConfig, TeamStack
+from cvops.stack.team import BUCKET, ROLES, TeamConfig, TeamStack
 from tests.cli import cvops
 from tests.conftest import REPO, SMALL_RUN
 

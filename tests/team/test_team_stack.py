@@ -25,12 +25,19 @@ import pytest
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from cvops.inference_log import REPLICA_ENV, TABLE
-from cvops.registry import CHALLENGER, CHAMPION, CVOPS_CHAMPION_TAG, MODEL_INFO_TAG, PREVIOUS, TRAINED_BY_TAG
-from cvops.stack import TEAM_TRACKER
-from cvops.state import held
-from cvops.team import BUCKET
-from cvops.web import http_json
+from cvops.registry.model_registry import (
+    CHALLENGER,
+    CHAMPION,
+    CVOPS_CHAMPION_TAG,
+    MODEL_INFO_TAG,
+    PREVIOUS,
+    TRAINED_BY_TAG,
+)
+from cvops.serving.inference_log import REPLICA_ENV, TABLE
+from cvops.stack.checkout import TEAM_TRACKER
+from cvops.stack.state import held
+from cvops.stack.team import BUCKET
+from cvops.stack.web import http_json
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
 from tests.images import write_mode_folder
@@ -115,8 +122,8 @@ PROMOTE = """
 import sys
 from pathlib import Path
 from cvops.config import Project
-from cvops.inference_log import REPLICA_ENV, TABLE
-from cvops.registry import ModelRegistry
+from cvops.serving.inference_log import REPLICA_ENV, TABLE
+from cvops.registry.model_registry import ModelRegistry
 ModelRegistry.of(Project(Path(sys.argv[1])), sys.argv[2]).promote(sys.argv[3], note="from " + sys.argv[1])
 """
 

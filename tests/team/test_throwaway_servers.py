@@ -10,7 +10,7 @@ import psycopg2
 import pymysql
 import pytest
 
-from cvops.team import TeamConfig, TeamStack, _stop_all, free_port
+from cvops.stack.team import TeamConfig, TeamStack, _stop_all, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ positive."""
 
 import numpy as np
 
-from cvops.box_matching import bootstrap_map, match_image, mean_ap, paired_map_difference
-from cvops.detection import mean_average_precision
+from cvops.tasks.detection.matching import bootstrap_map, match_image, mean_ap, paired_map_difference
+from cvops.tasks.detection.model import mean_average_precision
 
 CLASSES = ["a", "b", "c"]
 

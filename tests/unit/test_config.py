@@ -174,7 +174,7 @@ def test_each_task_registers_under_its_own_model_unless_one_is_named():
 
 
 def test_traffic_simulation_refuses_a_detection_checkout_in_one_line_before_any_work(tmp_path):
-    from cvops.traffic import TrafficPlan, send_traffic
+    from cvops.monitoring.traffic import TrafficPlan, send_traffic
 
     params = load_params(PARAMS, ["task=detection", "data.source=digit-scenes"])
     plan = TrafficPlan(split="test", shift="blur", severity=1.0, count=10, seed=None, url=None, offline=True)

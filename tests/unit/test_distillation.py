@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from cvops.distillation import Distillation, _rescale
+from cvops.training.distillation import Distillation, _rescale
 
 CPU = torch.device("cpu")
 

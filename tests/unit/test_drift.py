@@ -11,14 +11,14 @@ from PIL import Image
 
 from cvops.config import PARAMS_FILE, STATE_ENV, MonitorParams, Project
 from cvops.errors import AlreadyRunningError
-from cvops.features import image_features
-from cvops.inference_log import InferenceLog, read_inference_log
 from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerdict, detect_drift, window_table
 from cvops.monitoring.quality import LiveQuality
 from cvops.monitoring.reference import STATISTICS, embedding_columns
 from cvops.monitoring.shifts import SHIFTS, apply_shift
 from cvops.monitoring.trigger import Episodes, pipeline_lock, send_alert
-from cvops.projection import Projection
+from cvops.serving.features import image_features
+from cvops.serving.inference_log import InferenceLog, read_inference_log
+from cvops.serving.projection import Projection
 from tests.server import Webhook
 
 PARAMS = MonitorParams(min_samples=50, embedding_dims=4)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from cvops.data.prepare import DatasetRef
-from cvops.evaluation import (
+from cvops.evaluation.evaluator import (
     CandidateAnswers,
     Champion,
     classification_metrics,

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvops.capture import CaptureStore
 from cvops.config import HOLDOUT, S3_URL_ENV, CaptureParams, MonitorParams, Project
 from cvops.data.prepare import split_dataset
 from cvops.errors import FeedbackError
-from cvops.feedback import (
+from cvops.monitoring.quality import live_quality
+from cvops.serving.capture import CaptureStore
+from cvops.serving.feedback import (
     TRUE_LABEL,
     FeedbackStore,
     UnknownRequest,
@@ -23,8 +24,7 @@ from cvops.feedback import (
     new_request_id,
     read_labels_csv,
 )
-from cvops.inference_log import InferenceLog, LogTarget
-from cvops.monitoring.quality import live_quality
+from cvops.serving.inference_log import InferenceLog, LogTarget
 
 CLASSES = ["cat", "dog"]
 

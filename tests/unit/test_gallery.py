@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cvops.gallery import TILE, build_gallery, pick_disagreements, pick_errors
+from cvops.evaluation.gallery import TILE, build_gallery, pick_disagreements, pick_errors
 
 CLASSES = ["cat", "dog", "owl"]
 

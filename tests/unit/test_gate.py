@@ -3,8 +3,15 @@
 import pytest
 
 from cvops.config import GateParams
-from cvops.gate import decide
-from cvops.reports import ChampionComparison, Evaluation, Footprint, OnnxMeasurement, QuantizationReport, SliceMetrics
+from cvops.evaluation.gate import decide
+from cvops.evaluation.reports import (
+    ChampionComparison,
+    Evaluation,
+    Footprint,
+    OnnxMeasurement,
+    QuantizationReport,
+    SliceMetrics,
+)
 
 
 def evidence(**changes) -> Evaluation:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from cvops.team import (
+from cvops.stack.team import (
     AUTH_CACHE_TTL_S,
     ROLES,
     SERVERS,

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cvops.capture import CaptureStore
 from cvops.config import Project, load_params
+from cvops.data.labels import check_image, k_center, pick, read_labels, write_queue
 from cvops.data.production import stable_split
 from cvops.errors import DataError, DataInvalidError, FeedbackError
-from cvops.gc import captures, inference_log, reports
-from cvops.labels import check_image, k_center, pick, read_labels, write_queue
+from cvops.serving.capture import CaptureStore
+from cvops.stack.gc import captures, inference_log, reports
 
 REPO = Path(__file__).resolve().parents[2]
 

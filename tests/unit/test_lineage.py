@@ -4,7 +4,7 @@ import subprocess
 from pathlib import Path
 
 from cvops.config import Params, Project
-from cvops.lineage import committed_differences, git_state
+from cvops.registry.lineage import committed_differences, git_state
 
 
 def test_git_state_reports_commit_and_dirtiness(project_dir):

@@ -5,12 +5,12 @@ import pandas as pd
 
 from cvops.config import GateParams
 from cvops.data.prepare import DatasetRef
-from cvops.evaluation import plot_confusion_matrix
-from cvops.gallery import build_gallery
-from cvops.gate import decide
-from cvops.modelcard import ModelCard, write_model_card
-from cvops.reports import ChampionComparison, Evaluation, Footprint, SliceMetrics
-from cvops.tracking import TrainedModel
+from cvops.evaluation.evaluator import plot_confusion_matrix
+from cvops.evaluation.gallery import build_gallery
+from cvops.evaluation.gate import decide
+from cvops.evaluation.reports import ChampionComparison, Evaluation, Footprint, SliceMetrics
+from cvops.registry.modelcard import ModelCard, write_model_card
+from cvops.registry.tracking import TrainedModel
 
 
 def card(tmp_path, recall_bad: float = 0.9, champion: ChampionComparison | None = None) -> ModelCard:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cvops.errors import ConfigError, ModelError
-from cvops.models import create_model, normalization, packaged_weights
+from cvops.training.models import create_model, normalization, packaged_weights
 
 HEAD = {"classifier.weight", "classifier.bias"}
 

@@ -2,7 +2,7 @@
 
 from mlflow.utils.validation import _validate_metric_name
 
-from cvops.reports import Evaluation, metric_name
+from cvops.evaluation.reports import Evaluation, metric_name
 
 NAMES = ["große Teile", "café crème", "a+b", "a_b", "a&b", "weiß/grau", "dots..", "0"]
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from cvops.inference_log import InferenceLog, read_inference_log
 from cvops.monitoring.live import HTML_FILE, JSON_FILE, compare_live, write_report
+from cvops.serving.inference_log import InferenceLog, read_inference_log
 from cvops.serving.rollout import takes_share
 
 

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
 
-from cvops.statistics import bootstrap_interval, expected_calibration_error, mcnemar_exact, paired_bootstrap_difference
+from cvops.evaluation.statistics import (
+    bootstrap_interval,
+    expected_calibration_error,
+    mcnemar_exact,
+    paired_bootstrap_difference,
+)
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy():

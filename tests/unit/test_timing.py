@@ -7,8 +7,8 @@ import statistics
 import pytest
 
 from cvops.config import QuantizeParams
-from cvops.quantization import choose
-from cvops.reports import OnnxMeasurement
+from cvops.evaluation.reports import OnnxMeasurement
+from cvops.export.quantization import choose
 from cvops.timing import Spread, interleaved_calls, latency, ratio
 
 FP32_MS, INT8_MS = 10.0, 5.0  # what each file costs on an idle machine: int8 is x2.0, over min_speedup x1.5

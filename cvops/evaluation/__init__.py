@@ -1,0 +1,1 @@
+"""Test-split evidence: metrics with intervals, slices, the error gallery, saliency, the gate."""

@@ -1,0 +1,1 @@
+"""Deployment artifacts: the ONNX export, int8 quantization, and what each measures."""

@@ -1,0 +1,108 @@
+"""An ONNX model file of cvops: its preprocessing metadata, an onnxruntime session, predictions.
+
+Torch-free: this is all a serving process needs to load and run a shipped model.
+"""
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import BaseModel
+
+from cvops.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+
+INPUT, OUTPUT = "image", "logits"
+EMBEDDING = "embedding"  # the penultimate layer (pooled features), for drift monitoring
+BOX_OUTPUTS = (OUTPUT, "box_offsets", "centerness", "anchors")  # a detector's (cvops.tasks.detection.postprocess)
+METADATA_KEY = "cvops"
+
+
+class Preprocessing(BaseModel):
+    """What turns an image into the model's input, and its output into labels."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: list[str]
+    layout: str = "NCHW float32, RGB resized bilinear to image_size, (x / 255 - mean) / std"
+    task: str = "classification"
+    level_sizes: list[int] = []  # a detector's points per pyramid level: how its outputs split by level
+
+
+def set_metadata(proto: "onnx.ModelProto", preprocessing: Preprocessing) -> None:
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, preprocessing.model_dump_json()
+
+
+def read_preprocessing(path: Path) -> Preprocessing:
+    """The preprocessing an ONNX file of cvops carries; a clear error for a missing or foreign file."""
+    return preprocessing_of(session(path), path)
+
+
+def preprocessing_of(onnx_session: "onnxruntime.InferenceSession", path: Path) -> Preprocessing:
+    """The preprocessing in the metadata of `path`, loaded as `onnx_session`."""
+    found = onnx_session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in found:
+        raise ModelError(f"{path} has no cvops preprocessing metadata: export it with cvops")
+    return Preprocessing.model_validate_json(found[METADATA_KEY])
+
+
+def session(path: Path, threads: int | None = None) -> "onnxruntime.InferenceSession":
+    """An onnxruntime CPU session; a clear error for a missing or corrupt file."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ModelError(f"ONNX file {path} not found: re-run `cvops quantize --version V` to recreate it")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: onnxruntime uses every physical core
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        detail = str(err).splitlines()[0][:200]
+        raise ModelError(f"{path} is not a loadable ONNX model ({detail}); re-export it") from err
+
+
+def has_embedding(onnx_session: "onnxruntime.InferenceSession") -> bool:
+    return EMBEDDING in {output.name for output in onnx_session.get_outputs()}
+
+
+def output_names(onnx_session: "onnxruntime.InferenceSession") -> list[str]:
+    """The outputs to ask for: logits, and embeddings when the file has them (files exported before have none)."""
+    return [OUTPUT, EMBEDDING] if has_embedding(onnx_session) else [OUTPUT]
+
+
+def predict_outputs(
+    onnx_session: "onnxruntime.InferenceSession",
+    inputs: np.ndarray,
+    batch_size: int = 64,
+    names: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and, when the file has that output, embeddings; `names`: output_names, when known already."""
+    names = names or output_names(onnx_session)
+    chunks = [onnx_session.run(names, {INPUT: inputs[i : i + batch_size]}) for i in range(0, len(inputs), batch_size)]
+    logits = np.concatenate([chunk[0] for chunk in chunks])
+    return logits, (np.concatenate([chunk[1] for chunk in chunks]) if len(names) > 1 else None)
+
+
+def predict_logits(
+    onnx_session: "onnxruntime.InferenceSession", inputs: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    return np.concatenate(
+        [onnx_session.run([OUTPUT], {INPUT: inputs[i : i + batch_size]})[0] for i in range(0, len(inputs), batch_size)]
+    )
+
+
+def detect_outputs(
+    onnx_session: "onnxruntime.InferenceSession", inputs: np.ndarray, batch_size: int = 32
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """A detector's raw outputs (logits, box offsets, centerness; the anchors once) and its embeddings."""
+    names = [*BOX_OUTPUTS, EMBEDDING]
+    chunks = [onnx_session.run(names, {INPUT: inputs[i : i + batch_size]}) for i in range(0, len(inputs), batch_size)]
+    logits, offsets, centerness, embedding = (np.concatenate([chunk[k] for chunk in chunks]) for k in (0, 1, 2, 4))
+    return (logits, offsets, centerness, chunks[0][3]), embedding

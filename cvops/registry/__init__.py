@@ -1,0 +1,1 @@
+"""MLflow as the model store: tracking, versions, lineage, aliases, review, model cards (no torch)."""

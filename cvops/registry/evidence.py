@@ -1,0 +1,106 @@
+"""The review evidence of a run: its evaluation and gate decision, as MLflow run artifacts."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
+
+from cvops.errors import RegistryError
+from cvops.evaluation.gate import GateDecision
+from cvops.evaluation.reports import Evaluation, QuantizationReport
+from cvops.registry.model_registry import REFERENCE_TAG, SHIPPED_TAG
+
+if TYPE_CHECKING:
+    from cvops.monitoring.reference import ReferenceSummary
+
+EVALUATION_FILE = "evaluation/evaluation.json"
+QUANTIZATION_DIR = "onnx"
+QUANTIZATION_FILE = f"{QUANTIZATION_DIR}/quantization.json"
+REFERENCE_DIR = "reference"
+GATE_FILE = "gate/gate.json"
+GATE_TABLE_FILE = "gate/gate.txt"
+
+
+def log_evaluation(evaluation: Evaluation) -> None:
+    """Metrics under `test_*` names, the confusion matrix (a detector's drawn examples), the error gallery's
+    sheets (and their Grad-CAM overlays) and the whole evaluation, on the active run."""
+    mlflow.log_metrics({f"test_{name}": value for name, value in evaluation.flat_metrics().items()})
+    for picture in evaluation.pictures():
+        mlflow.log_artifact(picture, artifact_path="evaluation")
+    mlflow.log_text(evaluation.model_dump_json(indent=2), EVALUATION_FILE)
+
+
+def log_quantization(report: QuantizationReport) -> None:
+    """Both ONNX files, the calibration image ids and the report; metrics for comparing runs."""
+    for artifact in (report.fp32, report.int8):
+        if artifact is not None:
+            mlflow.log_artifact(artifact.path, artifact_path=QUANTIZATION_DIR)
+            name = artifact.format.replace("-", "_")
+            mlflow.log_metrics(
+                {
+                    f"{name}_{k}": getattr(artifact, k)
+                    for k in ("accuracy", "mean_ap", "agreement", "size_mb", "latency_ms_b1", "latency_ms_b32")
+                    if getattr(artifact, k) is not None
+                }
+            )
+    mlflow.log_text(report.model_dump_json(indent=2), QUANTIZATION_FILE)
+    mlflow.log_metric("onnx_parity_max_abs_diff", report.parity_max_abs_diff)
+    mlflow.set_tag("shipped_format", report.shipped)
+
+
+def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str, str]:
+    """Model-version tags that attach the ONNX artifacts (MLflow URIs) and name the one that ships."""
+    tags: dict[str, str] = {"shipped_format": report.shipped}
+    for artifact in (report.fp32, report.int8):
+        if artifact is not None:
+            tags[artifact.format.replace("-", "_")] = f"{artifact_uri}/{QUANTIZATION_DIR}/{Path(artifact.path).name}"
+    tags[SHIPPED_TAG] = tags[report.shipped.replace("-", "_")]
+    return tags
+
+
+def log_reference(summary: "ReferenceSummary") -> None:
+    """The monitoring reference folder (table, projection, summary) on the active run."""
+    mlflow.log_artifacts(summary.directory, artifact_path=REFERENCE_DIR)
+    mlflow.log_metrics(
+        {
+            "reference_rows": summary.rows,
+            "reference_model_rows": summary.model_rows,
+            "reference_explained_variance": summary.explained_variance,
+        }
+    )
+
+
+def reference_tags(artifact_uri: str, summary: "ReferenceSummary") -> dict[str, str]:
+    return {REFERENCE_TAG: f"{artifact_uri}/{REFERENCE_DIR}", "reference_rows": str(summary.rows)}
+
+
+def log_gate_decision(decision: GateDecision) -> None:
+    mlflow.log_dict(decision.model_dump(mode="json"), GATE_FILE)
+    mlflow.log_text(decision.table(), GATE_TABLE_FILE)
+    mlflow.log_metric("gate_passed", float(decision.passed))
+    mlflow.set_tag("gate", "passed" if decision.passed else "failed")
+
+
+def load_evidence(run_id: str) -> tuple[Evaluation, GateDecision, QuantizationReport | None]:
+    try:
+        evaluation = Evaluation.model_validate_json(mlflow.artifacts.load_text(f"runs:/{run_id}/{EVALUATION_FILE}"))
+        decision = GateDecision.model_validate(mlflow.artifacts.load_dict(f"runs:/{run_id}/{GATE_FILE}"))
+    except (MlflowException, OSError) as err:
+        raise RegistryError(
+            f"run {run_id} holds no cvops evaluation/gate evidence ({type(err).__name__}); "
+            "was it registered outside `cvops run training`?"
+        ) from err
+    except ValidationError as err:
+        raise RegistryError(
+            f"run {run_id} holds evidence in another cvops format ({err.error_count()} fields differ); "
+            "re-run `cvops run training` to register a version with current evidence"
+        ) from err
+    try:
+        quantization = QuantizationReport.model_validate_json(
+            mlflow.artifacts.load_text(f"runs:/{run_id}/{QUANTIZATION_FILE}")
+        )
+    except (MlflowException, OSError, ValidationError):
+        quantization = None  # not exported yet: `cvops quantize --version V`
+    return evaluation, decision, quantization

@@ -1,0 +1,212 @@
+"""Ground truth for served predictions: request ids, the true labels clients send back, and where they are kept.
+
+Every answer carries a `request_id`, issued here: time-ordered (its first 12 hex digits are the issue time in
+milliseconds), so a look-up reads only the inference log of that day. A true label comes back through
+`POST /feedback`, `cvops feedback import` or `cvops traffic --feedback`; each is checked against the log (the
+id must name an answer) and appended to the feedback store beside the log: `feedback/<day>.jsonl` under the log
+folder, or the `cvops_feedback` table of the team's state database. A repeat replaces the earlier label.
+"""
+
+import csv
+import io
+import json
+import re
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cvops.errors import FeedbackError
+from cvops.serving.inference_log import FEEDBACK_TABLE, SHADOW, TABLE, LogTarget, connect, read_inference_log
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FEEDBACK_DIR = "feedback"  # under the inference-log folder
+TRUE_LABEL = "true_label"  # the column `attach_feedback` adds to inference-log rows
+_ID = re.compile(r"^[0-9a-f]{12}[0-9a-f]{20}(-[0-9]+)?$")  # an answer's id; a batch image's adds -<index>
+_LOGGED_ID = re.compile(rb'"request_id": "([0-9a-f-]+)"')
+
+
+class UnknownRequest(FeedbackError):
+    """No answer has this request id (HTTP 404)."""
+
+
+def new_request_id() -> str:
+    """32 hex digits: the time in milliseconds, then 80 random bits."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
+def _issued(request_id: str) -> datetime:
+    return datetime.fromtimestamp(int(request_id[:12], 16) / 1000, UTC)
+
+
+def check_request_id(request_id: Any) -> str:
+    if not isinstance(request_id, str) or not _ID.match(request_id):
+        raise UnknownRequest(f"unknown request_id {str(request_id)[:80]!r}: give the request_id of an answer")
+    return request_id
+
+
+def find_requests(target: LogTarget, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The inference-log row of each id that names an answer (not a shadow's, not a refused or failed request's);
+    unknown ids are left out."""
+    wanted = {request_id for request_id in ids if _ID.match(request_id)}
+    if not wanted:
+        return {}
+    return _find_in_table(target, wanted) if isinstance(target, str) else _find_in_files(target, wanted)
+
+
+def _find_in_files(directory: Path, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """Reads the log files of the days the ids were issued on (and the next day, for ids issued just before
+    midnight: a row is stamped when it is written)."""
+    days: set[str] = set()
+    for request_id in wanted:
+        issued = _issued(request_id)
+        days |= {f"{issued:%Y-%m-%d}", f"{issued + timedelta(minutes=5):%Y-%m-%d}"}
+    found: dict[str, dict[str, Any]] = {}
+    for day in sorted(days):
+        path = directory / f"{day}.jsonl"
+        data = path.read_bytes() if path.is_file() else b""
+        for match in _LOGGED_ID.finditer(data):
+            request_id = match.group(1).decode()
+            if request_id not in wanted:
+                continue
+            start, end = data.rfind(b"\n", 0, match.start()) + 1, data.find(b"\n", match.end())
+            if end < 0:  # a line being written
+                continue
+            row = json.loads(data[start:end])
+            if row.get("arm") != SHADOW and row.get("status", 200) == 200:
+                found[request_id] = row
+    return found
+
+
+def _find_in_table(url: str, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    connection = connect(url)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT body::text FROM {TABLE} WHERE body->>'request_id' = ANY(%s) "
+                f"AND COALESCE(body->>'arm', '') <> '{SHADOW}' AND COALESCE(body->>'status', '200') = '200'",
+                (sorted(wanted),),
+            )
+            rows = [json.loads(body) for (body,) in cursor.fetchall()]
+    finally:
+        connection.close()
+    return {row["request_id"]: row for row in rows}
+
+
+class FeedbackStore:
+    """True labels by request id: append-only, the newest label of an id wins."""
+
+    def __init__(self, target: LogTarget) -> None:
+        self.target = target
+
+    def record(self, labels: list[dict[str, Any]]) -> None:
+        """Append rows of {request_id, label, source, ...} (every id already checked against the log)."""
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        rows = [{"at": at, **row} for row in labels]
+        if not rows:
+            return
+        if isinstance(self.target, str):
+            return self._upsert(self.target, rows)
+        folder = self.target / FEEDBACK_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{at[:10]}.jsonl", "a", encoding="utf-8") as file:  # one write: whole lines
+            file.write("".join(json.dumps(row) + "\n" for row in rows))
+
+    @staticmethod
+    def _upsert(url: str, rows: list[dict[str, Any]]) -> None:
+        from psycopg2.extras import execute_values
+
+        connection = connect(url)
+        try:
+            with connection, connection.cursor() as cursor:
+                execute_values(
+                    cursor,
+                    f"INSERT INTO {FEEDBACK_TABLE} (request_id, at, body) VALUES %s ON CONFLICT (request_id) "
+                    "DO UPDATE SET at = EXCLUDED.at, body = EXCLUDED.body",
+                    [(row["request_id"], row["at"], json.dumps(row)) for row in rows],
+                )
+        finally:
+            connection.close()
+
+    def labels(self) -> dict[str, dict[str, Any]]:
+        """The newest feedback row of each request id."""
+        if isinstance(self.target, str):
+            connection = connect(self.target)
+            try:
+                with connection, connection.cursor() as cursor:
+                    cursor.execute(f"SELECT body::text FROM {FEEDBACK_TABLE} ORDER BY at")
+                    rows = [json.loads(body) for (body,) in cursor.fetchall()]
+            finally:
+                connection.close()
+        else:
+            folder = self.target / FEEDBACK_DIR
+            files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+            rows = [json.loads(line) for f in files for line in f.read_text(encoding="utf-8").splitlines() if line]
+        return {row["request_id"]: row for row in rows}
+
+
+def check_labels(target: LogTarget, labels: dict[str, str], classes: list[str]) -> dict[str, dict[str, Any]]:
+    """The log row of each labelled request; FeedbackError when a label is not one of `classes`, UnknownRequest
+    when an id names no answer in the log."""
+    for request_id, label in labels.items():
+        check_request_id(request_id)
+        if label not in classes:
+            raise FeedbackError(f"unknown label {label!r} for request {request_id}: give one of {', '.join(classes)}")
+    found = find_requests(target, list(labels))
+    if missing := [request_id for request_id in labels if request_id not in found]:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UnknownRequest(
+            f"unknown request_id {', '.join(missing[:3])}{more}: no answer in the inference log has it"
+        )
+    return found
+
+
+def give_feedback(target: LogTarget, labels: dict[str, str], classes: list[str], source: str) -> int:
+    """Record `labels` (request id -> true label) after checking every one (`check_labels`): all or nothing."""
+    found = check_labels(target, labels, classes)
+    FeedbackStore(target).record(
+        [
+            {
+                "request_id": request_id,
+                "label": label,
+                "source": source,
+                "model_version": found[request_id].get("model_version"),
+                "arm": found[request_id].get("arm"),
+            }
+            for request_id, label in labels.items()
+        ]
+    )
+    return len(labels)
+
+
+def read_labels_csv(text: str, what: str) -> dict[str, str]:
+    """A CSV with the columns request_id and label; FeedbackError names what is wrong with it."""
+    reader = csv.DictReader(io.StringIO(text))
+    if not {"request_id", "label"} <= set(reader.fieldnames or []):
+        raise FeedbackError(f"{what}: the first line must name the columns request_id,label")
+    labels: dict[str, str] = {}
+    for line, row in enumerate(reader, start=2):
+        request_id, label = (row.get("request_id") or "").strip(), (row.get("label") or "").strip()
+        if not request_id or not label:
+            raise FeedbackError(f"{what}, line {line}: a request_id and a label are both needed")
+        labels[request_id] = label
+    if not labels:
+        raise FeedbackError(f"{what} has no labels: write a line request_id,label per request")
+    return labels
+
+
+def attach_feedback(rows: "pd.DataFrame", feedback: dict[str, dict[str, Any]]) -> "pd.DataFrame":
+    """`rows` of the inference log with a `true_label` column: the feedback label, or None."""
+    rows = rows.copy()
+    ids = rows["request_id"] if "request_id" in rows else [None] * len(rows)
+    rows[TRUE_LABEL] = [feedback[i]["label"] if isinstance(i, str) and i in feedback else None for i in ids]
+    return rows
+
+
+def labelled_window(source: LogTarget, since: datetime | None, last: int | None) -> "pd.DataFrame":
+    """The answers monitoring checks (`read_inference_log(answers=True)`), each with its true label or None."""
+    rows = read_inference_log(source, since=since, last=last, answers=True)
+    return attach_feedback(rows, FeedbackStore(source).labels()) if len(rows) else rows

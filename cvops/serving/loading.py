@@ -1,0 +1,55 @@
+"""Loading a served model: the predictor of an ONNX file of cvops, a classifier's or a detector's as the file
+says. Above both predictors, so that neither imports the other."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cvops.export.onnx_model import preprocessing_of, session
+from cvops.serving.predictor import Predictor
+from cvops.tasks.detection.predictor import DetectionPredictor
+
+if TYPE_CHECKING:
+    from cvops.registry.artifacts import ServedModel
+    from cvops.tasks.detection.postprocess import PostProcess
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model version's ONNX file (and monitoring projection) on this machine, with the identity its answers
+    name."""
+
+    onnx_path: Path
+    model_name: str
+    version: str
+    lineage_id: str
+    projection_path: Path | None = None
+
+
+def load(
+    model: ModelFiles, max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
+) -> Predictor:
+    """The predictor of an ONNX file of cvops, a classifier's or a detector's as the file says (`post`, the
+    detector's post-processing, is detect.served; `top_k`, a classifier's answer length, is serve.top_k)."""
+    opened = session(model.onnx_path, threads)
+    identity = (
+        model.onnx_path,
+        model.model_name,
+        model.version,
+        model.lineage_id,
+        max_batch,
+        threads,
+        model.projection_path,
+    )
+    if preprocessing_of(opened, model.onnx_path).task == "detection":
+        return DetectionPredictor(*identity, opened=opened, post=post)
+    return Predictor(*identity, top_k=top_k, opened=opened)
+
+
+def load_served(
+    served: "ServedModel", max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
+) -> Predictor:
+    """`load` for a registry version (`artifacts.resolve`)."""
+    projection = Path(served.projection_path) if served.projection_path else None
+    model = ModelFiles(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, projection)
+    return load(model, max_batch, post, threads, top_k)

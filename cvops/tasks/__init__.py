@@ -1,0 +1,1 @@
+"""What differs per task, one folder each."""
