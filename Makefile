@@ -6,7 +6,6 @@ PY := $(VENV)/bin/python
 CVOPS := $(VENV)/bin/cvops
 STAMP := $(VENV)/.installed-stamp
 DATASET ?= elpv
-PORT ?= 5000
 
 # The default demo imports ELPV and trains with params.yaml; the 30-second digits demo trains the small run
 # of overlays/digits.yaml, which is applied for that run only: params.yaml is the same afterwards.
@@ -21,7 +20,7 @@ DEMO_digit-scenes := $(CVOPS) data import digit-scenes && $(CVOPS) run training 
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: DATASET=elpv|digits|digit-scenes (demo), PORT=5000 (ui)"
+	@echo "  variables: DATASET=elpv|digits|digit-scenes (demo), PORT (ui; unset: cvops ui's default)"
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,8 +50,8 @@ format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-ui: install ## MLflow UI on http://127.0.0.1:$(PORT)
-	$(CVOPS) ui --port $(PORT)
+ui: install ## MLflow UI on 127.0.0.1 (PORT=N for another port)
+	$(CVOPS) ui $(if $(PORT),--port $(PORT))
 
 team-up: install ## Start a team stack on this machine (databases, S3, MLflow + ZenML servers); writes .team/env
 	$(CVOPS) team up

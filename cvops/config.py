@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from cvops.env import MLFLOW_TRACKING_URI_ENV, ROOT_ENV, S3_URL_ENV, STATE_ENV
 from cvops.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -24,9 +25,8 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # a registered version's number or an alias; YAML reads `version: 3` as a number
 Selector = Annotated[str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)]
 PARAMS_FILE = "params.yaml"
-STATE_ENV = "CVOPS_STATE_URL"
-S3_URL_ENV = "CVOPS_S3_URL"  # the team stack's bucket (`.team/env`): DVC data, ZenML artifacts, captures
-SERVE_OVERRIDES_ENV = "CVOPS_SERVE_OVERRIDES"  # `cvops serve`'s options, as a JSON list of key=value, to its service
+SERVE_PORT = 3000  # BentoML's default: a bento's container listens there, and `cvops serve` unless serve.port says
+UI_PORT = 5000  # `cvops ui`: the MLflow UI's default, on 127.0.0.1
 Source = Literal["elpv", "digits", "fashion-mnist", "folder", "coco", "yolo", "digit-scenes"]
 SOURCES: tuple[str, ...] = get_args(Source)
 Task = Literal["classification", "detection"]
@@ -236,7 +236,7 @@ class CaptureParams(Section):
 
 
 class ServeParams(Section):
-    port: int = Field(3000, ge=1, le=65535)
+    port: int = Field(SERVE_PORT, ge=1, le=65535)
     top_k: int = Field(3, ge=1)
     max_request_bytes: int = Field(20_000_000, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=64)
@@ -488,7 +488,7 @@ class Project:
     @classmethod
     def find(cls, start: Path | None = None) -> "Project":
         """The checkout named by CVOPS_ROOT, else the nearest directory upwards holding params.yaml."""
-        if env_root := os.environ.get("CVOPS_ROOT"):
+        if env_root := os.environ.get(ROOT_ENV):
             return cls(Path(env_root).resolve())
         here = (start or Path.cwd()).resolve()
         for candidate in (here, *here.parents):
@@ -570,7 +570,7 @@ class Project:
     @cached_property
     def tracking_uri(self) -> str:
         """MLflow tracking URI: MLFLOW_TRACKING_URI when set (a remote server), else the local SQLite store."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        return os.environ.get(MLFLOW_TRACKING_URI_ENV) or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     def inference_log(self, serve: "ServeParams") -> Path | str:
         """Where every prediction is logged: the team's state database (shared by every serving replica) when

@@ -3,8 +3,6 @@ trains), tiny synthetic image folders, and isolated project checkouts (own ZenML
 git+DVC repo)."""
 
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from PIL import Image
 
 from cvops.config import Params, load_params
 from cvops.env import go_offline
+from tests.checkouts import new_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 # The real configuration shrunk: digits, tiny images, a small CNN from scratch, few epochs. Tests run the
@@ -49,13 +48,7 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh checkout: params.yaml in a temporary git repo, with its own ZenML and MLflow state."""
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("params.yaml", "dvc.yaml"):
-        shutil.copy(REPO / name, root / name)
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["git", "add", "params.yaml", "dvc.yaml"], cwd=root, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], cwd=root, check=True)
+    root = new_checkout(tmp_path / "project")
     monkeypatch.chdir(root)
     for key in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(key, raising=False)

@@ -4,6 +4,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cvops.registry.aliases import CHAMPION
+
 if TYPE_CHECKING:
     from cvops.cli.launch import TrainingResult
     from cvops.cli.reproduce import Reproduction
@@ -95,7 +97,7 @@ def training(result: "TrainingResult", experiment: str, reviewer_option: str) ->
         _student(result.student, result.version, experiment, reviewer_option)
     if not result.decision.passed:
         return
-    if "champion" in info.aliases:
+    if CHAMPION in info.aliases:
         click.secho(f"version {info.version} is the champion (registry.require_approval is false)", fg="green")
     else:
         click.echo(

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cvops.cli.app import initialized_project, main, project, registry
-from cvops.config import SERVE_OVERRIDES_ENV, Params, Project
+from cvops.config import UI_PORT, Params, Project
+from cvops.env import SERVE_MODEL_ENV, SERVE_OVERRIDES_ENV, ZENML_STORE_URL_ENV
+from cvops.registry.aliases import CHAMPION
 
 if TYPE_CHECKING:
     from cvops.registry.model_registry import ModelRegistry
@@ -105,9 +107,7 @@ class ServeOptions:
 
 @main.command()
 @click.option("--version", "version", help="Serve this registered version (pinned).")
-@click.option(
-    "--alias", default="champion", show_default=True, help="Serve the version this alias names, and follow it."
-)
+@click.option("--alias", default=CHAMPION, show_default=True, help="Serve the version this alias names, and follow it.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port on 127.0.0.1 (default: params serve.port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--workers", metavar="N|auto", help="Serving processes (serve.workers; auto: one per core).")
@@ -183,7 +183,7 @@ def serve(**options: Any) -> None:
         click.echo(line)
     service = SERVICES[params.task]
     command = [sys.executable, "-m", "bentoml", "serve", service, "--host", chosen.host, "--port", str(port)]
-    env = {**os.environ, "CVOPS_SERVE_MODEL": chosen.selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
+    env = {**os.environ, SERVE_MODEL_ENV: chosen.selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
     sys.exit(run_server(command, env=env))
 
 
@@ -213,7 +213,7 @@ def _arms(checkout: Project, params: Params, versions: "ModelRegistry") -> list[
 
 
 @main.command()
-@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--port", default=UI_PORT, show_default=True, help="Port on 127.0.0.1.")
 def ui(port: int) -> None:
     """Start the MLflow UI on 127.0.0.1 over the checkout's tracking store (SIGTERM or Ctrl-C stops it). With
     a team stack (MLFLOW_TRACKING_URI is a server), nothing starts: it says where the team's UIs are.
@@ -225,7 +225,7 @@ def ui(port: int) -> None:
     checkout = initialized_project()
     if checkout.tracking_server:
         click.echo(f"MLflow UI: {checkout.tracking_uri} (the team's server; sign in as your MLflow user)")
-        if dashboard := os.environ.get("ZENML_STORE_URL"):
+        if dashboard := os.environ.get(ZENML_STORE_URL_ENV):
             click.echo(f"ZenML dashboard: {dashboard}")
         return
     click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C stops it)")

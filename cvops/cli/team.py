@@ -3,6 +3,13 @@
 import click
 
 from cvops.cli.app import main, project
+from cvops.env import (
+    MLFLOW_TRACKING_PASSWORD_ENV,
+    MLFLOW_TRACKING_URI_ENV,
+    MLFLOW_TRACKING_USERNAME_ENV,
+    ZENML_STORE_URL_ENV,
+    role_env,
+)
 
 TEAM_DIR = ".team"
 
@@ -29,7 +36,7 @@ def team_up() -> None:
     checkout = project()
     stack = TeamStack(checkout.root / TEAM_DIR)
     env = stack.up(checkout.params().registry.model_name, say=lambda line: click.echo(f"  {line}"))
-    click.secho(f"team stack up: MLflow {env['MLFLOW_TRACKING_URI']}, ZenML {env['ZENML_STORE_URL']}", fg="green")
+    click.secho(f"team stack up: MLflow {env[MLFLOW_TRACKING_URI_ENV]}, ZenML {env[ZENML_STORE_URL_ENV]}", fg="green")
     click.echo(f"next: `. {TEAM_DIR}/env && cvops init --stack team`; other users' credentials: {TEAM_DIR}/users.env")
 
 
@@ -75,18 +82,17 @@ def team_users() -> None:
     from cvops.stack.team import ROLES, create_mlflow_users
 
     needed = [
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_TRACKING_USERNAME",
-        "MLFLOW_TRACKING_PASSWORD",
-        *(f"CVOPS_{role.upper()}_PASSWORD" for role in ROLES),
+        MLFLOW_TRACKING_URI_ENV,
+        MLFLOW_TRACKING_USERNAME_ENV,
+        MLFLOW_TRACKING_PASSWORD_ENV,
+        *(role_env(role, "PASSWORD") for role in ROLES),
     ]
     if missing := [name for name in needed if not os.environ.get(name)]:
         raise ConfigError(f"`cvops team users` needs {', '.join(missing)}")
     env = os.environ
     model = project().params().registry.model_name
-    passwords = {role: env[f"CVOPS_{role.upper()}_PASSWORD"] for role in ROLES}
-    create_mlflow_users(
-        env["MLFLOW_TRACKING_URI"], (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]), passwords, model
-    )
+    passwords = {role: env[role_env(role, "PASSWORD")] for role in ROLES}
+    admin = (env[MLFLOW_TRACKING_USERNAME_ENV], env[MLFLOW_TRACKING_PASSWORD_ENV])
+    create_mlflow_users(env[MLFLOW_TRACKING_URI_ENV], admin, passwords, model)
     granted = ", ".join(f"{user} {permission}" for user, permission in ROLES.values())
-    click.secho(f"MLflow users on {env['MLFLOW_TRACKING_URI']}, on registered model {model}: {granted}", fg="green")
+    click.secho(f"MLflow users on {env[MLFLOW_TRACKING_URI_ENV]}, on registered model {model}: {granted}", fg="green")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cvops.config import Project
+from cvops.env import PATH_ENV, ROOT_ENV
 from cvops.errors import DataError, DataInvalidError, LineageError, NotInitializedError
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def reproduce(project: Project, target: str, *, force: bool = False) -> list[str
     from dvc.exceptions import ReproductionError
 
     bin_dir = str(Path(sys.executable).parent)
-    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "CVOPS_ROOT": str(project.root)}
+    env = {PATH_ENV: f"{bin_dir}{os.pathsep}{os.environ.get(PATH_ENV, '')}", ROOT_ENV: str(project.root)}
     inbox_ready(project)
     with _dvc_repo(project) as repo:
         try:

@@ -20,7 +20,7 @@ from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import resize_image
 from cvops.data.production import PRODUCTION, RECENT, is_production
 from cvops.evaluation.gallery import build_gallery
-from cvops.evaluation.reports import ChampionComparison, Evaluation, Footprint, SliceMetrics
+from cvops.evaluation.reports import TORCH, ChampionComparison, Evaluation, Footprint, SliceMetrics
 from cvops.evaluation.saliency import with_saliency
 from cvops.evaluation.statistics import (
     bootstrap_interval,
@@ -190,9 +190,9 @@ def footprint(model: nn.Module, image_size: int, device: torch.device, measure: 
     model.eval().to(device)
     batch = torch.rand(1, 3, image_size, image_size, device=device)
     with torch.no_grad(), torch_threads(measure.threads):
-        measured = latency(interleaved_calls({"torch": lambda: model(batch)}, measure.runs)["torch"])
+        measured = latency(interleaved_calls({TORCH: lambda: model(batch)}, measure.runs)[TORCH])
     return Footprint(
-        format="torch",
+        format=TORCH,
         size_mb=buffer.getbuffer().nbytes / 2**20,
         latency_ms=measured.median,
         latency_ms_high=measured.high,

@@ -6,13 +6,15 @@ read evidence without loading a deep-learning framework.
 
 import hashlib
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel
 
 from cvops.config import Task
 
-Format = Literal["onnx-fp32", "onnx-int8"]
+Format = Literal["onnx-fp32", "onnx-int8"]  # of an ONNX artifact
+FP32, INT8 = get_args(Format)  # the exported file, and its int8-quantized copy
+TORCH = "torch"  # the trained model itself (its footprint, before export)
 Kind = Literal["wrong", "unsure", "disagree"]  # of an error gallery's image
 KIND_TITLES: dict[Kind, str] = {
     "wrong": "most confidently wrong",
@@ -20,6 +22,11 @@ KIND_TITLES: dict[Kind, str] = {
     "disagree": "this version and the champion disagree",
 }
 _METRIC_CHARACTERS = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metric name
+
+
+def format_key(fmt: str) -> str:
+    """How a format names its artifact in MLflow tags and metrics: onnx_fp32, onnx_int8."""
+    return fmt.replace("-", "_")
 
 
 def metric_name(name: str) -> str:
@@ -240,7 +247,7 @@ class QuantizationReport(BaseModel):
 
     @property
     def shipped_artifact(self) -> OnnxMeasurement:
-        return self.int8 if self.shipped == "onnx-int8" and self.int8 else self.fp32
+        return self.int8 if self.shipped == INT8 and self.int8 else self.fp32
 
     def footprint(self) -> Footprint:
         shipped = self.shipped_artifact

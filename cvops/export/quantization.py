@@ -26,7 +26,7 @@ from cvops.data.prepare import BoxSet, DatasetRef, load_detection_split, load_sp
 from cvops.data.preprocess import model_inputs
 from cvops.data.validation import pairwise_iou
 from cvops.errors import ModelError
-from cvops.evaluation.reports import Format, OnnxMeasurement, QuantizationReport
+from cvops.evaluation.reports import FP32, INT8, Format, OnnxMeasurement, QuantizationReport
 from cvops.export.onnx_model import (
     BOX_OUTPUTS,
     EMBEDDING,
@@ -201,8 +201,8 @@ def measure(
             latency_ms_b32=b32_ms.median,
             latency_ms_b32_high=b32_ms.high,
         )
-    both = "onnx-int8" in batched
-    return measured, ratio(batched["onnx-fp32"], batched["onnx-int8"]) if both else None
+    both = INT8 in batched
+    return measured, ratio(batched[FP32], batched[INT8]) if both else None
 
 
 def choose(
@@ -215,7 +215,7 @@ def choose(
     Its spread is reported, and flagged when it straddles the threshold: the two files are then within noise.
     """
     if int8 is None:
-        return "onnx-fp32", "int8 quantization is off (quantize.enabled: false)"
+        return FP32, "int8 quantization is off (quantize.enabled: false)"
     drop = fp32.score - int8.score
     limit = params.max_accuracy_drop if fp32.metric == "accuracy" else params.max_map_drop
     factor = speedup.median if speedup else fp32.latency_ms_b32 / int8.latency_ms_b32
@@ -228,8 +228,8 @@ def choose(
         f"speed-up x{factor:.2f}{spread} at batch 32 (min x{params.min_speedup})"
     )
     if drop <= limit and factor >= params.min_speedup:
-        return "onnx-int8", numbers
-    return "onnx-fp32", f"int8 rejected: {numbers}"
+        return INT8, numbers
+    return FP32, f"int8 rejected: {numbers}"
 
 
 def quantize(
@@ -249,17 +249,15 @@ def quantize(
             [model.cpu().eval()(torch.from_numpy(inputs[i : i + 64])) for i in range(0, len(inputs), 64)]
         ).numpy()
     torch_predicted = torch_logits.argmax(axis=1)
-    predictions: dict[Format, tuple[Path, np.ndarray]] = {
-        "onnx-fp32": (fp32_path, predict_logits(session(fp32_path), inputs))
-    }
-    difference = check_parity(predictions["onnx-fp32"][1], torch_logits, params)
+    predictions: dict[Format, tuple[Path, np.ndarray]] = {FP32: (fp32_path, predict_logits(session(fp32_path), inputs))}
+    difference = check_parity(predictions[FP32][1], torch_logits, params)
     ids: list[str] = []
     if params.enabled:
         calibration, ids = calibration_subset(ref, params.calibration_size, seed)
         int8_path = quantize_int8(
             fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std), params.calibration_method
         )
-        predictions["onnx-int8"] = (int8_path, predict_logits(session(int8_path), inputs))
+        predictions[INT8] = (int8_path, predict_logits(session(int8_path), inputs))
     qualities = {
         fmt: (
             path,
@@ -271,10 +269,10 @@ def quantize(
         for fmt, (path, logits) in predictions.items()
     }
     measured, speedup = measure(qualities, inputs, measure_params, [OUTPUT])
-    shipped, reason = choose(measured["onnx-fp32"], measured.get("onnx-int8"), params, speedup)
+    shipped, reason = choose(measured[FP32], measured.get(INT8), params, speedup)
     report = QuantizationReport(
-        fp32=measured["onnx-fp32"],
-        int8=measured.get("onnx-int8"),
+        fp32=measured[FP32],
+        int8=measured.get(INT8),
         torch_accuracy=float(np.mean(torch_predicted == labels)),
         parity_max_abs_diff=difference,
         calibration_method=params.calibration_method,
@@ -344,22 +342,22 @@ def quantize_detector(
     inputs = model_inputs(images, mean, std)
     torch_found = predict_boxes(model, inputs, torch.device("cpu"))
     found: dict[Format, tuple[Path, list[dict[str, np.ndarray]]]] = {
-        "onnx-fp32": (fp32_path, onnx_detections(session(fp32_path), inputs, preprocessing))
+        FP32: (fp32_path, onnx_detections(session(fp32_path), inputs, preprocessing))
     }
-    difference = check_box_parity(found["onnx-fp32"][1], torch_found, params)
+    difference = check_box_parity(found[FP32][1], torch_found, params)
     ids: list[str] = []
     if params.enabled:
         calibration, ids = calibration_subset(ref, params.calibration_size, seed)
         int8_path = quantize_int8(
             fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std), params.calibration_method
         )
-        found["onnx-int8"] = (int8_path, onnx_detections(session(int8_path), inputs, preprocessing))
+        found[INT8] = (int8_path, onnx_detections(session(int8_path), inputs, preprocessing))
     qualities, torch_map = _detector_qualities(found, torch_found, resized, rows, ref)
     measured, speedup = measure(qualities, inputs, measure_params, list(BOX_OUTPUTS))
-    shipped, reason = choose(measured["onnx-fp32"], measured.get("onnx-int8"), params, speedup)
+    shipped, reason = choose(measured[FP32], measured.get(INT8), params, speedup)
     report = QuantizationReport(
-        fp32=measured["onnx-fp32"],
-        int8=measured.get("onnx-int8"),
+        fp32=measured[FP32],
+        int8=measured.get(INT8),
         torch_map=torch_map,
         parity_max_abs_diff=difference,
         calibration_method=params.calibration_method,

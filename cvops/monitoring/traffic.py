@@ -22,6 +22,7 @@ from PIL import Image
 from cvops.config import HOLDOUT, Params, Project, ServeParams
 from cvops.console import progress
 from cvops.data.prepare import DatasetRef, load_dataset_ref, load_split
+from cvops.env import API_TOKEN_ENV
 from cvops.errors import ConfigError, DataError, ServiceUnavailable
 from cvops.monitoring.shifts import apply_shift
 from cvops.registry.artifacts import resolve
@@ -174,7 +175,7 @@ def send_traffic(project: Project, params: Params, plan: TrafficPlan) -> str:
     images = traffic_images(
         load_dataset_ref(project.prepared_dir), project.raw_dir, plan.split, plan.shift, plan.severity, plan.count, seed
     )
-    token = os.environ.get("CVOPS_API_TOKEN")
+    token = os.environ.get(API_TOKEN_ENV)
     if plan.offline:
         served = resolve(ModelRegistry.of(project, params.registry.model_name), CHAMPION, project.onnx_cache)
         inference_log = InferenceLog(project.inference_log(params.serve))

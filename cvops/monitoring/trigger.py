@@ -20,13 +20,13 @@ from typing import Literal
 from pydantic import BaseModel
 
 from cvops.config import Project
+from cvops.env import WEBHOOK_ENV
 from cvops.errors import AlreadyRunningError
 from cvops.monitoring.drift import DriftVerdict
 from cvops.stack.state import LockBusy, SharedState, held
 
 log = logging.getLogger(__name__)
 Action = Literal["retrain", "cooldown", "already_triggered", "alert_only", "deferred"]
-WEBHOOK_ENV = "CVOPS_ALERT_WEBHOOK"
 
 
 class Episode(BaseModel):

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from cvops.errors import RegistryError
 from cvops.evaluation.gate import GateDecision
-from cvops.evaluation.reports import Evaluation, QuantizationReport
+from cvops.evaluation.reports import Evaluation, QuantizationReport, format_key
 from cvops.registry.model_registry import REFERENCE_TAG, SHIPPED_TAG
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def log_quantization(report: QuantizationReport) -> None:
     for artifact in (report.fp32, report.int8):
         if artifact is not None:
             mlflow.log_artifact(artifact.path, artifact_path=QUANTIZATION_DIR)
-            name = artifact.format.replace("-", "_")
+            name = format_key(artifact.format)
             mlflow.log_metrics(
                 {
                     f"{name}_{k}": getattr(artifact, k)
@@ -55,8 +55,8 @@ def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str
     tags: dict[str, str] = {"shipped_format": report.shipped}
     for artifact in (report.fp32, report.int8):
         if artifact is not None:
-            tags[artifact.format.replace("-", "_")] = f"{artifact_uri}/{QUANTIZATION_DIR}/{Path(artifact.path).name}"
-    tags[SHIPPED_TAG] = tags[report.shipped.replace("-", "_")]
+            tags[format_key(artifact.format)] = f"{artifact_uri}/{QUANTIZATION_DIR}/{Path(artifact.path).name}"
+    tags[SHIPPED_TAG] = tags[format_key(report.shipped)]
     return tags
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from cvops.data.prepare import DatasetRef
 from cvops.evaluation.gate import GateDecision
 from cvops.evaluation.reports import KIND_TITLES, ChampionComparison, Evaluation, QuantizationReport
+from cvops.registry.aliases import CHAMPION
 from cvops.registry.lineage import LINEAGE_KEYS
 from cvops.registry.tracking import TrainedModel
 
@@ -235,7 +236,7 @@ def _errors(evaluation: Evaluation, picture: Source) -> list[str]:
                 ]
                 for image in chosen
             ]
-            champion = ["champion"] if kind == "disagree" else []
+            champion = [CHAMPION] if kind == "disagree" else []
             parts.append(_table(["image", "true", "this version", *champion], rows))
         else:
             parts.append(

@@ -14,7 +14,7 @@ from cvops.config import GateParams, MeasureParams, Params, QuantizeParams
 from cvops.data.prepare import DatasetRef
 from cvops.errors import DataError
 from cvops.evaluation.gate import GateDecision, decide
-from cvops.evaluation.reports import Evaluation, QuantizationReport
+from cvops.evaluation.reports import INT8, Evaluation, QuantizationReport, format_key
 from cvops.export.quantization import quantize
 from cvops.monitoring.reference import ReferenceSummary, build_reference
 from cvops.registry.artifacts import forget
@@ -184,8 +184,9 @@ def requantize(
         decision = gate(evaluation, report, params.gate)
     tags = artifact_tags(report, reference, run.info.artifact_uri)
     registry.tag(version, tags)
-    if "onnx_int8" not in tags and "onnx_int8" in info.tags:  # int8 switched off: no stale link
-        registry.client.delete_model_version_tag(registry.name, version, "onnx_int8")
+    int8_tag = format_key(INT8)
+    if int8_tag not in tags and int8_tag in info.tags:  # int8 switched off: no stale link
+        registry.client.delete_model_version_tag(registry.name, version, int8_tag)
     registry.record_gate(version, decision)
     forget(cache_dir, version)  # served and monitored from the new files from now on
     return Requantized(report, decision, before.passed != decision.passed)

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cvops.env import REPLICA_ENV
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -26,7 +28,6 @@ log = logging.getLogger(__name__)
 _STOP = object()
 TABLE = "cvops_inference_log"
 FEEDBACK_TABLE = "cvops_feedback"  # true labels by request id (cvops.serving.feedback)
-REPLICA_ENV = "CVOPS_REPLICA"  # names this process's rows (a pod name on Kubernetes); default host-pid
 LogTarget = Path | str  # a folder, or a postgresql:// URL
 SHADOW = "shadow"  # the arm of the rows a shadow logged: predictions no client received
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from cvops.config import SERVE_OVERRIDES_ENV
+from cvops.config import SERVE_PORT
+from cvops.env import API_TOKEN_ENV, REPLICA_ENV, SERVE_OVERRIDES_ENV, STATE_ENV
 
 SECRET = "cvops-serving"  # keys: api-token, state-url
-PORT = 3000  # BentoML's
 MIN_REPLICAS, MAX_REPLICAS, CPU_TARGET_PERCENT = 2, 10, 70
 
 
@@ -38,11 +38,11 @@ def serving_manifests(name: str, version: str, image: str) -> list[dict[str, Any
     container = {
         "name": "service",
         "image": image,
-        "ports": [{"name": "http", "containerPort": PORT}],
+        "ports": [{"name": "http", "containerPort": SERVE_PORT}],
         "env": [
-            _secret("CVOPS_API_TOKEN", "api-token"),
-            _secret("CVOPS_STATE_URL", "state-url", optional=True),  # without it, the log stays in the pod
-            {"name": "CVOPS_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            _secret(API_TOKEN_ENV, "api-token"),
+            _secret(STATE_ENV, "state-url", optional=True),  # without it, the log stays in the pod
+            {"name": REPLICA_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             # one worker a pod: the autoscaler adds pods (serve.workers auto would count the node's cores)
             {"name": SERVE_OVERRIDES_ENV, "value": json.dumps(["serve.workers=1"])},
         ],

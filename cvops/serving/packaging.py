@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 from cvops.console import quiet
+from cvops.env import BENTO_MODEL_ENV
 from cvops.export.onnx_model import Preprocessing, read_preprocessing
 from cvops.registry.artifacts import ServedModel, resolve
 from cvops.registry.model_registry import BENTO_TAG, BENTOML_MODEL_TAG, ModelRegistry
@@ -81,7 +82,7 @@ def build_bento(model_tag: str, version: str, name: str, task: str) -> str:
             include=["/cvops/**/*.py", "/params.yaml"],
             python={"packages": pinned(SERVING_PACKAGES, root / "requirements.lock"), "lock_packages": False},
             envs=[
-                BentoEnvSchema(name="CVOPS_BENTO_MODEL", value=model_tag),
+                BentoEnvSchema(name=BENTO_MODEL_ENV, value=model_tag),
                 BentoEnvSchema(name="BENTOML_DO_NOT_TRACK", value="true"),
             ],
             models=[model_tag],

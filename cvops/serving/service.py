@@ -38,7 +38,8 @@ import bentoml
 import numpy as np
 import prometheus_client as prom
 
-from cvops.config import SERVE_OVERRIDES_ENV, Project
+from cvops.config import Project
+from cvops.env import API_TOKEN_ENV, BENTO_MODEL_ENV, SERVE_MODEL_ENV, SERVE_OVERRIDES_ENV
 from cvops.errors import FeedbackError, ModelError
 from cvops.serving.capture import CAPTURE, CaptureStore
 from cvops.serving.feedback import UnknownRequest, check_request_id, give_feedback, new_request_id
@@ -280,8 +281,8 @@ class Vision:
     TASK: t.ClassVar[str]
 
     def __init__(self) -> None:
-        self.packaged = os.environ.get("CVOPS_BENTO_MODEL")  # a bento: the model in BentoML's store, no registry
-        self.champion = Arm(CHAMPION, os.environ.get("CVOPS_SERVE_MODEL") or CHAMPION, 1.0)
+        self.packaged = os.environ.get(BENTO_MODEL_ENV)  # a bento: the model in BentoML's store, no registry
+        self.champion = Arm(CHAMPION, os.environ.get(SERVE_MODEL_ENV) or CHAMPION, 1.0)
         canary, shadow = SETTINGS.canary, SETTINGS.shadow
         self.canary = Arm(CANARY, canary.version, canary.fraction) if canary.version else None
         self.shadow = Arm(SHADOW, shadow.version, shadow.fraction) if shadow.version else None
@@ -652,7 +653,7 @@ for _service, _files, _feedback, _serves in (
 ):
     _service.add_asgi_middleware(  # type: ignore[union-attr]
         RequestGuard,
-        token=os.environ.get("CVOPS_API_TOKEN") or None,
+        token=os.environ.get(API_TOKEN_ENV) or None,
         max_bytes=SETTINGS.max_request_bytes,
         files=_files,
         feedback=_feedback,

@@ -5,8 +5,21 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cvops.config import S3_URL_ENV, Params, Project
-from cvops.env import go_offline
+from cvops.config import Params, Project
+from cvops.env import (
+    AWS_ACCESS_KEY_ID_ENV,
+    AWS_ENDPOINT_URL_ENV,
+    AWS_SECRET_ACCESS_KEY_ENV,
+    BENTOML_HOME_ENV,
+    MLFLOW_TRACKING_PASSWORD_ENV,
+    MLFLOW_TRACKING_URI_ENV,
+    MLFLOW_TRACKING_USERNAME_ENV,
+    ROOT_ENV,
+    S3_URL_ENV,
+    ZENML_CONFIG_PATH_ENV,
+    ZENML_STORE_URL_ENV,
+    go_offline,
+)
 from cvops.errors import ConfigError, NotInitializedError
 
 STACK, TEAM_STACK = "cvops-local", "cvops-team"
@@ -25,9 +38,9 @@ def configure_environment(project: Project) -> None:
     ZENML_STORE_URL) itself and wins, since nothing here overrides a value already set.
     """
     go_offline()
-    os.environ.setdefault("ZENML_CONFIG_PATH", str(project.zenml_dir / "global"))
-    os.environ.setdefault("CVOPS_ROOT", str(project.root))
-    os.environ.setdefault("BENTOML_HOME", str(project.bentoml_home))
+    os.environ.setdefault(ZENML_CONFIG_PATH_ENV, str(project.zenml_dir / "global"))
+    os.environ.setdefault(ROOT_ENV, str(project.root))
+    os.environ.setdefault(BENTOML_HOME_ENV, str(project.bentoml_home))
 
 
 def _init_dvc(project: Project) -> bool:
@@ -65,13 +78,13 @@ class TeamServers:
     s3_secret: str
 
     NEEDED = (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_TRACKING_USERNAME",
-        "MLFLOW_TRACKING_PASSWORD",
-        "ZENML_STORE_URL",
+        MLFLOW_TRACKING_URI_ENV,
+        MLFLOW_TRACKING_USERNAME_ENV,
+        MLFLOW_TRACKING_PASSWORD_ENV,
+        ZENML_STORE_URL_ENV,
         S3_URL_ENV,
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
+        AWS_ACCESS_KEY_ID_ENV,
+        AWS_SECRET_ACCESS_KEY_ENV,
     )
 
     @classmethod
@@ -82,17 +95,17 @@ class TeamServers:
                 f"`cvops init --stack team` needs {', '.join(missing)}: `. .team/env` after "
                 "`make team-up`, or set them for your servers (README: Working as a team)"
             )
-        if not os.environ["MLFLOW_TRACKING_URI"].startswith(("http://", "https://")):
-            raise ConfigError("MLFLOW_TRACKING_URI must be the team's MLflow server (http:// or https://)")
+        if not os.environ[MLFLOW_TRACKING_URI_ENV].startswith(("http://", "https://")):
+            raise ConfigError(f"{MLFLOW_TRACKING_URI_ENV} must be the team's MLflow server (http:// or https://)")
         env = os.environ
         return cls(
-            env["MLFLOW_TRACKING_URI"],
-            env["MLFLOW_TRACKING_USERNAME"],
-            env["MLFLOW_TRACKING_PASSWORD"],
+            env[MLFLOW_TRACKING_URI_ENV],
+            env[MLFLOW_TRACKING_USERNAME_ENV],
+            env[MLFLOW_TRACKING_PASSWORD_ENV],
             env[S3_URL_ENV].rstrip("/"),
-            env.get("AWS_ENDPOINT_URL"),
-            env["AWS_ACCESS_KEY_ID"],
-            env["AWS_SECRET_ACCESS_KEY"],
+            env.get(AWS_ENDPOINT_URL_ENV),
+            env[AWS_ACCESS_KEY_ID_ENV],
+            env[AWS_SECRET_ACCESS_KEY_ENV],
         )
 
 
@@ -124,7 +137,7 @@ def init_project(project: Project, params: Params, stack: StackKind = "local") -
         Client.initialize(root=project.root)
         done.append(f"initialised ZenML repository in {project.zenml_dir}")
     own_config = project.zenml_dir / "global"
-    if os.environ.get("ZENML_CONFIG_PATH") == str(own_config):  # ZenML keeps its API key and tokens there
+    if os.environ.get(ZENML_CONFIG_PATH_ENV) == str(own_config):  # ZenML keeps its API key and tokens there
         own_config.mkdir(parents=True, exist_ok=True)
         own_config.chmod(0o700)
     client = Client()

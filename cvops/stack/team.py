@@ -28,12 +28,28 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cvops.config import S3_URL_ENV
+from cvops.env import (
+    AWS_ACCESS_KEY_ID_ENV,
+    AWS_DEFAULT_REGION_ENV,
+    AWS_ENDPOINT_URL_ENV,
+    AWS_SECRET_ACCESS_KEY_ENV,
+    MLFLOW_S3_ENDPOINT_URL_ENV,
+    MLFLOW_TRACKING_PASSWORD_ENV,
+    MLFLOW_TRACKING_URI_ENV,
+    MLFLOW_TRACKING_USERNAME_ENV,
+    MYSQL_ENV,
+    POSTGRES_ENV,
+    S3_URL_ENV,
+    STATE_ENV,
+    ZENML_CONFIG_PATH_ENV,
+    ZENML_STORE_API_KEY_ENV,
+    ZENML_STORE_URL_ENV,
+    role_env,
+)
 from cvops.errors import CvopsError
 from cvops.stack.web import http_json
 
 BUCKET = "cvops"
-POSTGRES_ENV, MYSQL_ENV = "CVOPS_TEAM_POSTGRES_URL", "CVOPS_TEAM_MYSQL_URL"
 DEFAULT_POSTGRES, DEFAULT_MYSQL = "postgresql://postgres@127.0.0.1:5432", "mysql://root@127.0.0.1:3306"
 # role -> (MLflow user, permission on the registered model). The trainer creates runs and versions and moves
 # `challenger` (EDIT); the reviewer manages the model (MANAGE: promote, reject, roll back); the viewer reads.
@@ -175,9 +191,9 @@ class TeamStack:
         env = self.client_env(config, services)
         self._write(self.env_file, _env_text(env, "cvops team stack: `. .team/env`, then `cvops init --stack team`"))
         users = {
-            f"CVOPS_{role.upper()}_{key}": value
+            role_env(role, field): value
             for role, (user, _) in ROLES.items()
-            for key, value in (("USER", user), ("PASSWORD", config.passwords[role]))
+            for field, value in (("USER", user), ("PASSWORD", config.passwords[role]))
         }
         self._write(
             self.users_file, _env_text(users, "MLflow users: act as one by setting MLFLOW_TRACKING_USERNAME/_PASSWORD")
@@ -307,12 +323,12 @@ class TeamStack:
             "--no-server-header",
         ]
         env = {
-            "ZENML_STORE_URL": config.zenml_store,
+            ZENML_STORE_URL_ENV: config.zenml_store,
             "ZENML_SERVER_AUTO_ACTIVATE": "true",
             "ZENML_DEFAULT_USER_NAME": "admin",
             "ZENML_DEFAULT_USER_PASSWORD": config.zenml_admin_password,
             "ZENML_SERVER_JWT_SECRET_KEY": config.zenml_jwt_secret,
-            "ZENML_CONFIG_PATH": str(self.dir / "zenml"),
+            ZENML_CONFIG_PATH_ENV: str(self.dir / "zenml"),
             "ZENML_SERVER_DEPLOYMENT_TYPE": "other",
             "ZENML_ANALYTICS_OPT_IN": "false",
             # its own http URL: without it the dashboard's login cookie is marked Secure and never sent back
@@ -339,25 +355,25 @@ class TeamStack:
     def client_env(self, config: TeamConfig, services: dict[str, Service]) -> dict[str, str]:
         trainer, _ = ROLES["trainer"]
         return {
-            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{services['mlflow'].port}",
-            "MLFLOW_TRACKING_USERNAME": trainer,
-            "MLFLOW_TRACKING_PASSWORD": config.passwords["trainer"],
-            "ZENML_STORE_URL": f"http://127.0.0.1:{services['zenml'].port}",
-            "ZENML_STORE_API_KEY": config.zenml_api_key or "",
+            MLFLOW_TRACKING_URI_ENV: f"http://127.0.0.1:{services['mlflow'].port}",
+            MLFLOW_TRACKING_USERNAME_ENV: trainer,
+            MLFLOW_TRACKING_PASSWORD_ENV: config.passwords["trainer"],
+            ZENML_STORE_URL_ENV: f"http://127.0.0.1:{services['zenml'].port}",
+            ZENML_STORE_API_KEY_ENV: config.zenml_api_key or "",
             **_s3_env(config, services["s3"].port),
             S3_URL_ENV: f"s3://{BUCKET}",
-            "CVOPS_STATE_URL": config.postgres("state"),
+            STATE_ENV: config.postgres("state"),
         }
 
 
 def _s3_env(config: TeamConfig, port: int) -> dict[str, str]:
     """S3 credentials and endpoint as boto3, s3fs, DVC and MLflow all read them."""
     return {
-        "AWS_ACCESS_KEY_ID": config.s3_key,
-        "AWS_SECRET_ACCESS_KEY": config.s3_secret,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        AWS_ACCESS_KEY_ID_ENV: config.s3_key,
+        AWS_SECRET_ACCESS_KEY_ENV: config.s3_secret,
+        AWS_DEFAULT_REGION_ENV: "us-east-1",
+        AWS_ENDPOINT_URL_ENV: f"http://127.0.0.1:{port}",
+        MLFLOW_S3_ENDPOINT_URL_ENV: f"http://127.0.0.1:{port}",
     }
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 from cvops.data.validation import pairwise_iou
 from cvops.serving.batch import BOX_PREDICTION_COLUMNS
 from cvops.tasks.detection.boxes import COORDS, read_boxes
+from tests.checkouts import new_checkout
 from tests.cli import cvops
 from tests.server import Server
 
@@ -28,11 +29,7 @@ REPO = Path(__file__).parents[2]
 def detection_checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """A fresh checkout set to detection (-S, written into params.yaml as a user would), trained on a small
     scene set by the demo's overlay, shrunk further for the test."""
-    root = tmp_path_factory.mktemp("detection")
-    for name in ("params.yaml", "dvc.yaml"):
-        (root / name).write_text((REPO / name).read_text())
-    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
-        subprocess.run(["git", *command], cwd=root, check=True)
+    root = new_checkout(tmp_path_factory.mktemp("detection"))
     overlay = yaml.safe_load((REPO / "overlays" / "digit-scenes.yaml").read_text())
     overlay["data"]["scenes"] = 160
     overlay["prepare"]["image_size"] = 128

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from cvops.config import Project
 from cvops.serving.inference_log import read_inference_log
 from cvops.training.on_ray import SNAPSHOT
+from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
 from tests.predictions import same_predictions
@@ -60,12 +61,7 @@ class Checkout:
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
     """`make demo DATASET=digits` (init, then the training pipeline on the digits overlay), then batch inference
     over the digits images with the default engine."""
-    root = tmp_path_factory.mktemp("distributed") / "project"
-    root.mkdir()
-    for name in ("params.yaml", "dvc.yaml"):
-        (root / name).write_text((Path(__file__).parents[2] / name).read_text())
-    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
-        subprocess.run(["git", *command], cwd=root, check=True)
+    root = new_checkout(tmp_path_factory.mktemp("distributed") / "project")
     ray_tmp = root.parent / "ray-tmp"
     output = root.parent / "local.parquet"
     score = ["run", "batch-inference", "--input", "data/raw", "--output", str(output), "--version", "1"]

@@ -19,7 +19,8 @@ from PIL import Image
 from cvops.config import Project
 from cvops.data.versioning import data_version, reproduce, workspace_status
 from cvops.errors import DataInvalidError
-from tests.conftest import REPO, write_image_folder
+from tests.checkouts import new_checkout
+from tests.conftest import write_image_folder
 
 pytestmark = pytest.mark.slow
 LOCAL_STATE = ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI")
@@ -47,18 +48,10 @@ def checkout(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         for key in LOCAL_STATE:
             mp.delenv(key, raising=False)
-        root = tmp_path_factory.mktemp("checkout")
-        for name in ("params.yaml", "dvc.yaml"):
-            shutil.copy(REPO / name, root / name)
-        project = Project(root)
         source = write_image_folder(tmp_path_factory.mktemp("images"), {"cat": 12, "dog": 12, "fox": 12})
-        project.set_params(["prepare.image_size=16", "data.source=folder", f"data.path={source}"])
-        for command in (
-            ["init", "-q"],
-            ["add", "."],
-            ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"],
-        ):
-            subprocess.run(["git", *command], cwd=root, check=True)
+        settings = ("prepare.image_size=16", "data.source=folder", f"data.path={source}")
+        root = new_checkout(tmp_path_factory.mktemp("checkout"), overrides=settings)
+        project = Project(root)
         ok(cvops(root, "init"))
         first_run = reproduce(project, "prepare")
         yield project, source, first_run

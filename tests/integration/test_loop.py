@@ -10,7 +10,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from cvops.config import Project, load_params
@@ -19,8 +18,9 @@ from cvops.data.production import PRODUCTION, stable_split
 from cvops.monitoring.drift import VERDICT_FILE, DriftVerdict
 from cvops.registry.evidence import load_evidence
 from cvops.serving.feedback import FeedbackStore
+from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, cvops
-from tests.conftest import SMALL_RUN
+from tests.conftest import REPO, SMALL_RUN
 from tests.server import Server
 
 pytestmark = pytest.mark.slow
@@ -44,15 +44,9 @@ def verdict_of(output: str) -> DriftVerdict:
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Digits with 30% of each class held out of every split (production traffic no model has seen), and a
     first version that became champion without a reviewer."""
-    root = tmp_path_factory.mktemp("loop")
-    repo = Path(__file__).parents[2]
     overrides = ["registry.require_approval=false", "prepare.holdout_fraction=0.3", "monitor.cooldown_hours=0"]
-    params = load_params(repo / "params.yaml", overrides, overlay=SMALL_RUN)
-    (root / "params.yaml").write_text(yaml.safe_dump(params.as_params(), sort_keys=False))
-    (root / "dvc.yaml").write_text((repo / "dvc.yaml").read_text())
-    (root / ".gitignore").write_text((repo / ".gitignore").read_text())
-    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
-        subprocess.run(["git", *command], cwd=root, check=True)
+    params = load_params(REPO / "params.yaml", overrides, overlay=SMALL_RUN)
+    root = new_checkout(tmp_path_factory.mktemp("loop"), params, gitignore=True)
     ok(cvops(root, "init"))
     ok(cvops(root, "run", "training"))
     return root

@@ -14,7 +14,6 @@ from pathlib import Path
 import filelock
 import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from cvops.config import Project, load_params
@@ -22,8 +21,9 @@ from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerd
 from cvops.monitoring.trigger import Episodes
 from cvops.registry.model_registry import CVOPS_CHAMPION_TAG
 from cvops.serving.inference_log import read_inference_log
+from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, clean_env, cvops
-from tests.conftest import SMALL_RUN
+from tests.conftest import REPO, SMALL_RUN
 from tests.server import Server, Webhook
 
 pytestmark = pytest.mark.slow
@@ -35,13 +35,8 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Its committed params.yaml is the small run (retrainings read params.yaml, as a scheduled job would).
     """
-    root = tmp_path_factory.mktemp("monitored")
-    repo = Path(__file__).parents[2]
-    params = load_params(repo / "params.yaml", ["registry.require_approval=false"], overlay=SMALL_RUN)
-    (root / "params.yaml").write_text(yaml.safe_dump(params.as_params(), sort_keys=False))
-    (root / "dvc.yaml").write_text((repo / "dvc.yaml").read_text())
-    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
-        subprocess.run(["git", *command], cwd=root, check=True)
+    params = load_params(REPO / "params.yaml", ["registry.require_approval=false"], overlay=SMALL_RUN)
+    root = new_checkout(tmp_path_factory.mktemp("monitored"), params)
     assert cvops(root, "init").returncode == 0
     trained = cvops(root, "run", "training")
     assert trained.returncode == 0, trained.stderr[-3000:]

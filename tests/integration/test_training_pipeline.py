@@ -18,6 +18,7 @@ from PIL import Image
 
 from cvops.config import Project, load_params
 from cvops.data.versioning import data_version
+from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN, write_image_folder
 from tests.server import free_port, stopped_on_exit
@@ -39,15 +40,7 @@ NOISE = (
 @pytest.fixture(scope="module")
 def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """A checkout taken from nothing to a registered model, checking the refusals on the way."""
-    root = tmp_path_factory.mktemp("checkout")
-    for name in ("params.yaml", "dvc.yaml"):
-        (root / name).write_text((Path(__file__).parents[2] / name).read_text())
-    for command in (
-        ["init", "-q"],
-        ["add", "params.yaml", "dvc.yaml"],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"],
-    ):
-        subprocess.run(["git", *command], cwd=root, check=True)
+    root = new_checkout(tmp_path_factory.mktemp("checkout"))
 
     assert_one_line_error(cvops(root, "run", "training"), 4, "cvops init")
     assert cvops(root, "init").returncode == 0

@@ -5,13 +5,13 @@ scores in batch, always under the user's class names exactly. Each command in it
 checkout (ZenML, MLflow, DVC, BentoML)."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, cvops
 from tests.conftest import SMALL_RUN
 from tests.images import mode_files, write_mode_folder
@@ -25,13 +25,8 @@ EVERY_MODE = "['1', L, LA, P, PA, RGB, RGBA, CMYK, YCbCr, 'I;16', I, F]"
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A checkout that imported the folder (3 files per mode per class) and trained on it."""
-    root = tmp_path_factory.mktemp("user-folder")
+    root = new_checkout(tmp_path_factory.mktemp("user-folder"))
     folder = write_mode_folder(tmp_path_factory.mktemp("images"), CLASSES, copies=3)
-    repo = Path(__file__).parents[2]
-    for name in ("params.yaml", "dvc.yaml"):
-        (root / name).write_text((repo / name).read_text())
-    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
-        subprocess.run(["git", *command], cwd=root, check=True)
     assert cvops(root, "init").returncode == 0
     imported = cvops(root, "data", "import", "folder", "--path", str(folder))
     assert imported.returncode == 0, imported.stderr[-3000:]  # a CMYK JPEG used to end it in a traceback

@@ -3,7 +3,6 @@ and ZenML servers), and one checkout that trained the digits model on it. Both a
 the stack's databases are dropped at the end. When PostgreSQL or MariaDB can neither be reached nor
 started, the stack's one-line error fails every test here: nothing is skipped."""
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from cvops.stack.team import BUCKET, ROLES, TeamConfig, TeamStack
+from tests.checkouts import new_checkout
 from tests.cli import cvops
-from tests.conftest import REPO, SMALL_RUN
+from tests.conftest import SMALL_RUN
 
 MODEL = "cvops-classifier"
 
@@ -60,20 +60,6 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
         yield Team(stack, env, stack.config())
     finally:
         stack.down(say=print, drop=True)
-
-
-def new_checkout(root: Path) -> Path:
-    """params.yaml and dvc.yaml in a fresh git repo, as a team member's clone would have them."""
-    root.mkdir(parents=True)
-    for name in ("params.yaml", "dvc.yaml"):
-        (root / name).write_text((REPO / name).read_text())
-    for command in (
-        ["init", "-q"],
-        ["add", "params.yaml", "dvc.yaml"],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"],
-    ):
-        subprocess.run(["git", *command], cwd=root, check=True)
-    return root
 
 
 @pytest.fixture(scope="session")

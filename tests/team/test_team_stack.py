@@ -25,6 +25,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
+from cvops.env import REPLICA_ENV
 from cvops.registry.model_registry import (
     CHALLENGER,
     CHAMPION,
@@ -33,7 +34,7 @@ from cvops.registry.model_registry import (
     PREVIOUS,
     TRAINED_BY_TAG,
 )
-from cvops.serving.inference_log import REPLICA_ENV, TABLE
+from cvops.serving.inference_log import TABLE
 from cvops.stack.checkout import TEAM_TRACKER
 from cvops.stack.state import held
 from cvops.stack.team import BUCKET
@@ -122,7 +123,8 @@ PROMOTE = """
 import sys
 from pathlib import Path
 from cvops.config import Project
-from cvops.serving.inference_log import REPLICA_ENV, TABLE
+from cvops.env import REPLICA_ENV
+from cvops.serving.inference_log import TABLE
 from cvops.registry.model_registry import ModelRegistry
 ModelRegistry.of(Project(Path(sys.argv[1])), sys.argv[2]).promote(sys.argv[3], note="from " + sys.argv[1])
 """

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cvops.config import PARAMS_FILE, STATE_ENV, MonitorParams, Project
+from cvops.config import PARAMS_FILE, MonitorParams, Project
+from cvops.env import STATE_ENV
 from cvops.errors import AlreadyRunningError
 from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerdict, detect_drift, window_table
 from cvops.monitoring.quality import LiveQuality

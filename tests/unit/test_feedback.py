@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvops.config import HOLDOUT, S3_URL_ENV, CaptureParams, MonitorParams, Project
+from cvops.config import HOLDOUT, CaptureParams, MonitorParams, Project
 from cvops.data.prepare import split_dataset
+from cvops.env import S3_URL_ENV
 from cvops.errors import FeedbackError
 from cvops.monitoring.quality import live_quality
 from cvops.serving.capture import CaptureStore

@@ -11,7 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cvops.config import PARAMS_FILE, SERVE_OVERRIDES_ENV, load_params
+from cvops.config import PARAMS_FILE, load_params
+from cvops.env import SERVE_OVERRIDES_ENV
 from cvops.serving.kubernetes import SECRET, write_serving_manifests
 from tests.conftest import REPO
 

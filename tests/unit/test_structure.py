@@ -117,6 +117,33 @@ def test_the_wheel_installs_nothing_but_cvops() -> None:
     assert (REPO / "steps").resolve() == CVOPS / "steps" and (REPO / "pipelines").resolve() == CVOPS / "pipelines"
 
 
+ENVIRON_READERS = ("os.environ.get", "os.environ.setdefault", "os.getenv")
+
+
+def environment_names(tree: ast.Module) -> set[str]:
+    """The string literals of a module that name an environment variable: any "CVOPS_..." (an f-string's
+    part too) and any literal key of os.environ[...] or of a call in ENVIRON_READERS."""
+    names = set()
+    for node in ast.walk(tree):
+        key = None
+        if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+            key = node.slice
+        elif isinstance(node, ast.Call) and node.args and ast.unparse(node.func) in ENVIRON_READERS:
+            key = node.args[0]
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            names.add(key.value)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("CVOPS_"):
+            names.add(node.value)
+    return names
+
+
+def test_every_environment_variable_is_named_in_cvops_env_only() -> None:
+    planted = ast.parse('os.environ["A"], os.getenv("B"), os.environ.setdefault("C", "1"), f"CVOPS_{role}"')
+    assert environment_names(planted) == {"A", "B", "C", "CVOPS_"}
+    found = {name: environment_names(tree) for name, tree in modules().items() if name != "cvops.env"}
+    assert {name: names for name, names in found.items() if names} == {}
+
+
 def loaded_after(code: str, blocked: tuple[str, ...] = ()) -> list[str]:
     """The frameworks in sys.modules after running `code` in a fresh interpreter with `blocked` unimportable."""
     script = (
