@@ -35,8 +35,10 @@ demo: install ## Init, import DATASET (elpv, digits, or digit-scenes: detection)
 	$(CVOPS) init
 	$(DEMO_$(DATASET))
 
-test: install ## Run the whole test suite
-	$(PY) -m pytest
+# Two workers, a test file each at a time (a file's fixtures are built once); tests/conftest.py hands out the
+# slowest files first. Many tests wait on servers and subprocesses, so two workers pay off on two cores.
+test: install ## Run the whole test suite (two workers)
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install ## Unit tests only (seconds)
 	$(PY) -m pytest tests/unit -m "not slow"

@@ -5,14 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+# What a test process may have picked up from the checkouts and stacks of other tests (an in-process MLflow
+# client exports MLFLOW_TRACKING_URI; a team test signs in; xdist runs several modules in one worker): none of it
+# may reach a command. cvops sets its offline switches again in every process (go_offline).
+STATE_PREFIXES = ("CVOPS_", "MLFLOW_", "ZENML_", "BENTOML_", "AWS_", "DVC_", "RAY_")
+
 
 def clean_env() -> dict[str, str]:
-    """The environment without the variables that would point cvops at another checkout's state."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("CVOPS_ROOT", "ZENML_CONFIG_PATH", "MLFLOW_TRACKING_URI", "BENTOML_HOME")
-    }
+    """This process's environment without anything that could point cvops at another checkout's state."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(STATE_PREFIXES)}
 
 
 def cvops(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -2,18 +2,22 @@
 trains), tiny synthetic image folders, and isolated project checkouts (own ZenML config, MLflow store,
 git+DVC repo)."""
 
+import json
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from cvops.config import Params, load_params
-from cvops.env import go_offline
-from tests.checkouts import new_checkout
+from cvops.env import MLFLOW_TRACKING_URI_ENV, go_offline
+from tests.checkouts import copy_checkout, new_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 # The real configuration shrunk: digits, tiny images, a small CNN from scratch, few epochs. Tests run the
@@ -24,9 +28,52 @@ go_offline()
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+# The test files that take longest, longest first (`make test` runs two workers, a file each at a time: the
+# long ones start first and the short ones fill the gaps). Measured by `pytest --durations`; see README.
+SLOWEST_FIRST = (
+    "tests/team/test_team_stack.py",
+    "tests/integration/test_training_pipeline.py",
+    "tests/integration/test_distributed.py",
+    "tests/integration/test_monitoring.py",
+    "tests/integration/test_detection_pipeline.py",
+    "tests/integration/test_serving.py",
+    "tests/integration/test_loop.py",
+    "tests/model/test_detection.py",
+    "tests/model/test_training.py",
+    "tests/integration/test_user_folder.py",
+    "tests/model/test_saliency.py",
+    "tests/model/test_quantization.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_of_another_test() -> Iterator[None]:
+    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI, which `Project.tracking_uri` honours (a team's
+    server): no test, and no fixture set up after it, may read the store of a checkout another test used."""
+    os.environ.pop(MLFLOW_TRACKING_URI_ENV, None)
+    yield
+    os.environ.pop(MLFLOW_TRACKING_URI_ENV, None)
+
+
 @pytest.fixture(scope="session")
 def tiny_params() -> Params:
     return load_params(REPO / "params.yaml", overlay=SMALL_RUN)
+
+
+def small_scenes(path: Path) -> Path:
+    """The detection demo's overlay with the tests' shrink (tests/assets/small-scenes.yaml) laid over it, written
+    to `path`: one overlay for every test that trains a detector."""
+    demo = yaml.safe_load((REPO / "overlays" / "digit-scenes.yaml").read_text())
+    shrink = yaml.safe_load((REPO / "tests" / "assets" / "small-scenes.yaml").read_text())
+    for section, values in shrink.items():
+        demo[section] = demo.get(section, {}) | values
+    path.write_text(yaml.safe_dump(demo))
+    return path
 
 
 def write_image_folder(root: Path, classes: dict[str, int], size: int = 12, seed: int = 0) -> Path:
@@ -79,3 +126,54 @@ def postgres_db() -> Iterator[str]:
         yield f"{POSTGRES}/{name}"
     finally:
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This test run's base folder, which every xdist worker sees (each worker's own is a folder below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@dataclass(frozen=True)
+class TrainedCheckout:
+    """A checkout that ran `make demo DATASET=digits`: what its training printed, and where any Ray instance
+    its commands started would have written (they ran with RAY_TMPDIR there)."""
+
+    root: Path
+    training: subprocess.CompletedProcess[str]
+    ray_tmp: Path
+
+    def copy(self, root: Path) -> Path:
+        """A copy of its own to change (commands, promotions, retraining): the template itself never changes."""
+        return copy_checkout(self.root, root)
+
+
+def tree_state(root: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedCheckout]:
+    """`make demo DATASET=digits` in a fresh checkout (`cvops init`, then `cvops run training --overlay
+    overlays/digits.yaml`): version 1 of cvops-classifier, the challenger, with its evidence, ONNX files,
+    monitoring reference and bento. Built once per test run, whichever worker asks first; tests take copies,
+    and the session ends by checking that nothing wrote into it."""
+    from filelock import FileLock
+
+    from tests.cli import cvops
+
+    shared = run_shared_dir(tmp_path_factory)
+    root, record = shared / "trained-digits" / "checkout", shared / "trained-digits.json"
+    with FileLock(f"{record}.lock"):
+        if not record.exists():
+            ray_tmp = root.parent / "ray-tmp"
+            new_checkout(root)
+            for args in (["init"], ["run", "training", "--overlay", str(SMALL_RUN)]):
+                result = cvops(root, *args, env={"RAY_TMPDIR": str(ray_tmp)})
+                assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+            printed = {"args": result.args, "stdout": result.stdout, "stderr": result.stderr}
+            record.write_text(json.dumps({"training": printed, "state": tree_state(root)}))
+    built = json.loads(record.read_text())
+    training = subprocess.CompletedProcess(returncode=0, **built["training"])
+    yield TrainedCheckout(root, training, root.parent / "ray-tmp")
+    assert [list(entry) for entry in tree_state(root)] == built["state"], "a test wrote into the shared checkout"

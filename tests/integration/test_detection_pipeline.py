@@ -19,6 +19,7 @@ from cvops.serving.batch import BOX_PREDICTION_COLUMNS
 from cvops.tasks.detection.boxes import COORDS, read_boxes
 from tests.checkouts import new_checkout
 from tests.cli import cvops
+from tests.conftest import small_scenes
 from tests.server import Server
 
 pytestmark = pytest.mark.slow
@@ -28,20 +29,9 @@ REPO = Path(__file__).parents[2]
 @pytest.fixture(scope="module")
 def detection_checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """A fresh checkout set to detection (-S, written into params.yaml as a user would), trained on a small
-    scene set by the demo's overlay, shrunk further for the test."""
+    scene set by the demo's overlay, shrunk for the tests (`small_scenes`)."""
     root = new_checkout(tmp_path_factory.mktemp("detection"))
-    overlay = yaml.safe_load((REPO / "overlays" / "digit-scenes.yaml").read_text())
-    overlay["data"]["scenes"] = 160
-    overlay["prepare"]["image_size"] = 128
-    overlay["train"]["epochs"] = 5
-    overlay["gate"] |= {"min_map": 0.05, "min_class_ap": 0.0, "min_slice_map": 0.0}  # a short run still passes
-    overlay |= {
-        "validate": {"min_per_class": 5},
-        "quantize": {"calibration_size": 32},
-        "measure": {"runs": 6},
-        "evaluate": {"bootstrap_resamples": 200},
-    }
-    (root / "small-scenes.yaml").write_text(yaml.safe_dump(overlay))
+    small_scenes(root / "small-scenes.yaml")
     assert cvops(root, "init").returncode == 0
     trained = cvops(
         root,

@@ -24,7 +24,6 @@ from mlflow.tracking import MlflowClient
 from cvops.config import Project
 from cvops.serving.inference_log import read_inference_log
 from cvops.training.on_ray import SNAPSHOT
-from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
 from tests.predictions import same_predictions
@@ -58,17 +57,15 @@ class Checkout:
 
 
 @pytest.fixture(scope="module")
-def checkout(tmp_path_factory: pytest.TempPathFactory) -> Checkout:
-    """`make demo DATASET=digits` (init, then the training pipeline on the digits overlay), then batch inference
-    over the digits images with the default engine."""
-    root = new_checkout(tmp_path_factory.mktemp("distributed") / "project")
-    ray_tmp = root.parent / "ray-tmp"
+def checkout(trained_digits, tmp_path_factory: pytest.TempPathFactory) -> Checkout:
+    """A copy of the session's checkout that ran `make demo DATASET=digits` (init, then the training pipeline on
+    the digits overlay), then batch inference over the digits images with the default engine."""
+    root = trained_digits.copy(tmp_path_factory.mktemp("distributed") / "project")
     output = root.parent / "local.parquet"
     score = ["run", "batch-inference", "--input", "data/raw", "--output", str(output), "--version", "1"]
-    for args in (["init"], ["run", "training", "--overlay", str(SMALL_RUN)], score):
-        result = cvops(root, *args, env={"RAY_TMPDIR": str(ray_tmp)})
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return Checkout(root, ray_tmp, pd.read_parquet(output))
+    result = cvops(root, *score, env={"RAY_TMPDIR": str(trained_digits.ray_tmp)})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return Checkout(root, trained_digits.ray_tmp, pd.read_parquet(output))
 
 
 @pytest.fixture(scope="module")

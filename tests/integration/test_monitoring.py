@@ -14,6 +14,7 @@ from pathlib import Path
 import filelock
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from cvops.config import Project, load_params
@@ -21,7 +22,7 @@ from cvops.monitoring.drift import HTML_FILE, JSON_FILE, VERDICT_FILE, DriftVerd
 from cvops.monitoring.trigger import Episodes
 from cvops.registry.model_registry import CVOPS_CHAMPION_TAG
 from cvops.serving.inference_log import read_inference_log
-from tests.checkouts import new_checkout
+from tests.checkouts import COMMIT
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import REPO, SMALL_RUN
 from tests.server import Server, Webhook
@@ -30,16 +31,20 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkout whose first trained version became champion (no reviewer needed), with its reference.
+def champion(trained_digits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's trained checkout whose first version a reviewer made champion, with its
+    reference.
 
-    Its committed params.yaml is the small run (retrainings read params.yaml, as a scheduled job would).
+    Its committed params.yaml is the small run without approvals (retrainings read params.yaml, as a scheduled
+    job would, and become champion on their own).
     """
+    root = trained_digits.copy(tmp_path_factory.mktemp("monitored") / "checkout")
     params = load_params(REPO / "params.yaml", ["registry.require_approval=false"], overlay=SMALL_RUN)
-    root = new_checkout(tmp_path_factory.mktemp("monitored"), params)
-    assert cvops(root, "init").returncode == 0
-    trained = cvops(root, "run", "training")
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    (root / "params.yaml").write_text(yaml.safe_dump(params.as_params(), sort_keys=False))
+    for command in (["add", "params.yaml"], COMMIT):
+        subprocess.run(["git", *command], cwd=root, check=True)
+    promoted = cvops(root, "models", "promote", "1", "--reviewer", "monitoring", "--note", "the first model")
+    assert promoted.returncode == 0, promoted.stderr[-3000:]
     return root
 
 

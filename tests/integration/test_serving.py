@@ -5,7 +5,6 @@ and the inference log."""
 import base64
 import io
 import json
-import os
 import re
 import signal
 import threading
@@ -54,7 +53,6 @@ pytestmark = pytest.mark.slow
 def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tuple[Project, ModelRegistry]:
     """A checkout with digits prepared and two registered versions of a small model (1 is champion)."""
     root = tmp_path_factory.mktemp("served")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # mlflow.set_tracking_uri() in earlier tests exports it
     for name in ("params.yaml", "dvc.yaml"):
         (root / name).write_text((Path(__file__).parents[2] / name).read_text())
     project = Project(root)

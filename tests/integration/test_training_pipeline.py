@@ -38,17 +38,20 @@ NOISE = (
 
 
 @pytest.fixture(scope="module")
-def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """A checkout taken from nothing to a registered model, checking the refusals on the way."""
-    root = new_checkout(tmp_path_factory.mktemp("checkout"))
+def trained_project(
+    trained_digits, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A copy of the session's checkout that ran `make demo DATASET=digits` (init, then the training pipeline on
+    the small run: the overlay names digits, DVC imports them), and what that training printed."""
+    return trained_digits.copy(tmp_path_factory.mktemp("trained") / "checkout"), trained_digits.training
 
+
+def test_training_needs_init_which_can_run_again(tmp_path: Path) -> None:
+    root = new_checkout(tmp_path / "checkout")
     assert_one_line_error(cvops(root, "run", "training"), 4, "cvops init")
     assert cvops(root, "init").returncode == 0
     again = cvops(root, "init")
     assert again.returncode == 0, again.stderr[-2000:]
-    trained = cvops(root, "run", "training", *SMALL)  # the overlay names digits: DVC imports them
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    return root, trained
 
 
 def test_the_overlay_trains_the_small_run_and_leaves_params_yaml_as_committed(trained_project) -> None:

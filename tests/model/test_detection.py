@@ -31,15 +31,14 @@ from cvops.tasks.detection.predictor import DetectionPredictor, render
 from cvops.tasks.detection.scenes import digit_scenes_source
 from cvops.training.models import normalization
 from cvops.training.trainer import TrainResult, fit
-from tests.conftest import REPO
+from tests.conftest import REPO, small_scenes
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def scene_params() -> Params:
-    small = ["prepare.image_size=128", "train.epochs=6", "data.scenes=160", "validate.min_per_class=5"]
-    return load_params(REPO / "params.yaml", small, overlay=REPO / "overlays" / "digit-scenes.yaml")
+def scene_params(tmp_path_factory: pytest.TempPathFactory) -> Params:
+    return load_params(REPO / "params.yaml", overlay=small_scenes(tmp_path_factory.mktemp("params") / "small.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +100,7 @@ def test_post_processing_keeps_confident_boxes_without_same_class_overlaps(
 def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired_comparison(
     scenes: DatasetRef, detector: TrainResult, scene_params: Params, tmp_path: Path
 ) -> None:
-    params = scene_params.evaluate.model_copy(update={"bootstrap_resamples": 200, "slice_by": ["background"]})
+    params = scene_params.evaluate.model_copy(update={"slice_by": ["background"]})
     champion = Champion(version="3", model=detector.model, class_names=scenes.class_names, image_size=scenes.image_size)
     setup = EvaluationSetup(tmp_path, torch.device("cpu"), 0, params, scene_params.measure)
     evaluation = evaluate_detector(detector.model, scenes, setup, 0.3, champion)  # type: ignore[arg-type]
@@ -131,9 +130,8 @@ def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired
 def quantized(
     scenes: DatasetRef, detector: TrainResult, scene_params: Params, tmp_path_factory: pytest.TempPathFactory
 ) -> QuantizationReport:
-    quantize_params = scene_params.quantize.model_copy(update={"calibration_size": 32})
-    measure_params = scene_params.measure.model_copy(update={"runs": 6})
-    return quantize(detector.model, scenes, tmp_path_factory.mktemp("onnx"), quantize_params, measure_params, seed=0)
+    onnx_dir = tmp_path_factory.mktemp("onnx")
+    return quantize(detector.model, scenes, onnx_dir, scene_params.quantize, scene_params.measure, seed=0)
 
 
 def test_the_onnx_detector_finds_the_torch_models_boxes_and_int8_ships_by_the_map_rule(
