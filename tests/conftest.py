@@ -136,44 +136,64 @@ def run_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass(frozen=True)
 class TrainedCheckout:
-    """A checkout that ran `make demo DATASET=digits`: what its training printed, and where any Ray instance
-    its commands started would have written (they ran with RAY_TMPDIR there)."""
+    """A checkout that ran a demo's training: what that training printed, and where any Ray instance its
+    commands started would have written (they ran with RAY_TMPDIR there)."""
 
     root: Path
     training: subprocess.CompletedProcess[str]
     ray_tmp: Path
 
     def copy(self, root: Path) -> Path:
-        """A copy of its own to change (commands, promotions, retraining): the template itself never changes."""
+        """A copy of its own to change (commands, promotions, retraining): the original never changes."""
         return copy_checkout(self.root, root)
 
 
-def tree_state(root: Path) -> list[tuple[str, int, int]]:
-    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+def tree_state(root: Path) -> list[list[str | int]]:
+    return sorted([str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in root.rglob("*"))
+
+
+def trained_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, commands: list[list[str]], scenes: bool = False
+) -> Iterator[TrainedCheckout]:
+    """A new checkout (with `scenes`, the tests' detection overlay as small.yaml beside params.yaml) that ran the
+    cvops `commands`, the last a training: built once per test run, by whichever xdist worker asks first. Tests
+    take copies; the session ends by checking that nothing wrote into it."""
+    from filelock import FileLock
+
+    from tests.cli import cvops
+
+    shared = run_shared_dir(tmp_path_factory)
+    root, record = shared / name / "checkout", shared / f"{name}.json"
+    ray_tmp = root.parent / "ray-tmp"
+    with FileLock(f"{record}.lock"):
+        if not record.exists():
+            new_checkout(root)
+            if scenes:
+                small_scenes(root / "small.yaml")
+            for args in commands:
+                result = cvops(root, *args, env={"RAY_TMPDIR": str(ray_tmp)})
+                assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+            printed = {"args": result.args, "stdout": result.stdout, "stderr": result.stderr}
+            record.write_text(json.dumps({"training": printed, "state": tree_state(root)}))
+    built = json.loads(record.read_text())
+    yield TrainedCheckout(root, subprocess.CompletedProcess(returncode=0, **built["training"]), ray_tmp)
+    assert tree_state(root) == built["state"], f"a test wrote into {root}, which tests share"
 
 
 @pytest.fixture(scope="session")
 def trained_digits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedCheckout]:
     """`make demo DATASET=digits` in a fresh checkout (`cvops init`, then `cvops run training --overlay
     overlays/digits.yaml`): version 1 of cvops-classifier, the challenger, with its evidence, ONNX files,
-    monitoring reference and bento. Built once per test run, whichever worker asks first; tests take copies,
-    and the session ends by checking that nothing wrote into it."""
-    from filelock import FileLock
+    monitoring reference and bento."""
+    yield from trained_once(
+        tmp_path_factory, "trained-digits", [["init"], ["run", "training", "--overlay", str(SMALL_RUN)]]
+    )
 
-    from tests.cli import cvops
 
-    shared = run_shared_dir(tmp_path_factory)
-    root, record = shared / "trained-digits" / "checkout", shared / "trained-digits.json"
-    with FileLock(f"{record}.lock"):
-        if not record.exists():
-            ray_tmp = root.parent / "ray-tmp"
-            new_checkout(root)
-            for args in (["init"], ["run", "training", "--overlay", str(SMALL_RUN)]):
-                result = cvops(root, *args, env={"RAY_TMPDIR": str(ray_tmp)})
-                assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-            printed = {"args": result.args, "stdout": result.stdout, "stderr": result.stderr}
-            record.write_text(json.dumps({"training": printed, "state": tree_state(root)}))
-    built = json.loads(record.read_text())
-    training = subprocess.CompletedProcess(returncode=0, **built["training"])
-    yield TrainedCheckout(root, training, root.parent / "ray-tmp")
-    assert [list(entry) for entry in tree_state(root)] == built["state"], "a test wrote into the shared checkout"
+@pytest.fixture(scope="session")
+def trained_scenes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedCheckout]:
+    """A fresh checkout set to detection (-S, written into params.yaml as a user would) and trained on a small
+    set of composed scenes by the detection demo's overlay shrunk for the tests (`small_scenes`): version 1 of
+    cvops-detector, with its evidence, ONNX files and a detector's bento."""
+    training = ["run", "training", "-S", "task=detection", "-S", "data.source=digit-scenes", "--overlay", "small.yaml"]
+    yield from trained_once(tmp_path_factory, "trained-scenes", [["init"], training], scenes=True)

@@ -39,7 +39,7 @@ from cvops.training.models import (
     resolve_device,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cvops.training")  # the stage: what the epoch lines have always been logged as
 MetricsCallback = Callable[[dict[str, float], int], object]
 
 

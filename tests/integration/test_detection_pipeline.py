@@ -17,9 +17,7 @@ from PIL import Image
 from cvops.data.validation import pairwise_iou
 from cvops.serving.batch import BOX_PREDICTION_COLUMNS
 from cvops.tasks.detection.boxes import COORDS, read_boxes
-from tests.checkouts import new_checkout
 from tests.cli import cvops
-from tests.conftest import small_scenes
 from tests.server import Server
 
 pytestmark = pytest.mark.slow
@@ -27,25 +25,10 @@ REPO = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
-def detection_checkout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """A fresh checkout set to detection (-S, written into params.yaml as a user would), trained on a small
-    scene set by the demo's overlay, shrunk for the tests (`small_scenes`)."""
-    root = new_checkout(tmp_path_factory.mktemp("detection"))
-    small_scenes(root / "small-scenes.yaml")
-    assert cvops(root, "init").returncode == 0
-    trained = cvops(
-        root,
-        "run",
-        "training",
-        "-S",
-        "task=detection",
-        "-S",
-        "data.source=digit-scenes",
-        "--overlay",
-        "small-scenes.yaml",
-    )
-    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
-    return root, trained
+def detection_checkout(trained_scenes, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A copy of the session's detection checkout (set to detection with -S, trained on small scenes), and what
+    its training printed."""
+    return trained_scenes.copy(tmp_path_factory.mktemp("detection") / "checkout"), trained_scenes.training
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_the_run_prints_what_a_user_needs_and_no_library_noise(trained_project) 
     output = result.stdout + result.stderr
     assert [phrase for phrase in NOISE if phrase in output] == []
     assert "then `cvops models promote 1 --reviewer NAME` (or reject)" in result.stdout  # a local store: typed name
-    epochs = [line for line in output.splitlines() if " cvops.training.trainer: epoch " in line]
+    epochs = [line for line in output.splitlines() if " cvops.training: epoch " in line]
     assert [line.split("epoch ")[1].split(":")[0] for line in epochs] == [f"{i}/6" for i in range(1, 7)]
     assert "Traceback" not in output
 

@@ -1,5 +1,6 @@
-"""A detector trained on a small set of composed scenes finds the digits: its COCO mAP beats a box-free
-baseline's by far, and its torch post-processing keeps only confident, non-overlapping boxes."""
+"""A detector the training pipeline trained on a small set of composed scenes (the session's `trained_scenes`)
+finds the digits: its COCO mAP beats a box-free baseline's by far, and its torch post-processing keeps only
+confident, non-overlapping boxes."""
 
 import io
 from pathlib import Path
@@ -8,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from cvops.config import Params, load_params
-from cvops.data.prepare import DatasetRef, load_detection_split, prepare_dataset
+from cvops.config import Params, Project, load_params
+from cvops.data.prepare import DatasetRef, load_dataset_ref, load_detection_split
 from cvops.data.preprocess import model_inputs
-from cvops.data.validation import pairwise_iou, validate_dataset
+from cvops.data.validation import pairwise_iou
 from cvops.errors import ModelError
 from cvops.evaluation.evaluator import Champion, EvaluationSetup
 from cvops.evaluation.reports import QuantizationReport
@@ -21,39 +23,46 @@ from cvops.export.onnx_model import read_preprocessing
 from cvops.export.quantization import quantize
 from cvops.monitoring.drift import detect_drift
 from cvops.monitoring.reference import build_reference, load_reference
+from cvops.registry.model_registry import ModelRegistry
+from cvops.registry.tracking import load_trained_model, use_project_store
 from cvops.serving.features import image_features
 from cvops.serving.predictor import DecodedImage, decode_image
-from cvops.tasks.detection.boxes import import_scenes
 from cvops.tasks.detection.evaluation import evaluate_detector
 from cvops.tasks.detection.model import mean_average_precision, predict_boxes
 from cvops.tasks.detection.postprocess import PostProcess
 from cvops.tasks.detection.predictor import DetectionPredictor, render
 from cvops.tasks.detection.scenes import digit_scenes_source
 from cvops.training.models import normalization
-from cvops.training.trainer import TrainResult, fit
-from tests.conftest import REPO, small_scenes
+from cvops.training.trainer import TrainResult
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def scene_params(tmp_path_factory: pytest.TempPathFactory) -> Params:
-    return load_params(REPO / "params.yaml", overlay=small_scenes(tmp_path_factory.mktemp("params") / "small.yaml"))
+def scene_checkout(trained_scenes, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's detection checkout: small composed scenes, a detector trained by the pipeline."""
+    return trained_scenes.copy(tmp_path_factory.mktemp("scenes") / "checkout")
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory: pytest.TempPathFactory, scene_params: Params) -> DatasetRef:
-    root = tmp_path_factory.mktemp("scenes")
-    import_scenes(digit_scenes_source(scene_params.data.scenes, scene_params.base.seed), root / "raw")
-    assert validate_dataset(root / "raw", root / "validated", scene_params.validation).passed
-    return prepare_dataset(
-        root / "validated", root / "raw", root / "prepared", scene_params.prepare, scene_params.base.seed
-    )
+def scene_params(scene_checkout: Path) -> Params:
+    return load_params(scene_checkout / "params.yaml", overlay=scene_checkout / "small.yaml")
 
 
 @pytest.fixture(scope="module")
-def detector(scenes: DatasetRef, scene_params: Params) -> TrainResult:
-    return fit(scenes, scene_params)
+def scenes(scene_checkout: Path) -> DatasetRef:
+    return load_dataset_ref(scene_checkout / "data" / "prepared")
+
+
+@pytest.fixture(scope="module")
+def detector(scene_checkout: Path, scene_params: Params) -> TrainResult:
+    """The detector the training pipeline registered as version 1, with the validation losses it logged."""
+    project = Project(scene_checkout)
+    use_project_store(project, scene_params.mlflow.experiment)
+    registry = ModelRegistry.of(project, scene_params.registry.model_name)
+    info = registry.get("1")
+    losses = sorted(MlflowClient().get_metric_history(info.run_id, "val_loss"), key=lambda metric: metric.step)
+    return TrainResult(load_trained_model(registry.trained_model(info)), [{"val_loss": m.value} for m in losses])
 
 
 def box_free_baseline(train: list[tuple[np.ndarray, np.ndarray]], images: int) -> list[dict[str, np.ndarray]]:
