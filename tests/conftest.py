@@ -26,6 +26,10 @@ SMALL_RUN = REPO / "overlays" / "digits.yaml"
 
 go_offline()
 os.environ.setdefault("TQDM_DISABLE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs a worker per core: one thread each (commands inherit it), or every training's thread pool
+    # spins on both cores at once and each runs slower than alone
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # The test files that take longest, longest first (`make test` runs two workers, a file each at a time: the
