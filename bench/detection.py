@@ -58,11 +58,12 @@ def main() -> None:
     import torch
 
     from cvops.config import load_params
-    from cvops.data.prepare import load_detection_split
     from cvops.data.preprocess import model_inputs
     from cvops.export.onnx_model import read_preprocessing, session
-    from cvops.export.quantization import onnx_detections, quantize
+    from cvops.export.quantization import quantize
+    from cvops.tasks.detection.data import load_split as load_detection_split
     from cvops.tasks.detection.evaluation import found_in_originals, originals
+    from cvops.tasks.detection.export import onnx_detections
     from cvops.tasks.detection.model import mean_average_precision, predict_boxes
     from cvops.timing import torch_threads
     from cvops.training.models import normalization

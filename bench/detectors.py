@@ -186,11 +186,12 @@ def main() -> None:
     from detection import prepared  # bench/detection.py: the same scenes, prepared as the demo's
 
     from cvops.config import load_params
-    from cvops.data.augment import BoxDataset, augmentation
-    from cvops.data.prepare import load_detection_split
+    from cvops.data.augment import augmentation
     from cvops.data.preprocess import model_inputs
+    from cvops.tasks.detection.data import load_split as load_detection_split
     from cvops.tasks.detection.evaluation import found_in_originals, originals
     from cvops.tasks.detection.model import mean_average_precision
+    from cvops.tasks.detection.train import BoxDataset, detection_objective
     from cvops.timing import interleaved_calls, latency, torch_threads
     from cvops.training.models import normalization
     from cvops.training.trainer import TrainingInputs, seed_everything, train_model, training_splits
@@ -219,7 +220,10 @@ def main() -> None:
         val_set = BoxDataset(*splits["val"], mean, std)
         start = time.perf_counter()
         trained = train_model(
-            TrainingInputs(model, train_set, val_set), params.train, seed=params.base.seed, device=cpu
+            TrainingInputs(model, train_set, val_set, detection_objective),
+            params.train,
+            seed=params.base.seed,
+            device=cpu,
         )
         train_s = time.perf_counter() - start
         model = trained.model.eval()

@@ -71,6 +71,7 @@ def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
     from cvops.config import load_params
     from cvops.data.augment import ImageDataset, augmentation
     from cvops.data.prepare import load_dataset_ref, load_split
+    from cvops.tasks import task
     from cvops.training.models import create_model, normalization
     from cvops.training.trainer import TrainingInputs, train_model
 
@@ -90,6 +91,7 @@ def loop_throughput(root: Path, dataset: str, repeats: int) -> dict[str, float]:
             model,
             ImageDataset(images, labels, mean, std, augmentation(params.train.augment, 0)),
             ImageDataset(val_images[:1], val_labels[:1], mean, std),
+            task(ref.task).train.objective(params.train),
         )
         result = train_model(inputs, params.train, seed=0, device=device)
         return result.images_per_second

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from cvops import tasks
 from cvops.env import MLFLOW_TRACKING_URI_ENV, ROOT_ENV, S3_URL_ENV, STATE_ENV
 from cvops.errors import ConfigError
 
@@ -29,14 +30,20 @@ SERVE_PORT = 3000  # BentoML's default: a bento's container listens there, and `
 UI_PORT = 5000  # `cvops ui`: the MLflow UI's default, on 127.0.0.1
 Source = Literal["elpv", "digits", "fashion-mnist", "folder", "coco", "yolo", "digit-scenes"]
 SOURCES: tuple[str, ...] = get_args(Source)
-Task = Literal["classification", "detection"]
-DETECTION_SOURCES = ("coco", "yolo", "digit-scenes")  # importing one sets `task: detection`; any other, classification
-MODEL_NAMES: dict[str, str] = {"classification": "cvops-classifier", "detection": "cvops-detector"}
+
+
+def _registered(name: str) -> str:
+    if name not in tasks.task_names():
+        raise ValueError(f"no task {name!r}: one of {', '.join(tasks.task_names())}")
+    return name
+
+
+Task = Annotated[str, AfterValidator(_registered)]  # a registered task's name (cvops.tasks)
 
 
 def source_task(source: str) -> Task:
-    """The task a data source's annotations serve."""
-    return "detection" if source in DETECTION_SOURCES else "classification"
+    """The task a data source's annotations serve: what importing it sets `task:` to."""
+    return tasks.source_task(source).name
 
 
 class Section(BaseModel):
@@ -274,7 +281,7 @@ def _cores() -> int:
 
 
 class RegistryParams(Section):
-    model_name: str = Field(MODEL_NAMES["classification"], min_length=1)  # null in params.yaml: by task
+    model_name: str = Field(tasks.task(tasks.DEFAULT_TASK).model_name, min_length=1)  # null in params.yaml: by task
     require_approval: bool = True
     allow_self_approval: bool = False  # team stack: may the MLflow user who trained a version approve it?
 
@@ -329,7 +336,7 @@ class MlflowParams(Section):
 
 
 class Params(Section):
-    task: Task = "classification"
+    task: Task = tasks.DEFAULT_TASK
     base: BaseParams = BaseParams()
     data: DataParams = DataParams()
     # "validate" in params.yaml; not the attribute name, which would shadow pydantic's BaseModel.validate
@@ -356,23 +363,25 @@ class Params(Section):
         """registry.model_name null (or absent): the task's own registered model, so champions never mix."""
         if not isinstance(values, dict):
             return values
-        registry = values.get("registry")
-        if registry is None or (isinstance(registry, dict) and registry.get("model_name") is None):
-            name = MODEL_NAMES.get(values.get("task") or "classification", MODEL_NAMES["classification"])
-            values = {**values, "registry": {**(registry or {}), "model_name": name}}
+        registry, task = values.get("registry"), values.get("task") or tasks.DEFAULT_TASK
+        unnamed = registry is None or (isinstance(registry, dict) and registry.get("model_name") is None)
+        if unnamed and task in tasks.task_names():  # an unknown task: the error is the task's, not the name's
+            values = {**values, "registry": {**(registry or {}), "model_name": tasks.task(task).model_name}}
         return values
 
     @model_validator(mode="after")
     def _check_fractions(self) -> "Params":
         if self.prepare.val_fraction + self.prepare.test_fraction >= 0.8:
             raise ValueError("prepare.val_fraction + prepare.test_fraction must stay below 0.8")
-        if source_task(self.data.source) != self.task:
+        if self.data.source not in tasks.task(self.task).sources:
             raise ValueError(
                 f"data.source {self.data.source} serves {source_task(self.data.source)}, but task is "
                 f"{self.task}: set task: {source_task(self.data.source)} (`cvops data import` sets both)"
             )
-        if self.distill.enabled and self.task == "detection":
-            raise ValueError("distill.enabled: distillation trains a classifier's student; set it false for detection")
+        if self.distill.enabled and not tasks.task(self.task).distillation:
+            raise ValueError(
+                f"distill.enabled: distillation trains a classifier's student; set it false for {self.task}"
+            )
         return self
 
     def student(self) -> "Params":

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cvops.registry.aliases import CHAMPION
+from cvops.tasks import task
 
 if TYPE_CHECKING:
     from cvops.cli.launch import TrainingResult
@@ -75,13 +76,8 @@ def validation(report: "ValidationReport") -> None:
 
 def training(result: "TrainingResult", experiment: str, reviewer_option: str) -> None:
     evaluation, info = result.evaluation, result.info
-    metrics = evaluation.metrics
     click.echo(f"\n{result.quantization.summary()}\n\n{result.decision.table()}")
-    headline = (
-        f"mAP@[.5:.95] {metrics['map']:.4f}, mAP@.5 {metrics['map_50']:.4f}"
-        if evaluation.task == "detection"
-        else f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
-    )
+    headline = task(evaluation.task).report.headline(evaluation.metrics)
     click.secho(f"\ntest {headline}", fg="green", bold=True)
     click.echo(f"MLflow run:       {result.trained.run_id} (experiment '{experiment}')")
     click.echo(f"ZenML run:        {result.run_name}")

@@ -165,7 +165,7 @@ def serve(**options: Any) -> None:
       curl -F image=@shelf.jpg 'http://127.0.0.1:3000/detect?render=1' -o boxes.png   # a detector
     """
     from cvops.registry.artifacts import resolve
-    from cvops.serving.packaging import SERVICES
+    from cvops.tasks import task
 
     chosen = ServeOptions(**options)
     checkout = project()
@@ -181,7 +181,7 @@ def serve(**options: Any) -> None:
     )
     for line in arms:
         click.echo(line)
-    service = SERVICES[params.task]
+    service = task(params.task).service
     command = [sys.executable, "-m", "bentoml", "serve", service, "--host", chosen.host, "--port", str(port)]
     env = {**os.environ, SERVE_MODEL_ENV: chosen.selector, SERVE_OVERRIDES_ENV: json.dumps(overrides)}
     sys.exit(run_server(command, env=env))

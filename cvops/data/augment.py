@@ -1,4 +1,5 @@
-"""Seeded albumentations augmentation for training, and the torch Dataset over prepared uint8 images."""
+"""Seeded albumentations augmentation for training, and the torch Dataset over prepared uint8 images with their
+labels (a detector's images with their boxes: cvops.tasks.detection.train)."""
 
 from collections.abc import Sequence
 
@@ -52,44 +53,3 @@ class ImageDataset(Dataset):
         if self.augment is not None:
             image = self.augment(image=image)["image"]
         return torch.from_numpy(model_inputs(image[None], self.mean, self.std)[0]), int(self.labels[index])
-
-
-Target = dict[str, torch.Tensor]  # a detection target: "boxes" (K, 4) float in input pixels, "labels" (K,) int64
-
-
-class BoxDataset(Dataset):
-    """Prepared images (N,H,W,3 uint8) with their boxes (a (K, 4) array of x1, y1, x2, y2 in the prepared image's
-    pixels, and K labels, per image): augmented with their boxes, then normalised as serving does."""
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        targets: list[tuple[np.ndarray, np.ndarray]],
-        mean: Sequence[float],
-        std: Sequence[float],
-        augment: A.Compose | None = None,
-    ) -> None:
-        if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} box sets")
-        self.images, self.targets = images, targets
-        self.mean, self.std = mean, std
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        image, (boxes, labels) = self.images[index], self.targets[index]
-        if self.augment is not None:
-            moved = self.augment(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
-            image, boxes, labels = moved["image"], moved["bboxes"], moved["labels"]
-        target = {
-            "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
-            "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64)),
-        }
-        return torch.from_numpy(model_inputs(image[None], self.mean, self.std)[0]), target
-
-    @staticmethod
-    def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
-        """A batch: the images stacked, the targets a list (each image has its own number of boxes)."""
-        return torch.stack([image for image, _ in batch]), [target for _, target in batch]

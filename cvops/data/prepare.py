@@ -11,17 +11,21 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel
 
+from cvops import tasks
 from cvops.config import HOLDOUT, PrepareParams, Project, Task
 from cvops.console import progress
 from cvops.data.manifest import BOXES, MANIFEST, load_manifest, read_manifest
 from cvops.data.preprocess import resize_image
 from cvops.data.production import PRODUCTION, is_production, stable_split
 from cvops.errors import DataError, DataInvalidError, NotInitializedError
-from cvops.tasks.detection.boxes import CLASSES, COORDS, read_boxes, read_classes
+from cvops.tasks.detection.boxes import CLASSES, read_boxes, read_classes
 
 IMAGES = "images.npy"
 INFO = "dataset.json"
 SPLITS = ("train", "val", "test")
+# DatasetRef's fields that came after datasets were first versioned: a dataset's file leaves one out while it holds
+# its default, so that the dataset hashes to the same DVC version as before the field came
+LATER_FIELDS = ("task",)
 
 
 class DatasetRef(BaseModel):
@@ -41,7 +45,7 @@ class DatasetRef(BaseModel):
     @property
     def unit(self) -> str:
         """What `counts` counts."""
-        return "boxes" if self.task == "detection" else "images"
+        return tasks.task(self.task).unit
 
     @property
     def num_classes(self) -> int:
@@ -116,6 +120,11 @@ class _SplitDataset:
     split_of: pd.Series  # the split of each counted image or box
     class_names: list[str]
 
+    @property
+    def unit(self) -> str:
+        """What its counts count: its boxes when it has a box table, else its images."""
+        return "images" if self.boxes is None else "boxes"
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Images (a detector's: boxes) per split and class."""
         return {
@@ -125,25 +134,44 @@ class _SplitDataset:
 
 
 def prepare_dataset(
-    validated_dir: Path, raw_dir: Path, prepared_dir: Path, params: PrepareParams, seed: int
+    validated_dir: Path,
+    raw_dir: Path,
+    prepared_dir: Path,
+    params: PrepareParams,
+    seed: int,
+    task: str | None = None,
 ) -> DatasetRef:
-    """Split and resize the validated images into `prepared_dir` (manifest with a split column + images.npy)."""
+    """Split and resize the validated images into `prepared_dir` (manifest with a split column + images.npy) for
+    `task` (params.task; None: the registered task that counts what the data holds, images or boxes)."""
     if not (validated_dir / MANIFEST).is_file():
         raise NotInitializedError(f"no validated dataset in {validated_dir}: run `cvops data validate` first")
     dataset = _split_validated(validated_dir, params, seed)
     check_split(dataset.manifest)
+    served = _served_task(dataset, task)
     images = _resized_images(dataset.manifest["path"], raw_dir, params.image_size)
-    detection = dataset.boxes is not None
     ref = DatasetRef(
         prepared_dir=str(prepared_dir.resolve()),
         class_names=dataset.class_names,
         image_size=params.image_size,
         counts=dataset.counts(),
-        sources={} if detection else _sources(dataset.manifest),
-        task="detection" if detection else "classification",
+        sources={} if dataset.boxes is not None else _sources(dataset.manifest),  # a box table has no production
+        task=served,
     )
     _write_prepared(ref, dataset, images, validated_dir, prepared_dir)
     return ref
+
+
+def _served_task(dataset: _SplitDataset, named: str | None) -> str:
+    """The task a prepared dataset serves: `named`, which must count what the validated data holds (data imported
+    for another task is imported again first), or else the first registered task that counts it."""
+    if named is None:
+        return next(name for name in tasks.task_names() if tasks.task(name).unit == dataset.unit)
+    if tasks.task(named).unit != dataset.unit:
+        raise DataError(
+            f"task {named} learns from {tasks.task(named).unit}, but the validated data holds {dataset.unit}: "
+            "run `cvops data import` for this task, then `cvops data validate`"
+        )
+    return named
 
 
 def _split_validated(validated_dir: Path, params: PrepareParams, seed: int) -> _SplitDataset:
@@ -192,11 +220,9 @@ def _write_prepared(
         if dataset.boxes is not None:
             dataset.boxes.to_csv(staging / BOXES, index=False)
             shutil.copy2(validated_dir / CLASSES, staging / CLASSES)
-        # Location-free, so the same data hashes to the same DVC version in any checkout; a classification
-        # dataset's file without `task`, so that it hashes as it did before detection came
-        info = ref.model_dump_json(
-            indent=2, exclude={"prepared_dir", "data_version"} | ({"task"} if ref.task != "detection" else set())
-        )
+        # Location-free, so the same data hashes to the same DVC version in any checkout
+        at_default = {name for name in LATER_FIELDS if getattr(ref, name) == DatasetRef.model_fields[name].default}
+        info = ref.model_dump_json(indent=2, exclude={"prepared_dir", "data_version"} | at_default)
         (staging / INFO).write_text(info, encoding="utf-8")
         if prepared_dir.exists():
             shutil.rmtree(prepared_dir)
@@ -210,7 +236,7 @@ def prepare_configured(project: Project) -> DatasetRef:
     """What the DVC `prepare` stage runs: split and resize the validated data as params.yaml says."""
     params = project.params()
     return prepare_dataset(
-        project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, params.base.seed
+        project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, params.base.seed, params.task
     )
 
 
@@ -236,22 +262,3 @@ def load_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, np.ndarray, pd.
     images, rows = load_split_images(ref, split)
     lookup = {name: i for i, name in enumerate(ref.class_names)}
     return images, rows["label"].map(lookup).to_numpy(dtype=np.int64), rows
-
-
-BoxSet = tuple[np.ndarray, np.ndarray]  # one image's boxes (K, 4) float32 x1, y1, x2, y2 and class indices (K,)
-
-
-def load_detection_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, list[BoxSet], pd.DataFrame]:
-    """Images (N,H,W,3 uint8) of one split of a detection dataset, each image's boxes in the prepared image's
-    pixels (scaled from the original's, as the image was) with class indices, and the manifest rows."""
-    images, rows = load_split_images(ref, split)
-    boxes = read_boxes(Path(ref.prepared_dir))
-    lookup = {name: i for i, name in enumerate(ref.class_names)}
-    by_image = {image: group for image, group in boxes.groupby("image")}
-    targets = []
-    for path, width, height in zip(rows["path"], rows["width"], rows["height"], strict=True):
-        group = by_image.get(path, boxes.iloc[:0])
-        scale = np.array([ref.image_size / width, ref.image_size / height] * 2, dtype=np.float64)
-        coords = (group[COORDS].to_numpy(dtype=np.float64) * scale).astype(np.float32).reshape(-1, 4)
-        targets.append((coords, group["label"].map(lookup).to_numpy(dtype=np.int64)))
-    return images, targets, rows

@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cvops.config import EvaluateParams, MeasureParams
+from cvops.config import DetectParams, EvaluateParams, MeasureParams
 from cvops.data.augment import ImageDataset
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import resize_image
@@ -281,26 +281,24 @@ def compare_with_champion(
 
 @dataclass(frozen=True)
 class EvaluationSetup:
-    """How a test-split evaluation runs, a classifier's or a detector's: where it writes its pictures, on which
-    device, with which seed (bootstrap intervals) and `evaluate` and `measure` params."""
+    """How a test-split evaluation runs, any task's: where it writes its pictures, on which device, with which
+    seed (bootstrap intervals) and `evaluate` and `measure` params; and what only some tasks use: the
+    transforms a classifier's prediction must survive (`invariance`) and the score from which a detector's
+    drawn examples show a detection (`detect.score_threshold`)."""
 
     out_dir: Path
     device: torch.device
     seed: int
     params: EvaluateParams
     measure: MeasureParams
+    invariance_checks: tuple[str, ...] = ()
+    score_threshold: float = DetectParams.model_fields["score_threshold"].default
 
 
-def evaluate(
-    model: nn.Module,
-    ref: DatasetRef,
-    setup: EvaluationSetup,
-    invariance_checks: tuple[str, ...] = (),
-    champion: Champion | None = None,
-) -> Evaluation:
-    """Every piece of test-split evidence: metrics with calibration and seeded 95% bootstrap intervals,
-    confusion matrix, slices, behavioural invariance, size and latency, and the paired champion comparison
-    (a detector's: `detection_evaluation.evaluate_detector`)."""
+def evaluate(model: nn.Module, ref: DatasetRef, setup: EvaluationSetup, champion: Champion | None = None) -> Evaluation:
+    """Every piece of a classifier's test-split evidence: metrics with calibration and seeded 95% bootstrap
+    intervals, confusion matrix, slices, behavioural invariance, size and latency, and the paired champion
+    comparison (a detector's: `cvops.tasks.detection.evaluation.evaluate_detector`)."""
     out_dir, device, seed, params, measure = setup.out_dir, setup.device, setup.seed, setup.params, setup.measure
     images, labels, manifest = load_split(ref, "test")
     mean, std = normalization(model)
@@ -329,7 +327,7 @@ def evaluate(
         confusion_matrix_png=str(png),
         num_images=len(labels),
         slices=slice_metrics(labels, predicted, manifest, images, params.slice_by, params.brightness_slices),
-        invariance=invariance(model, images, predicted, invariance_checks, device),
+        invariance=invariance(model, images, predicted, setup.invariance_checks, device),
         footprint=footprint(model, ref.image_size, device, measure),
         champion=comparison,
         gallery=gallery,

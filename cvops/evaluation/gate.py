@@ -6,6 +6,7 @@ from pydantic import BaseModel, computed_field
 
 from cvops.config import GateParams
 from cvops.evaluation.reports import ChampionComparison, Evaluation, QuantizationReport
+from cvops.tasks import ReportPart, task
 
 Verdict = Literal["pass", "fail", "skip"]
 
@@ -48,7 +49,7 @@ class GateDecision(BaseModel):
         return "\n".join(lines)
 
 
-def _check(name: str, value: float | None, rule: Literal[">=", "<="], threshold: float, note: str = "") -> GateCheck:
+def check(name: str, value: float | None, rule: Literal[">=", "<="], threshold: float, note: str = "") -> GateCheck:
     if value is None:
         return GateCheck(name=name, value=None, rule=rule, threshold=threshold, verdict="skip", note=note)
     ok = value >= threshold if rule == ">=" else value <= threshold
@@ -60,93 +61,56 @@ def _recent_gain(champion: ChampionComparison | None, floor: float) -> GateCheck
     """gate.min_recent_gain: beat the champion on the labelled production test images (`recent`)."""
     name = "recent accuracy - champion"
     if champion is None:
-        return _check(name, None, ">=", floor, "no champion yet")
+        return check(name, None, ">=", floor, "no champion yet")
     if not champion.comparable:
-        return _check(name, None, ">=", floor, champion.note)
+        return check(name, None, ">=", floor, champion.note)
     if not champion.recent_n:
-        return _check(name, None, ">=", floor, "no production images in the test split")
+        return check(name, None, ">=", floor, "no production images in the test split")
     assert champion.candidate_recent_accuracy is not None and champion.champion_recent_accuracy is not None
     gain = champion.candidate_recent_accuracy - champion.champion_recent_accuracy
-    return _check(
+    return check(
         f"recent accuracy - champion v{champion.champion_version}", gain, ">=", floor, f"n={champion.recent_n}"
     )
 
 
-def _floors(evaluation: Evaluation, params: GateParams) -> list[GateCheck]:
-    """The absolute floors: accuracy, macro-F1 and every class's recall; or mAP and every class's AP."""
-    metrics = evaluation.metrics
-    if evaluation.task == "detection":  # a class without test boxes has AP -1 (COCO's "none"): not judged
-        checks = [_check("mAP", metrics["map"], ">=", params.min_map)]
-        for name in evaluation.class_names:
-            ap = metrics.get(f"ap_{name}", -1.0)
-            checks.append(
-                _check(
-                    f"AP[{name}]",
-                    ap if ap >= 0 else None,
-                    ">=",
-                    params.min_class_ap,
-                    "" if ap >= 0 else "no test boxes",
-                )
-            )
-        return checks
-    return [
-        _check("accuracy", metrics["accuracy"], ">=", params.min_accuracy),
-        _check("macro_f1", metrics["macro_f1"], ">=", params.min_macro_f1),
-        *(
-            _check(f"recall[{name}]", metrics[f"recall_{name}"], ">=", params.min_class_recall)
-            for name in evaluation.class_names
-        ),
-    ]
+def _champion_check(evaluation: Evaluation, report: ReportPart, headline: str, margin: float) -> GateCheck:
+    """gate.non_inferiority_margin: lose at most `margin` of the headline metric to the champion, paired on the
+    same test images."""
+    champion = evaluation.champion
+    if champion is None:
+        return check(f"{headline} - champion", None, ">=", -margin, "no champion yet")
+    if not champion.comparable:
+        return check(f"{headline} - champion", None, ">=", -margin, champion.note)
+    difference, note = report.champion_difference(evaluation)
+    return check(f"{headline} - champion v{champion.champion_version}", difference, ">=", -margin, note)
 
 
 def decide(evaluation: Evaluation, params: GateParams, quantization: QuantizationReport | None = None) -> GateDecision:
     """Absolute floors, non-inferiority to the champion, slice floors, behaviour, and the size, latency
-    and accuracy of the artifact that ships (the torch model's when nothing was exported). A detector's floors
-    are on mAP: overall, per class and per slice."""
-    detection = evaluation.task == "detection"
-    headline, floor = ("mAP", params.min_map) if detection else ("accuracy", params.min_accuracy)
-    checks = _floors(evaluation, params)
-    champion = evaluation.champion
-    if champion is None:
-        checks.append(_check(f"{headline} - champion", None, ">=", -params.non_inferiority_margin, "no champion yet"))
-    elif not champion.comparable:
-        checks.append(_check(f"{headline} - champion", None, ">=", -params.non_inferiority_margin, champion.note))
-    else:
-        difference = champion.map_difference if detection else champion.accuracy_difference
-        note = (
-            f"paired 95% interval {champion.difference_ci95_low:+.3f} to {champion.difference_ci95_high:+.3f}"
-            if detection
-            else f"McNemar p={champion.mcnemar_p_value:.3g}"
-        )
-        checks.append(
-            _check(
-                f"{headline} - champion v{champion.champion_version}",
-                difference,
-                ">=",
-                -params.non_inferiority_margin,
-                note,
-            )
-        )
+    and accuracy of the artifact that ships (the torch model's when nothing was exported). The task's report
+    part says which metrics: a classifier's accuracy, a detector's mAP (overall, per class and per slice)."""
+    report = task(evaluation.task).report
+    headline, floor = report.headline_metric(params)
+    checks = report.floors(evaluation, params)
+    checks.append(_champion_check(evaluation, report, headline, params.non_inferiority_margin))
     if params.min_recent_gain is not None:
-        checks.append(_recent_gain(champion, params.min_recent_gain))
-    slice_floor = params.min_slice_map if detection else params.min_slice_accuracy
-    for piece in evaluation.slices:
+        checks.append(_recent_gain(evaluation.champion, params.min_recent_gain))
+    slice_floor = report.slice_floor(params)
+    for piece, score in zip(evaluation.slices, report.slice_scores(evaluation), strict=True):
         name = f"slice {piece.attribute}={piece.value} {headline}"
         if piece.n >= params.min_slice_size:
-            checks.append(
-                _check(name, piece.mean_ap if detection else piece.accuracy, ">=", slice_floor, f"n={piece.n}")
-            )
+            checks.append(check(name, score, ">=", slice_floor, f"n={piece.n}"))
         else:
             note = f"n={piece.n} < min_slice_size {params.min_slice_size}"
-            checks.append(_check(name, None, ">=", slice_floor, note))
+            checks.append(check(name, None, ">=", slice_floor, note))
     for transform, share in params.min_invariance.checks().items():
-        checks.append(_check(f"same prediction under {transform}", evaluation.invariance.get(transform), ">=", share))
+        checks.append(check(f"same prediction under {transform}", evaluation.invariance.get(transform), ">=", share))
     if quantization is not None:
         name = f"{headline} of shipped {quantization.shipped}"
-        checks.append(_check(name, quantization.shipped_artifact.score, ">=", floor))
+        checks.append(check(name, quantization.shipped_artifact.score, ">=", floor))
     shipped = quantization.footprint() if quantization else evaluation.footprint
     size, latency = (shipped.size_mb, shipped.latency_ms) if shipped else (None, None)
-    checks.append(_check("model size MB", size, "<=", params.max_model_size_mb, shipped.format if shipped else ""))
+    checks.append(check("model size MB", size, "<=", params.max_model_size_mb, shipped.format if shipped else ""))
     note = shipped.describe() if shipped else "not measured"
-    checks.append(_check("latency ms (batch 1)", latency, "<=", params.max_latency_ms, note))
+    checks.append(check("latency ms (batch 1)", latency, "<=", params.max_latency_ms, note))
     return GateDecision(checks=checks)

@@ -2,7 +2,8 @@
 rule that decides which artifact ships.
 
 Every ONNX file carries its preprocessing (input size, mean/std, class names) in its metadata, so a
-server needs the file and nothing else.
+server needs the file and nothing else. What a model answers, and how parity and quality are judged, is its
+task's (`export_check` in cvops/tasks/<task>/export.py); this module runs the rest for every task.
 """
 
 import contextlib
@@ -16,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from cvops.config import MeasureParams, QuantizeParams
 from cvops.console import progress, quiet
-from cvops.data.prepare import BoxSet, DatasetRef, load_detection_split, load_split, load_split_images
+from cvops.data.prepare import DatasetRef, load_split_images
 from cvops.data.preprocess import model_inputs
-from cvops.data.validation import pairwise_iou
 from cvops.errors import ModelError
 from cvops.evaluation.reports import FP32, INT8, Format, OnnxMeasurement, QuantizationReport
 from cvops.export.onnx_model import (
@@ -33,20 +32,14 @@ from cvops.export.onnx_model import (
     INPUT,
     OUTPUT,
     Preprocessing,
-    detect_outputs,
-    predict_logits,
     read_preprocessing,
     session,
     set_metadata,
 )
-from cvops.tasks.detection.model import Detector
-from cvops.tasks.detection.postprocess import FOR_MAP, PostProcess, postprocess
+from cvops.tasks import task
 from cvops.timing import Spread, interleaved_calls, latency, ratio
-from cvops.training.models import normalization
 
 log = logging.getLogger(__name__)
-PARITY_IOU = 0.99  # a detector's fp32 ONNX box is the torch model's when they overlap this much (same class)
-AGREEMENT_IOU = 0.5  # an artifact finds the torch model's object when its box overlaps this much (same class)
 
 
 class _WithEmbedding(nn.Module):
@@ -62,25 +55,28 @@ class _WithEmbedding(nn.Module):
         return model.get_classifier()(features), features
 
 
-class _DetectorOutputs(nn.Module):
-    def __init__(self, model: Detector) -> None:
+class _Exported(nn.Module):
+    """A model whose `exported` method says what its ONNX file computes (a detector's: raw outputs, embedding)."""
+
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.model.exported(x)
+        model: Any = self.model  # `exported`, which nn.Module does not declare
+        return model.exported(x)
 
 
 def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> Path:
     """fp32 ONNX with a dynamic batch axis, the preprocessing in its metadata, and two outputs: the logits
-    and the embedding (models without timm's forward_head export the logits only). A detector's: its raw
-    outputs (`BOX_OUTPUTS`) and the embedding."""
+    and the embedding (models without timm's forward_head export the logits only). A model with an `exported`
+    method (a detector): what it returns, its raw outputs (`BOX_OUTPUTS`) and the embedding."""
     import onnx
 
     model = model.cpu().eval()
     outputs = [OUTPUT]
-    if isinstance(model, Detector):
-        model, outputs = _DetectorOutputs(model).eval(), [*BOX_OUTPUTS, EMBEDDING]
+    if hasattr(model, "exported"):
+        model, outputs = _Exported(model).eval(), [*BOX_OUTPUTS, EMBEDDING]
     elif hasattr(model, "forward_head") and hasattr(model, "get_classifier"):
         model, outputs = _WithEmbedding(model).eval(), [OUTPUT, EMBEDDING]
     example = torch.rand(2, 3, preprocessing.image_size, preprocessing.image_size)
@@ -235,45 +231,25 @@ def choose(
 def quantize(
     model: nn.Module, ref: DatasetRef, out_dir: Path, params: QuantizeParams, measure_params: MeasureParams, seed: int
 ) -> QuantizationReport:
-    """Export, check parity, quantize (calibrated on a seeded train subset), measure both, decide."""
-    if ref.task == "detection":
-        return quantize_detector(model, ref, out_dir, params, measure_params, seed)  # type: ignore[arg-type]
-    mean, std = normalization(model)
-    preprocessing = Preprocessing(image_size=ref.image_size, mean=mean, std=std, class_names=ref.class_names)
-    fp32_path = export_onnx(model, preprocessing, out_dir / "model.fp32.onnx")
-
-    images, labels, _ = load_split(ref, "test")
-    inputs = model_inputs(images, mean, std)
-    with torch.no_grad():
-        torch_logits = torch.cat(
-            [model.cpu().eval()(torch.from_numpy(inputs[i : i + 64])) for i in range(0, len(inputs), 64)]
-        ).numpy()
-    torch_predicted = torch_logits.argmax(axis=1)
-    predictions: dict[Format, tuple[Path, np.ndarray]] = {FP32: (fp32_path, predict_logits(session(fp32_path), inputs))}
-    difference = check_parity(predictions[FP32][1], torch_logits, params)
+    """Export, check parity, quantize (calibrated on a seeded train subset), measure both, decide. The task's
+    export part (`export_check`) says what the model answers on the test split, and how well."""
+    check = task(ref.task).export.export_check(model, ref)
+    fp32_path = export_onnx(model, check.preprocessing, out_dir / "model.fp32.onnx")
+    answers: dict[Format, tuple[Path, Any]] = {FP32: (fp32_path, check.answers(session(fp32_path)))}
+    difference = check.parity(answers[FP32][1], params)
     ids: list[str] = []
     if params.enabled:
         calibration, ids = calibration_subset(ref, params.calibration_size, seed)
-        int8_path = quantize_int8(
-            fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std), params.calibration_method
-        )
-        predictions[INT8] = (int8_path, predict_logits(session(int8_path), inputs))
-    qualities = {
-        fmt: (
-            path,
-            {
-                "accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
-                "agreement": float(np.mean(logits.argmax(axis=1) == torch_predicted)),
-            },
-        )
-        for fmt, (path, logits) in predictions.items()
-    }
-    measured, speedup = measure(qualities, inputs, measure_params, [OUTPUT])
+        inputs = model_inputs(calibration, check.preprocessing.mean, check.preprocessing.std)
+        int8_path = quantize_int8(fp32_path, out_dir / "model.int8.onnx", inputs, params.calibration_method)
+        answers[INT8] = (int8_path, check.answers(session(int8_path)))
+    qualities = {fmt: (path, check.quality(found)) for fmt, (path, found) in answers.items()}
+    measured, speedup = measure(qualities, check.inputs, measure_params, check.outputs)
     shipped, reason = choose(measured[FP32], measured.get(INT8), params, speedup)
     report = QuantizationReport(
         fp32=measured[FP32],
         int8=measured.get(INT8),
-        torch_accuracy=float(np.mean(torch_predicted == labels)),
+        **check.torch_quality(),
         parity_max_abs_diff=difference,
         calibration_method=params.calibration_method,
         calibration_ids=ids,
@@ -291,135 +267,3 @@ def _written(report: QuantizationReport, out_dir: Path) -> QuantizationReport:
     (out_dir / "calibration_ids.json").write_text(json.dumps(report.calibration_ids, indent=0))
     log.info("quantization: %s", report.reason)
     return report
-
-
-def onnx_detections(
-    onnx_session: Any, inputs: np.ndarray, preprocessing: Preprocessing, post: PostProcess = FOR_MAP
-) -> list[dict[str, np.ndarray]]:
-    """A detector file's detections on normalised inputs, post-processed in numpy (as serving does)."""
-    (logits, offsets, centerness, anchors), _ = detect_outputs(onnx_session, inputs)
-    return postprocess(logits, offsets, centerness, anchors, preprocessing.level_sizes, preprocessing.image_size, post)
-
-
-def box_agreement(
-    found: list[dict[str, np.ndarray]], reference: list[dict[str, np.ndarray]], min_iou: float = PARITY_IOU
-) -> tuple[float, float]:
-    """The share of `reference`'s boxes that `found` has too (same class, IoU >= `min_iou`, best match each),
-    and the largest score difference of those matched."""
-    matched, total, worst = 0, 0, 0.0
-    for mine, theirs in zip(found, reference, strict=True):
-        total += len(theirs["boxes"])
-        if not len(theirs["boxes"]) or not len(mine["boxes"]):
-            continue
-        overlaps = pairwise_iou(theirs["boxes"], mine["boxes"])
-        overlaps[theirs["labels"][:, None] != mine["labels"][None, :]] = 0.0
-        best = overlaps.argmax(axis=1)
-        hit = overlaps[np.arange(len(best)), best] >= min_iou
-        matched += int(hit.sum())
-        if hit.any():
-            worst = max(worst, float(np.abs(theirs["scores"][hit] - mine["scores"][best[hit]]).max()))
-    return (matched / total if total else 1.0), worst
-
-
-def quantize_detector(
-    model: Detector, ref: DatasetRef, out_dir: Path, params: QuantizeParams, measure_params: MeasureParams, seed: int
-) -> QuantizationReport:
-    """`quantize` for a detector: its fp32 file must find the torch model's boxes (numpy post-processing on
-    the ONNX outputs against torchvision's on the torch outputs), and int8 ships on the mAP drop and speed-up."""
-    from cvops.tasks.detection.model import predict_boxes
-
-    mean, std = normalization(model)
-    preprocessing = Preprocessing(
-        image_size=ref.image_size,
-        mean=mean,
-        std=std,
-        class_names=ref.class_names,
-        task="detection",
-        level_sizes=model.level_sizes,
-    )
-    fp32_path = export_onnx(model, preprocessing, out_dir / "model.fp32.onnx")
-    images, resized, rows = load_detection_split(ref, "test")
-    inputs = model_inputs(images, mean, std)
-    torch_found = predict_boxes(model, inputs, torch.device("cpu"))
-    found: dict[Format, tuple[Path, list[dict[str, np.ndarray]]]] = {
-        FP32: (fp32_path, onnx_detections(session(fp32_path), inputs, preprocessing))
-    }
-    difference = check_box_parity(found[FP32][1], torch_found, params)
-    ids: list[str] = []
-    if params.enabled:
-        calibration, ids = calibration_subset(ref, params.calibration_size, seed)
-        int8_path = quantize_int8(
-            fp32_path, out_dir / "model.int8.onnx", model_inputs(calibration, mean, std), params.calibration_method
-        )
-        found[INT8] = (int8_path, onnx_detections(session(int8_path), inputs, preprocessing))
-    qualities, torch_map = _detector_qualities(found, torch_found, resized, rows, ref)
-    measured, speedup = measure(qualities, inputs, measure_params, list(BOX_OUTPUTS))
-    shipped, reason = choose(measured[FP32], measured.get(INT8), params, speedup)
-    report = QuantizationReport(
-        fp32=measured[FP32],
-        int8=measured.get(INT8),
-        torch_map=torch_map,
-        parity_max_abs_diff=difference,
-        calibration_method=params.calibration_method,
-        calibration_ids=ids,
-        threads=measure_params.threads,
-        shipped=shipped,
-        reason=reason,
-        speedup_b32_range=(speedup.low, speedup.high) if speedup else None,
-        paired_speedup_b32=speedup.median if speedup else None,
-    )
-    return _written(report, out_dir)
-
-
-def _detector_qualities(
-    found: dict[Format, tuple[Path, list[dict[str, np.ndarray]]]],
-    torch_found: list[dict[str, np.ndarray]],
-    resized: list[BoxSet],
-    rows: pd.DataFrame,
-    ref: DatasetRef,
-) -> tuple[dict[Format, tuple[Path, Quality]], float]:
-    """Each file's test mAP (scored in the original images' pixels) and agreement with the torch model's boxes,
-    and the torch model's own test mAP."""
-    from cvops.tasks.detection.evaluation import found_in_originals, originals
-    from cvops.tasks.detection.model import mean_average_precision
-
-    truths = originals(resized, rows, ref.image_size)
-
-    def quality(detections: list[dict[str, np.ndarray]]) -> float:
-        scaled = found_in_originals(detections, rows, ref.image_size)
-        return mean_average_precision(scaled, truths, ref.class_names)["map"]
-
-    qualities: dict[Format, tuple[Path, Quality]] = {
-        fmt: (path, {"mean_ap": quality(d), "agreement": box_agreement(d, torch_found, AGREEMENT_IOU)[0]})
-        for fmt, (path, d) in found.items()
-    }
-    return qualities, quality(torch_found)
-
-
-def check_parity(onnx_logits: np.ndarray, torch_logits: np.ndarray, params: QuantizeParams) -> float:
-    """The fp32 ONNX file must reproduce the torch model, or the export changed the model; returns the largest
-    logit difference."""
-    difference = float(np.abs(onnx_logits - torch_logits).max())
-    agreement = float(np.mean(onnx_logits.argmax(axis=1) == torch_logits.argmax(axis=1)))
-    if difference > params.parity_tolerance or agreement < params.min_parity_agreement:
-        raise ModelError(
-            f"ONNX export differs from the torch model: max |logit difference| {difference:.2e} "
-            f"(tolerance {params.parity_tolerance:g}), top-1 agreement {agreement:.4f} "
-            f"(min {params.min_parity_agreement}); the model has an op the exporter does not reproduce"
-        )
-    return difference
-
-
-def check_box_parity(
-    onnx_found: list[dict[str, np.ndarray]], torch_found: list[dict[str, np.ndarray]], params: QuantizeParams
-) -> float:
-    """The fp32 ONNX detector must find the torch model's boxes with the same scores, or the export changed the
-    model; returns the largest score difference of the boxes both find."""
-    agreement, difference = box_agreement(onnx_found, torch_found)
-    if agreement < params.min_parity_agreement or difference > params.parity_tolerance:
-        raise ModelError(
-            f"ONNX export differs from the torch detector: it finds {agreement:.4f} of the torch "
-            f"model's boxes (min {params.min_parity_agreement}), scores differ by up to "
-            f"{difference:.2e} (tolerance {params.parity_tolerance:g})"
-        )
-    return difference

@@ -21,12 +21,11 @@ import pandas as pd
 from pydantic import BaseModel
 
 from cvops.console import progress
-from cvops.data.prepare import DatasetRef, load_split, load_split_images
-from cvops.data.preprocess import model_inputs
+from cvops.data.prepare import DatasetRef
 from cvops.errors import ModelError
-from cvops.export.onnx_model import detect_outputs, predict_outputs, preprocessing_of, read_preprocessing, session
 from cvops.serving.features import FEATURES, image_features
 from cvops.serving.projection import PROJECTION_FILE, Projection
+from cvops.tasks import task
 from cvops.tasks.detection.postprocess import PostProcess
 
 STATISTICS = (*FEATURES, "width", "height")  # the per-image columns that need no model
@@ -66,92 +65,12 @@ def reference_table(
     return table
 
 
-def _outputs(onnx_path: Path, images: np.ndarray, desc: str, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and embeddings of the ONNX model, a batch of preprocessed images at a time."""
-    model = session(onnx_path)
-    preprocessing = preprocessing_of(model, onnx_path)
-    logits, embeddings = [], []
-    for start in progress(range(0, len(images), batch_size), desc, unit="batch"):
-        inputs = model_inputs(images[start : start + batch_size], preprocessing.mean, preprocessing.std)
-        batch_logits, batch_embeddings = predict_outputs(model, inputs)
-        if batch_embeddings is None:
-            raise ModelError(
-                f"{onnx_path.name} has no embedding output (exported before monitoring existed): "
-                "re-export it with `cvops quantize --version V`"
-            )
-        logits.append(batch_logits)
-        embeddings.append(batch_embeddings)
-    return np.concatenate(logits), np.concatenate(embeddings)
-
-
-def _classifier_view(onnx_path: Path, ref: DatasetRef, dims: int) -> tuple[pd.DataFrame, Projection, int]:
-    """The reference table of a classifier, its projection, and how many rows hold the model's view."""
-    train_images, _, train_manifest = load_split(ref, "train")
-    val_images, _, val_manifest = load_split(ref, "val")
-    _, train_embeddings = _outputs(onnx_path, train_images, "reference (train)")
-    projection = Projection.fit(train_embeddings, dims)
-    val_logits, val_embeddings = _outputs(onnx_path, val_images, "reference (val)")
-    class_names = read_preprocessing(onnx_path).class_names
-    labels = [class_names[i] for i in val_logits.argmax(axis=1)]
-    table = pd.concat(
-        [
-            reference_table(train_images, train_manifest).assign(split="train"),
-            reference_table(val_images, val_manifest, labels, projection.apply(val_embeddings)).assign(split="val"),
-        ],
-        ignore_index=True,
-    )
-    return table, projection, len(val_images)
-
-
-def _embeddings(onnx_path: Path, images: np.ndarray, desc: str, batch_size: int = 64) -> np.ndarray:
-    onnx = session(onnx_path)
-    pre = preprocessing_of(onnx, onnx_path)
-    return np.concatenate(
-        [
-            detect_outputs(onnx, model_inputs(images[i : i + batch_size], pre.mean, pre.std))[1]
-            for i in progress(range(0, len(images), batch_size), desc, unit="batch")
-        ]
-    )
-
-
-def _detector_view(
-    onnx_path: Path, ref: DatasetRef, dims: int, post: PostProcess
-) -> tuple[pd.DataFrame, Projection, int]:
-    """A detector's reference table: statistics, projected embeddings, and per validation image the served
-    answer's summary (serving.detector.box_summary): the best box's class as the label, every box's class."""
-    from cvops.tasks.detection.predictor import DetectionPredictor, box_summary
-
-    train_images, train_rows = load_split_images(ref, "train")
-    val_images, val_rows = load_split_images(ref, "val")
-    projection = Projection.fit(_embeddings(onnx_path, train_images, "reference (train)"), dims)
-    predictor = DetectionPredictor(onnx_path, "", "", "", max_batch=64, post=post)
-    summaries = []
-    for start in progress(range(0, len(val_images), 64), "reference (val)", unit="batch"):
-        outputs = predictor.predict(val_images[start : start + 64])
-        for i, (width, height) in enumerate(
-            zip(val_rows["width"][start : start + 64], val_rows["height"][start : start + 64], strict=True)
-        ):
-            found = predictor.detections(tuple(o[i] for o in outputs[:3]), int(width), int(height))
-            summaries.append(box_summary(found, int(width), int(height)))
-    answers = pd.DataFrame(summaries)
-    val_embeddings = projection.apply(_embeddings(onnx_path, val_images, "reference (embeddings)"))
-    val = reference_table(val_images, val_rows, answers["label"].tolist(), val_embeddings)
-    val[list(BOX_COLUMNS)] = answers[list(BOX_COLUMNS)].to_numpy(dtype=float)
-    val[BOX_LABELS] = answers[BOX_LABELS]
-    table = pd.concat(
-        [reference_table(train_images, train_rows).assign(split="train"), val.assign(split="val")], ignore_index=True
-    )
-    return table, projection, len(val_images)
-
-
 def build_reference(onnx_path: Path, ref: DatasetRef, out_dir: Path, dims: int, post: PostProcess) -> ReferenceSummary:
     """Run the shipped ONNX model over the train and validation splits and write the reference folder
-    (complete or not at all). A detector's view also holds its answer per image (`BOX_COLUMNS`, made as the
-    service makes them, with the served post-processing `post`; a classifier ignores it)."""
-    if ref.task == "detection":
-        table, projection, model_rows = _detector_view(onnx_path, ref, dims, post)
-    else:
-        table, projection, model_rows = _classifier_view(onnx_path, ref, dims)
+    (complete or not at all). The model's view is the task's (its monitor part's `reference_view`): a detector's
+    also holds its answer per image (`BOX_COLUMNS`, made as the service makes them, with the served
+    post-processing `post`; a classifier ignores it)."""
+    table, projection, model_rows = task(ref.task).monitor.reference_view(onnx_path, ref, dims, post)
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -32,6 +32,7 @@ from cvops.serving.feedback import give_feedback, new_request_id
 from cvops.serving.inference_log import InferenceLog
 from cvops.serving.loading import load_served
 from cvops.serving.predictor import Predictor, decode_image
+from cvops.tasks import task
 
 Sent = tuple[int, str | None, str]  # (HTTP status (0: no answer), the answer's request_id, the true label)
 
@@ -166,10 +167,10 @@ class TrafficPlan:
 def send_traffic(project: Project, params: Params, plan: TrafficPlan) -> str:
     """`cvops traffic`: `count` shifted images to the service, or offline into the inference log, then their
     true labels, as `plan` says. Says what happened."""
-    if params.task == "detection":
+    if not task(params.task).traffic:
         raise ConfigError(
-            "cvops traffic simulates a classifier's clients and their true labels: for a detector, "
-            "score images with `cvops run batch-inference` or POST them to /detect"
+            f"cvops traffic simulates a classifier's clients and their true labels: for a {params.task} model, "
+            "score images with `cvops run batch-inference` or POST them to the service"
         )
     seed = params.base.seed if plan.seed is None else plan.seed
     images = traffic_images(

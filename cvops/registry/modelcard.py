@@ -11,11 +11,10 @@ from pydantic import BaseModel
 from cvops.data.prepare import DatasetRef
 from cvops.evaluation.gate import GateDecision
 from cvops.evaluation.reports import KIND_TITLES, ChampionComparison, Evaluation, QuantizationReport
-from cvops.registry.aliases import CHAMPION
 from cvops.registry.lineage import LINEAGE_KEYS
 from cvops.registry.tracking import TrainedModel
+from cvops.tasks import task
 
-HIGH_ECE = 0.1
 Source = Callable[[str], str]  # a picture's file name -> what the page links
 
 
@@ -47,32 +46,11 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table; the tasks' report parts write their metrics sections with it too."""
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def _quality_notes(evaluation: Evaluation) -> list[str]:
-    """How well the headline metric is known, calibration, and the weakest class."""
-    m = evaluation.metrics
-    if evaluation.task == "detection":
-        scored = [name for name in evaluation.class_names if m.get(f"ap_{name}", -1.0) >= 0]
-        notes = [
-            f"Test mAP@[.5:.95] is known only to within {m['map_ci95_low']:.3f}-{m['map_ci95_high']:.3f} "
-            "(95% bootstrap interval over images)."
-        ]
-        if scored:
-            worst = min(scored, key=lambda name: m[f"ap_{name}"])
-            notes.append(f"Weakest class: `{worst}` (AP {m[f'ap_{worst}']:.3f}, recall {m[f'recall_{worst}']:.3f}).")
-        return notes
-    low, high = m["accuracy_ci95_low"], m["accuracy_ci95_high"]
-    notes = [f"Test accuracy is known only to within {low:.3f}-{high:.3f} (95% bootstrap interval)."]
-    if m["ece"] > HIGH_ECE:
-        notes.append(f"Scores are poorly calibrated (ECE {m['ece']:.3f}): do not read them as probabilities.")
-    worst = min(evaluation.class_names, key=lambda name: m[f"recall_{name}"])
-    notes.append(f"Weakest class: `{worst}` (recall {m[f'recall_{worst}']:.3f}).")
-    return notes
 
 
 def limitations(card: ModelCard) -> list[str]:
@@ -81,7 +59,7 @@ def limitations(card: ModelCard) -> list[str]:
     notes = [
         f"Trained and tested only on the `{card.data_source}` data ({card.evaluation.num_images} test images); "
         "images from other sources, cameras or preprocessing are outside its tested range.",
-        *_quality_notes(evaluation),
+        *task(evaluation.task).report.quality_notes(evaluation),
     ]
     for check in gate.checks:
         if check.verdict == "fail":
@@ -98,7 +76,7 @@ def _data(card: ModelCard) -> list[str]:
         "## Data",
         f"Data version `{dataset.data_version or 'unversioned'}` (DVC hash of the prepared data). "
         f"{dataset.unit.capitalize()} per class and split:",
-        _table(
+        table(
             ["class", *dataset.counts],
             [[c, *(str(dataset.counts[s].get(c, 0)) for s in dataset.counts)] for c in dataset.class_names],
         ),
@@ -111,60 +89,6 @@ def pictures(evaluation: Evaluation) -> dict[str, Path]:
     example images), the gallery's sheets and their Grad-CAM overlays."""
     named = {evaluation.confusion_matrix_png: "confusion_matrix.png", evaluation.examples_png: "examples.png"}
     return {named.get(path, Path(path).name): Path(path) for path in evaluation.pictures()}
-
-
-def _detection_metrics(card: ModelCard, picture: Source) -> list[str]:
-    m = card.evaluation.metrics
-    interval = f"{m['map_ci95_low']:.4f}-{m['map_ci95_high']:.4f}"
-    rows = [
-        ["mAP@[.5:.95]", f"{m['map']:.4f}", interval],
-        ["mAP@.5", f"{m['map_50']:.4f}", ""],
-        ["mAP@.75", f"{m['map_75']:.4f}", ""],
-        ["recall (100 boxes an image)", f"{m['recall']:.4f}", ""],
-    ]
-    rows += [
-        [f"mAP, {size} objects", f"{m[f'map_{size}']:.4f}", ""]
-        for size in ("small", "medium", "large")
-        if m[f"map_{size}"] >= 0
-    ]
-    per_class = [
-        [c, *(f"{m[f'{k}_{c}']:.4f}" if m.get(f"{k}_{c}", -1.0) >= 0 else "no test boxes" for k in ("ap", "recall"))]
-        for c in card.dataset.class_names
-    ]
-    return [
-        *_data(card),
-        "## Metrics (test split, COCO, in the original images' pixels)",
-        _table(["metric", "value", "95% interval"], rows),
-        _table(["class", "AP", "recall"], per_class),
-        "Test images with their true boxes (green) and the detections the model serves (red, with class and score):",
-        f"![test images with true and predicted boxes]({picture('examples.png')})",
-    ]
-
-
-def _data_and_metrics(card: ModelCard, picture: Source) -> list[str]:
-    if card.evaluation.task == "detection":
-        return _detection_metrics(card, picture)
-    dataset, evaluation = card.dataset, card.evaluation
-    m = evaluation.metrics
-    per_class = [
-        [c, *(f"{m[f'{k}_{c}']:.4f}" for k in ("precision", "recall", "f1")), f"{m[f'support_{c}']:.0f}"]
-        for c in dataset.class_names
-    ]
-    interval = {k: f"{m[f'{k}_ci95_low']:.4f}-{m[f'{k}_ci95_high']:.4f}" for k in ("accuracy", "macro_f1")}
-    return [
-        *_data(card),
-        "## Metrics (test split)",
-        _table(
-            ["metric", "value", "95% interval"],
-            [
-                ["accuracy", f"{m['accuracy']:.4f}", interval["accuracy"]],
-                ["macro-F1", f"{m['macro_f1']:.4f}", interval["macro_f1"]],
-                ["ECE (calibration)", f"{m['ece']:.4f}", ""],
-            ],
-        ),
-        _table(["class", "precision", "recall", "F1", "support"], per_class),
-        f"![confusion matrix]({picture('confusion_matrix.png')})",
-    ]
 
 
 def _growth(card: ModelCard) -> list[str]:
@@ -185,63 +109,25 @@ def _growth(card: ModelCard) -> list[str]:
     return [
         "How the data grew (images in train, val and test per data version, source and class; production: "
         "labelled production images, `cvops labels import`):",
-        _table(["data version", "source", *classes, "total"], rows),
+        table(["data version", "source", *classes, "total"], rows),
     ]
 
 
 def _slices_and_behaviour(evaluation: Evaluation) -> list[str]:
     names = list(evaluation.slices[0].scores) if evaluation.slices else []
     slices = [[s.attribute, s.value, str(s.n), *(f"{v:.4f}" for v in s.scores.values())] for s in evaluation.slices]
-    counted = "images" if evaluation.task == "classification" else "images (object_size: boxes)"
+    counted = task(evaluation.task).report.SLICE_COUNTS
     parts = [
         "## Slices",
-        _table(["attribute", "value", counted, *names], slices)
+        table(["attribute", "value", counted, *names], slices)
         if slices
         else "No slices (no metadata columns and brightness slicing off).",
     ]
     if evaluation.invariance:
         parts += [
             "## Behaviour",
-            _table(["transform", "same prediction"], [[t, f"{v:.1%}"] for t, v in evaluation.invariance.items()]),
+            table(["transform", "same prediction"], [[t, f"{v:.1%}"] for t, v in evaluation.invariance.items()]),
         ]
-    return parts
-
-
-def _errors(evaluation: Evaluation, picture: Source) -> list[str]:
-    """The gallery: what the model gets wrong most confidently, right least confidently, and where it and the
-    champion disagree, as pictures and as a table of the images' paths."""
-    gallery = evaluation.gallery
-    if evaluation.task == "detection":
-        return []
-    if not gallery.images:
-        return ["## Errors", "No gallery (evaluate.gallery_per_class is 0)."]
-    parts = [
-        "## Errors",
-        f"Up to {gallery.per_class} test images per true class of each kind, with the "
-        "model's answer and score (its probability for that answer).",
-    ]
-    for kind, title in KIND_TITLES.items():
-        chosen = gallery.of(kind)
-        if kind == "disagree" and not chosen:
-            continue
-        parts.append(f"**{title.capitalize()}** ({len(chosen)}):")
-        if chosen:
-            parts.append(f"![{title}]({picture(Path(gallery.sheets[kind]).name)})")
-            rows = [
-                [
-                    f"`{image.path}`",
-                    image.true,
-                    f"{image.predicted} ({image.score:.2f})",
-                    *([f"{image.champion} ({image.champion_score:.2f})"] if kind == "disagree" else []),
-                ]
-                for image in chosen
-            ]
-            champion = [CHAMPION] if kind == "disagree" else []
-            parts.append(_table(["image", "true", "this version", *champion], rows))
-        else:
-            parts.append(
-                "none: the model gets every test image of these classes " + ("right." if kind == "wrong" else "wrong.")
-            )
     return parts
 
 
@@ -285,7 +171,7 @@ def _deployment(q: QuantizationReport | None) -> list[str]:
         f"{'logits' if q.torch_map is None else 'scores of the boxes both find'}; int8 is calibrated "
         f"({q.calibration_method}) on {len(q.calibration_ids)} seeded train images. "
         f"Measured on the test split with {q.threads} thread(s), each latency the lowest of interleaved rounds:",
-        _table(["artifact", q.fp32.metric, "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
+        table(["artifact", q.fp32.metric, "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
     ]
 
 
@@ -307,7 +193,7 @@ def _distillation(card: ModelCard) -> list[str]:
         f"Distilled from version {teacher.version} (`{teacher.architecture}`): trained on its softened answers and "
         "the true labels (`distill.*` in the lineage's parameters). Both measured on the same test split, by the "
         "run that trained them, as shipped:",
-        _table(["", f"teacher v{teacher.version} ({teacher.architecture})", header], rows),
+        table(["", f"teacher v{teacher.version} ({teacher.architecture})", header], rows),
     ]
 
 
@@ -317,7 +203,7 @@ def _comparison(comparison: ChampionComparison | None) -> list[str]:
         return [*parts, "There was no champion when this version was evaluated."]
     if comparison.comparable and comparison.map_difference is not None:
         rows = [["mAP@[.5:.95]", f"{comparison.candidate_map:.4f}", f"{comparison.champion_map:.4f}"]]
-        parts.append(_table(["", "this version", f"champion v{comparison.champion_version}"], rows))
+        parts.append(table(["", "this version", f"champion v{comparison.champion_version}"], rows))
     elif comparison.comparable:
         rows = [
             ["accuracy", f"{comparison.candidate_accuracy:.4f}", f"{comparison.champion_accuracy:.4f}"],
@@ -328,7 +214,7 @@ def _comparison(comparison: ChampionComparison | None) -> list[str]:
                 str(comparison.only_champion_correct),
             ],
         ]
-        parts.append(_table(["", "this version", f"champion v{comparison.champion_version}"], rows))
+        parts.append(table(["", "this version", f"champion v{comparison.champion_version}"], rows))
     return [*parts, comparison.describe()]
 
 
@@ -336,14 +222,8 @@ def render_markdown(card: ModelCard, picture: Source = str) -> str:
     """The card as Markdown; `picture` turns a picture's file name into what the page links (the name itself
     beside the pictures' files, or a data URI in the self-contained HTML)."""
     trained, dataset = card.trained, card.dataset
-    classes = ", ".join(f"`{c}`" for c in dataset.class_names)
-    detector = card.evaluation.task == "detection"
-    kind = "object detector (FCOS)" if detector else "image classifier"
-    does = (
-        f"Finds and boxes {classes} in images like those of the `{card.data_source}` dataset"
-        if detector
-        else f"Sorts images like those of the `{card.data_source}` dataset into {classes}"
-    )
+    report = task(card.evaluation.task).report
+    kind, does = report.purpose(", ".join(f"`{c}`" for c in dataset.class_names), card.data_source)
     parts = [
         f"# Model card: {card.model_name} version {card.version}",
         f"`{trained.architecture}` {kind}, {dataset.image_size}x{dataset.image_size} px input, "
@@ -352,9 +232,10 @@ def render_markdown(card: ModelCard, picture: Source = str) -> str:
         f"{does}, as decision support: a "
         "person reviews low-confidence or high-stakes predictions. Not for images from another domain, and not "
         "as the sole basis of a decision about people.",
-        *_data_and_metrics(card, picture),
+        *_data(card),
+        *report.card_metrics(card, picture),
         *_slices_and_behaviour(card.evaluation),
-        *_errors(card.evaluation, picture),
+        *report.card_errors(card.evaluation, picture),
         *_saliency(card.evaluation, picture),
         *_deployment(card.quantization),
         *_distillation(card),
@@ -366,7 +247,7 @@ def render_markdown(card: ModelCard, picture: Source = str) -> str:
         "## Known limitations",
         "\n".join(f"- {note}" for note in limitations(card)),
         "## Lineage",
-        _table(["tag", "value"], [[k, f"`{card.lineage.get(k, '')}`"] for k in LINEAGE_KEYS]),
+        table(["tag", "value"], [[k, f"`{card.lineage.get(k, '')}`"] for k in LINEAGE_KEYS]),
         f"MLflow run `{trained.run_id}`, model `{trained.model_uri}`.",
     ]
     return "\n\n".join(parts) + "\n"

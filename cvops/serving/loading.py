@@ -1,16 +1,16 @@
-"""Loading a served model: the predictor of an ONNX file of cvops, a classifier's or a detector's as the file
-says. Above both predictors, so that neither imports the other."""
+"""Loading a served model: the predictor of an ONNX file of cvops, of the task the file says (its serve part,
+cvops/tasks/<task>/serve.py, makes it)."""
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cvops.export.onnx_model import preprocessing_of, session
-from cvops.serving.predictor import Predictor
-from cvops.tasks.detection.predictor import DetectionPredictor
+from cvops.tasks import task
 
 if TYPE_CHECKING:
     from cvops.registry.artifacts import ServedModel
+    from cvops.serving.predictor import Predictor
     from cvops.tasks.detection.postprocess import PostProcess
 
 
@@ -28,27 +28,17 @@ class ModelFiles:
 
 def load(
     model: ModelFiles, max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
-) -> Predictor:
-    """The predictor of an ONNX file of cvops, a classifier's or a detector's as the file says (`post`, the
-    detector's post-processing, is detect.served; `top_k`, a classifier's answer length, is serve.top_k)."""
+) -> "Predictor":
+    """The predictor of an ONNX file of cvops, of the task the file says (`post`, a detector's post-processing,
+    is detect.served; `top_k`, a classifier's answer length, is serve.top_k)."""
     opened = session(model.onnx_path, threads)
-    identity = (
-        model.onnx_path,
-        model.model_name,
-        model.version,
-        model.lineage_id,
-        max_batch,
-        threads,
-        model.projection_path,
-    )
-    if preprocessing_of(opened, model.onnx_path).task == "detection":
-        return DetectionPredictor(*identity, opened=opened, post=post)
-    return Predictor(*identity, top_k=top_k, opened=opened)
+    preprocessing = preprocessing_of(opened, model.onnx_path)
+    return task(preprocessing.task).serve.predictor(model, opened, max_batch, threads, post, top_k)
 
 
 def load_served(
     served: "ServedModel", max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
-) -> Predictor:
+) -> "Predictor":
     """`load` for a registry version (`artifacts.resolve`)."""
     projection = Path(served.projection_path) if served.projection_path else None
     model = ModelFiles(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, projection)

@@ -4,6 +4,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+from cvops import tasks
 from cvops.console import quiet
 from cvops.env import BENTO_MODEL_ENV
 from cvops.export.onnx_model import Preprocessing, read_preprocessing
@@ -13,7 +14,6 @@ from cvops.serving.kubernetes import write_serving_manifests
 from cvops.serving.predictor import MODEL_FILE
 from cvops.serving.projection import PROJECTION_FILE
 
-SERVICES = {"classification": "cvops.serving.service:Classifier", "detection": "cvops.serving.service:Detector"}
 # What the service imports when it serves a packaged model, pinned as in requirements.lock (the bento installs
 # them; no resolver runs offline). No torch: a bento serves the ONNX file with onnxruntime.
 # psycopg2: replicas log to the team's state database (CVOPS_STATE_URL); fsspec, s3fs: captured images
@@ -76,7 +76,7 @@ def build_bento(model_tag: str, version: str, name: str, task: str) -> str:
     with quiet("bentoml", "_bentoml_sdk"), warnings.catch_warnings():
         warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
         bento = bentoml.bentos.build(
-            SERVICES[task],
+            tasks.task(task).service,
             name=name,
             labels={"model_version": version},
             include=["/cvops/**/*.py", "/params.yaml"],

@@ -130,7 +130,8 @@ class Predictor:
     """One loaded classifier version: an onnxruntime session plus its preprocessing, identity and (when the
     version has a monitoring reference) the projection that reduces its embeddings for the inference log.
 
-    `load` picks this or its detector twin (serving.detector.DetectionPredictor) by what the ONNX file is; both
+    `load` gets this or its detector twin (tasks.detection.predictor.DetectionPredictor) from the serve part of
+    the task the ONNX file says (cvops/tasks/<task>/serve.py); both
     answer `predict` (a batch to raw outputs, one row per image, the projected embeddings last) and `reply`
     (one image's outputs to its answer and log row), which is all the service, batch inference and Ray use."""
 

@@ -1,7 +1,7 @@
 """The BentoML services: a classifier's POST /classify, /classify_batch and /feedback, a detector's POST
 /detect (?render=1: the image with its boxes drawn) and /detect_batch, answered by the registry's champion (or
 a pinned version), with Prometheus metrics, an optional API token and an inference log. `cvops serve` starts
-the one of the checkout's task (packaging.SERVICES), with the environment settings.py names.
+the one of the checkout's task (its `service` in cvops/tasks), with the environment settings.py names.
 
 Rollout (serve.canary, serve.shadow; arms.py): a canary, the challenger, answers a share of the requests
 (sticky per X-Request-Key); a shadow scores a share of the champion's requests after they are answered. Every

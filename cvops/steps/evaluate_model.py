@@ -12,12 +12,12 @@ from cvops.config import (
     RegistryParams,
 )
 from cvops.data.prepare import DatasetRef
-from cvops.evaluation.evaluator import EvaluationSetup, evaluate, load_champion
+from cvops.evaluation.evaluator import EvaluationSetup, load_champion
 from cvops.evaluation.reports import Evaluation
 from cvops.registry.evidence import log_evaluation
 from cvops.registry.model_registry import ModelRegistry
 from cvops.registry.tracking import TrainedModel, load_trained_model, scratch_dir
-from cvops.tasks.detection.evaluation import evaluate_detector
+from cvops.tasks import task
 from cvops.training.models import resolve_device
 
 
@@ -35,10 +35,15 @@ def evaluate_model(
     """Test-split evidence, with the champion scored on the same images; all of it goes to MLflow."""
     champion = load_champion(ModelRegistry.of(Project.find(), registry.model_name))
     model, device = load_trained_model(trained), resolve_device(base.device)
-    setup = EvaluationSetup(scratch_dir(), device, base.seed, evaluate_params, measure)
-    if dataset.task == "detection":
-        evaluation = evaluate_detector(model, dataset, setup, detect.score_threshold, champion)  # type: ignore[arg-type]
-    else:
-        evaluation = evaluate(model, dataset, setup, tuple(invariance.checks()), champion)
+    setup = EvaluationSetup(
+        scratch_dir(),
+        device,
+        base.seed,
+        evaluate_params,
+        measure,
+        invariance_checks=tuple(invariance.checks()),
+        score_threshold=detect.score_threshold,
+    )
+    evaluation = task(dataset.task).val.evaluate(model, dataset, setup, champion)
     log_evaluation(evaluation)
     return evaluation

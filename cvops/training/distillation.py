@@ -1,7 +1,7 @@
 """Knowledge distillation: a smaller student learns from a trained teacher's softened class probabilities
 (Hinton et al., 2015) together with the true labels, in the same training loop as any model."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +92,10 @@ def distill(
         _rescale(inputs.model, teacher, device),
     )
     return train_model(
-        inputs,
+        replace(inputs, objective=objective),
         student.train,
         seed=student.base.seed,
         device=device,
         checkpoints=run_checkpoints(ref, student, checkpoint_dir),
         on_epoch=on_epoch,
-        objective=objective,
     )

@@ -12,32 +12,24 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from cvops.config import Params, TrainParams
 from cvops.console import progress
-from cvops.data.augment import BoxDataset, ImageDataset, augmentation
-from cvops.data.prepare import DatasetRef, load_detection_split, load_split
+from cvops.data.prepare import DatasetRef
 from cvops.errors import ModelError
-from cvops.tasks.detection.model import create_detector
-from cvops.training.models import (
-    NO_PRETRAINED,
-    backbone_parameters,
-    create_model,
-    head_parameters,
-    normalization,
-    resolve_device,
-)
+from cvops.tasks import task
+from cvops.training.models import NO_PRETRAINED, backbone_parameters, head_parameters, normalization, resolve_device
 
 log = logging.getLogger("cvops.training")  # the stage: what the epoch lines have always been logged as
 MetricsCallback = Callable[[dict[str, float], int], object]
@@ -144,28 +136,6 @@ class Objective(Protocol):
     def __call__(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int | None]: ...
 
 
-@dataclass
-class Classification:
-    """Cross-entropy on (images, labels) batches; a right answer is the top class."""
-
-    label_smoothing: float = 0.0
-
-    def __call__(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int | None]:
-        images, labels = batch[0].to(device, non_blocking=True, memory_format=torch.channels_last), batch[1]
-        labels = labels.to(device, non_blocking=True)
-        logits = model(images)
-        loss = nn.functional.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        return loss, int((logits.argmax(1) == labels).sum().item())
-
-
-def detection_objective(model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, int | None]:
-    """FCOS's three losses, summed, on (images, targets) batches (BoxDataset)."""
-    images = batch[0].to(device, non_blocking=True, memory_format=torch.channels_last)
-    targets = [{k: v.to(device, non_blocking=True) for k, v in target.items()} for target in batch[1]]
-    losses = model(images, targets)
-    return sum(losses.values()), None
-
-
 def run_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -200,6 +170,11 @@ def run_epoch(
     return metrics | ({"accuracy": correct_sum / images} if counted else {})
 
 
+def _size(dataset: Dataset) -> int:
+    """How many items a map-style dataset holds (torch's Dataset type leaves `__len__` to its subclasses)."""
+    return len(cast(Sized, dataset))
+
+
 class _Loop:
     """The model with its data loaders, optimiser, schedule and loss: everything an epoch needs, and
     everything a checkpoint saves so that a resumed run continues as the original would have.
@@ -210,8 +185,8 @@ class _Loop:
     def __init__(
         self,
         model: nn.Module,
-        train_set: ImageDataset | BoxDataset,
-        val_set: ImageDataset | BoxDataset,
+        train_set: Dataset,
+        val_set: Dataset,
         params: TrainParams,
         seed: int,
         device: torch.device,
@@ -226,14 +201,14 @@ class _Loop:
         if self.world > 1:
             self.sampler = DistributedSampler(train_set, self.world, self.rank, shuffle=True, seed=seed)
             order = {"sampler": self.sampler}
-            val_set = Subset(val_set, range(self.rank, len(val_set), self.world))  # type: ignore[assignment]
+            val_set = Subset(val_set, range(self.rank, _size(val_set), self.world))
         batch_size = max(1, params.batch_size // self.world)
         persistent = params.num_workers > 0
-        collate = BoxDataset.collate if isinstance(train_set, BoxDataset) else None
+        collate = getattr(train_set, "collate", None)  # a dataset's own batching (detection's), else torch's
         self.train_loader = DataLoader(
             train_set,
             batch_size=batch_size,
-            drop_last=len(train_set) > params.batch_size,
+            drop_last=_size(train_set) > params.batch_size,
             pin_memory=device.type == "cuda",
             num_workers=params.num_workers,
             persistent_workers=persistent,
@@ -267,8 +242,9 @@ class _Loop:
             parameter.requires_grad_(not frozen)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        if self.train_set.augment is not None:  # a resumed epoch augments as the original; each rank its own way
-            self.train_set.augment.set_random_seed((self.seed + epoch) * self.world + self.rank)
+        augment = getattr(self.train_set, "augment", None)
+        if augment is not None:  # a resumed epoch augments as the original; each rank its own way
+            augment.set_random_seed((self.seed + epoch) * self.world + self.rank)
         train = run_epoch(
             self._trained(frozen),
             self.train_loader,
@@ -345,11 +321,16 @@ class _Best:
 
 @dataclass(frozen=True)
 class TrainingInputs:
-    """The model to train and the datasets it trains and validates on."""
+    """The model to train, the datasets it trains and validates on, and what training minimises (the task's
+    objective, or distillation's).
+
+    A dataset augments with its `augment` when it has one (reseeded every epoch) and makes its batches with its
+    `collate` when it has one (torch's default batching else)."""
 
     model: nn.Module
-    train_set: ImageDataset | BoxDataset
-    val_set: ImageDataset | BoxDataset
+    train_set: Dataset
+    val_set: Dataset
+    objective: Objective
 
 
 def train_model(
@@ -361,22 +342,17 @@ def train_model(
     checkpoints: CheckpointStore | None = None,
     resume: bool = False,
     on_epoch: MetricsCallback | None = None,
-    objective: Objective | None = None,
 ) -> TrainResult:
     """Fine-tune `inputs.model`; returns it with the weights of its best validation epoch.
 
     With `checkpoints`, every epoch is saved; `resume` continues from the newest checkpoint. In a process
-    group, every rank calls this; `on_epoch` runs on rank 0 only, `checkpoints.save` on every rank. The
-    `objective` (what training and validation minimise) is the task's own unless given (distillation's).
+    group, every rank calls this; `on_epoch` runs on rank 0 only, `checkpoints.save` on every rank.
     """
     model, train_set = inputs.model, inputs.train_set
     seed_everything(seed)
     torch.set_flush_denormal(True)  # denormal floats slow CPU kernels many times over late in training
     model.to(device).to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU (oneDNN) and GPU
-    if objective is None:
-        classify = Classification(params.label_smoothing)
-        objective = detection_objective if isinstance(train_set, BoxDataset) else classify
-    loop = _Loop(model, train_set, inputs.val_set, params, seed, device, objective)
+    loop = _Loop(model, train_set, inputs.val_set, params, seed, device, inputs.objective)
     rank, world, backend = process_group()
     result = TrainResult(model=model, world_size=world, backend=backend)
     best = _Best(loss=math.inf, weights=copy.deepcopy(model.state_dict()))
@@ -412,31 +388,24 @@ def train_model(
     return result
 
 
-Splits = dict[str, tuple[np.ndarray, Any]]  # "train" and "val": (images, labels), or (images, box sets)
+Splits = dict[str, tuple[np.ndarray, Any]]  # "train" and "val": (images, targets), as the task's data part loads
 
 
 def training_inputs(params: Params, ref: DatasetRef, splits: Splits) -> TrainingInputs:
-    """The configured model (a classifier, or a detector for `task: detection`), seeded, and the datasets it
-    trains and validates on."""
+    """The configured model of `ref`'s task, seeded, the datasets it trains and validates on and the task's
+    objective."""
     seed_everything(params.base.seed)  # the head's (and a from-scratch model's) initial weights
     model = new_model(params, ref)
-    mean, std = normalization(model)
-    detection = ref.task == "detection"
-    augment = augmentation(params.train.augment, params.base.seed, boxes=detection)
-    data = BoxDataset if detection else ImageDataset
-    return TrainingInputs(model, data(*splits["train"], mean, std, augment), data(*splits["val"], mean, std))
+    part = task(ref.task).train
+    train_set, val_set = part.datasets(params, splits, *normalization(model))
+    return TrainingInputs(model, train_set, val_set, part.objective(params.train))
 
 
 def new_model(params: Params, ref: DatasetRef, pretrained: bool = True) -> nn.Module:
     """The configured model for `ref`'s task and classes, from the pretrained weights (or none, for weights
     that come from a checkpoint)."""
-    train = params.train
-    weights = train.pretrained if pretrained else NO_PRETRAINED
-    if ref.task == "detection":
-        return create_detector(
-            train.model, ref.num_classes, ref.image_size, weights, params.detect.fpn_channels, params.detect.head_convs
-        )
-    return create_model(train.model, ref.num_classes, weights)
+    weights = params.train.pretrained if pretrained else NO_PRETRAINED
+    return task(ref.task).train.new_model(params, ref, weights)
 
 
 def run_checkpoints(ref: DatasetRef, params: Params, checkpoint_dir: Path | None) -> Checkpoints | None:
@@ -445,7 +414,8 @@ def run_checkpoints(ref: DatasetRef, params: Params, checkpoint_dir: Path | None
 
 
 def training_splits(ref: DatasetRef) -> Splits:
-    load = load_detection_split if ref.task == "detection" else load_split
+    """The (images, targets) of the train and val splits, as `ref`'s task loads them."""
+    load = task(ref.task).data.load_split
     return {split: load(ref, split)[:2] for split in ("train", "val")}
 
 

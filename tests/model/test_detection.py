@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from cvops.config import Params, Project, load_params
-from cvops.data.prepare import DatasetRef, load_dataset_ref, load_detection_split
+from cvops.data.prepare import DatasetRef, load_dataset_ref
 from cvops.data.preprocess import model_inputs
 from cvops.data.validation import pairwise_iou
 from cvops.errors import ModelError
@@ -27,6 +27,7 @@ from cvops.registry.model_registry import ModelRegistry
 from cvops.registry.tracking import load_trained_model, use_project_store
 from cvops.serving.features import image_features
 from cvops.serving.predictor import DecodedImage, decode_image
+from cvops.tasks.detection.data import load_split as load_detection_split
 from cvops.tasks.detection.evaluation import evaluate_detector
 from cvops.tasks.detection.model import mean_average_precision, predict_boxes
 from cvops.tasks.detection.postprocess import PostProcess
@@ -111,8 +112,8 @@ def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired
 ) -> None:
     params = scene_params.evaluate.model_copy(update={"slice_by": ["background"]})
     champion = Champion(version="3", model=detector.model, class_names=scenes.class_names, image_size=scenes.image_size)
-    setup = EvaluationSetup(tmp_path, torch.device("cpu"), 0, params, scene_params.measure)
-    evaluation = evaluate_detector(detector.model, scenes, setup, 0.3, champion)  # type: ignore[arg-type]
+    setup = EvaluationSetup(tmp_path, torch.device("cpu"), 0, params, scene_params.measure, score_threshold=0.3)
+    evaluation = evaluate_detector(detector.model, scenes, setup, champion)  # type: ignore[arg-type]
     metrics = evaluation.metrics
     assert evaluation.task == "detection" and evaluation.num_images == len(load_detection_split(scenes, "test")[0])
     assert metrics["map_ci95_low"] - 0.01 <= metrics["map"] <= metrics["map_ci95_high"] + 0.01

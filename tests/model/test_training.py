@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 def test_digits_reach_90_percent_test_accuracy(
     trained: TrainResult, digits: DatasetRef, tiny_params: Params, tmp_path: Path
 ) -> None:
-    setup = EvaluationSetup(tmp_path, torch.device("cpu"), 0, tiny_params.evaluate, tiny_params.measure)
-    evaluation = evaluate(trained.model, digits, setup, ("hflip",))
+    setup = EvaluationSetup(
+        tmp_path, torch.device("cpu"), 0, tiny_params.evaluate, tiny_params.measure, invariance_checks=("hflip",)
+    )
+    evaluation = evaluate(trained.model, digits, setup)
     accuracy = evaluation.metrics["accuracy"]
     assert accuracy >= 0.9
     assert evaluation.metrics["accuracy_ci95_low"] < accuracy < evaluation.metrics["accuracy_ci95_high"]

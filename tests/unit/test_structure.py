@@ -36,10 +36,18 @@ def modules(root: Path = CVOPS) -> dict[str, ast.Module]:
     return found
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of `tree` but those under `if TYPE_CHECKING:` (imports for annotations, never run)."""
+    if isinstance(tree, ast.If) and isinstance(tree.test, ast.Name) and tree.test.id == "TYPE_CHECKING":
+        return [node for child in tree.orelse for node in _runtime_nodes(child)]
+    return [tree, *(node for child in ast.iter_child_nodes(tree) for node in _runtime_nodes(child))]
+
+
 def imported(tree: ast.Module) -> set[str]:
-    """Every module a file imports, at its top or inside a function (absolute imports, as cvops writes them)."""
+    """Every module a file imports when it runs, at its top or inside a function (absolute imports, as cvops
+    writes them)."""
     names = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -104,6 +112,54 @@ def test_the_top_of_the_package_holds_the_stages_and_what_every_stage_uses() -> 
     top = {path.name for path in CVOPS.iterdir() if path.name != "__pycache__"}
     assert top == TOP_MODULES | STAGES
     assert all((CVOPS / stage / "__init__.py").is_file() for stage in STAGES)
+
+
+def _names_a_task(node: ast.expr | None, names: tuple[str, ...]) -> bool:
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_a_task(element, names) for element in node.elts)
+    return isinstance(node, ast.Constant) and node.value in names
+
+
+def _called_task(node: ast.expr) -> bool:
+    if isinstance(node, ast.NamedExpr):
+        node = node.target
+    return (isinstance(node, ast.Attribute) and node.attr == "task") or (
+        isinstance(node, ast.Name) and node.id == "task"
+    )
+
+
+def task_branches(tree: ast.Module, names: tuple[str, ...]) -> list[int]:
+    """The lines that branch on the task: a comparison with a task's name (`x == "detection"`, `in (...)`) or of
+    something called `task` with anything else (`ref.task != KIND`), or a dict keyed by task names."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            equality = any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops)
+            called_task = {_called_task(side) for side in sides}  # both: two tasks must match, not a branch
+            if any(_names_a_task(side, names) for side in sides) or (equality and called_task == {True, False}):
+                found.append(node.lineno)
+        elif isinstance(node, ast.Dict) and any(_names_a_task(key, names) for key in node.keys):
+            found.append(node.lineno)
+    return found
+
+
+def test_what_differs_by_task_is_in_the_task_folders() -> None:
+    """Stages ask `cvops.tasks.task(name)` for a task's parts; they never branch on its name."""
+    from cvops.tasks import task_names
+
+    branches = {
+        name: lines
+        for name, tree in modules().items()
+        if not name.startswith("cvops.tasks") and (lines := task_branches(tree, task_names()))
+    }
+    assert not branches, f"branches on the task outside cvops/tasks/ (module: lines): {branches}"
+
+
+def test_a_branch_on_the_task_is_found() -> None:
+    """The test above, on planted branches."""
+    planted = 'if ref.task == "detection":\n    pass\nSERVICES = {"classification": 1}\nok = task != other\n'
+    assert task_branches(ast.parse(planted), ("classification", "detection")) == [1, 3, 4]
 
 
 def test_the_wheel_installs_nothing_but_cvops() -> None:

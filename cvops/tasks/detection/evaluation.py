@@ -15,10 +15,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from cvops.config import EvaluateParams
-from cvops.data.prepare import BoxSet, DatasetRef, load_detection_split
+from cvops.data.prepare import DatasetRef
 from cvops.data.preprocess import model_inputs
 from cvops.evaluation.evaluator import Champion, EvaluationSetup, brightness, champion_inputs, footprint
 from cvops.evaluation.reports import ChampionComparison, Evaluation, SliceMetrics
+from cvops.tasks.detection.data import BoxSet
+from cvops.tasks.detection.data import load_split as load_detection_split
 from cvops.tasks.detection.matching import ImageMatches, bootstrap_map, match_image, mean_ap, paired_map_difference
 from cvops.tasks.detection.model import Detector, mean_average_precision, predict_boxes
 from cvops.training.models import normalization
@@ -187,10 +189,10 @@ def evaluate_detector(
     model: Detector,
     ref: DatasetRef,
     setup: EvaluationSetup,
-    score_threshold: float,
     champion: Champion | None = None,
 ) -> Evaluation:
-    """Every piece of a detector's test-split evidence (`evaluation.evaluate` for classifiers)."""
+    """Every piece of a detector's test-split evidence (`evaluation.evaluate` for classifiers); the drawn examples
+    show the detections scoring at least setup.score_threshold."""
     out_dir, device, seed, params, measure = setup.out_dir, setup.device, setup.seed, setup.params, setup.measure
     images, resized_truths, rows = load_detection_split(ref, "test")
     truths = originals(resized_truths, rows, ref.image_size)
@@ -208,7 +210,8 @@ def evaluate_detector(
         )
     scale = _scales(rows, ref.image_size)
     drawn = [{**f, "boxes": f["boxes"] / s} for f, s in zip(found, scale, strict=True)]  # back on the input
-    examples = draw_examples(images, resized_truths, drawn, ref.class_names, out_dir / "examples.png", score_threshold)
+    examples_png = out_dir / "examples.png"
+    examples = draw_examples(images, resized_truths, drawn, ref.class_names, examples_png, setup.score_threshold)
     return Evaluation(
         metrics=metrics,
         class_names=ref.class_names,

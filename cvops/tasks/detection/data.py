@@ -1,0 +1,35 @@
+"""Detection's data part: the configured box source imported as images with a box table, and each prepared
+image's boxes as training and evaluation read them."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cvops.config import Params, Project
+from cvops.data.prepare import DatasetRef, load_split_images
+from cvops.tasks.detection.boxes import COORDS, import_scenes, read_boxes
+from cvops.tasks.detection.scenes import detection_source
+
+BoxSet = tuple[np.ndarray, np.ndarray]  # one image's boxes (K, 4) float32 x1, y1, x2, y2 and class indices (K,)
+
+
+def import_raw(project: Project, params: Params) -> pd.DataFrame:
+    """The source params.yaml names into data/raw as images/ with the box table; the image manifest."""
+    return import_scenes(detection_source(params.data, params.base.seed), project.raw_dir)[0]
+
+
+def load_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, list[BoxSet], pd.DataFrame]:
+    """Images (N,H,W,3 uint8) of one split of a detection dataset, each image's boxes in the prepared image's
+    pixels (scaled from the original's, as the image was) with class indices, and the manifest rows."""
+    images, rows = load_split_images(ref, split)
+    boxes = read_boxes(Path(ref.prepared_dir))
+    lookup = {name: i for i, name in enumerate(ref.class_names)}
+    by_image = {image: group for image, group in boxes.groupby("image")}
+    targets = []
+    for path, width, height in zip(rows["path"], rows["width"], rows["height"], strict=True):
+        group = by_image.get(path, boxes.iloc[:0])
+        scale = np.array([ref.image_size / width, ref.image_size / height] * 2, dtype=np.float64)
+        coords = (group[COORDS].to_numpy(dtype=np.float64) * scale).astype(np.float32).reshape(-1, 4)
+        targets.append((coords, group["label"].map(lookup).to_numpy(dtype=np.int64)))
+    return images, targets, rows

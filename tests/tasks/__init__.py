@@ -1,0 +1,1 @@
+"""Tasks defined outside cvops: the proof that adding a task means adding a folder."""
