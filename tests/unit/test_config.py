@@ -183,6 +183,13 @@ def test_traffic_simulation_refuses_a_detection_checkout_in_one_line_before_any_
     assert not any(tmp_path.iterdir())
 
 
+def test_an_unknown_task_is_one_line_naming_the_registered_ones():
+    with pytest.raises(
+        ConfigError, match=r"'task' = 'segmentation': .*no task 'segmentation': one of classification, detection"
+    ):
+        load_params(PARAMS, ["task=segmentation"])
+
+
 def test_a_source_of_the_other_task_is_named_with_the_fix():
     with pytest.raises(ConfigError, match=r"data\.source coco serves detection, but task is classification: set task"):
         load_params(PARAMS, ["data.source=coco"])
