@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -18,6 +19,10 @@ from PIL import Image
 from cvops.config import Params, load_params
 from cvops.env import MLFLOW_TRACKING_URI_ENV, go_offline
 from tests.checkouts import copy_checkout, new_checkout
+
+if TYPE_CHECKING:  # torch and timm load when a test first asks for a model, not for every unit test
+    from cvops.data.prepare import DatasetRef
+    from cvops.training.trainer import TrainResult
 
 REPO = Path(__file__).resolve().parents[1]
 # The real configuration shrunk: digits, tiny images, a small CNN from scratch, few epochs. Tests run the
@@ -36,17 +41,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # long ones start first and the short ones fill the gaps). Measured by `pytest --durations`; see README.
 SLOWEST_FIRST = (
     "tests/team/test_team_stack.py",
-    "tests/integration/test_training_pipeline.py",
     "tests/integration/test_distributed.py",
+    "tests/integration/test_training_pipeline.py",
     "tests/integration/test_monitoring.py",
-    "tests/integration/test_detection_pipeline.py",
     "tests/integration/test_serving.py",
     "tests/integration/test_loop.py",
+    "tests/integration/test_detection_pipeline.py",
+    "tests/integration/test_user_folder.py",
+    "tests/integration/test_registry.py",
+    "tests/integration/test_dvc_data.py",
     "tests/model/test_detection.py",
     "tests/model/test_training.py",
-    "tests/integration/test_user_folder.py",
-    "tests/model/test_saliency.py",
-    "tests/model/test_quantization.py",
 )
 
 
@@ -67,6 +72,39 @@ def no_tracking_uri_of_another_test() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_params() -> Params:
     return load_params(REPO / "params.yaml", overlay=SMALL_RUN)
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory, tiny_params: Params) -> "DatasetRef":
+    """The digits imported, validated and prepared by the small run's params, once per worker."""
+    from cvops.data.manifest import import_source
+    from cvops.data.prepare import prepare_dataset
+    from cvops.data.sources import digits_source
+    from cvops.data.validation import validate_dataset
+
+    root = tmp_path_factory.mktemp("digits")
+    import_source(digits_source(), root / "raw")
+    assert validate_dataset(root / "raw", root / "validated", tiny_params.validation).passed
+    return prepare_dataset(
+        root / "validated", root / "raw", root / "prepared", tiny_params.prepare, tiny_params.base.seed
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(digits: "DatasetRef", tiny_params: Params, tmp_path_factory: pytest.TempPathFactory) -> "TrainResult":
+    """`fit` on the digits: by whichever xdist worker asks first, the others load what it saved."""
+    import torch
+    from filelock import FileLock
+
+    from cvops.training.trainer import fit
+
+    saved = run_shared_dir(tmp_path_factory) / "trained-digits-model.pt"
+    with FileLock(f"{saved}.lock"):
+        if not saved.exists():
+            partial = saved.with_suffix(".partial")
+            torch.save(fit(digits, tiny_params), partial)
+            partial.rename(saved)  # never a half-written model for the next worker
+    return torch.load(saved, weights_only=False)
 
 
 def small_scenes(path: Path) -> Path:

@@ -254,8 +254,6 @@ def schedule_remote(params: Params) -> str:
     from zenml.client import Client
     from zenml.config.schedule import Schedule
 
-    from cvops.pipelines.training import training
-
     if not params.schedule.training_cron:
         raise ConfigError("schedule.training_cron is not set: set it in params.yaml, e.g. '0 3 * * 0'")
     wanted_triggers(params)  # validates the cron
@@ -265,6 +263,8 @@ def schedule_remote(params: Params) -> str:
             f"the active stack's orchestrator ({flavor}) cannot run schedules: switch to a stack with a "
             "Kubernetes, Kubeflow or Airflow orchestrator (`zenml stack set NAME`), or run `cvops schedule` here"
         )
+    from cvops.pipelines.training import training  # torch and timm: only once the schedule will be registered
+
     schedule = Schedule(name="cvops-training", cron_expression=params.schedule.training_cron)
     training.with_options(schedule=schedule, settings=tracker_settings(params.mlflow.experiment))(params=params)
     return f"training scheduled on the {flavor} orchestrator with cron '{params.schedule.training_cron}'"

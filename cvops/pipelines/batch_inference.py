@@ -1,7 +1,7 @@
 from zenml import pipeline
 
 from cvops.config import Params
-from cvops.steps import batch_predict
+from cvops.steps.batch_predict import batch_predict
 
 
 @pipeline(name="batch_inference", enable_cache=False)

@@ -3,7 +3,8 @@ from datetime import datetime
 from zenml import pipeline
 
 from cvops.config import Params
-from cvops.steps import detect_drift, load_inference_window
+from cvops.steps.detect_drift import detect_drift
+from cvops.steps.load_inference_window import load_inference_window
 
 
 @pipeline(name="monitoring", enable_cache=False)

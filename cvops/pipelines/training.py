@@ -3,17 +3,15 @@ from zenml import pipeline
 from cvops.config import Params
 from cvops.registry.tracking import TrainedModel
 from cvops.registry.versions import VersionOrigin
-from cvops.steps import (
-    build_reference,
-    check_gate,
-    evaluate_model,
-    load_dataset,
-    package_model,
-    quantize_model,
-    register_model,
-    train_model,
-    validate_data,
-)
+from cvops.steps.build_reference import build_reference
+from cvops.steps.check_gate import check_gate
+from cvops.steps.evaluate_model import evaluate_model
+from cvops.steps.load_dataset import load_dataset
+from cvops.steps.package_model import package_model
+from cvops.steps.quantize_model import quantize_model
+from cvops.steps.register_model import register_model
+from cvops.steps.train_model import train_model
+from cvops.steps.validate_data import validate_data
 
 
 @pipeline(name="training", enable_cache=False)

@@ -42,7 +42,7 @@ from cvops.serving.capture import CaptureStore
 from cvops.serving.feedback import FeedbackStore
 from cvops.serving.inference_log import read_inference_log
 from cvops.serving.loading import load_served
-from cvops.training.trainer import fit
+from cvops.training.trainer import TrainResult
 from tests.cli import assert_one_line_error, cvops
 from tests.server import Server, stopped_on_exit
 
@@ -50,8 +50,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tuple[Project, ModelRegistry]:
-    """A checkout with digits prepared and two registered versions of a small model (1 is champion)."""
+def served_project(
+    tmp_path_factory: pytest.TempPathFactory, tiny_params, trained: TrainResult
+) -> tuple[Project, ModelRegistry]:
+    """A checkout with digits prepared and two registered versions of the session's small digits model (`trained`,
+    fitted on the same images by the same params; 1 is champion)."""
     root = tmp_path_factory.mktemp("served")
     for name in ("params.yaml", "dvc.yaml"):
         (root / name).write_text((Path(__file__).parents[2] / name).read_text())
@@ -63,7 +66,7 @@ def served_project(tmp_path_factory: pytest.TempPathFactory, tiny_params) -> tup
     ref = prepare_dataset(project.validated_dir, project.raw_dir, project.prepared_dir, params.prepare, 0)
     use_project_store(project, "cvops")
     registry = ModelRegistry.of(project, "cvops-classifier")
-    model = fit(ref, params).model
+    model = trained.model
     with mlflow.start_run() as run:
         trained = log_trained_model(model, params.train.model, ref.class_names, ref.image_size, 1)
         setup = EvaluationSetup(scratch_dir(), torch.device("cpu"), 0, params.evaluate, params.measure)
