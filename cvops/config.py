@@ -503,7 +503,9 @@ class Project:
         for candidate in (here, *here.parents):
             if (candidate / PARAMS_FILE).is_file():
                 return cls(candidate)
-        raise ConfigError(f"no {PARAMS_FILE} in {here} or above: run cvops inside a cvops checkout")
+        raise ConfigError(
+            f"no {PARAMS_FILE} in {here} or above: run cvops inside a cvops project, or create one (`cvops new DIR`)"
+        )
 
     @property
     def params_file(self) -> Path:

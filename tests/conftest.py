@@ -48,6 +48,7 @@ SLOWEST_FIRST = (
     "tests/integration/test_loop.py",
     "tests/integration/test_detection_pipeline.py",
     "tests/integration/test_user_folder.py",
+    "tests/integration/test_new_project.py",
     "tests/integration/test_registry.py",
     "tests/integration/test_dvc_data.py",
     "tests/model/test_detection.py",

@@ -50,13 +50,20 @@ def free_port() -> int:
 class Server:
     """`cvops serve` in its own process group, ready when /readyz answers 200."""
 
-    def __init__(self, root: Path, *args: str, token: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *args: str,
+        token: str | None = None,
+        env: dict[str, str] | None = None,
+        python: Path | str = sys.executable,  # another environment's: cvops as that one installed it
+    ) -> None:
         self.port = free_port()
         env = clean_env() | (env or {}) | ({"CVOPS_API_TOKEN": token} if token else {})
         self.log = root / f"serve-{self.port}.log"
         with self.log.open("w") as log:  # a file, not a pipe: nobody reads a pipe, and a full one stalls the server
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cvops.cli", "serve", "--port", str(self.port), *args],
+                [python, "-m", "cvops.cli", "serve", "--port", str(self.port), *args],
                 cwd=root,
                 env=env,
                 stdout=log,

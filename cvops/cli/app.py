@@ -115,11 +115,13 @@ def _terminate(signum: int, _: object) -> NoReturn:
 
 @click.group(cls=Cvops, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs.")
+@click.version_option(package_name="cvops", prog_name="cvops", message="%(prog)s %(version)s")
 def main(verbose: bool) -> None:
     """cvops: an offline-first MLOps pipeline for image classifiers.
 
     \b
     Quick start:
+      cvops new my-project && cd my-project   # a project of your own
       cvops init                    # local ZenML stack, MLflow store, DVC
       cvops data import elpv        # or: digits | fashion-mnist | folder --path DIR
       cvops run training            # train, evaluate, register

@@ -8,6 +8,32 @@ from cvops.cli import render
 from cvops.cli.app import main, project
 from cvops.config import SOURCES
 from cvops.errors import DataInvalidError
+from cvops.tasks import DEFAULT_TASK, task_names
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--task",
+    type=click.Choice(task_names()),
+    default=DEFAULT_TASK,
+    show_default=True,
+    help="What the project's models do.",
+)
+def new(directory: Path, task: str) -> None:
+    """Create a cvops project in DIRECTORY (new, or an empty folder): a commented params.yaml, dvc.yaml,
+    .gitignore, overlays/ and a README naming the next commands, with `git init` and `dvc init` done.
+
+    \b
+    Examples:
+      cvops new shelf-inspection
+      cvops new parts --task detection && cd parts && cvops init
+    """
+    from cvops.stack.scaffold import create_project
+
+    for line in create_project(directory, task):
+        click.echo(f"  {line}")
+    click.secho(f"ready: next, `cd {directory}`, `cvops init`, then import your images (README.md)", fg="green")
 
 
 @main.command()

@@ -8,7 +8,8 @@ from cvops.cli.app import main, project, registry
 
 
 @main.command()
-@click.option("--version", "version", required=True, help="Registered model version to explain.")
+@click.argument("version")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
@@ -16,17 +17,17 @@ from cvops.cli.app import main, project, registry
     show_default=True,
     help="Folder for the overlays (<image name>.gradcam.png).",
 )
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def explain(version: str, output: Path, images: tuple[Path, ...]) -> None:
+def explain(version: str, images: tuple[Path, ...], output: Path) -> None:
     """Draw where VERSION looks in each of IMAGES: Grad-CAM heat for the class it predicts (red: the evidence
-    for its answer), over the image at the image's size.
+    for its answer), over the image at the image's size. VERSION is a version number or an alias (champion,
+    challenger, previous).
 
     The model card's Saliency section shows the same for the test images in its error gallery.
 
     \b
     Examples:
-      cvops explain --version 3 cell_0042.png cell_0043.png
-      cvops explain --version 3 --output review/ data/raw/defective/*.png
+      cvops explain 3 cell_0042.png cell_0043.png
+      cvops explain champion --output review/ data/raw/defective/*.png
     """
     from cvops.evaluation.saliency import explain_files
     from cvops.registry.tracking import load_trained_model
@@ -34,7 +35,7 @@ def explain(version: str, output: Path, images: tuple[Path, ...]) -> None:
 
     checkout = project()
     models = registry(checkout)
-    trained = models.trained_model(models.get(version))
+    trained = models.trained_model(models.resolve(version))
     device = resolve_device(checkout.params().base.device)
     for found in explain_files(load_trained_model(trained), trained, list(images), output, device):
         click.echo(f"{found.image}: {found.label} ({found.score:.2f}) -> {found.overlay}")

@@ -6,7 +6,7 @@ from cvops.cli.app import main, project, registry, set_params
 
 
 @main.command()
-@click.option("--version", "version", required=True, help="Registered model version to export and quantize.")
+@click.argument("version")
 @click.option(
     "-S",
     "--set",
@@ -16,7 +16,8 @@ from cvops.cli.app import main, project, registry, set_params
 )
 def quantize(version: str, overrides: tuple[str, ...]) -> None:
     """Export VERSION to ONNX fp32 and int8, measure both here, record which one ships, and rebuild the
-    version's monitoring reference with it.
+    version's monitoring reference with it. VERSION is a version number or an alias (champion, challenger,
+    previous).
 
     What the pipeline's quantize_model, check_gate and build_reference steps do, for a version registered
     earlier or to try other quantize.* settings. The version's gate is decided again with the new shipped
@@ -24,17 +25,20 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
 
     \b
     Examples:
-      cvops quantize --version 3
-      cvops quantize --version 3 -S quantize.calibration_method=percentile
+      cvops quantize 3
+      cvops quantize challenger
+      cvops quantize 3 -S quantize.calibration_method=percentile
     """
     from cvops.data.prepare import load_dataset_ref
     from cvops.data.versioning import data_version
     from cvops.registry.versions import requantize
 
     checkout = project()
+    versions = registry(checkout)
+    version = versions.resolve(version).version
     params = set_params(checkout, list(overrides))
     dataset = load_dataset_ref(checkout.prepared_dir, data_version(checkout))
-    result = requantize(registry(checkout, params), version, dataset, params, checkout.onnx_cache)
+    result = requantize(versions, version, dataset, params, checkout.onnx_cache)
     click.echo(result.quantization.summary())
     click.echo(result.decision.table())
     if result.verdict_changed:
@@ -42,23 +46,25 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--version", "version", required=True, help="Registered model version to package.")
+@click.argument("version")
 def package(version: str) -> None:
     """Put VERSION's shipped ONNX model into BentoML's store and build a bento that serves it offline
-    (with onnxruntime: the bento installs no torch).
+    (with onnxruntime: the bento installs no torch). VERSION is a version number or an alias (champion,
+    challenger, previous).
 
     \b
     Examples:
-      cvops package --version 3
+      cvops package 3
+      cvops package champion
       bentoml containerize cvops-classifier:latest    # on a machine with a Docker engine (see infra/)
     """
     from cvops.serving.packaging import package_version
 
     checkout = project()
     params = checkout.params()
-    model_tag, bento_tag, manifests = package_version(
-        registry(checkout, params), version, checkout.onnx_cache, params.registry.bento_name, checkout.manifests_dir
-    )
+    versions = registry(checkout, params)
+    version = versions.resolve(version).version
+    model_tag, bento_tag, manifests = package_version(versions, version, checkout, params.registry.bento_name)
     click.secho(f"packaged version {version}: model {model_tag}, bento {bento_tag}", fg="green")
     click.echo(f"Kubernetes: `kubectl apply -k {manifests}` (Deployment, Service, HPA, PDB; see infra/README.md)")
     click.echo(

@@ -13,7 +13,8 @@ def models() -> None:
     """Review registered versions: evidence, promotion with approval, rejection, rollback, reproduction.
 
     \b
-    Aliases: champion (served), challenger (newest passing version), previous (for rollback).
+    Aliases: champion (served), challenger (newest passing version), previous (for rollback). Every command
+    that takes a VERSION takes its number or one of these aliases.
     Example review:
       cvops models list
       cvops models show 3
@@ -39,12 +40,14 @@ def models_show(version: str) -> None:
     defaults, gate table, deployment artifact, champion comparison, slices, model card.
 
     \b
-    Example:
+    Examples:
       cvops models show 3
+      cvops models show challenger
     """
     from cvops.registry.review import review_version
 
-    render.version(review_version(registry(project()), version))
+    versions = registry(project())
+    render.version(review_version(versions, versions.resolve(version).version))
 
 
 @models.command("review")
@@ -76,8 +79,10 @@ def models_promote(version: str, reviewer: str | None, note: str, override: bool
     Examples:
       cvops models promote 3 --reviewer alice --note "better on poly cells"
       cvops models promote 4 --reviewer alice --override --note "latency budget waived for the pilot"
+      cvops models promote challenger --reviewer alice
     """
     versions = registry(project())
+    version = versions.resolve(version).version
     old = versions.promote(version, reviewer, note, override)
     click.secho(
         f"version {version} is the champion (approved by {versions.get(version).tags['approved_by']})", fg="green"
@@ -98,6 +103,7 @@ def models_reject(version: str, reviewer: str | None, reason: str) -> None:
       cvops models reject 4 --reviewer alice --reason "misses cracks on poly cells"
     """
     versions = registry(project())
+    version = versions.resolve(version).version
     versions.reject(version, reviewer, reason)
     click.secho(f"version {version} rejected by {versions.get(version).tags['rejected_by']}", fg="yellow")
 
@@ -135,7 +141,9 @@ def models_reproduce(version: str, keep: bool) -> None:
     from cvops.cli.reproduce import reproduce_version
     from cvops.errors import NotReproducedError
 
-    result = reproduce_version(initialized_project(), version, keep)
+    checkout = initialized_project()
+    version = registry(checkout).resolve(version).version
+    result = reproduce_version(checkout, version, keep)
     render.reproduction(result)
     if not result.reproduced:
         raise NotReproducedError(f"version {version} was not reproduced: {result.verdict}")

@@ -192,7 +192,7 @@ def version(review: "VersionReview") -> None:
 def _artifact_and_comparison(review: "VersionReview") -> None:
     click.secho("\ndeployment artifact (ONNX)", bold=True)
     if review.quantization is None:
-        click.echo(f"  not exported: `cvops quantize --version {review.info.version}`")
+        click.echo(f"  not exported: `cvops quantize {review.info.version}`")
     else:
         click.echo("  " + review.quantization.summary().replace("\n", "\n  "))
         click.echo(f"  shipped file: {review.info.tags.get('onnx_shipped', '?')}")

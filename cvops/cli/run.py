@@ -81,7 +81,11 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
     type=click.Path(path_type=Path),
     help="Predictions file, .parquet or .csv (default: reports/predictions-<time>.parquet).",
 )
-@click.option("--version", "version", help="Score with this version instead of the champion.")
+@click.option(
+    "--version",
+    "version",
+    help="Score with this version (a number, or an alias: challenger, previous), not the champion.",
+)
 @click.option(
     "--overlay",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -109,6 +113,7 @@ def run_batch_inference(
     Examples:
       cvops run batch-inference --input incoming/
       cvops run batch-inference --input incoming/ --output scored.csv --version 3
+      cvops run batch-inference --input incoming/ --version challenger    # the version waiting for review
       cvops run batch-inference --input s3://cvops/incoming/2026-12-01/
       cvops run batch-inference --input /shared/incoming --overlay infra/kubernetes/ray/distributed.yaml
     """
@@ -118,7 +123,8 @@ def run_batch_inference(
     checkout = initialized_project()
     output = output or checkout.reports_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
     with checkout.overlaid(overlay) as params:
-        counts = launch_batch_inference(checkout, params, input_value, output, version or CHAMPION, config)
+        selector = registry(checkout, params).resolve(version).version if version else CHAMPION
+        counts = launch_batch_inference(checkout, params, input_value, output, selector, config)
     if counts is None:
         return render.submitted()
     boxes = f" ({counts['boxes']} boxes)" if "boxes" in counts else ""

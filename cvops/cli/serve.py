@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +106,9 @@ class ServeOptions:
 
 
 @main.command()
-@click.option("--version", "version", help="Serve this registered version (pinned).")
+@click.option(
+    "--version", "version", help="Serve this registered version (pinned; an alias is pinned to its version now)."
+)
 @click.option("--alias", default=CHAMPION, show_default=True, help="Serve the version this alias names, and follow it.")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port on 127.0.0.1 (default: params serve.port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
@@ -157,6 +159,7 @@ def serve(**options: Any) -> None:
     Examples:
       cvops serve                                   # the champion, on serve.port
       cvops serve --version 3 --port 3001 --workers 4
+      cvops serve --version previous                # pinned to the version `previous` names now
       cvops serve --canary challenger --canary-fraction 0.05
       cvops serve --shadow challenger --shadow-fraction 0.5
       cvops serve -S serve.capture.fraction=0.05 -S serve.capture.below_confidence=0.6
@@ -172,6 +175,8 @@ def serve(**options: Any) -> None:
     overrides = chosen.overrides()
     params = checkout.params(overrides)
     versions = registry(checkout, params)
+    if chosen.version:  # pinned: the number, which the server loads and never follows
+        chosen = replace(chosen, version=versions.resolve(chosen.version).version)
     served = resolve(versions, chosen.selector, checkout.onnx_cache)  # fail here, not in the server
     arms = _arms(checkout, params, versions)
     port = chosen.port or params.serve.port

@@ -57,7 +57,7 @@ def session(path: Path, threads: int | None = None) -> "onnxruntime.InferenceSes
     import onnxruntime as ort
 
     if not path.is_file():
-        raise ModelError(f"ONNX file {path} not found: re-run `cvops quantize --version V` to recreate it")
+        raise ModelError(f"ONNX file {path} not found: re-run `cvops quantize V` to recreate it")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: onnxruntime uses every physical core
     options.log_severity_level = 3

@@ -124,7 +124,7 @@ def window_table(rows: pd.DataFrame, version: str, projection: str) -> tuple[pd.
     if answered.sum() > ours.sum():
         note = (
             f"{answered.sum() - ours.sum()} rows of version {version} carry no embedding made with its reference's "
-            f"projection {projection} (logged by a service started before `cvops quantize --version {version}`, "
+            f"projection {projection} (logged by a service started before `cvops quantize {version}`, "
             "or by an ONNX file without an embedding output): left out of the embedding and prediction tests"
         )
     return table, int(ours.sum()), note

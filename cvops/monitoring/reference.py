@@ -93,7 +93,5 @@ def build_reference(onnx_path: Path, ref: DatasetRef, out_dir: Path, dims: int, 
 def load_reference(directory: Path) -> tuple[pd.DataFrame, Projection]:
     table, projection = directory / TABLE_FILE, directory / PROJECTION_FILE
     if not table.is_file() or not projection.is_file():
-        raise ModelError(
-            f"no monitoring reference in {directory}: re-export the version with `cvops quantize --version V`"
-        )
+        raise ModelError(f"no monitoring reference in {directory}: re-export the version with `cvops quantize V`")
     return pd.read_parquet(table), Projection.load(projection)

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 from pydantic import BaseModel
 
-from cvops.errors import ModelError, RegistryError
+from cvops.errors import ModelError
 from cvops.registry.model_registry import REFERENCE_TAG, SHIPPED_TAG, ModelRegistry
 from cvops.serving.projection import PROJECTION_FILE
 
@@ -24,17 +24,11 @@ class ServedModel(BaseModel):
 
 
 def resolve(registry: ModelRegistry, selector: str, cache_dir: Path) -> ServedModel:
-    """`selector` is an alias (champion, challenger, previous) or a version number."""
-    info = registry.get(selector) if selector.isdigit() else registry.alias(selector)
-    if info is None:
-        raise RegistryError(
-            f"{registry.name} has no '{selector}': promote a version (`cvops models promote V"
-            f"{registry.reviewer_option()}`) "
-            "or serve one with --version V"
-        )
+    """`selector` is an alias (champion, challenger, previous) or a version number (`ModelRegistry.resolve`)."""
+    info = registry.resolve(selector)
     uri = info.tags.get(SHIPPED_TAG)
     if not uri:
-        raise ModelError(f"version {info.version} has no ONNX artifact: run `cvops quantize --version {info.version}`")
+        raise ModelError(f"version {info.version} has no ONNX artifact: run `cvops quantize {info.version}`")
     target = cache_dir / info.version
     local = target / Path(uri).name
     if not local.is_file():
@@ -57,7 +51,7 @@ def reference_dir(served: ServedModel, cache_dir: Path) -> Path:
     if not served.reference_uri:
         raise ModelError(
             f"version {served.version} has no monitoring reference (registered before monitoring existed): "
-            f"run `cvops quantize --version {served.version}` to build it"
+            f"run `cvops quantize {served.version}` to build it"
         )
     target = cache_dir / served.version / "reference"
     if not target.is_dir():

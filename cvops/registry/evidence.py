@@ -102,5 +102,5 @@ def load_evidence(run_id: str) -> tuple[Evaluation, GateDecision, QuantizationRe
             mlflow.artifacts.load_text(f"runs:/{run_id}/{QUANTIZATION_FILE}")
         )
     except (MlflowException, OSError, ValidationError):
-        quantization = None  # not exported yet: `cvops quantize --version V`
+        quantization = None  # not exported yet: `cvops quantize V`
     return evaluation, decision, quantization

@@ -45,6 +45,7 @@ AUTO_REVIEWER = "cvops-auto"
 # promotion (registry.require_approval: false) acted through
 TRAINED_BY_TAG, SERVICE_ACCOUNT_TAG = "trained_by", "approved_via"
 LOCK_WAIT_SECONDS = 120
+ALIASES = (CHAMPION, CHALLENGER, PREVIOUS)  # what is accepted wherever a version number is
 
 
 def _now() -> str:
@@ -230,6 +231,30 @@ class ModelRegistry:
             return VersionInfo.from_mlflow(self.client.get_model_version_by_alias(self.name, alias))
         except MlflowException:
             return None
+
+    def resolve(self, text: str) -> VersionInfo:
+        """The version `text` names: a version number, or an alias (champion, challenger, previous, or one set in
+        the MLflow UI). Everything that takes a version takes either; an alias that names no version now, or any
+        other text, is a RegistryError that says what to do."""
+        text = text.strip()
+        if text.isdigit():
+            return self.get(text)
+        found = self.alias(text)
+        if found is not None:
+            return found
+        promote = f"`cvops models promote V{self.reviewer_option()}`"
+        hints = {
+            CHAMPION: f"promote a version with {promote}",
+            CHALLENGER: "train one with `cvops run training` (a version that passes its gate becomes it)",
+            PREVIOUS: f"the champion becomes previous when another version is promoted ({promote})",
+        }
+        if text in hints:
+            raise RegistryError(f"{self.name} has no '{text}': {hints[text]}")
+        known = ", ".join(v.version for v in self.versions()) or "none yet"
+        raise RegistryError(
+            f"{self.name} has no version '{text}': give a version number (versions: {known}) "
+            f"or an alias ({', '.join(ALIASES)})"
+        )
 
     def tag(self, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():

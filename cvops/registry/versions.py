@@ -1,7 +1,7 @@
 """A trained model on its way to a registered version: the ONNX export and its measurements, the monitoring
 reference, the gate, and the registration with its model card. Each piece is computed and logged to the
 active MLflow run, by the training pipeline's steps and, for a version registered earlier, by
-`cvops quantize --version` (`requantize`)."""
+`cvops quantize VERSION` (`requantize`)."""
 
 import json
 from dataclasses import dataclass

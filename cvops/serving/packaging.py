@@ -1,10 +1,14 @@
 """Packaging: the shipped ONNX file into BentoML's model store, and a bento that serves it offline."""
 
 import shutil
+import tempfile
 import warnings
+from importlib import metadata
 from pathlib import Path
 
+import cvops
 from cvops import tasks
+from cvops.config import Project
 from cvops.console import quiet
 from cvops.env import BENTO_MODEL_ENV
 from cvops.export.onnx_model import Preprocessing, read_preprocessing
@@ -14,8 +18,8 @@ from cvops.serving.kubernetes import write_serving_manifests
 from cvops.serving.predictor import MODEL_FILE
 from cvops.serving.projection import PROJECTION_FILE
 
-# What the service imports when it serves a packaged model, pinned as in requirements.lock (the bento installs
-# them; no resolver runs offline). No torch: a bento serves the ONNX file with onnxruntime.
+# What the service imports when it serves a packaged model, pinned as installed (the bento installs them; no
+# resolver runs offline). No torch: a bento serves the ONNX file with onnxruntime.
 # psycopg2: replicas log to the team's state database (CVOPS_STATE_URL); fsspec, s3fs: captured images
 # (serve.capture) go to a folder or an S3 prefix.
 SERVING_PACKAGES = (
@@ -50,55 +54,58 @@ def store_model(served: ServedModel, preprocessing: Preprocessing, lineage: dict
     return str(model.tag)
 
 
-def pinned(packages: tuple[str, ...], lock: Path) -> list[str]:
-    def canonical(name: str) -> str:
-        return name.strip().lower().replace("_", "-")
-
-    pairs = (line.split("==", 1) for line in lock.read_text().splitlines() if "==" in line)
-    versions = {canonical(name): version.strip() for name, version in pairs}
-    return [f"{name}=={versions[name]}" if name in versions else name for name in packages]
+def pinned(packages: tuple[str, ...]) -> list[str]:
+    """`packages` at the versions installed here (this repository installs requirements.lock's): the bento
+    installs what the model was packaged with, and no resolver runs offline."""
+    return [f"{name}=={metadata.version(name)}" for name in packages]
 
 
-def source_root() -> Path:
-    """The cvops checkout the package runs from (sources, params.yaml, requirements.lock): the build context."""
-    return Path(__file__).resolve().parents[2]
-
-
-def build_bento(model_tag: str, version: str, name: str, task: str) -> str:
-    """A bento called `name`, serving `model_tag` (a model of `task`) from the model store (CVOPS_BENTO_MODEL)."""
+def build_bento(model_tag: str, version: str, name: str, task: str, params_file: Path) -> str:
+    """A bento called `name`, serving `model_tag` (a model of `task`) from the model store (CVOPS_BENTO_MODEL),
+    with cvops's sources as installed and the project's `params_file`."""
     import bentoml
     from bentoml._internal.bento.build_config import BentoEnvSchema  # the type bentos.build() expects
     from pydantic.json_schema import PydanticJsonSchemaWarning
 
-    root = source_root()
     # BentoML narrates the build at INFO, and pydantic warns that the API's optional file field has no
     # JSON-schema default: neither is for the user
-    with quiet("bentoml", "_bentoml_sdk"), warnings.catch_warnings():
+    with (
+        tempfile.TemporaryDirectory(prefix="cvops-bento-") as context,
+        quiet("bentoml", "_bentoml_sdk"),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
+        _stage_build_context(Path(context), params_file)
         bento = bentoml.bentos.build(
             tasks.task(task).service,
             name=name,
             labels={"model_version": version},
             include=["/cvops/**/*.py", "/params.yaml"],
-            python={"packages": pinned(SERVING_PACKAGES, root / "requirements.lock"), "lock_packages": False},
+            python={"packages": pinned(SERVING_PACKAGES), "lock_packages": False},
             envs=[
                 BentoEnvSchema(name=BENTO_MODEL_ENV, value=model_tag),
                 BentoEnvSchema(name="BENTOML_DO_NOT_TRACK", value="true"),
             ],
             models=[model_tag],
-            build_ctx=str(root),
+            build_ctx=context,
         )
     return str(bento.tag)
 
 
-def package_version(
-    registry: ModelRegistry, version: str, cache_dir: Path, bento_name: str, manifests_dir: Path
-) -> tuple[str, str, Path]:
+def _stage_build_context(context: Path, params_file: Path) -> None:
+    """The bento's build context: the cvops package this process runs (from a wheel or from this repository)
+    and the project's params.yaml, wherever each lives."""
+    source = Path(cvops.__file__).parent
+    shutil.copytree(source, context / "cvops", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(params_file, context / "params.yaml")
+
+
+def package_version(registry: ModelRegistry, version: str, project: Project, bento_name: str) -> tuple[str, str, Path]:
     """A version's shipped ONNX file into BentoML's store and a bento that serves it, both tagged on the
     version, and the Kubernetes manifests for the bento's image; returns (model tag, bento tag, manifests)."""
-    served = resolve(registry, version, cache_dir)
+    served = resolve(registry, version, project.onnx_cache)
     preprocessing = read_preprocessing(Path(served.onnx_path))
     model_tag = store_model(served, preprocessing, registry.get(served.version).tags)
-    bento_tag = build_bento(model_tag, served.version, bento_name, preprocessing.task)
+    bento_tag = build_bento(model_tag, served.version, bento_name, preprocessing.task, project.params_file)
     registry.tag(served.version, {BENTO_TAG: bento_tag, BENTOML_MODEL_TAG: model_tag})
-    return model_tag, bento_tag, write_serving_manifests(manifests_dir, bento_name, served.version)
+    return model_tag, bento_tag, write_serving_manifests(project.manifests_dir, bento_name, served.version)

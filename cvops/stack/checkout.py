@@ -21,6 +21,7 @@ from cvops.env import (
     go_offline,
 )
 from cvops.errors import ConfigError, NotInitializedError
+from cvops.stack.scaffold import init_dvc
 
 STACK, TEAM_STACK = "cvops-local", "cvops-team"
 TRACKER, TEAM_TRACKER = "cvops-mlflow", "cvops-mlflow-team"
@@ -41,15 +42,6 @@ def configure_environment(project: Project) -> None:
     os.environ.setdefault(ZENML_CONFIG_PATH_ENV, str(project.zenml_dir / "global"))
     os.environ.setdefault(ROOT_ENV, str(project.root))
     os.environ.setdefault(BENTOML_HOME_ENV, str(project.bentoml_home))
-
-
-def _init_dvc(project: Project) -> bool:
-    if (project.root / ".dvc").is_dir():
-        return False
-    from dvc.repo import Repo
-
-    Repo.init(str(project.root), no_scm=not (project.root / ".git").exists())
-    return True
 
 
 def _ensure_component(client: Any, name: str, flavor: str, component_type: Any, configuration: dict[str, str]) -> None:
@@ -121,7 +113,7 @@ def init_project(project: Project, params: Params, stack: StackKind = "local") -
     done = []
     for directory in (project.data_dir, project.mlflow_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    if _init_dvc(project):
+    if init_dvc(project.root):
         done.append("initialised DVC")
     inbox_ready(project)
     remote = f"{team.s3_url}/dvc" if team else params.data.remote

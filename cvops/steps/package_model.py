@@ -15,11 +15,5 @@ def package_model(version: str, decision: GateDecision, registry: RegistryParams
     if not decision.passed:
         return ""
     project = Project.find()
-    _, bento, _ = package_version(
-        ModelRegistry.of(project, registry.model_name),
-        version,
-        project.onnx_cache,
-        registry.bento_name,
-        project.manifests_dir,
-    )
+    _, bento, _ = package_version(ModelRegistry.of(project, registry.model_name), version, project, registry.bento_name)
     return bento

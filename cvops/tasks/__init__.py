@@ -43,7 +43,7 @@ class Task:
 
     name: str
     model_name: str  # the registered model a checkout of this task trains by default (registry.model_name null)
-    sources: tuple[str, ...]  # the data sources whose annotations it learns from
+    sources: tuple[str, ...]  # the data sources whose annotations it learns from; `cvops new` starts with the first
     service: str  # its BentoML service class, "module:Class"
     package: str  # where its parts are, "package.module"
     unit: str = "images"  # what a prepared dataset's class counts count
@@ -255,7 +255,7 @@ register(
     Task(
         name="detection",
         model_name="cvops-detector",
-        sources=("coco", "yolo", "digit-scenes"),
+        sources=("digit-scenes", "coco", "yolo"),
         service="cvops.serving.service:Detector",
         package="cvops.tasks.detection",
         unit="boxes",

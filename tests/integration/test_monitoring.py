@@ -225,4 +225,4 @@ def test_a_champion_without_reference_gets_a_one_line_error(champion: Path) -> N
     client(champion).delete_model_version_tag("cvops-classifier", version, "reference")
     shutil.rmtree(champion / "bentos" / "onnx" / version)
     failed = cvops(champion, "run", "monitoring")
-    assert_one_line_error(failed, 5, f"version {version} has no monitoring reference", "cvops quantize --version")
+    assert_one_line_error(failed, 5, f"version {version} has no monitoring reference", f"cvops quantize {version}")

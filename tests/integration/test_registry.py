@@ -287,4 +287,4 @@ def test_bad_review_commands_get_one_line_errors(registry, tmp_path, project_dir
     # serving refuses before a server starts: nothing to serve, or a version without its ONNX file
     assert_one_line_error(cvops(project_dir, "serve", "--port", "1"), 8, "no 'champion'")
     assert_one_line_error(cvops(project_dir, "serve", "--version", version), 5, "no ONNX artifact")
-    assert_one_line_error(cvops(project_dir, "package", "--version", version), 5, "cvops quantize --version")
+    assert_one_line_error(cvops(project_dir, "package", version), 5, f"cvops quantize {version}")

@@ -350,7 +350,7 @@ def test_token_required_when_set(served_project) -> None:
 
 def test_package_stores_the_shipped_onnx_and_builds_a_bento(served_project) -> None:
     project, registry = served_project
-    result = cvops(project.root, "package", "--version", "1")
+    result = cvops(project.root, "package", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     tags = registry.get("1").tags
     model_name, model_version = tags["bentoml_model"].split(":")

@@ -240,7 +240,7 @@ def test_explain_writes_grad_cam_overlays_at_each_images_size_and_nothing_for_a_
     images = sorted((root / "data" / "raw" / "3").iterdir())[:2]
     bigger = tmp_path / "big_3.png"  # a user's image at another size than the dataset's
     Image.open(images[0]).resize((40, 30)).save(bigger)
-    result = cvops(root, "explain", "--version", "1", str(images[1]), str(bigger), "--output", str(tmp_path / "out"))
+    result = cvops(root, "explain", "1", str(images[1]), str(bigger), "--output", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count(": 3 (") >= 1  # the class each overlay explains, as the model answers
     written = {path.name: Image.open(path).size for path in (tmp_path / "out").iterdir()}
@@ -248,20 +248,20 @@ def test_explain_writes_grad_cam_overlays_at_each_images_size_and_nothing_for_a_
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
-    refused = cvops(root, "explain", "--version", "1", str(images[0]), str(broken), "--output", str(tmp_path / "no"))
+    refused = cvops(root, "explain", "1", str(images[0]), str(broken), "--output", str(tmp_path / "no"))
     assert_one_line_error(refused, 3, "broken.png", "not a readable image")
     assert not (tmp_path / "no").exists()  # nothing of a refused batch
     twin = tmp_path / "twin" / images[0].name  # two overlays would be one file
     twin.parent.mkdir()
     twin.write_bytes(images[0].read_bytes())
-    assert_one_line_error(cvops(root, "explain", "--version", "1", str(images[0]), str(twin)), 2, "two images")
-    assert_one_line_error(cvops(root, "explain", "--version", "7", str(images[0])), 8, "no version '7'")
+    assert_one_line_error(cvops(root, "explain", "1", str(images[0]), str(twin)), 2, "two images")
+    assert_one_line_error(cvops(root, "explain", "7", str(images[0])), 8, "no version '7'")
 
 
 def test_quantize_command_re_exports_a_version_and_records_what_ships(trained_project) -> None:
     root, _ = trained_project
     # (the previous test left gate.min_accuracy=0.999 in params.yaml, as -S does)
-    result = cvops(root, "quantize", "--version", "1", "-S", "quantize.enabled=false", "-S", "gate.min_accuracy=0.8")
+    result = cvops(root, "quantize", "1", "-S", "quantize.enabled=false", "-S", "gate.min_accuracy=0.8")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ships onnx-fp32: int8 quantization is off" in result.stdout and "gate: PASSED" in result.stdout
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
@@ -270,7 +270,7 @@ def test_quantize_command_re_exports_a_version_and_records_what_ships(trained_pr
     assert tags["onnx_shipped"] == tags["onnx_fp32"] and Path(tags["onnx_fp32"].removeprefix("file://")).is_file()
     shown = cvops(root, "models", "show", "1")
     assert "ships onnx-fp32" in shown.stdout
-    assert_one_line_error(cvops(root, "quantize", "--version", "9"), 8, "no version '9'")
+    assert_one_line_error(cvops(root, "quantize", "9"), 8, "no version '9'")
 
 
 def test_a_distilled_student_is_a_version_of_its_own_and_its_failed_gate_leaves_the_teachers_run_standing(

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from cvops.config import Project
 from tests.cli import assert_one_line_error, cvops
 
 
@@ -29,7 +30,24 @@ def test_a_command_line_mistake_is_one_line_and_exit_2(tmp_path: Path, args: lis
 
 
 def test_outside_a_checkout_the_error_says_where_to_run(tmp_path: Path) -> None:
-    assert_one_line_error(cvops(tmp_path, "models", "list"), 2, "no params.yaml", "cvops checkout")
+    assert_one_line_error(cvops(tmp_path, "models", "list"), 2, "no params.yaml", "cvops new DIR")
+
+
+def test_new_makes_a_project_that_loads_and_refuses_a_folder_in_use(tmp_path: Path) -> None:
+    made = cvops(tmp_path, "new", "parts", "--task", "detection")
+    assert made.returncode == 0, made.stderr[-2000:]
+    root = tmp_path / "parts"
+    params = Project(root).params()  # the template's params.yaml, set to the task and a source it learns from
+    assert (params.task, params.data.source) == ("detection", "digit-scenes")
+    assert (root / ".git").is_dir() and (root / ".dvc" / "config").is_file() and (root / "overlays").is_dir()
+    assert "/mlflow/" in (root / ".gitignore").read_text().splitlines()
+    assert "cvops init" in made.stdout and "Initialized DVC" not in made.stdout  # cvops says what comes next
+
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert_one_line_error(cvops(tmp_path, "new", "busy"), 2, "not an empty folder")
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "parts"]  # nothing half-made beside them
 
 
 def test_help_still_prints_usage_and_exits_0(tmp_path: Path) -> None:

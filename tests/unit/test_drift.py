@@ -119,7 +119,7 @@ def test_rows_of_another_version_or_projection_feed_only_the_statistics(tmp_path
     assert ours == 30
     assert table["emb_0"].notna().sum() == 30 and table["label"].notna().sum() == 30
     assert table["brightness"].notna().sum() == 150
-    assert note is not None and note.startswith("10 rows of version 3") and "cvops quantize --version 3" in note
+    assert note is not None and note.startswith("10 rows of version 3") and "cvops quantize 3" in note
 
     verdict = detect_drift(reference_table(1000, rng), "p1", rows, "3", PARAMS, tmp_path / "r")
     assert {c.group for c in verdict.columns} == {"statistics"}

@@ -30,7 +30,7 @@ def _outputs(onnx_path: Path, images: np.ndarray, desc: str, batch_size: int = 2
         if batch_embeddings is None:
             raise ModelError(
                 f"{onnx_path.name} has no embedding output (exported before monitoring existed): "
-                "re-export it with `cvops quantize --version V`"
+                "re-export it with `cvops quantize V`"
             )
         logits.append(batch_logits)
         embeddings.append(batch_embeddings)
