@@ -157,14 +157,15 @@ def initialized_project() -> Project:
     return found
 
 
-def registry(checkout: Project, params: Params | None = None) -> "ModelRegistry":
-    """The checkout's registered model, on its MLflow store."""
+def registry(checkout: Project, params: Params | None = None, model_name: str | None = None) -> "ModelRegistry":
+    """The checkout's registered model (or `model_name`), on its MLflow store."""
     from cvops.registry.model_registry import ModelRegistry
     from cvops.registry.tracking import use_project_store
 
     params = params or checkout.params()
     use_project_store(checkout, params.mlflow.experiment)
-    return ModelRegistry.of(checkout, params.registry.model_name, params.registry.allow_self_approval)
+    name = model_name or params.registry.model_name
+    return ModelRegistry.of(checkout, name, params.registry.allow_self_approval)
 
 
 def set_params(checkout: Project, overrides: list[str]) -> Params:

@@ -24,18 +24,32 @@ def models() -> None:
 
 
 @models.command("list")
-def models_list() -> None:
-    """Every version, newest first: aliases, metrics, gate verdict, approval, data version, created."""
+@click.option("--model", "model_name", help="Another registered model (default: registry.model_name or the task's).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (schema: cvops/registry/schemas/).")
+def models_list(model_name: str | None, as_json: bool) -> None:
+    """Every version, newest first: aliases, metrics, gate verdict, approval, data version, created.
+
+    \b
+    Examples:
+      cvops models list
+      cvops models list --model cvops-detector
+      cvops models list --json | jq '.versions[] | select(.gate == "passed") | .version'
+    """
+    from cvops.registry.listing import VersionList, VersionRow
     from cvops.registry.review import version_notes
 
-    versions = registry(project())
+    versions = registry(project(), model_name=model_name)
+    if as_json:
+        listed = [VersionRow.of(versions, info) for info in versions.versions()]
+        return click.echo(VersionList(model=versions.name, versions=listed).model_dump_json(indent=2))
     rows = [(info, version_notes(versions, info), versions.outside_cvops(info)) for info in versions.versions()]
     render.versions(rows, versions.name)
 
 
 @models.command("show")
 @click.argument("version")
-def models_show(version: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (schema: cvops/registry/schemas/).")
+def models_show(version: str, as_json: bool) -> None:
     """The evidence for VERSION: approval record, lineage, MLflow run, parameters that differ from the
     defaults, gate table, deployment artifact, champion comparison, slices, model card.
 
@@ -43,11 +57,16 @@ def models_show(version: str) -> None:
     Examples:
       cvops models show 3
       cvops models show challenger
+      cvops models show champion --json | jq .shipped
     """
+    from cvops.registry.listing import VersionDetail
     from cvops.registry.review import review_version
 
     versions = registry(project())
-    render.version(review_version(versions, versions.resolve(version).version))
+    review = review_version(versions, versions.resolve(version).version)
+    if as_json:
+        return click.echo(VersionDetail.of(versions, review).model_dump_json(indent=2))
+    render.version(review)
 
 
 @models.command("review")

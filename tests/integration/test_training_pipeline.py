@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import jsonschema
 import mlflow
 import psutil
 import pytest
@@ -18,6 +19,7 @@ from PIL import Image
 
 from cvops.config import Project, load_params
 from cvops.data.versioning import data_version
+from cvops.registry.listing import schema
 from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN, write_image_folder
@@ -140,6 +142,26 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     assert experiment.name == params.mlflow.experiment
     assert Path(experiment.artifact_location.removeprefix("file://")).is_relative_to(root / "mlflow")
     assert not (root / "mlruns").exists()
+
+
+def test_models_list_and_show_print_json_of_their_committed_schemas(trained_project) -> None:
+    root, _ = trained_project
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    tags = client.get_model_version("cvops-classifier", "1").tags
+    listed = cvops(root, "models", "list", "--json")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    listing = json.loads(listed.stdout)
+    jsonschema.validate(listing, schema("models-list"))
+    (row,) = [row for row in listing["versions"] if row["version"] == "1"]
+    assert (listing["model"], row["gate"], row["ships"]) == ("cvops-classifier", "passed", tags["shipped_format"])
+    assert row["metrics"]["accuracy"] == pytest.approx(float(tags["accuracy"]))
+    shown = cvops(root, "models", "show", "1", "--json")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    detail = json.loads(shown.stdout)
+    jsonschema.validate(detail, schema("models-show"))
+    assert detail["version"] == row and detail["gate"]["passed"] and detail["shipped"]["format"] == row["ships"]
+    other = cvops(root, "models", "list", "--model", "cvops-detector")
+    assert other.returncode == 0 and "cvops-detector has no versions yet" in other.stdout, other.stderr[-2000:]
 
 
 def test_registered_model_loads_and_predicts(trained_project) -> None:

@@ -1,0 +1,110 @@
+"""What `cvops models list --json` and `cvops models show --json` print, for scripts: pydantic shapes whose JSON
+Schemas are committed beside this module (schemas/), so a change of shape is a change a reviewer sees.
+
+`python -m cvops.registry.listing` writes the schemas again after a deliberate change.
+"""
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from cvops.evaluation.gate import GateDecision
+from cvops.evaluation.reports import OnnxMeasurement
+from cvops.registry.model_registry import HEADLINE_METRICS, ModelRegistry, VersionInfo
+from cvops.registry.review import VersionReview, version_notes
+
+SCHEMAS = Path(__file__).parent / "schemas"
+
+
+class VersionRow(BaseModel):
+    """One version as `cvops models list` shows it."""
+
+    version: str
+    aliases: list[str]
+    gate: str  # passed | failed | none
+    approval: str  # pending | approved | rejected | — (none)
+    metrics: dict[str, float]  # the headline test metrics it was registered with (accuracy, macro_f1; map, map_50)
+    ships: str | None  # the artifact that ships (onnx-fp32, onnx-int8); None before an export
+    data_version: str
+    created: datetime
+    notes: str
+    outside_cvops: bool  # made champion outside cvops (no approval record)
+
+    @classmethod
+    def of(cls, registry: ModelRegistry, info: VersionInfo) -> "VersionRow":
+        tags = info.tags
+        return cls(
+            version=info.version,
+            aliases=info.aliases,
+            gate=info.gate,
+            approval=info.approval,
+            metrics={key: float(tags[key]) for key in HEADLINE_METRICS if key in tags},
+            ships=tags.get("shipped_format"),
+            data_version=tags.get("data_version", ""),
+            created=info.created,
+            notes=version_notes(registry, info),
+            outside_cvops=registry.outside_cvops(info),
+        )
+
+
+class VersionList(BaseModel):
+    """`cvops models list --json`: the registered model and its versions, newest first."""
+
+    model: str
+    versions: list[VersionRow]
+
+
+class ParamChange(BaseModel):
+    key: str
+    default: Any
+    value: Any
+
+
+class VersionDetail(BaseModel):
+    """`cvops models show --json`: a version's record and evidence."""
+
+    model: str
+    version: VersionRow
+    run_id: str
+    description: str
+    tags: dict[str, str]  # every tag of the version: lineage, approval record, artifacts
+    params: list[ParamChange]  # the training parameters that differ from cvops's defaults
+    test_metrics: dict[str, float]
+    gate: GateDecision
+    shipped: OnnxMeasurement | None  # the shipped artifact's measurement (quality, size, latency)
+
+    @classmethod
+    def of(cls, registry: ModelRegistry, review: VersionReview) -> "VersionDetail":
+        info = review.info
+        return cls(
+            model=review.model_name,
+            version=VersionRow.of(registry, info),
+            run_id=info.run_id,
+            description=info.description,
+            tags=info.tags,
+            params=[ParamChange(key=key, default=default, value=value) for key, default, value in review.params],
+            test_metrics=review.evaluation.metrics,
+            gate=review.decision,
+            shipped=review.quantization.shipped_artifact if review.quantization else None,
+        )
+
+
+SHAPES: dict[str, type[BaseModel]] = {"models-list": VersionList, "models-show": VersionDetail}
+
+
+def schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of the `name` shape (SHAPES), as committed."""
+    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+
+
+def write_schemas() -> None:
+    SCHEMAS.mkdir(exist_ok=True)
+    for name, shape in SHAPES.items():
+        (SCHEMAS / f"{name}.schema.json").write_text(json.dumps(shape.model_json_schema(), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    write_schemas()
