@@ -1,12 +1,15 @@
 """The command line as a user meets it, in seconds: every mistake on the command line is one line on stderr
 and exit code 2, checked before any work starts (no checkout or trained model needed)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cvops.config import Project
-from tests.cli import assert_one_line_error, cvops
+from tests.cli import assert_one_line_error, clean_env, cvops
 
 
 @pytest.mark.parametrize(
@@ -48,6 +51,18 @@ def test_new_makes_a_project_that_loads_and_refuses_a_folder_in_use(tmp_path: Pa
     assert_one_line_error(cvops(tmp_path, "new", "busy"), 2, "not an empty folder")
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "parts"]  # nothing half-made beside them
+
+
+def test_shell_completion_set_up_as_the_readme_says_completes_commands(tmp_path: Path) -> None:
+    env = clean_env() | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    readme = 'eval "$(_CVOPS_COMPLETE=bash_source cvops)"'
+    registered = subprocess.run(
+        ["bash", "-c", f"{readme} && complete -p cvops"], env=env, capture_output=True, text=True
+    )
+    assert "_cvops_completion" in registered.stdout, registered.stderr[-2000:]
+    asked = {"COMP_WORDS": "cvops models pro", "COMP_CWORD": "2", "_CVOPS_COMPLETE": "bash_complete"}
+    answer = subprocess.run(["cvops"], cwd=tmp_path, env=env | asked, capture_output=True, text=True)
+    assert answer.stdout.split() == ["plain,promote"], answer.stderr[-2000:]
 
 
 def test_help_still_prints_usage_and_exits_0(tmp_path: Path) -> None:
