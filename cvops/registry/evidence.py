@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from cvops.errors import RegistryError
 from cvops.evaluation.gate import GateDecision
 from cvops.evaluation.reports import Evaluation, QuantizationReport, format_key
-from cvops.registry.model_registry import REFERENCE_TAG, SHIPPED_TAG
+from cvops.registry.model_registry import REFERENCE_TAG, SHIPPED_FORMAT_TAG, SHIPPED_TAG
 
 if TYPE_CHECKING:
     from cvops.monitoring.reference import ReferenceSummary
@@ -47,12 +47,12 @@ def log_quantization(report: QuantizationReport) -> None:
             )
     mlflow.log_text(report.model_dump_json(indent=2), QUANTIZATION_FILE)
     mlflow.log_metric("onnx_parity_max_abs_diff", report.parity_max_abs_diff)
-    mlflow.set_tag("shipped_format", report.shipped)
+    mlflow.set_tag(SHIPPED_FORMAT_TAG, report.shipped)
 
 
 def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str, str]:
     """Model-version tags that attach the ONNX artifacts (MLflow URIs) and name the one that ships."""
-    tags: dict[str, str] = {"shipped_format": report.shipped}
+    tags: dict[str, str] = {SHIPPED_FORMAT_TAG: report.shipped}
     for artifact in (report.fp32, report.int8):
         if artifact is not None:
             tags[format_key(artifact.format)] = f"{artifact_uri}/{QUANTIZATION_DIR}/{Path(artifact.path).name}"

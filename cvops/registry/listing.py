@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from cvops.evaluation.gate import GateDecision
 from cvops.evaluation.reports import OnnxMeasurement
-from cvops.registry.model_registry import HEADLINE_METRICS, ModelRegistry, VersionInfo
+from cvops.registry.model_registry import HEADLINE_METRICS, SHIPPED_FORMAT_TAG, ModelRegistry, VersionInfo
 from cvops.registry.review import VersionReview, version_notes
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -42,7 +42,7 @@ class VersionRow(BaseModel):
             gate=info.gate,
             approval=info.approval,
             metrics={key: float(tags[key]) for key in HEADLINE_METRICS if key in tags},
-            ships=tags.get("shipped_format"),
+            ships=tags.get(SHIPPED_FORMAT_TAG),
             data_version=tags.get("data_version", ""),
             created=info.created,
             notes=version_notes(registry, info),
