@@ -123,8 +123,7 @@ def run_batch_inference(
     checkout = initialized_project()
     output = output or checkout.reports_dir / f"predictions-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
     with checkout.overlaid(overlay) as params:
-        selector = registry(checkout, params).resolve(version).version if version else CHAMPION
-        counts = launch_batch_inference(checkout, params, input_value, output, selector, config)
+        counts = launch_batch_inference(checkout, params, input_value, output, version or CHAMPION, config)
     if counts is None:
         return render.submitted()
     boxes = f" ({counts['boxes']} boxes)" if "boxes" in counts else ""
