@@ -23,8 +23,10 @@ from cvops.evaluation.gallery import build_gallery
 from cvops.evaluation.reports import TORCH, ChampionComparison, Evaluation, Footprint, SliceMetrics
 from cvops.evaluation.saliency import with_saliency
 from cvops.evaluation.statistics import (
+    accuracy,
     bootstrap_interval,
     expected_calibration_error,
+    macro_f1,
     mcnemar_exact,
     paired_bootstrap_difference,
 )
@@ -112,10 +114,6 @@ def load_champion(registry: ModelRegistry) -> Champion | None:
         image_size=trained.image_size,
         data_version=info.tags.get("data_version", ""),
     )
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 def brightness(images: np.ndarray) -> np.ndarray:
@@ -317,7 +315,7 @@ def evaluate(model: nn.Module, ref: DatasetRef, setup: EvaluationSetup, champion
     gallery = with_saliency(gallery, model, images, mean, std, device, out_dir)
     metrics = classification_metrics(labels, predicted, ref.class_names)
     metrics["ece"] = expected_calibration_error(proba, labels)
-    for name, metric in (("accuracy", accuracy_score), ("macro_f1", macro_f1)):
+    for name, metric in (("accuracy", accuracy), ("macro_f1", macro_f1)):
         metrics[f"{name}_ci95_low"], metrics[f"{name}_ci95_high"] = bootstrap_interval(
             labels, predicted, metric, seed=seed, resamples=params.bootstrap_resamples
         )

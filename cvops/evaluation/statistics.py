@@ -20,6 +20,22 @@ def expected_calibration_error(proba: np.ndarray, y_true: np.ndarray, bins: int 
     return float(gap)
 
 
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(y_true == y_pred))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro-F1 over the classes present in either array, 0 for a class never predicted right: scikit-learn's
+    f1_score(average="macro", zero_division=0), in numpy, since a bootstrap calls it a thousand times (sklearn's
+    argument checks took 1.7 s of every evaluation)."""
+    classes, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+    truth, predicted = codes[: len(y_true)], codes[len(y_true) :]
+    hits = np.bincount(truth[truth == predicted], minlength=len(classes))
+    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (true count + predicted count), never 0 / 0 for a present class
+    sizes = np.bincount(truth, minlength=len(classes)) + np.bincount(predicted, minlength=len(classes))
+    return float(np.mean(2 * hits / sizes))
+
+
 def bootstrap_interval(
     y_true: np.ndarray,
     y_pred: np.ndarray,

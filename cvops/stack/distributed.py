@@ -36,6 +36,7 @@ def ray_session(
     where = "a local Ray instance" if local else f"the Ray cluster at {distributed.address}"
     if distributed.address not in (None, "auto"):
         _check_reachable(distributed.address, where)
+        _check_token(distributed.address, where)
     # the dashboard serves Ray's state API, which Ray Train's controller polls; port 0: any free port
     options: dict[str, Any] = {"dashboard_port": 0, "num_cpus": math.ceil(workers * per_worker["CPU"])}
     handler = signal.getsignal(signal.SIGTERM)
@@ -47,9 +48,8 @@ def ray_session(
         )
     except (OSError, RuntimeError, RayError) as err:  # OSError: ConnectionError, TimeoutError, a socket path too long
         ray.shutdown()
-        raise ServiceUnavailable(  # a wrong token ends here too, after Ray's retries: it says no more
-            f"could not start or reach {where} ({str(err).splitlines()[0][:160]}): {REMEDY}; a cluster with "
-            "token authentication needs its token in RAY_AUTH_TOKEN"
+        raise ServiceUnavailable(
+            f"could not start or reach {where} ({str(err).splitlines()[0][:160]}): {REMEDY}"
         ) from err
     except BaseException:  # SIGTERM (Ray's handler, while it starts) or Ctrl-C: stop what it started
         ray.shutdown()
@@ -84,3 +84,22 @@ def _check_reachable(address: str, where: str) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as err:
         raise ServiceUnavailable(f"{where} does not answer ({err.strerror or err}): {REMEDY}") from err
+
+
+def _check_token(address: str, where: str) -> None:
+    """Fail fast on a missing or wrong token: ray.init retries a GCS that refuses it for 20 s, then says only
+    that it could not connect. Ray Client addresses (ray://) are left to ray.init."""
+    if address.startswith("ray://"):
+        return
+    from ray._raylet import GcsClient  # the client ray.init connects with; one attempt here
+    from ray.exceptions import AuthenticationError
+
+    try:
+        GcsClient(address=address)
+    except AuthenticationError as err:
+        raise ServiceUnavailable(
+            f"{where} refused this command's token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's "
+            "token (`ray get-auth-token` on its head) and RAY_AUTH_MODE=token"
+        ) from err
+    except Exception:  # anything else is for ray.init to report, after its retries
+        return

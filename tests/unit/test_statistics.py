@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, f1_score
 
 from cvops.evaluation.statistics import (
     bootstrap_interval,
     expected_calibration_error,
+    macro_f1,
     mcnemar_exact,
     paired_bootstrap_difference,
 )
@@ -24,6 +25,16 @@ def test_ece_measures_overconfidence():
     proba = np.tile([0.9, 0.1], (10, 1))
     y_true = np.array([0] * 5 + [1] * 5)
     assert expected_calibration_error(proba, y_true) == pytest.approx(0.4)
+
+
+def test_macro_f1_is_scikit_learns_including_classes_missing_from_a_resample():
+    rng = np.random.default_rng(3)
+    for n, classes in [(5, 4), (40, 3), (300, 10), (7, 12)]:
+        y_true, y_pred = rng.integers(0, classes, n), rng.integers(0, classes, n)
+        y_pred[: n // 2] = y_true[: n // 2]  # some right, some classes only predicted or only true
+        expected = f1_score(y_true, y_pred, average="macro", zero_division=0)
+        assert macro_f1(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
+    assert macro_f1(np.array([2, 2]), np.array([5, 5])) == 0.0  # nothing right: 0, not a division by zero
 
 
 def test_bootstrap_interval_brackets_the_metric_narrows_with_data_and_is_seeded():
