@@ -91,7 +91,7 @@ def _check_token(address: str, where: str) -> None:
     that it could not connect. Ray Client addresses (ray://) are left to ray.init."""
     if address.startswith("ray://"):
         return
-    from ray._raylet import GcsClient  # the client ray.init connects with; one attempt here
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # what ray.init connects with; one try
     from ray.exceptions import AuthenticationError
 
     try:
