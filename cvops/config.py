@@ -611,24 +611,22 @@ class Project:
         return load_params(self.params_file, overrides)
 
     def set_params(self, overrides: list[str]) -> tuple[Params, list[tuple[str, Any]]]:
-        """Validate `key=value` overrides and write them into params.yaml, as `dvc exp run -S` does.
-
-        Written, not held in memory, so the DVC stages, the pipeline and `git diff` see the same values.
-        Returns the parameters and the (key, value) pairs that changed.
-        """
+        """Validate `key=value` overrides and write them into params.yaml (`cvops params set`), keeping its
+        comments and layout. Returns the parameters and the (key, value) pairs that changed."""
         return self._write_params(parse_overrides(overrides))
 
     @contextmanager
     def overlaid(self, overlay: Path | None, overrides: list[str] | None = None) -> Iterator[Params]:
-        """params.yaml with an overlay's values (then `overrides`) written into it for the block, and restored
-        byte for byte afterwards, however the block ends: DVC and the pipeline see the overlay, and the
-        committed params.yaml stays as it was. Without an overlay, the parameters as they are."""
-        if overlay is None:
+        """params.yaml with an overlay's values, then `overrides` (-S), written into it for the block and
+        restored byte for byte afterwards, however the block ends: DVC's data stages and the pipeline read them
+        there, and params.yaml stays as it was. With neither, the parameters as they are."""
+        pairs = (read_overlay(overlay) if overlay else []) + parse_overrides(overrides or [])
+        if not pairs:
             yield self.params()
             return
         original = self.params_file.read_bytes()
         try:
-            params, _ = self._write_params(read_overlay(overlay) + parse_overrides(overrides or []))
+            params, _ = self._write_params(pairs)
             yield params
         finally:
             _replace(self.params_file, original)
@@ -646,6 +644,7 @@ class Project:
         changed = [(key, wanted[key]) for key in dict(pairs) if current.get(key) != wanted.get(key)]
         if changed:  # untouched, params.yaml stays byte for byte as committed (no false git_dirty)
             from ruamel.yaml import YAML
+            from ruamel.yaml.comments import CommentedSeq
 
             editor = YAML()  # round-trip: keeps comments and layout
             editor.representer.add_representer(
@@ -657,6 +656,9 @@ class Project:
                 *sections, leaf = key.split(".")
                 for section in sections:
                     node = node.setdefault(section, {})
+                if isinstance(value, list):  # [L, RGB] stays on its line, as params.yaml writes lists
+                    value = CommentedSeq(value)
+                    value.fa.set_flow_style()
                 node[leaf] = value
             text = io.StringIO()
             editor.dump(tree, text)

@@ -235,8 +235,9 @@ def trained_digits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained
 
 @pytest.fixture(scope="session")
 def trained_scenes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedCheckout]:
-    """A fresh checkout set to detection (-S, written into params.yaml as a user would) and trained on a small
-    set of composed scenes by the detection demo's overlay shrunk for the tests (`small_scenes`): version 1 of
+    """A fresh checkout set to detection (`cvops params set`, as a user would) and trained on a small set of
+    composed scenes by the detection demo's overlay shrunk for the tests (`small_scenes`): version 1 of
     cvops-detector, with its evidence, ONNX files and a detector's bento."""
-    training = ["run", "training", "-S", "task=detection", "-S", "data.source=digit-scenes", "--overlay", "small.yaml"]
-    yield from trained_once(tmp_path_factory, "trained-scenes", [["init"], training], scenes=True)
+    detection = ["params", "set", "task=detection", "data.source=digit-scenes"]
+    commands = [["init"], detection, ["run", "training", "--overlay", "small.yaml"]]
+    yield from trained_once(tmp_path_factory, "trained-scenes", commands, scenes=True)

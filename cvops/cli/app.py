@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("cvops")
 USAGE_EXIT = 2  # a command line click cannot parse: like a bad parameter
 INTERRUPTED_EXIT = 130
-OVERRIDE_HELP = "Set a parameter in params.yaml before the run, e.g. -S train.epochs=3 (repeatable)."
+OVERRIDE_HELP = (
+    "A parameter for this run only, e.g. -S train.epochs=3 (repeatable; `cvops params set` changes params.yaml)."
+)
 
 
 class Since(click.ParamType):
@@ -166,11 +168,3 @@ def registry(checkout: Project, params: Params | None = None, model_name: str | 
     use_project_store(checkout, params.mlflow.experiment)
     name = model_name or params.registry.model_name
     return ModelRegistry.of(checkout, name, params.registry.allow_self_approval)
-
-
-def set_params(checkout: Project, overrides: list[str]) -> Params:
-    """Write `-S` overrides into params.yaml, saying which values changed."""
-    params, changed = checkout.set_params(overrides)
-    for key, value in changed:
-        click.echo(f"params.yaml: {key} = {value}")
-    return params

@@ -2,7 +2,7 @@
 
 import click
 
-from cvops.cli.app import main, project, registry, set_params
+from cvops.cli.app import main, project, registry
 
 
 @main.command()
@@ -12,7 +12,7 @@ from cvops.cli.app import main, project, registry, set_params
     "--set",
     "overrides",
     multiple=True,
-    help="Set a quantize.* or measure.* parameter in params.yaml, e.g. -S quantize.calibration_size=128.",
+    help="A quantize.* or measure.* parameter for this run only, e.g. -S quantize.calibration_size=128.",
 )
 def quantize(version: str, overrides: tuple[str, ...]) -> None:
     """Export VERSION to ONNX fp32 and int8, measure both here, record which one ships, and rebuild the
@@ -36,7 +36,7 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
     checkout = project()
     versions = registry(checkout)
     version = versions.resolve(version).version
-    params = set_params(checkout, list(overrides))
+    params = checkout.params(list(overrides))
     dataset = load_dataset_ref(checkout.prepared_dir, data_version(checkout))
     result = requantize(versions, version, dataset, params, checkout.onnx_cache)
     click.echo(result.quantization.summary())

@@ -29,6 +29,7 @@ SHOWN_TAGS = (
     "rollback_reason",
     "git_commit",
     "git_dirty",
+    "overrides",
     "data_version",
     "params_hash",
     "zenml_run_id",

@@ -9,6 +9,7 @@ It reproduces when the data version is the same and each headline metric lies in
 bootstrap interval.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -164,6 +165,12 @@ def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 def _notes(project: Project, info: VersionInfo, commit: str) -> list[str]:
     notes = []
+    if overrides := json.loads(info.tags.get("overrides") or "{}"):
+        shown = ", ".join(f"{key}={value}" for key, value in list(overrides.items())[:6])
+        notes.append(
+            f"version {info.version} ran with {len(overrides)} values that differ from commit {commit[:12]}'s "
+            f"params.yaml (-S, an overlay or an edit), applied again: {shown}{' ...' if len(overrides) > 6 else ''}"
+        )
     if info.tags.get("git_dirty") == "true":
         notes.append(
             f"version {info.version} was trained from a modified checkout (git_dirty): reproduced from its logged "

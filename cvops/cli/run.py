@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cvops.cli import render
-from cvops.cli.app import OVERRIDE_HELP, Since, initialized_project, main, registry, set_params
+from cvops.cli.app import OVERRIDE_HELP, Since, initialized_project, main, registry
 from cvops.errors import ConfigError, GateFailedError
 
 
@@ -21,8 +21,7 @@ def run() -> None:
 @click.option(
     "--overlay",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="A params overlay (YAML with some of params.yaml's keys) for this run only: written into "
-    "params.yaml while the run lasts, then params.yaml is restored.",
+    help="A params overlay (YAML with some of params.yaml's keys) for this run only; -S values apply after it.",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
 @click.option(
@@ -36,14 +35,15 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
 
     A version that passes the gate (params.yaml: gate) is registered as `challenger` with approval=pending;
     one that fails is registered with its evidence but no alias, and the command exits 7.
-    -S values are written into params.yaml first (as `dvc exp run -S` does), so DVC's data stages,
-    the pipeline and `git diff` all see them; an --overlay is written only for the run. The values that
-    differ from the committed params.yaml are printed before the run starts.
+    -S values and an --overlay are for this run only: written into params.yaml while it lasts (DVC's data
+    stages read them there), then params.yaml is restored; the run records them as its `overrides` tag.
+    `cvops params set` changes params.yaml itself. The values that differ from the committed params.yaml are
+    printed before the run starts.
 
     \b
     Examples:
       cvops run training
-      cvops run training -S train.epochs=3 -S train.lr=3e-4
+      cvops run training -S train.epochs=3 -S train.lr=3e-4   # this run only; params.yaml unchanged after
       cvops run training --overlay overlays/digits.yaml     # the small digits run; params.yaml unchanged after
       cvops run training --resume        # after an interruption, same params
       cvops run training -S distill.enabled=true   # then a smaller student distilled from it, its own version
@@ -53,11 +53,9 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
     from cvops.registry.lineage import committed_differences
 
     checkout = initialized_project()
-    with training_lock(checkout):
-        set_params(checkout, list(overrides))
-        with checkout.overlaid(overlay, list(overrides)) as params:
-            render.committed_params_diff(committed_differences(checkout.root, params))
-            result = train(checkout, params, resume, config=config)
+    with training_lock(checkout), checkout.overlaid(overlay, list(overrides)) as params:
+        render.committed_params_diff(committed_differences(checkout.root, params))
+        result = train(checkout, params, resume, config=config)
     if result is None:
         return render.submitted()
     render.training(result, params.mlflow.experiment, registry(checkout, params).reviewer_option())

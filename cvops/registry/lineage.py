@@ -5,6 +5,7 @@ as files under the run's `lineage/` artifacts (the parameters as params.yaml spe
 dvc.lock) from which `cvops models reproduce` recreates the inputs.
 """
 
+import json
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from cvops.config import PARAMS_FILE, Params, flatten, load_params
 
-LINEAGE_KEYS = ("git_commit", "git_dirty", "data_version", "params_hash", "zenml_run_id", "pipeline")
+LINEAGE_KEYS = ("git_commit", "git_dirty", "data_version", "params_hash", "zenml_run_id", "pipeline", "overrides")
 # how the model was trained: the engine, and the live process group's size and backend (none in one process)
 TRAINING_KEYS = ("train_engine", "train_world_size", "train_backend")
 LINEAGE_DIR = "lineage"
@@ -33,17 +34,22 @@ def git(root: Path, *args: str) -> str | None:
 
 
 def git_state(root: Path) -> tuple[str, bool]:
-    """The checked-out commit ("unknown" outside git) and whether the working tree has changes."""
+    """The checked-out commit ("unknown" outside git) and whether the working tree has changes that a run does
+    not record: its params.yaml is recorded (the logged parameters, the `overrides` tag) and so is its dvc.lock
+    (lineage/), so a run with -S or --overlay on a clean checkout is not dirty."""
     commit = git(root, "rev-parse", "HEAD") or "unknown"
-    status = git(root, "status", "--porcelain", "--untracked-files=no")
-    return commit, bool(status)
+    prefix = git(root, "rev-parse", "--show-prefix") or ""  # the project's folder in its repository
+    changed = (git(root, "diff", "--name-only", "HEAD") or "").splitlines()
+    return commit, any(path not in {prefix + PARAMS_FILE, prefix + DVC_LOCK} for path in changed)
 
 
 def lineage_tags(
     root: Path, params: Params, data_version: str, *, zenml_run_id: str = "", pipeline: str = ""
 ) -> dict[str, str]:
-    """The lineage tags every MLflow run and model version carries (names fixed by ARCHITECTURE.md)."""
+    """The lineage tags every MLflow run and model version carries (names fixed by ARCHITECTURE.md); `overrides`
+    holds, as JSON, each parameter that differs from the commit's params.yaml (-S, an overlay, an edit)."""
     commit, dirty = git_state(root)
+    overrides = {key: now for key, _, now in committed_differences(root, params)}
     return {
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),
@@ -51,6 +57,7 @@ def lineage_tags(
         "params_hash": params.hash(),
         "zenml_run_id": zenml_run_id,
         "pipeline": pipeline,
+        "overrides": json.dumps(overrides, sort_keys=True) if overrides else "",
     }
 
 

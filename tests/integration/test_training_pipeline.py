@@ -91,7 +91,10 @@ def test_training_registers_a_version_with_metrics_and_lineage(trained_project) 
     version = client.get_model_version(params.registry.model_name, "1")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
     assert version.tags["git_commit"] == head
-    assert version.tags["git_dirty"] == "true"  # params.yaml differed from the commit while the run lasted
+    # a clean checkout: the overlay was params.yaml's only change while the run lasted, and the run records it
+    assert version.tags["git_dirty"] == "false"
+    overrides = json.loads(version.tags["overrides"])
+    assert overrides["train.model"] == "resnet10t" and overrides["data.source"] == "digits"
     assert version.tags["params_hash"] == params.hash()
     assert version.tags["pipeline"] == "training"
     assert version.tags["zenml_run_id"]
@@ -182,7 +185,8 @@ def test_reproduce_trains_the_version_again_from_its_lineage(trained_project) ->
     result = cvops(root, "models", "reproduce", "1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "reproduced: same data version" in result.stdout
-    assert "trained from a modified checkout (git_dirty)" in result.stdout  # the overlay was written for the run
+    assert "values that differ from commit" in result.stdout and "train.model=resnet10t" in result.stdout
+    assert "git_dirty" not in result.stdout
     client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     original = client.get_model_version("cvops-classifier", "1")
     rerun = client.get_model_version("cvops-classifier-reproduce", "1")
@@ -228,9 +232,11 @@ def test_failed_gate_registers_evidence_but_no_challenger(trained_project) -> No
     assert promoted.returncode == 0, promoted.stderr[-2000:]
 
     # one epoch: the gate fails all the same, and the run takes less time
+    params_yaml = (root / "params.yaml").read_bytes()
     result = cvops(root, "run", "training", *SMALL, "-S", "gate.min_accuracy=0.999", "-S", "train.epochs=1")
     assert_one_line_error(result, 7, "version 2 failed its gate", "accuracy")
     assert "gate: FAILED" in result.stdout
+    assert (root / "params.yaml").read_bytes() == params_yaml  # -S is for this run only
 
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     client = MlflowClient()
@@ -282,8 +288,7 @@ def test_explain_writes_grad_cam_overlays_at_each_images_size_and_nothing_for_a_
 
 def test_quantize_command_re_exports_a_version_and_records_what_ships(trained_project) -> None:
     root, _ = trained_project
-    # (the previous test left gate.min_accuracy=0.999 in params.yaml, as -S does)
-    result = cvops(root, "quantize", "1", "-S", "quantize.enabled=false", "-S", "gate.min_accuracy=0.8")
+    result = cvops(root, "quantize", "1", "-S", "quantize.enabled=false")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ships onnx-fp32: int8 quantization is off" in result.stdout and "gate: PASSED" in result.stdout
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")

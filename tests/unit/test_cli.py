@@ -75,3 +75,16 @@ def test_init_for_a_team_names_the_missing_servers_and_creates_nothing(project_d
     assert_one_line_error(result, 2, "MLFLOW_TRACKING_USERNAME", "ZENML_STORE_URL", "CVOPS_S3_URL", ".team/env")
     assert "MLFLOW_TRACKING_URI," not in result.stderr  # that one is set
     assert not (project_dir / ".dvc").exists() and not (project_dir / ".zen").exists()
+
+
+def test_params_set_writes_the_file_prints_the_diff_and_a_bad_value_changes_nothing(project_dir: Path) -> None:
+    params = project_dir / "params.yaml"
+    result = cvops(project_dir, "params", "set", "train.epochs=9", "validate.allowed_modes=[L, RGB, CMYK]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "-  epochs: " in result.stdout and "+  epochs: 9" in result.stdout
+    assert "+  allowed_modes: [L, RGB, CMYK]" in result.stdout  # a list stays on its line, comment kept
+    assert Project(project_dir).params().train.epochs == 9
+    written = params.read_bytes()
+    assert_one_line_error(cvops(project_dir, "params", "set", "train.epochs=9", "train.lr=-1"), 2, "train.lr")
+    assert params.read_bytes() == written
+    assert "unchanged" in cvops(project_dir, "params", "set", "train.epochs=9").stdout
