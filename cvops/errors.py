@@ -1,14 +1,20 @@
-"""Errors a user can cause. Each carries the exit code the CLI returns and says what to do."""
+"""Errors a user can cause. Each carries the exit code the CLI returns and says what to do.
+
+The exit codes of every cvops command, in one table: `exit_codes()` (README: Errors renders it, and a test
+keeps the two the same).
+"""
+
+INTERRUPTED_EXIT = 130  # Ctrl-C; SIGTERM ends a command with 128 + 15 = 143, through the same cleanup
 
 
 class CvopsError(Exception):
-    """Base class: the CLI prints the message on one line and exits with `exit_code`."""
+    """An error cvops did not foresee: one line naming it and the file that holds its traceback."""
 
     exit_code = 1
 
 
 class ConfigError(CvopsError):
-    """Bad or misspelt parameters."""
+    """Bad or misspelt parameters, or a command line that does not parse (`--help` says what it takes)."""
 
     exit_code = 2
 
@@ -20,7 +26,7 @@ class DataError(CvopsError):
 
 
 class NotInitializedError(CvopsError):
-    """A command ran before `cvops init` or `cvops data import`."""
+    """A step was skipped: a command ran before `cvops init` or `cvops data import`."""
 
     exit_code = 4
 
@@ -56,13 +62,14 @@ class PromotionRefusedError(CvopsError):
 
 
 class AlreadyRunningError(CvopsError):
-    """The same pipeline is already running in this checkout."""
+    """The same pipeline is already running in this project (training and monitoring hold a lock)."""
 
     exit_code = 11
 
 
 class ServiceUnavailable(CvopsError):
-    """A server did not answer: the model service, or the team stack's MLflow, ZenML or S3 server."""
+    """A server did not answer or refused this command's credentials: the model service, the team stack's
+    MLflow, ZenML or S3 server, a Ray cluster."""
 
     exit_code = 10
 
@@ -83,3 +90,11 @@ class FeedbackError(CvopsError):
     """A true label that cannot be recorded or imported: an unknown request id or label, no such capture."""
 
     exit_code = 14
+
+
+def exit_codes() -> list[tuple[int, str]]:
+    """(code, meaning) of every exit code a cvops command returns besides 0, in order."""
+    kinds: list[type[CvopsError]] = [CvopsError, *CvopsError.__subclasses__()]
+    table = {kind.exit_code: " ".join((kind.__doc__ or "").split()) for kind in kinds}
+    table[INTERRUPTED_EXIT] = "Interrupted (Ctrl-C); a SIGTERM ends a command the same way, with 143."
+    return sorted(table.items())

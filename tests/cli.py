@@ -17,8 +17,9 @@ def clean_env() -> dict[str, str]:
 
 
 def cvops(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`cvops ARGS` in `cwd`, with `env` on top of the clean environment."""
-    return subprocess.run(
+    """`cvops ARGS` in `cwd`, with `env` on top of the clean environment; whatever it printed, no traceback
+    (an error is one line, its traceback in a file)."""
+    result = subprocess.run(
         [sys.executable, "-m", "cvops.cli", *args],
         cwd=cwd,
         env=clean_env() | (env or {}),
@@ -26,6 +27,8 @@ def cvops(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subproces
         text=True,
         timeout=600,
     )
+    assert "Traceback" not in result.stdout + result.stderr, f"cvops {' '.join(args)}:\n{result.stderr[-3000:]}"
+    return result
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:

@@ -9,23 +9,27 @@ click cannot parse.
 import atexit
 import gc
 import logging
+import os
 import re
 import signal
 import sys
+import tempfile
+import traceback
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import click
 
 from cvops.config import Params, Project
-from cvops.errors import CvopsError, ServiceUnavailable
+from cvops.errors import INTERRUPTED_EXIT, ConfigError, CvopsError, DataError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from cvops.registry.model_registry import ModelRegistry
 
 log = logging.getLogger("cvops")
-USAGE_EXIT = 2  # a command line click cannot parse: like a bad parameter
-INTERRUPTED_EXIT = 130
+USAGE_EXIT = ConfigError.exit_code  # a command line click cannot parse: like a bad parameter
+JSON_HELP = "One JSON document instead of the table (its JSON Schema: cvops/cli/schemas/)."
 OVERRIDE_HELP = (
     "A parameter for this run only, e.g. -S train.epochs=3 (repeatable; `cvops params set` changes params.yaml)."
 )
@@ -105,9 +109,43 @@ class Cvops(click.Group):
         except Exception as err:
             cause = user_error(err)
             if cause is None:
-                raise
+                unforeseen(err)
             fail(str(cause), cause.exit_code)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def unforeseen(err: BaseException) -> NoReturn:
+    """An error cvops did not foresee: one line naming it and a file holding its traceback (the project's
+    reports/errors/, else the temporary folder's cvops-errors/), never a traceback on the terminal."""
+    try:
+        folder = Project.find().reports_dir / "errors"
+    except CvopsError:  # outside a project
+        folder = Path(tempfile.gettempdir()) / "cvops-errors"
+    path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"cvops {' '.join(sys.argv[1:])}\n{''.join(traceback.format_exception(err))}", "utf-8")
+        where = f"its traceback is in {path}"
+    except OSError:
+        where = "its traceback could not be written"
+    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else "(no message)"
+    fail(
+        f"unexpected {type(err).__name__}: {first} ({where}; run again with -v to see more, and report it to "
+        "cvops's issue tracker if it is not a server or a file of yours)",
+        CvopsError.exit_code,
+    )
+
+
+class InputFile(click.Path):
+    """A file the command reads: a missing one is missing input data (exit 3) in every command."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not Path(value).is_file():
+            raise DataError(f"{value}: {'a folder, not a file' if Path(value).is_dir() else 'no such file'}")
+        return super().convert(value, param, ctx)
 
 
 def _terminate(signum: int, _: object) -> NoReturn:

@@ -35,6 +35,20 @@ class _NoAutologNoise(logging.Filter):
 
 
 _AUTOLOG_NOISE = _NoAutologNoise()
+# Where ZenML reports a failed step: its traceback ("Step X failed.") and its message again ("Failed to run step").
+_STEP_FAILURE_LOGGERS = ("zenml.orchestrators.local.local_orchestrator", "zenml.orchestrators.step_launcher")
+
+
+class _StepFailuresOnce(logging.Filter):
+    """cvops reports a failed step itself, in one line: the CvopsError the step raised, or an unforeseen error
+    with its traceback written to a file (cli/app.py). ZenML's own report of that failure is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failure = record.exc_info is not None or any(isinstance(arg, BaseException) for arg in record.args or ())
+        return not failure
+
+
+_STEP_FAILURES_ONCE = _StepFailuresOnce()
 
 
 def tracker_settings(experiment: str) -> dict[str, Any]:
@@ -80,6 +94,8 @@ def run_pipeline(
 
     use_project_store(project, experiment)  # creates it with its artifact location under mlflow/
     logging.getLogger(_ZENML_TRACKER_LOGGER).addFilter(_AUTOLOG_NOISE)  # once: the same filter is not added twice
+    for name in _STEP_FAILURE_LOGGERS:
+        logging.getLogger(name).addFilter(_STEP_FAILURES_ONCE)
     options: dict[str, Any] = {"settings": tracker_settings(experiment)}
     if run_name:
         options["run_name"] = run_name
@@ -181,7 +197,11 @@ def launch_monitoring(
 ) -> "DriftVerdict | None":
     """The monitoring pipeline's verdict on a window of the inference log."""
     from cvops.pipelines.monitoring import monitoring
+    from cvops.registry.model_registry import CHAMPION, ModelRegistry
+    from cvops.registry.tracking import use_project_store
 
+    use_project_store(project, params.mlflow.experiment)
+    ModelRegistry.of(project, params.registry.model_name).resolve(CHAMPION)  # no champion: one line, no pipeline
     run = run_pipeline(monitoring, project, monitoring_experiment(params), params=params, window=window, since=since)
     return None if run is None else run.steps["detect_drift"].outputs["drift_verdict"][0].load()
 

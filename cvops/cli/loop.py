@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cvops.cli.app import Since, initialized_project, main, project, registry
+from cvops.cli.app import InputFile, Since, initialized_project, main, project, registry
 from cvops.data.labels import STRATEGIES
 
 
@@ -16,7 +16,7 @@ def feedback() -> None:
 
 
 @feedback.command("import")
-@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("file", type=InputFile())
 def feedback_import(file: Path) -> None:
     """Record the true labels in FILE, a CSV with the columns request_id,label (request ids from the
     service's answers, or the request_id column of a batch-inference output).
@@ -81,7 +81,7 @@ def labels_queue(count: int, strategy: str, output: Path | None) -> None:
 
 
 @labels.command("import")
-@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("file", type=InputFile())
 def labels_import(file: Path) -> None:
     """Add labelled production images to the data: FILE is a CSV (request_id,label[,labeller]) or Label
     Studio's JSON export of a `cvops labels queue` batch.

@@ -46,7 +46,7 @@ from cvops.env import (
     ZENML_STORE_URL_ENV,
     role_env,
 )
-from cvops.errors import CvopsError
+from cvops.errors import ServiceUnavailable
 from cvops.stack.web import http_json
 
 BUCKET = "cvops"
@@ -63,10 +63,8 @@ READY_SECONDS = 180
 AUTH_CACHE_TTL_S = 60
 
 
-class TeamStackError(CvopsError):
-    """The team stack cannot start or be reached."""
-
-    exit_code = 14
+class TeamStackError(ServiceUnavailable):
+    """The team stack cannot start or be reached (exit 10, as any server that does not answer)."""
 
 
 class TeamConfig(BaseModel):
@@ -139,6 +137,20 @@ class Service(BaseModel):
     log: str
 
 
+class ServiceState(BaseModel):
+    name: str
+    running: bool
+    url: str
+    log: str
+
+
+class TeamStatus(BaseModel):
+    """`cvops team status`: the stack's processes (its state in `directory`), each running or stopped."""
+
+    directory: str
+    services: list[ServiceState]
+
+
 class TeamStack:
     """The stack whose state lives in `directory` (`.team/` of a checkout)."""
 
@@ -171,6 +183,14 @@ class TeamStack:
 
     def running(self) -> dict[str, Service]:
         return {name: s for name, s in self.services().items() if _alive(s.pid)}
+
+    def status(self) -> TeamStatus:
+        running = self.running()
+        states = [
+            ServiceState(name=name, running=name in running, url=f"http://127.0.0.1:{service.port}", log=service.log)
+            for name, service in self.services().items()
+        ]
+        return TeamStatus(directory=str(self.dir), services=states)
 
     # ----- up / down -----
     def up(self, model_name: str, say: Callable[[str], None]) -> dict[str, str]:

@@ -219,6 +219,13 @@ def test_traffic_to_the_service_is_logged_with_embeddings(champion: Path) -> Non
     assert_one_line_error(refused, 10, "no answer", "cvops serve")
 
 
+def test_without_a_champion_monitoring_says_so_before_any_pipeline_starts(trained_digits, tmp_path: Path) -> None:
+    root = trained_digits.copy(tmp_path / "checkout")  # version 1 is the challenger; nothing was promoted
+    failed = cvops(root, "run", "monitoring")
+    assert_one_line_error(failed, 8, "no 'champion'", "cvops models promote")
+    assert "Initiating a new run for the pipeline" not in failed.stdout + failed.stderr
+
+
 def test_a_champion_without_reference_gets_a_one_line_error(champion: Path) -> None:
     """A version registered before monitoring existed has no reference: say how to build one."""
     version = str(client(champion).get_model_version_by_alias("cvops-classifier", "champion").version)
@@ -226,3 +233,4 @@ def test_a_champion_without_reference_gets_a_one_line_error(champion: Path) -> N
     shutil.rmtree(champion / "bentos" / "onnx" / version)
     failed = cvops(champion, "run", "monitoring")
     assert_one_line_error(failed, 5, f"version {version} has no monitoring reference", f"cvops quantize {version}")
+    assert (failed.stdout + failed.stderr).count("has no monitoring reference") == 1  # not ZenML's report again
