@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from cvops.cli import render
-from cvops.cli.app import main, project
+from cvops.cli.app import JSON_HELP, main, project
 from cvops.config import SOURCES
 from cvops.errors import DataInvalidError
 from cvops.tasks import DEFAULT_TASK, task_names
@@ -155,11 +155,21 @@ def prepare() -> None:
 
 
 @data.command("status")
-def status() -> None:
-    """Data version, images per class and split, and whether the workspace matches dvc.lock."""
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def status(as_json: bool) -> None:
+    """Data version, images per class and split, and whether the workspace matches dvc.lock.
+
+    \b
+    Examples:
+      cvops data status
+      cvops data status --json | jq '.counts.test'
+    """
     from cvops.data.versioning import data_status
 
-    render.data_status(*data_status(project()))
+    found = data_status(project())
+    if as_json:
+        return click.echo(found.model_dump_json(indent=2))
+    render.data_status(found)
 
 
 @data.command("push")

@@ -5,7 +5,7 @@ from datetime import datetime
 import click
 
 from cvops.cli import render
-from cvops.cli.app import Since, initialized_project, main, project, registry
+from cvops.cli.app import JSON_HELP, Since, initialized_project, main, project, registry
 
 
 @main.group()
@@ -25,7 +25,7 @@ def models() -> None:
 
 @models.command("list")
 @click.option("--model", "model_name", help="Another registered model (default: registry.model_name or the task's).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document (schema: cvops/registry/schemas/).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def models_list(model_name: str | None, as_json: bool) -> None:
     """Every version, newest first: aliases, metrics, gate verdict, approval, data version, created.
 
@@ -48,7 +48,7 @@ def models_list(model_name: str | None, as_json: bool) -> None:
 
 @models.command("show")
 @click.argument("version")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document (schema: cvops/registry/schemas/).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def models_show(version: str, as_json: bool) -> None:
     """The evidence for VERSION: approval record, lineage, MLflow run, parameters that differ from the
     defaults, gate table, deployment artifact, champion comparison, slices, model card.
@@ -182,7 +182,8 @@ def models_reproduce(version: str, keep: bool) -> None:
     metavar="N",
     help="Fewer predictions on a side is too little to conclude (default: monitor.min_samples).",
 )
-def models_compare_live(since: datetime, min_requests: int | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def models_compare_live(since: datetime, min_requests: int | None, as_json: bool) -> None:
     """Compare the served arms on live traffic: per arm (champion, canary, shadow) predictions, error rate,
     latency p50/p95, scores and label mix; the canary tested against the champion, the shadow's agreement
     with the champion on the same requests. Writes an HTML report under reports/live and logs it to MLflow.
@@ -191,10 +192,13 @@ def models_compare_live(since: datetime, min_requests: int | None) -> None:
     Examples:
       cvops serve --canary challenger --shadow previous    # then, after some traffic:
       cvops models compare-live --since 6h
+      cvops models compare-live --json | jq '.arms'
     """
     from cvops.monitoring.live import compare_served_arms
 
     checkout = project()
     comparison, page = compare_served_arms(checkout, checkout.params(), since, min_requests)
+    if as_json:
+        return click.echo(comparison.model_dump_json(indent=2))
     click.echo(comparison.table())
     click.echo(f"report: {page}")

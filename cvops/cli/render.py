@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from cvops.cli.launch import TrainingResult
     from cvops.cli.reproduce import Reproduction
     from cvops.cli.scheduler import MonitoringResult
-    from cvops.data.prepare import DatasetRef
     from cvops.data.validation import ValidationReport
+    from cvops.data.versioning import DataStatus
     from cvops.registry.model_registry import VersionInfo
     from cvops.registry.review import VersionReview
 
@@ -56,17 +56,20 @@ def committed_params_diff(differences: list[tuple[str, Any, Any]]) -> None:
             click.echo(f"  {key}: {now} (committed: {committed})")
 
 
-def data_status(ref: "DatasetRef", changes: dict[str, Any]) -> None:
-    click.echo(f"data version: {ref.data_version}  ({ref.image_size}px, classes: {', '.join(ref.class_names)})")
-    width = max(len(c) for c in [*ref.class_names, "class"])
-    click.echo(f"  {ref.unit} per class and split:")
-    click.echo(f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in ref.counts))
-    for name in ref.class_names:
-        click.echo(f"  {name:<{width}}  " + "  ".join(f"{ref.counts[s].get(name, 0):>6}" for s in ref.counts))
-    if produced := sum(ref.sources.get("production", {}).values()):
-        click.echo(f"  of them {produced} labelled production images (`cvops labels import`)")
-    if changes:
-        click.secho(f"workspace differs from dvc.lock: {changes}; run `dvc repro` or `cvops run training`", fg="yellow")
+def data_status(status: "DataStatus") -> None:
+    click.echo(f"data version: {status.data_version}  ({status.image_size}px, classes: {', '.join(status.classes)})")
+    width = max(len(c) for c in [*status.classes, "class"])
+    click.echo(f"  {status.unit} per class and split:")
+    click.echo(f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in status.counts))
+    for name in status.classes:
+        counts = "  ".join(f"{status.counts[s].get(name, 0):>6}" for s in status.counts)
+        click.echo(f"  {name:<{width}}  {counts}")
+    if status.production:
+        click.echo(f"  of them {status.production} labelled production images (`cvops labels import`)")
+    if status.changes:
+        click.secho(
+            f"workspace differs from dvc.lock: {status.changes}; run `dvc repro` or `cvops run training`", fg="yellow"
+        )
     else:
         click.secho("workspace matches dvc.lock", fg="green")
 

@@ -2,7 +2,7 @@
 
 import click
 
-from cvops.cli.app import main, project
+from cvops.cli.app import JSON_HELP, main, project
 from cvops.env import (
     MLFLOW_TRACKING_PASSWORD_ENV,
     MLFLOW_TRACKING_URI_ENV,
@@ -51,16 +51,24 @@ def team_down(drop: bool) -> None:
 
 
 @team.command("status")
-def team_status() -> None:
-    """Which of the stack's processes are running, on which port."""
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def team_status(as_json: bool) -> None:
+    """Which of the stack's processes are running, on which port.
+
+    \b
+    Examples:
+      cvops team status
+      cvops team status --json | jq -e 'all(.services[]; .running)'   # exit 0 when all are up
+    """
     from cvops.stack.team import TeamStack
 
-    stack = TeamStack(project().root / TEAM_DIR)
-    running = stack.running()
-    for name, service in stack.services().items():
-        state = "running" if name in running else "stopped"
-        click.echo(f"  {name:8} {state:8} http://127.0.0.1:{service.port}  (log {service.log})")
-    if not running:
+    status = TeamStack(project().root / TEAM_DIR).status()
+    if as_json:
+        return click.echo(status.model_dump_json(indent=2))
+    for service in status.services:
+        state = "running" if service.running else "stopped"
+        click.echo(f"  {service.name:8} {state:8} {service.url}  (log {service.log})")
+    if not any(service.running for service in status.services):
         click.echo("the team stack is not running: `make team-up`")
 
 

@@ -7,16 +7,14 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from cvops.config import Project
 from cvops.env import PATH_ENV, ROOT_ENV
 from cvops.errors import DataError, DataInvalidError, LineageError, NotInitializedError
-
-if TYPE_CHECKING:
-    from cvops.data.prepare import DatasetRef
 
 PREPARED_OUT = "data/prepared"
 log = logging.getLogger(__name__)
@@ -174,11 +172,36 @@ def import_data(
     return changed
 
 
-def data_status(project: Project) -> tuple["DatasetRef", dict[str, Any]]:
-    """The prepared dataset with its data version, and what differs from dvc.lock (empty: nothing)."""
+class DataStatus(BaseModel):
+    """`cvops data status`: the prepared data, its version, and whether the workspace matches dvc.lock."""
+
+    data_version: str
+    task: str
+    image_size: int
+    unit: str  # what the counts count: images, or boxes for a detector's data
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # per split (train, val, test), per class
+    production: int  # of the images, those labelled from production (`cvops labels import`)
+    matches_dvc_lock: bool
+    changes: dict[str, Any]  # DVC's view of what differs from dvc.lock, per stage; empty when it matches
+
+
+def data_status(project: Project) -> DataStatus:
     from cvops.data.prepare import load_dataset_ref
 
-    return load_dataset_ref(project.prepared_dir, data_version(project)), workspace_status(project)
+    ref = load_dataset_ref(project.prepared_dir, data_version(project))
+    changes = workspace_status(project)
+    return DataStatus(
+        data_version=ref.data_version,
+        task=ref.task,
+        image_size=ref.image_size,
+        unit=ref.unit,
+        classes=ref.class_names,
+        counts=ref.counts,
+        production=sum(ref.sources.get("production", {}).values()),
+        matches_dvc_lock=not changes,
+        changes=changes,
+    )
 
 
 def restore_from(project: Project, source: Project) -> None:

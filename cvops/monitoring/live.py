@@ -57,6 +57,9 @@ class ArmTest(BaseModel):
 
 
 class LiveComparison(BaseModel):
+    """`cvops models compare-live`: each served arm on the logged traffic, and each arm tested against the
+    champion."""
+
     since: datetime | None
     until: datetime | None
     rows: int

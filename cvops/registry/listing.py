@@ -1,12 +1,6 @@
-"""What `cvops models list --json` and `cvops models show --json` print, for scripts: pydantic shapes whose JSON
-Schemas are committed beside this module (schemas/), so a change of shape is a change a reviewer sees.
+"""What `cvops models list --json` and `cvops models show --json` print (schemas: cvops/cli/shapes.py)."""
 
-`python -m cvops.registry.listing` writes the schemas again after a deliberate change.
-"""
-
-import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,8 +9,6 @@ from cvops.evaluation.gate import GateDecision
 from cvops.evaluation.reports import OnnxMeasurement
 from cvops.registry.model_registry import HEADLINE_METRICS, SHIPPED_FORMAT_TAG, ModelRegistry, VersionInfo
 from cvops.registry.review import VersionReview, version_notes
-
-SCHEMAS = Path(__file__).parent / "schemas"
 
 
 class VersionRow(BaseModel):
@@ -90,21 +82,3 @@ class VersionDetail(BaseModel):
             gate=review.decision,
             shipped=review.quantization.shipped_artifact if review.quantization else None,
         )
-
-
-SHAPES: dict[str, type[BaseModel]] = {"models-list": VersionList, "models-show": VersionDetail}
-
-
-def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of the `name` shape (SHAPES), as committed."""
-    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
-
-
-def write_schemas() -> None:
-    SCHEMAS.mkdir(exist_ok=True)
-    for name, shape in SHAPES.items():
-        (SCHEMAS / f"{name}.schema.json").write_text(json.dumps(shape.model_json_schema(), indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    write_schemas()

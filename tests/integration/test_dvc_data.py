@@ -6,16 +6,19 @@ and each leaves the data reproduced, except the last one, which breaks it on pur
 """
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
 
+from cvops.cli.shapes import schema
 from cvops.config import Project
 from cvops.data.versioning import data_version, reproduce, workspace_status
 from cvops.errors import DataInvalidError
@@ -98,6 +101,10 @@ def test_data_status_shows_the_version_and_a_clean_workspace(checkout):
     assert f"data version: {data_version(project)}" in out
     assert "matches dvc.lock" in out
     assert all(name in out for name in ("cat", "dog", "fox"))
+    status = json.loads(ok(cvops(project.root, "data", "status", "--json")))
+    jsonschema.validate(status, schema("data-status"))
+    assert status["data_version"] == data_version(project) and status["matches_dvc_lock"]
+    assert status["classes"] == ["cat", "dog", "fox"] and sum(status["counts"]["test"].values()) > 0
 
 
 def test_push_then_pull_restores_the_data(checkout):

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jsonschema
 import mlflow
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 from scipy.stats import binomtest
 
+from cvops.cli.shapes import schema
 from cvops.config import DetectParams, Project
 from cvops.data.manifest import import_source
 from cvops.data.prepare import load_split, prepare_dataset
@@ -502,8 +504,14 @@ def test_canary_share_sticky_keys_paired_shadow_and_compare_live(served_project)
             run["metrics.shadow_agreement"] == 1.0
             and run["metrics.canary_predictions"] == (logged["arm"] == "canary").sum()
         )
-        scarce = cvops(project.root, "models", "compare-live", "--since", since.isoformat(), "--min-requests", "10000")
-        assert "canary vs champion: too little traffic to conclude" in scarce.stdout, scarce.stdout
+        scarce = cvops(
+            project.root, "models", "compare-live", "--since", since.isoformat(), "--min-requests", "10000", "--json"
+        )
+        assert scarce.returncode == 0, scarce.stderr[-2000:]
+        scarce_json = json.loads(scarce.stdout)
+        jsonschema.validate(scarce_json, schema("models-compare-live"))
+        (canary,) = [test for test in scarce_json["tests"] if test["arm"] == "canary"]
+        assert not canary["conclusive"] and "too little traffic to conclude" in canary["verdict"], canary
         empty = cvops(project.root, "models", "compare-live", "--since", "2099-01-01")  # a window with no traffic
         assert_one_line_error(empty, 3, "no predictions logged since 2099-01-01")
 

@@ -17,9 +17,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from cvops.cli.shapes import schema
 from cvops.config import Project, load_params
 from cvops.data.versioning import data_version
-from cvops.registry.listing import schema
 from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN, write_image_folder

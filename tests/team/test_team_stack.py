@@ -18,6 +18,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import psycopg2
@@ -25,6 +26,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
+from cvops.cli.shapes import schema
 from cvops.env import REPLICA_ENV
 from cvops.registry.model_registry import (
     CHALLENGER,
@@ -40,7 +42,7 @@ from cvops.stack.state import held
 from cvops.stack.team import BUCKET
 from cvops.stack.web import http_json
 from tests.cli import assert_one_line_error, clean_env, cvops
-from tests.conftest import SMALL_RUN
+from tests.conftest import REPO, SMALL_RUN
 from tests.images import write_mode_folder
 from tests.predictions import same_predictions
 from tests.ray_cluster import assert_all_gone
@@ -82,6 +84,17 @@ def test_training_keeps_runs_artifacts_and_pipeline_runs_on_the_servers(team, tr
     assert (
         ui.returncode == 0 and team.env["MLFLOW_TRACKING_URI"] in ui.stdout and team.env["ZENML_STORE_URL"] in ui.stdout
     )
+
+
+def test_team_status_json_lists_every_server_running(team) -> None:
+    where = team.stack.dir.parent  # the project whose .team/ holds the stack
+    shutil.copy(REPO / "params.yaml", where / "params.yaml")
+    result = cvops(where, "team", "status", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    status = json.loads(result.stdout)
+    jsonschema.validate(status, schema("team-status"))
+    assert {s["name"] for s in status["services"] if s["running"]} == set(team.stack.services())
+    assert team.env["MLFLOW_TRACKING_URI"] in {s["url"] for s in status["services"]}
 
 
 def set_trainer_permission(team: Team, permission: str) -> None:

@@ -2,6 +2,7 @@
 and exit code 2, checked before any work starts (no checkout or trained model needed)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from cvops.config import Project
 from tests.cli import assert_one_line_error, clean_env, cvops
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize(
@@ -88,3 +90,39 @@ def test_params_set_writes_the_file_prints_the_diff_and_a_bad_value_changes_noth
     assert_one_line_error(cvops(project_dir, "params", "set", "train.epochs=9", "train.lr=-1"), 2, "train.lr")
     assert params.read_bytes() == written
     assert "unchanged" in cvops(project_dir, "params", "set", "train.epochs=9").stdout
+
+
+def test_exit_codes_come_from_one_table_that_the_readme_shows() -> None:
+    from cvops.errors import exit_codes
+
+    table = dict(exit_codes())
+    errors = (REPO / "README.md").read_text(encoding="utf-8").split("### Errors\n")[1].split("\n## ")[0]
+    shown = dict(re.findall(r"^\| (\d+) \| (.+) \|$", errors, flags=re.MULTILINE))
+    assert {int(code): meaning for code, meaning in shown.items()} == table
+    # no error class anywhere in cvops brings a code of its own
+    declared = re.compile(r"^\s+exit_code = (\d+)", flags=re.MULTILINE)
+    for path in (REPO / "cvops").rglob("*.py"):
+        for code in declared.findall(path.read_text(encoding="utf-8")):
+            assert int(code) in table, f"{path}: exit code {code} is not in cvops.errors.exit_codes()"
+
+
+def test_a_missing_input_file_is_exit_3_in_every_command(project_dir: Path) -> None:
+    for command in (["feedback", "import"], ["labels", "import"]):  # explain's images too: tests/integration
+        assert_one_line_error(cvops(project_dir, *command, "nope.csv"), 3, "nope.csv: no such file")
+
+
+def test_an_unforeseen_error_is_one_line_naming_the_file_with_its_traceback(
+    project_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cvops.cli.app import unforeseen
+
+    try:
+        {}["missing"]
+    except KeyError as err:
+        with pytest.raises(SystemExit) as exited:
+            unforeseen(err)
+    assert exited.value.code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: unexpected KeyError: 'missing' (its traceback is in ")
+    (written,) = (project_dir / "reports" / "errors").iterdir()
+    assert str(written) in line and "Traceback" in written.read_text() and '{}["missing"]' in written.read_text()
