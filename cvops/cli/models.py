@@ -35,15 +35,12 @@ def models_list(model_name: str | None, as_json: bool) -> None:
       cvops models list --model cvops-detector
       cvops models list --json | jq '.versions[] | select(.gate == "passed") | .version'
     """
-    from cvops.registry.listing import VersionList, VersionRow
-    from cvops.registry.review import version_notes
+    from cvops.registry.listing import VersionList
 
-    versions = registry(project(), model_name=model_name)
+    listed = VersionList.of(registry(project(), model_name=model_name))
     if as_json:
-        listed = [VersionRow.of(versions, info) for info in versions.versions()]
-        return click.echo(VersionList(model=versions.name, versions=listed).model_dump_json(indent=2))
-    rows = [(info, version_notes(versions, info), versions.outside_cvops(info)) for info in versions.versions()]
-    render.versions(rows, versions.name)
+        return click.echo(listed.model_dump_json(indent=2))
+    render.versions(listed)
 
 
 @models.command("show")

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from cvops.cli.scheduler import MonitoringResult
     from cvops.data.validation import ValidationReport
     from cvops.data.versioning import DataStatus
-    from cvops.registry.model_registry import VersionInfo
+    from cvops.registry.listing import VersionList
     from cvops.registry.review import VersionReview
 
 STATUS_COLOURS = {"drift": "red", "no_drift": "green", "not_enough_data": "yellow"}
@@ -149,24 +149,31 @@ def monitoring(result: "MonitoringResult") -> None:
         click.echo(f"retraining run {result.training.run_name}: version {result.training.version} ({passed} its gate)")
 
 
-def versions(rows: list[tuple["VersionInfo", str, bool]], model_name: str) -> None:
-    """One line per version, newest first: (info, notes, whether it was promoted outside cvops); a classifier's
-    accuracy and macro-F1, a detector's mAP@[.5:.95] and mAP@.5."""
-    if not rows:
-        click.echo(f"{model_name} has no versions yet: run `cvops run training`")
-        return
-    first, second = ("map", "map_50") if any("map" in info.tags for info, _, _ in rows) else ("accuracy", "macro_f1")
-    click.echo(
-        f"{'version':>7}  {'aliases':<20} {first:>8} {second:>8}  {'gate':<6}  {'approval':<8}  "
-        f"{'data':<8}  {'created (UTC)':<16}  notes"
-    )
-    for info, notes, outside in rows:
-        line = (
-            f"{info.version:>7}  {','.join(info.aliases):<20} {info.tags.get(first, '—'):>8} "
-            f"{info.tags.get(second, '—'):>8}  {info.gate:<6}  {info.approval:<8}  "
-            f"{info.tags.get('data_version', '')[:8]:<8}  {info.created:%Y-%m-%d %H:%M}  {notes}"
+def versions(listed: "VersionList") -> None:
+    """One line per version, newest first: a classifier's accuracy and macro-F1 (a detector's mAP@[.5:.95] and
+    mAP@.5) as the torch model scored them, and what ships with its own score; then which model this is."""
+    if not listed.versions:
+        click.echo(f"{listed.model} has no versions yet: run `cvops run training`")
+    else:
+        detector = any("map" in row.metrics for row in listed.versions)
+        first, second = ("map", "map_50") if detector else ("accuracy", "macro_f1")
+        click.echo(
+            f"{'version':>7}  {'aliases':<20} {first:>8} {second:>8}  {'ships':<9} {'shipped':>7}  {'gate':<6}  "
+            f"{'approval':<8}  {'data':<8}  {'created (UTC)':<16}  notes"
         )
-        click.secho(line, fg="yellow" if outside else None)
+        for row in listed.versions:
+            metric = [f"{row.metrics[k]:.4f}" if k in row.metrics else "—" for k in (first, second)]
+            shipped = f"{row.ships_score:.4f}" if row.ships_score is not None else "—"
+            line = (
+                f"{row.version:>7}  {','.join(row.aliases):<20} {metric[0]:>8} {metric[1]:>8}  "
+                f"{row.ships or '—':<9} {shipped:>7}  {row.gate:<6}  {row.approval:<8}  {row.data_version[:8]:<8}  "
+                f"{row.created:%Y-%m-%d %H:%M}  {row.notes}"
+            )
+            click.secho(line, fg="yellow" if row.outside_cvops else None)
+    others = (
+        f"; other registered models: {', '.join(listed.other_models)} (`--model NAME`)" if listed.other_models else ""
+    )
+    click.echo(f"registered model: {listed.model}{others}")
 
 
 def version(review: "VersionReview") -> None:

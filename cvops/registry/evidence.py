@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from cvops.errors import RegistryError
 from cvops.evaluation.gate import GateDecision
 from cvops.evaluation.reports import Evaluation, QuantizationReport, format_key
-from cvops.registry.model_registry import REFERENCE_TAG, SHIPPED_FORMAT_TAG, SHIPPED_TAG
+from cvops.registry.model_registry import REFERENCE_TAG, SHIPPED_FORMAT_TAG, SHIPPED_SCORE_TAG, SHIPPED_TAG
 
 if TYPE_CHECKING:
     from cvops.monitoring.reference import ReferenceSummary
@@ -52,7 +52,7 @@ def log_quantization(report: QuantizationReport) -> None:
 
 def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str, str]:
     """Model-version tags that attach the ONNX artifacts (MLflow URIs) and name the one that ships."""
-    tags: dict[str, str] = {SHIPPED_FORMAT_TAG: report.shipped}
+    tags = {SHIPPED_FORMAT_TAG: report.shipped, SHIPPED_SCORE_TAG: f"{report.shipped_artifact.score:.4f}"}
     for artifact in (report.fp32, report.int8):
         if artifact is not None:
             tags[format_key(artifact.format)] = f"{artifact_uri}/{QUANTIZATION_DIR}/{Path(artifact.path).name}"

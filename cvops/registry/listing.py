@@ -7,7 +7,13 @@ from pydantic import BaseModel
 
 from cvops.evaluation.gate import GateDecision
 from cvops.evaluation.reports import OnnxMeasurement
-from cvops.registry.model_registry import HEADLINE_METRICS, SHIPPED_FORMAT_TAG, ModelRegistry, VersionInfo
+from cvops.registry.model_registry import (
+    HEADLINE_METRICS,
+    SHIPPED_FORMAT_TAG,
+    SHIPPED_SCORE_TAG,
+    ModelRegistry,
+    VersionInfo,
+)
 from cvops.registry.review import VersionReview, version_notes
 
 
@@ -20,6 +26,7 @@ class VersionRow(BaseModel):
     approval: str  # pending | approved | rejected | — (none)
     metrics: dict[str, float]  # the headline test metrics it was registered with (accuracy, macro_f1; map, map_50)
     ships: str | None  # the artifact that ships (onnx-fp32, onnx-int8); None before an export
+    ships_score: float | None  # its test score: accuracy, or mAP for a detector (None: registered before it was kept)
     data_version: str
     created: datetime
     notes: str
@@ -35,6 +42,7 @@ class VersionRow(BaseModel):
             approval=info.approval,
             metrics={key: float(tags[key]) for key in HEADLINE_METRICS if key in tags},
             ships=tags.get(SHIPPED_FORMAT_TAG),
+            ships_score=float(tags[SHIPPED_SCORE_TAG]) if SHIPPED_SCORE_TAG in tags else None,
             data_version=tags.get("data_version", ""),
             created=info.created,
             notes=version_notes(registry, info),
@@ -47,6 +55,13 @@ class VersionList(BaseModel):
 
     model: str
     versions: list[VersionRow]
+    other_models: list[str]  # the store's other registered models (`--model NAME` lists one)
+
+    @classmethod
+    def of(cls, registry: ModelRegistry) -> "VersionList":
+        others = sorted(m.name for m in registry.client.search_registered_models() if m.name != registry.name)
+        rows = [VersionRow.of(registry, info) for info in registry.versions()]
+        return cls(model=registry.name, versions=rows, other_models=others)
 
 
 class ParamChange(BaseModel):

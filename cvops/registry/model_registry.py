@@ -33,6 +33,7 @@ HEADLINE_METRICS = ("accuracy", "macro_f1", "map", "map_50")  # a classifier's, 
 MODEL_INFO_TAG = "model_info"  # the TrainedModel reference (JSON)
 SHIPPED_TAG = "onnx_shipped"  # the MLflow URI of the ONNX file that ships
 SHIPPED_FORMAT_TAG = "shipped_format"  # which artifact format ships (onnx-fp32, onnx-int8)
+SHIPPED_SCORE_TAG = "shipped_score"  # that artifact's test score: accuracy, or mAP for a detector
 REFERENCE_TAG = "reference"  # the MLflow URI of the version's monitoring reference folder
 MODEL_CARD_TAG = "model_card"
 DISTILLED_FROM_TAG = "distilled_from"  # a distilled student's version: its teacher's version number

@@ -59,6 +59,7 @@ def test_training_registers_a_detector_under_its_own_name_with_map_and_a_detecto
     assert listed.returncode == 0 and listed.stdout.split()[:4] == ["version", "aliases", "map", "map_50"]
     row = listed.stdout.splitlines()[1].split()
     assert row[0] == "1" and 0.05 <= float(row[2]) <= float(row[3]) <= 1  # mAP@[.5:.95] <= mAP@.5
+    assert row[4] in ("onnx-fp32", "onnx-int8") and 0.05 <= float(row[5]) <= 1  # what ships, and its own mAP
     bento_tag = next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("bento:"))
     name, _, tag = bento_tag.partition(":")
     bento = yaml.safe_load((root / "bentos" / "bentos" / name / tag / "bento.yaml").read_text())

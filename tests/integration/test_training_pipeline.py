@@ -163,8 +163,10 @@ def test_models_list_and_show_print_json_of_their_committed_schemas(trained_proj
     detail = json.loads(shown.stdout)
     jsonschema.validate(detail, schema("models-show"))
     assert detail["version"] == row and detail["gate"]["passed"] and detail["shipped"]["format"] == row["ships"]
+    assert row["ships_score"] == pytest.approx(detail["shipped"]["accuracy"], abs=1e-4)  # the shipped file's own
     other = cvops(root, "models", "list", "--model", "cvops-detector")
     assert other.returncode == 0 and "cvops-detector has no versions yet" in other.stdout, other.stderr[-2000:]
+    assert "registered model: cvops-detector; other registered models: cvops-classifier" in other.stdout
 
 
 def test_registered_model_loads_and_predicts(trained_project) -> None:
