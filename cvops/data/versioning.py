@@ -85,16 +85,40 @@ def track_inbox(project: Project) -> None:
         repo.add(str(project.production_dir.relative_to(project.root)))
 
 
-def collect_cache(project: Project, dry: bool) -> None:
+def collect_cache(project: Project, dry: bool) -> int:
     """`dvc gc --workspace --all-commits` (workspace only outside git): drop cache objects that neither the
-    workspace nor any commit's dvc.lock or .dvc file references, so every committed data version stays."""
-    with _dvc_repo(project) as repo:
+    workspace nor any commit's dvc.lock or .dvc file references, so every committed data version stays. Returns
+    how many objects it removed (with `dry`, would remove), and prints nothing of DVC's: a dry run logs every
+    object as "Removing ..." and a warning for each commit without DVC files."""
+    removed: list[int] = []
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if match := re.match(r"Removed (\d+) objects", record.getMessage()):
+                removed.append(int(match.group(1)))
+
+    with _dvc_repo(project) as repo, contextlib.ExitStack() as silenced:
+        for name in ("dvc", "dvc_data", "dvc_objects"):
+            silenced.enter_context(_only(logging.getLogger(name), Count() if name == "dvc" else None))
         repo.gc(
             workspace=True,
             all_commits=repo.scm.root_dir is not None and (project.root / ".git").exists(),
             force=True,
             dry=dry,
         )
+    return sum(removed)
+
+
+@contextlib.contextmanager
+def _only(logger: logging.Logger, handler: logging.Handler | None) -> Iterator[None]:
+    """`logger`'s records go to `handler` alone (None: nowhere) for the block, at every level from INFO."""
+    saved = logger.level, logger.propagate, logger.handlers[:]
+    logger.setLevel(logging.INFO)
+    logger.propagate, logger.handlers = False, [handler] if handler else []
+    try:
+        yield
+    finally:
+        logger.level, logger.propagate, logger.handlers = saved[0], saved[1], saved[2]
 
 
 def data_version(project: Project) -> str:

@@ -5,11 +5,9 @@ by age, bentos and BentoML models of versions no alias names, and DVC cache obje
 workspace references. Each kind is listed first; nothing is deleted without `apply`.
 """
 
-import logging
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +24,7 @@ from cvops.serving.inference_log import FEEDBACK_TABLE, TABLE, connect
 class Garbage:
     kind: str
     items: list[str]  # what goes, by name
-    delete: Callable[[], None]
+    delete: Callable[[], object]
 
 
 def _each(action: Callable[[Any], object], things: list[Any]) -> Callable[[], None]:
@@ -118,31 +116,12 @@ def bentos(project: Project, params: Params, kept: set[str]) -> Garbage:
     return Garbage("bentos and models of versions no alias names", old_bentos + old, delete)
 
 
-@contextmanager
-def _counted(pattern: str) -> Iterator[list[int]]:
-    """The numbers DVC logs in messages matching `pattern` while the block runs."""
-    found: list[int] = []
-
-    class Counter(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if match := re.search(pattern, record.getMessage()):
-                found.append(int(match.group(1)))
-
-    handler, dvc_logger = Counter(), logging.getLogger("dvc")
-    dvc_logger.addHandler(handler)
-    try:
-        yield found
-    finally:
-        dvc_logger.removeHandler(handler)
-
-
 def dvc_cache(project: Project) -> Garbage:
     """Cache objects neither the workspace nor any git commit references (`dvc gc --workspace --all-commits`)."""
     from cvops.data.versioning import collect_cache
 
-    with _counted(r"Removed (\d+) objects") as unused:
-        collect_cache(project, dry=True)
-    items = [f"{sum(unused)} cache objects"] if sum(unused) else []
+    unused = collect_cache(project, dry=True)
+    items = [f"{unused} cache objects no commit and not the workspace references"] if unused else []
     return Garbage("DVC cache", items, lambda: collect_cache(project, dry=False))
 
 

@@ -146,6 +146,7 @@ def test_labelled_production_images_retrain_a_model_that_handles_the_shift(check
     assert "captured images: 2020-01-01/ (1 images)" in listed and "dry run: nothing deleted" in listed
     assert "bentos and models of versions no alias names: nothing" in listed  # 2 is champion, 1 previous
     assert "DVC cache: " in listed and old_day.exists()
+    assert "Removing" not in listed and len(listed.splitlines()) == 7  # one line per kind, nothing of DVC's own
     ok(cvops(root, "gc", "--apply"))
     assert not old_day.exists() and len(list(captured.glob("*/*.png"))) == 400  # today's captures stay
     status = ok(cvops(root, "data", "status"))  # the workspace's data is all still there
