@@ -21,10 +21,13 @@ COMMIT = ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "checkou
 def new_checkout(
     root: Path, params: Params | None = None, overrides: tuple[str, ...] = (), gitignore: bool = False
 ) -> Path:
-    """`root` (created if missing) as a git repo with dvc.yaml, params.yaml (`params` if given, edited by
-    `overrides` as `cvops -S` edits it) and, with `gitignore`, the repository's .gitignore, in one commit."""
+    """`root` (created if missing) as a git repo with what a clone of this repository has for a project: dvc.yaml,
+    DVC's files (.dvc/config, .dvc/.gitignore, .dvcignore), params.yaml (`params` if given, edited by `overrides`
+    as `cvops params set` edits it) and, with `gitignore`, the repository's .gitignore, in one commit."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    for name in ("dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_text((REPO / name).read_text())
     if params is None:
         (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
     else:

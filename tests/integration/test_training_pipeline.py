@@ -187,7 +187,7 @@ def test_reproduce_trains_the_version_again_from_its_lineage(trained_project) ->
     result = cvops(root, "models", "reproduce", "1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "reproduced: same data version" in result.stdout
-    assert "values that differ from commit" in result.stdout and "train.model=resnet10t" in result.stdout
+    assert "values that differ from commit" in result.stdout and "data.source=digits" in result.stdout
     assert "git_dirty" not in result.stdout
     client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     original = client.get_model_version("cvops-classifier", "1")
