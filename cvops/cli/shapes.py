@@ -18,6 +18,7 @@ def shapes() -> dict[str, type[BaseModel]]:
     from cvops.data.versioning import DataStatus
     from cvops.monitoring.live import LiveComparison
     from cvops.registry.listing import VersionDetail, VersionList
+    from cvops.stack.status import ProjectStatus
     from cvops.stack.team import TeamStatus
 
     return {
@@ -25,6 +26,7 @@ def shapes() -> dict[str, type[BaseModel]]:
         "models-compare-live": LiveComparison,
         "models-list": VersionList,
         "models-show": VersionDetail,
+        "status": ProjectStatus,
         "team-status": TeamStatus,
     }
 

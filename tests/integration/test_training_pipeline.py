@@ -407,3 +407,22 @@ def test_ui_serves_the_projects_runs_and_stops_with_sigterm(trained_project) -> 
         assert alive == []
         with pytest.raises(OSError):
             urllib.request.urlopen(url, timeout=5)
+
+
+def test_status_says_where_the_project_stands(trained_project) -> None:
+    root, _ = trained_project
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    aliases = {alias: str(v) for alias, v in client.get_registered_model("cvops-classifier").aliases.items()}
+    newest = max(int(v.version) for v in client.search_model_versions("name = 'cvops-classifier'"))
+    result = cvops(root, "status", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    status = json.loads(result.stdout)
+    jsonschema.validate(status, schema("status"))
+    assert (status["task"], status["model"], status["stack"]) == ("classification", "cvops-classifier", "local")
+    assert status["data_version"] == data_version(Project(root))
+    assert {v["alias"]: v["version"] for v in status["versions"]} == {
+        alias: version for alias, version in aliases.items() if alias in ("champion", "challenger")
+    }
+    assert status["last_training"]["model_version"] == str(newest) and status["last_monitoring"] is None
+    shown = cvops(root, "status")
+    assert f"version {newest}" in shown.stdout and "last training:" in shown.stdout, shown.stderr[-2000:]
