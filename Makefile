@@ -16,7 +16,7 @@ DEMO_digits := $(CVOPS) run training --overlay overlays/digits.yaml
 # (`make demo` sets it back to classification with its ELPV import).
 DEMO_digit-scenes := $(CVOPS) data import digit-scenes && $(CVOPS) run training --overlay overlays/digit-scenes.yaml
 
-.PHONY: help install demo test test-fast lint format ui bench lock clean-state team-up team-down
+.PHONY: help install system-deps demo test test-fast lint format ui bench lock clean-state team-up team-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,13 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP) ## Create .venv and install every pinned dependency
 
+# The system packages cvops uses (cvops/stack/doctor.py: SYSTEM_PACKAGES), the missing ones only: Debian's apt.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+system-deps: install ## Install the missing system packages (git, Chromium, Fashion-MNIST); `cvops doctor` checks them
+	@missing="$$($(CVOPS) doctor --apt)"; \
+	if [ -z "$$missing" ]; then echo "system packages: all installed"; \
+	else $(SUDO) apt-get install -y --no-install-recommends $$missing; fi
+
 demo: install ## Init, import DATASET (elpv, digits, or digit-scenes: detection) and run the training pipeline
 	@test -n "$(DEMO_$(DATASET))" || { echo "make demo: DATASET must be elpv, digits or digit-scenes" >&2; exit 2; }
 	$(CVOPS) init
@@ -49,7 +56,7 @@ demo: install ## Init, import DATASET (elpv, digits, or digit-scenes: detection)
 # Two workers, a test file each at a time (a file's fixtures are built once); tests/conftest.py hands out the
 # slowest files first. Many tests wait on servers and subprocesses, so two workers pay off on two cores; a third
 # did not (README: Development).
-test: install ## Run the whole test suite (two workers)
+test: install system-deps ## Run the whole test suite (two workers)
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install ## Unit tests only (seconds)

@@ -92,6 +92,12 @@ class FeedbackError(CvopsError):
     exit_code = 14
 
 
+class UnhealthyError(CvopsError):
+    """`cvops doctor` found problems: each is printed with the command that fixes it."""
+
+    exit_code = 15
+
+
 def exit_codes() -> list[tuple[int, str]]:
     """(code, meaning) of every exit code a cvops command returns besides 0, in order."""
     kinds: list[type[CvopsError]] = [CvopsError, *CvopsError.__subclasses__()]

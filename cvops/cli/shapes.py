@@ -18,11 +18,13 @@ def shapes() -> dict[str, type[BaseModel]]:
     from cvops.data.versioning import DataStatus
     from cvops.monitoring.live import LiveComparison
     from cvops.registry.listing import VersionDetail, VersionList
+    from cvops.stack.doctor import Diagnosis
     from cvops.stack.status import ProjectStatus
     from cvops.stack.team import TeamStatus
 
     return {
         "data-status": DataStatus,
+        "doctor": Diagnosis,
         "models-compare-live": LiveComparison,
         "models-list": VersionList,
         "models-show": VersionDetail,

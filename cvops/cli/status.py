@@ -1,4 +1,4 @@
-"""`cvops status`: where this project stands."""
+"""`cvops status` (where this project stands) and `cvops doctor` (whether this machine can run it)."""
 
 import click
 
@@ -45,3 +45,42 @@ def status(as_json: bool) -> None:
                 f"{'last ' + run.pipeline + ':':<16}{run.run_name} at {run.started:%Y-%m-%d %H:%M} UTC, "
                 f"{run.status.lower()}, {run.verdict or 'no verdict'}{which}"
             )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@click.option(
+    "--apt", is_flag=True, help="Only print the Debian packages to install (what `make system-deps` installs)."
+)
+def doctor(as_json: bool, apt: bool) -> None:
+    """Check that cvops can run here: versions, cvops's requirements and the pinned set as installed, the servers
+    and databases this project uses, writable folders, disk space, system packages. Each problem is printed with
+    the command that fixes it; any problem exits 15. Outside a project, the machine's checks only.
+
+    \b
+    Examples:
+      cvops doctor
+      sudo apt-get install $(cvops doctor --apt)    # what `make system-deps` does
+    """
+    from cvops.config import Project
+    from cvops.errors import CvopsError, UnhealthyError
+    from cvops.stack.doctor import diagnose, missing_system_packages
+
+    if apt:
+        return click.echo(" ".join(missing_system_packages()))
+    try:
+        checkout: Project | None = project()
+    except CvopsError:  # outside a project
+        checkout = None
+    found = diagnose(checkout, checkout.params() if checkout else None)
+    if as_json:
+        click.echo(found.model_dump_json(indent=2))
+    else:
+        click.echo("  ".join(f"{name} {version}" for name, version in found.versions.items()))
+        for check in found.checks:
+            mark = click.style("ok ", fg="green") if check.ok else click.style("!! ", fg="red")
+            click.echo(f"{mark} {check.name}: {check.detail}" + (f"\n    fix: {check.fix}" if check.fix else ""))
+    if found.problems:
+        raise UnhealthyError(
+            f"{len(found.problems)} problems: {', '.join(c.name for c in found.problems)} (fixes above)"
+        )

@@ -62,9 +62,10 @@ def project_status(project: Project, params: Params, monitoring_experiment: str)
     from cvops.registry.model_registry import SHIPPED_FORMAT_TAG, SHIPPED_SCORE_TAG, ModelRegistry
     from cvops.registry.tracking import use_project_store
 
-    servers = _servers(project, params)
-    store = next(server for server in servers if server.name == "mlflow")
-    versions, training, monitoring = [], None, None
+    found = servers(project, params)
+    store = next(server for server in found if server.name == "mlflow")
+    versions: list[VersionState] = []
+    training, monitoring = None, None
     if store.answers:
         use_project_store(project, params.mlflow.experiment)
         registry = ModelRegistry.of(project, params.registry.model_name)
@@ -82,8 +83,8 @@ def project_status(project: Project, params: Params, monitoring_experiment: str)
         training = _last_run(params.mlflow.experiment, "training", "gate")
         monitoring = _last_run(monitoring_experiment, "monitoring", "drift")
         if training is not None:
-            found = registry.client.search_model_versions(f"run_id = '{training.model_version}'")
-            training.model_version = found[0].version if found else None
+            registered = registry.client.search_model_versions(f"run_id = '{training.model_version}'")
+            training.model_version = registered[0].version if registered else None
     try:
         version: str | None = data_version(project)
     except CvopsError:
@@ -93,7 +94,7 @@ def project_status(project: Project, params: Params, monitoring_experiment: str)
         task=params.task,
         model=params.registry.model_name,
         stack="team" if project.tracking_server else "local",
-        servers=servers,
+        servers=found,
         data_version=version,
         versions=versions,
         last_training=training,
@@ -101,26 +102,27 @@ def project_status(project: Project, params: Params, monitoring_experiment: str)
     )
 
 
-def _servers(project: Project, params: Params) -> list[ServerState]:
+def servers(project: Project, params: Params) -> list[ServerState]:
     """The servers this project uses, and whether each answers (a TCP connection within a few seconds)."""
     servers = []
     if project.tracking_server:
-        servers.append(ServerState(name="mlflow", url=project.tracking_uri, answers=_answers(project.tracking_uri)))
+        servers.append(ServerState(name="mlflow", url=project.tracking_uri, answers=answers(project.tracking_uri)))
     else:
         store = project.mlflow_dir / "mlflow.db"
         servers.append(ServerState(name="mlflow", url=f"sqlite:///{store}", answers=store.is_file()))
     if zenml := os.environ.get(ZENML_STORE_URL_ENV):
-        servers.append(ServerState(name="zenml", url=zenml, answers=_answers(zenml)))
+        servers.append(ServerState(name="zenml", url=zenml, answers=answers(zenml)))
     if os.environ.get(S3_URL_ENV) and (endpoint := os.environ.get(AWS_ENDPOINT_URL_ENV)):
-        servers.append(ServerState(name="s3", url=endpoint, answers=_answers(endpoint)))
+        servers.append(ServerState(name="s3", url=endpoint, answers=answers(endpoint)))
     service = f"http://127.0.0.1:{params.serve.port}"  # `cvops serve` on this machine
-    servers.append(ServerState(name="service", url=service, answers=_answers(service)))
+    servers.append(ServerState(name="service", url=service, answers=answers(service)))
     return servers
 
 
-def _answers(url: str) -> bool:
+def answers(url: str, default_port: int = 80) -> bool:
+    """Whether something accepts a TCP connection at `url`'s host and port within a few seconds."""
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = parts.port or (443 if parts.scheme == "https" else default_port)
     try:
         socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError:

@@ -1,12 +1,14 @@
 """The command line as a user meets it, in seconds: every mistake on the command line is one line on stderr
 and exit code 2, checked before any work starts (no checkout or trained model needed)."""
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from cvops.config import Project
@@ -127,3 +129,20 @@ def test_an_unforeseen_error_is_one_line_naming_the_file_with_its_traceback(
     assert line.startswith("error: unexpected KeyError: 'missing' (its traceback is in ")
     (written,) = (project_dir / "reports" / "errors").iterdir()
     assert str(written) in line and "Traceback" in written.read_text() and '{}["missing"]' in written.read_text()
+
+
+def test_doctor_names_each_problem_with_its_fix_and_exits_15(project_dir: Path, tmp_path: Path) -> None:
+    from cvops.cli.shapes import schema
+
+    result = cvops(project_dir, "doctor", "--json")  # `cvops init` has not run: no MLflow store yet
+    assert_one_line_error(result, 15, "mlflow server")
+    diagnosis = json.loads(result.stdout)
+    jsonschema.validate(diagnosis, schema("doctor"))
+    checks = {check["name"]: check for check in diagnosis["checks"]}
+    assert not checks["mlflow server"]["ok"] and checks["mlflow server"]["fix"] == "cvops init"
+    assert checks["pinned set"]["ok"], checks["pinned set"]  # this repository's lock, as `make install` installed it
+    assert diagnosis["versions"]["torch"] != "not installed"
+    outside = cvops(tmp_path, "doctor")  # the machine's checks, after `make system-deps`
+    assert outside.returncode == 0, outside.stdout[-2000:] + outside.stderr[-2000:]
+    assert "ok  system package chromium" in outside.stdout
+    assert cvops(tmp_path, "doctor", "--apt").stdout.strip() == ""  # nothing for `make system-deps` to install
