@@ -349,6 +349,10 @@ class TeamStack:
             "ZENML_DEFAULT_USER_PASSWORD": config.zenml_admin_password,
             "ZENML_SERVER_JWT_SECRET_KEY": config.zenml_jwt_secret,
             ZENML_CONFIG_PATH_ENV: str(self.dir / "zenml"),
+            # its own folder, holding no .zen: else it searches from its working directory (.team/, inside the
+            # checkout) upward, finds the checkout's ZenML repository once `cvops init --stack team` made one,
+            # and answers the API-key login with 500 "No active user found"
+            "ZENML_REPOSITORY_PATH": str(self.dir / "zenml"),
             "ZENML_SERVER_DEPLOYMENT_TYPE": "other",
             "ZENML_ANALYTICS_OPT_IN": "false",
             # its own http URL: without it the dashboard's login cookie is marked Secure and never sent back

@@ -25,6 +25,7 @@ class Team:
     stack: TeamStack
     env: dict[str, str]  # what `. .team/env` exports: the trainer's credentials
     config: TeamConfig
+    root: Path  # the checkout whose .team/ holds the stack, as the README's team flow has it
 
     def as_user(self, role: str) -> dict[str, str]:
         """The environment of someone who set MLFLOW_TRACKING_USERNAME/_PASSWORD to `role`'s account."""
@@ -54,18 +55,21 @@ class Team:
 
 @pytest.fixture(scope="session")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
-    stack = TeamStack(tmp_path_factory.mktemp("team") / ".team")
+    """The stack `make team-up` starts in a checkout's .team/ (the README's order: the servers run from inside the
+    checkout that then runs `cvops init --stack team` and trains)."""
+    root = new_checkout(tmp_path_factory.mktemp("member") / "checkout")
+    stack = TeamStack(root / ".team")
     try:
         env = stack.up(MODEL, say=print)
-        yield Team(stack, env, stack.config())
+        yield Team(stack, env, stack.config(), root)
     finally:
         stack.down(say=print, drop=True)
 
 
 @pytest.fixture(scope="session")
-def trained_on_team(team: Team, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A checkout initialised on the team stack that trained the small digits run: (checkout, its output)."""
-    root = new_checkout(tmp_path_factory.mktemp("member") / "checkout")
+def trained_on_team(team: Team) -> tuple[Path, str]:
+    """The stack's checkout, initialised on it, that trained the small digits run: (checkout, its output)."""
+    root = team.root
     init = cvops(root, "init", "--stack", "team", env=team.env)
     assert init.returncode == 0, init.stderr[-3000:]
     trained = cvops(root, "run", "training", "--overlay", str(SMALL_RUN), env=team.env)

@@ -42,7 +42,7 @@ from cvops.stack.state import held
 from cvops.stack.team import BUCKET
 from cvops.stack.web import http_json
 from tests.cli import assert_one_line_error, clean_env, cvops
-from tests.conftest import REPO, SMALL_RUN
+from tests.conftest import SMALL_RUN
 from tests.images import write_mode_folder
 from tests.predictions import same_predictions
 from tests.ray_cluster import assert_all_gone
@@ -87,9 +87,7 @@ def test_training_keeps_runs_artifacts_and_pipeline_runs_on_the_servers(team, tr
 
 
 def test_team_status_json_lists_every_server_running(team) -> None:
-    where = team.stack.dir.parent  # the project whose .team/ holds the stack
-    shutil.copy(REPO / "params.yaml", where / "params.yaml")
-    result = cvops(where, "team", "status", "--json")
+    result = cvops(team.root, "team", "status", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     status = json.loads(result.stdout)
     jsonschema.validate(status, schema("team-status"))
@@ -266,7 +264,13 @@ def test_no_secret_appears_in_anything_a_run_wrote(team, trained_on_team, monkey
         json.dumps(run.data.tags).encode(),
         json.dumps(version.tags).encode(),
     ]
-    files = [p for folder in (root, card) for p in folder.rglob("*") if p.is_file() and p.name != "credentials.yaml"]
+    # what the run wrote: not the stack's own state in .team/ (its secrets, by design; `.gitignore`d)
+    files = [
+        p
+        for folder in (root, card)
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != "credentials.yaml" and ".team" not in p.relative_to(folder).parts
+    ]
     written += [p.read_bytes() for p in files]
     # ZenML's own credential store keeps its session and API key, in a folder only its owner can open
     assert (root / ".zen" / "global" / "credentials.yaml").is_file()
