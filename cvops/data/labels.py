@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,8 @@ Strategy = Literal["uncertainty", "diverse", "random", "mixed"]
 STRATEGIES: tuple[str, ...] = ("uncertainty", "diverse", "random", "mixed")
 MIXED = {"uncertainty": 0.4, "diverse": 0.4}  # of a mixed queue; the rest is drawn at random
 TASKS, LABEL_STUDIO, LABEL_CONFIG = "tasks.csv", "label_studio.json", "label_config.xml"
+# Label Studio serves local files relative to this folder (its default: the file system's root)
+DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 
 
 def unlabelled_captures(project: Project, params: Params) -> pd.DataFrame:
@@ -104,11 +107,26 @@ def pick(rows: pd.DataFrame, n: int, strategy: Strategy, seed: int) -> pd.DataFr
     return rows.iloc[order[:n]].reset_index(drop=True)
 
 
+def local_file_url(path: Path) -> str:
+    """The URL Label Studio's local-files storage serves `path` at: relative to its document root
+    (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, else /), URL-encoded."""
+    root = Path(os.environ.get(DOCUMENT_ROOT_ENV) or "/").resolve()
+    try:
+        relative = path.resolve().relative_to(root)
+    except ValueError:
+        raise DataError(
+            f"{path} is outside Label Studio's document root {root} ({DOCUMENT_ROOT_ENV}): write the batch "
+            "under it (--output), or set the variable to a folder above the batch"
+        ) from None
+    return f"/data/local-files/?d={quote(relative.as_posix())}"
+
+
 def write_queue(chosen: pd.DataFrame, store: CaptureStore, out_dir: Path, classes: list[str]) -> Path:
     """A labelling batch: images/, tasks.csv (request_id, image, predicted, score), a Label Studio import file
     with the model's predictions as pre-annotations, and its labelling config. Written aside and renamed."""
     if out_dir.exists():
         raise DataError(f"{out_dir} exists: give a new --output folder")
+    local_file_url(out_dir)  # outside the document root: refused before anything is written
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.writing-", dir=out_dir.parent))
     try:
@@ -120,7 +138,7 @@ def write_queue(chosen: pd.DataFrame, store: CaptureStore, out_dir: Path, classe
             tasks.append(
                 {"request_id": row["request_id"], "image": image, "predicted": row["label"], "score": row["score"]}
             )
-            local = f"/data/local-files/?d={(out_dir / image).resolve()}"  # Label Studio's local-files storage
+            local = local_file_url(out_dir / image)
             studio.append(
                 {
                     "data": {"image": local, "request_id": row["request_id"]},
@@ -189,19 +207,33 @@ def read_labels(path: Path) -> dict[str, Labelled]:
         raise FeedbackError(f"{path} is not JSON ({err}): give Label Studio's JSON export, or a CSV") from err
     labels: dict[str, Labelled] = {}
     for task in tasks if isinstance(tasks, list) else []:
+        if not isinstance(task, dict):
+            continue
+        if "data" not in task and task.get("request_id") and task.get("label"):  # the JSON_MIN export: flat rows
+            labels[str(task["request_id"])] = Labelled(str(task["label"]), str(task.get("annotator") or ""))
+            continue
         request_id = (task.get("data") or {}).get("request_id")
         done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled") and a.get("result")]
         if request_id and done:
             choices = done[-1]["result"][0].get("value", {}).get("choices") or [""]
-            who = done[-1].get("completed_by")
-            labeller = who.get("email", "") if isinstance(who, dict) else str(who or "")
-            labels[str(request_id)] = Labelled(str(choices[0]), labeller)
+            labels[str(request_id)] = Labelled(str(choices[0]), _annotator(done[-1]))
     if not labels:
         raise FeedbackError(
             f"{path} holds no completed annotation with a request_id: export the labelled tasks "
             "of a `cvops labels queue` batch from Label Studio as JSON"
         )
     return labels
+
+
+def _annotator(annotation: dict[str, Any]) -> str:
+    """Who labelled it, by email where the export says: `completed_by` is a user object in older exports and
+    a number since Label Studio 1.2x, where `created_username` holds "email, id"."""
+    who = annotation.get("completed_by")
+    if isinstance(who, dict) and who.get("email"):
+        return str(who["email"])
+    named = str(annotation.get("created_username") or "")
+    email = next((part.strip() for part in named.split(",") if "@" in part), "")
+    return email or str(who or "")
 
 
 def check_image(data: bytes, where: str, params: ValidateParams) -> None:

@@ -6,6 +6,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,15 @@ import pytest
 from PIL import Image
 
 from cvops.config import Project, load_params
-from cvops.data.labels import check_image, k_center, pick, read_labels, write_queue
+from cvops.data.labels import (
+    DOCUMENT_ROOT_ENV,
+    check_image,
+    k_center,
+    local_file_url,
+    pick,
+    read_labels,
+    write_queue,
+)
 from cvops.data.production import stable_split
 from cvops.errors import DataError, DataInvalidError, FeedbackError
 from cvops.serving.capture import CaptureStore
@@ -151,3 +160,25 @@ def test_gc_lists_what_is_past_retention_and_deletes_only_that(tmp_path: Path) -
     assert not old_capture.exists() and store.read(today) == b"y"
     assert sorted(p.name for p in log_dir.rglob("*.jsonl")) == [f"{today[:10]}.jsonl"]
     assert not old_report.exists() and new_report.exists()
+
+
+def test_label_studio_exports_json_and_json_min_name_the_labeller_by_email(tmp_path: Path) -> None:
+    export = tmp_path / "export.json"
+    numeric = {"completed_by": 7, "created_username": " ann@x, 7", "result": [{"value": {"choices": ["cat"]}}]}
+    export.write_text(json.dumps([{"data": {"request_id": "a"}, "annotations": [numeric]}]))  # Label Studio 1.23
+    assert {i: (got.label, got.labeller) for i, got in read_labels(export).items()} == {"a": ("cat", "ann@x")}
+    flat = [{"image": "/data/local-files/?d=x.png", "request_id": "b", "id": 3, "label": "dog", "annotator": "bo@x"}]
+    export.write_text(json.dumps(flat))  # the JSON_MIN export: one flat row per task
+    assert {i: (got.label, got.labeller) for i, got in read_labels(export).items()} == {"b": ("dog", "bo@x")}
+
+
+def test_tasks_name_images_relative_to_label_studios_document_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DOCUMENT_ROOT_ENV, str(tmp_path))
+    image = tmp_path / "round 1" / "images" / "größe.png"
+    assert local_file_url(image) == "/data/local-files/?d=round%201/images/gr%C3%B6%C3%9Fe.png"
+    with pytest.raises(DataError, match="outside Label Studio's document root"):
+        local_file_url(Path("/elsewhere/a.png"))
+    monkeypatch.delenv(DOCUMENT_ROOT_ENV)  # Label Studio's default root: /
+    assert local_file_url(image) == f"/data/local-files/?d={quote(str(image.resolve())[1:])}"
