@@ -84,7 +84,7 @@ def project_status(project: Project, params: Params, monitoring_experiment: str)
         monitoring = _last_run(monitoring_experiment, "monitoring", "drift")
         if training is not None:
             registered = registry.client.search_model_versions(f"run_id = '{training.model_version}'")
-            training.model_version = registered[0].version if registered else None
+            training.model_version = str(registered[0].version) if registered else None
     try:
         version: str | None = data_version(project)
     except CvopsError:
