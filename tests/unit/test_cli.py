@@ -134,14 +134,19 @@ def test_an_unforeseen_error_is_one_line_naming_the_file_with_its_traceback(
 def test_doctor_names_each_problem_with_its_fix_and_exits_15(project_dir: Path, tmp_path: Path) -> None:
     from cvops.cli.shapes import schema
 
+    (project_dir / "requirements.lock").write_text((REPO / "requirements.lock").read_text())  # as in a clone
     result = cvops(project_dir, "doctor", "--json")  # `cvops init` has not run: no MLflow store yet
     assert_one_line_error(result, 15, "mlflow server")
     diagnosis = json.loads(result.stdout)
     jsonschema.validate(diagnosis, schema("doctor"))
     checks = {check["name"]: check for check in diagnosis["checks"]}
     assert not checks["mlflow server"]["ok"] and checks["mlflow server"]["fix"] == "cvops init"
-    assert checks["pinned set"]["ok"], checks["pinned set"]  # this repository's lock, as `make install` installed it
+    assert checks["pinned set"]["ok"] and "pins installed as pinned" in checks["pinned set"]["detail"]  # make install
     assert diagnosis["versions"]["torch"] != "not installed"
+    (project_dir / "requirements.lock").write_text("numpy==0.0.1\n")  # a lock this environment does not match
+    stale = {c["name"]: c for c in json.loads(cvops(project_dir, "doctor", "--json").stdout)["checks"]}
+    assert not stale["pinned set"]["ok"] and "numpy" in stale["pinned set"]["detail"]
+    assert stale["pinned set"]["fix"].startswith("make install")
     outside = cvops(tmp_path, "doctor")  # the machine's checks, after `make system-deps`
     assert outside.returncode == 0, outside.stdout[-2000:] + outside.stderr[-2000:]
     assert "ok  system package chromium" in outside.stdout
