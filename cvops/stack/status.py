@@ -36,6 +36,7 @@ class VersionState(BaseModel):
 class RunState(BaseModel):
     pipeline: str  # training | monitoring
     run_name: str
+    run_id: str  # the MLflow run
     started: datetime
     status: str  # MLflow's: FINISHED, FAILED, RUNNING, KILLED
     verdict: str | None  # training: the gate (passed, failed); monitoring: drift, no_drift, not_enough_data
@@ -83,7 +84,7 @@ def project_status(project: Project, params: Params, monitoring_experiment: str)
         training = _last_run(params.mlflow.experiment, "training", "gate")
         monitoring = _last_run(monitoring_experiment, "monitoring", "drift")
         if training is not None:
-            registered = registry.client.search_model_versions(f"run_id = '{training.model_version}'")
+            registered = registry.client.search_model_versions(f"run_id = '{training.run_id}'")
             training.model_version = str(registered[0].version) if registered else None
     try:
         version: str | None = data_version(project)
@@ -131,7 +132,7 @@ def answers(url: str, default_port: int = 80) -> bool:
 
 
 def _last_run(experiment: str, pipeline: str, verdict_tag: str) -> RunState | None:
-    """The newest run of `pipeline` in `experiment`; model_version holds a training run's id until resolved."""
+    """The newest run of `pipeline` in `experiment` (a training run's version is looked up by its run id)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -148,8 +149,9 @@ def _last_run(experiment: str, pipeline: str, verdict_tag: str) -> RunState | No
     return RunState(
         pipeline=pipeline,
         run_name=run.info.run_name or run.info.run_id,
+        run_id=run.info.run_id,
         started=datetime.fromtimestamp(run.info.start_time / 1000, UTC),
         status=run.info.status,
         verdict=tags.get(verdict_tag),
-        model_version=run.info.run_id if pipeline == "training" else tags.get("model_version"),
+        model_version=tags.get("model_version"),
     )
