@@ -62,7 +62,7 @@ def main() -> None:
     from cvops.export.onnx_model import read_preprocessing, session
     from cvops.export.quantization import quantize
     from cvops.tasks.detection.data import load_split as load_detection_split
-    from cvops.tasks.detection.evaluation import found_in_originals, originals
+    from cvops.tasks.detection.evaluation import fits, found_in_originals, originals
     from cvops.tasks.detection.export import onnx_detections
     from cvops.tasks.detection.model import mean_average_precision, predict_boxes
     from cvops.timing import torch_threads
@@ -81,10 +81,11 @@ def main() -> None:
 
     images, resized, rows = load_detection_split(ref, "test")
     inputs = model_inputs(images, *normalization(model))
-    truths = originals(resized, rows, ref.image_size)
+    placed = fits(rows, ref.image_size, ref.resize)
+    truths = originals(resized, placed)
 
     def scored(found):  # type: ignore[no-untyped-def]
-        return mean_average_precision(found_in_originals(found, rows, ref.image_size), truths, ref.class_names)
+        return mean_average_precision(found_in_originals(found, placed), truths, ref.class_names)
 
     batch = np.resize(inputs, (32, *inputs.shape[1:]))
     served = params.detect.served
@@ -170,7 +171,7 @@ def draw_served(onnx_path: Path, params, picture: Path, count: int = 4) -> None:
     for scene in digit_scenes_source(count, seed=params.base.seed + 1000).scenes:
         data = io.BytesIO()
         scene.image.resize((scene.image.width * 2, scene.image.height * 2), Image.Resampling.BICUBIC).save(data, "PNG")
-        image = decode_image(data.getvalue(), predictor.preprocessing.image_size, max_pixels=10**7)
+        image = decode_image(data.getvalue(), predictor.preprocessing.image_size, 10**7, predictor.preprocessing.resize)
         outputs = predictor.predict(image.pixels[None])
         found = predictor.detections(tuple(o[0] for o in outputs), image.width, image.height)
         drawn.append(Image.open(io.BytesIO(render(data.getvalue(), found))))

@@ -189,7 +189,7 @@ def main() -> None:
     from cvops.data.augment import augmentation
     from cvops.data.preprocess import model_inputs
     from cvops.tasks.detection.data import load_split as load_detection_split
-    from cvops.tasks.detection.evaluation import found_in_originals, originals
+    from cvops.tasks.detection.evaluation import fits, found_in_originals, originals
     from cvops.tasks.detection.model import mean_average_precision
     from cvops.tasks.detection.train import BoxDataset, detection_objective
     from cvops.timing import interleaved_calls, latency, torch_threads
@@ -208,7 +208,8 @@ def main() -> None:
     ref = prepared(scratch, params)
     splits = training_splits(ref)
     images, resized, rows = load_detection_split(ref, "test")
-    truths = originals(resized, rows, ref.image_size)
+    placed = fits(rows, ref.image_size, ref.resize)
+    truths = originals(resized, placed)
     cpu = torch.device("cpu")
     results = []
     for kind in ("fcos", "retinanet", "faster-rcnn"):
@@ -234,7 +235,7 @@ def main() -> None:
                 for i in range(0, len(inputs), 16)
                 for d in model.detect(inputs[i : i + 16])
             ]
-        scores = mean_average_precision(found_in_originals(found, rows, ref.image_size), truths, ref.class_names)
+        scores = mean_average_precision(found_in_originals(found, placed), truths, ref.class_names)
         with torch_threads(params.measure.threads), torch.no_grad():
             one = inputs[:1]
             b1 = latency(interleaved_calls({"b1": lambda m=model, x=one: m.detect(x)}, params.measure.runs)["b1"])

@@ -122,7 +122,7 @@ def main() -> None:
     )
 
     pool = load_split(ref, "test")[2]
-    size = predictor.preprocessing.image_size
+    size, max_pixels = predictor.preprocessing.image_size, params.serve.max_image_pixels
     rng = np.random.default_rng(params.base.seed)
     rows: dict[str, pd.DataFrame] = {}
     score_seconds = 0.0
@@ -135,7 +135,7 @@ def main() -> None:
                 with Image.open(raw_dir / str(path)) as image:
                     buffer = io.BytesIO()
                     apply_shift(image, shift, args.severity, rng).save(buffer, format="PNG")
-                decoded.append(decode_image(buffer.getvalue(), size, params.serve.max_image_pixels))
+                decoded.append(decode_image(buffer.getvalue(), size, max_pixels, predictor.preprocessing.resize))
             probabilities, embeddings = predictor.predict(np.stack([d.pixels for d in decoded]))
             scored += [predictor.log_row(d, p, e) for d, p, e in zip(decoded, probabilities, embeddings, strict=True)]
         if shift == "none":

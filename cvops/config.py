@@ -3,12 +3,13 @@
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
@@ -16,20 +17,44 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from cvops import tasks
+from cvops.data.preprocess import LEGACY_RESIZE, Resize
 from cvops.env import MLFLOW_TRACKING_URI_ENV, ROOT_ENV, S3_URL_ENV, STATE_ENV
 from cvops.errors import ConfigError
 
 if TYPE_CHECKING:
     from cvops.tasks.detection.postprocess import PostProcess
 
+log = logging.getLogger(__name__)
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # a registered version's number or an alias; YAML reads `version: 3` as a number
 Selector = Annotated[str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)]
 PARAMS_FILE = "params.yaml"
+SCHEMA_KEY = "schema"
+PARAMS_SCHEMA = 2  # params.yaml's `schema:`; a file without one is schema 1 (written before cvops numbered them)
+# Per schema, the keys it brought whose value changes results, with the value that keeps the results of a file
+# of the schema before: an older params.yaml is read with them, and `cvops params upgrade` writes them in
+SCHEMA_KEYS: dict[int, dict[str, Any]] = {2: {"prepare.resize": LEGACY_RESIZE, "validate.max_aspect_ratio": None}}
 SERVE_PORT = 3000  # BentoML's default: a bento's container listens there, and `cvops serve` unless serve.port says
 UI_PORT = 5000  # `cvops ui`: the MLflow UI's default, on 127.0.0.1
-Source = Literal["elpv", "digits", "fashion-mnist", "folder", "coco", "yolo", "digit-scenes"]
+Source = Literal["elpv", "digits", "fashion-mnist", "folder", "coco", "yolo", "voc", "digit-scenes"]
 SOURCES: tuple[str, ...] = get_args(Source)
+
+
+REFERENCE = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"  # the user's code: package.module:function
+
+
+def is_reference(value: str) -> bool:
+    """Whether `value` names a function of the user's, `package.module:function` (cvops.references loads it)."""
+    return re.match(REFERENCE, value) is not None
+
+
+def _source(value: str) -> str:
+    if value not in SOURCES and not is_reference(value):
+        raise ValueError(f"give one of {', '.join(SOURCES)}, or your own reader as package.module:function")
+    return value
+
+
+DataSource = Annotated[str, AfterValidator(_source)]  # a built-in source, or the user's reader (cvops.references)
 
 
 def _registered(name: str) -> str:
@@ -41,9 +66,10 @@ def _registered(name: str) -> str:
 Task = Annotated[str, AfterValidator(_registered)]  # a registered task's name (cvops.tasks)
 
 
-def source_task(source: str) -> Task:
-    """The task a data source's annotations serve: what importing it sets `task:` to."""
-    return tasks.source_task(source).name
+def source_task(source: str) -> Task | None:
+    """The task a data source's annotations serve: what importing it sets `task:` to (None for the user's own
+    reader, which serves the project's task)."""
+    return None if is_reference(source) else tasks.source_task(source).name
 
 
 class Section(BaseModel):
@@ -65,7 +91,7 @@ class BaseParams(Section):
 
 
 class DataParams(Section):
-    source: Source = "elpv"
+    source: DataSource = "elpv"
     path: str | None = None
     annotations: str | None = None  # coco: the annotation JSON file (null: DIR/annotations.json)
     limit_per_class: int | None = Field(None, ge=1)
@@ -86,6 +112,13 @@ class ValidateParams(Section):
     max_imbalance_ratio: float = Field(10.0, ge=1.0)
     min_box_size: float = Field(2.0, ge=0.0)  # detection: pixels, each side of every box
     duplicate_iou: Probability = 0.95  # detection: two boxes of one class on one image overlapping this much
+    max_aspect_ratio: float | None = Field(10.0, ge=1.0)  # longer side / shorter side of an image (null: any)
+
+    def image_fits(self, width: int, height: int) -> bool:
+        """Whether an image of this size passes the size checks (min_size, max_size, max_aspect_ratio)."""
+        sized = self.min_size <= min(width, height) and max(width, height) <= self.max_size
+        ratio = max(width, height) / max(min(width, height), 1)
+        return sized and (self.max_aspect_ratio is None or ratio <= self.max_aspect_ratio)
 
 
 HOLDOUT = "holdout"  # the split of the images prepare.holdout_fraction keeps out of train, val and test
@@ -96,6 +129,7 @@ class PrepareParams(Section):
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     holdout_fraction: float = Field(0.0, ge=0.0, lt=0.5)  # images in no split: simulated production traffic
+    resize: Resize = "stretch"  # how an image that is not square becomes the square input (by measurement: README)
 
 
 class AugmentParams(Section):
@@ -104,6 +138,16 @@ class AugmentParams(Section):
     rotate90: Probability = 0.5
     brightness_contrast: Probability = 0.3
     shift_scale_rotate: Probability = 0.3
+
+
+def _augment_file(value: Any) -> Any:
+    if isinstance(value, str) and not value.endswith((".yaml", ".yml", ".json")):
+        raise ValueError("give an albumentations pipeline saved with A.save (.yaml or .json), or the probabilities")
+    return value
+
+
+# train.augment: the probabilities, or a file: an albumentations pipeline saved with A.save (project-relative)
+Augment = Annotated[AugmentParams | str, BeforeValidator(_augment_file)]
 
 
 class TrainParams(Section):
@@ -119,7 +163,7 @@ class TrainParams(Section):
     early_stopping_patience: int = Field(3, ge=1)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     num_workers: int = Field(0, ge=0)
-    augment: AugmentParams = AugmentParams()
+    augment: Augment = AugmentParams()
 
 
 class DistillParams(Section):
@@ -373,10 +417,25 @@ class Params(Section):
     def _check_fractions(self) -> "Params":
         if self.prepare.val_fraction + self.prepare.test_fraction >= 0.8:
             raise ValueError("prepare.val_fraction + prepare.test_fraction must stay below 0.8")
-        if self.data.source not in tasks.task(self.task).sources:
+        if self.data.source not in tasks.task(self.task).sources and not is_reference(self.data.source):
             raise ValueError(
                 f"data.source {self.data.source} serves {source_task(self.data.source)}, but task is "
                 f"{self.task}: set task: {source_task(self.data.source)} (`cvops data import` sets both)"
+            )
+        if self.prepare.resize == "crop" and not tasks.task(self.task).crop:
+            raise ValueError(
+                f"prepare.resize crop cuts off the edges of an image and what lies there; a {self.task} model "
+                "needs all of it: use letterbox or stretch"
+            )
+        if is_reference(self.train.model) and not tasks.task(self.task).own_models:
+            raise ValueError(
+                f"train.model {self.train.model}: a model of your own is a classifier's; a {self.task} model is "
+                "built on a timm backbone: name one (e.g. tf_efficientnet_lite0)"
+            )
+        if is_reference(self.train.model) and self.train.pretrained != "none":
+            raise ValueError(
+                f"train.pretrained {self.train.pretrained}: a model of your own ({self.train.model}) loads its own "
+                "weights in its function: set train.pretrained none"
             )
         if self.distill.enabled and not tasks.task(self.task).distillation:
             raise ValueError(
@@ -423,12 +482,15 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
         if depth == len(parts) - 1:
             node[part] = value
             return
-        annotation = field.annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, Section)):
+        kinds = get_args(field.annotation) or (field.annotation,)
+        section = next((kind for kind in kinds if isinstance(kind, type) and issubclass(kind, Section)), None)
+        if section is None:
             raise ConfigError(
                 f"unknown parameter '{dotted}': '{'.'.join(parts[: depth + 1])}' is a value, not a section"
             )
-        model = annotation
+        model = section
+        if len(kinds) > 1 and isinstance(node.get(part), str):  # train.augment: a file, and now one of its keys:
+            node[part] = {}  # the section, from its defaults
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"parameter section '{'.'.join(parts[: depth + 1])}' must be a mapping")
@@ -445,9 +507,26 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def _param_path(loc: tuple[int | str, ...]) -> str:
+    """An error's location as params.yaml names it: without the member names pydantic adds inside a union."""
+    names: list[str] = []
+    model: type[Section] | None = Params
+    union = False
+    for part in loc:
+        if union:  # the member of a union the error is about (AugmentParams, str): not a key
+            union = False
+            continue
+        names.append(str(part))
+        field = model.param_keys().get(str(part)) if model is not None else None
+        kinds = (get_args(field.annotation) or (field.annotation,)) if field is not None else ()
+        union = len(kinds) > 1 and any(isinstance(kind, type) and issubclass(kind, Section) for kind in kinds)
+        model = next((kind for kind in kinds if isinstance(kind, type) and issubclass(kind, Section)), None)
+    return ".".join(names)
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
+    key = _param_path(first["loc"])
     value = first.get("input")
     if first["type"] == "extra_forbidden":
         return f"{origin}: unknown parameter '{key}' (misspelt? see params.yaml for the valid keys)"
@@ -475,9 +554,59 @@ def read_overlay(path: Path) -> list[tuple[str, Any]]:
     return pairs
 
 
+def schema_of(tree: dict[str, Any], origin: str) -> int:
+    """The schema a params file's mapping declares (none: 1); an error for one newer than this cvops reads."""
+    schema = tree.get(SCHEMA_KEY, 1)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise ConfigError(
+            f"{origin}: '{SCHEMA_KEY}' = {schema!r}: the file's format version, a whole number (now {PARAMS_SCHEMA})"
+        )
+    if schema > PARAMS_SCHEMA:
+        raise ConfigError(
+            f"{origin} is schema {schema}, newer than this cvops reads ({PARAMS_SCHEMA}): upgrade cvops "
+            "(pip install --upgrade cvops)"
+        )
+    return schema
+
+
+def _schema_keys(tree: dict[str, Any], schema: int) -> list[tuple[str, Any]]:
+    """The keys the schemas after `schema` brought that `tree` lacks, with the values that keep its results."""
+    flat = flatten(tree)
+    later = [SCHEMA_KEYS.get(version, {}) for version in range(schema + 1, PARAMS_SCHEMA + 1)]
+    return [(key, value) for keys in later for key, value in keys.items() if key not in flat]
+
+
+def read_params_tree(path: Path, what: str = "run cvops from a project checkout") -> dict[str, Any]:
+    """A params file's sections as this cvops reads them: a file of an older schema with, for each key it
+    predates, the value that keeps its results (SCHEMA_KEYS), and a note on how to upgrade it."""
+    tree = _read_mapping(path, what)
+    schema = schema_of(tree, path.name)
+    tree.pop(SCHEMA_KEY, None)
+    if schema < PARAMS_SCHEMA:
+        _note_older_schema(path, schema)
+        for key, value in _schema_keys(tree, schema):
+            _set_dotted(tree, key, value)
+    return tree
+
+
+@cache
+def _note_older_schema(path: Path, schema: int) -> None:
+    log.warning(
+        "%s is schema %d: read as it was written (%s); `cvops params upgrade` makes it schema %d",
+        path.name,
+        schema,
+        ", ".join(f"{key}: {_yaml_scalar(value)}" for key, value in SCHEMA_KEYS[schema + 1].items()),
+        PARAMS_SCHEMA,
+    )
+
+
+def _yaml_scalar(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def load_params(path: Path, overrides: list[str] | None = None, overlay: Path | None = None) -> Params:
     """Read params.yaml, apply an overlay file and then `-S key=value` overrides, and validate everything."""
-    tree = _read_mapping(path, "run cvops from a project checkout (or `cvops init` there)")
+    tree = read_params_tree(path, "run cvops from a project checkout (or `cvops init` there)")
     pairs = (read_overlay(overlay) if overlay else []) + parse_overrides(overrides or [])
     for key, value in pairs:
         _set_dotted(tree, key, value)
@@ -631,8 +760,23 @@ class Project:
         finally:
             _replace(self.params_file, original)
 
+    def params_schema(self) -> int:
+        """The schema params.yaml declares (1 without one)."""
+        return schema_of(_read_mapping(self.params_file, "run cvops from a project checkout"), PARAMS_FILE)
+
+    def upgrade_params(self) -> tuple[int, list[tuple[str, Any]]]:
+        """Rewrite params.yaml in this cvops's schema (`cvops params upgrade`), keeping its comments and layout:
+        each key a later schema brought is written with the value that keeps the file's results. Returns the
+        schema the file had and the keys written (none when it is already current)."""
+        schema = self.params_schema()
+        if schema == PARAMS_SCHEMA:
+            return schema, []
+        added = _schema_keys(_read_mapping(self.params_file, "run cvops from a project checkout"), schema)
+        self._rewrite(added, schema=PARAMS_SCHEMA)
+        return schema, added
+
     def _write_params(self, pairs: list[tuple[str, Any]]) -> tuple[Params, list[tuple[str, Any]]]:
-        tree = _read_mapping(self.params_file, "run cvops from a project checkout")
+        tree = read_params_tree(self.params_file)
         current = flatten(Params.model_validate(tree).as_params())
         for key, value in pairs:
             _set_dotted(tree, key, value)
@@ -643,27 +787,76 @@ class Project:
         wanted = flatten(params.as_params())
         changed = [(key, wanted[key]) for key in dict(pairs) if current.get(key) != wanted.get(key)]
         if changed:  # untouched, params.yaml stays byte for byte as committed (no false git_dirty)
-            from ruamel.yaml import YAML
-            from ruamel.yaml.comments import CommentedSeq
-
-            editor = YAML()  # round-trip: keeps comments and layout
-            editor.representer.add_representer(
-                type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
-            )
-            tree = editor.load(self.params_file.read_text(encoding="utf-8"))
-            for key, value in changed:
-                node = tree
-                *sections, leaf = key.split(".")
-                for section in sections:
-                    node = node.setdefault(section, {})
-                if isinstance(value, list):  # [L, RGB] stays on its line, as params.yaml writes lists
-                    value = CommentedSeq(value)
-                    value.fa.set_flow_style()
-                node[leaf] = value
-            text = io.StringIO()
-            editor.dump(tree, text)
-            _replace(self.params_file, text.getvalue().encode("utf-8"))
+            self._rewrite(changed)
         return params, changed
+
+    def _rewrite(self, changes: list[tuple[str, Any]], schema: int | None = None) -> None:
+        """Set `changes` (dotted keys) in params.yaml, and `schema:` at its top when given, through a
+        round-trip YAML editor that keeps every comment; a key new to the file gets the template's comment."""
+        from ruamel.yaml import YAML
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+        editor = YAML()  # round-trip: keeps comments and layout
+        editor.representer.add_representer(
+            type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+        )
+        tree = editor.load(self.params_file.read_text(encoding="utf-8"))
+        template = editor.load(TEMPLATE_PARAMS.read_text(encoding="utf-8"))
+        if schema is not None:
+            tree.insert(0, SCHEMA_KEY, schema)
+            _comment_like_template(tree, template, SCHEMA_KEY)
+        for key, value in changes:
+            node, model, closing = tree, template, None
+            *sections, leaf = key.split(".")
+            for section in sections:
+                if not isinstance(node.get(section), dict):  # train.augment, a file, set by one of its keys:
+                    closing = node.ca.items.pop(section, None)  # its line's comment goes to the section's end
+                    node[section] = CommentedMap()
+                node, model = node[section], model.get(section, {})
+            if isinstance(value, list):  # [L, RGB] stays on its line, as params.yaml writes lists
+                value = CommentedSeq(value)
+                value.fa.set_flow_style()
+            before, replaced = list(node), node.get(leaf)
+            node[leaf] = value
+            if leaf not in before:
+                _comment_like_template(node, model, leaf, after=before[-1] if before else None)
+            elif isinstance(replaced, dict) and replaced and not isinstance(value, dict):
+                _keep_closing_lines(replaced, node, leaf)  # a section became a value (train.augment: a file)
+            if closing is not None:
+                node.ca.items[leaf] = closing
+        text = io.StringIO()
+        editor.dump(tree, text)
+        _replace(self.params_file, text.getvalue().encode("utf-8"))
+
+
+TEMPLATE_PARAMS = Path(__file__).parent / "project_template" / PARAMS_FILE  # a new project's: every key, commented
+
+
+def _keep_closing_lines(section: Any, node: Any, key: str) -> None:
+    """The blank lines that closed a replaced section (held by its last key's comment) now follow `key`."""
+    from ruamel.yaml.error import CommentMark
+    from ruamel.yaml.tokens import CommentToken
+
+    closing = section.ca.items.get(list(section)[-1], [None] * 3)[2]
+    if closing is not None and "\n" in closing.value:
+        tail = closing.value[closing.value.index("\n") :]
+        if tail.count("\n") > 1:
+            node.ca.items[key] = [None, None, CommentToken(tail, CommentMark(0), None), None]
+
+
+def _comment_like_template(node: Any, template: Any, key: str, after: str | None = None) -> None:
+    """Give `key`, new in a section of params.yaml, the end-of-line comment it has in the template's section.
+    Appended `after` the section's last key, it takes over the blank lines that closed the section."""
+    token = getattr(template, "ca", None) and template.ca.items.get(key, [None] * 3)[2]
+    if not token:
+        return
+    node.yaml_add_eol_comment(token.value.strip().splitlines()[0], key, column=token.column)
+    closing = node.ca.items.get(after, [None] * 3)[2] if after else None
+    if closing and closing.value.count("\n") > 1:  # "# its comment\n\n": the blank line moves below `key`
+        first, rest = closing.value.split("\n", 1)
+        closing.value = first + "\n"
+        mine = node.ca.items[key][2]
+        mine.value = mine.value.rstrip("\n") + "\n" + rest
 
 
 def _replace(path: Path, data: bytes) -> None:

@@ -1,12 +1,13 @@
 """`cvops init` and `cvops data ...`: the checkout's state and the DVC data stages."""
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from cvops.cli import render
 from cvops.cli.app import JSON_HELP, main, project
-from cvops.config import SOURCES
+from cvops.config import SOURCES, is_reference
 from cvops.errors import DataInvalidError
 from cvops.tasks import DEFAULT_TASK, task_names
 
@@ -65,16 +66,28 @@ def init(stack: str) -> None:
     click.secho("ready: next, `cvops data import elpv` (or digits; digit-scenes for detection)", fg="green")
 
 
+class SourceChoice(click.Choice):
+    """A built-in source's name, or the user's reader, `package.module:function`."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value if isinstance(value, str) and is_reference(value) else super().convert(value, param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "[" + "|".join(map(str, self.choices)) + "|package.module:function]"
+
+
 @main.group()
 def data() -> None:
     """Import, validate, prepare and version image datasets (the DVC stages)."""
 
 
 @data.command("import")
-@click.argument("source", required=False, type=click.Choice(SOURCES))
-@click.option("--path", type=click.Path(path_type=Path), help="Input folder (folder, fashion-mnist, coco, yolo).")
+@click.argument("source", required=False, type=SourceChoice(SOURCES))
+@click.option("--path", type=click.Path(path_type=Path), help="Input folder (folder, fashion-mnist, coco, yolo, voc).")
 @click.option(
-    "--annotations", type=click.Path(path_type=Path), help="coco: the annotation JSON (default: PATH/annotations.json)."
+    "--annotations",
+    type=click.Path(path_type=Path),
+    help="coco: the annotation JSON (default: PATH/annotations.json); voc: the XML folder (default: PATH/Annotations).",
 )
 @click.option(
     "--limit-per-class", type=click.IntRange(min=1), help="Import at most N images per class (classification)."
@@ -84,11 +97,11 @@ def import_(
     source: str | None, path: Path | None, annotations: Path | None, limit_per_class: int | None, direct: bool
 ) -> None:
     """Import SOURCE into data/raw (the DVC `import` stage): a classification source as data/raw/<class>/
-    with a manifest; a detection source (coco, yolo, digit-scenes) as data/raw/images/ with a manifest of
+    with a manifest; a detection source (coco, yolo, voc, digit-scenes) as data/raw/images/ with a manifest of
     images and a table of boxes (image, label, x1, y1, x2, y2 in pixels).
 
     SOURCE, --path, --annotations and --limit-per-class are written into params.yaml (data.*), with the task
-    the source serves (`task: detection` for coco, yolo and digit-scenes), so DVC and the pipeline import the
+    the source serves (`task: detection` for coco, yolo, voc and digit-scenes), so DVC and the pipeline import the
     same thing; without them, params.yaml decides. The user's files are imported as they are (not
     re-encoded) and class names kept exactly; validation then judges each file and each box.
 
@@ -99,7 +112,9 @@ def import_(
       cvops data import folder --path ~/images     # ~/images/<class>/<image>
       cvops data import coco --path ~/shelf --annotations ~/shelf/instances.json
       cvops data import yolo --path ~/line         # ~/line/images/..., ~/line/labels/..., ~/line/data.yaml
+      cvops data import voc --path ~/cvat-export   # Annotations/*.xml + JPEGImages/ (CVAT, LabelImg)
       cvops data import digit-scenes               # composed from real MNIST digits, no download
+      cvops data import shelf.reader:samples --path data/incoming   # your own reader (README)
     """
     if direct:
         from cvops.data.importer import import_configured

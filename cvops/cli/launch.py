@@ -143,6 +143,7 @@ def train(
     from cvops.registry.model_registry import DISTILLED_FROM_TAG
     from cvops.training.models import known_model
 
+    known_model(params.train.model)  # a misspelt name, or the user's module that does not import: now
     if params.distill.enabled:
         known_model(params.distill.student, "distill.student")  # before the teacher trains, not after
     # The data stages first, here: invalid data stops the run with its summary before any step starts.

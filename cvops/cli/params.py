@@ -1,10 +1,14 @@
 """`cvops params ...`: the project's params.yaml, changed on purpose and shown as a diff."""
 
 import difflib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
 from cvops.cli.app import main, project
+from cvops.config import PARAMS_SCHEMA
 
 
 @main.group()
@@ -30,13 +34,46 @@ def params_set(assignments: tuple[str, ...]) -> None:
       git diff params.yaml && git commit -am "train longer"
     """
     checkout = project()
-    before = checkout.params_file.read_text(encoding="utf-8")
-    checkout.set_params(list(assignments))
-    after = checkout.params_file.read_text(encoding="utf-8")
+    with _diff_printed(checkout.params_file) as unchanged:
+        checkout.set_params(list(assignments))
+    if unchanged():
+        click.echo(f"{checkout.params_file.name}: unchanged (every value was set already)")
+
+
+@params.command("upgrade")
+def params_upgrade() -> None:
+    """Bring params.yaml to this cvops's schema, keeping its results, and print the diff.
+
+    A key a later cvops brought that changes results (how images are resized, which shapes validation
+    accepts) is written with the value that reproduces what the file meant when it was written; change it
+    afterwards with `cvops params set`. An older file is read as written until then; a file newer than this
+    cvops is refused with the command that upgrades cvops.
+
+    \b
+    Examples:
+      cvops params upgrade
+      git diff params.yaml && git commit -am "params.yaml: schema 2"
+    """
+    checkout = project()
+    with _diff_printed(checkout.params_file):
+        schema, _ = checkout.upgrade_params()
     name = checkout.params_file.name
-    diff = list(difflib.unified_diff(before.splitlines(), after.splitlines(), f"a/{name}", f"b/{name}", lineterm=""))
-    if not diff:
-        click.echo(f"{name}: unchanged (every value was set already)")
+    if schema == PARAMS_SCHEMA:
+        click.echo(f"{name}: schema {PARAMS_SCHEMA} already, nothing to upgrade")
+    else:
+        click.secho(f"{name}: schema {schema} -> {PARAMS_SCHEMA}; commit it", fg="green")
+
+
+@contextmanager
+def _diff_printed(path: Path) -> Iterator[Callable[[], bool]]:
+    """Print the unified diff of what the block changed in `path`; yields whether it changed nothing."""
+    before, changed = path.read_text(encoding="utf-8"), False
+    yield lambda: not changed
+    after = path.read_text(encoding="utf-8")
+    diff = list(
+        difflib.unified_diff(before.splitlines(), after.splitlines(), f"a/{path.name}", f"b/{path.name}", lineterm="")
+    )
+    changed = bool(diff)
     for line in diff:
         color = {"+": "green", "-": "red", "@": "cyan"}.get(line[:1]) if line[:3] not in ("+++", "---") else None
         click.secho(line, fg=color)

@@ -57,7 +57,8 @@ def committed_params_diff(differences: list[tuple[str, Any, Any]]) -> None:
 
 
 def data_status(status: "DataStatus") -> None:
-    click.echo(f"data version: {status.data_version}  ({status.image_size}px, classes: {', '.join(status.classes)})")
+    shape = f"{status.image_size}px by {status.resize}"
+    click.echo(f"data version: {status.data_version}  ({shape}, classes: {', '.join(status.classes)})")
     width = max(len(c) for c in [*status.classes, "class"])
     click.echo(f"  {status.unit} per class and split:")
     click.echo(f"  {'class':<{width}}  " + "  ".join(f"{s:>6}" for s in status.counts))

@@ -243,10 +243,10 @@ def check_image(data: bytes, where: str, params: ValidateParams) -> None:
         width, height, mode = decode_fully(data)
     except Exception as err:  # PIL raises many types for a bad file
         raise DataInvalidError(f"{where} does not decode ({type(err).__name__}): nothing imported") from err
-    sized = params.min_size <= min(width, height) and max(width, height) <= params.max_size
-    if mode not in params.allowed_modes or not sized:
+    if mode not in params.allowed_modes or not params.image_fits(width, height):
         raise DataInvalidError(
-            f"{where}: {width}x{height} {mode} fails validate.allowed_modes / min_size / max_size; nothing imported"
+            f"{where}: {width}x{height} {mode} fails validate.allowed_modes / min_size / max_size / "
+            "max_aspect_ratio; nothing imported"
         )
 
 

@@ -7,12 +7,22 @@ Every image mode Pillow decodes becomes 8-bit RGB the same way, after the EXIF o
 torchvision's ImageFolder loader does); 16-bit integer images (I;16, and I up to 65535) are scaled from
 0-65535 to 0-255; float images (F) are read as 0-1 (values outside are clipped). The mode a file has is
 its own: `validate.allowed_modes` decides which are accepted.
+
+How an image that is not square becomes the square model input is `prepare.resize` (`Fit`): stretched to the
+square, letterboxed (scaled whole, centred, the rest grey), or cropped (scaled to cover, the centre kept).
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageOps
+
+Resize = Literal["stretch", "letterbox", "crop"]
+RESIZE_RULES: tuple[str, ...] = get_args(Resize)
+LEGACY_RESIZE: Resize = "stretch"  # what cvops did before `prepare.resize`: files written before it mean this
+PAD = 114  # letterbox's border, a mid grey (Ultralytics' and YOLO's convention)
 
 # EXIF orientations that turn the image by 90 degrees: its width and height swap when displayed
 _QUARTER_TURNS = {5, 6, 7, 8}
@@ -50,12 +60,76 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return _upright_8bit(image).convert("RGB")
 
 
-def resize_image(image: Image.Image, size: int) -> np.ndarray:
-    """The one resize used by training, evaluation and serving: RGB, bilinear, size x size, uint8 HWC."""
+@dataclass(frozen=True)
+class Fit:
+    """Where a `width` x `height` image lands in the `size` x `size` input under a resize rule: a point (x, y)
+    of the image is (x * scale_x + offset_x, y * scale_y + offset_y) of the input. Boxes go both ways with it:
+    ground truth into the input for training, detections back into the image sent."""
+
+    width: int
+    height: int
+    size: int
+    scale_x: float
+    scale_y: float
+    offset_x: float = 0.0
+    offset_y: float = 0.0
+
+    @classmethod
+    def of(cls, width: int, height: int, size: int, rule: Resize = LEGACY_RESIZE) -> "Fit":
+        if rule == "stretch":
+            return cls(width, height, size, size / width, size / height)
+        if rule == "letterbox":  # whole pixels, as the image is pasted: the box maths matches the pixels exactly
+            inner_w, inner_h = _inner(width, height, size)
+            offset_x, offset_y = (size - inner_w) // 2, (size - inner_h) // 2
+            return cls(width, height, size, inner_w / width, inner_h / height, offset_x, offset_y)
+        if rule == "crop":
+            scale = size / min(width, height)
+            return cls(width, height, size, scale, scale, (size - width * scale) / 2, (size - height * scale) / 2)
+        raise ValueError(f"no resize rule {rule!r}: one of {', '.join(RESIZE_RULES)}")
+
+    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
+        scale = np.array([self.scale_x, self.scale_y] * 2, dtype=np.float64)
+        return scale, np.array([self.offset_x, self.offset_y] * 2, dtype=np.float64)
+
+    def to_input(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) x1, y1, x2, y2 boxes in the image's pixels to the input's."""
+        scale, offset = self._factors()
+        return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale + offset
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) boxes in the input's pixels to the image's, clipped to it (a letterbox's border holds none)."""
+        scale, offset = self._factors()
+        found = (np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - offset) / scale
+        return np.clip(found, 0, [self.width, self.height] * 2)
+
+
+def _inner(width: int, height: int, size: int) -> tuple[int, int]:
+    """A letterboxed image's size inside the square: its longer side fills it."""
+    scale = size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_image(image: Image.Image, size: int, rule: Resize = LEGACY_RESIZE) -> np.ndarray:
+    """The one resize used by training, evaluation and serving: RGB, bilinear, size x size by `rule` (`Fit`),
+    uint8 HWC."""
     image = _upright_8bit(image)
-    if image.mode == "L":  # resized as one band, then copied to three: the same pixels for a third of the work
-        return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR).convert("RGB"), dtype=np.uint8)
-    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    if image.mode != "L":  # a grey image is resized as one band, then copied to three: a third of the work
+        image = image.convert("RGB")
+    width, height = image.size
+    if rule == "letterbox" and width != height:
+        inner = image.resize(_inner(width, height, size), Image.Resampling.BILINEAR)
+        fit = Fit.of(width, height, size, rule)
+        image = Image.new(image.mode, (size, size), PAD if image.mode == "L" else (PAD,) * 3)
+        image.paste(inner, (int(fit.offset_x), int(fit.offset_y)))
+    elif rule == "crop" and width != height:
+        side = min(width, height)  # the centred square, resized in one pass (Pillow resamples from the box)
+        left, top = (width - side) / 2, (height - side) / 2
+        image = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+    elif rule not in RESIZE_RULES:
+        raise ValueError(f"no resize rule {rule!r}: one of {', '.join(RESIZE_RULES)}")
+    else:
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def model_inputs(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

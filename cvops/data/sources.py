@@ -11,11 +11,12 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from cvops.errors import DataError
+from cvops.errors import ConfigError, CvopsError, DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 FASHION_MNIST_CLASSES = (
@@ -210,6 +211,76 @@ def folder_source(path: Path | None = None, limit: int | None = None) -> Source:
             yield Sample(label, name, file=file, meta={"source_path": file.relative_to(path).as_posix()})
 
     return Source(sorted({label for label, _, _ in files}), len(keep), samples())
+
+
+def called(reference: str, path: Path | None) -> Iterator[tuple[Any, Any]]:
+    """The items the user's reader `reference` (data.source) yields when called with data.path, each checked to
+    be a pair (an image, and its label or boxes); a ConfigError naming data.source for anything else."""
+    from cvops.references import load_function
+
+    read = load_function(reference, "data.source")
+    try:
+        items = read(path)
+        for index, item in enumerate(items):
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise ConfigError(
+                    f"data.source: {reference} yielded a {type(item).__name__} as item {index}: yield pairs "
+                    "(image, label) for a classifier, (image, [(label, x1, y1, x2, y2), ...]) for a detector"
+                )
+            yield item[0], item[1]
+    except CvopsError:
+        raise
+    except Exception as err:  # the user's code, any error
+        raise ConfigError(
+            f"data.source: {reference}({path}) failed: {type(err).__name__}: {err}".splitlines()[0]
+        ) from err
+
+
+def as_image(image: Any, where: str) -> tuple[Image.Image | None, Path | None]:
+    """A reader's image as a Sample or Scene holds it: a file path (imported as it is), or a PIL image or an
+    (H, W) / (H, W, 3) uint8 array (written as PNG)."""
+    if isinstance(image, str | Path):
+        if not Path(image).is_file():
+            raise DataError(f"{where}: image file {image} not found")
+        return None, Path(image)
+    if isinstance(image, Image.Image):
+        return image, None
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and (image.ndim == 2 or image.shape[-1] == 3):
+        return Image.fromarray(image), None
+    raise ConfigError(
+        f"{where}: the image is a {type(image).__name__}: give a file path, a PIL image or an (H, W[, 3]) uint8 array"
+    )
+
+
+def reader_source(reference: str, path: Path | None = None, limit: int | None = None) -> Source:
+    """The user's reader (data.source `package.module:function`), called with data.path: it yields (image,
+    label) pairs, an image as `as_image` takes it and a label as text (a number is its text)."""
+    samples: list[Sample] = []
+    names: dict[str, set[str]] = {}
+    for index, (image, label) in enumerate(called(reference, path)):
+        where = f"data.source: {reference}: item {index}"
+        if not isinstance(label, str | int) or isinstance(label, bool) or not str(label).strip():
+            raise ConfigError(f"{where}: the label is {label!r}: give the class name as text")
+        label = str(label)
+        pixels, file = as_image(image, where)
+        taken = names.setdefault(label, set())
+        name = _safe_name(file.stem) if file is not None else f"{index:06d}"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        meta: dict[str, str | float | int] = {"source_path": str(file)} if file is not None else {}
+        samples.append(Sample(label, name, image=pixels, file=file, meta=meta))
+    if not samples:
+        raise DataError(f"data.source: {reference}({path}) yielded no images")
+    keep = _cap([sample.label for sample in samples], limit)
+    return Source(sorted(names), len(keep), (samples[i] for i in keep))
+
+
+def read_source(source: str, path: Path | None, limit: int | None) -> Source:
+    """The classification source data.source names: a built-in one, or the user's reader."""
+    from cvops.config import is_reference
+
+    return reader_source(source, path, limit) if is_reference(source) else SOURCE_READERS[source](path, limit)
 
 
 SOURCE_READERS: dict[str, Callable[[Path | None, int | None], Source]] = {

@@ -95,14 +95,21 @@ def inspect_files(raw_dir: Path) -> pd.DataFrame:
             "mode": "",
             "width": 0,
             "height": 0,
+            "aspect_ratio": 0.0,
         }
         try:
             width, height, mode = decode_fully(data)
-            row.update(decodes=True, mode=mode, width=width, height=height)
+            row.update(
+                decodes=True,
+                mode=mode,
+                width=width,
+                height=height,
+                aspect_ratio=max(width, height) / min(width, height),
+            )
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             row["error"] = f"{type(err).__name__}: {err}"[:200] if data else "empty file"
         rows.append(row)
-    columns = ["path", "label", "sha256", "bytes", "decodes", "error", "mode", "width", "height"]
+    columns = ["path", "label", "sha256", "bytes", "decodes", "error", "mode", "width", "height", "aspect_ratio"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -194,6 +201,14 @@ def _file_checks(classes: list[str], params: ValidateParams, detection: bool) ->
             gxe.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_size, max_value=params.max_size),
         ),
     ]
+    if params.max_aspect_ratio is not None:  # a 4000x12 sliver would be squeezed (or padded) past recognition
+        images.append(
+            (
+                "aspect_ratio",
+                f"longer side / shorter side <= validate.max_aspect_ratio = {params.max_aspect_ratio}",
+                gxe.ExpectColumnValuesToBeBetween(column="aspect_ratio", max_value=params.max_aspect_ratio),
+            )
+        )
     return all_files, images
 
 

@@ -173,12 +173,15 @@ def import_data(
     """`cvops data import`: record the source in params.yaml (data.*, and the `task` it serves), then run DVC's
     import stage, so DVC and the pipeline import the same thing. A path the source cannot read is refused
     before params.yaml changes. Returns the params.yaml values that changed."""
-    from cvops.config import source_task
+    from cvops.config import is_reference, source_task
     from cvops.data.sources import SOURCE_READERS
+    from cvops.references import load_function
     from cvops.tasks.detection.boxes import DETECTION_READERS
 
     if source in ("folder", "fashion-mnist"):
         SOURCE_READERS[source](path, limit)
+    if source and is_reference(source):
+        load_function(source, "data.source")  # a reader that does not import is refused here
     if source in DETECTION_READERS:
         DETECTION_READERS[source](path, annotations)  # reads the annotations: a bad file is refused here
     chosen = {
@@ -202,6 +205,7 @@ class DataStatus(BaseModel):
     data_version: str
     task: str
     image_size: int
+    resize: str  # prepare.resize: how images that are not square became image_size x image_size
     unit: str  # what the counts count: images, or boxes for a detector's data
     classes: list[str]
     counts: dict[str, dict[str, int]]  # per split (train, val, test), per class
@@ -219,6 +223,7 @@ def data_status(project: Project) -> DataStatus:
         data_version=ref.data_version,
         task=ref.task,
         image_size=ref.image_size,
+        resize=ref.resize,
         unit=ref.unit,
         classes=ref.class_names,
         counts=ref.counts,

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 
 from cvops.config import DetectParams, EvaluateParams, MeasureParams
 from cvops.data.augment import ImageDataset
-from cvops.data.prepare import DatasetRef, load_split
-from cvops.data.preprocess import resize_image
+from cvops.data.prepare import DatasetRef, load_split, resized_images
+from cvops.data.preprocess import LEGACY_RESIZE, Resize, resize_image
 from cvops.data.production import PRODUCTION, RECENT, is_production
 from cvops.evaluation.gallery import build_gallery
 from cvops.evaluation.reports import TORCH, ChampionComparison, Evaluation, Footprint, SliceMetrics
@@ -98,6 +98,7 @@ class Champion(BaseModel):
     model: nn.Module
     class_names: list[str]
     image_size: int
+    resize: Resize = LEGACY_RESIZE
     data_version: str = ""
 
 
@@ -112,6 +113,7 @@ def load_champion(registry: ModelRegistry) -> Champion | None:
         model=load_trained_model(trained),
         class_names=trained.class_names,
         image_size=trained.image_size,
+        resize=trained.resize,
         data_version=info.tags.get("data_version", ""),
     )
 
@@ -199,10 +201,11 @@ def footprint(model: nn.Module, image_size: int, device: torch.device, measure: 
 
 
 def champion_inputs(
-    champion: Champion, ref: DatasetRef, images: np.ndarray
+    champion: Champion, ref: DatasetRef, images: np.ndarray, rows: pd.DataFrame
 ) -> tuple[np.ndarray, str] | ChampionComparison:
-    """The test images as the champion takes them (resized to its input size) and what a reviewer should know
-    of the pairing; an unpaired comparison when the champion answers with other classes."""
+    """The test images (`rows` of the manifest) as the champion takes them (resized to its input size, by its
+    resize rule) and what a reviewer should know of the pairing; an unpaired comparison when the champion
+    answers with other classes."""
     if champion.class_names != ref.class_names:
         return ChampionComparison(
             champion_version=champion.version,
@@ -210,7 +213,10 @@ def champion_inputs(
             note=f"the champion predicts other classes ({', '.join(champion.class_names)}); no paired comparison",
         )
     note = ""
-    if champion.image_size != ref.image_size:
+    if champion.resize != ref.resize:  # another rule: from the originals, as the champion's service would see them
+        images = resized_images(rows["path"], ref.raw_dir, champion.image_size, champion.resize)
+        note = f"test images resized from the originals by the champion's rule ({champion.resize}). "
+    elif champion.image_size != ref.image_size:  # square to square: every rule resizes alike
         images = np.stack([resize_image(Image.fromarray(image), champion.image_size) for image in images])
         note = f"test images resized from {ref.image_size} to the champion's {champion.image_size}px. "
     if champion.data_version and champion.data_version != ref.data_version:
@@ -241,7 +247,7 @@ def compare_with_champion(
     """Score the champion on the same test images and test the paired difference (McNemar, bootstrap); the
     comparison, and the champion's class probabilities (None when it answers with other classes)."""
     labels, predicted, manifest = candidate.labels, candidate.predicted, candidate.manifest
-    paired = champion_inputs(champion, ref, candidate.images)
+    paired = champion_inputs(champion, ref, candidate.images, manifest)
     if isinstance(paired, ChampionComparison):
         return paired, None
     images, note = paired

@@ -169,7 +169,7 @@ def explain_files(
         twice = next(name for name in names if names.count(name) > 1)
         raise ConfigError(f"two images are named {twice!r}: their overlays would be one file; explain them apart")
     originals = read_images(paths)
-    inputs = np.stack([resize_image(Image.fromarray(image), trained.image_size) for image in originals])
+    inputs = np.stack([resize_image(Image.fromarray(image), trained.image_size, trained.resize) for image in originals])
     _, layer = feature_layer(model, trained.image_size)
     found = explain(model, layer, inputs, originals, trained.mean, trained.std, device)
     output.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel
 
+from cvops.data.preprocess import LEGACY_RESIZE, Fit, Resize
 from cvops.errors import ModelError
 
 if TYPE_CHECKING:
@@ -28,9 +29,14 @@ class Preprocessing(BaseModel):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: list[str]
-    layout: str = "NCHW float32, RGB resized bilinear to image_size, (x / 255 - mean) / std"
+    layout: str = "NCHW float32, RGB resized bilinear to image_size by `resize`, (x / 255 - mean) / std"
     task: str = "classification"
     level_sizes: list[int] = []  # a detector's points per pyramid level: how its outputs split by level
+    resize: Resize = LEGACY_RESIZE  # prepare.resize of the training data (files exported before it: stretch)
+
+    def fit(self, width: int, height: int) -> Fit:
+        """Where a `width` x `height` image lands in this model's input."""
+        return Fit.of(width, height, self.image_size, self.resize)
 
 
 def set_metadata(proto: "onnx.ModelProto", preprocessing: Preprocessing) -> None:

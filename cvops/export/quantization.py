@@ -55,6 +55,25 @@ class _WithEmbedding(nn.Module):
         return model.get_classifier()(features), features
 
 
+class _WithHeadInput(nn.Module):
+    """A classifier of the user's own with a `get_classifier()` head that also returns what its head takes (the
+    embedding), caught by a hook on the head for the call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen: list[torch.Tensor] = []
+        head: nn.Module = self.model.get_classifier()  # type: ignore[operator]
+        handle = head.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
+        try:
+            logits = self.model(x)
+        finally:
+            handle.remove()
+        return logits, seen[-1].flatten(1)
+
+
 class _Exported(nn.Module):
     """A model whose `exported` method says what its ONNX file computes (a detector's: raw outputs, embedding)."""
 
@@ -69,8 +88,9 @@ class _Exported(nn.Module):
 
 def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> Path:
     """fp32 ONNX with a dynamic batch axis, the preprocessing in its metadata, and two outputs: the logits
-    and the embedding (models without timm's forward_head export the logits only). A model with an `exported`
-    method (a detector): what it returns, its raw outputs (`BOX_OUTPUTS`) and the embedding."""
+    and the embedding (timm's pooled features; a model of the user's own: its head's input, when it has
+    `get_classifier()`, else the logits only). A model with an `exported` method (a detector): what it returns,
+    its raw outputs (`BOX_OUTPUTS`) and the embedding."""
     import onnx
 
     model = model.cpu().eval()
@@ -79,6 +99,8 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> P
         model, outputs = _Exported(model).eval(), [*BOX_OUTPUTS, EMBEDDING]
     elif hasattr(model, "forward_head") and hasattr(model, "get_classifier"):
         model, outputs = _WithEmbedding(model).eval(), [OUTPUT, EMBEDDING]
+    elif hasattr(model, "get_classifier"):
+        model, outputs = _WithHeadInput(model).eval(), [OUTPUT, EMBEDDING]
     example = torch.rand(2, 3, preprocessing.image_size, preprocessing.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     # the exporter prints progress, and its optimiser narrates every pass at INFO

@@ -108,11 +108,11 @@ def log_offline(
 ) -> list[Sent]:
     """Score the images in this process, exactly as the service does (capture included, into `capture`), and
     append them to the inference log."""
-    size, rng = predictor.preprocessing.image_size, np.random.default_rng(seed)
+    pre, rng = predictor.preprocessing, np.random.default_rng(seed)
     sent: list[Sent] = []
     with progress(None, "traffic (offline)", total=n) as bar:
         while batch := list(itertools.islice(images, predictor.max_batch)):
-            decoded = [decode_image(data, size, serve.max_image_pixels) for data, _ in batch]
+            decoded = [decode_image(data, pre.image_size, serve.max_image_pixels, pre.resize) for data, _ in batch]
             probabilities, embeddings = predictor.predict(np.stack([image.pixels for image in decoded]))
             ids = [new_request_id() for _ in batch]
             rows = [

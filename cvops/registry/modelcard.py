@@ -226,7 +226,8 @@ def render_markdown(card: ModelCard, picture: Source = str) -> str:
     kind, does = report.purpose(", ".join(f"`{c}`" for c in dataset.class_names), card.data_source)
     parts = [
         f"# Model card: {card.model_name} version {card.version}",
-        f"`{trained.architecture}` {kind}, {dataset.image_size}x{dataset.image_size} px input, "
+        f"`{trained.architecture}` {kind}, {dataset.image_size}x{dataset.image_size} px input "
+        f"(images that are not square: {dataset.resize}), "
         f"gate **{'passed' if card.decision.passed else 'FAILED'}**.",
         "## Intended use",
         f"{does}, as decision support: a "

@@ -5,20 +5,24 @@ by the functions that log or load weights, so reading references (the registry) 
 """
 
 import logging
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cloudpickle
 import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
-from cvops.config import Project
+from cvops.config import Project, is_reference
 from cvops.console import quiet
+from cvops.data.preprocess import LEGACY_RESIZE, Resize
 from cvops.errors import ModelError
+from cvops.references import top_package
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,6 +41,7 @@ class TrainedModel(BaseModel):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     best_epoch: int
+    resize: Resize = LEGACY_RESIZE  # how images became its input (models logged before prepare.resize: stretch)
 
     @property
     def model_id(self) -> str | None:
@@ -62,7 +67,7 @@ def use_project_store(project: Project, experiment: str) -> str:
 
 
 def log_trained_model(
-    model: "nn.Module", architecture: str, class_names: list[str], image_size: int, best_epoch: int
+    model: "nn.Module", architecture: str, class_names: list[str], image_size: int, best_epoch: int, *, resize: Resize
 ) -> TrainedModel:
     """Log the model to the active MLflow run and return a reference to it."""
     import mlflow.pytorch
@@ -75,6 +80,9 @@ def log_trained_model(
         raise RuntimeError("log_trained_model needs an active MLflow run")
     model = model.cpu().eval()
     mean, std = normalization(model)
+    if is_reference(architecture):  # the user's model: its package's code goes into the pickle, so that any
+        # process loads it (quantize, explain, Ray actors, another host), not only one started in the project
+        cloudpickle.register_pickle_by_value(sys.modules[top_package(architecture)])
     # "pt2" needs torch.export tracing, which not every timm model supports; MLflow warns about pickle every time
     with quiet("mlflow.pytorch", level=logging.ERROR):
         info = mlflow.pytorch.log_model(
@@ -89,6 +97,7 @@ def log_trained_model(
         architecture=architecture,
         class_names=class_names,
         image_size=image_size,
+        resize=resize,
         mean=mean,
         std=std,
         best_epoch=best_epoch,

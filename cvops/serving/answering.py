@@ -11,6 +11,7 @@ import numpy as np
 import prometheus_client as prom
 
 from cvops.config import CaptureParams
+from cvops.export.onnx_model import Preprocessing
 from cvops.serving.capture import CAPTURE, CaptureStore
 from cvops.serving.inference_log import InferenceLog, LogTarget
 from cvops.serving.predictor import DecodedImage, Predictor, Reply, RequestError, decode_image
@@ -29,12 +30,12 @@ PREDICTIONS = prom.Counter(
 )
 
 
-def decode_images(raw: list[bytes], size: int, max_pixels: int) -> list[DecodedImage]:
-    """The request's images, validated and resized for a model of input `size`; RequestError names the bad one."""
+def decode_images(raw: list[bytes], preprocessing: Preprocessing, max_pixels: int) -> list[DecodedImage]:
+    """The request's images, validated and resized for a model's input; RequestError names the bad one."""
     decoded = []
     for index, data in enumerate(raw):
         try:
-            decoded.append(decode_image(data, size, max_pixels))
+            decoded.append(decode_image(data, preprocessing.image_size, max_pixels, preprocessing.resize))
         except RequestError as err:
             raise RequestError(err.status, f"image {index}: {err}" if len(raw) > 1 else str(err)) from err
     return decoded

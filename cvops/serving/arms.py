@@ -178,9 +178,9 @@ class ShadowScorer:
         start = time.perf_counter()
         rows: list[dict[str, t.Any]] = [{"request_id": i} for i in ids]
         try:
-            size = predictor.preprocessing.image_size
-            if size != decoded[0].pixels.shape[0]:  # the shadow takes another input size: decode again, aside
-                decoded = await asyncio.to_thread(decode_images, raw, size, self.max_pixels)
+            pre = predictor.preprocessing
+            if (decoded[0].pixels.shape[0], decoded[0].resize) != (pre.image_size, pre.resize):  # its own input
+                decoded = await asyncio.to_thread(decode_images, raw, predictor.preprocessing, self.max_pixels)
             rows = [row for _, row in await replies(predictor, decoded, ids)]
             status, outcome = 200, "scored"
         except Exception:

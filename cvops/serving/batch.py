@@ -86,9 +86,10 @@ def score_files(predictor: Predictor, files: Iterable[tuple[str, str]], max_pixe
     image, or not readable here); the readable images go through the model in one call."""
     rows: list[dict[str, Any]] = []
     decoded: list[tuple[str, DecodedImage]] = []
+    pre = predictor.preprocessing
     for name, path in files:
         try:
-            decoded.append((name, decode_image(read_input(path), predictor.preprocessing.image_size, max_pixels)))
+            decoded.append((name, decode_image(read_input(path), pre.image_size, max_pixels, pre.resize)))
         except RequestError as err:
             rows.append({"path": name, "error": str(err)})
         except OSError as err:  # gone since it was listed, or not visible on this (Ray) node

@@ -86,8 +86,7 @@ def _find_in_table(url: str, wanted: set[str]) -> dict[str, dict[str, Any]]:
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT body::text FROM {TABLE} WHERE body->>'request_id' = ANY(%s) "
-                f"AND COALESCE(body->>'arm', '') <> '{SHADOW}' AND COALESCE(body->>'status', '200') = '200'",
+                f"SELECT body::text FROM {TABLE} WHERE body->>'request_id' = ANY(%s) AND answer",
                 (sorted(wanted),),
             )
             rows = [json.loads(body) for (body,) in cursor.fetchall()]

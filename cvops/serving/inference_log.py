@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvops.env import REPLICA_ENV
+from cvops.stack.migrations import INFERENCE_LOG, migrate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,17 +83,11 @@ def connect(url: str) -> Any:
     import psycopg2
 
     connection = psycopg2.connect(url, connect_timeout=10, application_name="cvops-inference-log")
-    with connection, connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL, "
-            "replica TEXT NOT NULL, body JSONB NOT NULL)"
-        )
-        cursor.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_at ON {TABLE} (at)")
-        cursor.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} ((body->>'request_id'))")
-        cursor.execute(
-            f"CREATE TABLE IF NOT EXISTS {FEEDBACK_TABLE} (request_id TEXT PRIMARY KEY, "
-            "at TIMESTAMPTZ NOT NULL, body JSONB NOT NULL)"
-        )
+    try:
+        migrate(connection, INFERENCE_LOG)
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
@@ -180,9 +175,9 @@ def _files_text(directory: Path, since: datetime | None) -> list[str]:
 
 def _table_text(url: str, since: datetime | None, last: int | None, answers: bool) -> list[str]:
     """The table's rows as JSON lines: every replica's, newest `last` at or after `since` (of the answers)."""
-    answered = f" AND COALESCE(body->>'arm', '') <> '{SHADOW}' AND COALESCE(body->>'status', '200') = '200'"
-    query = f"SELECT body::text FROM {TABLE} WHERE at >= %s{answered if answers else ''} ORDER BY at DESC, id DESC" + (
-        " LIMIT %s" if last else ""
+    query = (
+        f"SELECT body::text FROM {TABLE} WHERE at >= %s{' AND answer' if answers else ''} ORDER BY at DESC, id DESC"
+        + (" LIMIT %s" if last else "")
     )
     arguments = (since or datetime(1970, 1, 1, tzinfo=UTC), *([last] if last else []))
     connection = connect(url)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cvops.data.preprocess import model_inputs, oriented_size, resize_image
+from cvops.data.preprocess import LEGACY_RESIZE, Resize, model_inputs, oriented_size, resize_image
 from cvops.export.onnx_model import output_names, predict_outputs, preprocessing_of, session
 from cvops.serving.features import image_features
 from cvops.serving.projection import Projection
@@ -41,10 +41,12 @@ class DecodedImage:
     height: int
     features: dict[str, float]
     format: str = "PNG"  # the file's, as PIL names it
+    resize: Resize = LEGACY_RESIZE  # the rule `pixels` were resized by
 
 
-def decode_image(data: bytes, size: int, max_pixels: int) -> DecodedImage:
-    """Validated bytes to a resized RGB image; RequestError (400/413/415) for anything else.
+def decode_image(data: bytes, size: int, max_pixels: int, resize: Resize) -> DecodedImage:
+    """Validated bytes to an RGB image resized to `size` by rule `resize`; RequestError (400/413/415) for anything
+    else.
 
     The pixel count is checked from the header before decoding, so a decompression bomb costs nothing.
     """
@@ -63,7 +65,7 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> DecodedImage:
                         413, f"image of {image.width}x{image.height} pixels is over the limit of {max_pixels} pixels"
                     )
                 width, height, image_format = *oriented_size(image), image.format
-                pixels = resize_image(image, size)  # decodes fully: a truncated file fails here
+                pixels = resize_image(image, size, resize)  # decodes fully: a truncated file fails here
     except RequestError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:  # PIL's own, lower guard
@@ -72,7 +74,7 @@ def decode_image(data: bytes, size: int, max_pixels: int) -> DecodedImage:
         raise RequestError(400, f"not a readable image ({type(err).__name__}): {SEND}") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise RequestError(400, f"corrupt image: {str(err)[:120]}") from err
-    return DecodedImage(pixels, width, height, image_features(pixels), image_format)
+    return DecodedImage(pixels, width, height, image_features(pixels), image_format, resize)
 
 
 Outputs = tuple[np.ndarray, ...]  # arrays with one row per image

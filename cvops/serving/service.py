@@ -67,7 +67,7 @@ class Vision:
         try:
             if isinstance(images, RequestError):
                 raise images
-            decoded = decode_images(images, predictor.preprocessing.image_size, self.settings.serve.max_image_pixels)
+            decoded = decode_images(images, predictor.preprocessing, self.settings.serve.max_image_pixels)
             single = takes_one_image(endpoint)
             ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(decoded))]
             replied = await replies(predictor, decoded, ids)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from cvops.config import Params, Project
+from cvops.config import PARAMS_SCHEMA, Params, Project
 from cvops.data.sources import FASHION_MNIST_DIR
 from cvops.env import STATE_ENV
 
@@ -74,7 +74,13 @@ def diagnose(project: Project | None, params: Params | None) -> Diagnosis:
     versions = {"python": platform.python_version()} | {name: _version(name) for name in SHOWN_VERSIONS}
     checks = [_requirements()]
     if project is not None and params is not None:
-        checks += [_lock(project), *_servers(project, params), _writable(project), _disk(project.root)]
+        checks += [
+            _schema(project),
+            _lock(project),
+            *_servers(project, params),
+            _writable(project),
+            _disk(project.root),
+        ]
     else:
         checks.append(_disk(Path.cwd()))
     for package in SYSTEM_PACKAGES:
@@ -114,6 +120,17 @@ def _requirements() -> Check:
         ok=not wrong,
         detail="all installed" if not wrong else "; ".join(wrong[:6]),
         fix="" if not wrong else "pip install --upgrade cvops (in this repository: make install)",
+    )
+
+
+def _schema(project: Project) -> Check:
+    schema = project.params_schema()
+    return Check(
+        name="params.yaml schema",
+        ok=schema == PARAMS_SCHEMA,
+        detail=f"{schema}"
+        + ("" if schema == PARAMS_SCHEMA else f", older than this cvops's {PARAMS_SCHEMA}: read as written"),
+        fix="" if schema == PARAMS_SCHEMA else "cvops params upgrade (then commit params.yaml)",
     )
 
 

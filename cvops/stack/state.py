@@ -17,6 +17,8 @@ from typing import Any
 
 import filelock
 
+from cvops.stack.migrations import STATE, migrate
+
 
 class LockBusy(Exception):
     """Another process holds the lock."""
@@ -87,12 +89,8 @@ class SharedState:
 
         connection = psycopg2.connect(self.url, connect_timeout=10, application_name="cvops-state")
         try:
+            migrate(connection, STATE)
             with connection, connection.cursor() as cursor:
-                cursor.execute("CREATE TABLE IF NOT EXISTS cvops_documents (name TEXT PRIMARY KEY, body TEXT NOT NULL)")
-                cursor.execute(
-                    "CREATE TABLE IF NOT EXISTS cvops_logs (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, "
-                    "line TEXT NOT NULL)"
-                )
                 yield cursor
         finally:
             connection.close()

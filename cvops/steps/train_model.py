@@ -57,4 +57,6 @@ def train_model(
             "stopped_early": float(result.stopped_early),
         }
     )
-    return log_trained_model(result.model, architecture, dataset.class_names, dataset.image_size, result.best_epoch)
+    return log_trained_model(
+        result.model, architecture, dataset.class_names, dataset.image_size, result.best_epoch, resize=dataset.resize
+    )

@@ -49,6 +49,8 @@ class Task:
     unit: str = "images"  # what a prepared dataset's class counts count
     distillation: bool = False  # can a student be distilled from its champion (distill.enabled)?
     traffic: bool = False  # can `cvops traffic` simulate its clients and their true labels?
+    crop: bool = True  # may prepare.resize crop an image's edges (a detector's boxes may lie there)?
+    own_models: bool = False  # may train.model name the user's function (`package.module:function`)?
 
     def part(self, stage: str) -> Any:
         """The module of this task's part for `stage` (`data`, `train`, `val`, ...), imported on first use."""
@@ -249,15 +251,17 @@ register(
         package="cvops.tasks.classification",
         distillation=True,
         traffic=True,
+        own_models=True,
     )
 )
 register(
     Task(
         name="detection",
         model_name="cvops-detector",
-        sources=("digit-scenes", "coco", "yolo"),
+        sources=("digit-scenes", "coco", "yolo", "voc"),
         service="cvops.serving.service:Detector",
         package="cvops.tasks.detection",
         unit="boxes",
+        crop=False,
     )
 )

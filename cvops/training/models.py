@@ -1,4 +1,5 @@
-"""timm models by name, offline pretrained weights, and the normalisation each model expects."""
+"""timm models by name (or the user's own, `package.module:function`), offline pretrained weights, and the
+normalisation each model expects."""
 
 import logging
 from collections import OrderedDict
@@ -9,7 +10,9 @@ import timm
 import torch
 from torch import nn
 
+from cvops.config import is_reference
 from cvops.errors import ConfigError, ModelError
+from cvops.references import load_function
 
 NO_PRETRAINED = "none"
 log = logging.getLogger(__name__)
@@ -31,14 +34,21 @@ def resolve_device(device: str) -> torch.device:
 
 
 def known_model(name: str, key: str = "train.model") -> None:
-    """A ConfigError naming the parameter `key` and similar names when timm has no model `name`."""
+    """A ConfigError naming the parameter `key` and similar names when timm has no model `name` (the user's
+    `package.module:function`: when it cannot be imported)."""
+    if is_reference(name):
+        load_function(name, key)
+        return
     if name not in timm.list_models():
         close = timm.list_models(f"*{name.split('_')[-1]}*")[:5]
         raise ConfigError(f"unknown timm model '{name}' in {key} (similar: {', '.join(close) or 'none'})")
 
 
-def create_model(name: str, num_classes: int, pretrained: str = NO_PRETRAINED) -> nn.Module:
-    """A timm model with a fresh `num_classes` head, optionally started from local weights."""
+def create_model(name: str, num_classes: int, pretrained: str = NO_PRETRAINED, image_size: int = 224) -> nn.Module:
+    """A timm model with a fresh `num_classes` head, optionally started from local weights; or the user's
+    (`user_model`), checked on `image_size` inputs."""
+    if is_reference(name):
+        return user_model(name, num_classes, image_size)
     known_model(name)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if pretrained != NO_PRETRAINED:
@@ -48,6 +58,41 @@ def create_model(name: str, num_classes: int, pretrained: str = NO_PRETRAINED) -
     for parameter in head_parameters(model):
         nn.init.zeros_(parameter)
     return model
+
+
+def user_model(reference: str, num_classes: int, image_size: int) -> nn.Module:
+    """The model the user's function `reference` builds for `num_classes` classes, checked: a torch module that
+    answers a batch of RGB `image_size` images with one logit per class, with a `get_classifier()` method that
+    returns its head, as timm's models have (the head learns at head_lr_multiplier, and what it takes is the
+    embedding drift monitoring compares). Its weights are its own (train.pretrained is none)."""
+    build = load_function(reference, "train.model")
+    call = f"train.model: {reference}({num_classes})"
+    try:
+        model = build(num_classes)
+    except Exception as err:  # the user's code, any error
+        raise ConfigError(f"{call} failed: {type(err).__name__}: {err}".splitlines()[0]) from err
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{call} returned a {type(model).__name__}, not a torch.nn.Module")
+    get_classifier = getattr(model, "get_classifier", None)
+    if not callable(get_classifier) or not isinstance(get_classifier(), nn.Module):
+        raise ConfigError(
+            f"{call}: the model needs a get_classifier() method returning its head (its last layer), as timm's "
+            "models have: drift monitoring compares what the head takes"
+        )
+    try:
+        with torch.no_grad():
+            answer = model.eval()(torch.zeros(2, 3, image_size, image_size))
+    except Exception as err:  # the user's code, any error
+        raise ConfigError(
+            f"{call}: the model fails on a batch of 2 RGB {image_size}px images: {type(err).__name__}: {err}"
+        ).with_traceback(None) from err
+    shape = tuple(getattr(answer, "shape", ()))
+    if shape != (2, num_classes):
+        raise ConfigError(
+            f"{call}: the model answers a batch of 2 images with shape {shape}, not (2, {num_classes}): "
+            "one logit per class of the data"
+        )
+    return model.train()
 
 
 def _read_state_dict(path: Path) -> "OrderedDict[str, torch.Tensor]":
@@ -117,8 +162,9 @@ def load_pretrained(model: nn.Module, pretrained: str) -> None:
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    classifier: nn.Module = model.get_classifier()  # type: ignore[operator]
-    return list(classifier.parameters())
+    """The classifier head's parameters (a model without timm's `get_classifier`: none, all are the body's)."""
+    get_classifier = getattr(model, "get_classifier", None)
+    return list(get_classifier().parameters()) if callable(get_classifier) else []
 
 
 def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:

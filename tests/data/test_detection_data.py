@@ -15,7 +15,7 @@ from cvops.data.manifest import read_manifest
 from cvops.data.prepare import load_dataset_ref, prepare_dataset
 from cvops.data.validation import validate_dataset, write_reports
 from cvops.errors import DataError
-from cvops.tasks.detection.boxes import COORDS, coco_source, import_scenes, read_boxes, yolo_source
+from cvops.tasks.detection.boxes import COORDS, coco_source, import_scenes, read_boxes, voc_source, yolo_source
 from cvops.tasks.detection.scenes import digit_scenes_source
 
 LENIENT = ValidateParams(min_per_class=1, max_imbalance_ratio=100.0)
@@ -67,6 +67,28 @@ def write_yolo(scenes, root: Path) -> None:
     (root / "data.yaml").write_text("names: {" + ", ".join(f"{d}: '{d}'" for d in range(10)) + "}\n")
 
 
+def write_voc(scenes, root: Path) -> None:
+    """Scenes as Pascal VOC: the first half as VOC and CVAT lay it out (Annotations/*.xml, JPEGImages/), the
+    rest as LabelImg does (each XML beside its image); boxes as 1-based inclusive pixel indices."""
+    for i, scene in enumerate(scenes):
+        beside = i >= len(scenes) // 2
+        images = root / ("labelimg" if beside else "JPEGImages")
+        xml_dir = images if beside else root / "Annotations"
+        images.mkdir(parents=True, exist_ok=True)
+        xml_dir.mkdir(parents=True, exist_ok=True)
+        scene.image.save(images / f"{scene.name}.png")
+        objects = "".join(
+            f"<object><name>{b.label}</name><difficult>{int(k == 0)}</difficult><bndbox><xmin>{b.x1 + 1:g}</xmin>"
+            f"<ymin>{b.y1 + 1:g}</ymin><xmax>{b.x2:g}</xmax><ymax>{b.y2:g}</ymax></bndbox></object>"
+            for k, b in enumerate(scene.boxes)
+        )
+        w, h = scene.image.size
+        (xml_dir / f"{scene.name}.xml").write_text(
+            f"<annotation><folder>x</folder><filename>{scene.name}.png</filename>"
+            f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objects}</annotation>"
+        )
+
+
 @pytest.fixture(scope="module")
 def scenes():
     return list(digit_scenes_source(12, seed=7).scenes)
@@ -79,11 +101,14 @@ def comparable(raw: Path) -> pd.DataFrame:
     return boxes.sort_values(["sha256", "label", "x1", "y1"])[["sha256", "label", *COORDS]].reset_index(drop=True)
 
 
-def test_coco_and_yolo_imports_round_trip_the_same_boxes(scenes, tmp_path):
+def test_coco_yolo_and_voc_imports_round_trip_the_same_boxes(scenes, tmp_path):
     coco_file = write_coco(scenes, tmp_path / "coco")
     write_yolo(scenes, tmp_path / "yolo")
+    write_voc(scenes, tmp_path / "voc")
     import_scenes(coco_source(tmp_path / "coco", coco_file), tmp_path / "raw-coco")
     import_scenes(yolo_source(tmp_path / "yolo"), tmp_path / "raw-yolo")
+    voc_source(tmp_path / "voc")  # Annotations/ found by itself; the LabelImg half needs the whole folder:
+    import_scenes(voc_source(tmp_path / "voc", tmp_path / "voc"), tmp_path / "raw-voc")
 
     expected = pd.DataFrame(
         [{"label": b.label, "x1": b.x1, "y1": b.y1, "x2": b.x2, "y2": b.y2} for s in scenes for b in s.boxes]
@@ -91,6 +116,8 @@ def test_coco_and_yolo_imports_round_trip_the_same_boxes(scenes, tmp_path):
     coco, yolo = comparable(tmp_path / "raw-coco"), comparable(tmp_path / "raw-yolo")
     assert len(coco) == len(yolo) == len(expected) > len(scenes)
     pd.testing.assert_frame_equal(coco, yolo, atol=1e-6, check_exact=False)
+    pd.testing.assert_frame_equal(coco, comparable(tmp_path / "raw-voc"))  # VOC's integers: exact
+    assert read_boxes(tmp_path / "raw-voc")["difficult"].sum() == len(scenes)  # VOC's flags kept, one a scene
     key = ["label", *COORDS]
     assert sorted(map(tuple, coco[key].to_numpy())) == sorted(map(tuple, expected[key].to_numpy()))
     # the user's files as they are, and the source's own paths kept
@@ -230,3 +257,20 @@ def test_a_source_that_is_not_coco_is_refused_in_one_line(tmp_path):
     with pytest.raises(DataError, match="names no classes"):
         (tmp_path / "images").mkdir()
         yolo_source(tmp_path)
+
+
+def test_a_voc_object_without_a_box_is_named_and_an_image_not_there_keeps_its_boxes_as_orphans(tmp_path):
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
+    Image.new("RGB", (40, 30)).save(tmp_path / "JPEGImages" / "a.jpg")
+    box = "<object><name>can</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>8</ymax></bndbox></object>"
+    (tmp_path / "Annotations" / "a.xml").write_text(f"<annotation><filename>a.jpg</filename>{box}</annotation>")
+    (tmp_path / "Annotations" / "gone.xml").write_text(f"<annotation><filename>gone.jpg</filename>{box}</annotation>")
+    source = voc_source(tmp_path)
+    assert source.classes == ["can"] and source.total == 1
+    assert [(image, (b.x1, b.y1, b.x2, b.y2)) for image, b in source.orphans] == [("gone.jpg", (0.0, 0.0, 10.0, 8.0))]
+    (tmp_path / "Annotations" / "b.xml").write_text(
+        "<annotation><filename>a.jpg</filename><object><name>can</name></object></annotation>"
+    )
+    with pytest.raises(DataError, match=r"^b\.xml: object 1 has no <name> or no <bndbox>"):
+        voc_source(tmp_path)

@@ -66,6 +66,7 @@ def test_clean_dataset_passes_every_check(tmp_path):
         "mode",
         "width",
         "height",
+        "aspect_ratio",
         "classes",
         "duplicates",
         "min_per_class",
@@ -91,8 +92,9 @@ def corrupted(tmp_path_factory):
     planted = plant_file_problems(raw)
     save(raw / "bird" / "x.png", (16, 16))  # a class nobody declared
     save(raw / "dog" / "wide.png", (6000, 10))  # too wide, but tall enough
+    save(raw / "cat" / "sliver.png", (60, 8))  # inside min_size and max_size, but 7.5 times as wide as tall
     save(raw / "dog" / "alpha.png", (16, 16), mode="RGBA")
-    params = params.model_copy(update={"min_per_class": 10, "max_imbalance_ratio": 3.9})
+    params = params.model_copy(update={"min_per_class": 10, "max_imbalance_ratio": 3.9, "max_aspect_ratio": 5.0})
     report = validate_dataset(raw, validated, params)
     return report, validated, planted
 
@@ -107,19 +109,31 @@ def test_every_planted_problem_is_named_in_its_check(corrupted):
     assert checks["mode"].offenders == ["dog/alpha.png"]
     assert sorted(checks["width"].offenders) == ["cat/tiny.png", "dog/wide.png"]
     assert checks["height"].offenders == ["cat/tiny.png"]
+    assert sorted(checks["aspect_ratio"].offenders) == ["cat/sliver.png", "dog/wide.png"]
     assert checks["min_per_class"].offenders == ["fox"]
-    # 17 dog files (12 + 5 planted) against 4 fox: 4.25 > 3.9; cat has 14 (3.5)
+    # 17 dog files (12 + 5 planted) against 4 fox: 4.25 > 3.9; cat has 15 (3.75)
     assert checks["imbalance"].offenders == ["dog"]
-    assert report.num_files == 12 + 12 + 4 + 5 + 3
+    assert report.num_files == 12 + 12 + 4 + 5 + 4
 
 
 def test_summary_names_failed_checks_and_files(corrupted):
     report, _, _ = corrupted
     summary = report.summary()
     assert summary.startswith("data validation FAILED")
-    for name in ("decodes", "mode", "width", "height", "classes", "duplicates", "min_per_class", "imbalance"):
+    names = (
+        "decodes",
+        "mode",
+        "width",
+        "height",
+        "aspect_ratio",
+        "classes",
+        "duplicates",
+        "min_per_class",
+        "imbalance",
+    )
+    for name in names:
         assert f"x {name}:" in summary
-    for path in ("cat/truncated.png", "dog/notes.png", "bird/x.png", "dog/wide.png", "dog/img_003_copy.png"):
+    for path in ("cat/truncated.png", "dog/notes.png", "bird/x.png", "dog/wide.png", "cat/sliver.png"):
         assert path in summary
 
 
@@ -136,7 +150,7 @@ def test_reports_hold_checks_and_gx_results(corrupted, tmp_path):
     saved = json.loads(json_path.read_text())
     assert saved["passed"] is False
     assert {c["name"]: c["passed"] for c in saved["checks"]}["decodes"] is False
-    assert len(saved["gx_results"]) == 8
+    assert len(saved["gx_results"]) == 9  # one per check
     assert all("success" in r and "expectation_config" in r for r in saved["gx_results"])
     page = html_path.read_text()
     assert "FAILED" in page and "cat/truncated.png" in page and "min_per_class" in page

@@ -70,7 +70,7 @@ def served_project(
     registry = ModelRegistry.of(project, "cvops-classifier")
     model = trained.model
     with mlflow.start_run() as run:
-        trained = log_trained_model(model, params.train.model, ref.class_names, ref.image_size, 1)
+        trained = log_trained_model(model, params.train.model, ref.class_names, ref.image_size, 1, resize=ref.resize)
         setup = EvaluationSetup(scratch_dir(), torch.device("cpu"), 0, params.evaluate, params.measure)
         evaluation = evaluate(model, ref, setup)
         report = quantize(model, ref, scratch_dir(), params.quantize, params.measure, 0)

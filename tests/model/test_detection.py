@@ -14,7 +14,7 @@ from PIL import Image
 
 from cvops.config import Params, Project, load_params
 from cvops.data.prepare import DatasetRef, load_dataset_ref
-from cvops.data.preprocess import model_inputs
+from cvops.data.preprocess import Fit, model_inputs
 from cvops.data.validation import pairwise_iou
 from cvops.errors import ModelError
 from cvops.evaluation.evaluator import Champion, EvaluationSetup
@@ -178,7 +178,9 @@ def test_the_served_detector_answers_in_the_pixels_of_the_image_sent(
     scene = next(digit_scenes_source(1, seed=99).scenes)  # its own size, not the model's input size
     data = io.BytesIO()
     scene.image.save(data, format="PNG")
-    image = decode_image(data.getvalue(), scenes.image_size, max_pixels=10**7)
+    pre = predictor.preprocessing
+    assert pre.resize == scenes.resize  # the ONNX file carries the rule its training data was resized by
+    image = decode_image(data.getvalue(), pre.image_size, 10**7, pre.resize)
     assert (image.width, image.height) == scene.image.size != (scenes.image_size, scenes.image_size)
     outputs = predictor.predict(image.pixels[None])
     answered = predictor.detections(tuple(o[0] for o in outputs), image.width, image.height)
@@ -189,8 +191,7 @@ def test_the_served_detector_answers_in_the_pixels_of_the_image_sent(
         torch.device("cpu"),
         post,
     )[0]
-    scale = np.array([image.width, image.height] * 2) / scenes.image_size
-    expected = torch_found["boxes"] * scale
+    expected = Fit.of(image.width, image.height, scenes.image_size, scenes.resize).to_original(torch_found["boxes"])
     assert len(answered) == len(expected) > 0
     boxes = np.array([d["box"] for d in answered])
     assert (pairwise_iou(boxes, expected).max(axis=1) > 0.99).all()

@@ -95,6 +95,21 @@ def test_params_set_writes_the_file_prints_the_diff_and_a_bad_value_changes_noth
     assert "unchanged" in cvops(project_dir, "params", "set", "train.epochs=9").stdout
 
 
+def test_params_upgrade_prints_the_diff_of_an_old_file_and_then_nothing(project_dir: Path) -> None:
+    saved = REPO / "tests" / "assets" / "saved-by-0.1" / "params.yaml"
+    (project_dir / "params.yaml").write_text(saved.read_text())
+    doctor = cvops(project_dir, "doctor", "--json")  # an old file is read, with the command that upgrades it
+    assert "is schema 1: read as it was written" in doctor.stderr and "cvops params upgrade" in doctor.stderr
+    checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
+    assert checks["params.yaml schema"]["fix"].startswith("cvops params upgrade")
+    result = cvops(project_dir, "params", "upgrade")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "+schema: 2" in result.stdout and "+  resize: stretch" in result.stdout
+    assert "schema 1 -> 2" in result.stdout
+    again = cvops(project_dir, "params", "upgrade")
+    assert "schema 2 already" in again.stdout and "+" not in again.stdout
+
+
 def test_exit_codes_come_from_one_table_that_the_readme_shows() -> None:
     from cvops.errors import exit_codes
 

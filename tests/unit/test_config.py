@@ -202,3 +202,56 @@ def test_a_student_trains_with_its_own_model_weights_and_epochs_and_only_for_a_c
     assert student.train.lr == params.train.lr and student.hash() != params.hash()  # its own checkpoints
     with pytest.raises(ConfigError, match=r"distill\.enabled"):
         load_params(PARAMS, ["task=detection", "data.source=digit-scenes", "distill.enabled=true"])
+
+
+SAVED = REPO / "tests" / "assets" / "saved-by-0.1" / "params.yaml"  # schema 1: before params.yaml had a number
+
+
+def test_a_params_file_from_before_schemas_is_read_as_it_was_meant(tmp_path):
+    old = load_params(SAVED)
+    # the keys schema 2 brought take the values that reproduce schema 1's results, not the new defaults
+    assert old.prepare.resize == "stretch"  # (the default too, by measurement: a later default may differ)
+    assert old.validation.max_aspect_ratio is None and Params().validation.max_aspect_ratio is not None
+    assert old.model_copy(update={"prepare": Params().prepare, "validation": Params().validation}) == Params()
+
+
+def test_params_upgrade_writes_the_old_meaning_and_keeps_comments(tmp_path):
+    (tmp_path / "params.yaml").write_text(SAVED.read_text())
+    project = Project(tmp_path)
+    before = project.params()
+    assert project.upgrade_params() == (1, [("prepare.resize", "stretch"), ("validate.max_aspect_ratio", None)])
+    text = (tmp_path / "params.yaml").read_text()
+    assert project.params() == before  # the same results
+    assert text.splitlines()[4].startswith("schema: 2 ") and "  resize: stretch         # how a non-square" in text
+    assert "\n  max_aspect_ratio: null  # longer side" in text and "\n\nprepare:\n" in text  # blank line kept
+    assert set(SAVED.read_text().splitlines()) <= set(text.splitlines())  # every line and comment stays
+    assert project.upgrade_params() == (2, []) and (tmp_path / "params.yaml").read_text() == text
+    (today := tmp_path / "today").mkdir()
+    (today / "params.yaml").write_text(PARAMS.read_text())
+    assert Project(today).upgrade_params() == (2, [])  # today's file is current: nothing to do
+
+
+@pytest.mark.parametrize(("schema", "words"), [(3, "newer than this cvops reads (2): upgrade cvops"), ("two", "whole")])
+def test_a_params_file_of_an_unknown_schema_is_refused_in_one_line(tmp_path, schema, words):
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.read_text().replace("schema: 2 ", f"schema: {schema} "))
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_params(path)
+
+
+def test_a_detector_never_crops_its_images():
+    with pytest.raises(ConfigError, match=r"prepare\.resize crop cuts off"):
+        load_params(PARAMS, ["task=detection", "data.source=digit-scenes", "prepare.resize=crop"])
+    assert load_params(PARAMS, ["prepare.resize=crop"]).prepare.resize == "crop"  # a classifier may
+
+
+def test_train_augment_switches_between_a_file_and_its_probabilities_keeping_the_layout(tmp_path):
+    (tmp_path / "params.yaml").write_text(PARAMS.read_text())
+    project = Project(tmp_path)
+    project.set_params(["train.augment=augment.yaml"])
+    text = (tmp_path / "params.yaml").read_text()
+    assert project.params().train.augment == "augment.yaml" and "  augment: augment.yaml\n\ndistill:" in text
+    with project.overlaid(None, ["train.augment.hflip=0"]) as params:  # a key of the section: the section again
+        assert params.train.augment.hflip == 0.0 and params.train.augment.vflip == 0.5  # type: ignore[union-attr]
+        assert "  augment:\n    hflip: 0.0\n\ndistill:" in (tmp_path / "params.yaml").read_text()
+    assert (tmp_path / "params.yaml").read_text() == text  # restored after the run

@@ -10,7 +10,7 @@ from PIL import Image
 from cvops.config import PrepareParams, ValidateParams
 from cvops.data.manifest import import_source
 from cvops.data.prepare import prepare_dataset
-from cvops.data.preprocess import image_mode, resize_image, to_rgb
+from cvops.data.preprocess import RESIZE_RULES, Fit, Resize, image_mode, resize_image, to_rgb
 from cvops.data.sources import folder_source
 from cvops.data.validation import validate_dataset
 from cvops.serving.predictor import decode_image
@@ -20,11 +20,12 @@ EVERY_MODE = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I;16",
 
 
 @pytest.mark.parametrize("mode", [m for m in mode_files(128) if m != ROTATED])
-def test_every_mode_becomes_the_same_rgb_in_training_and_serving(mode: str) -> None:
+@pytest.mark.parametrize("rule", RESIZE_RULES)
+def test_every_mode_becomes_the_same_rgb_in_training_and_serving(mode: str, rule: Resize) -> None:
     data, _ = mode_files(128)[mode]
     with Image.open(io.BytesIO(data)) as image:
-        prepared = resize_image(image, 12)  # what `cvops data prepare` stores for training
-    served = decode_image(data, 12, max_pixels=10_000)  # what the service and batch inference feed the model
+        prepared = resize_image(image, 12, rule)  # what `cvops data prepare` stores for training
+    served = decode_image(data, 12, 10_000, rule)  # what the service and batch inference feed the model
     assert prepared.dtype == np.uint8 and prepared.shape == (12, 12, 3)
     assert np.array_equal(prepared, served.pixels)
     assert 80 < prepared.mean() < 180  # grey around 128: no mode is read as black or white
@@ -57,7 +58,7 @@ def test_exif_orientation_is_applied_everywhere() -> None:
         assert image.size == (16, 24)  # stored sideways
         upright = to_rgb(image)
     assert upright.size == (24, 16)
-    served = decode_image(data, 12, max_pixels=10_000)
+    served = decode_image(data, 12, 10_000, "stretch")
     assert (served.width, served.height) == (24, 16)  # what the inference log records
 
 
@@ -89,3 +90,33 @@ def test_allowed_modes_decide_and_the_report_names_each_file(tmp_path) -> None:
 def test_an_unknown_mode_in_params_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="allowed_modes"):
         ValidateParams(allowed_modes=["LAB"])
+
+
+@pytest.mark.parametrize("rule", RESIZE_RULES)
+@pytest.mark.parametrize(("width", "height"), [(240, 80), (60, 150), (90, 90)])
+def test_a_box_lands_where_its_pixels_land_under_every_resize_rule(rule: Resize, width: int, height: int) -> None:
+    """Boxes go into the input (training's ground truth) and back (served detections) by the rule the pixels
+    were resized by: a white square of the original is white exactly inside its mapped box."""
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    box = np.array([[width * 0.4, height * 0.3, width * 0.6, height * 0.7]])
+    x1, y1, x2, y2 = box[0].astype(int)
+    canvas[y1:y2, x1:x2] = 255
+    size = 64
+    resized = resize_image(Image.fromarray(canvas), size, rule)
+    fit = Fit.of(width, height, size, rule)
+    ix1, iy1, ix2, iy2 = fit.to_input(box)[0]
+    inside = resized[int(np.ceil(iy1)) + 1 : int(iy2) - 1, int(np.ceil(ix1)) + 1 : int(ix2) - 1]
+    assert inside.size and inside.min() >= 250
+    outside = resized.copy()
+    outside[max(0, int(iy1) - 1) : int(np.ceil(iy2)) + 1, max(0, int(ix1) - 1) : int(np.ceil(ix2)) + 1] = 0
+    assert outside.max() <= 114  # black, or letterbox's grey border: nothing white outside the box
+    assert np.allclose(fit.to_original(fit.to_input(box)), box)  # and back: a served box is in the sent image
+
+
+def test_letterbox_keeps_the_shape_and_crop_fills_the_square() -> None:
+    wide = Image.new("RGB", (300, 100), (200, 10, 10))
+    boxed = resize_image(wide, 30, "letterbox")
+    assert (boxed[0, 0] == 114).all() and (boxed[15, 15] == (200, 10, 10)).all()  # grey border above and below
+    assert (boxed[10:20, :] == (200, 10, 10)).all()  # the whole width: nothing of the image is cut
+    assert (resize_image(wide, 30, "crop") == (200, 10, 10)).all()  # the square centre, no border
+    assert Fit.of(300, 100, 30, "crop").offset_x == -30  # a third of the width is left out, half each side

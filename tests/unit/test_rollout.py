@@ -1,6 +1,7 @@
 """Rollout without a server: sticky canary assignment, the live comparison's statistics on synthetic logs, and
 the monitoring window that leaves out what no client received (shadow rows, failed requests)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
+from cvops.errors import ConfigError
 from cvops.monitoring.live import HTML_FILE, JSON_FILE, compare_live, write_report
 from cvops.serving.inference_log import InferenceLog, read_inference_log
 from cvops.serving.rollout import takes_share
@@ -120,3 +122,41 @@ def test_monitoring_reads_only_what_clients_received(
     assert len(read_inference_log(target)) == 5
     assert read_inference_log(target, answers=True)["label"].tolist() == ["old", "a", "b"]
     assert read_inference_log(target, last=2, answers=True)["label"].tolist() == ["a", "b"]
+
+
+def test_a_state_database_from_before_schema_numbers_is_migrated_once_and_a_newer_one_refused(
+    postgres_db: str,
+) -> None:
+    """A team's database made by an older cvops (the tables of version 1, no version recorded) is brought
+    forward by the first connection, keeps its rows, and then answers the newer queries; one newer than this
+    cvops is refused before anything is read."""
+    import psycopg2
+
+    from cvops.stack import migrations
+    from cvops.stack.state import SharedState
+
+    old = psycopg2.connect(postgres_db)
+    with old, old.cursor() as cursor:  # what cvops wrote before (version 1's statements, verbatim)
+        for migration in (
+            migrations.MIGRATIONS[migrations.INFERENCE_LOG][0],
+            migrations.MIGRATIONS[migrations.STATE][0],
+        ):
+            for statement in migration.statements:
+                cursor.execute(statement)
+        cursor.execute(
+            "INSERT INTO cvops_inference_log (at, replica, body) VALUES "
+            """(now(), 'r', '{"timestamp": "2026-12-01T00:00:00Z", "label": "kept", "arm": "champion"}'), """
+            """(now(), 'r', '{"timestamp": "2026-12-01T00:00:00Z", "label": "aside", "arm": "shadow"}')"""
+        )
+        cursor.execute("INSERT INTO cvops_logs (name, line) VALUES ('audit', 'an old line')")
+    migrations._checked.clear()
+    assert read_inference_log(postgres_db, answers=True)["label"].tolist() == ["kept"]  # migrated, then read
+    assert SharedState(Path("."), postgres_db).lines("audit") == ["an old line"]
+    with old, old.cursor() as cursor:
+        cursor.execute("SELECT part, version FROM cvops_schema ORDER BY part")
+        assert cursor.fetchall() == [("inference_log", 2), ("state", 2)]
+        cursor.execute("UPDATE cvops_schema SET version = 99 WHERE part = 'inference_log'")
+    old.close()
+    migrations._checked.clear()
+    with pytest.raises(ConfigError, match=re.escape("schema 99, newer than this cvops knows (2): upgrade cvops")):
+        read_inference_log(postgres_db)

@@ -9,12 +9,12 @@ from cvops.config import Params, Project
 from cvops.data.manifest import import_source
 from cvops.data.prepare import load_split as load_split  # images, class indices and manifest rows of one split
 from cvops.data.production import with_production
-from cvops.data.sources import SOURCE_READERS
+from cvops.data.sources import read_source
 
 
 def import_raw(project: Project, params: Params) -> pd.DataFrame:
     """The source params.yaml names into data/raw/<class>/, with the labelled production images of
     data/production (`cvops labels import`); the image manifest."""
     data = params.data
-    source = SOURCE_READERS[data.source](Path(data.path) if data.path else None, data.limit_per_class)
+    source = read_source(data.source, Path(data.path) if data.path else None, data.limit_per_class)
     return import_source(with_production(source, project.production_dir), project.raw_dir)

@@ -50,7 +50,12 @@ def export_check(model: nn.Module, ref: DatasetRef) -> ClassifierCheck:
     """The torch classifier's logits on the test split, and the preprocessing its ONNX file carries."""
     mean, std = normalization(model)
     preprocessing = Preprocessing(
-        image_size=ref.image_size, mean=mean, std=std, class_names=ref.class_names, task=ref.task
+        image_size=ref.image_size,
+        resize=ref.resize,
+        mean=mean,
+        std=std,
+        class_names=ref.class_names,
+        task=ref.task,
     )
     images, labels, _ = load_split(ref, "test")
     inputs = model_inputs(images, mean, std)

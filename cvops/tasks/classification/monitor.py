@@ -29,7 +29,8 @@ def _outputs(onnx_path: Path, images: np.ndarray, desc: str, batch_size: int = 2
         batch_logits, batch_embeddings = predict_outputs(model, inputs)
         if batch_embeddings is None:
             raise ModelError(
-                f"{onnx_path.name} has no embedding output (exported before monitoring existed): "
+                f"{onnx_path.name} has no embedding output, which drift monitoring compares: a model of your own "
+                "needs a get_classifier() method naming its head; a file exported before monitoring existed: "
                 "re-export it with `cvops quantize V`"
             )
         logits.append(batch_logits)

@@ -16,7 +16,7 @@ from cvops.training.trainer import Objective, Splits
 
 def new_model(params: Params, ref: DatasetRef, weights: str) -> nn.Module:
     """train.model with a fresh head for `ref`'s classes, from `weights`."""
-    return create_model(params.train.model, ref.num_classes, weights)
+    return create_model(params.train.model, ref.num_classes, weights, ref.image_size)
 
 
 def datasets(

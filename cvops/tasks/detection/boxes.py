@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pandas as pd
 import yaml
@@ -24,8 +25,8 @@ from PIL import Image
 
 from cvops.console import progress
 from cvops.data.manifest import BOXES, MANIFEST, describe, encoded, sha256_bytes, swap_in
-from cvops.data.sources import IMAGE_SUFFIXES
-from cvops.errors import DataError
+from cvops.data.sources import IMAGE_SUFFIXES, as_image, called
+from cvops.errors import ConfigError, DataError
 
 CLASSES = "classes.csv"  # the classes the source declares, in its order
 IMAGES_DIR = "images"
@@ -236,6 +237,96 @@ def yolo_source(path: Path | None, annotations: Path | None = None) -> Detection
     return DetectionSource(names, len(files), scenes(), orphans)
 
 
+def _voc_image(xml: Path, filename: str, root: Path) -> Path | None:
+    """Where a VOC file's <filename> is: JPEGImages/ (VOC, CVAT), beside the XML (LabelImg), or under `root`."""
+    for candidate in (root / "JPEGImages" / filename, xml.parent / filename, root / filename):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _voc_boxes(tree: ElementTree.Element, where: str) -> list[Box]:
+    """A VOC file's <object>s: <name> and <bndbox>, whose 1-based inclusive pixel indices xmin..xmax become
+    the continuous box [xmin - 1, xmax] (the devkit's convention, as detectron2 reads it); <difficult>,
+    <truncated> and <occluded> are kept as attributes."""
+    boxes = []
+    for number, item in enumerate(tree.iter("object"), start=1):
+        name, bndbox = (item.findtext("name") or "").strip(), item.find("bndbox")
+        at = f"{where}: object {number}"
+        if not name or bndbox is None:
+            raise DataError(f"{at} has no <name> or no <bndbox> (segments alone are not boxes)")
+        xmin, ymin, xmax, ymax = (_number(bndbox.findtext(k), f"{at} {k}") for k in ("xmin", "ymin", "xmax", "ymax"))
+        meta: dict[str, str | float | int] = {
+            k: int(_number(v, f"{at} {k}")) for k in VOC_FLAGS if (v := item.findtext(k)) is not None
+        }
+        boxes.append(Box(f"{where}#{number}", name, name, xmin - 1, ymin - 1, xmax, ymax, meta))
+    return boxes
+
+
+VOC_FLAGS = ("difficult", "truncated", "occluded")
+
+
+def voc_source(path: Path | None, annotations: Path | None = None) -> DetectionSource:
+    """A Pascal VOC dataset (CVAT's and LabelImg's export): one XML file per image under DIR (or DIR/Annotations,
+    `annotations` to name another folder), each naming its image (<filename>) and its boxes (<object>); the
+    classes are every <name> met. An image without objects is a background image."""
+    if path is None or not path.is_dir():
+        raise DataError(f"Pascal VOC folder {path} not found: pass --path DIR (with Annotations/ and JPEGImages/)")
+    folder = annotations or (path / "Annotations" if (path / "Annotations").is_dir() else path)
+    files = sorted(folder.rglob("*.xml")) if folder.is_dir() else []
+    if not files:
+        raise DataError(f"no Pascal VOC .xml files under {folder}: pass --path DIR (or --annotations DIR)")
+    found: list[tuple[str, Path, list[Box]]] = []  # (the image as the XML names it, its file, its boxes)
+    orphans: list[tuple[str, Box]] = []
+    for xml in files:
+        where = xml.relative_to(folder).as_posix()
+        try:
+            tree = ElementTree.parse(xml).getroot()
+        except ElementTree.ParseError as err:
+            raise DataError(f"{where} is not valid XML: {err}") from err
+        filename = (tree.findtext("filename") or "").strip()
+        if not filename:
+            raise DataError(f"{where} names no image: Pascal VOC needs <filename>")
+        boxes = _voc_boxes(tree, where)
+        image = _voc_image(xml, filename, path)
+        if image is None:
+            orphans += [(filename, box) for box in boxes]
+        else:
+            found.append((image.relative_to(path).as_posix(), image, boxes))
+    taken: set[str] = set()
+
+    def scenes() -> Iterator[Scene]:
+        for relative, file, boxes in found:
+            yield Scene(
+                _safe_stem(relative, taken), boxes, file=file, source_image=relative, meta={"source_path": relative}
+            )
+
+    classes = sorted({box.label for _, _, boxes in found for box in boxes} | {box.label for _, box in orphans})
+    return DetectionSource(classes, len(found), scenes(), orphans)
+
+
+def reader_detection_source(reference: str, path: Path | None = None) -> DetectionSource:
+    """The user's reader (data.source `package.module:function`) for a detector, called with data.path: it
+    yields (image, boxes) pairs, an image as `sources.as_image` takes it and its boxes as (label, x1, y1, x2, y2)
+    in the image's pixels (none: a background image)."""
+    scenes: list[Scene] = []
+    for index, (image, found) in enumerate(called(reference, path)):
+        where = f"data.source: {reference}: item {index}"
+        pixels, file = as_image(image, where)
+        boxes = []
+        for k, box in enumerate(found if isinstance(found, list | tuple) else [found]):
+            if not isinstance(box, list | tuple) or len(box) != 5 or not isinstance(box[0], str | int):
+                raise ConfigError(f"{where}: box {k} is {box!r}: give (label, x1, y1, x2, y2) in pixels")
+            x1, y1, x2, y2 = (_number(v, f"{where}: box {k}") for v in box[1:])
+            boxes.append(Box(f"{index}-{k}", str(box[0]), str(box[0]), x1, y1, x2, y2))
+        meta: dict[str, str | float | int] = {"source_path": str(file)} if file is not None else {}
+        scenes.append(Scene(f"{index:06d}", boxes, image=pixels, file=file, meta=meta))
+    if not scenes:
+        raise DataError(f"data.source: {reference}({path}) yielded no images")
+    classes = sorted({box.label for scene in scenes for box in scene.boxes})
+    return DetectionSource(classes, len(scenes), iter(scenes))
+
+
 def import_scenes(source: DetectionSource, raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write every scene under `raw_dir`/images/ with the image manifest and the box table beside them,
     swapped in whole when complete (a failed import leaves the previous `raw_dir` untouched)."""
@@ -311,4 +402,8 @@ def read_classes(directory: Path) -> list[str]:
     return pd.read_csv(directory / CLASSES, dtype=str, keep_default_na=False)["label"].tolist()
 
 
-DETECTION_READERS: dict[str, Callable[..., DetectionSource]] = {"coco": coco_source, "yolo": yolo_source}
+DETECTION_READERS: dict[str, Callable[..., DetectionSource]] = {
+    "coco": coco_source,
+    "yolo": yolo_source,
+    "voc": voc_source,
+}

@@ -8,6 +8,7 @@ import pandas as pd
 
 from cvops.config import Params, Project
 from cvops.data.prepare import DatasetRef, load_split_images
+from cvops.data.preprocess import Fit
 from cvops.tasks.detection.boxes import COORDS, import_scenes, read_boxes
 from cvops.tasks.detection.scenes import detection_source
 
@@ -29,7 +30,7 @@ def load_split(ref: DatasetRef, split: str) -> tuple[np.ndarray, list[BoxSet], p
     targets = []
     for path, width, height in zip(rows["path"], rows["width"], rows["height"], strict=True):
         group = by_image.get(path, boxes.iloc[:0])
-        scale = np.array([ref.image_size / width, ref.image_size / height] * 2, dtype=np.float64)
-        coords = (group[COORDS].to_numpy(dtype=np.float64) * scale).astype(np.float32).reshape(-1, 4)
+        fit = Fit.of(width, height, ref.image_size, ref.resize)
+        coords = fit.to_input(group[COORDS].to_numpy(dtype=np.float64)).astype(np.float32)
         targets.append((coords, group["label"].map(lookup).to_numpy(dtype=np.int64)))
     return images, targets, rows

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from cvops.config import EvaluateParams
 from cvops.data.prepare import DatasetRef
-from cvops.data.preprocess import model_inputs
+from cvops.data.preprocess import Fit, Resize, model_inputs
 from cvops.evaluation.evaluator import Champion, EvaluationSetup, brightness, champion_inputs, footprint
 from cvops.evaluation.reports import ChampionComparison, Evaluation, SliceMetrics
 from cvops.tasks.detection.data import BoxSet
@@ -30,27 +30,29 @@ SIZES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, np.inf)
 EXAMPLES = 8
 
 
-def _scales(rows: pd.DataFrame, size: int) -> np.ndarray:
-    """Per image, (x, y, x, y) factors from the `size` x `size` input to the original image's pixels."""
-    return np.stack([rows["width"] / size, rows["height"] / size] * 2, axis=1).astype(np.float64)
+def fits(rows: pd.DataFrame, size: int, rule: Resize) -> list[Fit]:
+    """Per manifest row, where its original image lands in the `size` x `size` input under `rule`."""
+    return [Fit.of(w, h, size, rule) for w, h in zip(rows["width"], rows["height"], strict=True)]
 
 
-def detect_originals(model: Detector, images: np.ndarray, rows: pd.DataFrame, device: torch.device) -> Found:
+def detect_originals(model: Detector, images: np.ndarray, placed: list[Fit], device: torch.device) -> Found:
     """The model's detections (at the evaluation threshold) on resized `images`, in the originals' pixels."""
     mean, std = normalization(model)
-    return found_in_originals(predict_boxes(model, model_inputs(images, mean, std), device), rows, images.shape[1])
+    return found_in_originals(predict_boxes(model, model_inputs(images, mean, std), device), placed)
 
 
-def found_in_originals(found: Found, rows: pd.DataFrame, size: int) -> Found:
-    """Detections on the `size` input scaled to the original images' pixels."""
-    scales = _scales(rows, size)
-    return [{**f, "boxes": (f["boxes"] * scale).astype(np.float32)} for f, scale in zip(found, scales, strict=True)]
+def found_in_originals(found: Found, placed: list[Fit]) -> Found:
+    """Detections on the input mapped to the original images' pixels."""
+    return [
+        {**f, "boxes": fit.to_original(f["boxes"]).astype(np.float32)} for f, fit in zip(found, placed, strict=True)
+    ]
 
 
-def originals(truths: list[BoxSet], rows: pd.DataFrame, size: int) -> list[BoxSet]:
-    """Box sets on the `size` input scaled to the original images' pixels."""
-    scales = _scales(rows, size)
-    return [((boxes * scale).astype(np.float32), labels) for (boxes, labels), scale in zip(truths, scales, strict=True)]
+def originals(truths: list[BoxSet], placed: list[Fit]) -> list[BoxSet]:
+    """Box sets on the input mapped to the original images' pixels."""
+    return [
+        (fit.to_original(boxes).astype(np.float32), labels) for (boxes, labels), fit in zip(truths, placed, strict=True)
+    ]
 
 
 def _matches(found: Found, truths: list[BoxSet], num_classes: int) -> list[ImageMatches]:
@@ -133,11 +135,12 @@ def compare_detectors(
 ) -> ChampionComparison:
     """The champion scored on the same test images (resized to its input size), and the paired mAP difference."""
     mine = candidate.matches
-    paired = champion_inputs(champion, ref, candidate.images)
+    paired = champion_inputs(champion, ref, candidate.images, candidate.rows)
     if isinstance(paired, ChampionComparison):
         return paired
     images, note = paired
-    found = detect_originals(champion.model, images, candidate.rows, device)  # type: ignore[arg-type]
+    placed = fits(candidate.rows, champion.image_size, champion.resize)
+    found = detect_originals(champion.model, images, placed, device)  # type: ignore[arg-type]
     theirs = _matches(found, candidate.truths, ref.num_classes)
     difference, low, high = paired_map_difference(mine, theirs, ref.num_classes, seed, resamples)
     return ChampionComparison(
@@ -195,8 +198,9 @@ def evaluate_detector(
     show the detections scoring at least setup.score_threshold."""
     out_dir, device, seed, params, measure = setup.out_dir, setup.device, setup.seed, setup.params, setup.measure
     images, resized_truths, rows = load_detection_split(ref, "test")
-    truths = originals(resized_truths, rows, ref.image_size)
-    found = detect_originals(model, images, rows, device)
+    placed = fits(rows, ref.image_size, ref.resize)
+    truths = originals(resized_truths, placed)
+    found = detect_originals(model, images, placed, device)
     metrics = mean_average_precision(found, truths, ref.class_names)
     matches = _matches(found, truths, ref.num_classes)
     metrics["map_ci95_low"], metrics["map_ci95_high"] = bootstrap_map(
@@ -208,8 +212,7 @@ def evaluate_detector(
         comparison = compare_detectors(
             champion, ref, candidate, device, seed=seed, resamples=params.bootstrap_resamples
         )
-    scale = _scales(rows, ref.image_size)
-    drawn = [{**f, "boxes": f["boxes"] / s} for f, s in zip(found, scale, strict=True)]  # back on the input
+    drawn = [{**f, "boxes": fit.to_input(f["boxes"])} for f, fit in zip(found, placed, strict=True)]  # on the input
     examples_png = out_dir / "examples.png"
     examples = draw_examples(images, resized_truths, drawn, ref.class_names, examples_png, setup.score_threshold)
     return Evaluation(

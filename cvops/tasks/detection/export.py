@@ -18,7 +18,7 @@ from cvops.errors import ModelError
 from cvops.export.onnx_model import BOX_OUTPUTS, Preprocessing, detect_outputs
 from cvops.export.quantization import Quality
 from cvops.tasks.detection.data import BoxSet, load_split
-from cvops.tasks.detection.evaluation import Found, found_in_originals, originals
+from cvops.tasks.detection.evaluation import Found, fits, found_in_originals, originals
 from cvops.tasks.detection.model import Detector, mean_average_precision, predict_boxes
 from cvops.tasks.detection.postprocess import FOR_MAP, PostProcess, postprocess
 from cvops.training.models import normalization
@@ -54,8 +54,8 @@ class DetectorCheck:
         return {"torch_map": self.mean_ap(self.torch_found)}
 
     def mean_ap(self, found: Found) -> float:
-        size = self.preprocessing.image_size
-        scaled = found_in_originals(found, self.rows, size)
+        pre = self.preprocessing
+        scaled = found_in_originals(found, fits(self.rows, pre.image_size, pre.resize))
         return mean_average_precision(scaled, self.truths, self.preprocessing.class_names)["map"]
 
 
@@ -66,6 +66,7 @@ def export_check(model: nn.Module, ref: DatasetRef) -> DetectorCheck:
     mean, std = normalization(detector)
     preprocessing = Preprocessing(
         image_size=ref.image_size,
+        resize=ref.resize,
         mean=mean,
         std=std,
         class_names=ref.class_names,
@@ -75,7 +76,8 @@ def export_check(model: nn.Module, ref: DatasetRef) -> DetectorCheck:
     images, resized, rows = load_split(ref, "test")
     inputs = model_inputs(images, mean, std)
     torch_found = predict_boxes(detector, inputs, torch.device("cpu"))
-    return DetectorCheck(preprocessing, inputs, rows, originals(resized, rows, ref.image_size), torch_found)
+    truths = originals(resized, fits(rows, ref.image_size, ref.resize))
+    return DetectorCheck(preprocessing, inputs, rows, truths, torch_found)
 
 
 def onnx_detections(

@@ -56,8 +56,7 @@ class DetectionPredictor(Predictor):
         pre = self.preprocessing
         logits, offsets, centerness = (output[None] for output in outputs[:3])
         found = postprocess(logits, offsets, centerness, self.anchors, pre.level_sizes, pre.image_size, self.post)[0]
-        scale = np.array([width, height, width, height], dtype=np.float64) / pre.image_size
-        boxes, labels, scores = found["boxes"] * scale, found["labels"], found["scores"]
+        boxes, labels, scores = pre.fit(width, height).to_original(found["boxes"]), found["labels"], found["scores"]
         return [
             {
                 "box": [round(float(v), 2) for v in box],

@@ -103,10 +103,13 @@ def digit_scenes_source(count: int, seed: int) -> DetectionSource:
 
 def detection_source(data: DataParams, seed: int) -> DetectionSource:
     """The detection source params.yaml's data section names (digit-scenes composed from `seed`)."""
-    from cvops.tasks.detection.boxes import DETECTION_READERS
+    from cvops.config import is_reference
+    from cvops.tasks.detection.boxes import DETECTION_READERS, reader_detection_source
 
     if data.source == "digit-scenes":
         return digit_scenes_source(data.scenes, seed)
+    if is_reference(data.source):
+        return reader_detection_source(data.source, Path(data.path) if data.path else None)
     return DETECTION_READERS[data.source](
         Path(data.path) if data.path else None, Path(data.annotations) if data.annotations else None
     )
