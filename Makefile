@@ -16,7 +16,7 @@ DEMO_digits := $(CVOPS) run training --overlay overlays/digits.yaml
 # (`make demo` sets it back to classification with its ELPV import).
 DEMO_digit-scenes := $(CVOPS) data import digit-scenes && $(CVOPS) run training --overlay overlays/digit-scenes.yaml
 
-.PHONY: help install system-deps demo test test-fast lint format ui bench lock clean-state team-up team-down
+.PHONY: help install system-deps label-studio demo test test-fast lint format ui bench lock clean-state team-up team-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,17 @@ system-deps: install ## Install the missing system packages (git, Chromium, Fash
 	if [ -z "$$missing" ]; then echo "system packages: all installed"; \
 	else $(SUDO) apt-get install -y --no-install-recommends $$missing; fi
 
+# Label Studio in a virtual environment of its own (a Django app whose pins clash with cvops's): the labels
+# round trip runs against it (tests/integration/test_loop.py), and `cvops labels studio` talks to any server.
+LABEL_STUDIO_VENV := .venv-label-studio
+$(LABEL_STUDIO_VENV)/.installed-stamp: infra/label-studio/requirements.lock $(STAMP)
+	@test -x $(LABEL_STUDIO_VENV)/bin/python || $(VENV)/bin/uv venv --quiet --python $(PYTHON) $(LABEL_STUDIO_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(LABEL_STUDIO_VENV)/bin/python --index-strategy unsafe-best-match \
+		$$($(PIP_SOURCES)) -r infra/label-studio/requirements.lock
+	@touch $@
+
+label-studio: $(LABEL_STUDIO_VENV)/.installed-stamp ## Install Label Studio 1.23 into .venv-label-studio
+
 demo: install ## Init, import DATASET (elpv, digits, or digit-scenes: detection) and run the training pipeline
 	@test -n "$(DEMO_$(DATASET))" || { echo "make demo: DATASET must be elpv, digits or digit-scenes" >&2; exit 2; }
 	$(CVOPS) init
@@ -56,7 +67,7 @@ demo: install ## Init, import DATASET (elpv, digits, or digit-scenes: detection)
 # Two workers, a test file each at a time (a file's fixtures are built once); tests/conftest.py hands out the
 # slowest files first. Many tests wait on servers and subprocesses, so two workers pay off on two cores; a third
 # did not (README: Development).
-test: install system-deps ## Run the whole test suite (two workers)
+test: install system-deps label-studio ## Run the whole test suite (two workers)
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install ## Unit tests only (seconds)

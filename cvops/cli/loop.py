@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cvops.cli.app import InputFile, Since, initialized_project, main, project, registry
+from cvops.config import Project
 from cvops.data.labels import STRATEGIES
 
 
@@ -77,7 +78,63 @@ def labels_queue(count: int, strategy: str, output: Path | None) -> None:
     out_dir = output or checkout.root / "labels" / f"queue-{queued_at()}"
     folder, chosen, waiting = queue_labels(checkout, params, count, strategy, out_dir)  # type: ignore[arg-type]
     click.secho(f"queued {chosen} of {waiting} unlabelled captured images ({strategy}) -> {folder}", fg="green")
-    click.echo(f"label them (Label Studio: import {folder / 'label_studio.json'}), then `cvops labels import FILE`")
+    click.echo(f"label them (in Label Studio: `cvops labels studio {folder}`), then `cvops labels import FILE`")
+
+
+STUDIO_URL_HELP = "Label Studio's address (default: LABEL_STUDIO_URL, else http://localhost:8080)."
+
+
+@labels.command("studio")
+@click.argument("batch", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--url", help=STUDIO_URL_HELP)
+@click.option("--title", help="The project's title (default: cvops and the batch's folder name).")
+def labels_studio(batch: Path, url: str | None, title: str | None) -> None:
+    """Create a Label Studio project for a `cvops labels queue` BATCH: its labelling config, a local-files
+    storage over its images, and its tasks with the model's answers as pre-annotations. Prints the project's
+    number and address; `cvops labels pull NUMBER` takes the labels back.
+
+    The token is LABEL_STUDIO_API_KEY (a personal access token, or a legacy one). Label Studio serves the images
+    from local files: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and the same
+    LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, a folder above the batch, as `labels queue` ran with.
+
+    \b
+    Examples:
+      export LABEL_STUDIO_API_KEY=...   # Label Studio: Account & Settings > Personal Access Token
+      cvops labels studio labels/queue-20261201T101500Z
+      cvops labels studio labels/round-3 --url http://labelling:8080 --title "round 3"
+    """
+    from cvops.data.studio import Studio, push_batch
+
+    pushed = push_batch(Studio.connect(url), batch, title or f"cvops {batch.name}")
+    click.secho(f"Label Studio project {pushed.project}: {pushed.tasks} tasks to label at {pushed.link}", fg="green")
+    click.echo(f"when they are labelled: cvops labels pull {pushed.project}")
+
+
+@labels.command("pull")
+@click.argument("number", type=click.IntRange(min=1), metavar="PROJECT")
+@click.option("--url", help=STUDIO_URL_HELP)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to keep the export (default: labels/studio-<PROJECT>-<time>.json).",
+)
+def labels_pull(number: int, url: str | None, output: Path | None) -> None:
+    """Download the labels of Label Studio project PROJECT (its JSON export, labellers by email) and import
+    them as `cvops labels import` does: a new data version.
+
+    \b
+    Examples:
+      cvops labels pull 3
+      cvops labels pull 3 --output labels/round-3.json
+    """
+    from cvops.data.labels import queued_at
+    from cvops.data.studio import Studio, pull_export
+
+    checkout = initialized_project()
+    out = output or checkout.root / "labels" / f"studio-{number}-{queued_at()}.json"
+    count = pull_export(Studio.connect(url), number, out)
+    click.echo(f"exported {count} labelled tasks of project {number} -> {out}")
+    _import_labels(checkout, out)
 
 
 @labels.command("import")
@@ -98,9 +155,12 @@ def labels_import(file: Path) -> None:
       cvops labels import labels/queue-20261201T101500Z/labelled.csv
       cvops labels import project-3-at-2026-12-01.json      # Label Studio export
     """
+    _import_labels(initialized_project(), file)
+
+
+def _import_labels(checkout: Project, file: Path) -> None:
     from cvops.data.labels import import_labels
 
-    checkout = initialized_project()
     result = import_labels(checkout, checkout.params(), file)
     if result.duplicates:
         shown = ", ".join(result.duplicates[:5]) + (" ..." if len(result.duplicates) > 5 else "")

@@ -1,4 +1,5 @@
-"""Small JSON-over-HTTP calls to the servers cvops talks to directly (MLflow's auth API, the ZenML server)."""
+"""Small JSON-over-HTTP calls to the servers cvops talks to directly (MLflow's auth API, the ZenML server,
+Label Studio)."""
 
 import base64
 import json
@@ -11,12 +12,14 @@ from typing import Any
 def http_json(
     method: str,
     url: str,
-    body: dict[str, Any] | None = None,
+    body: Any = None,
     auth: tuple[str, str] | None = None,
     token: str | None = None,
     form: dict[str, str] | None = None,
-) -> tuple[int, dict[str, Any]]:
-    """One JSON request; (status, decoded body). Network failures raise OSError."""
+    authorization: str | None = None,
+) -> tuple[int, Any]:
+    """One JSON request; (status, decoded body). `token` is a bearer token; `authorization` a whole
+    Authorization header. Network failures raise OSError."""
     headers = {"Accept": "application/json"}
     data = None
     if body is not None:
@@ -27,6 +30,8 @@ def http_json(
         headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
+    if authorization is not None:
+        headers["Authorization"] = authorization
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

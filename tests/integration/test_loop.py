@@ -1,10 +1,14 @@
 """The production loop end to end on digits, each command in its own process on a real checkout (git, DVC,
-ZenML, MLflow, a BentoML server): rotated production traffic with capture on and 30% feedback -> monitoring
-sees live accuracy fall and drift -> a label queue -> labels from the truth file -> a new data version ->
-a retraining on it whose `recent` slice beats the old champion on the same images."""
+ZenML, MLflow, a BentoML server, a Label Studio server): rotated production traffic with capture on and 30%
+feedback -> monitoring sees live accuracy fall and drift -> a label queue -> a Label Studio project, labelled
+there from the truth file -> its export pulled back -> a new data version -> a retraining on it whose `recent`
+slice beats the old champion on the same images."""
 
 import json
+import re
 import subprocess
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -18,9 +22,11 @@ from cvops.data.production import PRODUCTION, stable_split
 from cvops.monitoring.drift import VERDICT_FILE, DriftVerdict
 from cvops.registry.evidence import load_evidence
 from cvops.serving.feedback import FeedbackStore
+from cvops.stack.web import http_json
 from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, cvops
 from tests.conftest import REPO, SMALL_RUN
+from tests.label_studio import LABELLER, LabelStudio
 from tests.server import Server
 
 pytestmark = pytest.mark.slow
@@ -41,6 +47,17 @@ def verdict_of(output: str) -> DriftVerdict:
 
 
 @pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudio]:
+    """Label Studio, started before the checkout trains (its first start takes tens of seconds), serving the
+    files under its document root, where the label queue goes."""
+    server = LabelStudio(tmp_path_factory.mktemp("label-studio"), tmp_path_factory.mktemp("labelling"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Digits with 30% of each class held out of every split (production traffic no model has seen), and a
     first version that became champion without a reviewer."""
@@ -52,7 +69,9 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_labelled_production_images_retrain_a_model_that_handles_the_shift(checkout: Path, tmp_path: Path) -> None:
+def test_labelled_production_images_retrain_a_model_that_handles_the_shift(
+    studio: LabelStudio, checkout: Path, tmp_path: Path
+) -> None:
     root = checkout
     assert_one_line_error(cvops(root, "labels", "queue"), 3, "no captured images")
     lock_before, split_before = (root / "dvc.lock").read_text(), prepared(root)
@@ -87,15 +106,15 @@ def test_labelled_production_images_retrain_a_model_that_handles_the_shift(check
     assert quality.high is not None and quality.test_accuracy is not None and quality.high < quality.test_accuracy
     assert verdict.status == "drift" and f"{quality.line}: LOW" in output
 
-    batch = tmp_path / "batch"
-    ok(cvops(root, "labels", "queue", "--n", "200", "--output", str(batch)))
+    batch = studio.document_root / "batch"  # where Label Studio serves files from: the image URLs are relative to it
+    ok(cvops(root, "labels", "queue", "--n", "200", "--output", str(batch), env=studio.document_env))
     tasks = pd.read_csv(batch / "tasks.csv", dtype={"request_id": str})
     assert len(tasks) == 200 and tasks["request_id"].is_unique and all((batch / p).is_file() for p in tasks["image"])
     project = Project(root)
     feedback = FeedbackStore(project.inference_log(project.params().serve)).labels()
     assert len(feedback) == 120 and not set(feedback) & set(tasks["request_id"])  # their labels came back already
-    studio = json.loads((batch / "label_studio.json").read_text())
-    assert len(studio) == 200 and studio[0]["predictions"][0]["result"][0]["value"]["choices"]
+    queued = json.loads((batch / "label_studio.json").read_text())
+    assert len(queued) == 200 and queued[0]["predictions"][0]["result"][0]["value"]["choices"]
 
     offline_truth = tmp_path / "offline.csv"  # answers scored offline are never captured
     ok(cvops(root, "traffic", "--offline", "--n", "5", "--truth-out", str(offline_truth)))
@@ -105,17 +124,48 @@ def test_labelled_production_images_retrain_a_model_that_handles_the_shift(check
     labels.assign(label="cat").to_csv(wrong, index=False)
     assert_one_line_error(cvops(root, "labels", "import", str(wrong)), 14, "unknown label 'cat'")
     assert (root / "dvc.lock").read_text() == lock_before  # nothing of a refused file
+    # people label the batch in Label Studio: a project made from it, every task annotated (as the labelling UI
+    # does, through the API) with the truth, and the export pulled back with a personal access token
+    studio.wait()
+    legacy = {"LABEL_STUDIO_URL": studio.url, "LABEL_STUDIO_API_KEY": studio.token}
+    pushed = re.search(
+        r"Label Studio project (\d+): 200 tasks", ok(cvops(root, "labels", "studio", str(batch), env=legacy))
+    )
+    assert pushed is not None
+    number, authorization = pushed.group(1), f"Token {studio.token}"
+    status, made = http_json(
+        "GET", f"{studio.url}/api/projects/{number}/tasks?page_size=1000", authorization=authorization
+    )
+    assert status == 200 and len(made) == 200 and all(task["predictions"] for task in made)  # pre-annotated
+    first = made[0]["data"]["image"]  # served from the batch's folder, by the URL `labels queue` wrote
+    with urllib.request.urlopen(
+        urllib.request.Request(studio.url + first, headers={"Authorization": authorization})
+    ) as image:
+        assert image.read() == (batch / "images" / first.rsplit("/", 1)[-1]).read_bytes()
+    truth_of = labels.set_index("request_id")["label"]
+    for task in made:
+        choice = {"from_name": "label", "to_name": "image", "type": "choices"}
+        answer = {"result": [choice | {"value": {"choices": [truth_of[task["data"]["request_id"]]]}}]}
+        assert (
+            http_json("POST", f"{studio.url}/api/tasks/{task['id']}/annotations", answer, authorization=authorization)[
+                0
+            ]
+            == 201
+        )
+    status, personal = http_json("POST", f"{studio.url}/api/token/", authorization=authorization)
+    assert status == 201, personal
+    pulled = ok(cvops(root, "labels", "pull", number, env=legacy | {"LABEL_STUDIO_API_KEY": personal["token"]}))
+    assert "exported 200 labelled tasks" in pulled and "added 200 labelled production images" in pulled
+    assert "git add dvc.lock data/production.dvc" in pulled
     labelled = tmp_path / "labelled.csv"
     labels.to_csv(labelled, index=False)
-    imported = ok(cvops(root, "labels", "import", str(labelled)))
-    assert "added 200 labelled production images" in imported and "git add dvc.lock data/production.dvc" in imported
-    again = ok(cvops(root, "labels", "import", str(labelled)))
+    again = ok(cvops(root, "labels", "import", str(labelled)))  # the same labels from a CSV: nothing new
     assert "skipped 200 images the data already holds" in again and "nothing new" in again
 
     assert (root / "dvc.lock").read_text() != lock_before and (root / "data" / "production.dvc").is_file()
     after = prepared(root)
     production = after[after["source"] == PRODUCTION]
-    assert len(production) == 200 and set(production["labeller"]) == {"tester"}
+    assert len(production) == 200 and set(production["labeller"]) == {LABELLER}  # by email, not a user id
     assert production["split"].tolist() == stable_split(production["sha256"], 0.15, 0.15, 42).tolist()
     before = split_before.set_index("path")["split"]
     assert after.set_index("path").loc[before.index, "split"].equals(before)  # no earlier image moved

@@ -182,3 +182,20 @@ def test_tasks_name_images_relative_to_label_studios_document_root(
         local_file_url(Path("/elsewhere/a.png"))
     monkeypatch.delenv(DOCUMENT_ROOT_ENV)  # Label Studio's default root: /
     assert local_file_url(image) == f"/data/local-files/?d={quote(str(image.resolve())[1:])}"
+
+
+def test_label_studio_commands_say_what_is_missing_in_one_line(project_dir: Path, tmp_path: Path) -> None:
+    from tests.cli import assert_one_line_error, cvops
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    unreachable = {"LABEL_STUDIO_URL": "http://127.0.0.1:9", "LABEL_STUDIO_API_KEY": "0" * 40}
+    assert_one_line_error(cvops(project_dir, "labels", "studio", str(batch)), 2, "set LABEL_STUDIO_API_KEY")
+    assert_one_line_error(
+        cvops(project_dir, "labels", "studio", str(batch), env=unreachable), 3, "not a `cvops labels queue` batch"
+    )
+    (batch / "label_config.xml").write_text("<View/>")
+    (batch / "label_studio.json").write_text("[]")
+    assert_one_line_error(
+        cvops(project_dir, "labels", "studio", str(batch), env=unreachable), 10, "does not answer", "LABEL_STUDIO_URL"
+    )
