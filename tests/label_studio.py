@@ -32,11 +32,9 @@ class LabelStudio:
         self.log = data_dir / "label-studio.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         env = clean_env() | self.document_env | {"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true"}
-        command = [
-            str(EXECUTABLE), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),
-            "--data-dir", str(data_dir), "--username", LABELLER, "--password", secrets.token_hex(8),
-            "--user-token", self.token, "--enable-legacy-api-token",
-        ]  # fmt: skip
+        command = [str(EXECUTABLE), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--data-dir", str(data_dir), "--username", LABELLER, "--password", secrets.token_hex(8)]
+        command += ["--user-token", self.token, "--enable-legacy-api-token"]
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
                 command, cwd=data_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

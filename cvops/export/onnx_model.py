@@ -4,7 +4,7 @@ Torch-free: this is all a serving process needs to load and run a shipped model.
 """
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -15,6 +15,8 @@ from cvops.errors import ModelError
 if TYPE_CHECKING:
     import onnx
     import onnxruntime
+
+    from cvops.data.prepare import DatasetRef
 
 INPUT, OUTPUT = "image", "logits"
 EMBEDDING = "embedding"  # the penultimate layer (pooled features), for drift monitoring
@@ -33,6 +35,19 @@ class Preprocessing(BaseModel):
     task: str = "classification"
     level_sizes: list[int] = []  # a detector's points per pyramid level: how its outputs split by level
     resize: Resize = LEGACY_RESIZE  # prepare.resize of the training data (files exported before it: stretch)
+
+    @classmethod
+    def of(cls, ref: "DatasetRef", mean: tuple[float, ...], std: tuple[float, ...], **extra: Any) -> "Preprocessing":
+        """What a model trained on `ref`'s prepared data, normalised by (mean, std), takes and answers with."""
+        return cls(
+            image_size=ref.image_size,
+            resize=ref.resize,
+            mean=mean,
+            std=std,
+            class_names=ref.class_names,
+            task=ref.task,
+            **extra,
+        )
 
     def fit(self, width: int, height: int) -> Fit:
         """Where a `width` x `height` image lands in this model's input."""

@@ -18,6 +18,7 @@ from cvops.errors import DataInvalidError
 from tests.conftest import write_image_folder
 
 BOUNDS = {"min_size": 8, "max_size": 64}
+CHECKS = ("decodes", "mode", "width", "height", "aspect_ratio", "classes", "duplicates", "min_per_class", "imbalance")
 
 
 def imported(root: Path, classes: dict[str, int]) -> Path:
@@ -61,17 +62,7 @@ def test_clean_dataset_passes_every_check(tmp_path):
     report = validate_dataset(raw, validated, ValidateParams(min_per_class=10, **BOUNDS))
 
     assert report.passed and report.num_files == 36 and not report.quarantined
-    assert set(by_name(report)) == {
-        "decodes",
-        "mode",
-        "width",
-        "height",
-        "aspect_ratio",
-        "classes",
-        "duplicates",
-        "min_per_class",
-        "imbalance",
-    }
+    assert set(by_name(report)) == set(CHECKS)
     assert all(c.passed and not c.offenders for c in report.checks)
     accepted = read_manifest(validated)
     assert sorted(accepted["path"]) == sorted(read_manifest(raw)["path"])
@@ -120,18 +111,7 @@ def test_summary_names_failed_checks_and_files(corrupted):
     report, _, _ = corrupted
     summary = report.summary()
     assert summary.startswith("data validation FAILED")
-    names = (
-        "decodes",
-        "mode",
-        "width",
-        "height",
-        "aspect_ratio",
-        "classes",
-        "duplicates",
-        "min_per_class",
-        "imbalance",
-    )
-    for name in names:
+    for name in CHECKS:
         assert f"x {name}:" in summary
     for path in ("cat/truncated.png", "dog/notes.png", "bird/x.png", "dog/wide.png", "cat/sliver.png"):
         assert path in summary

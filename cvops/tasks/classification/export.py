@@ -49,14 +49,7 @@ class ClassifierCheck:
 def export_check(model: nn.Module, ref: DatasetRef) -> ClassifierCheck:
     """The torch classifier's logits on the test split, and the preprocessing its ONNX file carries."""
     mean, std = normalization(model)
-    preprocessing = Preprocessing(
-        image_size=ref.image_size,
-        resize=ref.resize,
-        mean=mean,
-        std=std,
-        class_names=ref.class_names,
-        task=ref.task,
-    )
+    preprocessing = Preprocessing.of(ref, mean, std)
     images, labels, _ = load_split(ref, "test")
     inputs = model_inputs(images, mean, std)
     with torch.no_grad():

@@ -64,15 +64,7 @@ def export_check(model: nn.Module, ref: DatasetRef) -> DetectorCheck:
     pyramid's level sizes, which split its outputs)."""
     detector: Detector = model  # type: ignore[assignment]  # a detection task's model
     mean, std = normalization(detector)
-    preprocessing = Preprocessing(
-        image_size=ref.image_size,
-        resize=ref.resize,
-        mean=mean,
-        std=std,
-        class_names=ref.class_names,
-        task=ref.task,
-        level_sizes=detector.level_sizes,
-    )
+    preprocessing = Preprocessing.of(ref, mean, std, level_sizes=detector.level_sizes)
     images, resized, rows = load_split(ref, "test")
     inputs = model_inputs(images, mean, std)
     torch_found = predict_boxes(detector, inputs, torch.device("cpu"))
