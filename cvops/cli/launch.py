@@ -139,11 +139,14 @@ def train(
 ) -> TrainingResult | None:
     """Reproduce the data stages, then run the training pipeline, and with distill.enabled the student's after it
     (a run of its own, tagged with its teacher's version); for a caller holding the training lock."""
+    from cvops.data.augment import saved_pipeline
     from cvops.data.versioning import reproduce
     from cvops.registry.model_registry import DISTILLED_FROM_TAG
     from cvops.training.models import known_model
 
     known_model(params.train.model)  # a misspelt name, or the user's module that does not import: now
+    if isinstance(params.train.augment, str):
+        saved_pipeline(params.train.augment)  # the user's augmentation file loads and keeps an image's size
     if params.distill.enabled:
         known_model(params.distill.student, "distill.student")  # before the teacher trains, not after
     # The data stages first, here: invalid data stops the run with its summary before any step starts.

@@ -343,6 +343,11 @@ def test_bad_input_gets_one_line_errors_and_distinct_codes(trained_project, tmp_
     params_yaml = (root / "params.yaml").read_bytes()
     assert_one_line_error(cvops(root, "run", "training", "-S", "train.epohcs=3"), 2, "train.epohcs")
     assert_one_line_error(cvops(root, "run", "training", "-S", "train.lr=-1"), 2, "train.lr")
+    # the user's own pieces are checked before anything runs: a module that is not there, a missing file
+    own = ["-S", "train.model=shelf.net:build", "-S", "train.pretrained=none"]
+    assert_one_line_error(cvops(root, "run", "training", *own), 2, "train.model: shelf.net:build: no module 'shelf'")
+    missing = cvops(root, "run", "training", "-S", "train.augment=gone.yaml")
+    assert_one_line_error(missing, 2, "train.augment: gone.yaml not found")
     assert_one_line_error(cvops(root, "data", "import", "folder", "--path", str(tmp_path / "nope")), 3, "nope")
     empty = tmp_path / "empty"
     (empty / "cat").mkdir(parents=True)
