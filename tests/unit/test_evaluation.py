@@ -10,6 +10,7 @@ from cvops.data.prepare import DatasetRef
 from cvops.evaluation.evaluator import (
     CandidateAnswers,
     Champion,
+    champion_inputs,
     classification_metrics,
     compare_with_champion,
     invariance,
@@ -126,3 +127,16 @@ def test_champion_with_other_classes_is_not_compared():
     answers = CandidateAnswers(images, np.array([1]), pd.DataFrame(index=[0]), np.array([1]))
     result, proba = compare_with_champion(champion, ref, answers, torch.device("cpu"), seed=0, resamples=100)
     assert not result.comparable and "other classes" in result.note and proba is None
+
+
+def test_a_champion_that_resizes_by_another_rule_sees_the_originals_by_its_rule(tmp_path):
+    """Stretched test images would not be what a letterboxing champion is served: its inputs are made from
+    the originals, by its rule (the grey border above and below a wide image)."""
+    (tmp_path / "raw" / "a").mkdir(parents=True)
+    Image.new("RGB", (40, 10), (250, 250, 250)).save(tmp_path / "raw" / "a" / "wide.png")
+    ref = DatasetRef(prepared_dir=str(tmp_path / "prepared"), class_names=["a"], image_size=8, counts={})
+    champion = Champion(version="2", model=LeftVersusRight(), class_names=["a"], image_size=8, resize="letterbox")
+    stretched = np.full((1, 8, 8, 3), 250, dtype=np.uint8)  # the candidate's own (stretch) input
+    images, note = champion_inputs(champion, ref, stretched, pd.DataFrame({"path": ["a/wide.png"]}))
+    assert images.shape == (1, 8, 8, 3) and (images[0, 0] == 114).all() and (images[0, 4] == 250).all()
+    assert "by the champion's rule (letterbox)" in note

@@ -291,8 +291,10 @@ def voc_source(path: Path | None, annotations: Path | None = None) -> DetectionS
         image = _voc_image(xml, filename, path)
         if image is None:
             orphans += [(filename, box) for box in boxes]
-        else:
-            found.append((image.relative_to(path).as_posix(), image, boxes))
+        else:  # named as under DIR (an image beside an XML of another --annotations folder: by its name)
+            found.append(
+                (image.relative_to(path).as_posix() if image.is_relative_to(path) else image.name, image, boxes)
+            )
     taken: set[str] = set()
 
     def scenes() -> Iterator[Scene]:
