@@ -7,7 +7,7 @@ CVOPS := $(VENV)/bin/cvops
 STAMP := $(VENV)/.installed-stamp
 DATASET ?= elpv
 
-# The default demo imports ELPV and trains with params.yaml; the 30-second digits demo trains the small run
+# The default demo imports ELPV and trains with params.yaml; the one-minute digits demo trains the small run
 # of overlays/digits.yaml, which is applied for that run only: params.yaml is the same afterwards.
 # (cvops, the tests and the benchmarks set their offline switches themselves: cvops/env.py OFFLINE_ENV.)
 DEMO_elpv := $(CVOPS) data import elpv && $(CVOPS) run training
@@ -16,7 +16,7 @@ DEMO_digits := $(CVOPS) run training --overlay overlays/digits.yaml
 # (`make demo` sets it back to classification with its ELPV import).
 DEMO_digit-scenes := $(CVOPS) data import digit-scenes && $(CVOPS) run training --overlay overlays/digit-scenes.yaml
 
-.PHONY: help install system-deps label-studio demo test test-fast lint format ui bench lock clean-state team-up team-down
+.PHONY: help install system-deps label-studio demo test test-fast lint docs docs-serve format ui bench lock clean-state team-up team-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -66,7 +66,7 @@ demo: install ## Init, import DATASET (elpv, digits, or digit-scenes: detection)
 
 # Two workers, a test file each at a time (a file's fixtures are built once); tests/conftest.py hands out the
 # slowest files first. Many tests wait on servers and subprocesses, so two workers pay off on two cores; a third
-# did not (README: Development).
+# did not (docs/development.md).
 test: install system-deps label-studio ## Run the whole test suite (two workers)
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
@@ -77,6 +77,17 @@ lint: install ## ruff check + format check + mypy on cvops/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy cvops
+
+# The docs site (mkdocs.yml): --strict fails on a broken link, anchor or picture, or a page outside the nav. The
+# reference pages are generated from the code as it builds (docs/hooks/reference.py); then every page is opened
+# in headless Chromium (no console error; pictures and internal links resolve).
+MKDOCS := NO_MKDOCS_2_WARNING=1 PYTHONWARNINGS=ignore::DeprecationWarning $(VENV)/bin/mkdocs
+docs: install ## Build the docs site into site/ (mkdocs --strict), then check every page in Chromium
+	$(MKDOCS) build --strict
+	$(PY) docs/check_site.py site
+
+docs-serve: install ## Serve the docs site on http://127.0.0.1:8000 with live reload
+	$(MKDOCS) serve --strict --dev-addr 127.0.0.1:8000
 
 format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

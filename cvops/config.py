@@ -129,7 +129,7 @@ class PrepareParams(Section):
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     holdout_fraction: float = Field(0.0, ge=0.0, lt=0.5)  # images in no split: simulated production traffic
-    resize: Resize = "stretch"  # how an image that is not square becomes the square input (by measurement: README)
+    resize: Resize = "stretch"  # how an image that is not square becomes the square input (by measurement: the docs)
 
 
 class AugmentParams(Section):

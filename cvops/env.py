@@ -14,6 +14,10 @@ REPLICA_ENV = "CVOPS_REPLICA"  # names this process's inference-log rows (a pod 
 WEBHOOK_ENV = "CVOPS_ALERT_WEBHOOK"  # drift alerts go there too; wins over params.yaml
 POSTGRES_ENV = "CVOPS_TEAM_POSTGRES_URL"  # the team stack's PostgreSQL server
 MYSQL_ENV = "CVOPS_TEAM_MYSQL_URL"  # the team stack's MariaDB/MySQL server (ZenML's store)
+OVERLAY_ENV = "CVOPS_OVERLAY"  # an overlay every `cvops run training` applies when it names none (smoke runs, CI)
+LABEL_STUDIO_URL_ENV = "LABEL_STUDIO_URL"  # the Label Studio server of `cvops labels studio/pull` (default :8080)
+LABEL_STUDIO_KEY_ENV = "LABEL_STUDIO_API_KEY"  # its personal access token (or a legacy token)
+DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"  # Label Studio serves local files under it (default: /)
 
 
 def role_env(role: str, field: str) -> str:
@@ -24,16 +28,16 @@ def role_env(role: str, field: str) -> str:
 # the libraries' that cvops reads, or sets for the processes it starts
 MLFLOW_TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # a tracking server; else the checkout's SQLite store
 MLFLOW_TRACKING_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"  # a tracking server's basic-auth user
-MLFLOW_TRACKING_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+MLFLOW_TRACKING_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"  # ... and that user's password
 MLFLOW_S3_ENDPOINT_URL_ENV = "MLFLOW_S3_ENDPOINT_URL"  # an S3 server that is not AWS, for MLflow's artifacts
 ZENML_CONFIG_PATH_ENV = "ZENML_CONFIG_PATH"  # ZenML's global config; the checkout's .zen/global unless set
 ZENML_STORE_URL_ENV = "ZENML_STORE_URL"  # a ZenML server (the team's dashboard)
 ZENML_STORE_API_KEY_ENV = "ZENML_STORE_API_KEY"  # how the team's clients sign in to it
 BENTOML_HOME_ENV = "BENTOML_HOME"  # BentoML's store; the checkout's bentos/ unless set
 AWS_ACCESS_KEY_ID_ENV = "AWS_ACCESS_KEY_ID"  # S3 credentials, as boto3, s3fs, DVC and MLflow read them
-AWS_SECRET_ACCESS_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
+AWS_SECRET_ACCESS_KEY_ENV = "AWS_SECRET_ACCESS_KEY"  # ... and the secret of that key
 AWS_ENDPOINT_URL_ENV = "AWS_ENDPOINT_URL"  # an S3 server that is not AWS
-AWS_DEFAULT_REGION_ENV = "AWS_DEFAULT_REGION"
+AWS_DEFAULT_REGION_ENV = "AWS_DEFAULT_REGION"  # the S3 region (us-east-1 for a local S3 server)
 PATH_ENV = "PATH"  # DVC's stages find this interpreter's `cvops` first
 PYTHONPATH_ENV = "PYTHONPATH"  # `models reproduce` runs the version's code from its worktree
 

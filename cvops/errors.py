@@ -1,7 +1,7 @@
 """Errors a user can cause. Each carries the exit code the CLI returns and says what to do.
 
-The exit codes of every cvops command, in one table: `exit_codes()` (README: Errors renders it, and a test
-keeps the two the same).
+The exit codes of every cvops command, in one table: `exit_codes()`, which the docs' reference page of exit codes
+is generated from.
 """
 
 INTERRUPTED_EXIT = 130  # Ctrl-C; SIGTERM ends a command with 128 + 15 = 143, through the same cleanup

@@ -1,143 +1,139 @@
-"""Retake the README's screenshots of the team stack's MLflow UI and ZenML dashboard (headless Chromium).
+"""Retake the docs' screenshots in headless Chromium (docs/browser.py), from real runs.
 
-Starts a throwaway team stack (the code of `make team-up`), trains digits on it as the trainer, promotes
-version 1 as the reviewer, and photographs what a signed-in user sees: the MLflow model version as the
-viewer, and the pipeline run's DAG in the ZenML dashboard as its admin. Chromium is driven over its DevTools
-protocol: it signs in to the ZenML dashboard through its login form, sends the viewer's credentials to
-MLflow as the HTTP basic-auth header a browser sends after its password prompt, and takes each picture once
-the page shows what it is for, not after a fixed wait. The stack and its databases are dropped at the end.
+Local (a project on the default stack): digits trained twice (version 1 promoted, version 2 the challenger),
+served with version 2 as a canary under demo traffic with true labels sent back, then photographed: the
+MLflow UI comparing the two runs, version 2's model card, the data validation report and the compare-live
+report. Team (a throwaway team stack, the code of `cvops team up`): digits trained as the trainer, version 1
+promoted as the reviewer, then the MLflow model version as the viewer sees it (tags, aliases, who approved),
+and the pipeline run's DAG in the ZenML dashboard as its admin. Each picture is taken once the page shows what
+it is for, never after a fixed wait; every server started stops, and the team stack's databases are dropped.
 
-Usage: python docs/screenshots.py [--chromium /usr/bin/chromium]   (Debian: apt-get install chromium)
-Writes docs/team-mlflow-version.png and docs/team-zenml-run.png.
+Usage: python docs/screenshots.py [--only local|team] [--chromium /usr/bin/chromium]
+Writes docs/mlflow-compare.png, model-card.png, validation-report.png, compare-live.png,
+team-mlflow-version.png and team-zenml-run.png.
 """
 
 import argparse
-import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import websocket
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 sys.path.insert(0, str(REPO))
 
 from bench.team import SMALL, checkout, cvops  # noqa: E402  (also takes the process offline)
-from cvops.stack.team import TeamStack, read_env, zenml_admin_token  # noqa: E402
+from cvops.stack.team import TeamStack, free_port, read_env, zenml_admin_token  # noqa: E402
 from cvops.stack.web import http_json  # noqa: E402
+from docs.browser import basic, browser_in, text_shows  # noqa: E402
 
 MODEL = "cvops-classifier"
-WIDTH, HEIGHT = 1400, 860
-READY_SECONDS = 90
-
-
-class Browser:
-    """One headless Chromium page driven over the DevTools protocol."""
-
-    def __init__(self, chromium: str, profile: Path) -> None:
-        self.process = subprocess.Popen(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--remote-debugging-port=0",
-                f"--user-data-dir={profile}",
-                f"--window-size={WIDTH},{HEIGHT}",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            self.socket = websocket.create_connection(self._page(chromium, profile), timeout=60)
-        except BaseException:
-            self.process.kill()  # no browser outlives a failed start
-            raise
-        self.calls = 0
-
-    def _page(self, chromium: str, profile: Path) -> str:
-        """The DevTools address of the browser's page, once it is up."""
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + READY_SECONDS
-        while not port_file.exists() or not port_file.read_text().strip():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{chromium} did not start its DevTools endpoint")
-            time.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as answer:
-            page = next(target for target in json.load(answer) if target["type"] == "page")
-        return str(page["webSocketDebuggerUrl"])
-
-    def call(self, method: str, **params: object) -> dict:
-        self.calls += 1
-        self.socket.send(json.dumps({"id": self.calls, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.socket.recv())
-            if message.get("id") == self.calls:
-                if "error" in message:
-                    raise SystemExit(f"Chromium refused {method}: {message['error']}")
-                return message["result"]
-
-    def wait(self, ready: str, what: str) -> None:
-        """Until the JavaScript expression `ready` is true in the page."""
-        deadline = time.monotonic() + READY_SECONDS
-        while not self.call("Runtime.evaluate", expression=ready, returnByValue=True)["result"].get("value"):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the page did not show {what} within {READY_SECONDS} s")
-            time.sleep(0.5)
-
-    def sign_in(self, login_url: str, user: str, password: str) -> None:
-        """Type into a login form and press Enter, as a person would; wait until the page leaves it."""
-        self.call("Page.navigate", url=login_url)
-        self.wait("!!document.querySelector('input[type=password]')", "a login form")
-        for selector, text in [("input:not([type=password])", user), ("input[type=password]", password)]:
-            self.call("Runtime.evaluate", expression=f"document.querySelector('{selector}').focus()")
-            self.call("Input.insertText", text=text)
-        self.call(
-            "Input.dispatchKeyEvent", type="keyDown", key="Enter", code="Enter", windowsVirtualKeyCode=13, text="\r"
-        )
-        self.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
-        self.wait("!location.pathname.startsWith('/login')", "the signed-in dashboard")
-
-    def photograph(self, url: str, ready: str, out: Path) -> None:
-        """Open `url`, wait until the JavaScript `ready` is true, save a PNG."""
-        self.call("Page.navigate", url=url)
-        self.wait(ready, f"{url} ready ({ready})")
-        time.sleep(1)  # the content is there; let its last frame paint
-        out.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
-        print(f"wrote {out.relative_to(REPO)}")
-
-    def close(self) -> None:
-        self.socket.close()
-        self.process.terminate()
-        self.process.wait()
-
-
-def text_shows(*needles: str, absent: str = "") -> str:
-    """A JavaScript test that the page's text shows every needle (and not `absent`)."""
-    test = " && ".join(f"document.body.innerText.includes({json.dumps(n)})" for n in needles)
-    return f"{test} && !document.body.innerText.includes({json.dumps(absent)})" if absent else test
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
-    chromium = parser.parse_args().chromium
+    parser.add_argument("--only", choices=["local", "team"], help="Take one set of pictures only.")
+    parser.add_argument("--project", type=Path, help="Photograph this local project again (made by a run with --keep).")
+    parser.add_argument("--keep", action="store_true", help="Keep the scratch folder (its path is printed).")
+    args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="cvops-screenshots-"))
+    try:
+        if args.only in (None, "local"):
+            local_pictures(args.chromium, scratch / "local", args.project)
+        if args.only in (None, "team"):
+            team_pictures(args.chromium, scratch / "team")
+    finally:
+        if args.keep:
+            print(f"kept {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def background(root: Path, *args: str) -> Iterator[int]:
+    """`cvops ARGS --port P` in its own process group on a free port, until the block ends: P."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CVOPS_", "MLFLOW_", "ZENML_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cvops.cli", *args, "--port", str(port)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield port
+    finally:
+        process.terminate()  # cvops stops what it started (the BentoML or MLflow server) on SIGTERM
+        process.wait(timeout=60)
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def wait_for(url: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not answers(url):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer within {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def local_runs(root: Path) -> Path:
+    """Digits trained twice (version 1 promoted, version 2 the challenger), version 2 served as a canary under
+    demo traffic with true labels sent back, and compared live: the compare-live report."""
+    cvops(root, {}, "init")
+    cvops(root, {}, "run", "training", *SMALL)
+    cvops(root, {}, "models", "promote", "1", "--reviewer", "alice", "--note", "first digits model")
+    cvops(root, {}, "run", "training", *SMALL, "-S", "train.epochs=3", "-S", "train.lr=0.002")
+    with background(root, "serve", "--canary", "challenger", "--canary-fraction", "0.5") as port:
+        wait_for(f"http://127.0.0.1:{port}/readyz")
+        url = f"http://127.0.0.1:{port}"
+        cvops(root, {}, "traffic", "--n", "400", "--url", url, "--feedback", "1.0", "--truth-out", "truth.csv")
+    _, said = cvops(root, {}, "models", "compare-live", "--since", "1h", "--min-requests", "50")
+    return Path(said.split("report: ")[-1].strip().splitlines()[0])
+
+
+def local_pictures(chromium: str, scratch: Path, project: Path | None = None) -> None:
+    """With `project` (a folder this function made before, kept with --keep), its runs are photographed again."""
+    root = project or checkout(scratch / "project")
+    live = local_runs(root) if project is None else max((root / "reports" / "live").rglob("compare_live.html"))
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    runs = [client.get_model_version(MODEL, v).run_id for v in ("1", "2")]
+    experiment = client.get_run(runs[0]).info.experiment_id
+    card = client.get_model_version(MODEL, "2").tags["model_card"]
+    with background(root, "ui") as port, browser_in(chromium, scratch / "chromium") as browser:
+        wait_for(f"http://127.0.0.1:{port}/health")
+        query = {"runs": runs, "experiments": [experiment]}
+        compare = f"http://127.0.0.1:{port}/#/compare-runs?" + "&".join(
+            f"{key}={urllib.parse.quote(json.dumps(value, separators=(',', ':')))}" for key, value in query.items()
+        )
+        browser.photograph(compare, text_shows("Parallel Coordinates Plot", "Run details"), DOCS / "mlflow-compare.png")
+        browser.photograph(card, text_shows("Gate"), DOCS / "model-card.png")
+        validation = (root / "reports" / "validation.html").as_uri()
+        browser.photograph(validation, text_shows("passed"), DOCS / "validation-report.png")
+        browser.photograph(live.as_uri(), text_shows("canary"), DOCS / "compare-live.png")
+
+
+def team_pictures(chromium: str, scratch: Path) -> None:
     stack = TeamStack(scratch / ".team")
     env = stack.up(MODEL, say=print)
     try:
@@ -155,7 +151,6 @@ def main() -> None:
         )
     finally:
         stack.down(say=lambda line: None, drop=True)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def photograph_both(chromium: str, scratch: Path, env: dict[str, str], stack: TeamStack, viewer: str) -> None:
@@ -178,21 +173,6 @@ def photograph_both(chromium: str, scratch: Path, env: dict[str, str], stack: Te
             text_shows("register_model", "completed", absent="Calculating DAG"),
             DOCS / "team-zenml-run.png",
         )
-
-
-@contextmanager
-def browser_in(chromium: str, profile: Path) -> Iterator[Browser]:
-    profile.mkdir(parents=True)
-    browser = Browser(chromium, profile)
-    try:
-        browser.call("Page.enable")
-        browser.call("Network.enable")
-        browser.call(
-            "Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False
-        )
-        yield browser
-    finally:
-        browser.close()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +48,7 @@ SLOWEST_FIRST = (
     "tests/integration/test_loop.py",
     "tests/integration/test_detection_pipeline.py",
     "tests/integration/test_user_folder.py",
-    "tests/integration/test_new_project.py",
+    "tests/integration/test_docs.py",
     "tests/integration/test_registry.py",
     "tests/integration/test_dvc_data.py",
     "tests/model/test_detection.py",
@@ -196,41 +196,70 @@ def tree_state(root: Path) -> list[list[str | int]]:
 
 
 def trained_once(
-    tmp_path_factory: pytest.TempPathFactory, name: str, commands: list[list[str]], scenes: bool = False
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    build: "Callable[[Path, dict[str, str]], tuple[Path, subprocess.CompletedProcess[str]]]",
 ) -> Iterator[TrainedCheckout]:
-    """A new checkout (with `scenes`, the tests' detection overlay as small.yaml beside params.yaml) that ran the
-    cvops `commands`, the last a training: built once per test run, by whichever xdist worker asks first. Tests
-    take copies; the session ends by checking that nothing wrote into it."""
+    """A checkout that `build` made and trained in a folder of its own (given the environment its commands run
+    with), once per test run, by whichever xdist worker asks first. Tests take copies; the session ends by
+    checking that nothing wrote into it."""
     from filelock import FileLock
 
-    from tests.cli import cvops
-
     shared = run_shared_dir(tmp_path_factory)
-    root, record = shared / name / "checkout", shared / f"{name}.json"
-    ray_tmp = root.parent / "ray-tmp"
+    folder, record = shared / name, shared / f"{name}.json"
+    ray_tmp = folder / "ray-tmp"
     with FileLock(f"{record}.lock"):
         if not record.exists():
-            new_checkout(root)
-            if scenes:
-                small_scenes(root / "small.yaml")
-            for args in commands:
-                result = cvops(root, *args, env={"RAY_TMPDIR": str(ray_tmp)})
-                assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+            folder.mkdir()
+            root, result = build(folder, {"RAY_TMPDIR": str(ray_tmp)})
             printed = {"args": result.args, "stdout": result.stdout, "stderr": result.stderr}
-            record.write_text(json.dumps({"training": printed, "state": tree_state(root)}))
+            record.write_text(json.dumps({"root": str(root), "training": printed, "state": tree_state(root)}))
     built = json.loads(record.read_text())
+    root = Path(built["root"])
     yield TrainedCheckout(root, subprocess.CompletedProcess(returncode=0, **built["training"]), ray_tmp)
     assert tree_state(root) == built["state"], f"a test wrote into {root}, which tests share"
 
 
+def first_model(folder: Path, env: dict[str, str]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The docs' "Your first model" page, run as written in `folder` (tests/docs.py): a new project, committed,
+    `cvops init`, and the small digits run. Returns the project and what its training printed."""
+    from tests.docs import DOCS, Shell, docs_env
+
+    shell = Shell(folder, docs_env(folder / "home") | env, folder / "shell")
+    try:
+        printed = shell.run_page(DOCS / "getting-started" / "first-model.md")
+        root = shell.cwd()
+    finally:
+        shell.close()
+    (training,) = [out for block, out in printed if "cvops run training" in block.text]
+    return root, subprocess.CompletedProcess(["cvops", "run", "training"], 0, stdout=training, stderr="")
+
+
+def checkout_ran(
+    commands: list[list[str]], scenes: bool = False
+) -> "Callable[[Path, dict[str, str]], tuple[Path, subprocess.CompletedProcess[str]]]":
+    """A build for `trained_once`: a new checkout (with `scenes`, the tests' detection overlay as small.yaml beside
+    params.yaml) that ran the cvops `commands`, the last a training."""
+    from tests.cli import cvops
+
+    def build(folder: Path, env: dict[str, str]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        root = new_checkout(folder / "checkout")
+        if scenes:
+            small_scenes(root / "small.yaml")
+        for args in commands:
+            result = cvops(root, *args, env=env)
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return root, result
+
+    return build
+
+
 @pytest.fixture(scope="session")
 def trained_digits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedCheckout]:
-    """`make demo DATASET=digits` in a fresh checkout (`cvops init`, then `cvops run training --overlay
-    overlays/digits.yaml`): version 1 of cvops-classifier, the challenger, with its evidence, ONNX files,
-    monitoring reference and bento."""
-    yield from trained_once(
-        tmp_path_factory, "trained-digits", [["init"], ["run", "training", "--overlay", str(SMALL_RUN)]]
-    )
+    """The docs' first model (`make demo DATASET=digits` in a project of its own): `cvops new`, `cvops init`, then
+    `cvops run training --overlay overlays/digits.yaml`: version 1 of cvops-classifier, the challenger, with its
+    evidence, ONNX files, monitoring reference and bento."""
+    yield from trained_once(tmp_path_factory, "trained-digits", first_model)
 
 
 @pytest.fixture(scope="session")
@@ -240,4 +269,4 @@ def trained_scenes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained
     cvops-detector, with its evidence, ONNX files and a detector's bento."""
     detection = ["params", "set", "task=detection", "data.source=digit-scenes"]
     commands = [["init"], detection, ["run", "training", "--overlay", "small.yaml"]]
-    yield from trained_once(tmp_path_factory, "trained-scenes", commands, scenes=True)
+    yield from trained_once(tmp_path_factory, "trained-scenes", checkout_ran(commands, scenes=True))

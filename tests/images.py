@@ -2,6 +2,7 @@
 workflows, 16-bit PNGs from scientific cameras, float TIFFs, phone photos rotated by their EXIF tag."""
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,33 @@ def write_mode_folder(root: Path, classes: dict[str, int], copies: int = 1) -> P
             for mode, (data, suffix) in mode_files(level, seed=i).items():
                 (root / label / f"{mode.replace(';', '')}_{i}{suffix}").write_bytes(data)
     return root
+
+
+def write_coco(scenes, root: Path) -> Path:
+    """Scenes as a COCO dataset: JPEG-free PNG files under root/img/ and root/annotations.json."""
+    (root / "img").mkdir(parents=True)
+    images, annotations = [], []
+    for i, scene in enumerate(scenes):
+        scene.image.save(root / "img" / f"{scene.name}.png")
+        images.append(
+            {
+                "id": i + 1,
+                "file_name": f"img/{scene.name}.png",
+                "width": scene.image.width,
+                "height": scene.image.height,
+            }
+        )
+        for box in scene.boxes:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(box.label) + 1,
+                    "bbox": [box.x1, box.y1, box.x2 - box.x1, box.y2 - box.y1],
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": d + 1, "name": str(d)} for d in range(10)]
+    path = root / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path

@@ -2,7 +2,7 @@
 
 Each command parses its options, calls one function of cvops, and renders what it returns
 (cvops/cli/render.py). The group turns every error a user can cause into one line on stderr and an exit
-code (README: Errors): a CvopsError raised anywhere, even inside a pipeline step, and a command line that
+code (docs: reference/exit-codes.md): a CvopsError raised anywhere, even inside a pipeline step, and a command line that
 click cannot parse.
 """
 
@@ -157,7 +157,7 @@ def _terminate(signum: int, _: object) -> NoReturn:
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logs.")
 @click.version_option(package_name="cvops", prog_name="cvops", message="%(prog)s %(version)s")
 def main(verbose: bool) -> None:
-    """cvops: an offline-first MLOps pipeline for image classifiers.
+    """cvops: an offline-first MLOps pipeline for image classifiers and object detectors.
 
     \b
     Quick start:

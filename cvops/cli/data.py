@@ -51,12 +51,12 @@ def init(stack: str) -> None:
 
     With --stack team, the ZenML stack is registered on the team's ZenML server (S3 artifact store, MLflow
     tracker and registry on the team's MLflow server, credentials held as ZenML secrets) and DVC's remote is
-    the team's S3 bucket; the servers come from the environment (`.team/env` after `make team-up`).
+    the team's S3 bucket; the servers come from the environment (`.team/env` after `cvops team up`).
 
     \b
     Examples:
       cvops init
-      make team-up && . .team/env && cvops init --stack team
+      cvops team up && . .team/env && cvops init --stack team
     """
     from cvops.stack.checkout import init_project
 
@@ -114,7 +114,7 @@ def import_(
       cvops data import yolo --path ~/line         # ~/line/images/..., ~/line/labels/..., ~/line/data.yaml
       cvops data import voc --path ~/cvat-export   # Annotations/*.xml + JPEGImages/ (CVAT, LabelImg)
       cvops data import digit-scenes               # composed from real MNIST digits, no download
-      cvops data import shelf.reader:samples --path data/incoming   # your own reader (README)
+      cvops data import shelf.reader:samples --path data/incoming   # your own reader (docs: Your own images)
     """
     if direct:
         from cvops.data.importer import import_configured
@@ -161,7 +161,15 @@ def validate() -> None:
 
 @data.command("prepare")
 def prepare() -> None:
-    """Split (seeded, stratified) and resize the validated images into data/prepared (the DVC `prepare` stage)."""
+    """Split (seeded, stratified) and resize the validated images into data/prepared (the DVC `prepare` stage).
+
+    `cvops run training` runs it when its inputs changed (DVC decides); run it alone to look at the splits.
+
+    \b
+    Examples:
+      cvops data prepare
+      cvops data prepare && cvops data status    # the split sizes, and whether dvc.lock matches
+    """
     from cvops.data.prepare import prepare_configured
 
     ref = prepare_configured(project())
@@ -189,7 +197,13 @@ def status(as_json: bool) -> None:
 
 @data.command("push")
 def push() -> None:
-    """Upload the DVC-tracked data to the remote (params data.remote)."""
+    """Upload the DVC-tracked data to the remote (params data.remote).
+
+    \b
+    Examples:
+      cvops data push                              # to data.remote: a folder, or s3://bucket/path
+      cvops data push && git push                  # the data and the dvc.lock that names it, together
+    """
     from cvops.data.versioning import push as dvc_push
 
     click.secho(f"pushed {dvc_push(project())} objects", fg="green")
@@ -197,7 +211,13 @@ def push() -> None:
 
 @data.command("pull")
 def pull() -> None:
-    """Restore the data that dvc.lock names from the remote (params data.remote)."""
+    """Restore the data that dvc.lock names from the remote (params data.remote).
+
+    \b
+    Examples:
+      cvops data pull                              # in a fresh clone: the data this commit trained on
+      git checkout v1.2 -- dvc.lock && cvops data pull   # an older data version
+    """
     from cvops.data.versioning import pull as dvc_pull
 
     result = dvc_pull(project())

@@ -68,7 +68,16 @@ def models_show(version: str, as_json: bool) -> None:
 
 @models.command("review")
 def models_review() -> None:
-    """Show the evidence for the current challenger (the version waiting for a reviewer)."""
+    """Show the evidence for the current challenger (the version waiting for a reviewer).
+
+    The gate, the comparison with the champion on the same test images, the slices, what ships and the model
+    card, then the commands that decide.
+
+    \b
+    Examples:
+      cvops models review
+      cvops models review && cvops models promote 2 --reviewer alice --note "gate and slices reviewed"
+    """
     from cvops.registry.review import review_challenger
 
     models_registry = registry(project())

@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from cvops.config import PARAMS_FILE, Params, Project
 from cvops.data.versioning import restore_from
-from cvops.env import MLFLOW_TRACKING_URI_ENV, PYTHONPATH_ENV, ROOT_ENV
+from cvops.env import MLFLOW_TRACKING_URI_ENV, OVERLAY_ENV, PYTHONPATH_ENV, ROOT_ENV
 from cvops.errors import LineageError
 from cvops.registry.lineage import DVC_LOCK, LINEAGE_DIR, git, run_params
 from cvops.registry.model_registry import DISTILLED_FROM_TAG, ModelRegistry, VersionInfo
@@ -219,7 +219,7 @@ def _run_in(tree: Path, project: Project, inputs: Inputs, params: Params) -> Non
     logged.setdefault("registry", {})["model_name"] = params.registry.model_name + SUFFIX
     (tree / PARAMS_FILE).write_text(yaml.safe_dump(logged, sort_keys=False, allow_unicode=True), encoding="utf-8")
     env = {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if key != OVERLAY_ENV},  # the version's params alone
         ROOT_ENV: str(tree),
         MLFLOW_TRACKING_URI_ENV: project.tracking_uri,
         PYTHONPATH_ENV: os.pathsep.join(filter(None, [str(tree), os.environ.get(PYTHONPATH_ENV)])),

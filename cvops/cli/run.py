@@ -8,6 +8,7 @@ import click
 
 from cvops.cli import render
 from cvops.cli.app import OVERRIDE_HELP, Since, initialized_project, main, registry
+from cvops.env import OVERLAY_ENV
 from cvops.errors import ConfigError, GateFailedError
 
 
@@ -21,6 +22,8 @@ def run() -> None:
 @click.option(
     "--overlay",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar=OVERLAY_ENV,
+    show_envvar=True,
     help="A params overlay (YAML with some of params.yaml's keys) for this run only; -S values apply after it.",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last epoch checkpoint.")
@@ -45,6 +48,7 @@ def run_training(overrides: tuple[str, ...], overlay: Path | None, resume: bool,
       cvops run training
       cvops run training -S train.epochs=3 -S train.lr=3e-4   # this run only; params.yaml unchanged after
       cvops run training --overlay overlays/digits.yaml     # the small digits run; params.yaml unchanged after
+      CVOPS_OVERLAY=overlays/quick.yaml cvops run training  # the same, for every run of a shell or a CI job
       cvops run training --resume        # after an interruption, same params
       cvops run training -S distill.enabled=true   # then a smaller student distilled from it, its own version
       cvops run training --config infra/kubernetes/training.yaml   # on the Kubernetes stack

@@ -26,7 +26,7 @@ def schedule(once: bool, remote: bool) -> None:
     Examples:
       cvops schedule                                  # runs until SIGTERM / Ctrl-C
       cvops schedule --once                           # from cron: */15 * * * * cd /repo && cvops schedule --once
-      cvops run training -S schedule.training_cron="0 3 * * 0"   # then: cvops schedule
+      cvops params set "schedule.training_cron=0 3 * * 0"   # then: cvops schedule
       cvops schedule --remote                         # on a Kubernetes/Kubeflow/Airflow stack
     """
     from cvops.cli.scheduler import run_due, schedule_remote, serve_schedule

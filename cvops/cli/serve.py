@@ -138,7 +138,7 @@ class ServeOptions:
 def serve(**options: Any) -> None:
     """Serve a model over HTTP with BentoML: a classifier's POST /classify, /classify_batch, /feedback, a
     detector's (task: detection) POST /detect (?render=1: the image with its boxes drawn), /detect_batch; GET
-    /healthz, /readyz, /metrics.
+    /livez, /healthz, /readyz, /metrics.
 
     The service runs serve.workers processes (auto: one per core). With an alias (default: champion)
     each checks the registry every serve.poll_seconds and swaps in a newly promoted version without

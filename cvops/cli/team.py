@@ -30,7 +30,13 @@ def team() -> None:
 
 @team.command("up")
 def team_up() -> None:
-    """Start the stack (what is not already running) and write .team/env and .team/users.env."""
+    """Start the stack (what is not already running) and write .team/env and .team/users.env.
+
+    \b
+    Examples:
+      cvops team up && . .team/env && cvops init --stack team
+      CVOPS_TEAM_POSTGRES_URL=postgresql://postgres@db:5432/postgres cvops team up   # another PostgreSQL
+    """
     from cvops.stack.team import TeamStack
 
     checkout = project()
@@ -43,7 +49,13 @@ def team_up() -> None:
 @team.command("down")
 @click.option("--drop", is_flag=True, help="Also delete the stack's databases and .team/ (everything it stored).")
 def team_down(drop: bool) -> None:
-    """Stop every process the stack started; its state stays for the next `up` unless --drop."""
+    """Stop every process the stack started; its state stays for the next `up` unless --drop.
+
+    \b
+    Examples:
+      cvops team down               # `cvops team up` starts it again with what it stored
+      cvops team down --drop        # and delete its databases and .team/
+    """
     from cvops.stack.team import TeamStack
 
     TeamStack(project().root / TEAM_DIR).down(say=lambda line: click.echo(f"  {line}"), drop=drop)
@@ -69,7 +81,7 @@ def team_status(as_json: bool) -> None:
         state = "running" if service.running else "stopped"
         click.echo(f"  {service.name:8} {state:8} {service.url}  (log {service.log})")
     if not any(service.running for service in status.services):
-        click.echo("the team stack is not running: `make team-up`")
+        click.echo("the team stack is not running: `cvops team up`")
 
 
 @team.command("users")

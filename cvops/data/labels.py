@@ -27,6 +27,7 @@ from cvops.config import Params, Project, ValidateParams
 from cvops.data.manifest import MANIFEST, read_manifest, sha256_bytes
 from cvops.data.production import COLUMNS, PRODUCTION, SOURCE_COLUMN, read_production
 from cvops.data.validation import decode_fully
+from cvops.env import DOCUMENT_ROOT_ENV
 from cvops.errors import DataError, DataInvalidError, FeedbackError
 from cvops.monitoring.reference import STATISTICS
 from cvops.serving.capture import CAPTURE, CaptureStore
@@ -37,8 +38,6 @@ Strategy = Literal["uncertainty", "diverse", "random", "mixed"]
 STRATEGIES: tuple[str, ...] = ("uncertainty", "diverse", "random", "mixed")
 MIXED = {"uncertainty": 0.4, "diverse": 0.4}  # of a mixed queue; the rest is drawn at random
 TASKS, LABEL_STUDIO, LABEL_CONFIG = "tasks.csv", "label_studio.json", "label_config.xml"
-# Label Studio serves local files relative to this folder (its default: the file system's root)
-DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 
 
 def unlabelled_captures(project: Project, params: Params) -> pd.DataFrame:

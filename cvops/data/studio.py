@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from cvops.data.labels import LABEL_CONFIG, LABEL_STUDIO
+from cvops.env import LABEL_STUDIO_KEY_ENV as KEY_ENV
+from cvops.env import LABEL_STUDIO_URL_ENV as URL_ENV
 from cvops.errors import ConfigError, DataError, ServiceUnavailable
 from cvops.stack.web import http_json
 
-URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
 DEFAULT_URL = "http://localhost:8080"
 
 

@@ -170,7 +170,8 @@ def _deployment(q: QuantizationReport | None) -> list[str]:
         f"Ships **{q.shipped}** ({q.reason}). ONNX fp32 matches torch to {q.parity_max_abs_diff:.1e} in the "
         f"{'logits' if q.torch_map is None else 'scores of the boxes both find'}; int8 is calibrated "
         f"({q.calibration_method}) on {len(q.calibration_ids)} seeded train images. "
-        f"Measured on the test split with {q.threads} thread(s), each latency the lowest of interleaved rounds:",
+        f"Measured on the test split with {q.threads} thread(s), each latency the median of calls taking turns "
+        "with the other file's:",
         table(["artifact", q.fp32.metric, "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
     ]
 

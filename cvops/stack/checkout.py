@@ -85,7 +85,7 @@ class TeamServers:
         if missing:
             raise ConfigError(
                 f"`cvops init --stack team` needs {', '.join(missing)}: `. .team/env` after "
-                "`make team-up`, or set them for your servers (README: Working as a team)"
+                "`cvops team up`, or set them for your servers (docs: how-to/team-stack.md)"
             )
         if not os.environ[MLFLOW_TRACKING_URI_ENV].startswith(("http://", "https://")):
             raise ConfigError(f"{MLFLOW_TRACKING_URI_ENV} must be the team's MLflow server (http:// or https://)")

@@ -36,9 +36,13 @@ SYSTEM_PACKAGES = (
     SystemPackage("git", "lineage (the commit of every model) and `cvops new`", lambda: bool(shutil.which("git"))),
     SystemPackage(
         "chromium",
-        "docs/screenshots.py (the README's pictures of the MLflow and ZenML UIs)",
+        "`make docs` (every page opened in Chromium) and docs/screenshots.py (the docs' pictures)",
         lambda: any(shutil.which(name) for name in ("chromium", "chromium-browser")),
     ),
+    SystemPackage(
+        "curl", "the docs' requests to the service (`curl -F image=@...`)", lambda: bool(shutil.which("curl"))
+    ),
+    SystemPackage("jq", "the docs' examples that read `--json` output", lambda: bool(shutil.which("jq"))),
     SystemPackage(
         "dataset-fashion-mnist",
         "`cvops data import fashion-mnist` without --path, and bench/data.py",

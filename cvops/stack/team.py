@@ -166,7 +166,7 @@ class TeamStack:
         if self.config_file.is_file():
             return TeamConfig.model_validate_json(self.config_file.read_text())
         if model_name is None:
-            raise TeamStackError(f"no team stack in {self.dir}: run `make team-up` (or `cvops team up`)")
+            raise TeamStackError(f"no team stack in {self.dir}: run `cvops team up`")
         return TeamConfig.new(model_name)
 
     def _write(self, path: Path, text: str) -> None:

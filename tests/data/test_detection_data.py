@@ -17,38 +17,9 @@ from cvops.data.validation import validate_dataset, write_reports
 from cvops.errors import DataError
 from cvops.tasks.detection.boxes import COORDS, coco_source, import_scenes, read_boxes, voc_source, yolo_source
 from cvops.tasks.detection.scenes import digit_scenes_source
+from tests.images import write_coco
 
 LENIENT = ValidateParams(min_per_class=1, max_imbalance_ratio=100.0)
-
-
-def write_coco(scenes, root: Path) -> Path:
-    """Scenes as a COCO dataset: JPEG-free PNG files under root/img/ and root/annotations.json."""
-    (root / "img").mkdir(parents=True)
-    images, annotations = [], []
-    for i, scene in enumerate(scenes):
-        scene.image.save(root / "img" / f"{scene.name}.png")
-        images.append(
-            {
-                "id": i + 1,
-                "file_name": f"img/{scene.name}.png",
-                "width": scene.image.width,
-                "height": scene.image.height,
-            }
-        )
-        for box in scene.boxes:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i + 1,
-                    "category_id": int(box.label) + 1,
-                    "bbox": [box.x1, box.y1, box.x2 - box.x1, box.y2 - box.y1],
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": d + 1, "name": str(d)} for d in range(10)]
-    path = root / "annotations.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return path
 
 
 def write_yolo(scenes, root: Path) -> None:

@@ -18,6 +18,7 @@ from cvops.data.validation import pairwise_iou
 from cvops.serving.batch import BOX_PREDICTION_COLUMNS
 from cvops.tasks.detection.boxes import COORDS, read_boxes
 from tests.cli import cvops
+from tests.docs import assert_every_mlflow_name_is_documented
 from tests.server import Server
 
 pytestmark = pytest.mark.slow
@@ -143,3 +144,8 @@ def test_batch_inference_writes_a_row_per_box_and_one_for_an_image_without(detec
         assert len(boxes) >= 1 and (boxes["label"] != "").all() and boxes["request_id"].nunique() == 1
         with Image.open(folder / name) as image:
             assert boxes["x2"].astype(float).max() <= image.width + 0.01
+
+
+def test_every_name_the_detector_run_wrote_to_mlflow_is_in_the_reference(detection_checkout) -> None:
+    root, _ = detection_checkout
+    assert_every_mlflow_name_is_documented(root, "cvops-detector")

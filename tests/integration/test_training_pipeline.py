@@ -23,6 +23,7 @@ from cvops.data.versioning import data_version
 from tests.checkouts import new_checkout
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN, write_image_folder
+from tests.docs import assert_every_mlflow_name_is_documented
 from tests.server import free_port, stopped_on_exit
 
 pytestmark = pytest.mark.slow
@@ -177,36 +178,6 @@ def test_registered_model_loads_and_predicts(trained_project) -> None:
 
     logits = model(torch.zeros(2, 3, 16, 16))
     assert logits.shape == (2, 10)
-
-
-def test_reproduce_trains_the_version_again_from_its_lineage(trained_project) -> None:
-    """Commit in a worktree, data through DVC, logged params: the same data version and metrics within their
-    intervals, in the rerun's own experiment and registered model; no alias of the original moves."""
-    root, _ = trained_project
-    params_before = (root / "params.yaml").read_bytes()
-    result = cvops(root, "models", "reproduce", "1")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "reproduced: same data version" in result.stdout
-    assert "values that differ from commit" in result.stdout and "data.source=digits" in result.stdout
-    assert "git_dirty" not in result.stdout
-    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
-    original = client.get_model_version("cvops-classifier", "1")
-    rerun = client.get_model_version("cvops-classifier-reproduce", "1")
-    assert rerun.tags["data_version"] == original.tags["data_version"]
-    assert rerun.tags["git_commit"] == original.tags["git_commit"]
-    assert client.get_experiment(client.get_run(rerun.run_id).info.experiment_id).name == "cvops-reproduce"
-    assert original.tags["reproduce_verdict"] == "reproduced" and original.tags["reproduce_run"] == rerun.run_id
-    assert original.tags["reproduced_at"].startswith("20") and "reproduce_accuracy_diff" in original.tags
-    assert {k: str(v) for k, v in client.get_registered_model("cvops-classifier").aliases.items()} == {
-        "challenger": "1"
-    }
-    assert (root / "params.yaml").read_bytes() == params_before
-    worktrees = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True, text=True).stdout
-    assert len(worktrees.splitlines()) == 1  # the temporary worktree is gone
-    shown = cvops(root, "models", "show", "1")
-    assert f"mlflow_run:        {original.run_id}" in shown.stdout
-    assert "train.model: resnet10t (default: tf_efficientnet_lite0)" in shown.stdout
-    assert "reproduce_verdict: reproduced" in shown.stdout
 
 
 def test_reproduce_names_what_is_missing(trained_project, tmp_path: Path) -> None:
@@ -431,3 +402,8 @@ def test_status_says_where_the_project_stands(trained_project) -> None:
     assert status["last_training"]["model_version"] == str(newest) and status["last_monitoring"] is None
     shown = cvops(root, "status")
     assert f"version {newest}" in shown.stdout and "last training:" in shown.stdout, shown.stderr[-2000:]
+
+
+def test_every_name_the_run_wrote_to_mlflow_is_in_the_reference(trained_project) -> None:
+    root, _ = trained_project
+    assert_every_mlflow_name_is_documented(root, "cvops-classifier")

@@ -1,5 +1,5 @@
-"""The team stack, started by the same code as `make team-up` (real PostgreSQL, MariaDB, S3 server, MLflow
-and ZenML servers), and one checkout that trained the digits model on it. Both are shared by the session;
+"""The team stack, started by the team guide's commands (real PostgreSQL, MariaDB, S3 server, MLflow and ZenML
+servers), and one checkout that trained the digits model on it. Both are shared by the session;
 the stack's databases are dropped at the end. When PostgreSQL or MariaDB can neither be reached nor
 started, the stack's one-line error fails every test here: nothing is skipped."""
 
@@ -12,10 +12,9 @@ import boto3
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cvops.stack.team import BUCKET, ROLES, TeamConfig, TeamStack
+from cvops.stack.team import BUCKET, ROLES, TeamConfig, TeamStack, read_env
 from tests.checkouts import new_checkout
-from tests.cli import cvops
-from tests.conftest import SMALL_RUN
+from tests.docs import DOCS, Shell, docs_env
 
 MODEL = "cvops-classifier"
 
@@ -25,7 +24,9 @@ class Team:
     stack: TeamStack
     env: dict[str, str]  # what `. .team/env` exports: the trainer's credentials
     config: TeamConfig
-    root: Path  # the checkout whose .team/ holds the stack, as the README's team flow has it
+    root: Path  # the checkout whose .team/ holds the stack, as the team guide has it
+    guide: Shell  # the session that runs the team guide's commands
+    output: str  # what they printed up to the training
 
     def as_user(self, role: str) -> dict[str, str]:
         """The environment of someone who set MLFLOW_TRACKING_USERNAME/_PASSWORD to `role`'s account."""
@@ -53,28 +54,36 @@ class Team:
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
+TEAM_GUIDE = DOCS / "how-to" / "team-stack.md"
+TRAINING, PROMOTION = "cvops run training", "cvops models promote"  # the guide's blocks that end its parts
+
+
 @pytest.fixture(scope="session")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
-    """The stack `make team-up` starts in a checkout's .team/ (the README's order: the servers run from inside the
-    checkout that then runs `cvops init --stack team` and trains)."""
-    root = new_checkout(tmp_path_factory.mktemp("member") / "checkout")
+    """The docs' team guide (docs/how-to/team-stack.md) run as written, in one shell, in a new checkout: up to
+    its training (`cvops team up`, `. .team/env`, `cvops init --stack team`, `cvops run training`) before the
+    team tests; its reviewer's promotion by the test of four eyes; the rest (status, `cvops team down --drop`)
+    at the end. The stack's databases are dropped whatever happens."""
+    folder = tmp_path_factory.mktemp("member")
+    root = new_checkout(folder / "checkout")
+    guide = Shell(root, docs_env(folder / "home"), folder / "shell")
     stack = TeamStack(root / ".team")
     try:
-        env = stack.up(MODEL, say=print)
-        yield Team(stack, env, stack.config(), root)
+        trained = guide.run_page(TEAM_GUIDE, until=TRAINING)
+        output = "".join(printed for _, printed in trained)
+        yield Team(stack, read_env(stack.env_file), stack.config(), root, guide, output)
+        guide.run_page(TEAM_GUIDE, after=PROMOTION)
     finally:
-        stack.down(say=print, drop=True)
+        guide.close()
+        if stack.dir.exists():
+            stack.down(say=print, drop=True)
 
 
 @pytest.fixture(scope="session")
 def trained_on_team(team: Team) -> tuple[Path, str]:
-    """The stack's checkout, initialised on it, that trained the small digits run: (checkout, its output)."""
-    root = team.root
-    init = cvops(root, "init", "--stack", "team", env=team.env)
-    assert init.returncode == 0, init.stderr[-3000:]
-    trained = cvops(root, "run", "training", "--overlay", str(SMALL_RUN), env=team.env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    return root, init.stdout + init.stderr + trained.stdout + trained.stderr
+    """The stack's checkout, initialised on it, that trained the small digits run: (checkout, what the guide's
+    commands printed up to the training)."""
+    return team.root, team.output
 
 
 def mlflow_client(team: Team, monkeypatch: pytest.MonkeyPatch, role: str) -> MlflowClient:

@@ -47,7 +47,7 @@ from tests.images import write_mode_folder
 from tests.predictions import same_predictions
 from tests.ray_cluster import assert_all_gone
 from tests.server import Server, stopped_on_exit
-from tests.team.conftest import MODEL, Team, mlflow_client, new_checkout
+from tests.team.conftest import MODEL, PROMOTION, TEAM_GUIDE, TRAINING, Team, mlflow_client, new_checkout
 
 pytestmark = pytest.mark.slow
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -123,9 +123,8 @@ def test_users_rights_and_four_eyes_hold(team, trained_on_team, monkeypatch) -> 
         set_trainer_permission(team, "EDIT")
     assert CHAMPION not in mlflow_client(team, monkeypatch, "viewer").get_model_version(MODEL, "1").aliases
 
-    promoted = cvops(root, "models", "promote", "1", "--note", "first team model", env=reviewer)
-    assert promoted.returncode == 0, promoted.stderr[-2000:]
-    assert "approved by reviewer" in promoted.stdout
+    (promoted,) = team.guide.run_page(TEAM_GUIDE, after=TRAINING, until=PROMOTION)  # as the team guide does it
+    assert "approved by reviewer" in promoted[1]
     version = mlflow_client(team, monkeypatch, "viewer").get_model_version(MODEL, "1")
     assert CHAMPION in version.aliases and version.tags["approved_by"] == "reviewer"
 

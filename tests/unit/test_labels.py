@@ -15,7 +15,6 @@ from PIL import Image
 
 from cvops.config import Project, load_params
 from cvops.data.labels import (
-    DOCUMENT_ROOT_ENV,
     check_image,
     k_center,
     local_file_url,
@@ -24,6 +23,7 @@ from cvops.data.labels import (
     write_queue,
 )
 from cvops.data.production import stable_split
+from cvops.env import DOCUMENT_ROOT_ENV
 from cvops.errors import DataError, DataInvalidError, FeedbackError
 from cvops.serving.capture import CaptureStore
 from cvops.stack.gc import captures, inference_log, reports
