@@ -41,6 +41,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # long ones start first and the short ones fill the gaps). Measured by `pytest --durations`; see README.
 SLOWEST_FIRST = (
     "tests/team/test_team_stack.py",
+    "tests/integration/test_docs.py",
     "tests/integration/test_distributed.py",
     "tests/integration/test_training_pipeline.py",
     "tests/integration/test_monitoring.py",
@@ -48,7 +49,7 @@ SLOWEST_FIRST = (
     "tests/integration/test_loop.py",
     "tests/integration/test_detection_pipeline.py",
     "tests/integration/test_user_folder.py",
-    "tests/integration/test_docs.py",
+    "tests/integration/test_docs_guides.py",
     "tests/integration/test_registry.py",
     "tests/integration/test_dvc_data.py",
     "tests/model/test_detection.py",

@@ -24,16 +24,16 @@ NOT_RUN = "# not run here:"
 EXECUTED = ("getting-started", "how-to")
 # The pages that run, and the fixture or test that runs each (the others' blocks all say why they cannot)
 RUN_BY = {
-    "getting-started/install.md": "tests/integration/test_docs.py (the check; the installs say why not)",
+    "getting-started/install.md": "tests/integration/test_docs_guides.py (the check; the installs say why not)",
     "getting-started/first-model.md": "tests/conftest.py: trained_digits, the session's trained project",
     "getting-started/your-images.md": "tests/integration/test_docs.py",
     "getting-started/review.md": "tests/integration/test_docs.py, then serve.md in the same shell",
     "getting-started/serve.md": "tests/integration/test_docs.py, after review.md",
-    "how-to/ml-engineer.md": "tests/integration/test_docs.py: test_how_to_guide",
-    "how-to/data-scientist.md": "tests/integration/test_docs.py: test_the_data_scientists_guide_reproduces_...",
-    "how-to/reviewer.md": "tests/integration/test_docs.py: test_how_to_guide, then troubleshooting.md",
-    "how-to/operator.md": "tests/integration/test_docs.py: test_how_to_guide",
-    "how-to/troubleshooting.md": "tests/integration/test_docs.py: test_how_to_guide, after reviewer.md",
+    "how-to/ml-engineer.md": "tests/integration/test_docs_guides.py: test_how_to_guide",
+    "how-to/data-scientist.md": "tests/integration/test_docs_guides.py: test_the_data_scientists_guide_...",
+    "how-to/reviewer.md": "tests/integration/test_docs_guides.py: test_how_to_guide, then troubleshooting.md",
+    "how-to/operator.md": "tests/integration/test_docs.py: test_the_operators_guide",
+    "how-to/troubleshooting.md": "tests/integration/test_docs_guides.py: test_how_to_guide, after reviewer.md",
     "how-to/team-stack.md": "tests/team/conftest.py: team, the session's team stack",
 }
 # What the tests set in a docs session, and why; a user's terminal has their own values

@@ -35,7 +35,11 @@ from cvops.registry.model_registry import DISTILLED_FROM_TAG, ModelRegistry, Ver
 from cvops.registry.tracking import use_project_store
 
 SUFFIX = "-reproduce"
-HEADLINE = ("accuracy", "macro_f1")
+INTERVALS = (
+    "accuracy",
+    "macro_f1",
+    "map",
+)  # the test metrics a run logs a 95% interval of: a classifier's, a detector's
 GATE_FAILED = 7  # `cvops run training` registered the rerun, but it failed its gate: still a comparison
 
 
@@ -47,6 +51,11 @@ class Reproduction:
     original_metrics: dict[str, float]  # the runs' MLflow metrics (test_accuracy, test_accuracy_ci95_low, ...)
     rerun_metrics: dict[str, float]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def headline(self) -> list[str]:
+        """The metrics compared: those the original logged a 95% interval of (accuracy and macro-F1, or mAP)."""
+        return [name for name in INTERVALS if f"test_{name}_ci95_low" in self.original_metrics]
 
     def interval(self, name: str) -> tuple[float, float]:
         nan = float("nan")
@@ -65,7 +74,7 @@ class Reproduction:
         for key in ("data_version", "git_commit"):
             original, rerun = self.original.tags.get(key, "?"), self.rerun.tags.get(key, "?")
             rows.append((key.replace("_", " "), original[:12], rerun[:12], "same" if original == rerun else "DIFFERS"))
-        for name in HEADLINE:
+        for name in self.headline:
             (original_value, rerun_value), (low, high) = self.metric(name), self.interval(name)
             inside = "inside" if low <= rerun_value <= high else "OUTSIDE"
             rows.append((name, f"{original_value:.4f} [{low:.3f}-{high:.3f}]", f"{rerun_value:.4f}", inside))
@@ -76,7 +85,9 @@ class Reproduction:
         found = []
         if self.original.tags.get("data_version") != self.rerun.tags.get("data_version"):
             found.append("the rerun trained on another data version")
-        for name in HEADLINE:
+        if not self.headline:
+            found.append("the original run logged no test metric with an interval to compare")
+        for name in self.headline:
             (_, rerun), (low, high) = self.metric(name), self.interval(name)
             if not low <= rerun <= high:  # False for a missing (nan) value too
                 found.append(f"{name} {rerun:.4f} outside the original's 95% interval [{low:.4f}, {high:.4f}]")
@@ -91,7 +102,7 @@ class Reproduction:
         if not self.reproduced:
             return "not reproduced: " + "; ".join(self.failures)
         return (
-            f"reproduced: same data version, {' and '.join(HEADLINE)} within the original's 95% intervals "
+            f"reproduced: same data version, {' and '.join(self.headline)} within the original's 95% intervals "
             f"(rerun: {self.rerun_model} version {self.rerun.version})"
         )
 
@@ -264,7 +275,7 @@ def _tag_original(registry: ModelRegistry, result: Reproduction) -> None:
         "reproduce_run": result.rerun.run_id,
         "reproduce_verdict": "reproduced" if result.reproduced else "not reproduced",
     }
-    for name in HEADLINE:
+    for name in result.headline:
         original, rerun = result.metric(name)
         tags[f"reproduce_{name}_diff"] = f"{rerun - original:+.4f}"
     registry.tag(result.original.version, tags)

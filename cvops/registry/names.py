@@ -36,6 +36,7 @@ TEST_METRICS = {
     "test_map_small": "mAP of small boxes (COCO's area ranges); -1 when the test split has none",
     "test_map_medium": "mAP of medium boxes",
     "test_map_large": "mAP of large boxes",
+    "test_recall": "a detector's mean recall over 100 boxes per image (COCO's mAR@100)",
     "test_map_ci95_low": "seeded 95% bootstrap interval of the test mAP",
     "test_map_ci95_high": "its upper end",
     "test_ap_<class>": "a class's AP@[.5:.95]",
@@ -49,7 +50,7 @@ TEST_METRICS = {
 }
 EXPORT_METRICS = {
     "onnx_<format>_accuracy": "test accuracy of an ONNX file (format: fp32, int8)",
-    "onnx_<format>_map": "test mAP of a detector's ONNX file",
+    "onnx_<format>_mean_ap": "test mAP@[.5:.95] of a detector's ONNX file",
     "onnx_<format>_agreement": "agreement with the torch model: top-1, or the share of its boxes found again",
     "onnx_<format>_latency_ms_b1": "median batch-1 latency, the files timed call by call in turn",
     "onnx_<format>_latency_ms_b32": "median batch-32 latency",

@@ -41,8 +41,7 @@ def cli() -> str:
         "Every command's `--help`, exactly as `cvops COMMAND --help` prints it. Exit codes: "
         "[Exit codes](exit-codes.md); the variables commands read: [Environment variables](environment.md).",
         "",
-        "| command | what it does |",
-        "|---|---|",
+        *_table("command", "what it does"),
         *[f"| [`{path}`](#{_anchor(path)}) | {_cell(short)} |" for path, short, _ in found[1:]],
         "",
     ]
@@ -54,6 +53,14 @@ def cli() -> str:
 def _anchor(heading: str) -> str:
     """The id mkdocs gives a heading (toc's slugify: lower case, spaces to dashes, other punctuation dropped)."""
     return re.sub(r"[\s]+", "-", re.sub(r"[^\w\s-]", "", heading).strip().lower())
+
+
+def _table(*headers: str) -> list[str]:
+    """A Markdown table's first two lines."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+
+
+PARAMS_TABLE = _table("key", "type", "default", "range", "meaning")
 
 
 def _cell(text: str) -> str:
@@ -139,13 +146,13 @@ def params() -> str:
         section = any("$ref" in o for o in [field, *field.get("anyOf", [])])
         if section:
             lines += ["", f"## `{key}`", "", *([comments[key], ""] if comments.get(key) else [])]
-            lines += ["| key | type | default | range | meaning |", "|---|---|---|---|---|"]
+            lines += PARAMS_TABLE
             if "anyOf" in field:  # a section that may also be a value (train.augment: probabilities or a file)
                 other = [o for o in field["anyOf"] if "$ref" not in o]
                 lines.append(f"| `{key}` | section or {_type(other[0])} | | | {_cell(comments.get(key, ''))} |")
             continue
         if "." not in key:
-            lines += ["", f"## `{key}`", "", "| key | type | default | range | meaning |", "|---|---|---|---|---|"]
+            lines += ["", f"## `{key}`", "", *PARAMS_TABLE]
         default = json.dumps(field.get("default")) if "default" in field else ""
         cells = [f"`{key}`", _cell(_type(field)), f"`{default}`", _cell(_range(field)), _cell(comments.get(key, ""))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -162,8 +169,7 @@ def exit_codes() -> str:
         "kind of problem in every command, after one line on stderr saying what is wrong and what to do "
         "(`--json` commands too). The table is `cvops.errors.exit_codes()`.",
         "",
-        "| exit | meaning |",
-        "|---|---|",
+        *_table("exit", "meaning"),
     ]
     lines += [f"| {code} | {_cell(meaning)} |" for code, meaning in exit_codes()]
     return "\n".join(lines) + "\n"
@@ -190,15 +196,13 @@ def environment() -> str:
         "",
         "## cvops's own",
         "",
-        "| variable | meaning |",
-        "|---|---|",
+        *_table("variable", "meaning"),
         *[f"| `{name}` | {_cell(meaning)} |" for name, meaning in own],
         f"| {roles} | the team stack's MLflow users and passwords, written to `.team/users.env` |",
         "",
         "## The libraries' that cvops reads or sets",
         "",
-        "| variable | meaning |",
-        "|---|---|",
+        *_table("variable", "meaning"),
         *[f"| `{name}` | {_cell(meaning)} |" for name, meaning in libraries],
         "",
         "## Offline switches",
@@ -206,8 +210,7 @@ def environment() -> str:
         "cvops sets these in its own process (and the processes it starts) unless they are already set: no "
         "analytics, no update checks, no downloads.",
         "",
-        "| variable | value |",
-        "|---|---|",
+        *_table("variable", "value"),
         *[f"| `{name}` | `{value}` |" for name, value in OFFLINE_ENV.items()],
     ]
     return "\n".join(lines) + "\n"
@@ -225,7 +228,7 @@ def mlflow() -> str:
         "",
     ]
     for kind, names in NAMES.items():
-        lines += [f"## {kind}", "", "| name | meaning |", "|---|---|"]
+        lines += [f"## {kind}", "", *_table("name", "meaning")]
         lines += [f"| `{name}` | {_cell(meaning)} |" for name, meaning in names.items()]
         lines.append("")
     return "\n".join(lines)

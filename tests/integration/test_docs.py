@@ -1,12 +1,10 @@
-"""The docs, executed: every shell block of Getting started and the how-to guides runs here as written, in one
-shell per page (tests/docs.py), from where the page says it starts. Two pages run elsewhere, since the session
-needs what they build: "Your first model" builds the session's trained project (tests/conftest.py) and the
-team guide the team stack (tests/team/conftest.py). The pages that serve on port 3000 all run here, one after
-another."""
+"""The docs' pages that serve on port 3000, executed as written (tests/docs.py), one after another: your own
+images from a new project to a served answer, your first review and served model, the operator's guide, and the
+examples project. The other guides: test_docs_guides.py; "Your first model" builds the session's trained project
+(tests/conftest.py) and the team guide the team stack (tests/team/conftest.py)."""
 
 import csv
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -15,19 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from cvops.tasks.detection.scenes import digit_scenes_source
-from tests.cli import cvops
 from tests.conftest import REPO
-from tests.docs import DOCS, RUN_BY, Shell, docs_env
+from tests.docs import DOCS, Shell, docs_env
 from tests.images import write_coco
 
 pytestmark = pytest.mark.slow
-# The how-to guides, each in a copy of the trained project; the two short ones share a copy and a shell
-GUIDES = [["how-to/ml-engineer.md"], ["how-to/operator.md"], ["how-to/reviewer.md", "how-to/troubleshooting.md"]]
-assert sorted(p for pages in GUIDES for p in pages) == sorted(p for p, by in RUN_BY.items() if "test_how_to" in by)
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +71,6 @@ def home_with_images(home: Path) -> Path:
     return home
 
 
-def test_the_installation_check(tmp_path) -> None:
-    shell = Shell(tmp_path / "anywhere", docs_env(tmp_path / "home"), tmp_path / "shell")
-    try:
-        said = "".join(printed for _, printed in shell.run_page(DOCS / "getting-started" / "install.md"))
-    finally:
-        shell.close()
-    assert re.search(r"^cvops \d+\.\d+\.\d+$", said, flags=re.MULTILINE) and "ok  cvops's requirements" in said
-
-
 def test_your_own_images_from_a_new_project_to_a_served_answer(installed, tmp_path) -> None:
     """With the cvops wheel installed in an environment of its own (nothing of this repository in reach)."""
     home = home_with_images(tmp_path / "home")
@@ -114,49 +98,16 @@ def test_the_first_review_and_the_first_served_model(trained_digits, tmp_path) -
     assert answer["model_version"] == "1" and answer["predictions"][0]["label"] in [str(d) for d in range(10)]
 
 
-@pytest.mark.parametrize("pages", GUIDES, ids=lambda pages: "+".join(Path(p).stem for p in pages))
-def test_how_to_guide(pages, trained_digits, tmp_path) -> None:
-    """Each guide in a copy of the trained project of "Your first model" (version 1 is the challenger)."""
+def test_the_operators_guide(trained_digits, tmp_path) -> None:
+    """In a copy of the trained project of "Your first model": serve, feedback, drift, the labels loop, a canary."""
     project = trained_digits.copy(tmp_path / "demo")
     shell = Shell(project, docs_env(tmp_path / "home"), tmp_path / "shell")
     try:
-        for page in pages:
-            shell.run_page(DOCS / page)
+        said = shell.run_page(DOCS / "how-to" / "operator.md")
     finally:
         shell.close()
-
-
-def test_the_data_scientists_guide_reproduces_version_1_from_its_lineage(trained_digits, tmp_path) -> None:
-    """The guide ends with `cvops models reproduce 1`: its commit in a worktree, its data through DVC, its logged
-    params; the same data version and metrics within their intervals, in the rerun's own experiment and registered
-    model; no alias of the original moves, and params.yaml is as the guide committed it."""
-    root = trained_digits.copy(tmp_path / "demo")
-    shell = Shell(root, docs_env(tmp_path / "home"), tmp_path / "shell")
-    try:
-        said = shell.run_page(DOCS / "how-to" / "data-scientist.md")
-    finally:
-        shell.close()
-    reproduced = next(printed for block, printed in said if "cvops models reproduce" in block.text)
-    assert "reproduced: same data version" in reproduced and "git_dirty" not in reproduced, reproduced[-2000:]
-    assert "values that differ from commit" in reproduced and "data.source=digits" in reproduced
-    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
-    original = client.get_model_version("cvops-classifier", "1")
-    rerun = client.get_model_version("cvops-classifier-reproduce", "1")
-    assert rerun.tags["data_version"] == original.tags["data_version"]
-    assert rerun.tags["git_commit"] == original.tags["git_commit"]
-    assert client.get_experiment(client.get_run(rerun.run_id).info.experiment_id).name == "cvops-reproduce"
-    assert original.tags["reproduce_verdict"] == "reproduced" and original.tags["reproduce_run"] == rerun.run_id
-    assert original.tags["reproduced_at"].startswith("20") and "reproduce_accuracy_diff" in original.tags
-    aliases = client.get_registered_model("cvops-classifier").aliases
-    assert {k: str(v) for k, v in aliases.items()} == {"challenger": "1"}
-    status = subprocess.run(["git", "status", "--porcelain", "params.yaml"], cwd=root, capture_output=True, text=True)
-    assert status.stdout == ""  # as the guide committed it: reproduce wrote the version's params elsewhere
-    worktrees = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True, text=True).stdout
-    assert len(worktrees.splitlines()) == 1  # the temporary worktree is gone
-    shown = cvops(root, "models", "show", "1")
-    assert f"mlflow_run:        {original.run_id}" in shown.stdout
-    assert "train.model: resnet10t (default: tf_efficientnet_lite0)" in shown.stdout
-    assert "reproduce_verdict: reproduced" in shown.stdout
+    compared = next(printed for block, printed in said if "cvops models compare-live" in block.text)
+    assert "canary" in compared and "champion" in compared, compared[-2000:]
 
 
 def test_the_examples_project_trains_its_own_model_reader_and_augmentation_and_serves(tmp_path: Path) -> None:
