@@ -517,12 +517,13 @@ def test_canary_share_sticky_keys_paired_shadow_and_compare_live(served_project)
 
         registry.promote("2", reviewer="test", note="the canary did well")  # the challenger alias goes with it
         swapped = ("champion", "2")
-        wait_for(
-            lambda: (
+        wait_for(  # every worker swapped: ten answers in a row from 2 as champion (a worker polls on its own)
+            lambda: all(
                 (lambda body: (body["arm"], body["model_version"]))(started.post_json("/classify", payloads[0])[1])
                 == swapped
+                for _ in range(10)
             ),
-            "the swap to 2",
+            "the swap to 2 in every worker",
             started.log,
         )
         after = [started.post_json("/classify", payloads[0])[1] for _ in range(30)]
