@@ -91,10 +91,14 @@ class Browser:
         self.call("Input.dispatchKeyEvent", type="keyUp", key="Enter", code="Enter", windowsVirtualKeyCode=13)
         self.wait("!location.pathname.startsWith('/login')", "the signed-in dashboard")
 
-    def photograph(self, url: str, ready: str, out: Path) -> None:
-        """Open `url`, wait until the JavaScript `ready` is true, save a PNG."""
+    def photograph(self, url: str, ready: str, out: Path, tidy: tuple[str, str] | None = None) -> None:
+        """Open `url`, wait until the JavaScript `ready` is true, save a PNG. `tidy`: JavaScript that clears
+        something out of the picture, and the test that it is gone."""
         self.call("Page.navigate", url=url)
         self.wait(ready, f"{url} ready ({ready})")
+        if tidy:
+            self.call("Runtime.evaluate", expression=tidy[0])
+            self.wait(tidy[1], f"{url} tidied ({tidy[1]})")
         time.sleep(1)  # the content is there; let its last frame paint
         out.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
         print(f"wrote {out}")

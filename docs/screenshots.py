@@ -39,6 +39,9 @@ from cvops.stack.web import http_json  # noqa: E402
 from docs.browser import basic, browser_in, text_shows  # noqa: E402
 
 MODEL = "cvops-classifier"
+# The MLflow UI opens its Assistant chat beside every page: closed, by its own button, before a picture
+ASSISTANT_CLOSE = "document.querySelector('[data-component-id=\"mlflow.assistant.chat_panel.close\"]')"
+NO_ASSISTANT = (f"{ASSISTANT_CLOSE}?.click()", f"!{ASSISTANT_CLOSE}")
 
 
 def main() -> None:
@@ -126,7 +129,12 @@ def local_pictures(chromium: str, scratch: Path, project: Path | None = None) ->
         compare = f"http://127.0.0.1:{port}/#/compare-runs?" + "&".join(
             f"{key}={urllib.parse.quote(json.dumps(value, separators=(',', ':')))}" for key, value in query.items()
         )
-        browser.photograph(compare, text_shows("Parallel Coordinates Plot", "Run details"), DOCS / "mlflow-compare.png")
+        browser.photograph(
+            compare,
+            text_shows("Parallel Coordinates Plot", "Run details"),
+            DOCS / "mlflow-compare.png",
+            tidy=NO_ASSISTANT,
+        )
         browser.photograph(card, text_shows("Gate"), DOCS / "model-card.png")
         validation = (root / "reports" / "validation.html").as_uri()
         browser.photograph(validation, text_shows("passed"), DOCS / "validation-report.png")
@@ -165,6 +173,7 @@ def photograph_both(chromium: str, scratch: Path, env: dict[str, str], stack: Te
             f"{env['MLFLOW_TRACKING_URI']}/#/models/{MODEL}/versions/1",
             text_shows("approved_by", "champion"),
             DOCS / "team-mlflow-version.png",
+            tidy=NO_ASSISTANT,
         )
     with browser_in(chromium, scratch / "chromium-zenml") as browser:
         browser.sign_in(f"{zenml}/login", "admin", admin_password)

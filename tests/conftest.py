@@ -226,12 +226,9 @@ def first_model(folder: Path, env: dict[str, str]) -> tuple[Path, subprocess.Com
     `cvops init`, and the small digits run. Returns the project and what its training printed."""
     from tests.docs import DOCS, Shell, docs_env
 
-    shell = Shell(folder, docs_env(folder / "home") | env, folder / "shell")
-    try:
+    with Shell(folder, docs_env(folder / "home") | env, folder / "shell") as shell:
         printed = shell.run_page(DOCS / "getting-started" / "first-model.md")
         root = shell.cwd()
-    finally:
-        shell.close()
     (training,) = [out for block, out in printed if "cvops run training" in block.text]
     return root, subprocess.CompletedProcess(["cvops", "run", "training"], 0, stdout=training, stderr="")
 

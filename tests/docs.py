@@ -89,7 +89,7 @@ def shell_blocks(page: Path) -> list[Block]:
 class Shell:
     """One bash session: a user's terminal. Each block is sourced from a file with stdin closed (a command that
     reads stdin sees nothing, never the next commands); background jobs (`cvops serve &`) belong to the session,
-    and `close` ends them with the session's process group."""
+    and `close` (or leaving its `with` block) ends them with the session's process group."""
 
     def __init__(self, cwd: Path, env: dict[str, str], scratch: Path, bin_dir: Path | None = None) -> None:
         """A session in `cwd` (made if missing) with `env` over the clean environment, the bin folder of this
@@ -110,6 +110,12 @@ class Shell:
             start_new_session=True,
         )
         self._send("set -e -o pipefail\n")
+
+    def __enter__(self) -> "Shell":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def _send(self, text: str) -> None:
         assert self.process.stdin is not None

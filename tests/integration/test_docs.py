@@ -74,25 +74,19 @@ def home_with_images(home: Path) -> Path:
 def test_your_own_images_from_a_new_project_to_a_served_answer(installed, tmp_path) -> None:
     """With the cvops wheel installed in an environment of its own (nothing of this repository in reach)."""
     home = home_with_images(tmp_path / "home")
-    shell = Shell(tmp_path / "work", docs_env(home), tmp_path / "shell", bin_dir=installed)
-    try:
+    with Shell(tmp_path / "work", docs_env(home), tmp_path / "shell", bin_dir=installed) as shell:
         where = shell.run_inline("python -c 'import cvops; print(cvops.__file__)'")
         assert Path(where.strip()).is_relative_to(installed.parent), where
         said = [printed for _, printed in shell.run_page(DOCS / "getting-started" / "your-images.md")]
-    finally:
-        shell.close()
     answer = json.loads(next(served(printed) for printed in said if '{"predictions"' in printed))
     assert answer["predictions"][0]["label"] == "blue", answer  # ~/images/blue/blue_00.jpg is the first image
 
 
 def test_the_first_review_and_the_first_served_model(trained_digits, tmp_path) -> None:
     project = trained_digits.copy(tmp_path / "demo")
-    shell = Shell(project, docs_env(tmp_path / "home"), tmp_path / "shell")
-    try:
+    with Shell(project, docs_env(tmp_path / "home"), tmp_path / "shell") as shell:
         reviewed = shell.run_page(DOCS / "getting-started" / "review.md")
         served_page = shell.run_page(DOCS / "getting-started" / "serve.md")
-    finally:
-        shell.close()
     assert "champion" in "".join(printed for _, printed in reviewed)
     answer = json.loads(served("".join(printed for _, printed in served_page)))
     assert answer["model_version"] == "1" and answer["predictions"][0]["label"] in [str(d) for d in range(10)]
@@ -101,11 +95,8 @@ def test_the_first_review_and_the_first_served_model(trained_digits, tmp_path) -
 def test_the_operators_guide(trained_digits, tmp_path) -> None:
     """In a copy of the trained project of "Your first model": serve, feedback, drift, the labels loop, a canary."""
     project = trained_digits.copy(tmp_path / "demo")
-    shell = Shell(project, docs_env(tmp_path / "home"), tmp_path / "shell")
-    try:
+    with Shell(project, docs_env(tmp_path / "home"), tmp_path / "shell") as shell:
         said = shell.run_page(DOCS / "how-to" / "operator.md")
-    finally:
-        shell.close()
     compared = next(printed for block, printed in said if "cvops models compare-live" in block.text)
     assert "canary" in compared and "champion" in compared, compared[-2000:]
 
@@ -117,11 +108,8 @@ def test_the_examples_project_trains_its_own_model_reader_and_augmentation_and_s
 
     shutil.copytree(REPO / "examples", tmp_path / "work" / "examples")
     env = {k: v for k, v in docs_env(tmp_path / "home").items() if k != "CVOPS_OVERLAY"}
-    shell = Shell(tmp_path / "work", env, tmp_path / "shell")
-    try:
+    with Shell(tmp_path / "work", env, tmp_path / "shell") as shell:
         said = shell.run_page(REPO / "examples" / "shapes" / "README.md")
-    finally:
-        shell.close()
     project = tmp_path / "work" / "shapes"
     params = Project(project).params()  # each piece named in params.yaml, as the README set it
     assert (params.train.model, params.data.source) == ("shapes_kit.model:small_cnn", "shapes_kit.reader:samples")

@@ -19,11 +19,8 @@ assert sorted(p for pages in GUIDES for p in pages) == sorted(p for p, by in RUN
 
 
 def test_the_installation_check(tmp_path) -> None:
-    shell = Shell(tmp_path / "anywhere", docs_env(tmp_path / "home"), tmp_path / "shell")
-    try:
+    with Shell(tmp_path / "anywhere", docs_env(tmp_path / "home"), tmp_path / "shell") as shell:
         said = "".join(printed for _, printed in shell.run_page(DOCS / "getting-started" / "install.md"))
-    finally:
-        shell.close()
     assert re.search(r"^cvops \d+\.\d+\.\d+$", said, flags=re.MULTILINE) and "ok  cvops's requirements" in said
 
 
@@ -31,12 +28,9 @@ def test_the_installation_check(tmp_path) -> None:
 def test_how_to_guide(pages, trained_digits, tmp_path) -> None:
     """Each guide in a copy of the trained project of "Your first model" (version 1 is the challenger)."""
     project = trained_digits.copy(tmp_path / "demo")
-    shell = Shell(project, docs_env(tmp_path / "home"), tmp_path / "shell")
-    try:
+    with Shell(project, docs_env(tmp_path / "home"), tmp_path / "shell") as shell:
         for page in pages:
             shell.run_page(DOCS / page)
-    finally:
-        shell.close()
 
 
 def test_the_data_scientists_guide_reproduces_version_1_from_its_lineage(trained_digits, tmp_path) -> None:
@@ -44,11 +38,8 @@ def test_the_data_scientists_guide_reproduces_version_1_from_its_lineage(trained
     params; the same data version and metrics within their intervals, in the rerun's own experiment and registered
     model; no alias of the original moves, and params.yaml is as the guide committed it."""
     root = trained_digits.copy(tmp_path / "demo")
-    shell = Shell(root, docs_env(tmp_path / "home"), tmp_path / "shell")
-    try:
+    with Shell(root, docs_env(tmp_path / "home"), tmp_path / "shell") as shell:
         said = shell.run_page(DOCS / "how-to" / "data-scientist.md")
-    finally:
-        shell.close()
     reproduced = next(printed for block, printed in said if "cvops models reproduce" in block.text)
     assert "reproduced: same data version" in reproduced and "git_dirty" not in reproduced, reproduced[-2000:]
     assert "values that differ from commit" in reproduced and "data.source=digits" in reproduced
