@@ -30,13 +30,13 @@ help: ## List the targets
 PIP_SOURCES = $(PY) -m pip config list | sed -nE "s/^[^.]*\.(index-url|extra-index-url|find-links)='(.*)'$$/\1 \2/p" \
 	| awk '{for (i = 2; i <= NF; i++) printf "--%s %s ", $$1, $$i}'
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock overrides.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=25"
 	$(PY) -m pip install --quiet -c requirements.lock uv
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode --index-strategy unsafe-best-match \
 		$$($(PIP_SOURCES)) \
-		-c requirements.lock -e ".[dev]"
+		-c requirements.lock --override overrides.txt -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install every pinned dependency
@@ -118,7 +118,8 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/cvops-lock && $(PYTHON) -m venv /tmp/cvops-lock
-	/tmp/cvops-lock/bin/pip install --quiet ".[dev]"
+	$(VENV)/bin/uv pip install --quiet --python /tmp/cvops-lock/bin/python --index-strategy unsafe-best-match \
+		$$($(PIP_SOURCES)) --override overrides.txt ".[dev]"
 	/tmp/cvops-lock/bin/pip freeze --exclude cvops | sed '1i # Full pinned dependency tree of cvops (pip constraints). Regenerate: make lock' > requirements.lock
 
 clean-state: ## Delete local state (data, stores, checkpoints); `cvops init` starts clean

@@ -196,6 +196,50 @@ class DetectParams(Section):
         return PostProcess(self.score_threshold, self.nms_iou, self.max_detections)
 
 
+Point = tuple[float, float]
+
+
+class ZoneParams(Section):
+    """A counting zone of `cvops run video`, in the video's pixels: a `line` (two points) that tracks cross, or a
+    `polygon` (three points or more) that they enter and leave. A track counts where its box's centre goes."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    line: tuple[Point, Point] | None = None
+    polygon: list[Point] | None = Field(None, min_length=3)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> "ZoneParams":
+        if (self.line is None) == (self.polygon is None):
+            raise ValueError(f"zone {self.name}: give one of line: [[x, y], [x, y]] and polygon: [[x, y], ...]")
+        return self
+
+
+class VideoParams(Section):
+    """`cvops run video`: frames through the served model, a detector's boxes tracked (ByteTrack)."""
+
+    batch_frames: int = Field(8, ge=1)  # frames the model takes in one call (a live source: those that fit its period)
+    fps_budget: float | None = Field(None, gt=0.0)  # frames a second to answer as they come (null: a file's every
+    # frame, as fast as the machine goes; a live source at its own rate); a file is then read at this rate
+    reconnect: int = Field(5, ge=0)  # a live source that drops is opened again this many times in a row
+    track_activation: Probability = 0.5  # a box scoring this much may start a track (lower ones only extend one)
+    track_iou: Probability = 0.1  # the least overlap of a box with a track's predicted box to extend it
+    track_lost_seconds: float = Field(1.0, ge=0.0)  # a track no box extends is kept this long, then ended
+    track_min_frames: int = Field(2, ge=1)  # frames a track needs in a row before it gets an id
+    smoothing_seconds: float = Field(0.5, ge=0.0)  # classifier: the label of a frame is averaged over this much
+    log_fraction: Probability = 0.02  # share of frames that go to the inference log (drift monitoring)
+    annotate: bool = True  # write the video with its boxes (or labels) drawn
+    zones: list[ZoneParams] = []  # detection: lines and areas whose crossings are counted, by class and direction
+    zone_seconds: float = Field(0.3, ge=0.0)  # how long a track must stay on a zone's other side for its crossing
+    # to count (at least a frame): a box whose centre jitters on the boundary is not counted again and again
+
+    @model_validator(mode="after")
+    def _distinct_zones(self) -> "VideoParams":
+        names = [zone.name for zone in self.zones]
+        if len(set(names)) < len(names):
+            raise ValueError(f"video.zones: two zones named {max(names, key=names.count)}: give each its own name")
+        return self
+
+
 class EvaluateParams(Section):
     slice_by: list[str] = ["cell_type"]
     brightness_slices: int = Field(3, ge=0, le=10)
@@ -400,6 +444,7 @@ class Params(Section):
     mlflow: MlflowParams = MlflowParams()
     state: StateParams = StateParams()
     distributed: DistributedParams = DistributedParams()
+    video: VideoParams = VideoParams()
 
     @model_validator(mode="before")
     @classmethod

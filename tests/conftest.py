@@ -48,6 +48,7 @@ SLOWEST_FIRST = (
     "tests/integration/test_serving.py",
     "tests/integration/test_loop.py",
     "tests/integration/test_detection_pipeline.py",
+    "tests/integration/test_video.py",
     "tests/integration/test_user_folder.py",
     "tests/integration/test_docs_guides.py",
     "tests/integration/test_registry.py",

@@ -33,13 +33,14 @@ RUN_BY = {
     "how-to/data-scientist.md": "tests/integration/test_docs_guides.py: test_the_data_scientists_guide_...",
     "how-to/reviewer.md": "tests/integration/test_docs_guides.py: test_how_to_guide, then troubleshooting.md",
     "how-to/operator.md": "tests/integration/test_docs.py: test_the_operators_guide",
+    "how-to/video.md": "tests/integration/test_video.py: test_each_digit_keeps_one_track_id_from_start_to_end",
     "how-to/troubleshooting.md": "tests/integration/test_docs_guides.py: test_how_to_guide, after reviewer.md",
     "how-to/team-stack.md": "tests/team/conftest.py: team, the session's team stack",
 }
 # What the tests set in a docs session, and why; a user's terminal has their own values
 DOCS_ENV = {
-    "HOME": "a scratch folder, holding `images/` (a folder per class) and `scenes/` (a COCO set) for the pages "
-    "that import `~/images` and `~/scenes`",
+    "HOME": "a scratch folder, holding `images/` (a folder per class), `scenes/` (a COCO set) and `videos/` (a "
+    "digit-tracks video) for the pages that read `~/images`, `~/scenes` and `~/videos`",
     "CVOPS_OVERLAY": "the small digits run (overlays/digits.yaml), so a page's plain `cvops run training` takes "
     "a minute",
     "GIT_AUTHOR_NAME, GIT_AUTHOR_EMAIL, GIT_COMMITTER_NAME, GIT_COMMITTER_EMAIL": "who commits, as a user's git "

@@ -235,3 +235,27 @@ def launch_batch_inference(
         params=params,
     )
     return None if run is None else run.steps["batch_predict"].outputs["counts"][0].load()
+
+
+def launch_video(
+    project: Project, params: Params, location: str, output: Path, selector: str, duration: float | None = None
+) -> dict[str, Any]:
+    """Every video at `location` (a file or a folder), or the live source it names (for `duration` seconds),
+    through the `selector` model (the video pipeline): the counts, with each video's summary or error."""
+    from cvops.pipelines.video import video
+    from cvops.registry.artifacts import resolve
+    from cvops.registry.model_registry import ModelRegistry
+    from cvops.registry.tracking import use_project_store
+    from cvops.serving.video.decode import list_videos
+    from cvops.serving.video.job import VideoJob
+    from cvops.serving.video.live import is_live
+
+    if not is_live(location):
+        list_videos(Path(location))  # no video there: one line, no pipeline
+        location = str(Path(location).resolve())
+    use_project_store(project, params.mlflow.experiment)
+    resolve(ModelRegistry.of(project, params.registry.model_name), selector, project.onnx_cache)  # fail here
+    job = VideoJob(selector=selector, location=location, output=output.resolve(), duration=duration)
+    run = run_pipeline(video, project, params.mlflow.experiment, job=job, params=params)
+    assert run is not None  # the local orchestrator: a remote one is not offered for video yet
+    return run.steps["track_videos"].outputs["counts"][0].load()

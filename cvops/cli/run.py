@@ -134,6 +134,85 @@ def run_batch_inference(
         click.secho(f"{counts['unreadable']} files could not be read: see the error column", fg="yellow")
 
 
+@run.command("video")
+@click.argument("location", metavar="VIDEO|DIR|URL")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the outputs, one folder per video (default: reports/video-<time>/).",
+)
+@click.option(
+    "--version",
+    "version",
+    help="Run this version (a number, or an alias: challenger, previous), not the champion.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Watch a live source for this long (default: until it ends or the job is stopped).",
+)
+@click.option(
+    "--overlay",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A params overlay for this run only, e.g. a camera's `video.zones`.",
+)
+@click.option("-S", "--set", "overrides", multiple=True, help=OVERRIDE_HELP)
+def run_video(
+    location: str,
+    output: Path | None,
+    version: str | None,
+    duration: float | None,
+    overlay: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Run a video file, every video in a folder, or a live stream through the champion, frame by frame.
+
+    A detector's boxes are tracked (ByteTrack), so that each object keeps one id from frame to frame, and
+    counted across `video.zones`; a classifier's labels are averaged over `video.smoothing_seconds` and joined
+    into segments. For each video, a folder of its own holds annotated.mp4 (boxes, labels and track ids drawn;
+    it plays up to the last frame written, also when the job was stopped), frames.jsonl (a line per frame),
+    tracks.csv and zones.csv (a detector) or segments.csv (a classifier), and summary.json, written last
+    (`complete: false` and why, when the job or the file ended early). A live source (rtsp://, http(s)://, a
+    camera such as /dev/video0) is answered as it comes: the frames the machine cannot keep up with are dropped
+    and counted, and a stream that drops is opened again (`video.reconnect`). A share of the frames
+    (`video.log_fraction`) goes to the inference log, so drift monitoring sees the video traffic; the counts go
+    to MLflow. The `video` pipeline.
+
+    \b
+    Examples:
+      cvops run video line-3.mp4
+      cvops run video recordings/ --output reports/recordings
+      cvops run video rtsp://cam-3:8554/line --duration 3600 --overlay overlays/cam-3.yaml
+      cvops run video line-3.mp4 -S video.fps_budget=30     # as if live at 30 frames a second
+      cvops run video line-3.mp4 --version challenger       # the version waiting for review
+      cvops run video line-3.mp4 -S video.annotate=false    # the tables only, no annotated.mp4
+    """
+    from cvops.cli.launch import launch_video
+    from cvops.registry.model_registry import CHAMPION
+
+    checkout = initialized_project()
+    output = output or checkout.reports_dir / f"video-{time.strftime('%Y%m%d-%H%M%S')}"
+    with checkout.overlaid(overlay, list(overrides)) as params:
+        counts = launch_video(checkout, params, location, output, version or CHAMPION, duration)
+    tracks = f", {counts['tracks']} tracks" if "tracks" in counts else ""
+    done = counts["videos"] - counts["unreadable"]
+    click.secho(
+        f"{done} of {counts['videos']} videos, {counts['frames']} frames{tracks} -> {output.resolve()}", fg="green"
+    )
+    for result in counts["results"]:
+        if "error" in result:
+            click.secho(f"  could not read: {result['error']}", fg="yellow")
+        elif not result["complete"]:
+            click.secho(f"  {result['video']}: {result['stopped']}", fg="yellow")
+        if result.get("frames_dropped"):
+            click.secho(
+                f"  {result['video']}: {result['frames_dropped']} of {result['frames_received']} frames dropped "
+                f"to keep up (answers {result['answer_age_ms_p99']} ms old at p99)",
+                fg="yellow",
+            )
+
+
 @run.command("monitoring")
 @click.option(
     "--window",

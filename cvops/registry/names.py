@@ -62,7 +62,7 @@ EXPORT_METRICS = {
     "gate_passed": "1 when every gate check passed",
 }
 RUN_TAGS = {
-    "pipeline": "the ZenML pipeline (training, monitoring, batch_inference)",
+    "pipeline": "the ZenML pipeline (training, monitoring, batch_inference, video)",
     "zenml_run_id": "the ZenML run that ran this",
     "zenml": "ZenML's own tag of the runs it tracks",
     "git_commit": "the project's commit when the run started",
@@ -77,7 +77,10 @@ RUN_TAGS = {
     "train_world_size": "training processes",
     "distilled_from": "a distilled student's run: its teacher's version",
     "drift": "a monitoring run's verdict: drift, no_drift or not_enough_data",
-    "model_version": "a monitoring or batch run: the version it watched or scored with",
+    "model_version": "a monitoring, batch or video run: the version it watched or scored with",
+    "input": "a batch or video run: the folder, prefix or file it read",
+    "output": "a batch or video run: where it wrote",
+    "engine": "a batch run: where it scored, local or ray",
     "live_quality": "a monitoring run: the live accuracy's verdict from the true labels sent back",
     "champion_approved": "a monitoring run: false when the champion alias was moved outside cvops (no approval)",
     "<arm>_versions": "a compare-live run (`cvops compare-live`): the versions an arm (champion, canary, shadow) "
@@ -95,6 +98,7 @@ MONITORING_METRICS = {
     "live_macro_f1": "macro-F1 on them",
     "live_recall_<class>": "a class's recall on them",
     "batch_<name>": "a batch-inference run's counts: images, scored, unreadable, boxes",
+    "video_<name>": "a video run's counts (`cvops run video`): videos, unreadable, frames, a detector's tracks",
     "rows": "a compare-live run: inference-log rows compared",
     "<arm>_predictions": "a compare-live run: answers an arm gave",
     "<arm>_error_rate": "its share of failed requests",

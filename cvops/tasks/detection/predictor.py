@@ -109,18 +109,27 @@ def render(data: bytes, detections: list[Detection]) -> bytes:
     """The image sent (upright, RGB) with its detections drawn and labelled: a PNG."""
     with Image.open(io.BytesIO(data)) as image:
         picture = to_rgb(image)  # upright, as the boxes are
-    draw = ImageDraw.Draw(picture)
-    width = max(1, round(max(picture.size) / 250))
-    font = ImageFont.load_default(size=max(12, round(max(picture.size) / 30)))  # PIL's bundled font, scaled
-    for detection in reversed(detections):  # the best last: on top where boxes overlap
-        x1, y1, x2, y2 = detection["box"]
-        draw.rectangle((x1, y1, x2, y2), outline=RED, width=width)
-        caption = f"{detection['label']} {detection['score']:.2f}"
-        _, top, _, bottom = draw.textbbox((x1, y1), caption, font=font)
-        lift = bottom - top + 2  # the caption sits on the box's top edge, inside the image
-        spot = (x1, y1 - lift if y1 >= lift else y1)
-        draw.rectangle(draw.textbbox(spot, caption, font=font), fill=RED)
-        draw.text(spot, caption, fill=(255, 255, 255), font=font)
+    captioned = [(d["box"], f"{d['label']} {d['score']:.2f}", RED) for d in detections]
+    draw_boxes(picture, captioned[::-1])  # the best last: on top where boxes overlap
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+Captioned = tuple[list[float], str, tuple[int, int, int]]  # a box (x1, y1, x2, y2), its caption and colour
+
+
+def draw_boxes(picture: Image.Image, boxes: list[Captioned]) -> Image.Image:
+    """Draw each box with its caption on its top edge (inside the picture), in order: the last on top. Line and
+    caption scale with the picture (PIL's bundled font)."""
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(max(picture.size) / 250))
+    font = ImageFont.load_default(size=max(12, round(max(picture.size) / 30)))
+    for (x1, y1, x2, y2), caption, colour in boxes:
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+        _, top, _, bottom = draw.textbbox((x1, y1), caption, font=font)
+        lift = bottom - top + 2
+        spot = (x1, y1 - lift if y1 >= lift else y1)
+        draw.rectangle(draw.textbbox(spot, caption, font=font), fill=colour)
+        draw.text(spot, caption, fill=(255, 255, 255), font=font)
+    return picture

