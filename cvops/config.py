@@ -196,7 +196,8 @@ class DetectParams(Section):
         return PostProcess(self.score_threshold, self.nms_iou, self.max_detections)
 
 
-Point = tuple[float, float]
+Coordinate = Annotated[float, Field(ge=0.0, le=16384.0)]  # pixels: a frame is at most 16K wide
+Point = tuple[Coordinate, Coordinate]
 
 
 class ZoneParams(Section):
@@ -211,7 +212,15 @@ class ZoneParams(Section):
     def _one_shape(self) -> "ZoneParams":
         if (self.line is None) == (self.polygon is None):
             raise ValueError(f"zone {self.name}: give one of line: [[x, y], [x, y]] and polygon: [[x, y], ...]")
+        if self.line is not None and self.line[0] == self.line[1]:
+            raise ValueError(f"zone {self.name}: the line's two points are the same point")
+        if self.polygon is not None and len(set(self.polygon)) < 3:
+            raise ValueError(f"zone {self.name}: a polygon needs three different points")
         return self
+
+    @property
+    def points(self) -> list[Point]:
+        return list(self.line or self.polygon or [])
 
 
 class VideoParams(Section):
@@ -219,8 +228,9 @@ class VideoParams(Section):
 
     batch_frames: int = Field(8, ge=1)  # frames the model takes in one call (a live source: those that fit its period)
     fps_budget: float | None = Field(None, gt=0.0)  # frames a second to answer as they come (null: a file's every
-    # frame, as fast as the machine goes; a live source at its own rate); a file is then read at this rate
+    # frame, as fast as the machine goes; a live source at its own rate); set, a file plays at its own speed
     reconnect: int = Field(5, ge=0)  # a live source that drops is opened again this many times in a row
+    tracker: Literal["bytetrack", "sort"] = "bytetrack"  # detection: the multi-object tracker (bench/video.py)
     track_activation: Probability = 0.5  # a box scoring this much may start a track (lower ones only extend one)
     track_iou: Probability = 0.1  # the least overlap of a box with a track's predicted box to extend it
     track_lost_seconds: float = Field(1.0, ge=0.0)  # a track no box extends is kept this long, then ended

@@ -1,6 +1,7 @@
 """A live MJPEG-over-HTTP stream on 127.0.0.1, as IP cameras serve one (multipart/x-mixed-replace, a JPEG per
 part), at a frame rate of its own, for `cvops run video` to read as FFmpeg reads a camera's. The first
-connection is dropped after `drop_after` frames, as a camera's server that restarts drops its clients."""
+connection is dropped after `drop_after` frames, as a camera's server that restarts drops its clients, and
+the next `refuse` connections are answered 503, as it answers while it starts again."""
 
 import io
 import threading
@@ -15,7 +16,9 @@ from tests.server import free_port
 
 
 @contextmanager
-def mjpeg_stream(frames: list[Image.Image], fps: float, drop_after: int) -> Iterator[tuple[str, list[float]]]:
+def mjpeg_stream(
+    frames: list[Image.Image], fps: float, drop_after: int, refuse: int = 0
+) -> Iterator[tuple[str, list[float]]]:
     """The stream's address, and the times its connections were opened; `frames` loop forever."""
     jpegs = []
     for image in frames:
@@ -28,6 +31,9 @@ def mjpeg_stream(frames: list[Image.Image], fps: float, drop_after: int) -> Iter
         def do_GET(self) -> None:
             connections.append(time.monotonic())
             first = len(connections) == 1
+            if 1 < len(connections) <= 1 + refuse:
+                self.send_error(503, "starting")
+                return
             self.send_response(200)
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.end_headers()

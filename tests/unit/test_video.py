@@ -4,6 +4,7 @@ outputs' writer, the digit-tracks ground truth, tracking by ByteTrack, and a cla
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import av
@@ -14,6 +15,7 @@ from PIL import Image
 from cvops.config import VideoParams, ZoneParams
 from cvops.errors import DataError
 from cvops.serving.video.decode import Frames, list_videos, open_video
+from cvops.serving.video.live import LiveFrames
 from cvops.serving.video.output import VideoWriter
 from cvops.serving.video.segments import Segments, Smoother
 from cvops.serving.video.tracking import Tracker, TrackTable, one_box_per_object
@@ -195,3 +197,60 @@ def test_zones_count_each_crossing_once_by_direction_however_the_box_jitters() -
     assert events == [(8, "bay", "in"), (9, "gate", "in")], events
     assert zones.totals() == {"gate": {"in": 1, "out": 0}, "bay": {"in": 1, "out": 0}}
     assert {(r["zone"], r["label"], r["in"]) for r in zones.table()} >= {("gate", "a", 1), ("bay", "all", 1)}
+
+
+def test_a_video_stored_sideways_is_read_upright_as_players_show_it(tmp_path) -> None:
+    """A phone's video: frames stored 64 x 48 with a 90-degree display rotation (counter-clockwise)."""
+    path = tmp_path / "phone.mp4"
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:12, :16] = 255  # a white corner, top-left as stored
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=15)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(90)
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+        container.mux(stream.encode())
+    frames = Frames(path)
+    first = next(iter(frames)).image
+    frames.close()
+    assert (frames.info.width, frames.info.height) == first.size == (48, 64)
+    pixels = np.asarray(first.convert("L"))
+    assert pixels[-6:, :6].mean() > 200 and pixels[:6, :6].mean() < 50  # turned counter-clockwise: bottom-left
+
+
+def test_a_track_is_kept_through_a_gap_as_long_as_track_lost_seconds_at_any_frame_rate() -> None:
+    """At 15 frames a second, an object unseen for 0.6 s keeps its id (1 s allowed); unseen for 1.6 s it does not."""
+    for gap, tracks in ((9, 1), (24, 2)):
+        tracker, table = Tracker(VideoParams(), 15, ["a"], overlap=0.6), TrackTable()
+        for frame in range(60):
+            if not 20 <= frame < 20 + gap:
+                box = [10 + 2 * frame, 10, 40 + 2 * frame, 40]
+                table.add(frame, frame / 15, tracker.update([{"box": box, "label": "a", "score": 0.9}], frame / 15))
+        assert len(table.rows()) == tracks, (gap, table.rows())
+
+
+def test_a_file_played_as_a_camera_keeps_its_times_and_drops_what_a_slow_job_cannot_answer(tmp_path) -> None:
+    """30 frames at 30 a second played in real time to a job that needs 0.1 s a frame (three periods): it is
+    given the newest frame each time, the rest are dropped and counted, and every frame keeps the file's time."""
+    path = write_frames(tmp_path / "clip.mp4", 30, fps=30)
+    source = LiveFrames(str(path), budget=None, reconnect=0)
+    answered = []
+    for batch in source.batches(8, lambda: 0.1):
+        assert len(batch) == 1  # a third of a frame fits a period: one frame a time
+        answered += [arrival.frame for arrival in batch]
+        time.sleep(0.1)  # the job's own work, as slow as the test says
+    source.close()
+    assert source.received == 30 and len(answered) + source.dropped == 30 and source.dropped >= 15
+    assert all(f.time == pytest.approx(f.index / 30, abs=1e-3) for f in answered)
+    assert [f.index for f in answered] == sorted(f.index for f in answered) and source.stopped is None
+
+
+def test_a_live_source_runs_for_its_duration_only(tmp_path) -> None:
+    path = write_frames(tmp_path / "long.mp4", 150, fps=30)  # 5 s
+    source = LiveFrames(str(path), budget=None, reconnect=0, limit=1.0)
+    started = time.monotonic()
+    frames = [arrival.frame for batch in source.batches(8, lambda: 0.001) for arrival in batch]
+    source.close()
+    assert time.monotonic() - started < 2.5 and 20 <= len(frames) <= 31 and frames[-1].time <= 1.0
+    assert source.received == len(frames) + source.dropped

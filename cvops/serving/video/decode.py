@@ -2,11 +2,13 @@
 
 Every way a file can fail to be a video is one DataError line naming the file: not a media file, no video
 stream (an audio-only file), no frame. A file that stops decoding part-way (truncated, or corrupt from some
-point) yields the frames before the damage; `Frames.stopped` says where and why, for the job's summary."""
+point) yields the frames before the damage; `Frames.stopped` says where and why, for the job's summary. A phone's video
+stored sideways with a rotation in its metadata is read upright, as players show it."""
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -62,29 +64,40 @@ def open_video(path: Path) -> tuple["av.container.InputContainer", VideoInfo]:
 
 
 class Frames:
-    """The frames of a video in decoding order; `stopped` is set when decoding ended before the stream did."""
+    """The frames of a video in decoding order, upright (a phone's rotation metadata applied); `stopped` is set
+    when decoding ended before the stream did. The first frame is decoded on opening: it says the rotation,
+    and a file without one is refused at once."""
 
     def __init__(self, path: Path) -> None:
-        self.container, self.info = open_video(path)
+        self.container, info = open_video(path)
         self.stopped: str | None = None
         self.count = 0
+        stream = self.container.streams.video[0]
+        self.decoded = self.container.decode(stream)
+        try:
+            self.first: av.VideoFrame | None = next(self.decoded)
+        except (StopIteration, av.error.FFmpegError) as err:
+            self.container.close()
+            why = f" ({_reason(err)})" if isinstance(err, av.error.FFmpegError) else ""
+            raise DataError(f"{path}: no frame could be decoded{why}: give a video with frames") from None
+        self.rotation = round(self.first.rotation or 0) % 360
+        quarter = self.rotation in (90, 270)
+        self.info = replace(info, width=info.height, height=info.width) if quarter else info
+        # times from the stream's start (an encoder's delay starts an MP4's first frame after 0, as players hide)
+        self.origin = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
 
     def __iter__(self) -> Iterator[Frame]:
-        stream = self.container.streams.video[0]
         period = 1.0 / self.info.fps if self.info.fps else 0.0
-        # times from the stream's start (an encoder's delay starts an MP4's first frame after 0, as players hide)
-        origin = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
         try:
-            for frame in self.container.decode(stream):
-                seconds = frame.time - origin if frame.time is not None else self.count * period
-                yield Frame(self.count, max(float(seconds), 0.0), frame.to_image())
+            for frame in itertools.chain([self.first] if self.first else [], self.decoded):
+                self.first = None
+                seconds = frame.time - self.origin if frame.time is not None else self.count * period
+                yield Frame(self.count, max(float(seconds), 0.0), upright(frame.to_image(), self.rotation))
                 self.count += 1
         except av.error.FFmpegError as err:
             self.stopped = f"decoding stopped after frame {self.count}: {_reason(err)}"
-        if self.count == 0:
-            why = f" ({self.stopped})" if self.stopped else ""
-            raise DataError(f"{self.info.path}: no frame could be decoded{why}: give a video with frames")
-        if self.info.declared_frames and self.count < self.info.declared_frames and self.stopped is None:
+        # an MP4's edit list may leave out a frame or two of the samples it declares: more is a cut
+        if self.info.declared_frames and self.count < self.info.declared_frames - 2 and self.stopped is None:
             self.stopped = f"the file ends after frame {self.count} of the {self.info.declared_frames} it declares"
 
     def batches(self, size: int, seconds_per_frame: Callable[[], float]) -> Iterator[list[Arrival]]:
@@ -98,8 +111,20 @@ class Frames:
         if batch:
             yield batch
 
+    def stop(self) -> None:
+        """Nothing to stop: a file is read as the job asks for frames."""
+
     def close(self) -> None:
         self.container.close()
+
+
+TURNS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+
+
+def upright(image: Image.Image, rotation: int) -> Image.Image:
+    """A decoded frame as it is shown: turned by its display rotation (degrees counter-clockwise, as FFmpeg and
+    PyAV read a phone's metadata); a rotation other than a quarter turn is left as stored."""
+    return image.transpose(TURNS[rotation]) if rotation in TURNS else image
 
 
 def _reason(err: Exception) -> str:

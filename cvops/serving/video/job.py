@@ -5,12 +5,17 @@ of the frames in the inference log (drift monitoring sees video traffic), counts
 import logging
 import math
 import re
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from cvops.config import VideoParams
@@ -26,7 +31,7 @@ from cvops.serving.inference_log import InferenceLog, LogTarget
 from cvops.serving.loading import load_served
 from cvops.serving.predictor import DecodedImage, Predictor
 from cvops.serving.video.decode import Frame, Frames, VideoInfo, list_videos
-from cvops.serving.video.live import LiveFrames, is_live
+from cvops.serving.video.live import LiveFrames, is_live, shown
 from cvops.serving.video.output import (
     ANNOTATED,
     FRAMES,
@@ -63,6 +68,25 @@ class VideoJob(BaseModel):
     duration: float | None = None  # seconds to watch a live source (None: until it ends or the job is stopped)
 
 
+Drawing = Callable[[], Image.Image]  # a frame's picture with what was found drawn on it, made when needed
+
+
+class Stages:
+    """Seconds the job spends in each stage (reading, resizing, the model, tracking, drawing, encoding, ...),
+    summed over its frames: the summary's `seconds_by_stage`, which says where the time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
 class VideoRun:
     """One video's outputs (cvops.serving.video.output) as its frames are answered: a detector's boxes tracked, a
     classifier's labels smoothed; a sampled share of the frames kept as inference-log rows."""
@@ -71,6 +95,12 @@ class VideoRun:
         self, predictor: Predictor, info: VideoInfo, folder: Path, params: VideoParams, post: PostProcess, seed: int
     ) -> None:
         self.predictor, self.info, self.folder, self.params = predictor, info, folder, params
+        outside = [z.name for z in params.zones if any(x > info.width or y > info.height for x, y in z.points)]
+        if outside and isinstance(predictor, DetectionPredictor):
+            raise DataError(
+                f"zone {outside[0]} reaches outside the {info.width}x{info.height} frames of {info.path}: "
+                "give video.zones in this video's pixels"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         for stale in (
             ANNOTATED,
@@ -93,47 +123,50 @@ class VideoRun:
         self.logged: list[dict[str, Any]] = []
         self.done = 0  # frames answered and written
         self.cost: float | None = None  # seconds to answer a frame, a moving average
+        self.stages = Stages()
 
     def answer(self, frame: Frame, outputs: tuple[np.ndarray, ...], pixels: np.ndarray) -> None:
         """One frame's model outputs (and its model input, `pixels`) into every output."""
         if self.rng.random() < self.params.log_fraction:  # the service's log row, for drift monitoring
-            width, height = frame.image.size
-            pre = self.predictor.preprocessing
-            decoded = DecodedImage(pixels, width, height, image_features(pixels), "video", pre.resize)
-            _, row = self.predictor.reply(outputs, decoded)
-            self.logged.append({"endpoint": "video", "request_id": new_request_id(), **row})
-        record = self._tracked(frame, outputs) if self.tracker else self._smoothed(frame, outputs[0])
-        self.frame_log.write(record)
+            with self.stages("log"):
+                width, height = frame.image.size
+                pre = self.predictor.preprocessing
+                decoded = DecodedImage(pixels, width, height, image_features(pixels), "video", pre.resize)
+                _, row = self.predictor.reply(outputs, decoded)
+                self.logged.append({"endpoint": "video", "request_id": new_request_id(), **row})
+        with self.stages("track" if self.tracker else "smooth"):
+            record, draw = self._tracked(frame, outputs) if self.tracker else self._smoothed(frame, outputs[0])
+        if self.writer:
+            with self.stages("annotate"):
+                picture = draw()
+            with self.stages("encode"):
+                self.writer.write(picture, frame.time)
+        with self.stages("write"):
+            self.frame_log.write(record)
         self.done += 1
 
-    def _tracked(self, frame: Frame, outputs: tuple[np.ndarray, ...]) -> dict[str, Any]:
+    def _tracked(self, frame: Frame, outputs: tuple[np.ndarray, ...]) -> tuple[dict[str, Any], Drawing]:
         assert self.tracker is not None
         found = self.predictor.detections(outputs[:3], *frame.image.size)  # type: ignore[attr-defined]
         tracked = self.tracker.update(found, frame.time)
         self.tracks.add(frame.index, frame.time, tracked)
         events = self.zones.update(tracked) if self.zones else []
-        if self.writer:
-            picture = annotate(frame.image, tracked)
-            drawn = draw_zones(picture, self.params.zones, self.zones.totals()) if self.zones else picture
-            self.writer.write(drawn, frame.time)
         record = {"frame": frame.index, "time": round(frame.time, 4), "detections": tracked}
-        return record | {"events": events} if events else record
 
-    def _smoothed(self, frame: Frame, probabilities: np.ndarray) -> dict[str, Any]:
+        def draw() -> Image.Image:
+            picture = annotate(frame.image, tracked)
+            return draw_zones(picture, self.params.zones, self.zones.totals()) if self.zones else picture
+
+        return (record | {"events": events} if events else record), draw
+
+    def _smoothed(self, frame: Frame, probabilities: np.ndarray) -> tuple[dict[str, Any], Drawing]:
         names = self.predictor.preprocessing.class_names
         smooth = self.smoother.update(frame.time, probabilities)
         label, score = names[int(smooth.argmax())], float(smooth.max())
         self.segments.add(frame.index, frame.time, label, score)
-        if self.writer:
-            self.writer.write(caption(frame.image, label, score), frame.time)
         raw = names[int(probabilities.argmax())]  # the frame's own label, before smoothing
-        return {
-            "frame": frame.index,
-            "time": round(frame.time, 4),
-            "label": label,
-            "score": round(score, 6),
-            "raw": raw,
-        }
+        record = {"frame": frame.index, "time": round(frame.time, 4), "label": label, "score": round(score, 6)}
+        return record | {"raw": raw}, lambda: caption(frame.image, label, score)
 
     def timed(self, frames: int, seconds: float) -> None:
         """How long `frames` frames took to answer: the rate a live source's frames are taken at."""
@@ -150,10 +183,10 @@ class VideoRun:
             self.writer.close()
         if self.tracker:
             write_table(self.folder / TRACKS, TrackTable.COLUMNS, self.tracks.rows())
-        if self.zones:
-            write_table(self.folder / ZONES, ZONE_COLUMNS, self.zones.table())
         else:
             write_table(self.folder / SEGMENTS, Segments.COLUMNS, self.segments.table())
+        if self.zones:
+            write_table(self.folder / ZONES, ZONE_COLUMNS, self.zones.table())
         summary = {
             "video": str(self.info.path),
             "model_name": self.predictor.model_name,
@@ -166,6 +199,7 @@ class VideoRun:
             **({"tracks": len(self.tracks.tracks)} if self.tracker else {"segments": len(self.segments.rows)}),
             **({"zones": self.zones.totals()} if self.zones else {}),
             "logged_frames": len(self.logged),
+            "seconds_by_stage": {name: round(seconds, 3) for name, seconds in self.stages.seconds.items()},
             **live,
             "complete": stopped is None,
             "stopped": stopped,
@@ -183,37 +217,81 @@ def open_source(location: str, params: VideoParams, limit: float | None) -> Fram
 
 
 def track_video(
-    predictor: Predictor, source: Frames | LiveFrames, folder: Path, params: VideoParams, post: PostProcess, seed: int
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One video or stream through `predictor` into `folder`: its summary, and the inference-log rows of its
-    sampled frames. A stop (SIGTERM, Ctrl-C) closes every output as it is, writes the summary with `complete:
-    false`, and goes on up."""
-    run = VideoRun(predictor, source.info, folder, params, post, seed)
+    predictor: Predictor,
+    source: Frames | LiveFrames,
+    folder: Path,
+    params: VideoParams,
+    post: PostProcess,
+    seed: int,
+    inference_log: InferenceLog | None = None,
+) -> dict[str, Any]:
+    """One video or stream through `predictor` into `folder`: its summary; its sampled frames' rows go to
+    `inference_log`. SIGTERM ends the job after the frames in hand (every output then holds the same frames):
+    the outputs are closed, the summary says `complete: false`, and the stop goes on up as SystemExit(143)."""
+    try:
+        run = VideoRun(predictor, source.info, folder, params, post, seed)
+    except BaseException:
+        source.close()
+        raise
     pre, stopped, started = predictor.preprocessing, None, time.monotonic()
     ages: list[float] = []  # seconds from each frame's arrival to its answer being written
     bar = progress(None, Path(source.info.path).name, unit="frame", total=source.info.declared_frames or None)
+    batches = source.batches(params.batch_frames, run.seconds_per_frame)
     try:
-        for batch in source.batches(params.batch_frames, run.seconds_per_frame):
-            began = time.monotonic()
-            pixels = np.stack([resize_image(a.frame.image, pre.image_size, pre.resize) for a in batch])
-            outputs = predictor.predict(pixels)
-            for k, arrival in enumerate(batch):
-                run.answer(arrival.frame, tuple(output[k] for output in outputs), pixels[k])
-            done = time.monotonic()
-            run.timed(len(batch), done - began)
-            ages += [done - arrival.at for arrival in batch]
-            bar.update(len(batch))
-    except BaseException as err:  # a stop: what is written stays valid, and says it is not all
-        stopped = "stopped (SIGTERM)" if isinstance(err, SystemExit) else f"stopped ({type(err).__name__})"
+        with stop_requested(source) as stop:
+            while not stop.is_set():
+                with run.stages("read"):  # a file's decoding; a live source's wait for its next frames
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                began = time.monotonic()
+                with run.stages("resize"):
+                    pixels = np.stack([resize_image(a.frame.image, pre.image_size, pre.resize) for a in batch])
+                with run.stages("model"):
+                    outputs = predictor.predict(pixels)
+                for k, arrival in enumerate(batch):
+                    run.answer(arrival.frame, tuple(output[k] for output in outputs), pixels[k])
+                done = time.monotonic()
+                run.timed(len(batch), done - began)
+                ages += [done - arrival.at for arrival in batch]
+                bar.update(len(batch))
+        stopped = "stopped (SIGTERM)" if stop.is_set() else None
+    except BaseException as err:  # Ctrl-C or a failure: what is written stays valid, and says it is not all
+        stopped = f"stopped ({type(err).__name__})"
         raise
     finally:
         bar.close()
-        source.close()
+        source.stop()  # the reader stops now; the outputs are closed before waiting for it
         live = live_counts(source, ages) if isinstance(source, LiveFrames) else {}
         summary = run.close(stopped or source.stopped, time.monotonic() - started, live)
+        if inference_log is not None:
+            inference_log.append(run.logged)
+        source.close()
+    if stopped:
+        raise SystemExit(128 + signal.SIGTERM)  # as cvops's own handler would have: the job's exit code
     if source.stopped:
         log.warning("%s: %s; the outputs hold the frames before it", source.info.path, source.stopped)
-    return summary, run.logged
+    return summary
+
+
+@contextmanager
+def stop_requested(source: Frames | LiveFrames) -> Iterator[threading.Event]:
+    """SIGTERM, while the block runs, sets the event (and stops a live source's reader) in place of raising at
+    once: the job finishes the frames in hand, so that every output holds the same frames."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+
+    def requested(signum: int, _: object) -> None:
+        stop.set()
+        source.stop()
+
+    previous = signal.signal(signal.SIGTERM, requested)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def live_counts(source: LiveFrames, ages: list[float]) -> dict[str, Any]:
@@ -234,7 +312,7 @@ def output_folder(job: VideoJob, video: str) -> Path:
     """A video's own folder under the job's output: its path under the input folder without the suffix; a live
     source's, its address made a name (`rtsp://cam-3:8554/line` -> `cam-3_8554_line`)."""
     if is_live(video):
-        return job.output / (re.sub(r"[^A-Za-z0-9._-]+", "_", video.split("://", 1)[-1]).strip("_") or "stream")
+        return job.output / (re.sub(r"[^A-Za-z0-9._-]+", "_", shown(video).split("://", 1)[-1]).strip("_") or "stream")
     location = Path(job.location)
     name = Path(video).relative_to(location) if location.is_dir() else Path(Path(video).name)
     return job.output / name.with_suffix("")
@@ -252,21 +330,26 @@ def run_videos(
     """Every video of the job: the counts (videos, unreadable, frames, a detector's tracks), with each video's
     summary or why it could not be read; counts to the active MLflow run, sampled frames to the inference log."""
     videos = [job.location] if is_live(job.location) else [str(v) for v in list_videos(Path(job.location))]
+    folders: dict[str, Path] = {}
+    for video in videos:  # clip.mp4 and clip.mov would overwrite each other's outputs
+        folder = output_folder(job, video)
+        if same := next((v for v, f in folders.items() if f == folder), None):
+            raise DataError(f"{same} and {video} would both write to {folder}: rename one of them")
+        folders[video] = folder
     predictor = load_served(resolve(registry, job.selector, cache_dir), params.batch_frames, post)
     results: list[dict[str, Any]] = []
     inference_log = InferenceLog(log_to)
     try:
-        for video in videos:
+        for video, folder in folders.items():
             try:
                 source = open_source(video, params, job.duration)
-                summary, rows = track_video(predictor, source, output_folder(job, video), params, post, seed)
+                summary = track_video(predictor, source, folder, params, post, seed, inference_log)
             except DataError as err:
                 if len(videos) == 1:
                     raise
                 log.warning("%s", err)
-                results.append({"video": video, "error": str(err)})
+                results.append({"video": shown(video), "error": str(err)})
                 continue
-            inference_log.append(rows)
             results.append(summary)
     finally:
         inference_log.close()
@@ -289,5 +372,5 @@ def run_videos(
         ),
     }
     mlflow.log_metrics({metric_name(f"video_{k}"): v for k, v in counts.items()})
-    mlflow.set_tags({"model_version": predictor.version, "input": str(job.location), "output": str(job.output)})
+    mlflow.set_tags({"model_version": predictor.version, "input": shown(job.location), "output": str(job.output)})
     return {**counts, "results": results}

@@ -1,5 +1,5 @@
 """Frames as they come: a live source (`rtsp://`, `http(s)://`, a camera device such as `/dev/video0`), or a file
-read at `video.fps_budget` frames a second as if it were one.
+played at its own speed as if a camera sent it (with `video.fps_budget`).
 
 A thread reads the frames as the source sends them; the job takes what waits when it is ready for more, and
 keeps the newest frames it can answer within one frame period at the rate it has measured, never fewer than
@@ -7,9 +7,10 @@ one. The older ones are dropped and counted, so that the answer to the newest fr
 periods old however slow the machine is, and no frame waits behind a backlog. The tracker is given each
 frame's time, so tracks carry across the frames dropped.
 
-A live source that drops (a network error, the camera's server restarting, the stream ending) is opened again
-after 1, 2, 4 ... seconds (at most 30), `video.reconnect` times in a row; the frames keep their times from the
-job's start, so a gap is a gap. A file that stops decoding part-way ends the job as a file does."""
+A live source that fails (a network error, the camera's server restarting) is opened again after 1, 2, 4 ...
+seconds (at most 30), `video.reconnect` times in a row; its frames keep their times from the job's start, so
+a gap is a gap. A stream that ends cleanly has ended: the job ends with it. A file that stops decoding
+part-way ends the job as a file does."""
 
 import logging
 import threading
@@ -17,11 +18,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 
 from cvops.errors import DataError
-from cvops.serving.video.decode import Arrival, Frame, VideoInfo, open_video
+from cvops.serving.video.decode import Arrival, Frame, Frames, VideoInfo, upright
 
 log = logging.getLogger("cvops")
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -35,6 +37,15 @@ def is_live(location: str) -> bool:
     return location.startswith(LIVE_SCHEMES) or location.startswith(CAMERA)
 
 
+def shown(location: str) -> str:
+    """A source's address as it may be printed, logged and stored: without a user name and password in it."""
+    if "://" not in location:
+        return location
+    parts = urlsplit(location)
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+
+
 def open_live(location: str) -> "av.container.InputContainer":
     """A live source opened by FFmpeg; DataError when it cannot be (the job has not started: nothing to keep)."""
     options = {"rtsp_transport": "tcp"} if location.startswith(("rtsp://", "rtsps://")) else {}
@@ -46,19 +57,25 @@ def open_live(location: str) -> "av.container.InputContainer":
             timeout=(OPEN_TIMEOUT, OPEN_TIMEOUT),
         )
     except (av.error.FFmpegError, OSError) as err:
-        raise DataError(f"{location}: cannot open the stream ({str(err).splitlines()[0][:160]})") from None
+        raise DataError(f"{shown(location)}: cannot open the stream ({str(err).splitlines()[0][:160]})") from None
 
 
 class LiveFrames:
-    """The frames of `location` as they come (a file: at `pace` frames a second), read on a thread."""
+    """The frames of `location` as they come (a file: at its own speed), read on a thread."""
 
     def __init__(self, location: str, budget: float | None, reconnect: int, limit: float | None = None) -> None:
-        """`budget`: the frames a second to answer (None: a stream's own rate); a file is read at it. `reconnect`:
-        how many times in a row a live source is opened again; `limit`: seconds to run (None: until the source
-        ends or the job is stopped)."""
+        """`budget`: the frames a second to answer (None: the source's own rate). `reconnect`: how many times in
+        a row a failed live source is opened again; `limit`: seconds to run (None: until the source ends or the
+        job is stopped)."""
         self.location, self.live, self.reconnect = location, is_live(location), reconnect
-        self.container, self.info = self._open()
-        self.pace = None if self.live else budget
+        self.file: Frames | None = None
+        self.container: av.container.InputContainer | None = None
+        if self.live:
+            self.container = open_live(location)
+            self.info = self._live_info(self.container)
+        else:
+            self.file = Frames(Path(location))
+            self.info = self.file.info
         self.period = 1.0 / (budget or self.info.fps or 30.0)
         self.pending: deque[Arrival] = deque()
         self.changed = threading.Condition()
@@ -70,71 +87,85 @@ class LiveFrames:
         self.thread = threading.Thread(target=self._read, name="video-reader", daemon=True)
         self.thread.start()
 
-    def _open(self) -> tuple["av.container.InputContainer", VideoInfo]:
-        if not self.live:
-            return open_video(Path(self.location))
-        container = open_live(self.location)
+    def _live_info(self, container: "av.container.InputContainer") -> VideoInfo:
         if not container.streams.video:
             container.close()
-            raise DataError(f"{self.location}: no video stream: give a video stream's address")
+            raise DataError(f"{shown(self.location)}: no video stream: give a video stream's address")
         stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate or 0)
-        return container, VideoInfo(self.location, stream.width, stream.height, rate, 0, stream.codec_context.name)
+        return VideoInfo(shown(self.location), stream.width, stream.height, rate, 0, stream.codec_context.name)
 
     def _read(self) -> None:
-        index, failures = 0, 0
         try:
-            while not self.done.is_set():
-                try:
-                    for frame in self.container.decode(video=0):
-                        if self.done.is_set():
-                            return
-                        if self.pace and self.done.wait(max(0.0, self.started + index / self.pace - time.monotonic())):
-                            return
-                        now = time.monotonic()
-                        seconds = index / self.pace if self.pace else now - self.started
-                        self._arrive(Arrival(Frame(index, seconds, frame.to_image()), now))
-                        index, failures = index + 1, 0
-                    if not self.live:
-                        return  # the file's end
-                    raise EOFError("the stream ended")
-                except (av.error.FFmpegError, OSError, EOFError) as err:
-                    if not self.live:
-                        self.stopped = f"decoding stopped after frame {index}: {str(err).splitlines()[0][:120]}"
-                        return
-                    if not self._reconnected(err, failures):
-                        return
-                    failures += 1
+            if self.file is not None:
+                self._play(self.file)
+            else:
+                self._watch()
         finally:
-            self.container.close()
-            with self.changed:
+            if self.container is not None:
+                self.container.close()
+            if self.file is not None:
+                self.file.close()
+            with self.changed:  # the source has ended: the job answers what waits, then stops
                 self.done.set()
                 self.changed.notify_all()
 
-    def _reconnected(self, err: Exception, failures: int) -> bool:
-        """Open the source again after a wait that doubles with each failure in a row; False once out of tries."""
-        if failures >= self.reconnect:
-            self.stopped = f"the stream dropped ({err}) and did not come back after {self.reconnect} tries"
-            return False
-        wait = min(2.0**failures, MAX_BACKOFF)
-        log.warning("%s dropped (%s): reconnecting in %.0f s", self.location, str(err)[:120], wait)
-        if self.done.wait(wait):
-            return False
-        try:
-            self.container.close()
-            self.container = open_live(self.location)
-        except DataError as again:
-            log.warning("%s", again)
-            return True  # counted as another failure by the caller's loop
-        self.reconnects += 1
-        log.info("%s: reconnected", self.location)
-        return True
+    def _play(self, file: Frames) -> None:
+        """A file's frames at its own speed: each when its time has come."""
+        for frame in file:
+            if self.done.wait(max(0.0, self.started + frame.time - time.monotonic())):
+                return
+            self._arrive(Arrival(frame, time.monotonic()))
+        self.stopped = file.stopped
 
-    def _arrive(self, arrival: Arrival) -> None:
+    def _watch(self) -> None:
+        """A live source's frames as they come, opened again when it fails."""
+        index, failures = 0, 0
+        while not self.done.is_set() and self.container is not None:
+            try:
+                for frame in self.container.decode(video=0):
+                    now = time.monotonic()
+                    image = upright(frame.to_image(), round(frame.rotation or 0) % 360)
+                    if not self._arrive(Arrival(Frame(index, now - self.started, image), now)):
+                        return
+                    index, failures = index + 1, 0
+                return  # the stream ended
+            except (av.error.FFmpegError, OSError) as err:
+                failures += 1
+                self.container.close()
+                self.container = self._reopened(err, failures)
+
+    def _reopened(self, err: Exception, failures: int) -> "av.container.InputContainer | None":
+        """The source opened again after waits of 1, 2, 4 ... s, within the tries left; None once out of them
+        (or stopped)."""
+        log.warning("%s failed (%s)", shown(self.location), str(err).splitlines()[0][:120])
+        for attempt in range(failures, self.reconnect + 1):
+            wait = min(2.0 ** (attempt - 1), MAX_BACKOFF)
+            log.warning(
+                "%s: reconnecting in %.0f s (try %d of %d)", shown(self.location), wait, attempt, self.reconnect
+            )
+            if self.done.wait(wait):
+                return None
+            try:
+                container = open_live(self.location)
+            except DataError as again:
+                log.warning("%s", again)
+                continue
+            self.reconnects += 1
+            log.info("%s: reconnected", shown(self.location))
+            return container
+        self.stopped = f"the stream failed and did not come back after {self.reconnect} tries"
+        return None
+
+    def _arrive(self, arrival: Arrival) -> bool:
+        """Queue a frame for the job; False once the job has stopped taking them."""
         with self.changed:
+            if self.done.is_set():
+                return False
             self.pending.append(arrival)
             self.received += 1
             self.changed.notify_all()
+            return True
 
     def batches(self, size: int, seconds_per_frame: Callable[[], float]) -> Iterator[list[Arrival]]:
         """What waits each time the job is ready: the newest frames it can answer within one frame period at
@@ -144,8 +175,7 @@ class LiveFrames:
                 while not self.pending and not self.done.is_set() and not self._overdue():
                     self.changed.wait(0.2)
                 if self._overdue() or not self.pending:
-                    self.dropped += len(self.pending)  # the time is up: what waits is not answered
-                    self.pending.clear()
+                    self.stop()
                     return
                 cost = seconds_per_frame()
                 fit = max(1, min(size, int(self.period / cost) if cost > 0 else size))
@@ -157,6 +187,14 @@ class LiveFrames:
     def _overdue(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def stop(self) -> None:
+        """No more frames: the reader stops, and what waits unanswered is counted as dropped."""
+        with self.changed:
+            self.done.set()
+            self.dropped += len(self.pending)
+            self.pending.clear()
+            self.changed.notify_all()
+
     def close(self) -> None:
-        self.done.set()
-        self.thread.join(timeout=OPEN_TIMEOUT + 5)
+        self.stop()
+        self.thread.join(timeout=OPEN_TIMEOUT + 5)  # a reader blocked in FFmpeg's I/O gives up within its timeout

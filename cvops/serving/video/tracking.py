@@ -4,7 +4,8 @@ ByteTrack (the `trackers` package's `ByteTrackTracker`): a Kalman filter predict
 goes, boxes are matched to those predictions by overlap, the confident ones first and then the low-scoring
 ones (which only extend a track: an object half hidden keeps its id), and a track that nothing extends is
 kept for `video.track_lost_seconds` before it ends. Given each frame's own time, so a variable frame rate or
-skipped frames move the predictions by the time that passed, not by one step."""
+skipped frames move the predictions by the time that passed, not by one step. `video.tracker: sort` is SORT,
+the same without the low-score round (bench/video.py compares the two)."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,18 +22,23 @@ class Tracker:
 
     def __init__(self, params: VideoParams, fps: float, class_names: list[str], overlap: float) -> None:
         """`overlap`: boxes of different classes overlapping more are one object (detect.nms_iou)."""
-        from trackers import ByteTrackTracker
+        from trackers import ByteTrackTracker, SORTTracker
 
         rate = fps or 30.0
         self.class_names, self.overlap = class_names, overlap
-        self.tracker = ByteTrackTracker(
-            lost_track_buffer=max(1, round(params.track_lost_seconds * rate)),
-            frame_rate=rate,
-            track_activation_threshold=params.track_activation,
-            minimum_consecutive_frames=params.track_min_frames,
-            minimum_iou_threshold=params.track_iou,
-            high_conf_det_threshold=params.track_activation,
-        )
+        settings: dict[str, Any] = {
+            "lost_track_buffer": max(1, round(params.track_lost_seconds * 30)),  # trackers counts it at 30 fps
+            "frame_rate": rate,
+            "track_activation_threshold": params.track_activation,
+            "minimum_consecutive_frames": params.track_min_frames,
+            "minimum_iou_threshold": params.track_iou,
+        }
+        if params.tracker == "bytetrack":  # its second, low-score round extends tracks with the boxes below this
+            self.tracker: ByteTrackTracker | SORTTracker = ByteTrackTracker(
+                **settings, high_conf_det_threshold=params.track_activation
+            )
+        else:
+            self.tracker = SORTTracker(**settings)
 
     def update(self, detections: list[Detection], time: float) -> list[Detection]:
         """One frame's detections, each with its track id (None for a box that starts no track yet)."""

@@ -4,8 +4,9 @@ digits and backgrounds as digit-scenes (cvops/tasks/detection/scenes.py).
 
 Each digit enters from outside the frame or starts inside it, moves on a straight line at its own speed and
 leaves or stays; later digits pass over earlier ones, so paths that cross hide one digit behind another for a
-while. The ground truth is MOTChallenge's `gt.txt` (frame from 1, id, left, top, width, height, 1, class,
-visibility), with the class a digit's index and the visibility the share of its box that no later digit covers."""
+while. The ground truth is MOTChallenge's `gt.txt` (frame from 1, id, left, top, width, height, 1, 1, visibility:
+every digit an object to track, class 1 as MOT17's scored class, its visibility the share of its box that no
+later digit covers), and each id's digit in `labels.csv` beside it."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,8 +63,8 @@ class TrackingVideo:
         for index in range(self.frames):
             yield self.frame(index)
 
-    def ground_truth(self) -> list[tuple[int, int, float, float, float, float, int, float]]:
-        """MOTChallenge gt.txt rows (frame from 1, id, left, top, width, height, class, visibility) of every digit
+    def ground_truth(self) -> list[tuple[int, int, float, float, float, float, int, int, float]]:
+        """MOTChallenge gt.txt rows (frame from 1, id, left, top, width, height, 1, 1, visibility) of every digit
         whose box is inside the frame by at least half, clipped to it."""
         rows = []
         for index in range(self.frames):
@@ -75,7 +76,7 @@ class TrackingVideo:
                     continue
                 covered = max((_overlap((cx1, cy1, cx2, cy2), other) for other in boxes[k + 1 :]), default=0.0)
                 visibility = round(1 - covered, 3)
-                rows.append((index + 1, mover.identity, cx1, cy1, cx2 - cx1, cy2 - cy1, int(mover.label), visibility))
+                rows.append((index + 1, mover.identity, cx1, cy1, cx2 - cx1, cy2 - cy1, 1, 1, visibility))
         return rows
 
 
@@ -124,7 +125,8 @@ def digit_tracks(
 
 
 def write_tracking_video(video: TrackingVideo, folder: Path, name: str = "video") -> Path:
-    """`folder/<name>.mp4` and its ground truth `folder/<name>/gt/gt.txt` (MOTChallenge); the video's path."""
+    """`folder/<name>.mp4` and its ground truth `folder/<name>/gt/gt.txt` (MOTChallenge) with each id's digit in
+    `labels.csv` beside it; the video's path."""
     from cvops.serving.video.output import VideoWriter
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -142,4 +144,6 @@ def write_tracking_video(video: TrackingVideo, folder: Path, name: str = "video"
             ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in row) + "\n" for row in video.ground_truth()
         )
     )
+    labels = "".join(f"{mover.identity},{mover.label}\n" for mover in video.movers)
+    (truth.parent / "labels.csv").write_text("id,label\n" + labels)
     return path
