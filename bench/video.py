@@ -118,56 +118,38 @@ def speed(predictor: Any, params: Any, scratch: Path, seconds: float) -> dict[st
     }
 
 
-def tracking_quality(predictor: Any, params: Any, scratch: Path, sequences: int = 6) -> dict[str, dict[str, float]]:
-    """HOTA, IDF1, MOTA and ID switches of each tracker on digit-tracks videos at the detector's own scale
-    (crossings hide digits behind others), every tracker given the same detections."""
-    from trackers.eval import evaluate_mot_sequences
+def tracking_quality(predictor: Any, params: Any, scratch: Path, count: int = 6) -> dict[str, dict[str, float]]:
+    """Each tracker's scores on digit-tracks videos as a detector's evaluation scores them (`evaluate.tracking`:
+    cvops.tasks.detection.tracking), the detector's boxes computed once and given to both."""
+    from cvops.tasks.detection.tracking import score_tracking, sequences
 
-    from cvops.serving.video.decode import Frames
-    from cvops.serving.video.tracking import Tracker, one_box_per_object
-    from cvops.tasks.detection.tracks import digit_tracks, write_tracking_video
-
-    truth = scratch / "tracking" / "videos"  # <name>.mp4, and <name>/gt/gt.txt: MOTChallenge's layout
-    found: dict[str, list[tuple[float, list[dict[str, Any]]]]] = {}
-    for k in range(sequences):
-        name = f"digits-{k}"
-        video = digit_tracks(params.base.seed + 100 + k, frames=150, fps=FPS, objects=5, speed=(1.0, 3.0))
-        frames = Frames(write_tracking_video(video, truth, name))
-        found[name] = [(f.time, detections(predictor, f.image)) for f in frames]
-        frames.close()
+    videos = sequences("digit-tracks", count, params.base.seed, scratch / "tracking" / "truth")
+    found = [answer for video in videos for answer in detections(predictor, list(video.frames()))]
     results = {}
     for kind in ("bytetrack", "sort"):
+        replay = iter(found)
         settings = params.video.model_copy(update={"tracker": kind})
-        out = scratch / "tracking" / kind
-        out.mkdir(parents=True)
-        start, frames_seen = time.perf_counter(), 0
-        for name, answers in found.items():
-            tracker, rows = Tracker(settings, FPS, predictor.preprocessing.class_names, params.detect.nms_iou), []
-            for index, (at, boxes) in enumerate(answers):
-                for d in tracker.update(one_box_per_object(boxes, params.detect.nms_iou), at):
-                    if d["track"] is not None:
-                        x1, y1, x2, y2 = d["box"]
-                        rows.append(f"{index + 1},{d['track'] + 1},{x1},{y1},{x2 - x1},{y2 - y1},{d['score']},-1,-1,-1")
-                frames_seen += 1
-            (out / f"{name}.txt").write_text("\n".join(rows) + "\n")
-        tracking_ms = (time.perf_counter() - start) * 1000 / frames_seen
-        combined = evaluate_mot_sequences(truth, out, metrics=["CLEAR", "HOTA", "Identity"]).aggregate
-        results[kind] = {
-            "HOTA": combined.HOTA.HOTA,
-            "IDF1": combined.Identity.IDF1,
-            "MOTA": combined.CLEAR.MOTA,
-            "IDSW": combined.CLEAR.IDSW,
-            "ms_per_frame": tracking_ms,
-        }
+        scores, _ = score_tracking(
+            lambda frames, answers=replay: [next(answers) for _ in frames],
+            videos,
+            predictor.preprocessing.class_names,
+            settings,
+            params.detect.nms_iou,
+            scratch / "tracking" / kind,
+        )
+        results[kind] = scores
     return results
 
 
-def detections(predictor: Any, image: Any) -> list[dict[str, Any]]:
+def detections(predictor: Any, frames: list[Any]) -> list[list[dict[str, Any]]]:
+    """The served detector's boxes on each frame, in the frame's pixels."""
     from cvops.data.preprocess import resize_image
 
-    pre = predictor.preprocessing
-    outputs = predictor.predict(resize_image(image, pre.image_size, pre.resize)[None])
-    return predictor.detections(tuple(output[0] for output in outputs[:3]), *image.size)
+    pre, answers = predictor.preprocessing, []
+    for frame in frames:
+        outputs = predictor.predict(resize_image(frame, pre.image_size, pre.resize)[None])
+        answers.append(predictor.detections(tuple(output[0] for output in outputs[:3]), *frame.size))
+    return answers
 
 
 def main() -> None:
@@ -221,11 +203,11 @@ def report(out: dict[str, Any]) -> None:
         f"dropped; answer age p50 {p['answer_age_ms_p50']} ms, p99 {p['answer_age_ms_p99']} ms "
         f"(two frame periods: {2 * p['frame_period_ms']:.0f} ms)"
     )
-    print("\n| tracker | HOTA | IDF1 | MOTA | ID switches | ms a frame |\n|---|---:|---:|---:|---:|---:|")
+    print("\n| tracker | HOTA | IDF1 | MOTA | ID switches | a true track |\n|---|---:|---:|---:|---:|---:|")
     for kind, m in out["tracking"].items():
         print(
-            f"| {kind} | {m['HOTA']:.3f} | {m['IDF1']:.3f} | {m['MOTA']:.3f} | {m['IDSW']:.0f} "
-            f"| {m['ms_per_frame']:.2f} |"
+            f"| {kind} | {m['tracking_hota']:.3f} | {m['tracking_idf1']:.3f} | {m['tracking_mota']:.3f} "
+            f"| {m['tracking_id_switches']:.0f} | {m['tracking_id_switches_per_track']:.2f} |"
         )
 
 

@@ -255,6 +255,10 @@ class EvaluateParams(Section):
     brightness_slices: int = Field(3, ge=0, le=10)
     bootstrap_resamples: int = Field(1000, ge=100)
     gallery_per_class: int = Field(3, ge=0, le=20)  # error gallery: wrong, unsure and disagreeing images per class
+    # detection: videos with true tracks to score the tracking on (digit-tracks, or a folder of MOTChallenge
+    # sequences: <seq>/gt/gt.txt with <seq>/img1/ or a video <seq>.mp4 beside it); null: no tracking score
+    tracking: str | None = None
+    tracking_sequences: int = Field(3, ge=1, le=50)  # digit-tracks: how many videos, of 90 frames each
 
 
 class QuantizeParams(Section):
@@ -307,6 +311,8 @@ class GateParams(Section):
     # the challenger's accuracy on the `recent` slice (labelled production test images) minus the champion's,
     # at least this (null: not checked)
     min_recent_gain: float | None = Field(None, ge=-1.0, le=1.0)
+    min_idf1: Probability | None = None  # detection with evaluate.tracking: the tracks' IDF1 (null: not checked)
+    max_id_switches_per_track: float | None = Field(None, ge=0.0)  # ... and ID switches per true track
 
 
 class CanaryParams(Section):

@@ -251,8 +251,8 @@ def launch_video(
     from cvops.serving.video.live import is_live
 
     if not is_live(location):
-        list_videos(Path(location))  # no video there: one line, no pipeline
-        location = str(Path(location).resolve())
+        list_videos(location)  # no video there (or no S3 keys): one line, no pipeline
+        location = location if "://" in location else str(Path(location).resolve())
     use_project_store(project, params.mlflow.experiment)
     resolve(ModelRegistry.of(project, params.registry.model_name), selector, project.onnx_cache)  # fail here
     job = VideoJob(selector=selector, location=location, output=output.resolve(), duration=duration)

@@ -166,7 +166,7 @@ def run_video(
     overlay: Path | None,
     overrides: tuple[str, ...],
 ) -> None:
-    """Run a video file, every video in a folder, or a live stream through the champion, frame by frame.
+    """Run a video file, the videos of a folder or an s3:// prefix, or a live stream through the champion.
 
     A detector's boxes are tracked (ByteTrack), so that each object keeps one id from frame to frame, and
     counted across `video.zones`; a classifier's labels are averaged over `video.smoothing_seconds` and joined
@@ -183,6 +183,7 @@ def run_video(
     Examples:
       cvops run video line-3.mp4
       cvops run video recordings/ --output reports/recordings
+      cvops run video s3://cvops/recordings/2026-12-07/       # keys from the AWS_* variables
       cvops run video rtsp://cam-3:8554/line --duration 3600 --overlay overlays/cam-3.yaml
       cvops run video line-3.mp4 -S video.fps_budget=30     # as if live at 30 frames a second
       cvops run video line-3.mp4 --version challenger       # the version waiting for review

@@ -2,7 +2,7 @@
 footprint, the paired comparison with the champion and the error gallery."""
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cvops.config import DetectParams, EvaluateParams, MeasureParams
+from cvops.config import DetectParams, EvaluateParams, MeasureParams, VideoParams
 from cvops.data.augment import ImageDataset
 from cvops.data.prepare import DatasetRef, load_split, resized_images
 from cvops.data.preprocess import LEGACY_RESIZE, Resize, resize_image
@@ -287,8 +287,9 @@ def compare_with_champion(
 class EvaluationSetup:
     """How a test-split evaluation runs, any task's: where it writes its pictures, on which device, with which
     seed (bootstrap intervals) and `evaluate` and `measure` params; and what only some tasks use: the
-    transforms a classifier's prediction must survive (`invariance`) and the score from which a detector's
-    drawn examples show a detection (`detect.score_threshold`)."""
+    transforms a classifier's prediction must survive (`invariance`), and a detector's served post-processing
+    (`detect`: its drawn examples show the boxes scoring `detect.score_threshold`) and tracking (`video`, for
+    `evaluate.tracking`)."""
 
     out_dir: Path
     device: torch.device
@@ -296,7 +297,8 @@ class EvaluationSetup:
     params: EvaluateParams
     measure: MeasureParams
     invariance_checks: tuple[str, ...] = ()
-    score_threshold: float = DetectParams.model_fields["score_threshold"].default
+    detect: DetectParams = field(default_factory=DetectParams)
+    video: VideoParams = field(default_factory=VideoParams)
 
 
 def evaluate(model: nn.Module, ref: DatasetRef, setup: EvaluationSetup, champion: Champion | None = None) -> Evaluation:

@@ -164,13 +164,15 @@ class Evaluation(BaseModel):
     footprint: Footprint | None = None
     champion: ChampionComparison | None = None
     gallery: Gallery = Gallery()
+    tracking_png: str = ""  # a detector with evaluate.tracking: annotated frames of its first tracking video
 
     def pictures(self) -> list[str]:
-        """Every picture of the evidence: the confusion matrix (a detector's drawn examples), the error gallery's
-        sheets and their Grad-CAM overlays."""
+        """Every picture of the evidence: the confusion matrix (a detector's drawn examples and tracking strip), the
+        error gallery's sheets and their Grad-CAM overlays."""
         found = (
             self.confusion_matrix_png,
             self.examples_png,
+            self.tracking_png,
             *self.gallery.sheets.values(),
             *self.gallery.saliency.values(),
         )

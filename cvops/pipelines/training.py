@@ -30,16 +30,7 @@ def training(
     validation = validate_data()
     dataset = load_dataset(validation)
     trained = train_model(dataset, params, resume, teacher)
-    evaluation = evaluate_model(
-        trained,
-        dataset,
-        params.base,
-        params.evaluate,
-        params.measure,
-        params.gate.min_invariance,
-        params.registry,
-        params.detect,
-    )
+    evaluation = evaluate_model(trained, dataset, params)
     quantization = quantize_model(trained, dataset, params.quantize, params.measure, params.base.seed)
     decision = check_gate(evaluation, quantization, params.gate)
     reference = build_reference(dataset, quantization, params.monitor, params.detect)

@@ -40,6 +40,12 @@ TEST_METRICS = {
     "test_map_ci95_low": "seeded 95% bootstrap interval of the test mAP",
     "test_map_ci95_high": "its upper end",
     "test_ap_<class>": "a class's AP@[.5:.95]",
+    "test_tracking_hota": "a detector with evaluate.tracking: HOTA of its tracks on the videos with true tracks",
+    "test_tracking_idf1": "their IDF1",
+    "test_tracking_mota": "their MOTA",
+    "test_tracking_id_switches": "their ID switches",
+    "test_tracking_id_switches_per_track": "ID switches a true track (gate.max_id_switches_per_track)",
+    "test_tracking_frames": "the frames scored",
     "test_slice_<attribute>_<value>_<metric>": "a slice's accuracy (or mAP) and recall: evaluate.slice_by columns, "
     "brightness tertiles, a detector's object sizes, `recent` production images",
     "test_invariance_<check>": "share of test images whose answer survives a flip or rotation (gate.min_invariance)",

@@ -2,15 +2,7 @@ from typing import Annotated
 
 from zenml import step
 
-from cvops.config import (
-    BaseParams,
-    DetectParams,
-    EvaluateParams,
-    InvarianceParams,
-    MeasureParams,
-    Project,
-    RegistryParams,
-)
+from cvops.config import Params, Project
 from cvops.data.prepare import DatasetRef
 from cvops.evaluation.evaluator import EvaluationSetup, load_champion
 from cvops.evaluation.reports import Evaluation
@@ -22,27 +14,20 @@ from cvops.training.models import resolve_device
 
 
 @step(experiment_tracker=True)
-def evaluate_model(
-    trained: TrainedModel,
-    dataset: DatasetRef,
-    base: BaseParams,
-    evaluate_params: EvaluateParams,
-    measure: MeasureParams,
-    invariance: InvarianceParams,
-    registry: RegistryParams,
-    detect: DetectParams,
-) -> Annotated[Evaluation, "evaluation"]:
-    """Test-split evidence, with the champion scored on the same images; all of it goes to MLflow."""
-    champion = load_champion(ModelRegistry.of(Project.find(), registry.model_name))
-    model, device = load_trained_model(trained), resolve_device(base.device)
+def evaluate_model(trained: TrainedModel, dataset: DatasetRef, params: Params) -> Annotated[Evaluation, "evaluation"]:
+    """Test-split evidence, with the champion scored on the same images (a detector's tracking too, with
+    `evaluate.tracking`); all of it goes to MLflow."""
+    champion = load_champion(ModelRegistry.of(Project.find(), params.registry.model_name))
+    model, device = load_trained_model(trained), resolve_device(params.base.device)
     setup = EvaluationSetup(
         scratch_dir(),
         device,
-        base.seed,
-        evaluate_params,
-        measure,
-        invariance_checks=tuple(invariance.checks()),
-        score_threshold=detect.score_threshold,
+        params.base.seed,
+        params.evaluate,
+        params.measure,
+        invariance_checks=tuple(params.gate.min_invariance.checks()),
+        detect=params.detect,
+        video=params.video,
     )
     evaluation = task(dataset.task).val.evaluate(model, dataset, setup, champion)
     log_evaluation(evaluation)

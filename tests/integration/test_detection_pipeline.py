@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from cvops.data.validation import pairwise_iou
@@ -68,6 +69,11 @@ def test_training_registers_a_detector_under_its_own_name_with_map_and_a_detecto
     shown = cvops(root, "models", "show", "1")
     assert shown.returncode == 0 and "mAP of shipped onnx-" in shown.stdout, shown.stdout[-2000:]
     assert "object_size=small" in shown.stdout and "mAP" in shown.stdout
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    run = client.get_run(client.get_model_version("cvops-detector", "1").run_id)  # evaluate.tracking: digit-tracks
+    assert 0 <= run.data.metrics["test_tracking_idf1"] <= 1 and run.data.metrics["test_tracking_frames"] == 90
+    card = next((root / "mlflow" / "artifacts").rglob("model_card.md")).read_text()
+    assert "## Tracking (90 frames of videos with true tracks" in card and "![tracked frames](tracking.png)" in card
 
 
 def test_detect_answers_in_the_pixels_of_the_image_sent_and_draws_them(detection_checkout, detector_server) -> None:

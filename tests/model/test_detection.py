@@ -12,7 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from cvops.config import Params, Project, load_params
+from cvops.config import DetectParams, Params, Project, load_params
 from cvops.data.prepare import DatasetRef, load_dataset_ref
 from cvops.data.preprocess import Fit, model_inputs
 from cvops.data.validation import pairwise_iou
@@ -112,12 +112,14 @@ def test_the_evaluation_holds_map_with_its_interval_slices_examples_and_a_paired
 ) -> None:
     params = scene_params.evaluate.model_copy(update={"slice_by": ["background"]})
     champion = Champion(version="3", model=detector.model, class_names=scenes.class_names, image_size=scenes.image_size)
-    setup = EvaluationSetup(tmp_path, torch.device("cpu"), 0, params, scene_params.measure, score_threshold=0.3)
+    detect = DetectParams(score_threshold=0.3)
+    setup = EvaluationSetup(tmp_path, torch.device("cpu"), 0, params, scene_params.measure, detect=detect)
     evaluation = evaluate_detector(detector.model, scenes, setup, champion)  # type: ignore[arg-type]
     metrics = evaluation.metrics
     assert evaluation.task == "detection" and evaluation.num_images == len(load_detection_split(scenes, "test")[0])
     assert metrics["map_ci95_low"] - 0.01 <= metrics["map"] <= metrics["map_ci95_high"] + 0.01
     assert metrics["map_50"] >= metrics["map"] and {f"ap_{c}" for c in scenes.class_names} <= metrics.keys()
+    assert 0 <= metrics["tracking_idf1"] <= 1 and Path(evaluation.tracking_png).is_file()  # evaluate.tracking
     slices = {(s.attribute, s.value): s for s in evaluation.slices}
     assert {"dark", "mid", "bright"} == {value for attribute, value in slices if attribute == "brightness"}
     assert {value for attribute, value in slices if attribute == "background"} <= {

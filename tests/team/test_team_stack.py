@@ -37,6 +37,7 @@ from cvops.registry.model_registry import (
     TRAINED_BY_TAG,
 )
 from cvops.serving.inference_log import TABLE
+from cvops.serving.video.output import VideoWriter
 from cvops.stack.checkout import TEAM_TRACKER
 from cvops.stack.state import held
 from cvops.stack.team import BUCKET
@@ -244,6 +245,32 @@ def test_batch_inference_reads_an_s3_prefix_as_a_folder_in_process_and_on_ray(te
     keyless = {key: value for key, value in team.env.items() if not key.startswith("AWS_ACCESS")}
     unsigned = cvops(root, "run", "batch-inference", "--input", f"s3://{BUCKET}/{prefix}", env=keyless)
     assert_one_line_error(unsigned, 2, "AWS_ACCESS_KEY_ID")
+
+
+def test_videos_under_an_s3_prefix_run_as_a_folders_do(team, trained_on_team, tmp_path) -> None:
+    """A digits video and a text file named .mp4 under a prefix of the team's bucket: the video's segments come
+    out as from a folder (named by its key under the prefix), the text file is named, and a prefix without
+    videos is one line."""
+    root, _ = trained_on_team
+    images = {label: min((root / "data" / "raw" / label).iterdir()) for label in ("3", "7")}
+    clip = tmp_path / "digits.mp4"
+    writer = VideoWriter(clip, 64, 64, 10)
+    for index, label in enumerate(["3"] * 20 + ["7"] * 20):
+        writer.write(Image.open(images[label]).convert("RGB").resize((64, 64), Image.Resampling.NEAREST), index / 10)
+    writer.close()
+    prefix = f"videos/{tmp_path.name}"
+    team.s3().put_object(Bucket=BUCKET, Key=f"{prefix}/line/digits.mp4", Body=clip.read_bytes())
+    team.s3().put_object(Bucket=BUCKET, Key=f"{prefix}/notes.mp4", Body=b"not a video")
+    out = tmp_path / "out"
+    ran = cvops(root, "run", "video", f"s3://{BUCKET}/{prefix}/", "--version", "1", "--output", str(out), env=team.env)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-3000:]
+    assert "1 of 2 videos, 40 frames" in ran.stdout and f"s3://{BUCKET}/{prefix}/notes.mp4: not a video" in ran.stdout
+    segments = pd.read_csv(out / "line" / "digits" / "segments.csv", dtype={"label": str})
+    assert list(segments["label"]) == ["3", "7"], segments
+    summary = json.loads((out / "line" / "digits" / "summary.json").read_text())
+    assert summary["video"] == f"s3://{BUCKET}/{prefix}/line/digits.mp4" and summary["complete"]
+    empty = cvops(root, "run", "video", f"s3://{BUCKET}/nothing-here/", "--version", "1", env=team.env)
+    assert_one_line_error(empty, 3, f"s3://{BUCKET}/nothing-here")
 
 
 def test_no_secret_appears_in_anything_a_run_wrote(team, trained_on_team, monkeypatch, tmp_path) -> None:

@@ -116,10 +116,11 @@ def test_list_videos_takes_a_file_or_the_videos_of_a_folder(tmp_path) -> None:
     (tmp_path / "a" / "c").mkdir()
     for name in ("a/one.mp4", "a/b/two.MOV", "a/readme.txt"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in list_videos(tmp_path / "a")] == ["two.MOV", "one.mp4"]
-    assert list_videos(tmp_path / "a" / "one.mp4") == [tmp_path / "a" / "one.mp4"]
+    a = tmp_path / "a"
+    assert list_videos(str(a)) == [("b/two.MOV", str(a / "b" / "two.MOV")), ("one.mp4", str(a / "one.mp4"))]
+    assert list_videos(str(a / "one.mp4")) == [("one.mp4", str(a / "one.mp4"))]
     with pytest.raises(DataError, match="no video files in"):
-        list_videos(tmp_path / "a" / "c")
+        list_videos(str(a / "c"))
 
 
 def test_digit_tracks_ground_truth_follows_each_digit_and_is_reproducible(tmp_path) -> None:

@@ -6,8 +6,10 @@ point) yields the frames before the damage; `Frames.stopped` says where and why,
 stored sideways with a rotation in its metadata is read upright, as players show it."""
 
 import itertools
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,24 +44,26 @@ class Arrival:
     at: float  # time.monotonic() when it was read
 
 
-def open_video(path: Path) -> tuple["av.container.InputContainer", VideoInfo]:
-    """The opened container and what its first video stream says; DataError for anything that is not a video."""
+def open_video(path: Path, name: str | None = None) -> tuple["av.container.InputContainer", VideoInfo]:
+    """The opened container and what its first video stream says; DataError for anything that is not a video.
+    `name`: what the messages and the info call it (an s3:// object read from a copy)."""
+    shown = name or str(path)
     try:
         container = av.open(str(path))
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        raise DataError(f"{shown}: no such file") from None
     except av.error.EOFError:
-        raise DataError(f"{path}: no frame in the file: give a video with frames") from None
+        raise DataError(f"{shown}: no frame in the file: give a video with frames") from None
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a video FFmpeg can read ({_reason(err)})") from None
+        raise DataError(f"{shown}: not a video FFmpeg can read ({_reason(err)})") from None
     if not container.streams.video:
         kinds = ", ".join(sorted({str(stream.type) for stream in container.streams})) or "no streams"
         container.close()
-        raise DataError(f"{path}: no video stream (it holds {kinds}): give a video file")
+        raise DataError(f"{shown}: no video stream (it holds {kinds}): give a video file")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads: decoding is the job's first cost
     rate = stream.average_rate or stream.guessed_rate or 0
-    info = VideoInfo(str(path), stream.width, stream.height, float(rate), stream.frames, stream.codec_context.name)
+    info = VideoInfo(shown, stream.width, stream.height, float(rate), stream.frames, stream.codec_context.name)
     return container, info
 
 
@@ -68,8 +72,8 @@ class Frames:
     when decoding ended before the stream did. The first frame is decoded on opening: it says the rotation,
     and a file without one is refused at once."""
 
-    def __init__(self, path: Path) -> None:
-        self.container, info = open_video(path)
+    def __init__(self, path: Path, name: str | None = None) -> None:
+        self.container, info = open_video(path, name)
         self.stopped: str | None = None
         self.count = 0
         stream = self.container.streams.video[0]
@@ -79,7 +83,7 @@ class Frames:
         except (StopIteration, av.error.FFmpegError) as err:
             self.container.close()
             why = f" ({_reason(err)})" if isinstance(err, av.error.FFmpegError) else ""
-            raise DataError(f"{path}: no frame could be decoded{why}: give a video with frames") from None
+            raise DataError(f"{info.path}: no frame could be decoded{why}: give a video with frames") from None
         self.rotation = round(self.first.rotation or 0) % 360
         quarter = self.rotation in (90, 270)
         self.info = replace(info, width=info.height, height=info.width) if quarter else info
@@ -131,13 +135,40 @@ def _reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or str(err).splitlines()[0][:120]
 
 
-def list_videos(location: Path) -> list[Path]:
-    """A video file, or the video files of a folder (by suffix, sorted); DataError when there is none."""
-    if location.is_file():
-        return [location]
-    if not location.is_dir():
-        raise DataError(f"{location}: no such file or folder: give a video file or a folder of videos")
-    found = sorted(p for p in location.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+def list_videos(location: str) -> list[tuple[str, str]]:
+    """(name, where to read it) of a video file, or of the video files (by suffix, sorted) of a folder or an
+    s3:// prefix, the name being its path under the folder or prefix; DataError when there is none."""
+    from cvops.serving.batch import S3, input_location, list_inputs
+
+    if location.startswith(S3):
+        listed = list_inputs(input_location(location))
+        found = [(name, path) for name, path in listed if Path(name).suffix.lower() in VIDEO_SUFFIXES]
+    else:
+        path = Path(location)
+        if path.is_file():
+            return [(path.name, str(path.resolve()))]
+        if not path.is_dir():
+            raise DataError(f"{location}: no such file or folder: give a video file or a folder of videos")
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        found = [(str(p.relative_to(path)), str(p.resolve())) for p in files]
     if not found:
         raise DataError(f"no video files in {location} (looked for {', '.join(VIDEO_SUFFIXES)})")
     return found
+
+
+@contextmanager
+def readable(path: str) -> Iterator[str]:
+    """A file to read `path` from: an s3:// object's copy in a temporary folder (an MP4's index may be at its
+    end: FFmpeg reads it with seeks), removed afterwards; anything else (a file, a live source) as it is."""
+    if not path.startswith("s3://"):
+        yield path
+        return
+    import fsspec
+
+    with tempfile.TemporaryDirectory(prefix="cvops-video-") as scratch:
+        local = Path(scratch) / Path(path).name
+        try:
+            fsspec.filesystem(path.split("://", 1)[0]).get(path, str(local))
+        except OSError as err:
+            raise DataError(f"{path}: could not be read ({_reason(err)})") from None
+        yield str(local)

@@ -30,7 +30,7 @@ from cvops.serving.feedback import new_request_id
 from cvops.serving.inference_log import InferenceLog, LogTarget
 from cvops.serving.loading import load_served
 from cvops.serving.predictor import DecodedImage, Predictor
-from cvops.serving.video.decode import Frame, Frames, VideoInfo, list_videos
+from cvops.serving.video.decode import Frame, Frames, VideoInfo, list_videos, readable
 from cvops.serving.video.live import LiveFrames, is_live, shown
 from cvops.serving.video.output import (
     ANNOTATED,
@@ -208,12 +208,15 @@ class VideoRun:
         return summary
 
 
-def open_source(location: str, params: VideoParams, limit: float | None) -> Frames | LiveFrames:
+def open_source(
+    location: str, params: VideoParams, limit: float | None, shown_as: str | None = None
+) -> Frames | LiveFrames:
     """A file's every frame as fast as the job goes; a live source (or a file under `video.fps_budget`) as it
-    comes, the frames the job cannot keep up with dropped."""
+    comes, the frames the job cannot keep up with dropped. `shown_as`: the name its summary and logs give a
+    file read from a copy (an s3:// object's)."""
     if is_live(location) or params.fps_budget:
-        return LiveFrames(location, params.fps_budget, params.reconnect, limit)
-    return Frames(Path(location))
+        return LiveFrames(location, params.fps_budget, params.reconnect, limit, shown_as)
+    return Frames(Path(location), shown_as)
 
 
 def track_video(
@@ -308,14 +311,12 @@ def live_counts(source: LiveFrames, ages: list[float]) -> dict[str, Any]:
     }
 
 
-def output_folder(job: VideoJob, video: str) -> Path:
-    """A video's own folder under the job's output: its path under the input folder without the suffix; a live
-    source's, its address made a name (`rtsp://cam-3:8554/line` -> `cam-3_8554_line`)."""
-    if is_live(video):
-        return job.output / (re.sub(r"[^A-Za-z0-9._-]+", "_", shown(video).split("://", 1)[-1]).strip("_") or "stream")
-    location = Path(job.location)
-    name = Path(video).relative_to(location) if location.is_dir() else Path(Path(video).name)
-    return job.output / name.with_suffix("")
+def output_folder(job: VideoJob, name: str) -> Path:
+    """A video's own folder under the job's output: its path under the input folder or prefix without the
+    suffix; a live source's, its address made a name (`rtsp://cam-3:8554/line` -> `cam-3_8554_line`)."""
+    if is_live(name):
+        return job.output / (re.sub(r"[^A-Za-z0-9._-]+", "_", shown(name).split("://", 1)[-1]).strip("_") or "stream")
+    return job.output / Path(name).with_suffix("")
 
 
 def run_videos(
@@ -329,10 +330,10 @@ def run_videos(
 ) -> dict[str, Any]:
     """Every video of the job: the counts (videos, unreadable, frames, a detector's tracks), with each video's
     summary or why it could not be read; counts to the active MLflow run, sampled frames to the inference log."""
-    videos = [job.location] if is_live(job.location) else [str(v) for v in list_videos(Path(job.location))]
+    videos = [(job.location, job.location)] if is_live(job.location) else list_videos(job.location)
     folders: dict[str, Path] = {}
-    for video in videos:  # clip.mp4 and clip.mov would overwrite each other's outputs
-        folder = output_folder(job, video)
+    for name, video in videos:  # clip.mp4 and clip.mov would overwrite each other's outputs
+        folder = output_folder(job, name)
         if same := next((v for v, f in folders.items() if f == folder), None):
             raise DataError(f"{same} and {video} would both write to {folder}: rename one of them")
         folders[video] = folder
@@ -342,10 +343,11 @@ def run_videos(
     try:
         for video, folder in folders.items():
             try:
-                source = open_source(video, params, job.duration)
-                summary = track_video(predictor, source, folder, params, post, seed, inference_log)
+                with readable(video) as local:
+                    source = open_source(local, params, job.duration, shown_as=video)
+                    summary = track_video(predictor, source, folder, params, post, seed, inference_log)
             except DataError as err:
-                if len(videos) == 1:
+                if len(folders) == 1:
                     raise
                 log.warning("%s", err)
                 results.append({"video": shown(video), "error": str(err)})
@@ -355,8 +357,8 @@ def run_videos(
         inference_log.close()
     read = [r for r in results if "error" not in r]
     counts = {
-        "videos": len(videos),
-        "unreadable": len(videos) - len(read),
+        "videos": len(folders),
+        "unreadable": len(folders) - len(read),
         "frames": sum(r["frames"] for r in read),
         **({"tracks": sum(r["tracks"] for r in read)} if isinstance(predictor, DetectionPredictor) else {}),
         **{

@@ -57,16 +57,23 @@ def open_live(location: str) -> "av.container.InputContainer":
             timeout=(OPEN_TIMEOUT, OPEN_TIMEOUT),
         )
     except (av.error.FFmpegError, OSError) as err:
-        raise DataError(f"{shown(location)}: cannot open the stream ({str(err).splitlines()[0][:160]})") from None
+        raise DataError(f"{shown(location)}: cannot open the stream ({_said(err, location)})") from None
+
+
+def _said(err: Exception, location: str) -> str:
+    """FFmpeg's message, which quotes the address it was given, with the address as it may be shown."""
+    return str(err).splitlines()[0].replace(location, shown(location))[:160]
 
 
 class LiveFrames:
     """The frames of `location` as they come (a file: at its own speed), read on a thread."""
 
-    def __init__(self, location: str, budget: float | None, reconnect: int, limit: float | None = None) -> None:
+    def __init__(
+        self, location: str, budget: float | None, reconnect: int, limit: float | None = None, name: str | None = None
+    ) -> None:
         """`budget`: the frames a second to answer (None: the source's own rate). `reconnect`: how many times in
         a row a failed live source is opened again; `limit`: seconds to run (None: until the source ends or the
-        job is stopped)."""
+        job is stopped); `name`: what a file read from a copy is called (an s3:// object)."""
         self.location, self.live, self.reconnect = location, is_live(location), reconnect
         self.file: Frames | None = None
         self.container: av.container.InputContainer | None = None
@@ -74,7 +81,7 @@ class LiveFrames:
             self.container = open_live(location)
             self.info = self._live_info(self.container)
         else:
-            self.file = Frames(Path(location))
+            self.file = Frames(Path(location), name)
             self.info = self.file.info
         self.period = 1.0 / (budget or self.info.fps or 30.0)
         self.pending: deque[Arrival] = deque()
@@ -138,7 +145,7 @@ class LiveFrames:
     def _reopened(self, err: Exception, failures: int) -> "av.container.InputContainer | None":
         """The source opened again after waits of 1, 2, 4 ... s, within the tries left; None once out of them
         (or stopped)."""
-        log.warning("%s failed (%s)", shown(self.location), str(err).splitlines()[0][:120])
+        log.warning("%s failed (%s)", shown(self.location), _said(err, self.location))
         for attempt in range(failures, self.reconnect + 1):
             wait = min(2.0 ** (attempt - 1), MAX_BACKOFF)
             log.warning(

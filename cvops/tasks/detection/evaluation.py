@@ -8,6 +8,7 @@ service answers), so COCO's object-size ranges mean what they mean for the user'
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,13 +17,14 @@ from PIL import Image, ImageDraw
 
 from cvops.config import EvaluateParams
 from cvops.data.prepare import DatasetRef
-from cvops.data.preprocess import Fit, Resize, model_inputs
+from cvops.data.preprocess import Fit, Resize, model_inputs, resize_image
 from cvops.evaluation.evaluator import Champion, EvaluationSetup, brightness, champion_inputs, footprint
 from cvops.evaluation.reports import ChampionComparison, Evaluation, SliceMetrics
 from cvops.tasks.detection.data import BoxSet
 from cvops.tasks.detection.data import load_split as load_detection_split
 from cvops.tasks.detection.matching import ImageMatches, bootstrap_map, match_image, mean_ap, paired_map_difference
 from cvops.tasks.detection.model import Detector, mean_average_precision, predict_boxes
+from cvops.tasks.detection.tracking import Detect, score_tracking, sequences
 from cvops.training.models import normalization
 
 Found = list[dict[str, np.ndarray]]
@@ -33,6 +35,28 @@ EXAMPLES = 8
 def fits(rows: pd.DataFrame, size: int, rule: Resize) -> list[Fit]:
     """Per manifest row, where its original image lands in the `size` x `size` input under `rule`."""
     return [Fit.of(w, h, size, rule) for w, h in zip(rows["width"], rows["height"], strict=True)]
+
+
+def detect_frames(model: Detector, ref: DatasetRef, setup: EvaluationSetup) -> Detect:
+    """The model as `cvops run video` serves it: frames resized as its training data was, its served
+    post-processing (detect.*), boxes in the frames' pixels."""
+    mean, std = normalization(model)
+
+    def detect(frames: list[Image.Image]) -> list[list[dict[str, Any]]]:
+        pixels = np.stack([resize_image(frame, ref.image_size, ref.resize) for frame in frames])
+        found = predict_boxes(model, model_inputs(pixels, mean, std), setup.device, setup.detect.served)
+        answers = []
+        for frame, f in zip(frames, found, strict=True):
+            boxes = Fit.of(*frame.size, ref.image_size, ref.resize).to_original(f["boxes"])
+            answers.append(
+                [
+                    {"box": [float(v) for v in box], "label": ref.class_names[int(label)], "score": float(score)}
+                    for box, label, score in zip(boxes, f["labels"], f["scores"], strict=True)
+                ]
+            )
+        return answers
+
+    return detect
 
 
 def detect_originals(model: Detector, images: np.ndarray, placed: list[Fit], device: torch.device) -> Found:
@@ -195,7 +219,7 @@ def evaluate_detector(
     champion: Champion | None = None,
 ) -> Evaluation:
     """Every piece of a detector's test-split evidence (`evaluation.evaluate` for classifiers); the drawn examples
-    show the detections scoring at least setup.score_threshold."""
+    show the detections scoring at least detect.score_threshold."""
     out_dir, device, seed, params, measure = setup.out_dir, setup.device, setup.seed, setup.params, setup.measure
     images, resized_truths, rows = load_detection_split(ref, "test")
     placed = fits(rows, ref.image_size, ref.resize)
@@ -212,9 +236,15 @@ def evaluate_detector(
         comparison = compare_detectors(
             champion, ref, candidate, device, seed=seed, resamples=params.bootstrap_resamples
         )
+    tracking_png = ""
+    if params.tracking:  # the tracker on videos with true tracks, as `cvops run video` runs it
+        videos = sequences(params.tracking, params.tracking_sequences, seed, out_dir / "tracking-videos")
+        detect = detect_frames(model, ref, setup)
+        scores, picture = score_tracking(detect, videos, ref.class_names, setup.video, setup.detect.nms_iou, out_dir)
+        metrics, tracking_png = metrics | scores, str(picture)
     drawn = [{**f, "boxes": fit.to_input(f["boxes"])} for f, fit in zip(found, placed, strict=True)]  # on the input
     examples_png = out_dir / "examples.png"
-    examples = draw_examples(images, resized_truths, drawn, ref.class_names, examples_png, setup.score_threshold)
+    examples = draw_examples(images, resized_truths, drawn, ref.class_names, examples_png, setup.detect.score_threshold)
     return Evaluation(
         metrics=metrics,
         class_names=ref.class_names,
@@ -225,4 +255,5 @@ def evaluate_detector(
         champion=comparison,
         slices=detection_slices(found, truths, metrics, rows, images, params, ref.class_names),
         footprint=footprint(model, ref.image_size, device, measure),
+        tracking_png=tracking_png,
     )

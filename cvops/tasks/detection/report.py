@@ -2,6 +2,8 @@
 class's AP, the line a training run ends with, and the model card's metrics and notes. Light: no deep-learning
 framework, as the registry and review commands import it."""
 
+from pathlib import Path
+
 from cvops.config import GateParams
 from cvops.evaluation.gate import GateCheck, check
 from cvops.evaluation.reports import Evaluation
@@ -26,6 +28,24 @@ def floors(evaluation: Evaluation, params: GateParams) -> list[GateCheck]:
                 "" if ap >= 0 else "no test boxes",
             )
         )
+    tracking = (
+        ("tracking IDF1", "tracking_idf1", ">=", params.min_idf1),
+        ("ID switches a true track", "tracking_id_switches_per_track", "<=", params.max_id_switches_per_track),
+    )
+    for name, metric, rule, limit in tracking:
+        if limit is not None and metric in metrics:
+            checks.append(check(name, metrics[metric], rule, limit))  # type: ignore[arg-type]
+        elif limit is not None:  # asked for, and nothing to judge: not a pass
+            checks.append(
+                GateCheck(
+                    name=name,
+                    value=None,
+                    rule=rule,
+                    threshold=limit,
+                    verdict="fail",
+                    note="no tracking score: set evaluate.tracking",
+                )
+            )
     return checks
 
 
@@ -85,6 +105,26 @@ def card_metrics(card: ModelCard, picture: Source) -> list[str]:
         table(["class", "AP", "recall"], per_class),
         "Test images with their true boxes (green) and the detections the model serves (red, with class and score):",
         f"![test images with true and predicted boxes]({picture('examples.png')})",
+        *_tracking(card, picture),
+    ]
+
+
+def _tracking(card: ModelCard, picture: Source) -> list[str]:
+    """The tracking scores (evaluate.tracking), as `cvops run video` tracks, and frames of the first video."""
+    m = card.evaluation.metrics
+    if "tracking_hota" not in m:
+        return []
+    rows = [
+        ["HOTA", f"{m['tracking_hota']:.4f}"],
+        ["IDF1", f"{m['tracking_idf1']:.4f}"],
+        ["MOTA", f"{m['tracking_mota']:.4f}"],
+        ["ID switches", f"{m['tracking_id_switches']:.0f} ({m['tracking_id_switches_per_track']:.2f} a true track)"],
+    ]
+    return [
+        f"## Tracking ({m['tracking_frames']:.0f} frames of videos with true tracks: `evaluate.tracking`)",
+        table(["metric", "value"], rows),
+        "Frames of the first video, each box in its track's colour with its id:",
+        f"![tracked frames]({picture(Path(card.evaluation.tracking_png).name)})",
     ]
 
 
