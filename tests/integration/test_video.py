@@ -163,6 +163,14 @@ def test_a_folder_with_one_file_that_is_not_a_video_runs_the_others(scenes, tmp_
     assert (scenes / "folder" / "good" / "summary.json").exists() and not (scenes / "folder" / "notes").exists()
     alone = cvops(scenes, "run", "video", str(folder / "notes.mp4"), "--version", "1")
     assert_one_line_error(alone, 3, "notes.mp4: not a video FFmpeg can read")
+    far = tmp_path / "far.yaml"  # drawn for a 1920x1080 camera; this video is 256x192
+    far.write_text("video: {zones: [{name: gate, line: [[960, 0], [960, 1080]]}]}\n")
+    outside = cvops(scenes, "run", "video", str(folder / "good.mp4"), "--version", "1", "--overlay", str(far))
+    assert_one_line_error(outside, 3, "zone gate reaches outside the 256x192 frames", "good.mp4")
+    (folder / "good.mov").write_bytes((folder / "good.mp4").read_bytes())  # good.mp4 and good.mov: one folder
+    twice = cvops(scenes, "run", "video", str(folder), "--version", "1", "--output", "twice")
+    assert_one_line_error(twice, 3, "would both write to", "rename one of them")
+    assert not (scenes / "twice").exists()
 
 
 def test_a_classifiers_one_frame_misreading_does_not_split_its_segments(trained_digits, tmp_path) -> None:

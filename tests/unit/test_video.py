@@ -255,3 +255,15 @@ def test_a_live_source_runs_for_its_duration_only(tmp_path) -> None:
     source.close()
     assert time.monotonic() - started < 2.5 and 20 <= len(frames) <= 31 and frames[-1].time <= 1.0
     assert source.received == len(frames) + source.dropped
+
+
+def test_a_zone_that_cannot_count_is_refused_with_what_to_fix() -> None:
+    for zones, says in [
+        ([{"name": "gate", "line": [[10, 10], [10, 10]]}], "the line's two points are the same point"),
+        ([{"name": "bay", "polygon": [[0, 0], [5, 5], [0, 0]]}], "a polygon needs three different points"),
+        ([{"name": "gate", "line": [[0, 0], [1, 1]], "polygon": [[0, 0], [5, 0], [0, 5]]}], "give one of line"),
+        ([{"name": "a", "line": [[0, 0], [1, 1]]}, {"name": "a", "line": [[2, 2], [3, 3]]}], "two zones named a"),
+        ([{"name": "far", "line": [[0, 0], [100000, 1]]}], "less than or equal to 16384"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            VideoParams(zones=zones)
