@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 
 from cvops.config import VideoParams
+from cvops.data.sources import IMAGE_SUFFIXES
 from cvops.errors import DataError
 
 DIGIT_TRACKS = "digit-tracks"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 STRIP_FRAMES = 4  # frames of the first video in the model card's strip
 Detect = Callable[[list[Image.Image]], list[list[dict[str, Any]]]]  # frames -> each frame's detections
 
