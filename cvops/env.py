@@ -1,6 +1,8 @@
 """The environment variables cvops reads, by name, and the offline switches it sets for every library it uses."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # cvops's own
 ROOT_ENV = "CVOPS_ROOT"  # the checkout (Project.find); set for the service, DVC's stages and `models reproduce`
@@ -14,6 +16,9 @@ REPLICA_ENV = "CVOPS_REPLICA"  # names this process's inference-log rows (a pod 
 WEBHOOK_ENV = "CVOPS_ALERT_WEBHOOK"  # drift alerts go there too; wins over params.yaml
 POSTGRES_ENV = "CVOPS_TEAM_POSTGRES_URL"  # the team stack's PostgreSQL server
 MYSQL_ENV = "CVOPS_TEAM_MYSQL_URL"  # the team stack's MariaDB/MySQL server (ZenML's store)
+STREAM_PASSWORD_ENV = (
+    "CVOPS_STREAM_PASSWORD"  # `cvops run video`: the password of a live source's user (rtsp://user@cam)
+)
 OVERLAY_ENV = "CVOPS_OVERLAY"  # an overlay every `cvops run training` applies when it names none (smoke runs, CI)
 LABEL_STUDIO_URL_ENV = "LABEL_STUDIO_URL"  # the Label Studio server of `cvops labels studio/pull` (default :8080)
 LABEL_STUDIO_KEY_ENV = "LABEL_STUDIO_API_KEY"  # its personal access token (or a legacy token)
@@ -62,3 +67,18 @@ def go_offline() -> None:
     and for anything else that imports cvops first (the tests, the benchmarks)."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in this process's environment while the block runs, each variable as it was afterwards."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -39,8 +39,8 @@ RUN_BY = {
 }
 # What the tests set in a docs session, and why; a user's terminal has their own values
 DOCS_ENV = {
-    "HOME": "a scratch folder, holding `images/` (a folder per class), `scenes/` (a COCO set) and `videos/` (a "
-    "digit-tracks video) for the pages that read `~/images`, `~/scenes` and `~/videos`",
+    "HOME": "a scratch folder, holding `images/` (a folder per class), `scenes/` (a COCO set) and `videos/` (two "
+    "digit-tracks videos) for the pages that read `~/images`, `~/scenes` and `~/videos`",
     "CVOPS_OVERLAY": "the small digits run (overlays/digits.yaml), so a page's plain `cvops run training` takes "
     "a minute",
     "GIT_AUTHOR_NAME, GIT_AUTHOR_EMAIL, GIT_COMMITTER_NAME, GIT_COMMITTER_EMAIL": "who commits, as a user's git "

@@ -1,8 +1,10 @@
 """A live MJPEG-over-HTTP stream on 127.0.0.1, as IP cameras serve one (multipart/x-mixed-replace, a JPEG per
 part), at a frame rate of its own, for `cvops run video` to read as FFmpeg reads a camera's. The first
 connection is dropped after `drop_after` frames, as a camera's server that restarts drops its clients, and
-the next `refuse` connections are answered 503, as it answers while it starts again."""
+the next `refuse` connections are answered 503, as it answers while it starts again. With `credentials`, a
+request without them is answered 401 with a Basic challenge, as a camera answers, and not counted."""
 
+import base64
 import io
 import threading
 import time
@@ -17,7 +19,7 @@ from tests.server import free_port
 
 @contextmanager
 def mjpeg_stream(
-    frames: list[Image.Image], fps: float, drop_after: int, refuse: int = 0
+    frames: list[Image.Image], fps: float, drop_after: int, refuse: int = 0, credentials: tuple[str, str] | None = None
 ) -> Iterator[tuple[str, list[float]]]:
     """The stream's address, and the times its connections were opened; `frames` loop forever."""
     jpegs = []
@@ -26,9 +28,16 @@ def mjpeg_stream(
         image.save(buffer, format="JPEG", quality=90)
         jpegs.append(buffer.getvalue())
     connections: list[float] = []
+    expected = "Basic " + base64.b64encode(":".join(credentials).encode()).decode() if credentials else None
 
     class Camera(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if credentials and self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             connections.append(time.monotonic())
             first = len(connections) == 1
             if 1 < len(connections) <= 1 + refuse:

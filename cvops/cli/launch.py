@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvops.config import Params, Project
+from cvops.env import STREAM_PASSWORD_ENV, environment
 from cvops.errors import CvopsError
 from cvops.monitoring.trigger import pipeline_lock
 
@@ -248,14 +249,16 @@ def launch_video(
     from cvops.registry.tracking import use_project_store
     from cvops.serving.video.decode import list_videos
     from cvops.serving.video.job import VideoJob
-    from cvops.serving.video.live import is_live
+    from cvops.serving.video.live import is_live, without_password
 
     if not is_live(location):
         list_videos(location)  # no video there (or no S3 keys): one line, no pipeline
         location = location if "://" in location else str(Path(location).resolve())
     use_project_store(project, params.mlflow.experiment)
     resolve(ModelRegistry.of(project, params.registry.model_name), selector, project.onnx_cache)  # fail here
-    job = VideoJob(selector=selector, location=location, output=output.resolve(), duration=duration)
-    run = run_pipeline(video, project, params.mlflow.experiment, job=job, params=params)
+    address, password = without_password(location)  # ZenML stores the job: the password goes to the step aside
+    job = VideoJob(selector=selector, location=address, output=output.resolve(), duration=duration)
+    with environment({STREAM_PASSWORD_ENV: password} if password else {}):
+        run = run_pipeline(video, project, params.mlflow.experiment, job=job, params=params)
     assert run is not None  # the local orchestrator: a remote one is not offered for video yet
     return run.steps["track_videos"].outputs["counts"][0].load()

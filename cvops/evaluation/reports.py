@@ -165,6 +165,7 @@ class Evaluation(BaseModel):
     champion: ChampionComparison | None = None
     gallery: Gallery = Gallery()
     tracking_png: str = ""  # a detector with evaluate.tracking: annotated frames of its first tracking video
+    tracking_data: str = ""  # ... and the version of those videos (tracking.data_version)
 
     def pictures(self) -> list[str]:
         """Every picture of the evidence: the confusion matrix (a detector's drawn examples and tracking strip), the

@@ -10,4 +10,4 @@ def video(job: VideoJob, params: Params) -> None:
     """A video file, a folder of videos, or a live source -> per video: the annotated video, a line per frame,
     the tracks (a detector) or segments (a classifier), a summary; counts to MLflow, sampled frames to the
     inference log."""
-    track_videos(job, params.registry, params.serve, params.detect, params.video, params.base.seed)
+    track_videos(job, params.registry, params.serve, params.detect, params.video, params.distributed, params.base.seed)

@@ -21,12 +21,16 @@ QUANTIZATION_FILE = f"{QUANTIZATION_DIR}/quantization.json"
 REFERENCE_DIR = "reference"
 GATE_FILE = "gate/gate.json"
 GATE_TABLE_FILE = "gate/gate.txt"
+TRACKING_DATA_TAG = "tracking_data"  # the run tag naming a detector's tracking videos' version
 
 
 def log_evaluation(evaluation: Evaluation) -> None:
     """Metrics under `test_*` names, the confusion matrix (a detector's drawn examples), the error gallery's
-    sheets (and their Grad-CAM overlays) and the whole evaluation, on the active run."""
+    sheets (and their Grad-CAM overlays), the tracking videos' version, and the whole evaluation, on the active
+    run."""
     mlflow.log_metrics({f"test_{name}": value for name, value in evaluation.flat_metrics().items()})
+    if evaluation.tracking_data:
+        mlflow.set_tag(TRACKING_DATA_TAG, evaluation.tracking_data)
     for picture in evaluation.pictures():
         mlflow.log_artifact(picture, artifact_path="evaluation")
     mlflow.log_text(evaluation.model_dump_json(indent=2), EVALUATION_FILE)

@@ -74,6 +74,8 @@ RUN_TAGS = {
     "git_commit": "the project's commit when the run started",
     "git_dirty": "true when files the run does not record (code, other files) differed from that commit",
     "data_version": "DVC's hash of data/prepared in dvc.lock: the data version",
+    "tracking_data": "a detector with evaluate.tracking: the tracking videos' version (digit-tracks' recipe, or the "
+    "SHA-256 of your sequences' files)",
     "params_hash": "hash of every params.yaml value the run used",
     "overrides": "the values that differed from the committed params.yaml (-S, an overlay), as JSON",
     "gate": "passed or failed",
@@ -86,7 +88,7 @@ RUN_TAGS = {
     "model_version": "a monitoring, batch or video run: the version it watched or scored with",
     "input": "a batch or video run: the folder, prefix or file it read",
     "output": "a batch or video run: where it wrote",
-    "engine": "a batch run: where it scored, local or ray",
+    "engine": "a batch or video run: where it ran, local or ray",
     "live_quality": "a monitoring run: the live accuracy's verdict from the true labels sent back",
     "champion_approved": "a monitoring run: false when the champion alias was moved outside cvops (no approval)",
     "<arm>_versions": "a compare-live run (`cvops compare-live`): the versions an arm (champion, canary, shadow) "

@@ -12,8 +12,9 @@ What travels where:
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cvops.config import DistributedParams, ServeParams
 from cvops.serving.batch import list_inputs, predictions_frame, score_files
@@ -28,29 +29,17 @@ if TYPE_CHECKING:
     import ray
 
     from cvops.registry.artifacts import ServedModel
+    from cvops.serving.predictor import Predictor
+
+T = TypeVar("T")
 
 
 class _Scorer:
     """A Ray Data actor: one onnxruntime session, fed batches of (name, path) rows, returning one JSON row per
-    file (the same rows as the local engine's). The model arrives as bytes, is loaded from a temporary folder
-    and the folder removed at once."""
+    file (the same rows as the local engine's)."""
 
     def __init__(self, model: dict[str, Any], files: "ray.ObjectRef", max_pixels: int, threads: int):
-        import ray
-
-        contents: dict[str, bytes] = ray.get(files)  # by reference: an actor restarted elsewhere fetches it again
-        with tempfile.TemporaryDirectory(prefix="cvops-scorer-") as folder:  # loaded in memory, then removed
-            paths = {name: Path(folder) / name for name in contents}
-            for name, data in contents.items():
-                paths[name].write_bytes(data)
-            shipped = ModelFiles(
-                paths[MODEL_FILE],
-                model["model_name"],
-                model["version"],
-                model["lineage_id"],
-                paths.get(PROJECTION_FILE),
-            )
-            self.predictor = load(shipped, model["max_batch"], model["post"], threads=threads)
+        self.predictor = load_shipped(model, files, threads)
         self.max_pixels = max_pixels
 
     def __call__(self, batch: "pd.DataFrame") -> "pd.DataFrame":
@@ -60,11 +49,58 @@ class _Scorer:
         return pd.DataFrame({"row": [json.dumps(row) for row in rows]})
 
 
-def _model_files(served: "ServedModel") -> dict[str, bytes]:
+def shipped(served: "ServedModel", max_batch: int, post: PostProcess) -> dict[str, Any]:
+    """What an actor loads a version's predictor from (`load_shipped`): its identity, and its shipped ONNX file
+    (and monitoring projection) as bytes in Ray's object store, so a worker needs no access to the MLflow store
+    or the driver's disk."""
+    import ray
+
     files = {MODEL_FILE: Path(served.onnx_path).read_bytes()}
     if served.projection_path:
         files[PROJECTION_FILE] = Path(served.projection_path).read_bytes()
-    return files
+    model = {
+        "model_name": served.model_name,
+        "version": served.version,
+        "lineage_id": served.lineage_id,
+        "max_batch": max_batch,
+        "post": post,
+    }
+    return {"model": model, "files": ray.put(files)}
+
+
+def load_shipped(model: dict[str, Any], files: "ray.ObjectRef", threads: int) -> "Predictor":
+    """In an actor: the predictor of what `shipped` put in the object store, fetched by reference (an actor
+    restarted elsewhere fetches it again), written to a temporary folder, loaded in memory and the folder removed
+    at once."""
+    import ray
+
+    contents: dict[str, bytes] = ray.get(files)
+    with tempfile.TemporaryDirectory(prefix="cvops-model-") as folder:
+        paths = {name: Path(folder) / name for name in contents}
+        for name, data in contents.items():
+            paths[name].write_bytes(data)
+        return load(
+            ModelFiles(
+                paths[MODEL_FILE],
+                model["model_name"],
+                model["version"],
+                model["lineage_id"],
+                paths.get(PROJECTION_FILE),
+            ),
+            model["max_batch"],
+            model["post"],
+            threads=threads,
+        )
+
+
+def on_cluster(distributed: DistributedParams, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` here, the driver of a Ray Data pipeline; through Ray Client (a ray:// address), where Ray Data
+    cannot run its executor, as one task on the cluster (it reserves no CPU), its result sent back."""
+    import ray
+
+    if (distributed.address or "").startswith("ray://"):
+        return ray.get(ray.remote(num_cpus=0)(work).remote(*args))
+    return work(*args)
 
 
 def score_on_ray(
@@ -76,29 +112,15 @@ def score_on_ray(
 
     Through Ray Client (a ray:// address), where Ray Data cannot run its executor, the same work runs as one
     task on the cluster (it reserves no CPU) and sends the rows back."""
-    import ray
-
     files = [{"name": name, "path": path} for name, path in list_inputs(location)]
-    model = {
-        "model_name": served.model_name,
-        "version": served.version,
-        "lineage_id": served.lineage_id,
-        "max_batch": serve.max_batch_images,
-        "post": post,
-    }
     sized_by = "distributed.batch_workers, distributed.cpus_per_worker"
     with ray_session(distributed, distributed.batch_workers, {"CPU": distributed.cpus_per_worker}, sized_by):
-        threads = max(1, math.floor(distributed.cpus_per_worker))
         scorer = {
-            "model": model,
-            "files": ray.put(_model_files(served)),
+            **shipped(served, serve.max_batch_images, post),
             "max_pixels": serve.max_image_pixels,
-            "threads": threads,
+            "threads": max(1, math.floor(distributed.cpus_per_worker)),
         }
-        if (distributed.address or "").startswith("ray://"):
-            rows = ray.get(ray.remote(num_cpus=0)(_score).remote(files, scorer, serve, distributed))
-        else:
-            rows = _score(files, scorer, serve, distributed)
+        rows = on_cluster(distributed, _score, files, scorer, serve, distributed)
     return predictions_frame(rows, served.version)
 
 

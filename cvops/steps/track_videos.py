@@ -2,7 +2,7 @@ from typing import Annotated, Any
 
 from zenml import step
 
-from cvops.config import DetectParams, Project, RegistryParams, ServeParams, VideoParams
+from cvops.config import DetectParams, DistributedParams, Project, RegistryParams, ServeParams, VideoParams
 from cvops.registry.model_registry import ModelRegistry
 from cvops.serving.video.job import VideoJob, run_videos
 
@@ -14,10 +14,12 @@ def track_videos(
     serve: ServeParams,
     detect: DetectParams,
     video: VideoParams,
+    distributed: DistributedParams,
     seed: int,
 ) -> Annotated[dict[str, Any], "counts"]:
-    """Every video of the `job` (or the live source it names) through its model, frame by frame (params: video):
-    outputs under the job's folder, counts to MLflow, sampled frames to the inference log."""
+    """Every video of the `job` (or the live source it names) through its model, frame by frame (params: video),
+    here or on Ray (distributed): outputs under the job's folder, counts to MLflow, sampled frames to the
+    inference log."""
     project = Project.find()
     return run_videos(
         ModelRegistry.of(project, registry.model_name),
@@ -27,4 +29,5 @@ def track_videos(
         detect.served,
         project.inference_log(serve),
         seed,
+        distributed,
     )

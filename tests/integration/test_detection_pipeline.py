@@ -15,6 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from cvops.config import Project
 from cvops.data.validation import pairwise_iou
 from cvops.serving.batch import BOX_PREDICTION_COLUMNS
 from cvops.tasks.detection.boxes import COORDS, read_boxes
@@ -72,8 +73,11 @@ def test_training_registers_a_detector_under_its_own_name_with_map_and_a_detecto
     client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
     run = client.get_run(client.get_model_version("cvops-detector", "1").run_id)  # evaluate.tracking: digit-tracks
     assert 0 <= run.data.metrics["test_tracking_idf1"] <= 1 and run.data.metrics["test_tracking_frames"] == 90
+    videos = run.data.tags["tracking_data"]  # their version, beside data_version: composed from base.seed
+    assert videos == f"digit-tracks:1:seed={Project(root).params().base.seed}"
     card = next((root / "mlflow" / "artifacts").rglob("model_card.md")).read_text()
     assert "## Tracking (90 frames of videos with true tracks" in card and "![tracked frames](tracking.png)" in card
+    assert f"Videos: `{videos}`" in card
 
 
 def test_detect_answers_in_the_pixels_of_the_image_sent_and_draws_them(detection_checkout, detector_server) -> None:

@@ -1,9 +1,11 @@
 """Ray as cvops's distributed engine, on a real two-node Ray cluster the test starts: training on Ray Train
 (one DDP worker per node) gives a model as good as the in-process run's, resumes from its last checkpoint when
 a node dies or fails with one line and registers nothing; batch inference on Ray Data gives the in-process
-path's predictions image for image and loses and repeats no row when a node dies mid-run; the embedded
+path's predictions image for image and loses and repeats no row when a node dies mid-run; videos tracked
+on Ray Data give the in-process run's outputs, file for file; the embedded
 default starts no Ray at all. Each command in its own process, as a user runs it."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -14,15 +16,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import pandas as pd
 import psutil
 import pytest
 import yaml
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from cvops.config import Project
 from cvops.serving.inference_log import read_inference_log
+from cvops.serving.video.output import VideoWriter
 from cvops.training.on_ray import SNAPSHOT
 from tests.cli import assert_one_line_error, clean_env, cvops
 from tests.conftest import SMALL_RUN
@@ -109,6 +114,52 @@ def test_batch_inference_on_a_two_node_cluster_equals_the_in_process_run(checkou
     client = checkout.mlflow()
     (run,) = client.search_runs(client.get_experiment_by_name("cvops").experiment_id, "tags.engine = 'ray'")
     assert run.data.metrics["batch_images"] == len(found)
+
+
+def _digits_video(checkout: Checkout, path: Path, labels: str) -> None:
+    """A 64x64 clip at 10 frames a second, a second of each digit of `labels`, from the checkout's images."""
+    writer = VideoWriter(path, 64, 64, 10)
+    for index, label in enumerate(label for label in labels for _ in range(10)):
+        image = Image.open(min((checkout.images / label).iterdir())).convert("RGB")
+        writer.write(image.resize((64, 64), Image.Resampling.NEAREST), index / 10)
+    writer.close()
+
+
+def test_videos_on_the_cluster_give_the_in_process_runs_outputs(checkout, cluster, tmp_path: Path) -> None:
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    clips = {"line-1": "3731", "line-2": "0", "line-3": "5599"}  # a second of each digit
+    for name, labels in clips.items():
+        _digits_video(checkout, folder / f"{name}.mp4", labels)
+    (folder / "notes.mp4").write_text("not a video\n")
+    every_frame = ["--version", "1", "-S", "video.log_fraction=1.0"]
+    checkout.use(engine="local")
+    log = Project(checkout.root).inference_log(Project(checkout.root).params().serve)
+    before = len(read_inference_log(log))
+    local = cvops(checkout.root, "run", "video", str(folder), "--output", str(tmp_path / "local"), *every_frame)
+    assert local.returncode == 0, local.stdout[-2000:] + local.stderr[-3000:]
+    logged_here = len(read_inference_log(log)) - before
+    checkout.use(engine="ray", address=cluster.address, batch_workers=2, cpus_per_worker=1.0)
+
+    on_ray = cvops(
+        checkout.root, "run", "video", str(folder), "--output", str(tmp_path / "ray"), *every_frame, env=cluster.env
+    )
+    assert on_ray.returncode == 0, on_ray.stdout[-2000:] + on_ray.stderr[-3000:]
+    assert "3 of 4 videos, 90 frames" in on_ray.stdout and "notes.mp4: not a video FFmpeg can read" in on_ray.stdout
+    for name, labels in clips.items():
+        here, there = tmp_path / "local" / name, tmp_path / "ray" / name
+        assert (there / "frames.jsonl").read_text() == (here / "frames.jsonl").read_text()
+        assert (there / "segments.csv").read_text() == (here / "segments.csv").read_text()
+        assert len(list(av.open(str(there / "annotated.mp4")).decode(video=0))) == 10 * len(labels)  # it plays
+        summary = json.loads((there / "summary.json").read_text())
+        assert summary["complete"] and summary["frames"] == json.loads((here / "summary.json").read_text())["frames"]
+    assert not (tmp_path / "ray" / "notes").exists()
+    assert len(read_inference_log(log)) - before == 2 * logged_here == 180
+    client = checkout.mlflow()
+    (run,) = client.search_runs(
+        client.get_experiment_by_name("cvops").experiment_id, "tags.engine = 'ray' and tags.input LIKE '%recordings'"
+    )
+    assert run.data.metrics["video_frames"] == 90 and run.data.metrics["video_unreadable"] == 1
 
 
 def test_a_cluster_too_small_for_the_workers_is_one_line(checkout, cluster, tmp_path: Path) -> None:

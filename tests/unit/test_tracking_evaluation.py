@@ -9,7 +9,7 @@ from cvops.config import GateParams, VideoParams
 from cvops.errors import DataError
 from cvops.evaluation.reports import Evaluation
 from cvops.tasks.detection.report import floors
-from cvops.tasks.detection.tracking import read_truth, score_tracking, sequences
+from cvops.tasks.detection.tracking import data_version, read_truth, score_tracking, sequences
 
 
 def truth_detector(truth: np.ndarray, label: str = "1"):  # type: ignore[no-untyped-def]
@@ -55,6 +55,10 @@ def test_a_users_mot_folder_is_read_and_every_bad_row_named(tmp_path) -> None:
     rows = read_truth(found.truth)
     scores, _ = score_tracking(truth_detector(rows, "3"), [found], ["3"], VideoParams(), 0.6, tmp_path / "out")
     assert scores["tracking_idf1"] > 0.85  # 4 frames of 5 (a track starts on its second); class 3 is scored too
+    version = data_version(str(tmp_path / "mine"), [found], seed=0)  # the run's tracking_data tag
+    assert version.startswith("sha256:") and data_version(str(tmp_path / "mine"), [found], seed=1) == version
+    Image.new("RGB", (64, 48), (0, 0, 255)).save(sequence / "img1" / "000003.jpg")  # one frame changed
+    assert data_version(str(tmp_path / "mine"), sequences(str(tmp_path / "mine"), 3, 0, tmp_path), 0) != version
     (sequence / "gt" / "gt.txt").write_text(truth + "6,1,10,10,12,12,1,3,1\n")
     with pytest.raises(DataError, match=r"frame 6 is past the 5 frames"):
         sequences(str(tmp_path / "mine"), 3, seed=0, scratch=tmp_path)

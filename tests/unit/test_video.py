@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from cvops.config import VideoParams, ZoneParams
+from cvops.env import STREAM_PASSWORD_ENV
 from cvops.errors import DataError
 from cvops.serving.video.decode import Frames, list_videos, open_video
-from cvops.serving.video.live import LiveFrames
+from cvops.serving.video.live import LiveFrames, shown, with_password, without_password
 from cvops.serving.video.output import VideoWriter
 from cvops.serving.video.segments import Segments, Smoother
 from cvops.serving.video.tracking import Tracker, TrackTable, one_box_per_object
@@ -267,3 +268,15 @@ def test_a_zone_that_cannot_count_is_refused_with_what_to_fix() -> None:
     ]:
         with pytest.raises(ValueError, match=says):
             VideoParams(zones=zones)
+
+
+def test_a_streams_password_is_kept_out_of_what_is_stored_and_put_back_for_ffmpeg(monkeypatch) -> None:
+    given = "rtsp://line%20op:p%40ss@10.0.0.3:8554/line-3?profile=1"
+    assert shown(given) == "rtsp://10.0.0.3:8554/line-3?profile=1"  # printed and logged: no user, no password
+    stored, password = without_password(given)  # what a job keeps (ZenML stores it): the user, no password
+    assert (stored, password) == ("rtsp://line%20op@10.0.0.3:8554/line-3?profile=1", "p@ss")
+    assert with_password(stored) == stored  # no CVOPS_STREAM_PASSWORD: nothing to put back
+    monkeypatch.setenv(STREAM_PASSWORD_ENV, password)
+    assert with_password(stored) == given  # what FFmpeg opens, encoded as given
+    assert with_password(given) == given and with_password("rtsp://10.0.0.3/line") == "rtsp://10.0.0.3/line"
+    assert without_password("/dev/video0") == ("/dev/video0", None)

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from cvops.config import VideoParams
+from cvops.config import DistributedParams, VideoParams
 from cvops.console import progress
 from cvops.data.preprocess import resize_image
 from cvops.errors import DataError
@@ -44,6 +44,7 @@ from cvops.serving.video.output import (
     VideoWriter,
     annotate,
     caption,
+    clear,
     draw_zones,
     write_summary,
     write_table,
@@ -101,16 +102,7 @@ class VideoRun:
                 f"zone {outside[0]} reaches outside the {info.width}x{info.height} frames of {info.path}: "
                 "give video.zones in this video's pixels"
             )
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in (
-            ANNOTATED,
-            FRAMES,
-            TRACKS,
-            SEGMENTS,
-            ZONES,
-            SUMMARY,
-        ):  # an earlier run's outputs are not this one's
-            (folder / stale).unlink(missing_ok=True)
+        clear(folder)
         self.writer = VideoWriter(folder / ANNOTATED, info.width, info.height, info.fps) if params.annotate else None
         self.frame_log = FrameLog(folder / FRAMES)
         names = predictor.preprocessing.class_names
@@ -226,11 +218,12 @@ def track_video(
     params: VideoParams,
     post: PostProcess,
     seed: int,
-    inference_log: InferenceLog | None = None,
+    logged: Callable[[list[dict[str, Any]]], object] | None = None,
 ) -> dict[str, Any]:
     """One video or stream through `predictor` into `folder`: its summary; its sampled frames' rows go to
-    `inference_log`. SIGTERM ends the job after the frames in hand (every output then holds the same frames):
-    the outputs are closed, the summary says `complete: false`, and the stop goes on up as SystemExit(143)."""
+    `logged` (the inference log's append). SIGTERM ends the job after the frames in hand (every output then
+    holds the same frames): the outputs are closed, the summary says `complete: false`, and the stop goes on up
+    as SystemExit(143)."""
     try:
         run = VideoRun(predictor, source.info, folder, params, post, seed)
     except BaseException:
@@ -267,8 +260,8 @@ def track_video(
         source.stop()  # the reader stops now; the outputs are closed before waiting for it
         live = live_counts(source, ages) if isinstance(source, LiveFrames) else {}
         summary = run.close(stopped or source.stopped, time.monotonic() - started, live)
-        if inference_log is not None:
-            inference_log.append(run.logged)
+        if logged is not None:
+            logged(run.logged)
         source.close()
     if stopped:
         raise SystemExit(128 + signal.SIGTERM)  # as cvops's own handler would have: the job's exit code
@@ -327,9 +320,12 @@ def run_videos(
     post: PostProcess,
     log_to: LogTarget,
     seed: int,
+    distributed: DistributedParams,
 ) -> dict[str, Any]:
-    """Every video of the job: the counts (videos, unreadable, frames, a detector's tracks), with each video's
-    summary or why it could not be read; counts to the active MLflow run, sampled frames to the inference log."""
+    """Every video of the job, in this process or on Ray Data (`distributed.engine: ray`; a live source is
+    watched here whatever the engine): the counts (videos, unreadable, frames, a detector's tracks), with each
+    video's summary or why it could not be read; counts to the active MLflow run, sampled frames to the
+    inference log."""
     videos = [(job.location, job.location)] if is_live(job.location) else list_videos(job.location)
     folders: dict[str, Path] = {}
     for name, video in videos:  # clip.mp4 and clip.mov would overwrite each other's outputs
@@ -337,33 +333,36 @@ def run_videos(
         if same := next((v for v, f in folders.items() if f == folder), None):
             raise DataError(f"{same} and {video} would both write to {folder}: rename one of them")
         folders[video] = folder
-    predictor = load_served(resolve(registry, job.selector, cache_dir), params.batch_frames, post)
-    results: list[dict[str, Any]] = []
+    served = resolve(registry, job.selector, cache_dir)
+    engine = "local" if is_live(job.location) else distributed.engine
     inference_log = InferenceLog(log_to)
     try:
-        for video, folder in folders.items():
-            try:
-                with readable(video) as local:
-                    source = open_source(local, params, job.duration, shown_as=video)
-                    summary = track_video(predictor, source, folder, params, post, seed, inference_log)
-            except DataError as err:
-                if len(folders) == 1:
-                    raise
-                log.warning("%s", err)
-                results.append({"video": shown(video), "error": str(err)})
-                continue
-            results.append(summary)
+        if engine == "ray":
+            from cvops.serving.video.on_ray import track_on_ray  # Ray is imported only on this engine
+
+            results = track_on_ray(served, folders, params, post, seed, distributed, inference_log.append)
+        else:
+            predictor = load_served(served, params.batch_frames, post)
+            results = [
+                track_one(predictor, video, folder, params, post, seed, job.duration, inference_log.append)
+                for video, folder in folders.items()
+            ]
     finally:
         inference_log.close()
     read = [r for r in results if "error" not in r]
+    for failed in (r["error"] for r in results if "error" in r):
+        if len(results) == 1:
+            raise DataError(failed)
+        log.warning("%s", failed)
+    detector = any("tracks" in r for r in read)
     counts = {
         "videos": len(folders),
         "unreadable": len(folders) - len(read),
         "frames": sum(r["frames"] for r in read),
-        **({"tracks": sum(r["tracks"] for r in read)} if isinstance(predictor, DetectionPredictor) else {}),
+        **({"tracks": sum(r["tracks"] for r in read)} if detector else {}),
         **{
             f"zone_{zone.name}_{direction}": sum(r["zones"][zone.name][direction] for r in read if "zones" in r)
-            for zone in (params.zones if isinstance(predictor, DetectionPredictor) else [])
+            for zone in (params.zones if detector else [])
             for direction in ("in", "out")
         },
         **(
@@ -374,5 +373,27 @@ def run_videos(
         ),
     }
     mlflow.log_metrics({metric_name(f"video_{k}"): v for k, v in counts.items()})
-    mlflow.set_tags({"model_version": predictor.version, "input": shown(job.location), "output": str(job.output)})
+    mlflow.set_tags(
+        {"model_version": served.version, "input": shown(job.location), "output": str(job.output), "engine": engine}
+    )
     return {**counts, "results": results}
+
+
+def track_one(
+    predictor: Predictor,
+    video: str,
+    folder: Path,
+    params: VideoParams,
+    post: PostProcess,
+    seed: int,
+    duration: float | None,
+    logged: Callable[[list[dict[str, Any]]], object],
+) -> dict[str, Any]:
+    """One video (a file, an s3:// object, a live source for `duration` seconds) into `folder`: its summary, or
+    `{"video", "error"}` saying why it could not be read."""
+    try:
+        with readable(video) as local:
+            source = open_source(local, params, duration, shown_as=video)
+            return track_video(predictor, source, folder, params, post, seed, logged)
+    except DataError as err:
+        return {"video": shown(video), "error": str(err)}

@@ -13,15 +13,17 @@ a gap is a gap. A stream that ends cleanly has ended: the job ends with it. A fi
 part-way ends the job as a file does."""
 
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import av
 
+from cvops.env import STREAM_PASSWORD_ENV
 from cvops.errors import DataError
 from cvops.serving.video.decode import Arrival, Frame, Frames, VideoInfo, upright
 
@@ -39,11 +41,35 @@ def is_live(location: str) -> bool:
 
 def shown(location: str) -> str:
     """A source's address as it may be printed, logged and stored: without a user name and password in it."""
+    return _netloc(location, user=False)
+
+
+def without_password(location: str) -> tuple[str, str | None]:
+    """A source's address as a job stores it (ZenML keeps its inputs): its password taken out, with its user, and
+    the password (None: it had none). The job puts it back from CVOPS_STREAM_PASSWORD (`with_password`)."""
+    password = urlsplit(location).password if "://" in location else None
+    return _netloc(location, user=True), unquote(password) if password is not None else None
+
+
+def with_password(location: str) -> str:
+    """The address FFmpeg opens: a user's password from CVOPS_STREAM_PASSWORD put into an address that names the
+    user and no password (as `without_password` leaves it, or as a user gives it to keep the password out of the
+    command line)."""
+    password = os.environ.get(STREAM_PASSWORD_ENV)
+    parts = urlsplit(location) if "://" in location else None
+    if not password or parts is None or parts.username is None or parts.password is not None:
+        return location
+    user, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
+def _netloc(location: str, user: bool) -> str:
     if "://" not in location:
         return location
     parts = urlsplit(location)
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+    *userinfo, host = parts.netloc.rsplit("@", 1)
+    named = userinfo[0].split(":", 1)[0] + "@" if user and userinfo else ""  # as given: percent-encoded
+    return urlunsplit(parts._replace(netloc=named + host))
 
 
 def open_live(location: str) -> "av.container.InputContainer":
@@ -51,7 +77,7 @@ def open_live(location: str) -> "av.container.InputContainer":
     options = {"rtsp_transport": "tcp"} if location.startswith(("rtsp://", "rtsps://")) else {}
     try:
         return av.open(
-            location,
+            with_password(location),
             format="v4l2" if location.startswith(CAMERA) else None,
             options=options,
             timeout=(OPEN_TIMEOUT, OPEN_TIMEOUT),
@@ -62,7 +88,10 @@ def open_live(location: str) -> "av.container.InputContainer":
 
 def _said(err: Exception, location: str) -> str:
     """FFmpeg's message, which quotes the address it was given, with the address as it may be shown."""
-    return str(err).splitlines()[0].replace(location, shown(location))[:160]
+    said = str(err).splitlines()[0]
+    for address in (with_password(location), location):
+        said = said.replace(address, shown(location))
+    return said[:160]
 
 
 class LiveFrames:
@@ -77,9 +106,10 @@ class LiveFrames:
         self.location, self.live, self.reconnect = location, is_live(location), reconnect
         self.file: Frames | None = None
         self.container: av.container.InputContainer | None = None
+        self.first: Arrival | None = None  # a live source's first frame, read on opening
         if self.live:
             self.container = open_live(location)
-            self.info = self._live_info(self.container)
+            self.first, self.info = self._first(self.container)
         else:
             self.file = Frames(Path(location), name)
             self.info = self.file.info
@@ -89,18 +119,29 @@ class LiveFrames:
         self.received = self.dropped = self.reconnects = 0
         self.stopped: str | None = None  # why the source ended early, if it did
         self.done = threading.Event()
-        self.started = time.monotonic()
+        self.started = self.first.at if self.first else time.monotonic()
         self.deadline = self.started + limit if limit else None
         self.thread = threading.Thread(target=self._read, name="video-reader", daemon=True)
         self.thread.start()
 
-    def _live_info(self, container: "av.container.InputContainer") -> VideoInfo:
+    def _first(self, container: "av.container.InputContainer") -> tuple[Arrival, VideoInfo]:
+        """The stream's first frame, and what it says: the size (a camera's header may give none: 0x0) and the
+        rotation it is shown with, which the job's outputs are made for."""
+        name = shown(self.location)
         if not container.streams.video:
             container.close()
-            raise DataError(f"{shown(self.location)}: no video stream: give a video stream's address")
+            raise DataError(f"{name}: no video stream: give a video stream's address")
         stream = container.streams.video[0]
+        try:
+            frame = next(container.decode(stream))
+        except (StopIteration, av.error.FFmpegError, OSError) as err:
+            container.close()
+            why = f" ({_said(err, self.location)})" if not isinstance(err, StopIteration) else ""
+            raise DataError(f"{name}: the stream sent no frame{why}: check that the camera is sending") from None
+        image = upright(frame.to_image(), round(frame.rotation or 0) % 360)
         rate = float(stream.average_rate or stream.guessed_rate or 0)
-        return VideoInfo(shown(self.location), stream.width, stream.height, rate, 0, stream.codec_context.name)
+        info = VideoInfo(name, image.width, image.height, rate, 0, stream.codec_context.name)
+        return Arrival(Frame(0, 0.0, image), time.monotonic()), info
 
     def _read(self) -> None:
         try:
@@ -128,6 +169,10 @@ class LiveFrames:
     def _watch(self) -> None:
         """A live source's frames as they come, opened again when it fails."""
         index, failures = 0, 0
+        if self.first is not None:
+            if not self._arrive(self.first):
+                return
+            index = 1
         while not self.done.is_set() and self.container is not None:
             try:
                 for frame in self.container.decode(video=0):

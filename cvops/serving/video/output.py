@@ -29,12 +29,20 @@ if TYPE_CHECKING:
 
 ANNOTATED, FRAMES, SUMMARY = "annotated.mp4", "frames.jsonl", "summary.json"
 TRACKS, SEGMENTS, ZONES = "tracks.csv", "segments.csv", "zones.csv"
+OUTPUTS = (ANNOTATED, FRAMES, TRACKS, SEGMENTS, ZONES, SUMMARY)  # every file a video's folder may hold
 ZONE_COLUMNS = ("zone", "kind", "label", "in", "out")
 # fragments written as they are made: the file plays however the writing ends
 FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 MILLISECONDS = Fraction(1, 1000)
 UNTRACKED = (160, 160, 160)
 ZONE = (250, 200, 0)
+
+
+def clear(folder: Path) -> None:
+    """A video's folder made ready for a new run's outputs: an earlier run's are not this one's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        (folder / name).unlink(missing_ok=True)
 
 
 def track_colour(track: int | None) -> tuple[int, int, int]:

@@ -24,7 +24,7 @@ from cvops.tasks.detection.data import BoxSet
 from cvops.tasks.detection.data import load_split as load_detection_split
 from cvops.tasks.detection.matching import ImageMatches, bootstrap_map, match_image, mean_ap, paired_map_difference
 from cvops.tasks.detection.model import Detector, mean_average_precision, predict_boxes
-from cvops.tasks.detection.tracking import Detect, score_tracking, sequences
+from cvops.tasks.detection.tracking import Detect, data_version, score_tracking, sequences
 from cvops.training.models import normalization
 
 Found = list[dict[str, np.ndarray]]
@@ -236,12 +236,13 @@ def evaluate_detector(
         comparison = compare_detectors(
             champion, ref, candidate, device, seed=seed, resamples=params.bootstrap_resamples
         )
-    tracking_png = ""
+    tracking_png = tracking_data = ""
     if params.tracking:  # the tracker on videos with true tracks, as `cvops run video` runs it
         videos = sequences(params.tracking, params.tracking_sequences, seed, out_dir / "tracking-videos")
         detect = detect_frames(model, ref, setup)
         scores, picture = score_tracking(detect, videos, ref.class_names, setup.video, setup.detect.nms_iou, out_dir)
         metrics, tracking_png = metrics | scores, str(picture)
+        tracking_data = data_version(params.tracking, videos, seed)
     drawn = [{**f, "boxes": fit.to_input(f["boxes"])} for f, fit in zip(found, placed, strict=True)]  # on the input
     examples_png = out_dir / "examples.png"
     examples = draw_examples(images, resized_truths, drawn, ref.class_names, examples_png, setup.detect.score_threshold)
@@ -256,4 +257,5 @@ def evaluate_detector(
         slices=detection_slices(found, truths, metrics, rows, images, params, ref.class_names),
         footprint=footprint(model, ref.image_size, device, measure),
         tracking_png=tracking_png,
+        tracking_data=tracking_data,
     )

@@ -122,6 +122,7 @@ def _tracking(card: ModelCard, picture: Source) -> list[str]:
     ]
     return [
         f"## Tracking ({m['tracking_frames']:.0f} frames of videos with true tracks: `evaluate.tracking`)",
+        f"Videos: `{card.evaluation.tracking_data}`.",
         table(["metric", "value"], rows),
         "Frames of the first video, each box in its track's colour with its id:",
         f"![tracked frames]({picture(Path(card.evaluation.tracking_png).name)})",

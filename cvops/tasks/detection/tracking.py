@@ -10,6 +10,7 @@ the file and line."""
 
 import configparser
 import csv
+import hashlib
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Sequence:
     fps: float
     truth: Path  # its MOTChallenge gt.txt
     frames: Callable[[], Iterator[Image.Image]]  # its frames in order, read when asked
+    files: tuple[Path, ...] = ()  # a user's sequence: every file it is read from (its version's content)
 
 
 def sequences(source: str, count: int, seed: int, scratch: Path) -> list[Sequence]:
@@ -69,10 +71,28 @@ def mot_sequences(folder: Path) -> list[Sequence]:
         if images and last > len(images):
             raise DataError(f"{truth}: frame {last} is past the {len(images)} frames in {root / 'img1'}")
         fps = _frame_rate(root / "seqinfo.ini")
-        found.append(Sequence(root.name, fps, truth, _image_frames(images) if images else _video_frames(video)))
+        frames = _image_frames(images) if images else _video_frames(video)
+        read_from = images if images else [video] if video else []
+        files = (truth, *[p for p in [root / "seqinfo.ini"] if p.is_file()], *read_from)
+        found.append(Sequence(root.name, fps, truth, frames, files))
     if not found:
         raise DataError(f"evaluate.tracking: no sequence in {folder} (looked for <seq>/gt/gt.txt)")
     return found
+
+
+def data_version(source: str, videos: list[Sequence], seed: int) -> str:
+    """What names the tracking videos' version, as `data_version` names the images': digit-tracks' recipe (they
+    are composed again from it), or the SHA-256 of a folder's sequences, every file's path and content (a
+    changed truth or frame is a new version)."""
+    if source == DIGIT_TRACKS:
+        return f"{DIGIT_TRACKS}:{len(videos)}:seed={seed}"
+    folder = Path(source).resolve()
+    digest = hashlib.sha256()
+    for path in sorted({file.resolve() for sequence in videos for file in sequence.files}):
+        digest.update(f"{path.relative_to(folder)}\0".encode())
+        with path.open("rb") as file:
+            digest.update(hashlib.file_digest(file, "sha256").digest())
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def read_truth(path: Path) -> np.ndarray:
