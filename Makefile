@@ -108,6 +108,7 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 	$(PY) bench/quantization.py
 	$(PY) bench/detection.py --picture docs/detection-boxes.png
 	$(PY) bench/video.py
+	$(PY) bench/decoding.py
 	$(PY) bench/detectors.py
 	$(PY) bench/distill.py
 	$(PY) bench/latency.py

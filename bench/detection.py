@@ -167,11 +167,11 @@ def draw_served(onnx_path: Path, params, picture: Path, count: int = 4) -> None:
     from cvops.tasks.detection.scenes import digit_scenes_source
 
     predictor = DetectionPredictor(onnx_path, "cvops-detector", "bench", "", max_batch=1, post=params.detect.served)
-    drawn = []
+    pre, drawn = predictor.preprocessing, []
     for scene in digit_scenes_source(count, seed=params.base.seed + 1000).scenes:
         data = io.BytesIO()
         scene.image.resize((scene.image.width * 2, scene.image.height * 2), Image.Resampling.BICUBIC).save(data, "PNG")
-        image = decode_image(data.getvalue(), predictor.preprocessing.image_size, 10**7, predictor.preprocessing.resize)
+        image = decode_image(data.getvalue(), pre.image_size, 10**7, pre.resize, pre.decoder)
         outputs = predictor.predict(image.pixels[None])
         found = predictor.detections(tuple(o[0] for o in outputs), image.width, image.height)
         drawn.append(Image.open(io.BytesIO(render(data.getvalue(), found))))

@@ -122,7 +122,7 @@ def main() -> None:
     )
 
     pool = load_split(ref, "test")[2]
-    size, max_pixels = predictor.preprocessing.image_size, params.serve.max_image_pixels
+    pre, max_pixels = predictor.preprocessing, params.serve.max_image_pixels
     rng = np.random.default_rng(params.base.seed)
     rows: dict[str, pd.DataFrame] = {}
     score_seconds = 0.0
@@ -135,7 +135,7 @@ def main() -> None:
                 with Image.open(raw_dir / str(path)) as image:
                     buffer = io.BytesIO()
                     apply_shift(image, shift, args.severity, rng).save(buffer, format="PNG")
-                decoded.append(decode_image(buffer.getvalue(), size, max_pixels, predictor.preprocessing.resize))
+                decoded.append(decode_image(buffer.getvalue(), pre.image_size, max_pixels, pre.resize, pre.decoder))
             probabilities, embeddings = predictor.predict(np.stack([d.pixels for d in decoded]))
             scored += [predictor.log_row(d, p, e) for d, p, e in zip(decoded, probabilities, embeddings, strict=True)]
         if shift == "none":

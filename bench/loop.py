@@ -105,7 +105,9 @@ def evaluation_sets(root: Path, severity: float) -> dict[str, tuple[np.ndarray, 
     for name, shift in (("rotated", "rotate"), ("unshifted", "none")):
         # every test image once: a permutation when n equals the split's size
         items = list(traffic_images(ref, project.raw_dir, "test", shift, severity, count, seed=1))
-        pixels = np.stack([decode_image(data, ref.image_size, 10**8, ref.resize).pixels for data, _ in items])
+        pixels = np.stack(
+            [decode_image(data, ref.image_size, 10**8, ref.resize, ref.decoder).pixels for data, _ in items]
+        )
         sets[name] = (pixels, [label for _, label in items])
     return sets
 

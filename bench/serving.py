@@ -175,14 +175,14 @@ def in_process(onnx_path: Path, pngs: list[bytes]) -> dict[str, dict[str, float]
     from cvops.timing import interleaved_calls, latency
 
     pre = read_preprocessing(onnx_path)
-    pixels = np.stack([decode_image(data, pre.image_size, 10**8, pre.resize).pixels for data in pngs])
+    pixels = np.stack([decode_image(data, pre.image_size, 10**8, pre.resize, pre.decoder).pixels for data in pngs])
     inputs = model_inputs(np.resize(pixels, (max(LEVELS), *pixels.shape[1:])), pre.mean, pre.std)
     ort = session(onnx_path)
     one_thread = Predictor(onnx_path, "bench", "-", "-", 32, threads=1)
     files = [pngs[i % len(pngs)] for i in range(32)]
 
     def pipeline() -> object:
-        decoded = [decode_image(data, pre.image_size, 10**8, pre.resize) for data in files]
+        decoded = [decode_image(data, pre.image_size, 10**8, pre.resize, pre.decoder) for data in files]
         return one_thread.predict(np.stack([image.pixels for image in decoded]))
 
     calls: dict[str, Callable[[], object]] = {

@@ -17,7 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from cvops import tasks
-from cvops.data.preprocess import LEGACY_RESIZE, Resize
+from cvops.data.preprocess import LEGACY_DECODER, LEGACY_RESIZE, Decoder, Resize
 from cvops.env import MLFLOW_TRACKING_URI_ENV, ROOT_ENV, S3_URL_ENV, STATE_ENV
 from cvops.errors import ConfigError
 
@@ -30,10 +30,13 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Selector = Annotated[str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)]
 PARAMS_FILE = "params.yaml"
 SCHEMA_KEY = "schema"
-PARAMS_SCHEMA = 2  # params.yaml's `schema:`; a file without one is schema 1 (written before cvops numbered them)
+PARAMS_SCHEMA = 3  # params.yaml's `schema:`; a file without one is schema 1 (written before cvops numbered them)
 # Per schema, the keys it brought whose value changes results, with the value that keeps the results of a file
 # of the schema before: an older params.yaml is read with them, and `cvops params upgrade` writes them in
-SCHEMA_KEYS: dict[int, dict[str, Any]] = {2: {"prepare.resize": LEGACY_RESIZE, "validate.max_aspect_ratio": None}}
+SCHEMA_KEYS: dict[int, dict[str, Any]] = {
+    2: {"prepare.resize": LEGACY_RESIZE, "validate.max_aspect_ratio": None},
+    3: {"prepare.decoder": LEGACY_DECODER},
+}
 SERVE_PORT = 3000  # BentoML's default: a bento's container listens there, and `cvops serve` unless serve.port says
 UI_PORT = 5000  # `cvops ui`: the MLflow UI's default, on 127.0.0.1
 Source = Literal["elpv", "digits", "fashion-mnist", "folder", "coco", "yolo", "voc", "digit-scenes"]
@@ -130,6 +133,7 @@ class PrepareParams(Section):
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     holdout_fraction: float = Field(0.0, ge=0.0, lt=0.5)  # images in no split: simulated production traffic
     resize: Resize = "stretch"  # how an image that is not square becomes the square input (by measurement: the docs)
+    decoder: Decoder = "draft"  # how a JPEG is decoded: full, or draft (scaled down while decoding: preprocess.py)
 
 
 class AugmentParams(Section):

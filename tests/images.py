@@ -1,12 +1,13 @@
 """Image files in every mode Pillow decodes, as users' folders hold them: palette PNGs, CMYK JPEGs from print
 workflows, 16-bit PNGs from scientific cameras, float TIFFs, phone photos rotated by their EXIF tag."""
 
+import functools
 import io
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 ROTATED = "exif-rotated"  # a JPEG stored sideways, with EXIF orientation 6 (turn 90 degrees clockwise to view)
 
@@ -82,3 +83,23 @@ def write_coco(scenes, root: Path) -> Path:
     path = root / "annotations.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return path
+
+
+@functools.cache
+def photo(width: int, height: int, seed: int) -> Image.Image:
+    """Something like a photo: soft gradients, objects with hard edges, and sensor noise."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    image = Image.fromarray(np.stack([x, y, (x + y) / 2], -1).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(60):
+        left, top = int(rng.integers(0, width)), int(rng.integers(0, height))
+        right, bottom = (
+            left + int(rng.integers(width // 40, width // 5)),
+            top + int(rng.integers(height // 40, height // 5)),
+        )
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([left, top, right, bottom], fill=colour)
+    noisy = np.asarray(image, dtype=np.float32) + rng.standard_normal((height, width, 3), dtype=np.float32) * 6
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))

@@ -15,7 +15,7 @@ from cvops import tasks
 from cvops.config import HOLDOUT, PrepareParams, Project, Task
 from cvops.console import progress
 from cvops.data.manifest import BOXES, MANIFEST, load_manifest, read_manifest
-from cvops.data.preprocess import LEGACY_RESIZE, Resize, resize_image
+from cvops.data.preprocess import LEGACY_DECODER, LEGACY_RESIZE, Decoder, Resize, reduce_while_decoding, resize_image
 from cvops.data.production import PRODUCTION, is_production, stable_split
 from cvops.errors import DataError, DataInvalidError, NotInitializedError
 from cvops.tasks.detection.boxes import CLASSES, read_boxes, read_classes
@@ -25,7 +25,7 @@ INFO = "dataset.json"
 SPLITS = ("train", "val", "test")
 # DatasetRef's fields that came after datasets were first versioned: a dataset's file leaves one out while it holds
 # its default, so that the dataset hashes to the same DVC version as before the field came
-LATER_FIELDS = ("task", "resize")
+LATER_FIELDS = ("task", "resize", "decoder")
 
 
 class DatasetRef(BaseModel):
@@ -42,6 +42,7 @@ class DatasetRef(BaseModel):
     sources: dict[str, dict[str, int]] = {}  # images in train, val and test per source (dataset, production), class
     data_version: str = ""
     resize: Resize = LEGACY_RESIZE  # prepare.resize: how the images became square (datasets before it: stretch)
+    decoder: Decoder = LEGACY_DECODER  # prepare.decoder: how their JPEGs were decoded (datasets before it: full)
 
     @property
     def raw_dir(self) -> Path:
@@ -154,12 +155,13 @@ def prepare_dataset(
     dataset = _split_validated(validated_dir, params, seed)
     check_split(dataset.manifest)
     served = _served_task(dataset, task)
-    images = resized_images(dataset.manifest["path"], raw_dir, params.image_size, params.resize)
+    images = resized_images(dataset.manifest["path"], raw_dir, params.image_size, params.resize, params.decoder)
     ref = DatasetRef(
         prepared_dir=str(prepared_dir.resolve()),
         class_names=dataset.class_names,
         image_size=params.image_size,
         resize=params.resize,
+        decoder=params.decoder,
         counts=dataset.counts(),
         sources={} if dataset.boxes is not None else _sources(dataset.manifest),  # a box table has no production
         task=served,
@@ -195,11 +197,12 @@ def _split_validated(validated_dir: Path, params: PrepareParams, seed: int) -> _
     return _SplitDataset(manifest, boxes, labels, split_of, sorted(read_classes(validated_dir)))
 
 
-def resized_images(paths: pd.Series, raw_dir: Path, size: int, rule: Resize) -> np.ndarray:
-    """The raw images at `paths`, resized as training reads them: (N, size, size, 3) uint8."""
+def resized_images(paths: pd.Series, raw_dir: Path, size: int, rule: Resize, decoder: Decoder) -> np.ndarray:
+    """The raw images at `paths`, decoded and resized as training reads them: (N, size, size, 3) uint8."""
     images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, rel in enumerate(progress(paths, "prepare")):
         with Image.open(raw_dir / rel) as image:
+            reduce_while_decoding(image, size, decoder)
             images[i] = resize_image(image, size, rule)
     return images
 

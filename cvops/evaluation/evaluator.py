@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from cvops.config import DetectParams, EvaluateParams, MeasureParams, VideoParams
 from cvops.data.augment import ImageDataset
 from cvops.data.prepare import DatasetRef, load_split, resized_images
-from cvops.data.preprocess import LEGACY_RESIZE, Resize, resize_image
+from cvops.data.preprocess import LEGACY_DECODER, LEGACY_RESIZE, Decoder, Resize, resize_image
 from cvops.data.production import PRODUCTION, RECENT, is_production
 from cvops.evaluation.gallery import build_gallery
 from cvops.evaluation.reports import TORCH, ChampionComparison, Evaluation, Footprint, SliceMetrics
@@ -99,6 +99,7 @@ class Champion(BaseModel):
     class_names: list[str]
     image_size: int
     resize: Resize = LEGACY_RESIZE
+    decoder: Decoder = LEGACY_DECODER
     data_version: str = ""
 
 
@@ -114,6 +115,7 @@ def load_champion(registry: ModelRegistry) -> Champion | None:
         class_names=trained.class_names,
         image_size=trained.image_size,
         resize=trained.resize,
+        decoder=trained.decoder,
         data_version=info.tags.get("data_version", ""),
     )
 
@@ -213,9 +215,11 @@ def champion_inputs(
             note=f"the champion predicts other classes ({', '.join(champion.class_names)}); no paired comparison",
         )
     note = ""
-    if champion.resize != ref.resize:  # another rule: from the originals, as the champion's service would see them
-        images = resized_images(rows["path"], ref.raw_dir, champion.image_size, champion.resize)
-        note = f"test images resized from the originals by the champion's rule ({champion.resize}). "
+    if (champion.resize, champion.decoder) != (ref.resize, ref.decoder):  # as the champion's service would see them
+        images = resized_images(rows["path"], ref.raw_dir, champion.image_size, champion.resize, champion.decoder)
+        note = (
+            f"test images from the originals by the champion's rule ({champion.resize}, {champion.decoder} decoder). "
+        )
     elif champion.image_size != ref.image_size:  # square to square: every rule resizes alike
         images = np.stack([resize_image(Image.fromarray(image), champion.image_size) for image in images])
         note = f"test images resized from {ref.image_size} to the champion's {champion.image_size}px. "

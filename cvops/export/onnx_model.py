@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel
 
-from cvops.data.preprocess import LEGACY_RESIZE, Fit, Resize
+from cvops.data.preprocess import LEGACY_DECODER, LEGACY_RESIZE, Decoder, Fit, Resize
 from cvops.errors import ModelError
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class Preprocessing(BaseModel):
     task: str = "classification"
     level_sizes: list[int] = []  # a detector's points per pyramid level: how its outputs split by level
     resize: Resize = LEGACY_RESIZE  # prepare.resize of the training data (files exported before it: stretch)
+    decoder: Decoder = LEGACY_DECODER  # prepare.decoder of the training data (files exported before it: full)
 
     @classmethod
     def of(cls, ref: "DatasetRef", mean: tuple[float, ...], std: tuple[float, ...], **extra: Any) -> "Preprocessing":
@@ -42,6 +43,7 @@ class Preprocessing(BaseModel):
         return cls(
             image_size=ref.image_size,
             resize=ref.resize,
+            decoder=ref.decoder,
             mean=mean,
             std=std,
             class_names=ref.class_names,

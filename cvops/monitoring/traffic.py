@@ -112,7 +112,9 @@ def log_offline(
     sent: list[Sent] = []
     with progress(None, "traffic (offline)", total=n) as bar:
         while batch := list(itertools.islice(images, predictor.max_batch)):
-            decoded = [decode_image(data, pre.image_size, serve.max_image_pixels, pre.resize) for data, _ in batch]
+            decoded = [
+                decode_image(data, pre.image_size, serve.max_image_pixels, pre.resize, pre.decoder) for data, _ in batch
+            ]
             probabilities, embeddings = predictor.predict(np.stack([image.pixels for image in decoded]))
             ids = [new_request_id() for _ in batch]
             rows = [

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from cvops.config import Project, is_reference
 from cvops.console import quiet
-from cvops.data.preprocess import LEGACY_RESIZE, Resize
+from cvops.data.preprocess import LEGACY_DECODER, LEGACY_RESIZE, Decoder, Resize
 from cvops.errors import ModelError
 from cvops.references import top_package
 
@@ -42,6 +42,7 @@ class TrainedModel(BaseModel):
     std: tuple[float, ...]
     best_epoch: int
     resize: Resize = LEGACY_RESIZE  # how images became its input (models logged before prepare.resize: stretch)
+    decoder: Decoder = LEGACY_DECODER  # how their JPEGs were decoded (models logged before prepare.decoder: full)
 
     @property
     def model_id(self) -> str | None:
@@ -67,7 +68,14 @@ def use_project_store(project: Project, experiment: str) -> str:
 
 
 def log_trained_model(
-    model: "nn.Module", architecture: str, class_names: list[str], image_size: int, best_epoch: int, *, resize: Resize
+    model: "nn.Module",
+    architecture: str,
+    class_names: list[str],
+    image_size: int,
+    best_epoch: int,
+    *,
+    resize: Resize,
+    decoder: Decoder,
 ) -> TrainedModel:
     """Log the model to the active MLflow run and return a reference to it."""
     import mlflow.pytorch
@@ -98,6 +106,7 @@ def log_trained_model(
         class_names=class_names,
         image_size=image_size,
         resize=resize,
+        decoder=decoder,
         mean=mean,
         std=std,
         best_epoch=best_epoch,

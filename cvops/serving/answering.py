@@ -35,7 +35,9 @@ def decode_images(raw: list[bytes], preprocessing: Preprocessing, max_pixels: in
     decoded = []
     for index, data in enumerate(raw):
         try:
-            decoded.append(decode_image(data, preprocessing.image_size, max_pixels, preprocessing.resize))
+            decoded.append(
+                decode_image(data, preprocessing.image_size, max_pixels, preprocessing.resize, preprocessing.decoder)
+            )
         except RequestError as err:
             raise RequestError(err.status, f"image {index}: {err}" if len(raw) > 1 else str(err)) from err
     return decoded

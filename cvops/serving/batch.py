@@ -89,7 +89,7 @@ def score_files(predictor: Predictor, files: Iterable[tuple[str, str]], max_pixe
     pre = predictor.preprocessing
     for name, path in files:
         try:
-            decoded.append((name, decode_image(read_input(path), pre.image_size, max_pixels, pre.resize)))
+            decoded.append((name, decode_image(read_input(path), pre.image_size, max_pixels, pre.resize, pre.decoder)))
         except RequestError as err:
             rows.append({"path": name, "error": str(err)})
         except OSError as err:  # gone since it was listed, or not visible on this (Ray) node

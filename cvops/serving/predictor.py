@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cvops.data.preprocess import LEGACY_RESIZE, Resize, model_inputs, oriented_size, resize_image
+from cvops.data.preprocess import (
+    LEGACY_RESIZE,
+    Decoder,
+    Resize,
+    model_inputs,
+    oriented_size,
+    reduce_while_decoding,
+    resize_image,
+)
 from cvops.export.onnx_model import output_names, predict_outputs, preprocessing_of, session
 from cvops.serving.features import image_features
 from cvops.serving.projection import Projection
@@ -44,9 +52,9 @@ class DecodedImage:
     resize: Resize = LEGACY_RESIZE  # the rule `pixels` were resized by
 
 
-def decode_image(data: bytes, size: int, max_pixels: int, resize: Resize) -> DecodedImage:
-    """Validated bytes to an RGB image resized to `size` by rule `resize`; RequestError (400/413/415) for anything
-    else.
+def decode_image(data: bytes, size: int, max_pixels: int, resize: Resize, decoder: Decoder) -> DecodedImage:
+    """Validated bytes to an RGB image decoded by `decoder` and resized to `size` by rule `resize`, as the model's
+    training data was (its Preprocessing says how); RequestError (400/413/415) for anything else.
 
     The pixel count is checked from the header before decoding, so a decompression bomb costs nothing.
     """
@@ -65,7 +73,8 @@ def decode_image(data: bytes, size: int, max_pixels: int, resize: Resize) -> Dec
                         413, f"image of {image.width}x{image.height} pixels is over the limit of {max_pixels} pixels"
                     )
                 width, height, image_format = *oriented_size(image), image.format
-                pixels = resize_image(image, size, resize)  # decodes fully: a truncated file fails here
+                reduce_while_decoding(image, size, decoder)
+                pixels = resize_image(image, size, resize)  # decodes: a truncated file fails here
     except RequestError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:  # PIL's own, lower guard

@@ -4,7 +4,8 @@ from zenml import step
 
 from cvops.config import DetectParams, DistributedParams, Project, RegistryParams, ServeParams, VideoParams
 from cvops.registry.model_registry import ModelRegistry
-from cvops.serving.video.job import VideoJob, run_videos
+from cvops.serving.video.job import VideoJob
+from cvops.serving.video.videos import run_videos
 
 
 @step(experiment_tracker=True)

@@ -58,5 +58,11 @@ def train_model(
         }
     )
     return log_trained_model(
-        result.model, architecture, dataset.class_names, dataset.image_size, result.best_epoch, resize=dataset.resize
+        result.model,
+        architecture,
+        dataset.class_names,
+        dataset.image_size,
+        result.best_epoch,
+        resize=dataset.resize,
+        decoder=dataset.decoder,
     )

@@ -182,7 +182,7 @@ def test_the_served_detector_answers_in_the_pixels_of_the_image_sent(
     scene.image.save(data, format="PNG")
     pre = predictor.preprocessing
     assert pre.resize == scenes.resize  # the ONNX file carries the rule its training data was resized by
-    image = decode_image(data.getvalue(), pre.image_size, 10**7, pre.resize)
+    image = decode_image(data.getvalue(), pre.image_size, 10**7, pre.resize, pre.decoder)
     assert (image.width, image.height) == scene.image.size != (scenes.image_size, scenes.image_size)
     outputs = predictor.predict(image.pixels[None])
     answered = predictor.detections(tuple(o[0] for o in outputs), image.width, image.height)

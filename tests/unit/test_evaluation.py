@@ -139,4 +139,4 @@ def test_a_champion_that_resizes_by_another_rule_sees_the_originals_by_its_rule(
     stretched = np.full((1, 8, 8, 3), 250, dtype=np.uint8)  # the candidate's own (stretch) input
     images, note = champion_inputs(champion, ref, stretched, pd.DataFrame({"path": ["a/wide.png"]}))
     assert images.shape == (1, 8, 8, 3) and (images[0, 0] == 114).all() and (images[0, 4] == 250).all()
-    assert "by the champion's rule (letterbox)" in note
+    assert "by the champion's rule (letterbox, full decoder)" in note

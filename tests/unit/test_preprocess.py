@@ -25,7 +25,7 @@ def test_every_mode_becomes_the_same_rgb_in_training_and_serving(mode: str, rule
     data, _ = mode_files(128)[mode]
     with Image.open(io.BytesIO(data)) as image:
         prepared = resize_image(image, 12, rule)  # what `cvops data prepare` stores for training
-    served = decode_image(data, 12, 10_000, rule)  # what the service and batch inference feed the model
+    served = decode_image(data, 12, 10_000, rule, "full")  # what the service and batch inference feed the model
     assert prepared.dtype == np.uint8 and prepared.shape == (12, 12, 3)
     assert np.array_equal(prepared, served.pixels)
     assert 80 < prepared.mean() < 180  # grey around 128: no mode is read as black or white
@@ -58,7 +58,7 @@ def test_exif_orientation_is_applied_everywhere() -> None:
         assert image.size == (16, 24)  # stored sideways
         upright = to_rgb(image)
     assert upright.size == (24, 16)
-    served = decode_image(data, 12, 10_000, "stretch")
+    served = decode_image(data, 12, 10_000, "stretch", "full")
     assert (served.width, served.height) == (24, 16)  # what the inference log records
 
 

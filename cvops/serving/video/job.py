@@ -1,10 +1,9 @@
-"""A video job: each video of a file or folder through one served model version, frame by frame: a detector's
-boxes tracked, a classifier's labels smoothed; the outputs of `cvops.serving.video.output` per video, a sampled share
-of the frames in the inference log (drift monitoring sees video traffic), counts to the active MLflow run."""
+"""One video through one served model version, frame by frame: a detector's boxes tracked, a classifier's labels
+smoothed; the outputs of `cvops.serving.video.output`, and a sampled share of the frames for the inference log
+(drift monitoring sees video traffic). `cvops.serving.video.videos` runs a job's every video."""
 
 import logging
 import math
-import re
 import signal
 import threading
 import time
@@ -13,24 +12,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from cvops.config import DistributedParams, VideoParams
+from cvops.config import VideoParams
 from cvops.console import progress
 from cvops.data.preprocess import resize_image
 from cvops.errors import DataError
-from cvops.evaluation.reports import metric_name
-from cvops.registry.artifacts import resolve
-from cvops.registry.model_registry import ModelRegistry
 from cvops.serving.features import image_features
 from cvops.serving.feedback import new_request_id
-from cvops.serving.inference_log import InferenceLog, LogTarget
-from cvops.serving.loading import load_served
 from cvops.serving.predictor import DecodedImage, Predictor
-from cvops.serving.video.decode import Frame, Frames, VideoInfo, list_videos, readable
+from cvops.serving.video.decode import Frame, Frames, VideoInfo, readable
 from cvops.serving.video.live import LiveFrames, is_live, shown
 from cvops.serving.video.output import (
     ANNOTATED,
@@ -302,81 +295,6 @@ def live_counts(source: LiveFrames, ages: list[float]) -> dict[str, Any]:
         "answer_age_ms_p50": p50,
         "answer_age_ms_p99": p99,
     }
-
-
-def output_folder(job: VideoJob, name: str) -> Path:
-    """A video's own folder under the job's output: its path under the input folder or prefix without the
-    suffix; a live source's, its address made a name (`rtsp://cam-3:8554/line` -> `cam-3_8554_line`)."""
-    if is_live(name):
-        return job.output / (re.sub(r"[^A-Za-z0-9._-]+", "_", shown(name).split("://", 1)[-1]).strip("_") or "stream")
-    return job.output / Path(name).with_suffix("")
-
-
-def run_videos(
-    registry: ModelRegistry,
-    cache_dir: Path,
-    job: VideoJob,
-    params: VideoParams,
-    post: PostProcess,
-    log_to: LogTarget,
-    seed: int,
-    distributed: DistributedParams,
-) -> dict[str, Any]:
-    """Every video of the job, in this process or on Ray Data (`distributed.engine: ray`; a live source is
-    watched here whatever the engine): the counts (videos, unreadable, frames, a detector's tracks), with each
-    video's summary or why it could not be read; counts to the active MLflow run, sampled frames to the
-    inference log."""
-    videos = [(job.location, job.location)] if is_live(job.location) else list_videos(job.location)
-    folders: dict[str, Path] = {}
-    for name, video in videos:  # clip.mp4 and clip.mov would overwrite each other's outputs
-        folder = output_folder(job, name)
-        if same := next((v for v, f in folders.items() if f == folder), None):
-            raise DataError(f"{same} and {video} would both write to {folder}: rename one of them")
-        folders[video] = folder
-    served = resolve(registry, job.selector, cache_dir)
-    engine = "local" if is_live(job.location) else distributed.engine
-    inference_log = InferenceLog(log_to)
-    try:
-        if engine == "ray":
-            from cvops.serving.video.on_ray import track_on_ray  # Ray is imported only on this engine
-
-            results = track_on_ray(served, folders, params, post, seed, distributed, inference_log.append)
-        else:
-            predictor = load_served(served, params.batch_frames, post)
-            results = [
-                track_one(predictor, video, folder, params, post, seed, job.duration, inference_log.append)
-                for video, folder in folders.items()
-            ]
-    finally:
-        inference_log.close()
-    read = [r for r in results if "error" not in r]
-    for failed in (r["error"] for r in results if "error" in r):
-        if len(results) == 1:
-            raise DataError(failed)
-        log.warning("%s", failed)
-    detector = any("tracks" in r for r in read)
-    counts = {
-        "videos": len(folders),
-        "unreadable": len(folders) - len(read),
-        "frames": sum(r["frames"] for r in read),
-        **({"tracks": sum(r["tracks"] for r in read)} if detector else {}),
-        **{
-            f"zone_{zone.name}_{direction}": sum(r["zones"][zone.name][direction] for r in read if "zones" in r)
-            for zone in (params.zones if detector else [])
-            for direction in ("in", "out")
-        },
-        **(
-            {key: sum(r[f"frames_{key}"] for r in read) for key in ("received", "dropped")}
-            | {"reconnects": sum(r["reconnects"] for r in read)}
-            if any("frames_received" in r for r in read)
-            else {}
-        ),
-    }
-    mlflow.log_metrics({metric_name(f"video_{k}"): v for k, v in counts.items()})
-    mlflow.set_tags(
-        {"model_version": served.version, "input": shown(job.location), "output": str(job.output), "engine": engine}
-    )
-    return {**counts, "results": results}
 
 
 def track_one(
