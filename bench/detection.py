@@ -77,7 +77,7 @@ def main() -> None:
     result = fit(ref, params)
     train_s = time.perf_counter() - start
     model, measure = result.model.eval(), params.measure
-    report = quantize(model, ref, scratch / "onnx", params.quantize, measure, params.base.seed)
+    report = quantize(model, ref, scratch / "onnx", params)
 
     images, resized, rows = load_detection_split(ref, "test")
     inputs = model_inputs(images, *normalization(model))

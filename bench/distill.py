@@ -45,9 +45,7 @@ def row(
     answers = predict_proba(
         trained.model, ImageDataset(images, labels, *normalization(trained.model)), torch.device("cpu")
     ).argmax(axis=1)
-    report = quantize(
-        trained.model, ref, Path(tempfile.mkdtemp(prefix="cvops-d-")), params.quantize, params.measure, params.base.seed
-    )
+    report = quantize(trained.model, ref, Path(tempfile.mkdtemp(prefix="cvops-d-")), params)
     int8 = report.int8 or report.fp32
     return {
         "model": name,

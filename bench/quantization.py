@@ -84,9 +84,7 @@ def main() -> None:
             trained.model,
             ref,
             Path(tempfile.mkdtemp(prefix="cvops-q-")),
-            params.quantize,
-            params.measure,
-            params.base.seed,
+            params,
         )
         onnx_rows = [m.model_dump(exclude={"path", "sha256"}) for m in (report.fp32, report.int8) if m]
         speedup = report.speedup_b32()

@@ -276,6 +276,19 @@ class QuantizeParams(Section):
     min_speedup: float = Field(1.5, gt=0.0)
 
 
+class PruneParams(Section):
+    """Structured pruning (classifiers): whole channels removed from the trained model by their weights' L1 norm
+    (torch-pruning's dependency graph removes coupled layers' channels together), then fine-tuned; the pruned
+    model is exported and quantized beside the unpruned one, and one rule picks what ships
+    (cvops/export/pruning.py)."""
+
+    enabled: bool = False
+    ratio: float = Field(0.3, gt=0.0, lt=1.0)  # the share of each prunable layer's channels removed
+    fine_tune_epochs: int = Field(2, ge=0)  # on the train split, as train.* trains (0: none)
+    max_accuracy_drop: Probability = 0.01  # the pruned file against the unpruned fp32 file, on the test split
+    min_speedup: float = Field(1.2, gt=0.0)  # at batch 32, paired calls (measure.*)
+
+
 class MeasureParams(Section):
     """How latency is measured (the torch model, both ONNX files, the gate's budget): see cvops/timing.py."""
 
@@ -455,6 +468,7 @@ class Params(Section):
     detect: DetectParams = DetectParams()
     evaluate: EvaluateParams = EvaluateParams()
     quantize: QuantizeParams = QuantizeParams()
+    prune: PruneParams = PruneParams()
     measure: MeasureParams = MeasureParams()
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
@@ -505,6 +519,11 @@ class Params(Section):
         if self.distill.enabled and not tasks.task(self.task).distillation:
             raise ValueError(
                 f"distill.enabled: distillation trains a classifier's student; set it false for {self.task}"
+            )
+        if self.prune.enabled and not tasks.task(self.task).pruning:
+            raise ValueError(
+                f"prune.enabled: pruning is built for classifiers (a {self.task} model's pruned heads would need a "
+                "gate of their own, not measured yet); set it false for this task"
             )
         return self
 

@@ -12,8 +12,9 @@ from pydantic import BaseModel
 
 from cvops.config import Task
 
-Format = Literal["onnx-fp32", "onnx-int8"]  # of an ONNX artifact
-FP32, INT8 = get_args(Format)  # the exported file, and its int8-quantized copy
+Format = Literal["onnx-fp32", "onnx-int8", "onnx-pruned-fp32", "onnx-pruned-int8"]  # of an ONNX artifact
+# the exported file, its int8-quantized copy, and the same two of the model with channels pruned (prune.*)
+FP32, INT8, PRUNED, PRUNED_INT8 = get_args(Format)
 TORCH = "torch"  # the trained model itself (its footprint, before export)
 Kind = Literal["wrong", "unsure", "disagree"]  # of an error gallery's image
 KIND_TITLES: dict[Kind, str] = {
@@ -25,7 +26,7 @@ _METRIC_CHARACTERS = re.compile(r"[^\w\-. /:]")  # what MLflow accepts in a metr
 
 
 def format_key(fmt: str) -> str:
-    """How a format names its artifact in MLflow tags and metrics: onnx_fp32, onnx_int8."""
+    """How a format names its artifact in MLflow tags and metrics: onnx_fp32, onnx_int8, onnx_pruned_fp32, ..."""
     return fmt.replace("-", "_")
 
 
@@ -232,11 +233,27 @@ class OnnxMeasurement(BaseModel):
         return score
 
 
+class Pruning(BaseModel):
+    """What structured pruning (prune.*) removed, and how the pruned model was fine-tuned."""
+
+    ratio: float  # prune.ratio: the share of each prunable layer's channels removed
+    parameters_before: int
+    parameters_after: int
+    macs_before: int  # multiply-accumulates of one image, as torch-pruning counts them
+    macs_after: int
+    fine_tune_epochs: int  # run (early stopping may end them before prune.fine_tune_epochs)
+    parity_max_abs_diff: float | None = None  # the pruned ONNX file against the pruned torch model, once exported
+
+
 class QuantizationReport(BaseModel):
-    """Both artifacts, the evidence of the export and calibration, and which one ships (and why)."""
+    """Every artifact (fp32, int8; with prune.enabled, the pruned model's fp32 and int8), the evidence of the
+    export, calibration and pruning, and which one ships (and why)."""
 
     fp32: OnnxMeasurement
     int8: OnnxMeasurement | None
+    pruned: OnnxMeasurement | None = None
+    pruned_int8: OnnxMeasurement | None = None
+    pruning: Pruning | None = None
     torch_accuracy: float | None = None  # the torch model's score (accuracy, or mAP for a detector)
     torch_map: float | None = None
     parity_max_abs_diff: float
@@ -247,10 +264,15 @@ class QuantizationReport(BaseModel):
     reason: str
     speedup_b32_range: tuple[float, float] | None = None  # 10th-90th percentile of the paired fp32/int8 ratios
     paired_speedup_b32: float | None = None  # median of the paired ratios: what the rule compares
+    pruned_speedups_b32: dict[Format, float] = {}  # each pruned artifact's, over fp32, the same way
+
+    def candidates(self) -> list[OnnxMeasurement]:
+        """Every artifact measured, in the order of `Format`."""
+        return [m for m in (self.fp32, self.int8, self.pruned, self.pruned_int8) if m is not None]
 
     @property
     def shipped_artifact(self) -> OnnxMeasurement:
-        return self.int8 if self.shipped == INT8 and self.int8 else self.fp32
+        return next(m for m in self.candidates() if m.format == self.shipped)
 
     def footprint(self) -> Footprint:
         shipped = self.shipped_artifact
@@ -268,13 +290,12 @@ class QuantizationReport(BaseModel):
         return self.paired_speedup_b32 or self.fp32.latency_ms_b32 / self.int8.latency_ms_b32
 
     def summary(self) -> str:
-        lines = [f"{'artifact':<10} {self.fp32.metric:>8} {'agreement':>9} {'size MB':>8} {'b1 ms':>7} {'b32 ms':>8}"]
-        for m in (self.fp32, self.int8):
-            if m is not None:
-                lines.append(
-                    f"{m.format:<10} {m.score:>8.4f} {m.agreement:>9.4f} {m.size_mb:>8.2f} "
-                    f"{m.latency_ms_b1:>7.2f} {m.latency_ms_b32:>8.2f}"
-                )
+        lines = [f"{'artifact':<16} {self.fp32.metric:>8} {'agreement':>9} {'size MB':>8} {'b1 ms':>7} {'b32 ms':>8}"]
+        for m in self.candidates():
+            lines.append(
+                f"{m.format:<16} {m.score:>8.4f} {m.agreement:>9.4f} {m.size_mb:>8.2f} "
+                f"{m.latency_ms_b1:>7.2f} {m.latency_ms_b32:>8.2f}"
+            )
         threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
         lines.append(f"ships {self.shipped}: {self.reason} ({threads}; latency: median of interleaved calls)")
         return "\n".join(lines)

@@ -20,12 +20,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from cvops.config import MeasureParams, QuantizeParams
+from cvops.config import MeasureParams, Params, QuantizeParams
 from cvops.console import progress, quiet
 from cvops.data.prepare import DatasetRef, load_split_images
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
-from cvops.evaluation.reports import FP32, INT8, Format, OnnxMeasurement, QuantizationReport
+from cvops.evaluation.reports import (
+    FP32,
+    INT8,
+    PRUNED,
+    PRUNED_INT8,
+    Format,
+    OnnxMeasurement,
+    QuantizationReport,
+)
 from cvops.export.onnx_model import (
     BOX_OUTPUTS,
     EMBEDDING,
@@ -36,6 +44,7 @@ from cvops.export.onnx_model import (
     session,
     set_metadata,
 )
+from cvops.export.pruning import prune
 from cvops.tasks import task
 from cvops.timing import Spread, interleaved_calls, latency, ratio
 
@@ -193,10 +202,10 @@ Quality = dict[str, float]  # an artifact's score (accuracy= or mean_ap=) and ag
 
 def measure(
     qualities: dict[Format, tuple[Path, Quality]], inputs: np.ndarray, measure: MeasureParams, outputs: list[str]
-) -> tuple[dict[Format, OnnxMeasurement], Spread | None]:
+) -> tuple[dict[Format, OnnxMeasurement], dict[Format, Spread]]:
     """Each file's size and quality, and its batch-1 and batch-32 latency computing `outputs`, the files timed
-    call by call in turns on `measure.threads` threads (cvops/timing.py). Also, with both files, the int8
-    speed-up at batch 32 from the paired calls."""
+    call by call in turns on `measure.threads` threads (cvops/timing.py). Also each file's speed-up over fp32 at
+    batch 32, from the paired calls."""
     b1, b32 = inputs[:1], np.resize(inputs, (32, *inputs.shape[1:]))  # b32 repeats images if the split is small
     sessions = {fmt: session(path, measure.threads) for fmt, (path, _) in qualities.items()}
 
@@ -219,69 +228,120 @@ def measure(
             latency_ms_b32=b32_ms.median,
             latency_ms_b32_high=b32_ms.high,
         )
-    both = INT8 in batched
-    return measured, ratio(batched[FP32], batched[INT8]) if both else None
+    return measured, {fmt: ratio(batched[FP32], batched[fmt]) for fmt in sessions if fmt != FP32}
+
+
+def limits(fmt: Format, score_metric: str, params: Params) -> tuple[float, float]:
+    """The score a file may lose against fp32, and the speed-up at batch 32 it must bring, to ship: int8's are
+    quantize.*, a pruned file's prune.*, and a pruned int8 file must pay for both (the drops added, the
+    speed-ups multiplied)."""
+    quantize, prune = params.quantize, params.prune
+    int8_drop = quantize.max_accuracy_drop if score_metric == "accuracy" else quantize.max_map_drop
+    drops = {INT8: int8_drop, PRUNED: prune.max_accuracy_drop, PRUNED_INT8: int8_drop + prune.max_accuracy_drop}
+    speedups = {INT8: quantize.min_speedup, PRUNED: prune.min_speedup}
+    speedups[PRUNED_INT8] = quantize.min_speedup * prune.min_speedup
+    return drops[fmt], speedups[fmt]
 
 
 def choose(
-    fp32: OnnxMeasurement, int8: OnnxMeasurement | None, params: QuantizeParams, speedup: Spread | None = None
+    measured: dict[Format, OnnxMeasurement], params: Params, speedups: dict[Format, Spread] | None = None
 ) -> tuple[Format, str]:
-    """int8 ships when it loses at most `max_accuracy_drop` accuracy (`max_map_drop` mAP, for a detector) and is
-    `min_speedup` faster at batch 32.
+    """One rule over every file: a file other than fp32 may ship when it loses at most its allowed score against
+    fp32 and brings at least its required speed-up at batch 32 (`limits`); of those, the fastest ships, else
+    fp32. The reason names every file's numbers.
 
-    The speed-up is the median ratio of paired calls (`speedup`; without one, the ratio of the two medians).
-    Its spread is reported, and flagged when it straddles the threshold: the two files are then within noise.
+    A speed-up is the median ratio of paired calls (`speedups`; without one, the ratio of the two medians). Its
+    spread is reported, and flagged when it straddles the threshold: the two files are then within noise.
     """
-    if int8 is None:
+    fp32 = measured[FP32]
+    if len(measured) == 1:
         return FP32, "int8 quantization is off (quantize.enabled: false)"
-    drop = fp32.score - int8.score
-    limit = params.max_accuracy_drop if fp32.metric == "accuracy" else params.max_map_drop
-    factor = speedup.median if speedup else fp32.latency_ms_b32 / int8.latency_ms_b32
-    spread = ""
-    if speedup is not None:
-        noise = ", within noise" if speedup.low < params.min_speedup <= speedup.high else ""
-        spread = f" [x{speedup.low:.2f}-x{speedup.high:.2f} over paired calls{noise}]"
-    numbers = (
-        f"{fp32.metric} drop {drop:+.4f} (max {limit}), "
-        f"speed-up x{factor:.2f}{spread} at batch 32 (min x{params.min_speedup})"
-    )
-    if drop <= limit and factor >= params.min_speedup:
-        return INT8, numbers
-    return FP32, f"int8 rejected: {numbers}"
+    passing: dict[Format, float] = {}
+    verdicts = []
+    for fmt, candidate in measured.items():
+        if fmt == FP32:
+            continue
+        limit, minimum = limits(fmt, fp32.metric, params)
+        drop = fp32.score - candidate.score
+        paired = (speedups or {}).get(fmt)
+        factor = paired.median if paired else fp32.latency_ms_b32 / candidate.latency_ms_b32
+        spread = ""
+        if paired is not None:
+            noise = ", within noise" if paired.low < minimum <= paired.high else ""
+            spread = f" [x{paired.low:.2f}-x{paired.high:.2f} over paired calls{noise}]"
+        numbers = (
+            f"{fp32.metric} drop {drop:+.4f} (max {limit:g}), "
+            f"speed-up x{factor:.2f}{spread} at batch 32 (min x{minimum:g})"
+        )
+        if drop <= limit and factor >= minimum:
+            passing[fmt] = factor
+            verdicts.append(f"{fmt}: {numbers}")
+        else:
+            verdicts.append(f"{fmt} rejected: {numbers}")
+    if not passing:
+        return FP32, "; ".join(verdicts)
+    shipped = max(passing, key=lambda fmt: passing[fmt])
+    return shipped, "; ".join(verdicts) + (f"; {shipped} is the fastest of them" if len(passing) > 1 else "")
 
 
-def quantize(
-    model: nn.Module, ref: DatasetRef, out_dir: Path, params: QuantizeParams, measure_params: MeasureParams, seed: int
-) -> QuantizationReport:
-    """Export, check parity, quantize (calibrated on a seeded train subset), measure both, decide. The task's
+def quantize(model: nn.Module, ref: DatasetRef, out_dir: Path, params: Params) -> QuantizationReport:
+    """Export, check parity, quantize (calibrated on a seeded train subset); with prune.enabled, prune and
+    fine-tune a copy and export and quantize it the same way; measure every file together, decide. The task's
     export part (`export_check`) says what the model answers on the test split, and how well."""
     check = task(ref.task).export.export_check(model, ref)
-    fp32_path = export_onnx(model, check.preprocessing, out_dir / "model.fp32.onnx")
-    answers: dict[Format, tuple[Path, Any]] = {FP32: (fp32_path, check.answers(session(fp32_path)))}
-    difference = check.parity(answers[FP32][1], params)
+    calibration: np.ndarray | None = None
     ids: list[str] = []
-    if params.enabled:
-        calibration, ids = calibration_subset(ref, params.calibration_size, seed)
-        inputs = model_inputs(calibration, check.preprocessing.mean, check.preprocessing.std)
-        int8_path = quantize_int8(fp32_path, out_dir / "model.int8.onnx", inputs, params.calibration_method)
-        answers[INT8] = (int8_path, check.answers(session(int8_path)))
+    if params.quantize.enabled:
+        images, ids = calibration_subset(ref, params.quantize.calibration_size, params.base.seed)
+        calibration = model_inputs(images, check.preprocessing.mean, check.preprocessing.std)
+    answers, difference = _exported(check, model, out_dir / "model", calibration, params.quantize)
+    pruning = None
+    if params.prune.enabled:
+        pruned, pruning = prune(model, ref, params)
+        pruned_check = task(ref.task).export.export_check(pruned, ref)
+        found, pruned_difference = _exported(
+            pruned_check, pruned, out_dir / "model.pruned", calibration, params.quantize
+        )
+        answers |= {PRUNED if fmt == FP32 else PRUNED_INT8: answer for fmt, answer in found.items()}
+        pruning = pruning.model_copy(update={"parity_max_abs_diff": pruned_difference})
     qualities = {fmt: (path, check.quality(found)) for fmt, (path, found) in answers.items()}
-    measured, speedup = measure(qualities, check.inputs, measure_params, check.outputs)
-    shipped, reason = choose(measured[FP32], measured.get(INT8), params, speedup)
+    measured, speedups = measure(qualities, check.inputs, params.measure, check.outputs)
+    shipped, reason = choose(measured, params, speedups)
+    int8_speedup = speedups.get(INT8)
     report = QuantizationReport(
         fp32=measured[FP32],
         int8=measured.get(INT8),
+        pruned=measured.get(PRUNED),
+        pruned_int8=measured.get(PRUNED_INT8),
+        pruning=pruning,
         **check.torch_quality(),
         parity_max_abs_diff=difference,
-        calibration_method=params.calibration_method,
+        calibration_method=params.quantize.calibration_method,
         calibration_ids=ids,
-        threads=measure_params.threads,
+        threads=params.measure.threads,
         shipped=shipped,
         reason=reason,
-        speedup_b32_range=(speedup.low, speedup.high) if speedup else None,
-        paired_speedup_b32=speedup.median if speedup else None,
+        speedup_b32_range=(int8_speedup.low, int8_speedup.high) if int8_speedup else None,
+        paired_speedup_b32=int8_speedup.median if int8_speedup else None,
+        pruned_speedups_b32={fmt: s.median for fmt, s in speedups.items() if fmt in (PRUNED, PRUNED_INT8)},
     )
     return _written(report, out_dir)
+
+
+def _exported(
+    check: Any, model: nn.Module, stem: Path, calibration: np.ndarray | None, params: QuantizeParams
+) -> tuple[dict[Format, tuple[Path, Any]], float]:
+    """`model`'s fp32 file (`stem`.fp32.onnx, checked against the torch model: the largest difference) and, with
+    `calibration`, its int8 copy (`stem`.int8.onnx): each file's answers on the test split by `check`."""
+    fp32_path = export_onnx(model, check.preprocessing, stem.with_name(f"{stem.name}.fp32.onnx"))
+    answers: dict[Format, tuple[Path, Any]] = {FP32: (fp32_path, check.answers(session(fp32_path)))}
+    difference = check.parity(answers[FP32][1], params)
+    if calibration is not None:
+        int8_path = quantize_int8(
+            fp32_path, stem.with_name(f"{stem.name}.int8.onnx"), calibration, params.calibration_method
+        )
+        answers[INT8] = (int8_path, check.answers(session(int8_path)))
+    return answers, difference
 
 
 def _written(report: QuantizationReport, out_dir: Path) -> QuantizationReport:

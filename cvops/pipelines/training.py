@@ -18,7 +18,8 @@ from cvops.steps.validate_data import validate_data
 def training(
     params: Params, resume: bool = False, trigger: dict[str, str] | None = None, teacher: TrainedModel | None = None
 ) -> None:
-    """Validated data -> prepared dataset (DVC) -> trained model -> evidence -> ONNX fp32/int8 -> gate
+    """Validated data -> prepared dataset (DVC) -> trained model -> evidence -> ONNX fp32/int8 (and a pruned
+    copy's, with prune.enabled) -> gate
     -> monitoring reference -> registered version -> bento.
 
     `trigger` tags the version: when drift monitoring started the run (episode, reason, report), and a
@@ -31,7 +32,7 @@ def training(
     dataset = load_dataset(validation)
     trained = train_model(dataset, params, resume, teacher)
     evaluation = evaluate_model(trained, dataset, params)
-    quantization = quantize_model(trained, dataset, params.quantize, params.measure, params.base.seed)
+    quantization = quantize_model(trained, dataset, params)
     decision = check_gate(evaluation, quantization, params.gate)
     reference = build_reference(dataset, quantization, params.monitor, params.detect)
     origin = VersionOrigin(data_source=params.data.source, trigger=trigger)

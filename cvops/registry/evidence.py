@@ -37,29 +37,31 @@ def log_evaluation(evaluation: Evaluation) -> None:
 
 
 def log_quantization(report: QuantizationReport) -> None:
-    """Both ONNX files, the calibration image ids and the report; metrics for comparing runs."""
-    for artifact in (report.fp32, report.int8):
-        if artifact is not None:
-            mlflow.log_artifact(artifact.path, artifact_path=QUANTIZATION_DIR)
-            name = format_key(artifact.format)
-            mlflow.log_metrics(
-                {
-                    f"{name}_{k}": getattr(artifact, k)
-                    for k in ("accuracy", "mean_ap", "agreement", "size_mb", "latency_ms_b1", "latency_ms_b32")
-                    if getattr(artifact, k) is not None
-                }
-            )
+    """Every ONNX file, the calibration image ids and the report; metrics for comparing runs (and a pruned model's
+    parameters and multiply-accumulates, before and after)."""
+    for artifact in report.candidates():
+        mlflow.log_artifact(artifact.path, artifact_path=QUANTIZATION_DIR)
+        name = format_key(artifact.format)
+        mlflow.log_metrics(
+            {
+                f"{name}_{k}": getattr(artifact, k)
+                for k in ("accuracy", "mean_ap", "agreement", "size_mb", "latency_ms_b1", "latency_ms_b32")
+                if getattr(artifact, k) is not None
+            }
+        )
     mlflow.log_text(report.model_dump_json(indent=2), QUANTIZATION_FILE)
     mlflow.log_metric("onnx_parity_max_abs_diff", report.parity_max_abs_diff)
+    if report.pruning is not None:
+        counts = report.pruning.model_dump(exclude={"ratio", "fine_tune_epochs"})
+        mlflow.log_metrics({f"pruned_{k}": float(v) for k, v in counts.items()})
     mlflow.set_tag(SHIPPED_FORMAT_TAG, report.shipped)
 
 
 def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str, str]:
     """Model-version tags that attach the ONNX artifacts (MLflow URIs) and name the one that ships."""
     tags = {SHIPPED_FORMAT_TAG: report.shipped, SHIPPED_SCORE_TAG: f"{report.shipped_artifact.score:.4f}"}
-    for artifact in (report.fp32, report.int8):
-        if artifact is not None:
-            tags[format_key(artifact.format)] = f"{artifact_uri}/{QUANTIZATION_DIR}/{Path(artifact.path).name}"
+    for artifact in report.candidates():
+        tags[format_key(artifact.format)] = f"{artifact_uri}/{QUANTIZATION_DIR}/{Path(artifact.path).name}"
     tags[SHIPPED_TAG] = tags[format_key(report.shipped)]
     return tags
 

@@ -162,18 +162,30 @@ def _deployment(q: QuantizationReport | None) -> list[str]:
             f"{m.latency_ms_b1:.2f}",
             f"{m.latency_ms_b32:.2f}",
         ]
-        for m in (q.fp32, q.int8)
-        if m is not None
+        for m in q.candidates()
     ]
     return [
         "## Deployment artifact",
         f"Ships **{q.shipped}** ({q.reason}). ONNX fp32 matches torch to {q.parity_max_abs_diff:.1e} in the "
         f"{'logits' if q.torch_map is None else 'scores of the boxes both find'}; int8 is calibrated "
         f"({q.calibration_method}) on {len(q.calibration_ids)} seeded train images. "
-        f"Measured on the test split with {q.threads} thread(s), each latency the median of calls taking turns "
-        "with the other file's:",
+        f"{_pruned(q)}Measured on the test split with {q.threads} thread(s), each latency the median of calls "
+        "taking turns with the other files':",
         table(["artifact", q.fp32.metric, "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
     ]
+
+
+def _pruned(q: QuantizationReport) -> str:
+    """What pruning removed, when it ran (prune.enabled)."""
+    p = q.pruning
+    if p is None:
+        return ""
+    return (
+        f"The pruned files are the model with {p.ratio:.0%} of each prunable layer's channels removed "
+        f"({p.parameters_before:,} parameters to {p.parameters_after:,}, {p.macs_before:,} multiply-accumulates "
+        f"an image to {p.macs_after:,}) and fine-tuned for {p.fine_tune_epochs} epoch(s); their agreement is "
+        "with the model before pruning. "
+    )
 
 
 def _distillation(card: ModelCard) -> list[str]:

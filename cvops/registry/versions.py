@@ -6,15 +6,16 @@ active MLflow run, by the training pipeline's steps and, for a version registere
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import mlflow
 from pydantic import BaseModel, ConfigDict
 
-from cvops.config import GateParams, MeasureParams, Params, QuantizeParams
+from cvops.config import GateParams, Params
 from cvops.data.prepare import DatasetRef
 from cvops.errors import DataError
 from cvops.evaluation.gate import GateDecision, decide
-from cvops.evaluation.reports import INT8, Evaluation, QuantizationReport, format_key
+from cvops.evaluation.reports import Evaluation, Format, QuantizationReport, format_key
 from cvops.export.quantization import quantize
 from cvops.monitoring.reference import ReferenceSummary, build_reference
 from cvops.registry.artifacts import forget
@@ -37,11 +38,10 @@ DATA_COUNTS_TAG = "data_counts"  # a version's images per source and class (JSON
 MODEL_CARD_DIR = "model_card"
 
 
-def export_model(
-    trained: TrainedModel, dataset: DatasetRef, params: QuantizeParams, measure: MeasureParams, seed: int
-) -> QuantizationReport:
-    """ONNX fp32 (parity-checked) and static int8, both measured; the report names the artifact that ships."""
-    report = quantize(load_trained_model(trained), dataset, scratch_dir(), params, measure, seed)
+def export_model(trained: TrainedModel, dataset: DatasetRef, params: Params) -> QuantizationReport:
+    """ONNX fp32 (parity-checked) and static int8, with prune.enabled a pruned copy's too, all measured; the
+    report names the artifact that ships."""
+    report = quantize(load_trained_model(trained), dataset, scratch_dir(), params)
     log_quantization(report)
     return report
 
@@ -179,14 +179,14 @@ def requantize(
     trained = registry.trained_model(info)
     evaluation, before, _ = load_evidence(info.run_id)
     with mlflow.start_run(run_id=info.run_id) as run:
-        report = export_model(trained, dataset, params.quantize, params.measure, params.base.seed)
+        report = export_model(trained, dataset, params)
         reference = monitoring_reference(report, dataset, params.monitor.embedding_dims, params.detect.served)
         decision = gate(evaluation, report, params.gate)
     tags = artifact_tags(report, reference, run.info.artifact_uri)
     registry.tag(version, tags)
-    int8_tag = format_key(INT8)
-    if int8_tag not in tags and int8_tag in info.tags:  # int8 switched off: no stale link
-        registry.client.delete_model_version_tag(registry.name, version, int8_tag)
+    for stale in (format_key(fmt) for fmt in get_args(Format)):  # int8 or pruning switched off: no stale link
+        if stale not in tags and stale in info.tags:
+            registry.client.delete_model_version_tag(registry.name, version, stale)
     registry.record_gate(version, decision)
     forget(cache_dir, version)  # served and monitored from the new files from now on
     return Requantized(report, decision, before.passed != decision.passed)

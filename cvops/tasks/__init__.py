@@ -48,6 +48,7 @@ class Task:
     package: str  # where its parts are, "package.module"
     unit: str = "images"  # what a prepared dataset's class counts count
     distillation: bool = False  # can a student be distilled from its champion (distill.enabled)?
+    pruning: bool = False  # can its channels be pruned (prune.enabled)?
     traffic: bool = False  # can `cvops traffic` simulate its clients and their true labels?
     crop: bool = True  # may prepare.resize crop an image's edges (a detector's boxes may lie there)?
     own_models: bool = False  # may train.model name the user's function (`package.module:function`)?
@@ -250,6 +251,7 @@ register(
         service="cvops.serving.service:Classifier",
         package="cvops.tasks.classification",
         distillation=True,
+        pruning=True,
         traffic=True,
         own_models=True,
     )

@@ -391,11 +391,11 @@ def train_model(
 Splits = dict[str, tuple[np.ndarray, Any]]  # "train" and "val": (images, targets), as the task's data part loads
 
 
-def training_inputs(params: Params, ref: DatasetRef, splits: Splits) -> TrainingInputs:
-    """The configured model of `ref`'s task, seeded, the datasets it trains and validates on and the task's
-    objective."""
+def training_inputs(params: Params, ref: DatasetRef, splits: Splits, model: nn.Module | None = None) -> TrainingInputs:
+    """The configured model of `ref`'s task, seeded (or `model`, to train further), the datasets it trains and
+    validates on and the task's objective."""
     seed_everything(params.base.seed)  # the head's (and a from-scratch model's) initial weights
-    model = new_model(params, ref)
+    model = model if model is not None else new_model(params, ref)
     part = task(ref.task).train
     train_set, val_set = part.datasets(params, splits, *normalization(model))
     return TrainingInputs(model, train_set, val_set, part.objective(params.train))

@@ -273,6 +273,26 @@ def test_quantize_command_re_exports_a_version_and_records_what_ships(trained_pr
     assert_one_line_error(cvops(root, "quantize", "9"), 8, "no version '9'")
 
 
+def test_a_pruned_copy_is_measured_beside_the_model_gated_and_its_files_attached(trained_project) -> None:
+    root, _ = trained_project
+    pruning = ("-S", "prune.enabled=true", "-S", "prune.ratio=0.5", "-S", "prune.fine_tune_epochs=1")
+    result = cvops(root, "quantize", "1", *pruning)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("onnx-")}
+    assert rows == {"onnx-fp32", "onnx-int8", "onnx-pruned-fp32", "onnx-pruned-int8"}  # all measured together
+    assert "onnx-pruned-fp32" in result.stdout.split("ships ", 1)[1] and "gate: " in result.stdout
+    client = MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    tags = client.get_model_version("cvops-classifier", "1").tags
+    for key in ("onnx_pruned_fp32", "onnx_pruned_int8"):
+        assert Path(tags[key].removeprefix("file://")).is_file()
+    assert tags["onnx_shipped"] == tags[tags["shipped_format"].replace("-", "_")]
+    run = client.get_run(client.get_model_version("cvops-classifier", "1").run_id)
+    assert run.data.metrics["pruned_parameters_after"] < run.data.metrics["pruned_parameters_before"] / 2
+    again = cvops(root, "quantize", "1")  # pruning off again: no stale link to the pruned files
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not {"onnx_pruned_fp32", "onnx_pruned_int8"} & set(client.get_model_version("cvops-classifier", "1").tags)
+
+
 def test_a_distilled_student_is_a_version_of_its_own_and_its_failed_gate_leaves_the_teachers_run_standing(
     trained_project, tmp_path: Path
 ) -> None:

@@ -22,9 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def report(trained: TrainResult, digits: DatasetRef, tiny_params: Params, tmp_path_factory) -> QuantizationReport:
-    return quantize(
-        trained.model, digits, tmp_path_factory.mktemp("onnx"), tiny_params.quantize, tiny_params.measure, seed=0
-    )
+    return quantize(trained.model, digits, tmp_path_factory.mktemp("onnx"), tiny_params)
 
 
 def test_onnx_fp32_matches_torch_and_carries_its_preprocessing(report, digits: DatasetRef) -> None:
@@ -90,18 +88,24 @@ def _normalization(report: QuantizationReport) -> tuple[tuple[float, ...], tuple
 
 
 def test_rule_ships_fp32_when_int8_misses_the_tolerance(report, tiny_params: Params) -> None:
-    impossible = tiny_params.quantize.model_copy(update={"max_accuracy_drop": 0.0, "min_speedup": 1000.0})
-    shipped, reason = choose(report.fp32, report.int8, impossible)
-    assert shipped == "onnx-fp32" and reason.startswith("int8 rejected") and "x1000" in reason
-    lenient = tiny_params.quantize.model_copy(update={"max_accuracy_drop": 1.0, "min_speedup": 0.001})
-    assert choose(report.fp32, report.int8, lenient)[0] == "onnx-int8"
-    assert choose(report.fp32, None, lenient) == ("onnx-fp32", "int8 quantization is off (quantize.enabled: false)")
+    assert report.int8 is not None
+    files = {report.fp32.format: report.fp32, report.int8.format: report.int8}
+
+    def quantize_with(**limits: float) -> Params:
+        return tiny_params.model_copy(update={"quantize": tiny_params.quantize.model_copy(update=limits)})
+
+    shipped, reason = choose(files, quantize_with(max_accuracy_drop=0.0, min_speedup=1000.0))
+    assert shipped == "onnx-fp32" and reason.startswith("onnx-int8 rejected") and "x1000" in reason
+    lenient = quantize_with(max_accuracy_drop=1.0, min_speedup=0.001)
+    assert choose(files, lenient)[0] == "onnx-int8"
+    alone = {report.fp32.format: report.fp32}
+    assert choose(alone, lenient) == ("onnx-fp32", "int8 quantization is off (quantize.enabled: false)")
 
 
 def test_export_that_breaks_parity_fails_loudly(trained, digits, tiny_params: Params, tmp_path: Path) -> None:
     strict = tiny_params.quantize.model_copy(update={"parity_tolerance": 1e-12, "enabled": False})
     with pytest.raises(ModelError, match="ONNX export differs from the torch model"):
-        quantize(trained.model, digits, tmp_path, strict, tiny_params.measure, seed=0)
+        quantize(trained.model, digits, tmp_path, tiny_params.model_copy(update={"quantize": strict}))
 
 
 def test_missing_corrupt_or_foreign_onnx_files_get_clear_errors(report, tmp_path: Path) -> None:

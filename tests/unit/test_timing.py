@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from cvops.config import QuantizeParams
+from cvops.config import Params
 from cvops.evaluation.reports import OnnxMeasurement
 from cvops.export.quantization import choose
 from cvops.timing import Spread, interleaved_calls, latency, ratio
@@ -83,10 +83,10 @@ def test_the_decision_reports_the_spread_and_says_when_it_straddles_the_threshol
             latency_ms_b32=b32,
         )
 
-    params, fp32, int8 = QuantizeParams(), artifact("onnx-fp32", 20), artifact("onnx-int8", 10)
-    shipped, reason = choose(fp32, int8, params, Spread(median=2.0, low=1.9, high=2.1))
+    params, files = Params(), {"onnx-fp32": artifact("onnx-fp32", 20), "onnx-int8": artifact("onnx-int8", 10)}
+    shipped, reason = choose(files, params, {"onnx-int8": Spread(median=2.0, low=1.9, high=2.1)})
     assert shipped == "onnx-int8" and "x2.00 [x1.90-x2.10 over paired calls]" in reason and "noise" not in reason
-    shipped, reason = choose(fp32, int8, params, Spread(median=1.6, low=1.3, high=1.7))
+    shipped, reason = choose(files, params, {"onnx-int8": Spread(median=1.6, low=1.3, high=1.7)})
     assert shipped == "onnx-int8" and "within noise" in reason
-    shipped, reason = choose(fp32, int8, params, Spread(median=1.4, low=1.3, high=1.7))
+    shipped, reason = choose(files, params, {"onnx-int8": Spread(median=1.4, low=1.3, high=1.7)})
     assert shipped == "onnx-fp32" and "int8 rejected" in reason  # the paired median decides, not the medians
