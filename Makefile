@@ -111,6 +111,7 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 	$(PY) bench/decoding.py
 	$(PY) bench/detectors.py
 	$(PY) bench/distill.py
+	$(PY) bench/compression.py
 	$(PY) bench/latency.py
 	$(PY) bench/serving.py
 	$(PY) bench/drift.py

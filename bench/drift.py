@@ -74,7 +74,7 @@ def fashion_mnist_model(limit: int, scratch: Path):  # type: ignore[no-untyped-d
     validate_dataset(raw, validated, params.validation)
     ref = prepare_dataset(validated, raw, prepared, params.prepare, params.base.seed)
     model = fit(ref, params).model
-    report = quantize(model, ref, scratch / "onnx", params.quantize, params.measure, params.base.seed)
+    report = quantize(model, ref, scratch / "onnx", params)
     return ref, raw, Path(report.shipped_artifact.path), f"resnet10t {report.shipped}", params
 
 

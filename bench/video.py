@@ -42,7 +42,7 @@ def detector(args: argparse.Namespace, params: Any, scratch: Path) -> Path:
 
     ref = prepared(scratch / "data", params)
     result = fit(ref, params)
-    report = quantize(result.model.eval(), ref, scratch / "onnx", params.quantize, params.measure, params.base.seed)
+    report = quantize(result.model.eval(), ref, scratch / "onnx", params)
     return Path((report.int8 or report.fp32).path)
 
 

@@ -67,7 +67,7 @@ def add_version(registry: ModelRegistry, tmp_path: Path, accuracy: float = 0.9, 
     decision = decide(evaluation, GateParams(min_invariance={"hflip": None}))
     with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("cvops").experiment_id):
         model = timm.create_model("resnet10t", num_classes=len(CLASSES))
-        trained = log_trained_model(model, "resnet10t", CLASSES, 16, best_epoch=1, resize="letterbox")
+        trained = log_trained_model(model, "resnet10t", CLASSES, 16, best_epoch=1, resize="letterbox", decoder="draft")
         log_evaluation(evaluation)
         log_gate_decision(decision)
     lineage = {"data_version": "d1", "git_commit": "abc", "params_hash": "p1"}

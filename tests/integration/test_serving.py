@@ -70,10 +70,12 @@ def served_project(
     registry = ModelRegistry.of(project, "cvops-classifier")
     model = trained.model
     with mlflow.start_run() as run:
-        trained = log_trained_model(model, params.train.model, ref.class_names, ref.image_size, 1, resize=ref.resize)
+        trained = log_trained_model(
+            model, params.train.model, ref.class_names, ref.image_size, 1, resize=ref.resize, decoder=ref.decoder
+        )
         setup = EvaluationSetup(scratch_dir(), torch.device("cpu"), 0, params.evaluate, params.measure)
         evaluation = evaluate(model, ref, setup)
-        report = quantize(model, ref, scratch_dir(), params.quantize, params.measure, 0)
+        report = quantize(model, ref, scratch_dir(), params)
         decision = decide(evaluation, params.gate, report)
         log_evaluation(evaluation)
         log_quantization(report)

@@ -143,7 +143,7 @@ def quantized(
     scenes: DatasetRef, detector: TrainResult, scene_params: Params, tmp_path_factory: pytest.TempPathFactory
 ) -> QuantizationReport:
     onnx_dir = tmp_path_factory.mktemp("onnx")
-    return quantize(detector.model, scenes, onnx_dir, scene_params.quantize, scene_params.measure, seed=0)
+    return quantize(detector.model, scenes, onnx_dir, scene_params)
 
 
 def test_the_onnx_detector_finds_the_torch_models_boxes_and_int8_ships_by_the_map_rule(
@@ -168,7 +168,7 @@ def test_an_export_that_loses_the_torch_detectors_boxes_is_refused_and_nothing_s
 ) -> None:
     strict = scene_params.quantize.model_copy(update={"parity_tolerance": 1e-12, "enabled": False})
     with pytest.raises(ModelError, match=r"ONNX export differs from the torch detector: it finds [\d.]+ of the"):
-        quantize(detector.model, scenes, tmp_path, strict, scene_params.measure, seed=0)
+        quantize(detector.model, scenes, tmp_path, scene_params.model_copy(update={"quantize": strict}))
     assert not (tmp_path / "quantization.json").exists()  # no report a later step could take for a pass
 
 

@@ -40,6 +40,6 @@ def test_a_task_in_its_own_folder_trains_is_evaluated_gated_and_exported(
     decision = decide(evaluation, tiny_params.gate)
     assert decision.checks[0].name == "within tolerance"
 
-    report = quantize(result.model, ref, tmp_path / "onnx", tiny_params.quantize, tiny_params.measure, seed)
+    report = quantize(result.model, ref, tmp_path / "onnx", tiny_params)
     assert read_preprocessing(Path(report.fp32.path)).task == "brightness"
     assert report.fp32.accuracy == pytest.approx(evaluation.metrics["within_tolerance"], abs=0.02)
