@@ -11,9 +11,10 @@ a seed (cvops/timing.py: calls in turns, the order reversed every turn), and the
 The data split is the checkout's (prepared once, base.seed); the seeds vary the training, pruning and
 fine-tuning only.
 
-Usage: python bench/compression.py [--seeds 42 43 44] [--ratios 0.3 0.5]
-Needs the prepared ELPV data of the checkout (`make demo`). Writes bench/results/compression.json and prints a
-markdown table.
+Usage: python bench/compression.py [--seeds 42 43 44] [--ratios 0.3 0.5] [--overlay overlays/digits.yaml]
+Needs the prepared ELPV data of the checkout (`make demo`); with `--overlay`, the data the overlay's run prepared
+(`make demo DATASET=digits` and `--overlay overlays/digits.yaml`: a quick check of the script). Writes
+bench/results/compression.json and prints a markdown table.
 """
 
 import argparse
@@ -118,14 +119,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5])
+    parser.add_argument(
+        "--overlay", type=Path, help="a params overlay over params.yaml (the run that prepared the data)"
+    )
     args = parser.parse_args()
 
-    from cvops.config import Project
+    from cvops.config import Project, load_params
     from cvops.data.prepare import load_dataset_ref
 
     project = Project.find(REPO)
     ref = load_dataset_ref(project.prepared_dir)
-    base = project.params()
+    base = load_params(project.params_file, overlay=args.overlay)
     scratch = Path(tempfile.mkdtemp(prefix="cvops-compression-"))
     seeds = [one_seed(seed, args.ratios, ref, base, scratch) for seed in args.seeds]
     result = {

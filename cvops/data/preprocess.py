@@ -14,7 +14,7 @@ square, letterboxed (scaled whole, centred, the rest grey), or cropped (scaled t
 How a JPEG is decoded is `prepare.decoder`: `full` decodes every pixel; `draft` lets libjpeg scale it down in the
 DCT domain while decoding (1/2, 1/4 or 1/8: Pillow's `Image.draft`), to the smallest scale that still leaves at
 least twice the model's input on each side, so that the last resize still smooths as it does from the full
-image. A 12-megapixel photo then costs a quarter of the time (docs: the serving benchmark), and the model sees
+image. A 12-megapixel photo then costs a fifth to a sixth of the time (bench/decoding.py), and the model sees
 the same pixels within a mean difference of 2 levels of 255 (tests/unit/test_decoding.py). Other formats are
 decoded in full either way. The setting is recorded with the prepared data and in the ONNX file, so a model is
 served the way its data was prepared.

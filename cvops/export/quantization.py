@@ -231,24 +231,32 @@ def measure(
     return measured, {fmt: ratio(batched[FP32], batched[fmt]) for fmt in sessions if fmt != FP32}
 
 
-def limits(fmt: Format, score_metric: str, params: Params) -> tuple[float, float]:
-    """The score a file may lose against fp32, and the speed-up at batch 32 it must bring, to ship: int8's are
-    quantize.*, a pruned file's prune.*, and a pruned int8 file must pay for both (the drops added, the
-    speed-ups multiplied)."""
+Step = tuple[str, Format, Format, float]  # a technique, the file it starts from, the file it makes, its drop limit
+
+
+def steps(fmt: Format, score_metric: str, params: Params) -> tuple[list[Step], float]:
+    """How a file was made from fp32, each technique with the score it may lose against the file it started
+    from, and the speed-up at batch 32 the file must bring over fp32: int8's limits are quantize.*, pruning's
+    prune.*; a pruned int8 file must pass both steps, and bring both speed-ups multiplied."""
     quantize, prune = params.quantize, params.prune
     int8_drop = quantize.max_accuracy_drop if score_metric == "accuracy" else quantize.max_map_drop
-    drops = {INT8: int8_drop, PRUNED: prune.max_accuracy_drop, PRUNED_INT8: int8_drop + prune.max_accuracy_drop}
-    speedups = {INT8: quantize.min_speedup, PRUNED: prune.min_speedup}
-    speedups[PRUNED_INT8] = quantize.min_speedup * prune.min_speedup
-    return drops[fmt], speedups[fmt]
+    made: dict[Format, tuple[list[Step], float]] = {
+        INT8: ([("int8", FP32, INT8, int8_drop)], quantize.min_speedup),
+        PRUNED: ([("pruning", FP32, PRUNED, prune.max_accuracy_drop)], prune.min_speedup),
+        PRUNED_INT8: (
+            [("pruning", FP32, PRUNED, prune.max_accuracy_drop), ("int8", PRUNED, PRUNED_INT8, int8_drop)],
+            quantize.min_speedup * prune.min_speedup,
+        ),
+    }
+    return made[fmt]
 
 
 def choose(
     measured: dict[Format, OnnxMeasurement], params: Params, speedups: dict[Format, Spread] | None = None
 ) -> tuple[Format, str]:
-    """One rule over every file: a file other than fp32 may ship when it loses at most its allowed score against
-    fp32 and brings at least its required speed-up at batch 32 (`limits`); of those, the fastest ships, else
-    fp32. The reason names every file's numbers.
+    """One rule over every file: a file other than fp32 may ship when each technique that made it lost at most
+    its allowed score against the file it started from, and the file brings at least its required speed-up at
+    batch 32 over fp32 (`steps`); of those, the fastest ships, else fp32. The reason names every file's numbers.
 
     A speed-up is the median ratio of paired calls (`speedups`; without one, the ratio of the two medians). Its
     spread is reported, and flagged when it straddles the threshold: the two files are then within noise.
@@ -261,21 +269,22 @@ def choose(
     for fmt, candidate in measured.items():
         if fmt == FP32:
             continue
-        limit, minimum = limits(fmt, fp32.metric, params)
-        drop = fp32.score - candidate.score
+        made, minimum = steps(fmt, fp32.metric, params)
+        drops = [(name, measured[before].score - measured[after].score, limit) for name, before, after, limit in made]
         paired = (speedups or {}).get(fmt)
         factor = paired.median if paired else fp32.latency_ms_b32 / candidate.latency_ms_b32
         spread = ""
         if paired is not None:
             noise = ", within noise" if paired.low < minimum <= paired.high else ""
             spread = f" [x{paired.low:.2f}-x{paired.high:.2f} over paired calls{noise}]"
-        numbers = (
-            f"{fp32.metric} drop {drop:+.4f} (max {limit:g}), "
-            f"speed-up x{factor:.2f}{spread} at batch 32 (min x{minimum:g})"
+        lost = ", ".join(
+            f"{fp32.metric} drop {drop:+.4f}{f' by {name}' if len(drops) > 1 else ''} (max {limit:g})"
+            for name, drop, limit in drops
         )
-        if drop <= limit and factor >= minimum:
+        numbers = f"{lost}, speed-up x{factor:.2f}{spread} at batch 32 (min x{minimum:g})"
+        if all(drop <= limit for _, drop, limit in drops) and factor >= minimum:
             passing[fmt] = factor
-            verdicts.append(f"{fmt}: {numbers}")
+            verdicts.append(f"{fmt} passes: {numbers}")
         else:
             verdicts.append(f"{fmt} rejected: {numbers}")
     if not passing:

@@ -90,3 +90,28 @@ def test_the_decision_reports_the_spread_and_says_when_it_straddles_the_threshol
     assert shipped == "onnx-int8" and "within noise" in reason
     shipped, reason = choose(files, params, {"onnx-int8": Spread(median=1.4, low=1.3, high=1.7)})
     assert shipped == "onnx-fp32" and "int8 rejected" in reason  # the paired median decides, not the medians
+
+
+def test_each_technique_is_judged_against_the_file_it_started_from() -> None:
+    """A pruning that lost 1.5 points (prune.max_accuracy_drop 0.01) is not let through by its int8 copy, whose
+    own step lost nothing: the drops are not pooled. The fastest of the files that pass ships."""
+
+    def artifact(fmt: str, accuracy: float, b32: float) -> OnnxMeasurement:
+        measured = {"path": f"{fmt}.onnx", "sha256": "0", "size_mb": 1, "agreement": 1, "latency_ms_b1": 1}
+        return OnnxMeasurement(format=fmt, accuracy=accuracy, latency_ms_b32=b32, **measured)
+
+    files = {
+        "onnx-fp32": artifact("onnx-fp32", 0.900, 40),
+        "onnx-int8": artifact("onnx-int8", 0.895, 20),  # x2.0, -0.5 point: passes
+        "onnx-pruned-fp32": artifact("onnx-pruned-fp32", 0.885, 10),  # x4.0, -1.5 points by pruning
+        "onnx-pruned-int8": artifact("onnx-pruned-int8", 0.885, 5),  # x8.0, -0 by int8 after that pruning
+    }
+    shipped, reason = choose(files, Params())
+    assert shipped == "onnx-int8" and "onnx-int8 passes" in reason
+    assert (
+        "onnx-pruned-int8 rejected: accuracy drop +0.0150 by pruning (max 0.01), accuracy drop +0.0000 by int8"
+        in reason
+    )
+    lenient = Params().model_copy(update={"prune": Params().prune.model_copy(update={"max_accuracy_drop": 0.02})})
+    shipped, reason = choose(files, lenient)
+    assert shipped == "onnx-pruned-int8" and reason.endswith("onnx-pruned-int8 is the fastest of them")
