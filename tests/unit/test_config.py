@@ -204,6 +204,12 @@ def test_a_student_trains_with_its_own_model_weights_and_epochs_and_only_for_a_c
         load_params(PARAMS, ["task=detection", "data.source=digit-scenes", "distill.enabled=true"])
 
 
+def test_pruning_is_refused_for_a_detector_in_one_line():
+    assert load_params(PARAMS, ["prune.enabled=true"]).prune.enabled  # a classifier is pruned
+    with pytest.raises(ConfigError, match=r"prune\.enabled: pruning is built for classifiers"):
+        load_params(PARAMS, ["task=detection", "data.source=digit-scenes", "prune.enabled=true"])
+
+
 SAVED = REPO / "tests" / "assets" / "saved-by-0.1" / "params.yaml"  # schema 1: before params.yaml had a number
 
 

@@ -22,6 +22,7 @@ from cvops.serving.video.segments import Segments, Smoother
 from cvops.serving.video.tracking import Tracker, TrackTable, one_box_per_object
 from cvops.serving.video.zones import Zones
 from cvops.tasks.detection.tracks import digit_tracks, write_tracking_video
+from tests.mjpeg import mjpeg_stream
 
 
 def write_frames(path: Path, count: int, fps: float = 15, size: tuple[int, int] = (64, 48)) -> Path:
@@ -280,3 +281,10 @@ def test_a_streams_password_is_kept_out_of_what_is_stored_and_put_back_for_ffmpe
     assert with_password(stored) == given  # what FFmpeg opens, encoded as given
     assert with_password(given) == given and with_password("rtsp://10.0.0.3/line") == "rtsp://10.0.0.3/line"
     assert without_password("/dev/video0") == ("/dev/video0", None)
+
+
+def test_a_stream_that_sends_nothing_is_one_line_naming_it_without_its_password() -> None:
+    refused = pytest.raises(DataError, match=r"127\.0\.0\.1:\d+/stream\.mjpg: cannot open the stream")
+    with mjpeg_stream([Image.new("RGB", (64, 48))], fps=15, drop_after=0) as (url, connections), refused as raised:
+        LiveFrames(url.replace("http://", "http://camera:hunter2@"), None, 0, 1.0)
+    assert connections and "hunter2" not in str(raised.value) and "\n" not in str(raised.value)
