@@ -16,7 +16,7 @@ DEMO_digits := $(CVOPS) run training --overlay overlays/digits.yaml
 # (`make demo` sets it back to classification with its ELPV import).
 DEMO_digit-scenes := $(CVOPS) data import digit-scenes && $(CVOPS) run training --overlay overlays/digit-scenes.yaml
 
-.PHONY: help install system-deps label-studio demo test test-fast lint docs docs-serve format ui bench lock clean-state team-up team-down
+.PHONY: help install system-deps label-studio litert demo test test-fast lint docs docs-serve format ui bench lock clean-state team-up team-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml requirements.lock overrides.txt
 	$(PY) -m pip install --quiet -c requirements.lock uv
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode --index-strategy unsafe-best-match \
 		$$($(PIP_SOURCES)) \
-		-c requirements.lock --override overrides.txt -e ".[dev]"
+		-c requirements.lock --override overrides.txt -e ".[dev,coreml,litert]"
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install every pinned dependency
@@ -59,6 +59,17 @@ $(LABEL_STUDIO_VENV)/.installed-stamp: infra/label-studio/requirements.lock $(ST
 
 label-studio: $(LABEL_STUDIO_VENV)/.installed-stamp ## Install Label Studio 1.23 into .venv-label-studio
 
+# onnx2tf and TensorFlow in a virtual environment of their own (their numpy, protobuf and onnx pins clash with
+# cvops's): the litert export target runs its onnx2tf (CVOPS_ONNX2TF; tests/model/test_targets.py).
+LITERT_VENV := .venv-litert
+$(LITERT_VENV)/.installed-stamp: infra/litert/requirements.lock $(STAMP)
+	@test -x $(LITERT_VENV)/bin/python || $(VENV)/bin/uv venv --quiet --python $(PYTHON) $(LITERT_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(LITERT_VENV)/bin/python --index-strategy unsafe-best-match \
+		$$($(PIP_SOURCES)) -r infra/litert/requirements.lock
+	@touch $@
+
+litert: $(LITERT_VENV)/.installed-stamp ## Install onnx2tf 1.29 + TensorFlow 2.19 into .venv-litert (the litert target)
+
 demo: install ## Init, import DATASET (elpv, digits, or digit-scenes: detection) and run the training pipeline
 	@test -n "$(DEMO_$(DATASET))" || { echo "make demo: DATASET must be elpv, digits or digit-scenes" >&2; exit 2; }
 	$(CVOPS) init
@@ -67,7 +78,7 @@ demo: install ## Init, import DATASET (elpv, digits, or digit-scenes: detection)
 # Two workers, a test file each at a time (a file's fixtures are built once); tests/conftest.py hands out the
 # slowest files first. Many tests wait on servers and subprocesses, so two workers pay off on two cores; a third
 # did not (docs/development.md).
-test: install system-deps label-studio ## Run the whole test suite (two workers)
+test: install system-deps label-studio litert ## Run the whole test suite (two workers)
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install ## Unit tests only (seconds)
@@ -102,13 +113,14 @@ team-up: install ## Start a team stack on this machine (databases, S3, MLflow + 
 team-down: install ## Stop the team stack (its state stays in .team/ and its databases)
 	$(CVOPS) team down
 
-bench: install ## Run the benchmarks in bench/ (each prints a table, writes bench/results/*.json)
+bench: install litert ## Run the benchmarks in bench/ (each prints a table, writes bench/results/*.json)
 	$(PY) bench/data.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/quantization.py
 	$(PY) bench/detection.py --picture docs/detection-boxes.png
 	$(PY) bench/video.py
 	$(PY) bench/decoding.py
+	$(PY) bench/targets.py
 	$(PY) bench/detectors.py
 	$(PY) bench/distill.py
 	$(PY) bench/compression.py
@@ -122,7 +134,7 @@ bench: install ## Run the benchmarks in bench/ (each prints a table, writes benc
 lock: ## Re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/cvops-lock && $(PYTHON) -m venv /tmp/cvops-lock
 	$(VENV)/bin/uv pip install --quiet --python /tmp/cvops-lock/bin/python --index-strategy unsafe-best-match \
-		$$($(PIP_SOURCES)) --override overrides.txt ".[dev]"
+		$$($(PIP_SOURCES)) --override overrides.txt ".[dev,coreml,litert]"
 	/tmp/cvops-lock/bin/pip freeze --exclude cvops | sed '1i # Full pinned dependency tree of cvops (pip constraints). Regenerate: make lock' > requirements.lock
 
 clean-state: ## Delete local state (data, stores, checkpoints); `cvops init` starts clean

@@ -275,6 +275,10 @@ class QuantizeParams(Section):
     max_map_drop: Probability = 0.01  # detection: int8 ships only if it loses at most this much mAP against fp32
     min_speedup: float = Field(1.5, gt=0.0)
 
+    def max_drop(self, metric: str) -> float:
+        """What int8 may lose of `metric` (accuracy, or a detector's mAP)."""
+        return self.max_accuracy_drop if metric == "accuracy" else self.max_map_drop
+
 
 class PruneParams(Section):
     """Structured pruning (classifiers): whole channels removed from the trained model by their weights' L1 norm
@@ -287,6 +291,23 @@ class PruneParams(Section):
     fine_tune_epochs: int = Field(2, ge=0)  # on the train split, as train.* trains (0: none)
     max_accuracy_drop: Probability = 0.01  # the pruned file against the unpruned fp32 file, on the test split
     min_speedup: float = Field(1.2, gt=0.0)  # at batch 32, paired calls (measure.*)
+
+
+Target = Literal["onnx", "openvino", "litert", "coreml"]
+TARGETS: tuple[Target, ...] = get_args(Target)
+
+
+COREML_REFUSED = (
+    "coreml is built for classifiers: coremltools 9 cannot convert a {task} model (torchvision's FCOS head, its "
+    "constant anchors); use onnx or openvino"
+)
+
+
+class ExportParams(Section):
+    """Runtimes beside onnxruntime the shipped model is converted for, each checked and measured on the test split
+    (cvops/export/targets.py)."""
+
+    targets: list[Target] = []  # onnx (the shipped file itself), openvino (IR), litert (.tflite), coreml
 
 
 class MeasureParams(Section):
@@ -372,6 +393,7 @@ class ServeParams(Section):
     poll_seconds: float = Field(5.0, gt=0.0)
     inference_log: str = "monitoring/inference_log"
     workers: Annotated[int | Literal["auto"], BeforeValidator(lambda value: _workers(value))] = "auto"
+    runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"  # what runs the shipped ONNX file
     access_log: bool = False
     canary: CanaryParams = CanaryParams()
     shadow: ShadowParams = ShadowParams()
@@ -469,6 +491,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     quantize: QuantizeParams = QuantizeParams()
     prune: PruneParams = PruneParams()
+    export: ExportParams = ExportParams()
     measure: MeasureParams = MeasureParams()
     gate: GateParams = GateParams()
     registry: RegistryParams = RegistryParams()
@@ -525,6 +548,8 @@ class Params(Section):
                 f"prune.enabled: pruning is built for classifiers (a {self.task} model's pruned heads would need a "
                 "gate of their own, not measured yet); set it false for this task"
             )
+        if "coreml" in self.export.targets and not tasks.task(self.task).coreml:
+            raise ValueError(f"export.targets: {COREML_REFUSED.format(task=self.task)}")
         return self
 
     def student(self) -> "Params":

@@ -20,6 +20,7 @@ STREAM_PASSWORD_ENV = (
     "CVOPS_STREAM_PASSWORD"  # `cvops run video`: the password of a live source's user (rtsp://user@cam)
 )
 OVERLAY_ENV = "CVOPS_OVERLAY"  # an overlay every `cvops run training` applies when it names none (smoke runs, CI)
+ONNX2TF_ENV = "CVOPS_ONNX2TF"  # the litert target's converter, in an environment of its own; else onnx2tf on PATH
 LABEL_STUDIO_URL_ENV = "LABEL_STUDIO_URL"  # the Label Studio server of `cvops labels studio/pull` (default :8080)
 LABEL_STUDIO_KEY_ENV = "LABEL_STUDIO_API_KEY"  # its personal access token (or a legacy token)
 DOCUMENT_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"  # Label Studio serves local files under it (default: /)

@@ -11,11 +11,13 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import numpy as np
 from pydantic import BaseModel
 
 WARMUP = 3  # untimed calls per candidate first
+K = TypeVar("K", bound=str)  # what names a candidate
 
 
 class Spread(BaseModel):
@@ -32,15 +34,15 @@ class Spread(BaseModel):
 
 
 def interleaved_calls(
-    candidates: dict[str, Callable[[], object]], runs: int, clock: Callable[[], float] = time.perf_counter
-) -> dict[str, list[float]]:
+    candidates: dict[K, Callable[[], object]], runs: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[K, list[float]]:
     """Milliseconds of `runs` calls of every candidate, the candidates taking turns (the order reversed every
     turn); call i of one candidate ran right beside call i of the others."""
     names = list(candidates)
     for name in names:
         for _ in range(WARMUP):
             candidates[name]()
-    calls: dict[str, list[float]] = {name: [] for name in names}
+    calls: dict[K, list[float]] = {name: [] for name in names}
     for turn in range(runs):
         for name in names if turn % 2 == 0 else reversed(names):
             start = clock()

@@ -1,8 +1,12 @@
-"""`cvops quantize` and `cvops package`: a registered version's deployment artifacts, made again or packaged."""
+"""`cvops quantize`, `cvops export` and `cvops package`: a registered version's deployment artifacts, made again,
+for other runtimes, or packaged."""
+
+from pathlib import Path
 
 import click
 
 from cvops.cli.app import main, project, registry
+from cvops.config import TARGETS
 
 
 @main.command()
@@ -43,6 +47,65 @@ def quantize(version: str, overrides: tuple[str, ...]) -> None:
     click.echo(result.decision.table())
     if result.verdict_changed:
         click.secho(f"the gate verdict changed: {'passed' if result.decision.passed else 'failed'} now", fg="yellow")
+
+
+@main.command()
+@click.argument("version")
+@click.option(
+    "--format",
+    "formats",
+    type=click.Choice(TARGETS),
+    multiple=True,
+    required=True,
+    help="A runtime to export for (repeat for several): onnx, openvino, litert, coreml.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the files go (default: exports/<model name>-v<VERSION>/).",
+)
+def export(version: str, formats: tuple[str, ...], output: Path | None) -> None:
+    """Convert VERSION's shipped model for other runtimes, check each file on the test split against the torch
+    model (accuracy or mAP, agreement) and time it beside the shipped ONNX file, here. VERSION is a version
+    number or an alias (champion, challenger, previous).
+
+    What the pipeline does with export.targets in params.yaml, for a version registered earlier. LiteRT needs
+    onnx2tf in an environment of its own, named by CVOPS_ONNX2TF (`make litert` in cvops's clone) and the litert
+    extra; Core ML needs the coreml extra, and is converted and its spec checked, not run: Core ML runs on Apple
+    devices only.
+
+    \b
+    Examples:
+      cvops export champion --format openvino
+      cvops export 3 --format openvino --format coreml --output dist/
+      CVOPS_ONNX2TF=~/cvops/.venv-litert/bin/onnx2tf cvops export 3 --format litert
+    """
+    from cvops.data.prepare import load_dataset_ref
+    from cvops.data.versioning import data_version
+    from cvops.registry.versions import export_version
+
+    checkout = project()
+    params = checkout.params()
+    versions = registry(checkout, params)
+    version = versions.resolve(version).version
+    dataset = load_dataset_ref(checkout.prepared_dir, data_version(checkout))
+    out_dir = output or checkout.root / "exports" / f"{versions.name}-v{version}"
+    targets = [target for target in TARGETS if target in formats]
+    measured = export_version(versions, version, dataset, params, targets, out_dir, checkout.onnx_cache)
+    click.echo(f"{'target':<9} {'runtime':<26} {'size MB':>8} {'score':>7} {'agreement':>9} {'b1 ms':>7} {'b32 ms':>8}")
+    for m in measured:
+        numbers = [
+            "-" if value is None else f"{value:.{digits}f}"
+            for value, digits in ((m.score, 4), (m.agreement, 4), (m.latency_ms_b1, 2), (m.latency_ms_b32, 2))
+        ]
+        click.echo(
+            f"{m.target:<9} {m.runtime:<26} {m.size_mb:>8.2f} {numbers[0]:>7} {numbers[1]:>9} {numbers[2]:>7} "
+            f"{numbers[3]:>8}"
+        )
+        if m.note:
+            click.echo(f"  {m.note}")
+    click.secho(f"written in {out_dir} (with targets.json)", fg="green")
 
 
 @main.command()

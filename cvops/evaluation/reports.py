@@ -245,6 +245,28 @@ class Pruning(BaseModel):
     parity_max_abs_diff: float | None = None  # the pruned ONNX file against the pruned torch model, once exported
 
 
+class TargetMeasurement(BaseModel):
+    """The shipped model for one export target (cvops/export/targets.py), checked and measured on the test split
+    here; a target that cannot run here (Core ML) has its spec checked instead, and no scores or latencies."""
+
+    target: str  # export.targets: onnx | openvino | coreml
+    runtime: str  # what ran it, with its version
+    source: str  # what it was converted from: the shipped file's format, or the torch model
+    path: str
+    sha256: str  # over every file of the target (an IR's .xml and .bin; a .mlpackage's tree)
+    size_mb: float
+    accuracy: float | None = None
+    mean_ap: float | None = None
+    agreement: float | None = None  # with the torch model, as the ONNX files'
+    latency_ms_b1: float | None = None  # timed in turns with the shipped ONNX file (cvops/timing.py)
+    latency_ms_b32: float | None = None
+    note: str = ""
+
+    @property
+    def score(self) -> float | None:
+        return self.accuracy if self.accuracy is not None else self.mean_ap
+
+
 class QuantizationReport(BaseModel):
     """Every artifact (fp32, int8; with prune.enabled, the pruned model's fp32 and int8), the evidence of the
     export, calibration and pruning, and which one ships (and why)."""
@@ -265,6 +287,7 @@ class QuantizationReport(BaseModel):
     speedup_b32_range: tuple[float, float] | None = None  # 10th-90th percentile of the paired fp32/int8 ratios
     paired_speedup_b32: float | None = None  # median of the paired ratios: what the rule compares
     pruned_speedups_b32: dict[Format, float] = {}  # each pruned artifact's, over fp32, the same way
+    targets: list[TargetMeasurement] = []  # export.targets: the shipped model for other runtimes
 
     def candidates(self) -> list[OnnxMeasurement]:
         """Every artifact measured, in the order of `Format`."""

@@ -34,65 +34,21 @@ from cvops.evaluation.reports import (
     OnnxMeasurement,
     QuantizationReport,
 )
+from cvops.export.exportable import exportable
 from cvops.export.onnx_model import (
-    BOX_OUTPUTS,
-    EMBEDDING,
     INPUT,
-    OUTPUT,
     Preprocessing,
     read_preprocessing,
     session,
     set_metadata,
+    timed,
 )
 from cvops.export.pruning import prune
+from cvops.export.targets import export_targets
 from cvops.tasks import task
-from cvops.timing import Spread, interleaved_calls, latency, ratio
+from cvops.timing import Spread, latency, ratio
 
 log = logging.getLogger(__name__)
-
-
-class _WithEmbedding(nn.Module):
-    """A timm classifier that also returns its penultimate layer (the pooled features before the classifier)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        model: Any = self.model  # timm's methods, which nn.Module does not declare
-        features = model.forward_head(model.forward_features(x), pre_logits=True)
-        return model.get_classifier()(features), features
-
-
-class _WithHeadInput(nn.Module):
-    """A classifier of the user's own with a `get_classifier()` head that also returns what its head takes (the
-    embedding), caught by a hook on the head for the call."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        seen: list[torch.Tensor] = []
-        head: nn.Module = self.model.get_classifier()  # type: ignore[operator]
-        handle = head.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
-        try:
-            logits = self.model(x)
-        finally:
-            handle.remove()
-        return logits, seen[-1].flatten(1)
-
-
-class _Exported(nn.Module):
-    """A model whose `exported` method says what its ONNX file computes (a detector's: raw outputs, embedding)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        model: Any = self.model  # `exported`, which nn.Module does not declare
-        return model.exported(x)
 
 
 def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> Path:
@@ -102,14 +58,7 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: Path) -> P
     its raw outputs (`BOX_OUTPUTS`) and the embedding."""
     import onnx
 
-    model = model.cpu().eval()
-    outputs = [OUTPUT]
-    if hasattr(model, "exported"):
-        model, outputs = _Exported(model).eval(), [*BOX_OUTPUTS, EMBEDDING]
-    elif hasattr(model, "forward_head") and hasattr(model, "get_classifier"):
-        model, outputs = _WithEmbedding(model).eval(), [OUTPUT, EMBEDDING]
-    elif hasattr(model, "get_classifier"):
-        model, outputs = _WithHeadInput(model).eval(), [OUTPUT, EMBEDDING]
+    model, outputs = exportable(model)
     example = torch.rand(2, 3, preprocessing.image_size, preprocessing.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     # the exporter prints progress, and its optimiser narrates every pass at INFO
@@ -206,14 +155,8 @@ def measure(
     """Each file's size and quality, and its batch-1 and batch-32 latency computing `outputs`, the files timed
     call by call in turns on `measure.threads` threads (cvops/timing.py). Also each file's speed-up over fp32 at
     batch 32, from the paired calls."""
-    b1, b32 = inputs[:1], np.resize(inputs, (32, *inputs.shape[1:]))  # b32 repeats images if the split is small
     sessions = {fmt: session(path, measure.threads) for fmt, (path, _) in qualities.items()}
-
-    def call(fmt: Format, batch: np.ndarray) -> Any:
-        return lambda: sessions[fmt].run(outputs, {INPUT: batch})
-
-    single = interleaved_calls({fmt: call(fmt, b1) for fmt in sessions}, measure.runs)
-    batched = interleaved_calls({fmt: call(fmt, b32) for fmt in sessions}, measure.batch_runs)
+    single, batched = timed(sessions, inputs, measure, outputs)
     measured = {}
     for fmt, (path, quality) in qualities.items():
         b1_ms, b32_ms = latency(single[fmt]), latency(batched[fmt])
@@ -239,7 +182,7 @@ def steps(fmt: Format, score_metric: str, params: Params) -> tuple[list[Step], f
     from, and the speed-up at batch 32 the file must bring over fp32: int8's limits are quantize.*, pruning's
     prune.*; a pruned int8 file must pass both steps, and bring both speed-ups multiplied."""
     quantize, prune = params.quantize, params.prune
-    int8_drop = quantize.max_accuracy_drop if score_metric == "accuracy" else quantize.max_map_drop
+    int8_drop = quantize.max_drop(score_metric)
     made: dict[Format, tuple[list[Step], float]] = {
         INT8: ([("int8", FP32, INT8, int8_drop)], quantize.min_speedup),
         PRUNED: ([("pruning", FP32, PRUNED, prune.max_accuracy_drop)], prune.min_speedup),
@@ -295,8 +238,9 @@ def choose(
 
 def quantize(model: nn.Module, ref: DatasetRef, out_dir: Path, params: Params) -> QuantizationReport:
     """Export, check parity, quantize (calibrated on a seeded train subset); with prune.enabled, prune and
-    fine-tune a copy and export and quantize it the same way; measure every file together, decide. The task's
-    export part (`export_check`) says what the model answers on the test split, and how well."""
+    fine-tune a copy and export and quantize it the same way; measure every file together, decide; convert what
+    ships for export.targets. The task's export part (`export_check`) says what the model answers on the test
+    split, and how well."""
     check = task(ref.task).export.export_check(model, ref)
     calibration: np.ndarray | None = None
     ids: list[str] = []
@@ -304,7 +248,7 @@ def quantize(model: nn.Module, ref: DatasetRef, out_dir: Path, params: Params) -
         images, ids = calibration_subset(ref, params.quantize.calibration_size, params.base.seed)
         calibration = model_inputs(images, check.preprocessing.mean, check.preprocessing.std)
     answers, difference = _exported(check, model, out_dir / "model", calibration, params.quantize)
-    pruning = None
+    pruned, pruning = model, None
     if params.prune.enabled:
         pruned, pruning = prune(model, ref, params)
         pruned_check = task(ref.task).export.export_check(pruned, ref)
@@ -316,6 +260,17 @@ def quantize(model: nn.Module, ref: DatasetRef, out_dir: Path, params: Params) -
     qualities = {fmt: (path, check.quality(found)) for fmt, (path, found) in answers.items()}
     measured, speedups = measure(qualities, check.inputs, params.measure, check.outputs)
     shipped, reason = choose(measured, params, speedups)
+    family = (PRUNED, pruned) if shipped in (PRUNED, PRUNED_INT8) else (FP32, model)  # the shipped file's fp32
+    targets = export_targets(
+        params.export.targets,
+        check,
+        measured[shipped],
+        measured[family[0]],
+        family[1],
+        out_dir / "targets",
+        params.measure,
+        params.quantize,
+    )
     int8_speedup = speedups.get(INT8)
     report = QuantizationReport(
         fp32=measured[FP32],
@@ -333,6 +288,7 @@ def quantize(model: nn.Module, ref: DatasetRef, out_dir: Path, params: Params) -
         speedup_b32_range=(int8_speedup.low, int8_speedup.high) if int8_speedup else None,
         paired_speedup_b32=int8_speedup.median if int8_speedup else None,
         pruned_speedups_b32={fmt: s.median for fmt, s in speedups.items() if fmt in (PRUNED, PRUNED_INT8)},
+        targets=targets,
     )
     return _written(report, out_dir)
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from cvops.errors import RegistryError
 from cvops.evaluation.gate import GateDecision
-from cvops.evaluation.reports import Evaluation, QuantizationReport, format_key
+from cvops.evaluation.reports import Evaluation, QuantizationReport, TargetMeasurement, format_key
 from cvops.registry.model_registry import REFERENCE_TAG, SHIPPED_FORMAT_TAG, SHIPPED_SCORE_TAG, SHIPPED_TAG
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ EVALUATION_FILE = "evaluation/evaluation.json"
 QUANTIZATION_DIR = "onnx"
 QUANTIZATION_FILE = f"{QUANTIZATION_DIR}/quantization.json"
 REFERENCE_DIR = "reference"
+TARGETS_DIR = "targets"  # export.targets' files, a folder per target
 GATE_FILE = "gate/gate.json"
 GATE_TABLE_FILE = "gate/gate.txt"
 TRACKING_DATA_TAG = "tracking_data"  # the run tag naming a detector's tracking videos' version
@@ -49,12 +50,31 @@ def log_quantization(report: QuantizationReport) -> None:
                 if getattr(artifact, k) is not None
             }
         )
+    for target in report.targets:
+        _log_target(target)
     mlflow.log_text(report.model_dump_json(indent=2), QUANTIZATION_FILE)
     mlflow.log_metric("onnx_parity_max_abs_diff", report.parity_max_abs_diff)
     if report.pruning is not None:
         counts = report.pruning.model_dump(exclude={"ratio", "fine_tune_epochs"})
         mlflow.log_metrics({f"pruned_{k}": float(v) for k, v in counts.items()})
     mlflow.set_tag(SHIPPED_FORMAT_TAG, report.shipped)
+
+
+def _log_target(target: TargetMeasurement) -> None:
+    """An export target's files under targets/<target>/ (the shipped ONNX file is logged already) and its
+    numbers as target_<target>_* metrics."""
+    path = Path(target.path)
+    if target.target != "onnx":
+        where = f"{TARGETS_DIR}/{target.target}"
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=f"{where}/{path.name}")
+        else:
+            for part in (path, path.with_suffix(".bin")):
+                if part.is_file():
+                    mlflow.log_artifact(str(part), artifact_path=where)
+    numbers = ("accuracy", "mean_ap", "agreement", "size_mb", "latency_ms_b1", "latency_ms_b32")
+    values = {f"target_{target.target}_{k}": getattr(target, k) for k in numbers}
+    mlflow.log_metrics({k: v for k, v in values.items() if v is not None})
 
 
 def quantization_tags(report: QuantizationReport, artifact_uri: str) -> dict[str, str]:

@@ -172,6 +172,38 @@ def _deployment(q: QuantizationReport | None) -> list[str]:
         f"{_pruned(q)}Measured on the test split with {q.threads} thread(s), each latency the median of calls "
         "taking turns with the other files':",
         table(["artifact", q.fp32.metric, "agreement with torch", "size MB", "batch 1 ms", "batch 32 ms"], rows),
+        *_targets(q),
+    ]
+
+
+def _targets(q: QuantizationReport) -> list[str]:
+    """The export targets (export.targets), each as measured here, or why it was not run."""
+    if not q.targets:
+        return []
+
+    def number(value: float | None, digits: int) -> str:
+        return "not run here" if value is None else f"{value:.{digits}f}"
+
+    rows = [
+        [
+            t.target,
+            t.runtime,
+            t.source,
+            f"{t.size_mb:.2f}",
+            number(t.score, 4),
+            number(t.agreement, 4),
+            number(t.latency_ms_b1, 2),
+            number(t.latency_ms_b32, 2),
+        ]
+        for t in q.targets
+    ]
+    notes = [f"{t.target}: {t.note}." for t in q.targets if t.note]
+    return [
+        "### Export targets",
+        "The shipped model for each runtime of `export.targets`, checked on the test split and timed in turns "
+        "with the shipped ONNX file:",
+        table(["target", "runtime", "from", "size MB", q.fp32.metric, "agreement", "batch 1 ms", "batch 32 ms"], rows),
+        *notes,
     ]
 
 

@@ -4,6 +4,7 @@ active MLflow run, by the training pipeline's steps and, for a version registere
 `cvops quantize VERSION` (`requantize`)."""
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -11,14 +12,24 @@ from typing import get_args
 import mlflow
 from pydantic import BaseModel, ConfigDict
 
-from cvops.config import GateParams, Params
+from cvops.config import COREML_REFUSED, GateParams, Params, Target
 from cvops.data.prepare import DatasetRef
-from cvops.errors import DataError
+from cvops.errors import ConfigError, DataError, ModelError
 from cvops.evaluation.gate import GateDecision, decide
-from cvops.evaluation.reports import Evaluation, Format, QuantizationReport, format_key
+from cvops.evaluation.reports import (
+    INT8,
+    PRUNED,
+    PRUNED_INT8,
+    Evaluation,
+    Format,
+    QuantizationReport,
+    TargetMeasurement,
+    format_key,
+)
 from cvops.export.quantization import quantize
+from cvops.export.targets import export_targets
 from cvops.monitoring.reference import ReferenceSummary, build_reference
-from cvops.registry.artifacts import forget
+from cvops.registry.artifacts import forget, resolve
 from cvops.registry.evidence import (
     load_evidence,
     log_gate_decision,
@@ -28,9 +39,10 @@ from cvops.registry.evidence import (
     reference_tags,
 )
 from cvops.registry.lineage import LINEAGE_KEYS, TRAINING_KEYS
-from cvops.registry.model_registry import DISTILLED_FROM_TAG, MODEL_CARD_TAG, ModelRegistry
+from cvops.registry.model_registry import DISTILLED_FROM_TAG, MODEL_CARD_TAG, ModelRegistry, VersionInfo
 from cvops.registry.modelcard import ModelCard, Teacher, write_model_card
 from cvops.registry.tracking import TrainedModel, load_trained_model, scratch_dir
+from cvops.tasks import task
 from cvops.tasks.detection.postprocess import PostProcess
 
 DATA_COUNTS_TAG = "data_counts"  # a version's images per source and class (JSON): the model card's data growth
@@ -170,12 +182,7 @@ def requantize(
 ) -> Requantized:
     """Export VERSION again (fp32 + int8, measured here), rebuild its monitoring reference with the file that
     now ships, decide its gate again, and record all of it on the version and its run."""
-    info = registry.get(version)
-    if info.tags.get("data_version") and info.tags["data_version"] != dataset.data_version:
-        raise DataError(
-            f"version {version} was trained on data {info.tags['data_version'][:8]}, the checkout holds "
-            f"{dataset.data_version[:8] or 'unversioned data'}: check out its commit and run `dvc checkout` first"
-        )
+    info = _trained_on(registry, version, dataset)
     trained = registry.trained_model(info)
     evaluation, before, _ = load_evidence(info.run_id)
     with mlflow.start_run(run_id=info.run_id) as run:
@@ -190,3 +197,56 @@ def requantize(
     registry.record_gate(version, decision)
     forget(cache_dir, version)  # served and monitored from the new files from now on
     return Requantized(report, decision, before.passed != decision.passed)
+
+
+def _trained_on(registry: ModelRegistry, version: str, dataset: DatasetRef) -> VersionInfo:
+    """VERSION's registry entry, if the checkout holds the data it was trained on (its test split judges it)."""
+    info = registry.get(version)
+    if info.tags.get("data_version") and info.tags["data_version"] != dataset.data_version:
+        raise DataError(
+            f"version {version} was trained on data {info.tags['data_version'][:8]}, the checkout holds "
+            f"{dataset.data_version[:8] or 'unversioned data'}: check out its commit and run `dvc checkout` first"
+        )
+    return info
+
+
+def export_version(
+    registry: ModelRegistry,
+    version: str,
+    dataset: DatasetRef,
+    params: Params,
+    targets: list[Target],
+    out_dir: Path,
+    cache_dir: Path,
+) -> list[TargetMeasurement]:
+    """VERSION's shipped model for each of `targets` in `out_dir` (with `targets.json`), checked on the test split
+    and timed beside the shipped ONNX file here, as the pipeline's export.targets are."""
+    info = _trained_on(registry, version, dataset)
+    _, _, report = load_evidence(info.run_id)
+    if report is None:
+        raise ModelError(f"version {version} has no ONNX artifact: run `cvops quantize {version}` first")
+    if "coreml" in targets and not task(dataset.task).coreml:
+        raise ConfigError(f"--format {COREML_REFUSED.format(task=dataset.task)}")
+    if "coreml" in targets and report.shipped in (PRUNED, PRUNED_INT8):
+        raise ConfigError(
+            f"version {version} ships its pruned model ({report.shipped}), whose torch model is not kept: set "
+            "export.targets: [coreml] in params.yaml and run `cvops quantize V`, which converts it while it has it"
+        )
+    served = resolve(registry, version, cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shipped = report.shipped_artifact.model_copy(update={"path": served.onnx_path})
+    if "onnx" in targets:
+        copied = out_dir / "model.onnx"
+        shutil.copyfile(served.onnx_path, copied)
+        shipped = shipped.model_copy(update={"path": str(copied)})
+    float_file = shipped  # litert is made from the fp32 file of the shipped model: fetched when int8 ships
+    made_from = report.pruned if report.shipped == PRUNED_INT8 else report.fp32
+    if "litert" in targets and report.shipped in (INT8, PRUNED_INT8) and made_from is not None:
+        uri, folder = info.tags[format_key(made_from.format)], cache_dir / version / "float"
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder))
+        float_file = made_from.model_copy(update={"path": local})
+    model = load_trained_model(registry.trained_model(info))
+    check = task(dataset.task).export.export_check(model, dataset)
+    measured = export_targets(targets, check, shipped, float_file, model, out_dir, params.measure, params.quantize)
+    (out_dir / "targets.json").write_text(json.dumps([m.model_dump() for m in measured], indent=2) + "\n")
+    return measured

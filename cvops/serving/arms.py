@@ -117,7 +117,9 @@ class Arms:
         threads = 1 if arm.name == SHADOW else serve.model_threads  # a shadow competes less for the CPU
         post = self.settings.params.detect.served
         try:
-            loaded = served and self._checked(load_served(served, serve.max_batch_images, post, threads, serve.top_k))
+            loaded = served and self._checked(
+                load_served(served, serve.max_batch_images, post, threads, serve.top_k, serve.runtime)
+            )
         except Exception:
             if arm.name == CHAMPION:
                 raise
@@ -220,4 +222,5 @@ def packaged_predictor(tag: str, settings: ServiceSettings) -> Predictor:
         projection if projection.is_file() else None,
     )
     serve = settings.serve
-    return load(model, serve.max_batch_images, settings.params.detect.served, serve.model_threads, serve.top_k)
+    post = settings.params.detect.served
+    return load(model, serve.max_batch_images, post, serve.model_threads, serve.top_k, serve.runtime)

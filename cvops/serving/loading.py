@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cvops.export.onnx_model import preprocessing_of, session
+from cvops.export.onnx_model import Runtime, preprocessing_of, session
 from cvops.tasks import task
 
 if TYPE_CHECKING:
@@ -27,19 +27,30 @@ class ModelFiles:
 
 
 def load(
-    model: ModelFiles, max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
+    model: ModelFiles,
+    max_batch: int,
+    post: "PostProcess",
+    threads: int | None = None,
+    top_k: int = 1,
+    runtime: Runtime = "onnxruntime",
 ) -> "Predictor":
     """The predictor of an ONNX file of cvops, of the task the file says (`post`, a detector's post-processing,
-    is detect.served; `top_k`, a classifier's answer length, is serve.top_k)."""
-    opened = session(model.onnx_path, threads)
+    is detect.served; `top_k`, a classifier's answer length, is serve.top_k; `runtime`, what runs the file, is
+    serve.runtime)."""
+    opened = session(model.onnx_path, threads, runtime)
     preprocessing = preprocessing_of(opened, model.onnx_path)
     return task(preprocessing.task).serve.predictor(model, opened, max_batch, threads, post, top_k)
 
 
 def load_served(
-    served: "ServedModel", max_batch: int, post: "PostProcess", threads: int | None = None, top_k: int = 1
+    served: "ServedModel",
+    max_batch: int,
+    post: "PostProcess",
+    threads: int | None = None,
+    top_k: int = 1,
+    runtime: Runtime = "onnxruntime",
 ) -> "Predictor":
     """`load` for a registry version (`artifacts.resolve`)."""
     projection = Path(served.projection_path) if served.projection_path else None
     model = ModelFiles(Path(served.onnx_path), served.model_name, served.version, served.lineage_id, projection)
-    return load(model, max_batch, post, threads, top_k)
+    return load(model, max_batch, post, threads, top_k, runtime)

@@ -60,9 +60,12 @@ def pinned(packages: tuple[str, ...]) -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in packages]
 
 
-def build_bento(model_tag: str, version: str, name: str, task: str, params_file: Path) -> str:
+def build_bento(
+    model_tag: str, version: str, name: str, task: str, params_file: Path, runtime: str = "onnxruntime"
+) -> str:
     """A bento called `name`, serving `model_tag` (a model of `task`) from the model store (CVOPS_BENTO_MODEL),
-    with cvops's sources as installed and the project's `params_file`."""
+    with cvops's sources as installed and the project's `params_file`; OpenVINO installed too when it is the
+    `runtime` (serve.runtime)."""
     import bentoml
     from bentoml._internal.bento.build_config import BentoEnvSchema  # the type bentos.build() expects
     from pydantic.json_schema import PydanticJsonSchemaWarning
@@ -76,12 +79,13 @@ def build_bento(model_tag: str, version: str, name: str, task: str, params_file:
     ):
         warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
         _stage_build_context(Path(context), params_file)
+        packages = SERVING_PACKAGES + (("openvino", "onnx") if runtime == "openvino" else ())
         bento = bentoml.bentos.build(
             tasks.task(task).service,
             name=name,
             labels={"model_version": version},
             include=["/cvops/**/*.py", "/params.yaml"],
-            python={"packages": pinned(SERVING_PACKAGES), "lock_packages": False},
+            python={"packages": pinned(packages), "lock_packages": False},
             envs=[
                 BentoEnvSchema(name=BENTO_MODEL_ENV, value=model_tag),
                 BentoEnvSchema(name="BENTOML_DO_NOT_TRACK", value="true"),
@@ -106,6 +110,7 @@ def package_version(registry: ModelRegistry, version: str, project: Project, ben
     served = resolve(registry, version, project.onnx_cache)
     preprocessing = read_preprocessing(Path(served.onnx_path))
     model_tag = store_model(served, preprocessing, registry.get(served.version).tags)
-    bento_tag = build_bento(model_tag, served.version, bento_name, preprocessing.task, project.params_file)
+    runtime = project.params().serve.runtime
+    bento_tag = build_bento(model_tag, served.version, bento_name, preprocessing.task, project.params_file, runtime)
     registry.tag(served.version, {BENTO_TAG: bento_tag, BENTOML_MODEL_TAG: model_tag})
     return model_tag, bento_tag, write_serving_manifests(project.manifests_dir, bento_name, served.version)

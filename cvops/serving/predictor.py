@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,13 +21,9 @@ from cvops.data.preprocess import (
     reduce_while_decoding,
     resize_image,
 )
-from cvops.export.onnx_model import output_names, predict_outputs, preprocessing_of, session
+from cvops.export.onnx_model import Session, output_names, predict_outputs, preprocessing_of, session
 from cvops.serving.features import image_features
 from cvops.serving.projection import Projection
-
-if TYPE_CHECKING:
-    import onnxruntime
-
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
 MODEL_FILE = "model.onnx"  # a packaged model's ONNX file in BentoML's model store
@@ -154,10 +150,10 @@ class Predictor:
     threads: int | None = None
     projection_path: Path | None = None
     top_k: int = 1  # labels in an answer
-    opened: InitVar["onnxruntime.InferenceSession | None"] = None  # a session of onnx_path open already
+    opened: InitVar[Session | None] = None  # a session of onnx_path open already
     batcher: MicroBatcher = field(init=False)
 
-    def __post_init__(self, opened: "onnxruntime.InferenceSession | None") -> None:
+    def __post_init__(self, opened: Session | None) -> None:
         self.session = opened or session(self.onnx_path, self.threads)
         self.preprocessing = preprocessing_of(self.session, self.onnx_path)
         self.outputs = output_names(self.session)  # read once: not on every request

@@ -49,6 +49,7 @@ class Task:
     unit: str = "images"  # what a prepared dataset's class counts count
     distillation: bool = False  # can a student be distilled from its champion (distill.enabled)?
     pruning: bool = False  # can its channels be pruned (prune.enabled)?
+    coreml: bool = False  # does coremltools convert its model (export.targets: coreml)?
     traffic: bool = False  # can `cvops traffic` simulate its clients and their true labels?
     crop: bool = True  # may prepare.resize crop an image's edges (a detector's boxes may lie there)?
     own_models: bool = False  # may train.model name the user's function (`package.module:function`)?
@@ -137,6 +138,10 @@ class ExportCheck(Protocol):
 
     def quality(self, answers: Any) -> "Quality":
         """A file's test quality (first: the metric int8 may lose) and its agreement with the torch model."""
+        ...
+
+    def agreement(self, answers: Any, reference: Any) -> float:
+        """How far two files' answers agree (top-1 labels; a detector: `reference`'s boxes found again)."""
         ...
 
     def torch_quality(self) -> dict[str, float]:
@@ -252,6 +257,7 @@ register(
         package="cvops.tasks.classification",
         distillation=True,
         pruning=True,
+        coreml=True,
         traffic=True,
         own_models=True,
     )

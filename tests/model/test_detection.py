@@ -3,6 +3,7 @@ finds the digits: its COCO mAP beats a box-free baseline's by far, and its torch
 confident, non-overlapping boxes."""
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from cvops.tasks.detection.predictor import DetectionPredictor, render
 from cvops.tasks.detection.scenes import digit_scenes_source
 from cvops.training.models import normalization
 from cvops.training.trainer import TrainResult
+from tests.cli import cvops
 
 pytestmark = pytest.mark.slow
 
@@ -250,3 +252,17 @@ def test_the_monitoring_reference_holds_the_detectors_answers_and_drift_tests_th
     assert tested["boxes"].group == tested["box_label"].group == "prediction"
     assert not any(tested[c].drifted for c in ("boxes", "box_area", "mean_score", "box_label")), same.table()
     assert {c.column: c for c in shrunk.columns}["box_area"].drifted, shrunk.table()
+
+
+def test_the_detector_exports_for_openvino_with_its_map_checked(scene_checkout: Path, tmp_path) -> None:
+    refused = cvops(scene_checkout, "export", "1", "--format", "coreml", "-o", str(tmp_path / "coreml"))
+    assert refused.returncode == 2 and "coreml is built for classifiers" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "coreml").exists()
+    result = cvops(scene_checkout, "export", "1", "--format", "onnx", "--format", "openvino", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    onnx, openvino = json.loads((tmp_path / "targets.json").read_text())
+    assert onnx["mean_ap"] > 0.05 and (tmp_path / "model.onnx").is_file()  # the shipped file, as registered
+    assert openvino["target"] == "openvino" and openvino["accuracy"] is None and openvino["agreement"] > 0.9
+    assert abs(openvino["mean_ap"] - onnx["mean_ap"]) < 0.02  # another runtime, the same detector
+    assert (tmp_path / "model.openvino.xml").is_file() and (tmp_path / "model.openvino.bin").is_file()
+    assert "openvino" in result.stdout and "OpenVINO 2026.4.1" in result.stdout

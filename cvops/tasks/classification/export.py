@@ -42,6 +42,10 @@ class ClassifierCheck:
             "agreement": float(np.mean(predicted == self.torch_logits.argmax(axis=1))),
         }
 
+    def agreement(self, answers: np.ndarray, reference: np.ndarray) -> float:
+        """The share of test images on which two files' top-1 labels agree."""
+        return float(np.mean(answers.argmax(axis=1) == reference.argmax(axis=1)))
+
     def torch_quality(self) -> dict[str, float]:
         return {"torch_accuracy": float(np.mean(self.torch_logits.argmax(axis=1) == self.labels))}
 

@@ -6,15 +6,14 @@ from typing import TYPE_CHECKING
 from cvops.serving.predictor import Predictor
 
 if TYPE_CHECKING:
-    import onnxruntime
-
+    from cvops.export.onnx_model import Session
     from cvops.serving.loading import ModelFiles
     from cvops.tasks.detection.postprocess import PostProcess
 
 
 def predictor(
     model: "ModelFiles",
-    opened: "onnxruntime.InferenceSession",
+    opened: "Session",
     max_batch: int,
     threads: int | None,
     post: "PostProcess",

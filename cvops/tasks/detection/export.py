@@ -50,6 +50,10 @@ class DetectorCheck:
         agreement, _ = box_agreement(answers, self.torch_found, AGREEMENT_IOU)
         return {"mean_ap": self.mean_ap(answers), "agreement": agreement}
 
+    def agreement(self, answers: Found, reference: Found) -> float:
+        """The share of `reference`'s boxes that `answers` finds again (same class, AGREEMENT_IOU)."""
+        return box_agreement(answers, reference, AGREEMENT_IOU)[0]
+
     def torch_quality(self) -> dict[str, float]:
         return {"torch_map": self.mean_ap(self.torch_found)}
 

@@ -18,7 +18,7 @@ from cvops.serving.predictor import DecodedImage, Predictor, Reply
 from cvops.tasks.detection.postprocess import PostProcess, postprocess
 
 if TYPE_CHECKING:
-    import onnxruntime
+    from cvops.export.onnx_model import Session
 
 Detection = dict[str, Any]  # {"box": [x1, y1, x2, y2], "label": str, "score": float}
 RED = (220, 30, 30)  # the drawn detections
@@ -31,7 +31,7 @@ class DetectionPredictor(Predictor):
 
     post: PostProcess = field(kw_only=True)
 
-    def __post_init__(self, opened: "onnxruntime.InferenceSession | None") -> None:
+    def __post_init__(self, opened: "Session | None") -> None:
         super().__post_init__(opened)
         size = self.preprocessing.image_size
         probe = np.zeros((1, 3, size, size), dtype=np.float32)

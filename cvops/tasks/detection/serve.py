@@ -7,14 +7,13 @@ from cvops.tasks.detection.postprocess import PostProcess
 from cvops.tasks.detection.predictor import DetectionPredictor
 
 if TYPE_CHECKING:
-    import onnxruntime
-
+    from cvops.export.onnx_model import Session
     from cvops.serving.loading import ModelFiles
 
 
 def predictor(
     model: "ModelFiles",
-    opened: "onnxruntime.InferenceSession",
+    opened: "Session",
     max_batch: int,
     threads: int | None,
     post: PostProcess,
