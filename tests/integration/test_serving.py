@@ -148,6 +148,24 @@ def test_served_predictions_match_offline_ones(server, served_project) -> None:
     assert np.mean(np.array(served) == labels[:20]) >= 0.8
 
 
+def test_serve_runtime_openvino_answers_as_onnxruntime_does(server, served_project) -> None:
+    project, _ = served_project
+    images, _, _ = load_split(registry_ref(project), "test")
+    files = [(f"{i}.png", png(images[i])) for i in range(20)]
+    started = Server(project.root, "-S", "serve.runtime=openvino")
+    try:
+        status, openvino = started.post_files("/classify_batch", "images", files)
+    finally:
+        started.stop()
+    assert status == 200, openvino
+    _, onnxruntime = server.post_files("/classify_batch", "images", files)
+    for mine, theirs in zip(openvino["results"], onnxruntime["results"], strict=True):
+        assert [p["label"] for p in mine["predictions"]] == [p["label"] for p in theirs["predictions"]]
+        assert np.allclose(
+            [p["score"] for p in mine["predictions"]], [p["score"] for p in theirs["predictions"]], atol=1e-4
+        )
+
+
 @pytest.mark.parametrize(
     ("how", "status", "words"),
     [
