@@ -7,9 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from cvops.config import Params
 from cvops.data.prepare import DatasetRef, load_split
@@ -20,6 +22,7 @@ from cvops.export.onnx_model import predict_logits, read_preprocessing, session
 from cvops.export.quantization import export_onnx, quantize
 from cvops.export.runtimes import OpenVinoSession
 from cvops.export.targets import check_coreml, coremltools, verified
+from cvops.registry.evidence import log_quantization
 from cvops.registry.modelcard import _targets
 from cvops.serving.loading import ModelFiles, load
 from cvops.tasks.classification.export import export_check
@@ -120,3 +123,20 @@ def test_a_target_that_computes_another_model_is_refused(
     with pytest.raises(ModelError, match=rf"the {target} file scores accuracy 0\.\d+ on the test split, 0\.\d+ below"):
         verified(check, shifted_file, own, target, "onnx-int8", tiny_params.quantize)
     assert verified(check, opened, own, target, "onnx-fp32", tiny_params.quantize) is not None
+
+
+def test_the_targets_files_and_numbers_are_logged_with_the_run(report, tmp_path: Path) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        log_quantization(report)
+    client = MlflowClient()
+    logged = {f.path for f in client.list_artifacts(run.info.run_id, "targets/openvino")}
+    assert logged == {"targets/openvino/model.openvino.xml", "targets/openvino/model.openvino.bin"}
+    assert [f.path for f in client.list_artifacts(run.info.run_id, "targets/litert")] == ["targets/litert/model.tflite"]
+    package = client.list_artifacts(run.info.run_id, "targets/coreml/model.mlpackage")
+    assert "targets/coreml/model.mlpackage/Manifest.json" in {f.path for f in package}
+    metrics = client.get_run(run.info.run_id).data.metrics
+    assert (
+        metrics["target_openvino_accuracy"] == report.targets[1].accuracy and "target_litert_latency_ms_b32" in metrics
+    )
+    assert "target_coreml_size_mb" in metrics and "target_coreml_accuracy" not in metrics  # not run here
