@@ -1,5 +1,5 @@
 """Export targets (`export.targets`, `cvops export V --format F`): the shipped model for other runtimes, each
-file checked on the test split against the torch model and timed beside the shipped ONNX file.
+file checked on the test split against the ONNX file it was made from and timed in turns with it.
 
 - **onnx**: the shipped ONNX file itself, run by onnxruntime (what every other target is compared with).
 - **openvino**: OpenVINO's IR (`.xml` + `.bin`) converted from the shipped ONNX file, int8 kept when int8 ships;
@@ -11,8 +11,9 @@ file checked on the test split against the torch model and timed beside the ship
   (Core ML reads no ONNX). Core ML runs on Apple devices only: here it is converted and its spec checked
   (input, outputs, batch range, the preprocessing in its metadata), not run. coremltools is an optional extra.
 
-Every target that runs here is judged like the ONNX files (the task's `export_check`: accuracy or mAP, agreement
-with the torch model) and timed with them in one interleaved measurement (cvops/timing.py).
+Every target that runs here is refused unless it computes the model of the file it was made from (`verified`),
+then scored like the ONNX files (the task's `export_check`: accuracy or mAP, agreement with the torch model) and
+timed with that file in one interleaved measurement (cvops/timing.py).
 """
 
 import hashlib
@@ -38,8 +39,6 @@ from cvops.export.exportable import exportable
 from cvops.export.onnx_model import INPUT, METADATA_KEY, Preprocessing, Session, session, timed
 from cvops.export.runtimes import LiteRtSession, OpenVinoSession, explicit_pools, openvino, read_model
 from cvops.timing import latency
-
-log = logging.getLogger(__name__)
 
 COREML_MAX_BATCH = 64  # the batch sizes a Core ML file accepts: 1 to this
 COREML_EXTRA = "pip install 'cvops[coreml]'"
