@@ -6,6 +6,8 @@ OpenVINO reads an ONNX file of cvops directly (its ONNX front end, at load) or t
 runs a `.tflite` file of the litert target, one image a call. Torch-free, like onnx_model.py.
 """
 
+import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -15,10 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from cvops.env import ONNX2TF_ENV
 from cvops.errors import ConfigError, ModelError
 
 OPENVINO_DEVICE = "CPU"
 LITERT_EXTRA = "pip install 'cvops[litert]'"
+COREML_EXTRA = "pip install 'cvops[coreml]'"
+ONNX2TF_SETUP = f"`make litert` in cvops's clone, then set {ONNX2TF_ENV}=<clone>/.venv-litert/bin/onnx2tf"
+
+
+def onnx2tf() -> str | None:
+    """The litert target's converter: CVOPS_ONNX2TF, else onnx2tf on PATH; None when there is none."""
+    found = os.environ.get(ONNX2TF_ENV) or shutil.which("onnx2tf")
+    return found if found and Path(found).is_file() else None
 
 
 def openvino() -> Any:

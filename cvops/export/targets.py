@@ -18,7 +18,6 @@ timed with that file in one interleaved measurement (cvops/timing.py).
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -32,16 +31,23 @@ from torch import nn
 
 from cvops.config import TARGETS, MeasureParams, QuantizeParams, Target
 from cvops.console import quiet
-from cvops.env import ONNX2TF_ENV
 from cvops.errors import ConfigError, ModelError
 from cvops.evaluation.reports import FP32, PRUNED, Format, OnnxMeasurement, TargetMeasurement
 from cvops.export.exportable import exportable
 from cvops.export.onnx_model import INPUT, METADATA_KEY, Preprocessing, Session, session, timed
-from cvops.export.runtimes import LiteRtSession, OpenVinoSession, explicit_pools, openvino, read_model
+from cvops.export.runtimes import (
+    COREML_EXTRA,
+    ONNX2TF_SETUP,
+    LiteRtSession,
+    OpenVinoSession,
+    explicit_pools,
+    onnx2tf,
+    openvino,
+    read_model,
+)
 from cvops.timing import latency
 
 COREML_MAX_BATCH = 64  # the batch sizes a Core ML file accepts: 1 to this
-COREML_EXTRA = "pip install 'cvops[coreml]'"
 LITERT_NOTE = "a LiteRT file takes one image a call (onnx2tf writes a batch of one): batch 32 is 32 calls"
 
 
@@ -173,11 +179,11 @@ def to_litert(onnx_path: Path, tflite_path: Path) -> Path:
     written whole or not at all."""
     import onnx
 
-    converter = os.environ.get(ONNX2TF_ENV) or shutil.which("onnx2tf")
-    if not converter or not Path(converter).is_file():
+    converter = onnx2tf()
+    if converter is None:
         raise ConfigError(
             f"the litert target needs onnx2tf, in an environment of its own (its TensorFlow pins clash with "
-            f"cvops's): `make litert` in cvops's clone, then set {ONNX2TF_ENV}=<clone>/.venv-litert/bin/onnx2tf"
+            f"cvops's): {ONNX2TF_SETUP}"
         )
     proto = onnx.load(str(onnx_path))
     explicit_pools(proto)  # onnx2tf misreads ceil-mode pools as OpenVINO refuses them (logits 3.5 apart)

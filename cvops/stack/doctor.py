@@ -84,6 +84,7 @@ def diagnose(project: Project | None, params: Params | None) -> Diagnosis:
             *_servers(project, params),
             _writable(project),
             _disk(project.root),
+            *_export_targets(params),
         ]
     else:
         checks.append(_disk(Path.cwd()))
@@ -172,6 +173,30 @@ def _servers(project: Project, params: Params) -> list[Check]:
         up = answers(state, default_port=5432)
         fix = "" if up else f"start it, or fix {STATE_ENV}"
         checks.append(Check(name="state database", ok=up, detail=shown, fix=fix))
+    return checks
+
+
+def _export_targets(params: Params) -> list[Check]:
+    """What export.targets needs beyond cvops's requirements: the extras' runtimes and converters."""
+    from cvops.export.runtimes import COREML_EXTRA, LITERT_EXTRA, ONNX2TF_SETUP, onnx2tf
+
+    checks = []
+    if "coreml" in params.export.targets:
+        found = _version("coremltools") != "not installed"
+        checks.append(Check(name="coreml target", ok=found, detail="coremltools", fix="" if found else COREML_EXTRA))
+    if "litert" in params.export.targets:
+        converter = onnx2tf()
+        parts = [("the LiteRT runtime", _version("ai-edge-litert") != "not installed", LITERT_EXTRA)]
+        parts.append(("onnx2tf", converter is not None, ONNX2TF_SETUP))
+        missing = [(name, fix) for name, ok, fix in parts if not ok]
+        checks.append(
+            Check(
+                name="litert target",
+                ok=not missing,
+                detail=f"onnx2tf at {converter}" if not missing else " and ".join(n for n, _ in missing) + " not found",
+                fix="; ".join(fix for _, fix in missing),
+            )
+        )
     return checks
 
 

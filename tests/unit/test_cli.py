@@ -143,6 +143,18 @@ def test_an_unforeseen_error_is_one_line_naming_the_file_with_its_traceback(
     assert str(written) in line and "Traceback" in written.read_text() and '{}["missing"]' in written.read_text()
 
 
+def test_doctor_names_what_the_export_targets_need(project_dir: Path, tmp_path: Path) -> None:
+    assert cvops(project_dir, "params", "set", "export.targets=[coreml,litert]").returncode == 0
+    missing = cvops(project_dir, "doctor", "--json", env={"CVOPS_ONNX2TF": str(tmp_path / "no-onnx2tf")})
+    checks = {check["name"]: check for check in json.loads(missing.stdout)["checks"]}
+    assert checks["coreml target"]["ok"]  # make install installs the coreml extra
+    litert = checks["litert target"]
+    assert not litert["ok"] and litert["detail"] == "onnx2tf not found" and "make litert" in litert["fix"]
+    converter = str(REPO / ".venv-litert" / "bin" / "onnx2tf")  # make litert (make test)
+    found = cvops(project_dir, "doctor", "--json", env={"CVOPS_ONNX2TF": converter})
+    assert {check["name"]: check for check in json.loads(found.stdout)["checks"]}["litert target"]["ok"]
+
+
 def test_doctor_names_each_problem_with_its_fix_and_exits_15(project_dir: Path, tmp_path: Path) -> None:
     from cvops.cli.shapes import schema
 
