@@ -101,7 +101,8 @@ class Cvops(click.Group):
             result = super().main(*args, **kwargs)
         except click.UsageError as err:
             where = err.ctx.command_path if err.ctx else "cvops"
-            fail(f"{err.format_message().rstrip('.')} (see `{where} --help`)", USAGE_EXIT)
+            said = " ".join(err.format_message().split()).rstrip(".")  # click lists a choice's values a line each
+            fail(f"{said} (see `{where} --help`)", USAGE_EXIT)
         except click.ClickException as err:
             fail(err.format_message(), err.exit_code)
         except click.Abort:

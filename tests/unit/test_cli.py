@@ -28,6 +28,8 @@ from tests.conftest import REPO
         (["run", "training", "--overlay", "no-such-overlay.yaml"], ["--overlay", "no-such-overlay.yaml"]),
         (["traffic", "--url", "localhost:3000"], ["--url", "http://"]),
         (["serve", "--port", "70000"], ["--port", "70000"]),
+        (["export", "1"], ["Missing option '--format'. Choose from: onnx, openvino, litert, coreml"]),
+        (["export", "1", "--format", "tflite"], ["'tflite' is not one of", "cvops export --help"]),
     ],
 )
 def test_a_command_line_mistake_is_one_line_and_exit_2(tmp_path: Path, args: list[str], words: list[str]) -> None:
