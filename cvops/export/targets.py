@@ -179,12 +179,7 @@ def to_litert(onnx_path: Path, tflite_path: Path) -> Path:
     written whole or not at all."""
     import onnx
 
-    converter = onnx2tf()
-    if converter is None:
-        raise ConfigError(
-            f"the litert target needs onnx2tf, in an environment of its own (its TensorFlow pins clash with "
-            f"cvops's): {ONNX2TF_SETUP}"
-        )
+    converter = required_onnx2tf()
     proto = onnx.load(str(onnx_path))
     explicit_pools(proto)  # onnx2tf misreads ceil-mode pools as OpenVINO refuses them (logits 3.5 apart)
     with tempfile.TemporaryDirectory(prefix="cvops-litert-") as scratch:
@@ -201,6 +196,17 @@ def to_litert(onnx_path: Path, tflite_path: Path) -> Path:
         shutil.copyfile(written, partial)
         partial.rename(tflite_path)
     return tflite_path
+
+
+def required_onnx2tf() -> str:
+    """The litert target's converter (`onnx2tf`), or a one-line error saying how to install it."""
+    converter = onnx2tf()
+    if converter is None:
+        raise ConfigError(
+            f"the litert target needs onnx2tf, in an environment of its own (its TensorFlow pins clash with "
+            f"cvops's): {ONNX2TF_SETUP}"
+        )
+    return converter
 
 
 def coremltools() -> Any:

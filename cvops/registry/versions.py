@@ -27,7 +27,7 @@ from cvops.evaluation.reports import (
     format_key,
 )
 from cvops.export.quantization import quantize
-from cvops.export.targets import export_targets
+from cvops.export.targets import coremltools, export_targets, required_onnx2tf
 from cvops.monitoring.reference import ReferenceSummary, build_reference
 from cvops.registry.artifacts import forget, resolve
 from cvops.registry.evidence import (
@@ -225,6 +225,10 @@ def export_version(
     _, _, report = load_evidence(info.run_id)
     if report is None:
         raise ModelError(f"version {version} has no ONNX artifact: run `cvops quantize {version}` first")
+    if "litert" in targets:
+        required_onnx2tf()  # before anything is written
+    if "coreml" in targets:
+        coremltools()
     if "coreml" in targets and not task(dataset.task).coreml:
         raise ConfigError(f"--format {COREML_REFUSED.format(task=dataset.task)}")
     if "coreml" in targets and report.shipped in (PRUNED, PRUNED_INT8):

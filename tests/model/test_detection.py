@@ -258,6 +258,14 @@ def test_the_detector_exports_for_openvino_with_its_map_checked(scene_checkout: 
     refused = cvops(scene_checkout, "export", "1", "--format", "coreml", "-o", str(tmp_path / "coreml"))
     assert refused.returncode == 2 and "coreml is built for classifiers" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "coreml").exists()
+    nowhere = {"CVOPS_ONNX2TF": str(tmp_path / "no-onnx2tf")}
+    refused = cvops(scene_checkout, "export", "1", "--format", "litert", "-o", str(tmp_path / "litert"), env=nowhere)
+    assert (
+        refused.returncode == 2
+        and "the litert target needs onnx2tf" in refused.stderr
+        and "make litert" in refused.stderr
+    )
+    assert not (tmp_path / "litert").exists()  # refused before anything is written
     result = cvops(scene_checkout, "export", "1", "--format", "onnx", "--format", "openvino", "-o", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     onnx, openvino = json.loads((tmp_path / "targets.json").read_text())
