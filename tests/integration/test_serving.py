@@ -148,24 +148,6 @@ def test_served_predictions_match_offline_ones(server, served_project) -> None:
     assert np.mean(np.array(served) == labels[:20]) >= 0.8
 
 
-def test_serve_runtime_openvino_answers_as_onnxruntime_does(server, served_project) -> None:
-    project, _ = served_project
-    images, _, _ = load_split(registry_ref(project), "test")
-    files = [(f"{i}.png", png(images[i])) for i in range(20)]
-    started = Server(project.root, "-S", "serve.runtime=openvino")
-    try:
-        status, openvino = started.post_files("/classify_batch", "images", files)
-    finally:
-        started.stop()
-    assert status == 200, openvino
-    _, onnxruntime = server.post_files("/classify_batch", "images", files)
-    for mine, theirs in zip(openvino["results"], onnxruntime["results"], strict=True):
-        assert [p["label"] for p in mine["predictions"]] == [p["label"] for p in theirs["predictions"]]
-        assert np.allclose(
-            [p["score"] for p in mine["predictions"]], [p["score"] for p in theirs["predictions"]], atol=1e-4
-        )
-
-
 @pytest.mark.parametrize(
     ("how", "status", "words"),
     [
@@ -370,6 +352,25 @@ def test_token_required_when_set(served_project) -> None:
         guarded.stop()
 
 
+def test_serve_runtime_openvino_answers_as_onnxruntime_does(server, served_project) -> None:
+    """(After the metrics test: a second service on the checkout resets the first's multiprocess metrics.)"""
+    project, _ = served_project
+    images, _, _ = load_split(registry_ref(project), "test")
+    files = [(f"{i}.png", png(images[i])) for i in range(20)]
+    started = Server(project.root, "-S", "serve.runtime=openvino")
+    try:
+        status, openvino = started.post_files("/classify_batch", "images", files)
+    finally:
+        started.stop()
+    assert status == 200, openvino
+    _, onnxruntime = server.post_files("/classify_batch", "images", files)
+    for mine, theirs in zip(openvino["results"], onnxruntime["results"], strict=True):
+        assert [p["label"] for p in mine["predictions"]] == [p["label"] for p in theirs["predictions"]]
+        assert np.allclose(
+            [p["score"] for p in mine["predictions"]], [p["score"] for p in theirs["predictions"]], atol=1e-4
+        )
+
+
 def test_package_stores_the_shipped_onnx_and_builds_a_bento(served_project) -> None:
     project, registry = served_project
     result = cvops(project.root, "package", "1")
@@ -537,12 +538,13 @@ def test_canary_share_sticky_keys_paired_shadow_and_compare_live(served_project)
 
         registry.promote("2", reviewer="test", note="the canary did well")  # the challenger alias goes with it
         swapped = ("champion", "2")
-        wait_for(  # every worker swapped: ten answers in a row from 2 as champion (a worker polls on its own)
-            lambda: all(
-                (lambda body: (body["arm"], body["model_version"]))(started.post_json("/classify", payloads[0])[1])
-                == swapped
-                for _ in range(10)
-            ),
+
+        def served(arm: str, version: str) -> bool:  # by any worker: the gauge is the max over the live workers
+            gauge = rf'cvops_model_info\{{arm="{arm}",model_version="{version}"[^}}]*\}} 1\.0'
+            return re.search(gauge, started.get("/metrics")[1]) is not None
+
+        wait_for(  # every worker swapped (each polls on its own): none serves the canary or version 1 any more
+            lambda: not served("canary", "2") and not served("champion", "1"),
             "the swap to 2 in every worker",
             started.log,
         )
