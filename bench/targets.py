@@ -1,12 +1,12 @@
 """Benchmark: onnxruntime vs OpenVINO vs LiteRT on the demo model, fp32 and int8, on the same inputs.
 
 A registered version's fp32 and int8 ONNX files (`make demo`: EfficientNet-Lite0 on ELPV at 128 px), each run by
-onnxruntime and by OpenVINO (which reads the ONNX file; cvops's `openvino` target is the IR of the same graph):
-and the fp32 file converted to LiteRT by onnx2tf (`make litert`; LiteRT int8 would need onnx2tf's own
-calibration, not wired in cvops): test accuracy, top-1 agreement with the fp32 file on onnxruntime, and batch-1
-and batch-32 latency on measure.threads threads (a LiteRT file takes one image a call: batch 32 is 32 calls), the
-five sessions timed in one interleaved measurement (cvops/timing.py: calls in turns, the speed-ups the medians
-of paired calls).
+onnxruntime and by OpenVINO (which reads the ONNX file; cvops's `openvino` target is the IR of the same graph),
+and the fp32 file converted to LiteRT by onnx2tf (`make litert`), in fp32 and in int8 calibrated on the int8
+file's calibration images (what the `litert` target makes when int8 ships): test accuracy, top-1 agreement with
+the fp32 file on onnxruntime, and batch-1 and batch-32 latency on measure.threads threads (a LiteRT file takes
+one image a call: batch 32 is 32 calls), the six sessions timed in one interleaved measurement (cvops/timing.py:
+calls in turns, the speed-ups the medians of paired calls).
 
 Usage: python bench/targets.py [--version V] [--runs 60]
 Writes bench/results/targets.json and prints a markdown table.
@@ -35,7 +35,9 @@ def main() -> None:
     from cvops.data.preprocess import model_inputs
     from cvops.env import ONNX2TF_ENV, environment
     from cvops.export.onnx_model import predict_logits, read_preprocessing, session, timed
+    from cvops.export.quantization import calibration_images
     from cvops.export.targets import runtime_name, to_litert
+    from cvops.registry.evidence import load_evidence
     from cvops.timing import latency, ratio
 
     project, params, _, info = registered_version(args.version)
@@ -43,7 +45,8 @@ def main() -> None:
         raise SystemExit(f"version {info.version} has no int8 file: run `make demo` (quantize.enabled: true)")
     files = {fmt: Path(mlflow.artifacts.download_artifacts(info.tags[f"onnx_{fmt}"])) for fmt in ("fp32", "int8")}
     pre = read_preprocessing(files["fp32"])
-    images, labels, _ = load_split(load_dataset_ref(project.prepared_dir), "test")
+    ref = load_dataset_ref(project.prepared_dir)
+    images, labels, _ = load_split(ref, "test")
     inputs = model_inputs(images, pre.mean, pre.std)
     threads = params.measure.threads
     sessions = {}
@@ -53,6 +56,10 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="cvops-targets-"))
     with environment({ONNX2TF_ENV: os.environ.get(ONNX2TF_ENV) or str(REPO / ".venv-litert" / "bin" / "onnx2tf")}):
         sessions["litert fp32"] = session(to_litert(files["fp32"], scratch / "model.tflite"), threads)
+        report = load_evidence(info.run_id)[2]
+        calibration = model_inputs(calibration_images(ref, report.calibration_ids), pre.mean, pre.std)
+        int8 = to_litert(files["fp32"], scratch / "model.int8.tflite", calibration)
+        sessions["litert int8"] = session(int8, threads)
     logits = {name: predict_logits(opened, inputs) for name, opened in sessions.items()}
     reference = logits["onnxruntime fp32"].argmax(1)
     single, batched = timed(sessions, inputs, params.measure.model_copy(update={"runs": args.runs}), ["logits"])

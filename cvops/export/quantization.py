@@ -24,7 +24,7 @@ from cvops.config import MeasureParams, Params, QuantizeParams
 from cvops.console import progress, quiet
 from cvops.data.prepare import DatasetRef, load_split_images
 from cvops.data.preprocess import model_inputs
-from cvops.errors import ModelError
+from cvops.errors import DataError, ModelError
 from cvops.evaluation.reports import (
     FP32,
     INT8,
@@ -105,6 +105,16 @@ def calibration_subset(ref: DatasetRef, size: int, seed: int) -> tuple[np.ndarra
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(images), size=min(size, len(images)), replace=False))
     return images[chosen], manifest.loc[chosen, "path"].astype(str).tolist()
+
+
+def calibration_images(ref: DatasetRef, ids: list[str]) -> np.ndarray:
+    """The images of a calibration subset again, by the manifest paths a report records (`calibration_ids`)."""
+    images, manifest = load_split_images(ref, "train")
+    where = {path: i for i, path in enumerate(manifest["path"].astype(str))}
+    missing = [path for path in ids if path not in where]
+    if missing:
+        raise DataError(f"{len(missing)} calibration images are not in the train split (first: {missing[0]})")
+    return images[[where[path] for path in ids]]
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray, method: str) -> Path:
@@ -268,8 +278,8 @@ def quantize(model: nn.Module, ref: DatasetRef, out_dir: Path, params: Params) -
         measured[family[0]],
         family[1],
         out_dir / "targets",
-        params.measure,
-        params.quantize,
+        params,
+        calibration,
     )
     int8_speedup = speedups.get(INT8)
     report = QuantizationReport(

@@ -157,7 +157,7 @@ class LiteRtSession:
         except ImportError as err:
             raise ConfigError(f"running {path} needs LiteRT: {LITERT_EXTRA}") from err
         try:
-            interpreter = Interpreter(model_path=str(path), num_threads=threads or -1)
+            interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
             self.runner = interpreter.get_signature_runner("serving_default")
         except (RuntimeError, ValueError) as err:
             detail = str(err).strip().splitlines()[0][:200]

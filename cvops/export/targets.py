@@ -4,9 +4,10 @@ file checked on the test split against the ONNX file it was made from and timed 
 - **onnx**: the shipped ONNX file itself, run by onnxruntime (what every other target is compared with).
 - **openvino**: OpenVINO's IR (`.xml` + `.bin`) converted from the shipped ONNX file, int8 kept when int8 ships;
   the runtime Intel CPUs are fastest on (`serve.runtime: openvino` serves the ONNX file with it).
-- **litert**: a LiteRT (TFLite) file in fp32, converted from the fp32 ONNX file of the shipped model by onnx2tf,
-  which runs in an environment of its own (`make litert`; its TensorFlow pins clash with cvops's); what Android
-  runs. It takes one image a call.
+- **litert**: a LiteRT (TFLite) file converted from the fp32 ONNX file of the shipped model by onnx2tf, which
+  runs in an environment of its own (`make litert`; its TensorFlow pins clash with cvops's); what Android runs.
+  When int8 ships, it is int8 too, calibrated by onnx2tf on the int8 file's calibration images, and checked
+  against the int8 file; else fp32. It takes one image a call.
 - **coreml**: an ML Program (`.mlpackage`, fp16, Apple's default) converted from the torch model by coremltools
   (Core ML reads no ONNX). Core ML runs on Apple devices only: here it is converted and its spec checked
   (input, outputs, batch range, the preprocessing in its metadata), not run. coremltools is an optional extra.
@@ -26,13 +27,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from cvops.config import TARGETS, MeasureParams, QuantizeParams, Target
+from cvops.config import TARGETS, Params, QuantizeParams, Target
 from cvops.console import quiet
 from cvops.errors import ConfigError, ModelError
-from cvops.evaluation.reports import FP32, PRUNED, Format, OnnxMeasurement, TargetMeasurement
+from cvops.evaluation.reports import FP32, INT8, PRUNED, PRUNED_INT8, Format, OnnxMeasurement, TargetMeasurement
 from cvops.export.exportable import exportable
 from cvops.export.onnx_model import INPUT, METADATA_KEY, Preprocessing, Session, session, timed
 from cvops.export.runtimes import (
@@ -48,7 +50,9 @@ from cvops.export.runtimes import (
 from cvops.timing import latency
 
 COREML_MAX_BATCH = 64  # the batch sizes a Core ML file accepts: 1 to this
-LITERT_NOTE = "a LiteRT file takes one image a call (onnx2tf writes a batch of one): batch 32 is 32 calls"
+ONE_A_CALL = "one image a call (onnx2tf writes a batch of one): batch 32 is 32 calls"
+LITERT_NOTE = f"a LiteRT file takes {ONE_A_CALL}"
+LITERT_INT8_NOTE = f"int8 by onnx2tf from the fp32 file, calibrated on the int8 file's images; {ONE_A_CALL}"
 
 
 def export_targets(
@@ -58,29 +62,37 @@ def export_targets(
     float_file: OnnxMeasurement,
     model: nn.Module,
     out_dir: Path,
-    measure: MeasureParams,
-    limits: QuantizeParams,
+    params: Params,
+    calibration: np.ndarray | None = None,
 ) -> list[TargetMeasurement]:
     """Each of `targets` for the shipped file (`shipped`; `float_file`: the fp32 file of the same model, which
-    litert is made from, as onnx2tf reads no int8 file; `model`: the torch model, which coreml is made from),
-    written in `out_dir`, checked by `check` (the task's export check) against the file it was made from
-    (`verified`, with the parity `limits`) and timed in turns with that file."""
+    litert is made from, as onnx2tf reads no int8 file; `calibration`: the int8 file's calibration images, model
+    inputs, with which litert is made int8 when int8 ships; `model`: the torch model, which coreml is made from),
+    written in `out_dir`, checked by `check` (the task's export check) against the file it stands for
+    (`verified`, with the parity limits of params.quantize) and timed in turns with that file (params.measure)."""
     wanted = [t for t in TARGETS if t in targets]  # each once, in a fixed order
     if not wanted:
         return []
+    litert_calibration = calibration if shipped.format in (INT8, PRUNED_INT8) else None
+    litert_for = shipped if litert_calibration is not None else float_file  # the file a litert file stands for
     sources: dict[Target, OnnxMeasurement] = {
-        t: float_file if t == "litert" else shipped for t in wanted if t != "coreml"
+        t: litert_for if t == "litert" else shipped for t in wanted if t != "coreml"
     }
-    files = {target: _converted(target, sources, model, check.preprocessing, out_dir) for target in wanted}
+    files = {
+        target: _converted(target, sources, float_file, litert_calibration, model, check.preprocessing, out_dir)
+        for target in wanted
+    }
     made_from = {m.format: Path(m.path) for m in sources.values()}
-    sessions: dict[str, Session] = {fmt: session(path, measure.threads) for fmt, path in made_from.items()}
+    sessions: dict[str, Session] = {fmt: session(path, params.measure.threads) for fmt, path in made_from.items()}
     reference = {fmt: check.answers(sessions[fmt]) for fmt in made_from}
     answers = {"onnx": reference[shipped.format]}
     for target, source in sources.items():
         if target != "onnx":
-            sessions[target] = session(files[target], measure.threads)
-            answers[target] = verified(check, sessions[target], reference[source.format], target, source.format, limits)
-    single, batched = timed(sessions, check.inputs, measure, check.outputs)
+            sessions[target] = session(files[target], params.measure.threads)
+            answers[target] = verified(
+                check, sessions[target], reference[source.format], target, source.format, params.quantize
+            )
+    single, batched = timed(sessions, check.inputs, params.measure, check.outputs)
     measured = []
     for made, path in files.items():
         if made == "coreml":
@@ -98,22 +110,29 @@ def export_targets(
                 **check.quality(answers[made]),
                 latency_ms_b1=latency(single[key]).median,
                 latency_ms_b32=latency(batched[key]).median,
-                note=LITERT_NOTE if made == "litert" else "",
+                note=(LITERT_INT8_NOTE if litert_calibration is not None else LITERT_NOTE) if made == "litert" else "",
             )
         )
     return measured
 
 
 def _converted(
-    target: Target, sources: dict[Target, OnnxMeasurement], model: nn.Module, pre: Preprocessing, out_dir: Path
+    target: Target,
+    sources: dict[Target, OnnxMeasurement],
+    float_file: OnnxMeasurement,
+    calibration: np.ndarray | None,
+    model: nn.Module,
+    pre: Preprocessing,
+    out_dir: Path,
 ) -> Path:
-    """`target`'s file, made from the ONNX file `sources` names for it (coreml: from the torch `model`)."""
+    """`target`'s file, made from the ONNX file `sources` names for it (litert: from `float_file`, in int8 with
+    `calibration`; coreml: from the torch `model`)."""
     if target == "onnx":
         return Path(sources[target].path)
     if target == "openvino":
         return to_openvino(Path(sources[target].path), out_dir / "model.openvino.xml")
     if target == "litert":
-        return to_litert(Path(sources[target].path), out_dir / "model.tflite")
+        return to_litert(Path(float_file.path), out_dir / "model.tflite", calibration)
     return to_coreml(model, pre, out_dir / "model.mlpackage")
 
 
@@ -173,10 +192,11 @@ def to_openvino(onnx_path: Path, xml_path: Path) -> Path:
     return xml_path
 
 
-def to_litert(onnx_path: Path, tflite_path: Path) -> Path:
-    """A LiteRT (TFLite) file of an fp32 ONNX file of cvops, in fp32, by onnx2tf (CVOPS_ONNX2TF, else onnx2tf on
-    PATH: `make litert` installs it in an environment of its own), the input kept NCHW as the ONNX file's;
-    written whole or not at all."""
+def to_litert(onnx_path: Path, tflite_path: Path, calibration: np.ndarray | None = None) -> Path:
+    """A LiteRT (TFLite) file of an fp32 ONNX file of cvops by onnx2tf (CVOPS_ONNX2TF, else onnx2tf on PATH: `make
+    litert` installs it in an environment of its own), the input kept NCHW as the ONNX file's; written whole or
+    not at all. In fp32; with `calibration` (model inputs, normalised), in int8 with float input and output,
+    its activations calibrated on those images (onnx2tf reads no int8 ONNX file)."""
     import onnx
 
     converter = required_onnx2tf()
@@ -186,16 +206,39 @@ def to_litert(onnx_path: Path, tflite_path: Path) -> Path:
         source = Path(scratch) / "model.onnx"
         onnx.save(proto, str(source))
         command = [converter, "-i", str(source), "-o", str(Path(scratch) / "out"), "-kat", INPUT, "-n"]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=scratch, check=False)
         written = Path(scratch) / "out" / "model_float32.tflite"
+        if calibration is not None:  # already normalised: onnx2tf's own (x - mean) / std is the identity
+            np.save(Path(scratch) / "calibration.npy", calibration.astype(np.float32))
+            command += ["-oiqt", "-cind", INPUT, str(Path(scratch) / "calibration.npy"), "[[[[0.0]]]]", "[[[[1.0]]]]"]
+            written = written.with_name("model_integer_quant.tflite")
+        done = subprocess.run(command, capture_output=True, text=True, cwd=scratch, check=False)
         if done.returncode != 0 or not written.is_file():
             said = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1][:300]
             raise ModelError(f"onnx2tf could not convert {onnx_path} (exit {done.returncode}): {said}")
+        if calibration is not None:
+            _name_outputs(written, [output.name for output in proto.graph.output])
         tflite_path.parent.mkdir(parents=True, exist_ok=True)
         partial = tflite_path.with_suffix(".partial")
         shutil.copyfile(written, partial)
         partial.rename(tflite_path)
     return tflite_path
+
+
+def _name_outputs(path: Path, names: list[str]) -> None:
+    """Give a LiteRT file's outputs the ONNX file's names: onnx2tf's int8 file calls them output_0, output_1, ...
+    in the ONNX file's order (its fp32 file keeps the names)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    for signature in model.signatureDefs or []:
+        for tensor in signature.outputs or []:
+            key = tensor.name.decode()
+            if key.startswith("output_") and key.removeprefix("output_").isdigit():
+                tensor.name = names[int(key.removeprefix("output_"))].encode()
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(builder.Output())
 
 
 def required_onnx2tf() -> str:

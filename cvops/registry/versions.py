@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cvops.config import COREML_REFUSED, GateParams, Params, Target
 from cvops.data.prepare import DatasetRef
+from cvops.data.preprocess import model_inputs
 from cvops.errors import ConfigError, DataError, ModelError
 from cvops.evaluation.gate import GateDecision, decide
 from cvops.evaluation.reports import (
@@ -26,7 +27,7 @@ from cvops.evaluation.reports import (
     TargetMeasurement,
     format_key,
 )
-from cvops.export.quantization import quantize
+from cvops.export.quantization import calibration_images, quantize
 from cvops.export.targets import coremltools, export_targets, required_onnx2tf
 from cvops.monitoring.reference import ReferenceSummary, build_reference
 from cvops.registry.artifacts import forget, resolve
@@ -251,6 +252,10 @@ def export_version(
         float_file = made_from.model_copy(update={"path": local})
     model = load_trained_model(registry.trained_model(info))
     check = task(dataset.task).export.export_check(model, dataset)
-    measured = export_targets(targets, check, shipped, float_file, model, out_dir, params.measure, params.quantize)
+    calibration = None  # litert is int8 when int8 ships, calibrated on the int8 file's images (when recorded)
+    if "litert" in targets and report.shipped in (INT8, PRUNED_INT8) and report.calibration_ids:
+        pre = check.preprocessing
+        calibration = model_inputs(calibration_images(dataset, report.calibration_ids), pre.mean, pre.std)
+    measured = export_targets(targets, check, shipped, float_file, model, out_dir, params, calibration)
     (out_dir / "targets.json").write_text(json.dumps([m.model_dump() for m in measured], indent=2) + "\n")
     return measured

@@ -1,6 +1,7 @@
-"""Export targets (export.targets): the digits model for OpenVINO and Core ML beside its ONNX file, each checked on
-the test split and timed with it; OpenVINO serving the ONNX file gives onnxruntime's answers; a Core ML file whose
-spec differs from the ONNX file's is refused, naming what differs."""
+"""Export targets (export.targets): the digits model for OpenVINO, LiteRT (fp32, and int8 when int8 ships) and
+Core ML beside its ONNX file, each checked on the test split and timed with it; OpenVINO serving the ONNX file
+gives onnxruntime's answers; a Core ML file whose spec differs from the ONNX file's is refused, naming what
+differs."""
 
 import copy
 import json
@@ -15,13 +16,14 @@ from mlflow.tracking import MlflowClient
 
 from cvops.config import Params
 from cvops.data.prepare import DatasetRef, load_split
+from cvops.data.preprocess import model_inputs
 from cvops.env import ONNX2TF_ENV, environment
 from cvops.errors import ModelError
 from cvops.evaluation.reports import QuantizationReport
 from cvops.export.onnx_model import predict_logits, read_preprocessing, session
-from cvops.export.quantization import export_onnx, quantize
+from cvops.export.quantization import calibration_images, export_onnx, quantize
 from cvops.export.runtimes import OpenVinoSession
-from cvops.export.targets import check_coreml, coremltools, verified
+from cvops.export.targets import check_coreml, coremltools, export_targets, verified
 from cvops.registry.evidence import log_quantization
 from cvops.registry.modelcard import _targets
 from cvops.serving.loading import ModelFiles, load
@@ -140,3 +142,32 @@ def test_the_targets_files_and_numbers_are_logged_with_the_run(report, tmp_path:
         metrics["target_openvino_accuracy"] == report.targets[1].accuracy and "target_litert_latency_ms_b32" in metrics
     )
     assert "target_coreml_size_mb" in metrics and "target_coreml_accuracy" not in metrics  # not run here
+
+
+def test_when_int8_ships_the_litert_file_is_int8_calibrated_on_the_same_images(
+    report, trained: TrainResult, digits: DatasetRef, tiny_params: Params, tmp_path: Path
+) -> None:
+    """onnx2tf reads no int8 ONNX file: it quantizes the fp32 file itself, on the int8 file's calibration images,
+    and the file is judged against the int8 file (the digits run ships fp32, so the int8 file stands in)."""
+    assert report.int8 is not None and report.calibration_ids
+    check = export_check(trained.model, digits)
+    pre = check.preprocessing
+    calibration = model_inputs(calibration_images(digits, report.calibration_ids), pre.mean, pre.std)
+    with environment({ONNX2TF_ENV: str(REPO / ".venv-litert" / "bin" / "onnx2tf")}):
+        (litert,) = export_targets(
+            ["litert"],
+            check,
+            report.int8,
+            report.fp32,
+            trained.model,
+            tmp_path,
+            tiny_params,
+            calibration,
+        )
+    assert litert.source == "onnx-int8" and litert.note.startswith("int8 by onnx2tf from the fp32 file")
+    assert litert.accuracy is not None and report.int8.accuracy is not None
+    assert report.int8.accuracy - litert.accuracy <= tiny_params.quantize.max_accuracy_drop  # checked, and passed
+    opened = session(Path(litert.path))
+    assert {output.name for output in opened.get_outputs()} == {"logits", "embedding"}  # the ONNX file's names
+    logits = predict_logits(opened, calibration[:4])
+    assert logits.shape == (4, len(pre.class_names))
