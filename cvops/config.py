@@ -391,9 +391,11 @@ class ServeParams(Section):
     max_request_bytes: int = Field(20_000_000, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=64)
     max_batch_images: int = Field(32, ge=1)
+    batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
     poll_seconds: float = Field(5.0, gt=0.0)
     inference_log: str = "monitoring/inference_log"
-    workers: Annotated[int | Literal["auto"], BeforeValidator(lambda value: _workers(value))] = "auto"
+    workers: Annotated[int | Literal["auto"], BeforeValidator(lambda value: _count(value, "processes"))] = "auto"
+    threads: Annotated[int | Literal["auto"], BeforeValidator(lambda value: _count(value, "threads"))] = "auto"
     runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"  # what runs the shipped ONNX file
     access_log: bool = False
     canary: CanaryParams = CanaryParams()
@@ -406,17 +408,21 @@ class ServeParams(Section):
 
     @property
     def model_threads(self) -> int | None:
-        """onnxruntime threads per worker: the cores shared out (None with one worker: every core)."""
+        """The runtime's threads per worker: serve.threads, or (auto) the cores shared out (None with one worker:
+        every core)."""
+        if self.threads != "auto":
+            return int(self.threads)
         return None if self.worker_count == 1 else max(1, _cores() // self.worker_count)
 
 
-def _workers(value: Any) -> int | str:
-    """serve.workers: a number of processes, or auto (pydantic's own message for a union names neither)."""
+def _count(value: Any, what: str) -> int | str:
+    """serve.workers, serve.threads: a number, or auto (pydantic's own message for a union names neither)."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return value
     if isinstance(value, str) and value.isdigit() and int(value) >= 1:
         return int(value)
-    raise ValueError("give a number of processes (1 or more), or auto (one per core)")
+    auto = "one per core" if what == "processes" else "the cores shared out among the workers"
+    raise ValueError(f"give a number of {what} (1 or more), or auto ({auto})")
 
 
 def _cores() -> int:

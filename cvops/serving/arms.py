@@ -129,12 +129,14 @@ class Arms:
         announce(current, arm)
 
     def _checked(self, predictor: Predictor) -> Predictor:
-        """`predictor`, if it is a model of this service's task; a ModelError saying which service it needs."""
+        """`predictor`, if it is a model of this service's task (a ModelError saying which service it needs), its
+        batcher waiting serve.batch_wait_ms for a fuller batch."""
         if (task := predictor.preprocessing.task) != self.task:
             raise ModelError(
                 f"{predictor.model_name} version {predictor.version} is a {task} model and this "
                 f"service serves {self.task}: set task: {task} in params.yaml"
             )
+        predictor.batcher.wait = self.settings.serve.batch_wait_ms / 1000
         return predictor
 
     def _follow(self) -> None:

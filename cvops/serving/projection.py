@@ -3,6 +3,7 @@ applied by the service to every embedding it logs. numpy only, for the serving p
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,10 @@ class Projection:
     def dims(self) -> int:
         return len(self.components)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """Names this projection in every logged row: embeddings compare only under the same projection."""
+        """Names this projection in every logged row: embeddings compare only under the same projection (hashed
+        once: the service names it in every row)."""
         return hashlib.sha256(self.mean.tobytes() + self.components.tobytes()).hexdigest()[:12]
 
     def save(self, path: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import bentoml
 
 from cvops.errors import FeedbackError
-from cvops.serving.answering import LATENCY, REQUESTS, AnswerLog, capture_chosen, decode_images, replies
+from cvops.serving.answering import LATENCY, REQUESTS, AnswerLog, capture_chosen, decode_request, replies
 from cvops.serving.arms import Arms, ShadowScorer
 from cvops.serving.capture import CaptureStore
 from cvops.serving.feedback import UnknownRequest, check_request_id, give_feedback, new_request_id
@@ -67,7 +67,7 @@ class Vision:
         try:
             if isinstance(images, RequestError):
                 raise images
-            decoded = decode_images(images, predictor.preprocessing, self.settings.serve.max_image_pixels)
+            decoded = await decode_request(images, predictor.preprocessing, self.settings.serve.max_image_pixels)
             single = takes_one_image(endpoint)
             ids = [request_id] if single else [f"{request_id}-{i}" for i in range(len(decoded))]
             replied = await replies(predictor, decoded, ids)

@@ -41,6 +41,8 @@ def test_misspelt_override_key_is_named(override, key):
         ("distributed.engine=spark", "distributed.engine"),
         ("serve.workers=0", "'serve.workers' = 0: Value error, give a number of processes (1 or more), or auto"),
         ("serve.workers=many", "'serve.workers' = 'many': Value error, give a number"),
+        ("serve.threads=0", "'serve.threads' = 0: Value error, give a number of threads (1 or more), or auto"),
+        ("serve.batch_wait_ms=-1", "serve.batch_wait_ms"),
         ("serve.canary.version=previous", "serve.canary.version"),  # a canary must be the challenger
         ("serve.canary.fraction=1", "serve.canary.fraction"),
         ("distributed.address=http://head:8265", "distributed.address"),  # the dashboard, not the GCS or client
