@@ -28,10 +28,12 @@ wrk runs on the same cores as the servers; its CPU share is reported. Needs Debi
 `--sweep` tunes the service instead (cvops.serving.tuning): every setting of serve.workers, serve.threads,
 serve.max_batch_images and serve.batch_wait_ms worth trying on these cores, one server each, loaded at
 --concurrency for --seconds; the three best (the highest throughput with p99 within --p99-ms) are then measured
-again in turns, 3 rounds, and the best by their medians is chosen. `--write` writes it into params.yaml.
+again in turns, 3 rounds, and the best by their medians is chosen; it is printed as the `cvops params set` line
+that adopts it (the bench runs in cvops's own clone, whose params.yaml is every new project's template, so it
+writes none).
 
 Usage: python bench/serving.py [--version V] [--seconds 8]
-       python bench/serving.py --sweep [--p99-ms 100] [--concurrency 32] [--write]
+       python bench/serving.py --sweep [--p99-ms 100] [--concurrency 32]
 Writes bench/results/serving.json (the sweep: serving-sweep.json) and prints markdown tables.
 """
 
@@ -241,7 +243,6 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="tune serve.* instead (see above)")
     parser.add_argument("--p99-ms", type=float, default=100.0, help="the sweep's p99 latency target")
     parser.add_argument("--concurrency", type=int, default=32, help="the sweep's load: connections")
-    parser.add_argument("--write", action="store_true", help="write the sweep's choice into params.yaml")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/serving.py needs wrk: `apt install wrk` (Debian, Ubuntu) or `brew install wrk`")
@@ -267,7 +268,7 @@ def main() -> None:
         script = folder / "bench.lua"
         script.write_text(WRK_SCRIPT)
         if args.sweep:
-            sweep(project, cvops, bodies(pngs, folder, "image/png", ("raw",))["raw"], args, env, script, size)
+            sweep(cvops, bodies(pngs, folder, "image/png", ("raw",))["raw"], args, env, script, size)
             return
         made = bodies(pngs, folder, "image/png")
         minimal = [
@@ -385,7 +386,6 @@ def _loop(onnx_path: Path, files: list[bytes], seconds: float) -> float:
 
 
 def sweep(
-    project: Any,
     cvops: list[str],
     body: tuple[Path, str],
     args: argparse.Namespace,
@@ -395,7 +395,7 @@ def sweep(
 ) -> None:
     """Every setting of cvops.serving.tuning on these cores, a server each, loaded at --concurrency; the
     FINALISTS best measured again in turns (ROUNDS rounds, all serving at once); the best of their medians."""
-    from cvops.serving.tuning import Trial, apply, choose, ranked, settings
+    from cvops.serving.tuning import Trial, choose, ranked, settings
 
     def started(setting: Any, stack: ExitStack) -> int:
         port = free_port()
@@ -446,9 +446,7 @@ def sweep(
         for t in trials:
             print("| " + " | ".join(f"{value:{FORMATS.get(key, 'g')}}" for key, value in t.row().items()) + " |")
     print(f"\nchosen: {' '.join(best.setting.overrides)}: {why}; JSON: {SWEEP_OUT.relative_to(REPO)}")
-    if args.write:
-        changed = apply(project, best.setting)
-        print(f"params.yaml: {', '.join(changed) if changed else 'already so'}")
+    print(f"to adopt it in a project: cvops params set {' '.join(best.setting.overrides)}")
 
 
 def rollout_costs(

@@ -4,8 +4,6 @@ meets a target at the load the service must take; none meeting it, the lowest p9
 
 from dataclasses import asdict, dataclass
 
-from cvops.config import Project
-
 WAITS_MS = (0.0, 2.0, 5.0)  # serve.batch_wait_ms tried
 BATCHES = (8, 32)  # serve.max_batch_images tried
 
@@ -72,9 +70,3 @@ def choose(trials: list[Trial], p99_ms: float) -> tuple[Trial, str]:
     if best.p99_ms <= p99_ms:
         return best, f"the highest throughput ({best.throughput_rps:.0f} requests/s) with p99 within {p99_ms:g} ms"
     return best, f"no setting kept p99 within {p99_ms:g} ms: the lowest p99 ({best.p99_ms:.1f} ms)"
-
-
-def apply(project: Project, setting: Setting) -> list[str]:
-    """Write `setting` into the checkout's params.yaml (its comments kept); the `key=value` lines that changed."""
-    _, changed = project.set_params(setting.overrides)
-    return [f"{key}={value}" for key, value in changed]
