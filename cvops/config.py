@@ -30,13 +30,14 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Selector = Annotated[str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)]
 PARAMS_FILE = "params.yaml"
 SCHEMA_KEY = "schema"
-PARAMS_SCHEMA = 4  # params.yaml's `schema:`; a file without one is schema 1 (written before cvops numbered them)
+PARAMS_SCHEMA = 5  # params.yaml's `schema:`; a file without one is schema 1 (written before cvops numbered them)
 # Per schema, the keys it brought whose value changes results, with the value that keeps the results of a file
 # of the schema before: an older params.yaml is read with them, and `cvops params upgrade` writes them in
 SCHEMA_KEYS: dict[int, dict[str, Any]] = {
     2: {"prepare.resize": LEGACY_RESIZE, "validate.max_aspect_ratio": None},
     3: {"prepare.decoder": LEGACY_DECODER},
     4: {"prune.fine_tune_epochs": 2},  # 4 since bench/compression.py: 30% pruned lost 2.3 points with 4, 5.1 with 2
+    5: {"audit.enabled": False, "gate.max_leakage": None},  # the data audit, and the gate's leakage check
 }
 SERVE_PORT = 3000  # BentoML's default: a bento's container listens there, and `cvops serve` unless serve.port says
 UI_PORT = 5000  # `cvops ui`: the MLflow UI's default, on 127.0.0.1
@@ -126,6 +127,19 @@ class ValidateParams(Section):
 
 
 HOLDOUT = "holdout"  # the split of the images prepare.holdout_fraction keeps out of train, val and test
+
+
+class AuditParams(Section):
+    """The data audit after `prepare` (cvops/data/audit.py): likely label errors, near-duplicates, test images
+    leaked into train, outliers; docs: Data audit."""
+
+    enabled: bool = True
+    time_budget_s: float = Field(60.0, gt=0.0)  # the label-error ranking stops here ("partial"); the rest runs whole
+    folds: int = Field(5, ge=2, le=20)  # out-of-sample probabilities: each image judged by a fit without it
+    max_label_probability: Probability = 0.1  # a label error: flagged by confident learning, its label this unlikely
+    duplicate_hash_bits: int = Field(48, ge=0, le=256)  # near-duplicates: perceptual hashes (256 bits) this close ...
+    duplicate_similarity: Probability = 0.92  # ... and their fine detail this correlated, at the best crop alignment
+    outlier_score: float = Field(6.0, gt=0.0)  # an outlier's distance to its neighbours, in robust z-scores
 
 
 class PrepareParams(Section):
@@ -352,6 +366,8 @@ class GateParams(Section):
     min_recent_gain: float | None = Field(None, ge=-1.0, le=1.0)
     min_idf1: Probability | None = None  # detection with evaluate.tracking: the tracks' IDF1 (null: not checked)
     max_id_switches_per_track: float | None = Field(None, ge=0.0)  # ... and ID switches per true track
+    # test images with a near-copy in the train split (the data audit), at most this many (null: not checked)
+    max_leakage: int | None = Field(0, ge=0)
 
 
 class CanaryParams(Section):
@@ -492,6 +508,7 @@ class Params(Section):
     # "validate" in params.yaml; not the attribute name, which would shadow pydantic's BaseModel.validate
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     prepare: PrepareParams = PrepareParams()
+    audit: AuditParams = AuditParams()
     train: TrainParams = TrainParams()
     distill: DistillParams = DistillParams()
     detect: DetectParams = DetectParams()

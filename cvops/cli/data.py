@@ -177,6 +177,36 @@ def prepare() -> None:
     click.secho(f"prepared {sizes} {ref.unit} at {ref.image_size}px in {ref.prepared_dir}", fg="green")
 
 
+@data.command("audit")
+@click.option("-S", "--set", "overrides", multiple=True, help="An audit.* parameter for this run only (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def audit(overrides: tuple[str, ...], as_json: bool) -> None:
+    """Look for likely label errors, near-duplicates, test images leaked into train and outliers in the prepared
+    data (prepared first through DVC, where stale); `cvops run training` runs the same audit before training.
+
+    Writes reports/audit.json (every finding) and reports/audit.html (with thumbnails). It runs even with
+    audit.enabled false; audit.* sets its thresholds and time budget, and gate.max_leakage how many leaked
+    test images the gate lets a model pass with.
+
+    \b
+    Examples:
+      cvops data audit && open reports/audit.html
+      cvops data audit --json | jq '.label_issues[:5]'
+      cvops data audit -S audit.time_budget_s=600    # rank every image's label on a big dataset
+    """
+    from cvops.data.audit_report import audit_project
+    from cvops.data.prepare import load_dataset_ref
+    from cvops.data.versioning import data_version, reproduce
+
+    found = project()
+    reproduce(found, "prepare")
+    params = found.params([*overrides, "audit.enabled=true"])
+    result, html_report = audit_project(found, load_dataset_ref(found.prepared_dir, data_version(found)), params)
+    if as_json:
+        return click.echo(result.model_dump_json(indent=2))
+    render.audit(result, html_report, params.gate.max_leakage)
+
+
 @data.command("status")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def status(as_json: bool) -> None:

@@ -1,5 +1,6 @@
 """How the command line shows results: tables and summaries on the terminal. No logic beyond layout."""
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
     from cvops.cli.launch import TrainingResult
     from cvops.cli.reproduce import Reproduction
     from cvops.cli.scheduler import MonitoringResult
+    from cvops.data.audit import DataAudit
     from cvops.data.validation import ValidationReport
     from cvops.data.versioning import DataStatus
     from cvops.registry.listing import VersionList
@@ -77,6 +79,23 @@ def data_status(status: "DataStatus") -> None:
 
 def validation(report: "ValidationReport") -> None:
     click.echo(report.summary(), err=not report.passed)
+
+
+def audit(found: "DataAudit", html_report: Path, max_leakage: int | None) -> None:
+    click.echo(found.summary())
+    for pair in found.leaks[:10]:
+        held, kept = pair.held_out(), pair.train_copy()
+        click.echo(f"  leaked {held.split} image {held.path}: a near-copy of train image {kept.path}")
+    for issue in found.label_issues[:10]:
+        click.echo(f"  label? {issue.path} ({issue.split}): labelled {issue.label}, looks like {issue.suspected}")
+    leaked = len(found.leaked("test"))
+    if max_leakage is not None and leaked > max_leakage:
+        click.secho(
+            f"the gate refuses a model trained on this split: {leaked} test images leaked (gate.max_leakage "
+            f"{max_leakage}); remove or move them",
+            fg="yellow",
+        )
+    click.echo(f"report: {html_report}")
 
 
 def training(result: "TrainingResult", experiment: str, reviewer_option: str) -> None:

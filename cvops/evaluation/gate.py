@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, computed_field
 
 from cvops.config import GateParams
+from cvops.data.audit import DataAudit
 from cvops.evaluation.reports import ChampionComparison, Evaluation, QuantizationReport
 from cvops.tasks import ReportPart, task
 
@@ -85,10 +86,26 @@ def _champion_check(evaluation: Evaluation, report: ReportPart, headline: str, m
     return check(f"{headline} - champion v{champion.champion_version}", difference, ">=", -margin, note)
 
 
-def decide(evaluation: Evaluation, params: GateParams, quantization: QuantizationReport | None = None) -> GateDecision:
-    """Absolute floors, non-inferiority to the champion, slice floors, behaviour, and the size, latency
-    and accuracy of the artifact that ships (the torch model's when nothing was exported). The task's report
-    part says which metrics: a classifier's accuracy, a detector's mAP (overall, per class and per slice)."""
+def _leakage(audit: DataAudit | None, ceiling: int) -> GateCheck:
+    """gate.max_leakage: test images with a near-copy in train (the data audit), named in the note."""
+    name = "test images leaked into train"
+    if audit is None or not audit.enabled:
+        return check(name, None, "<=", ceiling, "no data audit: audit.enabled false, or a run from before it")
+    leaked = audit.leaked("test")
+    shown = ", ".join(leaked[:3]) + (f" and {len(leaked) - 3} more" if len(leaked) > 3 else "")
+    return check(name, len(leaked), "<=", ceiling, f"{shown}: see reports/audit.html" if leaked else "")
+
+
+def decide(
+    evaluation: Evaluation,
+    params: GateParams,
+    quantization: QuantizationReport | None = None,
+    audit: DataAudit | None = None,
+) -> GateDecision:
+    """Absolute floors, non-inferiority to the champion, slice floors, behaviour, the size, latency
+    and accuracy of the artifact that ships (the torch model's when nothing was exported), and the test split's
+    leakage (`audit`, the data audit's findings). The task's report part says which metrics: a classifier's
+    accuracy, a detector's mAP (overall, per class and per slice)."""
     report = task(evaluation.task).report
     headline, floor = report.headline_metric(params)
     checks = report.floors(evaluation, params)
@@ -113,4 +130,6 @@ def decide(evaluation: Evaluation, params: GateParams, quantization: Quantizatio
     checks.append(check("model size MB", size, "<=", params.max_model_size_mb, shipped.format if shipped else ""))
     note = shipped.describe() if shipped else "not measured"
     checks.append(check("latency ms (batch 1)", latency, "<=", params.max_latency_ms, note))
+    if params.max_leakage is not None:
+        checks.append(_leakage(audit, params.max_leakage))
     return GateDecision(checks=checks)

@@ -7,6 +7,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
+from cvops.data.audit import DataAudit
+from cvops.data.audit_report import AUDIT_HTML, AUDIT_JSON
 from cvops.errors import RegistryError
 from cvops.evaluation.gate import GateDecision
 from cvops.evaluation.reports import Evaluation, QuantizationReport, TargetMeasurement, format_key
@@ -21,6 +23,7 @@ QUANTIZATION_FILE = f"{QUANTIZATION_DIR}/quantization.json"
 REFERENCE_DIR = "reference"
 TARGETS_DIR = "targets"  # export.targets' files, a folder per target
 GATE_FILE = "gate/gate.json"
+AUDIT_DIR = "audit"
 GATE_TABLE_FILE = "gate/gate.txt"
 TRACKING_DATA_TAG = "tracking_data"  # the run tag naming a detector's tracking videos' version
 
@@ -130,3 +133,20 @@ def load_evidence(run_id: str) -> tuple[Evaluation, GateDecision, QuantizationRe
     except (MlflowException, OSError, ValidationError):
         quantization = None  # not exported yet: `cvops quantize V`
     return evaluation, decision, quantization
+
+
+def log_audit(audit: DataAudit, reports_dir: Path) -> None:
+    """The data audit's counts as metrics, its reports (reports_dir's audit.json and audit.html) as artifacts."""
+    if not audit.enabled:
+        return
+    mlflow.log_metrics(audit.metrics())
+    for name in (AUDIT_JSON, AUDIT_HTML):
+        mlflow.log_artifact(str(reports_dir / name), artifact_path=AUDIT_DIR)
+
+
+def load_audit(run_id: str) -> DataAudit | None:
+    """The data audit a run logged (None: it ran with the audit off, or before cvops had one)."""
+    try:
+        return DataAudit.model_validate_json(mlflow.artifacts.load_text(f"runs:/{run_id}/{AUDIT_DIR}/{AUDIT_JSON}"))
+    except (MlflowException, OSError, ValidationError):
+        return None

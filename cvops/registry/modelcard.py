@@ -8,6 +8,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 from pydantic import BaseModel
 
+from cvops.data.audit import DataAudit
 from cvops.data.prepare import DatasetRef
 from cvops.evaluation.gate import GateDecision
 from cvops.evaluation.reports import KIND_TITLES, ChampionComparison, Evaluation, QuantizationReport
@@ -39,6 +40,7 @@ class ModelCard(BaseModel):
     quantization: QuantizationReport | None = None
     growth: dict[str, dict[str, dict[str, int]]] = {}  # data version -> source -> class -> images (versions.py)
     teacher: Teacher | None = None  # a distilled student's
+    audit: DataAudit | None = None  # the data audit of its run
 
 
 def _cell(text: str) -> str:
@@ -82,6 +84,31 @@ def _data(card: ModelCard) -> list[str]:
         ),
         *_growth(card),
     ]
+
+
+def _audit(audit: DataAudit | None) -> list[str]:
+    """What the data audit found in the data the model was trained and tested on."""
+    if audit is None:
+        return []
+    if not audit.enabled:
+        return ["## Data health", "Not audited (audit.enabled false)."]
+    counts = [
+        ["likely label errors", str(len(audit.label_issues)), audit.note or f"of {audit.labels_ranked} judged"],
+        ["near-duplicate pairs within a split", str(len(audit.duplicates)), ""],
+        ["near-duplicate pairs with different labels (any splits)", str(sum(p.conflicting for p in audit.pairs)), ""],
+        ["test images with a near-copy in train", str(len(audit.leaked("test"))), ", ".join(audit.leaked("test")[:5])],
+        ["val images with a near-copy in train", str(len(audit.leaked("val"))), ", ".join(audit.leaked("val")[:5])],
+        ["outliers", str(len(audit.outliers)), ", ".join(o.path for o in audit.outliers[:3])],
+    ]
+    parts = ["## Data health", "The data audit before training (the run's `audit/audit.html` shows every finding):"]
+    parts.append(table(["finding", "count", "examples"], counts))
+    if audit.label_issues:
+        parts.append("Likeliest label errors (the given label's probability from a fit that did not see the image):")
+        rows = [
+            [f"`{i.path}`", i.split, i.label or "", i.suspected, f"{i.quality:.3f}"] for i in audit.label_issues[:5]
+        ]
+        parts.append(table(["image", "split", "label", "suspected", "probability"], rows))
+    return parts
 
 
 def pictures(evaluation: Evaluation) -> dict[str, Path]:
@@ -279,6 +306,7 @@ def render_markdown(card: ModelCard, picture: Source = str) -> str:
         "person reviews low-confidence or high-stakes predictions. Not for images from another domain, and not "
         "as the sole basis of a decision about people.",
         *_data(card),
+        *_audit(card.audit),
         *report.card_metrics(card, picture),
         *_slices_and_behaviour(card.evaluation),
         *report.card_errors(card.evaluation, picture),

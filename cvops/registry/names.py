@@ -72,6 +72,15 @@ EXPORT_METRICS = {
     "reference_explained_variance": "variance of the embeddings the projection keeps (monitor.embedding_dims)",
     "gate_passed": "1 when every gate check passed",
 }
+AUDIT_METRICS = {  # the data audit's counts (cvops/data/audit.py: DataAudit.metrics)
+    "audit_label_issues": "likely label errors",
+    "audit_labels_ranked": "images whose label the audit judged (fewer than all: partial, out of time)",
+    "audit_near_duplicates": "near-duplicate pairs within a split",
+    "audit_conflicting_duplicates": "near-duplicate pairs whose labels differ",
+    "audit_leaked_test": "test images with a near-copy in train (gate.max_leakage)",
+    "audit_leaked_val": "validation images with a near-copy in train",
+    "audit_outliers": "images far from every other image",
+}
 RUN_TAGS = {
     "pipeline": "the ZenML pipeline (training, monitoring, batch_inference, video)",
     "zenml_run_id": "the ZenML run that ran this",
@@ -182,13 +191,14 @@ ARTIFACTS = {
     "(what ships and why)",
     "reference/": "the monitoring reference: features of validation and test images, the embedding projection",
     "validation/": "the data validation report (HTML, JSON)",
+    "audit/": "the data audit's reports: audit.json (every finding), audit.html (with thumbnails)",
     "lineage/": "the params.yaml and dvc.lock the run used",
     "compare_live/": "a compare-live run's report",
     "drift/": "a monitoring run's Evidently reports (HTML, JSON)",
 }
 
 NAMES = {
-    "Training runs: metrics": TRAINING_METRICS | TEST_METRICS | EXPORT_METRICS,
+    "Training runs: metrics": TRAINING_METRICS | AUDIT_METRICS | TEST_METRICS | EXPORT_METRICS,
     "Training runs: tags": RUN_TAGS,
     "Monitoring and batch runs: metrics": MONITORING_METRICS,
     "Registered versions: tags": VERSION_TAGS,

@@ -13,6 +13,7 @@ import mlflow
 from pydantic import BaseModel, ConfigDict
 
 from cvops.config import COREML_REFUSED, GateParams, Params, Target
+from cvops.data.audit import DataAudit
 from cvops.data.prepare import DatasetRef
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ConfigError, DataError, ModelError
@@ -32,6 +33,7 @@ from cvops.export.targets import coremltools, export_targets, required_onnx2tf
 from cvops.monitoring.reference import ReferenceSummary, build_reference
 from cvops.registry.artifacts import forget, resolve
 from cvops.registry.evidence import (
+    load_audit,
     load_evidence,
     log_gate_decision,
     log_quantization,
@@ -70,9 +72,11 @@ def monitoring_reference(
     return summary
 
 
-def gate(evaluation: Evaluation, quantization: QuantizationReport, params: GateParams) -> GateDecision:
+def gate(
+    evaluation: Evaluation, quantization: QuantizationReport, params: GateParams, audit: DataAudit | None = None
+) -> GateDecision:
     """Pass/fail on every gate check, logged pass or fail: never silent."""
-    decision = decide(evaluation, params, quantization)
+    decision = decide(evaluation, params, quantization, audit)
     log_gate_decision(decision)
     return decision
 
@@ -137,6 +141,7 @@ def register(
         quantization=evidence.quantization,
         growth=data_growth(registry, evidence.dataset),
         teacher=teacher_of(registry, (trigger or {}).get(DISTILLED_FROM_TAG)),
+        audit=load_audit(run.info.run_id),  # what the pipeline's audit step logged to the run
     )
     markdown, html = write_model_card(card, scratch_dir())
     mlflow.log_artifacts(str(markdown.parent), artifact_path=MODEL_CARD_DIR)
@@ -189,7 +194,7 @@ def requantize(
     with mlflow.start_run(run_id=info.run_id) as run:
         report = export_model(trained, dataset, params)
         reference = monitoring_reference(report, dataset, params.monitor.embedding_dims, params.detect.served)
-        decision = gate(evaluation, report, params.gate)
+        decision = gate(evaluation, report, params.gate, load_audit(info.run_id))
     tags = artifact_tags(report, reference, run.info.artifact_uri)
     registry.tag(version, tags)
     for stale in (format_key(fmt) for fmt in get_args(Format)):  # int8 or pruning switched off: no stale link

@@ -53,6 +53,7 @@ class Task:
     traffic: bool = False  # can `cvops traffic` simulate its clients and their true labels?
     crop: bool = True  # may prepare.resize crop an image's edges (a detector's boxes may lie there)?
     own_models: bool = False  # may train.model name the user's function (`package.module:function`)?
+    label_audit: bool = False  # one label per image: does the data audit judge its labels?
 
     def part(self, stage: str) -> Any:
         """The module of this task's part for `stage` (`data`, `train`, `val`, ...), imported on first use."""
@@ -257,6 +258,7 @@ register(
         package="cvops.tasks.classification",
         distillation=True,
         pruning=True,
+        label_audit=True,
         coreml=True,
         traffic=True,
         own_models=True,

@@ -106,11 +106,12 @@ def test_params_upgrade_prints_the_diff_of_an_old_file_and_then_nothing(project_
     assert checks["params.yaml schema"]["fix"].startswith("cvops params upgrade")
     result = cvops(project_dir, "params", "upgrade")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "+schema: 4" in result.stdout and "+  resize: stretch" in result.stdout
+    assert "+schema: 5" in result.stdout and "+  resize: stretch" in result.stdout
     assert "+  decoder: full" in result.stdout and "+  fine_tune_epochs: 2" in result.stdout
-    assert "schema 1 -> 4" in result.stdout
+    assert "+  max_leakage: null" in result.stdout and "+  enabled: false" in result.stdout
+    assert "schema 1 -> 5" in result.stdout
     again = cvops(project_dir, "params", "upgrade")
-    assert "schema 4 already" in again.stdout and "+" not in again.stdout
+    assert "schema 5 already" in again.stdout and "+" not in again.stdout
 
 
 def test_exit_codes_come_from_one_table() -> None:  # which the docs' reference shows (docs/hooks/reference.py)

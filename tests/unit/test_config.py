@@ -217,12 +217,14 @@ SAVED = REPO / "tests" / "assets" / "saved-by-0.1" / "params.yaml"  # schema 1: 
 
 def test_a_params_file_from_before_schemas_is_read_as_it_was_meant(tmp_path):
     old = load_params(SAVED)
-    # the keys schemas 2 to 4 brought take the values that reproduce schema 1's results, not the new defaults
+    # the keys schemas 2 to 5 brought take the values that reproduce schema 1's results, not the new defaults
     assert old.prepare.resize == "stretch"  # (the default too, by measurement: a later default may differ)
     assert old.prepare.decoder == "full" and Params().prepare.decoder == "draft"  # JPEGs: every pixel, as before
     assert old.validation.max_aspect_ratio is None and Params().validation.max_aspect_ratio is not None
     assert old.prune.fine_tune_epochs == 2 and Params().prune.fine_tune_epochs == 4
+    assert not old.audit.enabled and old.gate.max_leakage is None  # no data audit, so nothing for the gate to count
     now = {"prepare": Params().prepare, "validation": Params().validation, "prune": Params().prune}
+    now |= {"audit": Params().audit, "gate": Params().gate}
     assert old.model_copy(update=now) == Params()
 
 
@@ -235,23 +237,25 @@ def test_params_upgrade_writes_the_old_meaning_and_keeps_comments(tmp_path):
         ("validate.max_aspect_ratio", None),
         ("prepare.decoder", "full"),
         ("prune.fine_tune_epochs", 2),
+        ("audit.enabled", False),
+        ("gate.max_leakage", None),
     ]
     assert project.upgrade_params() == (1, upgraded)
     text = (tmp_path / "params.yaml").read_text()
     assert project.params() == before  # the same results
-    assert text.splitlines()[4].startswith("schema: 4 ") and "  resize: stretch         # how a non-square" in text
+    assert text.splitlines()[4].startswith("schema: 5 ") and "  resize: stretch         # how a non-square" in text
     assert "\n  max_aspect_ratio: null  # longer side" in text and "\n\nprepare:\n" in text  # blank line kept
     assert set(SAVED.read_text().splitlines()) <= set(text.splitlines())  # every line and comment stays
-    assert project.upgrade_params() == (4, []) and (tmp_path / "params.yaml").read_text() == text
+    assert project.upgrade_params() == (5, []) and (tmp_path / "params.yaml").read_text() == text
     (today := tmp_path / "today").mkdir()
     (today / "params.yaml").write_text(PARAMS.read_text())
-    assert Project(today).upgrade_params() == (4, [])  # today's file is current: nothing to do
+    assert Project(today).upgrade_params() == (5, [])  # today's file is current: nothing to do
 
 
-@pytest.mark.parametrize(("schema", "words"), [(5, "newer than this cvops reads (4): upgrade cvops"), ("two", "whole")])
+@pytest.mark.parametrize(("schema", "words"), [(6, "newer than this cvops reads (5): upgrade cvops"), ("two", "whole")])
 def test_a_params_file_of_an_unknown_schema_is_refused_in_one_line(tmp_path, schema, words):
     path = tmp_path / "params.yaml"
-    path.write_text(PARAMS.read_text().replace("schema: 4 ", f"schema: {schema} "))
+    path.write_text(PARAMS.read_text().replace("schema: 5 ", f"schema: {schema} "))
     with pytest.raises(ConfigError, match=re.escape(words)):
         load_params(path)
 
