@@ -6,7 +6,8 @@
 - **Near-duplicates** within a split and **leakage** across splits (a val or test image that is a near-copy of a
   train image): perceptual hashes (a 256-bit DCT hash, compared over 5% crop windows so a cropped copy still
   matches) find candidates, which the correlation of their fine detail, aligned over the crop, confirms: robust
-  to resizing, recompression and small crops, and not fooled by look-alikes.
+  to resizing, recompression and small crops, and not fooled by alike shapes (images alike in their detail too,
+  as ELPV's neighbouring cells, are named as near-copies).
 - **Outliers**: images much farther from their nearest neighbours than the dataset's images usually are.
 
 The embeddings come from the ImageNet backbone cvops ships (EfficientNet-Lite0), never from a model trained on
