@@ -467,7 +467,7 @@ class MonitorParams(Section):
     webhook_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     reports: str = "reports/monitoring"
     min_feedback: int = Field(30, ge=1)  # fewer labelled answers in the window: no live accuracy, never an alarm
-    max_accuracy_drop: Probability = 0.05  # alarm when live accuracy's whole 95% interval is this far below test
+    max_accuracy_drop: Probability = 0.05  # alarm when live accuracy's (mAP's) 95% interval is all this far below test
 
 
 class ScheduleParams(Section):

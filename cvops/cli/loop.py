@@ -20,24 +20,31 @@ def feedback() -> None:
 @click.argument("file", type=InputFile())
 def feedback_import(file: Path) -> None:
     """Record the true labels in FILE, a CSV with the columns request_id,label (request ids from the
-    service's answers, or the request_id column of a batch-inference output).
+    service's answers, or the request_id column of a batch-inference output). A detector's true boxes: the
+    columns request_id,label,x1,y1,x2,y2, a line per box in the pixels of the image sent (a request_id alone on
+    its line: that image holds no object).
 
-    Every line is checked first: an id no answer has, or a label that is not a class of the data, refuses the
-    whole file (exit 14) and records nothing. A label sent again replaces the earlier one.
+    Every line is checked first: an id no answer has, a label that is not a class of the data, or a box outside
+    its image refuses the whole file (exit 14) and records nothing. A truth sent again replaces the earlier one.
 
     \b
     Examples:
       cvops feedback import labels.csv
       cvops traffic --source holdout --truth-out truth.csv && cvops feedback import truth.csv
+      cvops feedback import boxes.csv     # a detector's: request_id,label,x1,y1,x2,y2
     """
     from cvops.data.prepare import load_dataset_ref
-    from cvops.serving.feedback import give_feedback, read_labels_csv
+    from cvops.serving.feedback import give_box_feedback, give_feedback, read_boxes_csv, read_labels_csv
+    from cvops.tasks import task
 
     checkout = project()
     params = checkout.params()
-    labels = read_labels_csv(file.read_text(encoding="utf-8"), str(file))
+    text, log = file.read_text(encoding="utf-8"), checkout.inference_log(params.serve)
     classes = load_dataset_ref(checkout.prepared_dir).class_names
-    count = give_feedback(checkout.inference_log(params.serve), labels, classes, "import")
+    if task(params.task).truth == "boxes":
+        count = give_box_feedback(log, read_boxes_csv(text, str(file)), classes, "import")
+        return click.secho(f"recorded the true boxes of {count} answers from {file}", fg="green")
+    count = give_feedback(log, read_labels_csv(text, str(file)), classes, "import")
     click.secho(f"recorded {count} true labels from {file}", fg="green")
 
 
@@ -54,7 +61,8 @@ def labels() -> None:
     default="mixed",
     show_default=True,
     help="uncertainty: least confident first; diverse: spread over the embedding space (k-center); "
-    "random; mixed: 40% uncertain, 40% diverse, 20% random (an unbiased share).",
+    "random; mixed: 40% uncertain, 40% diverse, 20% random (an unbiased share); suspect: not captures but the "
+    "data's own images whose label the data audit suspects, likeliest first.",
 )
 @click.option(
     "--output",
@@ -66,10 +74,16 @@ def labels_queue(count: int, strategy: str, output: Path | None) -> None:
     (request_id, image, predicted, score), label_studio.json (the model's predictions as pre-annotations) and
     label_config.xml for Label Studio.
 
+    With --strategy suspect the batch holds the data's own images whose label the data audit (`cvops data
+    audit`, run again where the data changed) suspects: tasks.csv has path, image, given, suspected, quality, and
+    Label Studio shows the given and the suspected label. `cvops labels import` of the reviewed labels
+    (path,label[,labeller]) corrects them in a new data version; the images keep their split.
+
     \b
     Examples:
       cvops labels queue --n 50
       cvops labels queue --n 200 --strategy uncertainty --output labels/round-3
+      cvops labels queue --n 20 --strategy suspect --output labels/suspects
     """
     from cvops.data.labels import queue_labels, queued_at
 
@@ -77,7 +91,8 @@ def labels_queue(count: int, strategy: str, output: Path | None) -> None:
     params = checkout.params()
     out_dir = output or checkout.root / "labels" / f"queue-{queued_at()}"
     folder, chosen, waiting = queue_labels(checkout, params, count, strategy, out_dir)  # type: ignore[arg-type]
-    click.secho(f"queued {chosen} of {waiting} unlabelled captured images ({strategy}) -> {folder}", fg="green")
+    queued = "images whose label the data audit suspects" if strategy == "suspect" else "unlabelled captured images"
+    click.secho(f"queued {chosen} of {waiting} {queued} ({strategy}) -> {folder}", fg="green")
     click.echo(f"label them (in Label Studio: `cvops labels studio {folder}`), then `cvops labels import FILE`")
 
 
@@ -141,7 +156,10 @@ def labels_pull(number: int, url: str | None, output: Path | None) -> None:
 @click.argument("file", type=InputFile())
 def labels_import(file: Path) -> None:
     """Add labelled production images to the data: FILE is a CSV (request_id,label[,labeller]) or Label
-    Studio's JSON export of a `cvops labels queue` batch.
+    Studio's JSON export of a `cvops labels queue` batch. The reviews of a suspect batch (a CSV
+    path,label[,labeller], or its export) correct the data's own labels instead: each recorded in
+    data/production/corrections.csv with who, when and the label before, applied by the data stages (a new data
+    version; every image keeps its split). A label kept is recorded too: the audit does not suspect it again.
 
     Every line is checked first: a request the service answered and captured, a label that is a class of
     the data, an image that passes validation; anything else refuses the file (exit 14, or 6 for an invalid
@@ -154,6 +172,7 @@ def labels_import(file: Path) -> None:
     Examples:
       cvops labels import labels/queue-20261201T101500Z/labelled.csv
       cvops labels import project-3-at-2026-12-01.json      # Label Studio export
+      cvops labels import labels/suspects/reviewed.csv      # path,label: corrections
     """
     _import_labels(initialized_project(), file)
 
@@ -165,17 +184,23 @@ def _import_labels(checkout: Project, file: Path) -> None:
     if result.duplicates:
         shown = ", ".join(result.duplicates[:5]) + (" ..." if len(result.duplicates) > 5 else "")
         click.secho(f"skipped {len(result.duplicates)} images the data already holds: {shown}", fg="yellow")
-    if not result.added:
+    reviewed = result.corrected + result.confirmed
+    if not (result.added or reviewed):
         click.echo("nothing new: the data version is unchanged")
         return
+    done = (
+        f"corrected {result.corrected} labels, kept {result.confirmed}"
+        if reviewed
+        else (f"added {result.added} labelled production images")
+    )
     click.secho(
-        f"added {result.added} labelled production images; data version {result.data_version[:12]} "
-        f"(stages run: {', '.join(result.stages) or 'none'})",
+        f"{done}; data version {result.data_version[:12]} (stages run: {', '.join(result.stages) or 'none'})",
         fg="green",
     )
+    message = "reviewed labels" if reviewed else "labelled production images"
     click.echo(
-        "commit the new data version: git add dvc.lock data/production.dvc && git commit -m 'labelled "
-        "production images' && cvops data push; retrain: cvops run training"
+        f"commit the new data version: git add dvc.lock data/production.dvc && git commit -m '{message}' && "
+        "cvops data push; retrain: cvops run training"
     )
 
 

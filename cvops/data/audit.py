@@ -33,6 +33,7 @@ from cvops.config import AuditParams
 from cvops.console import progress
 from cvops.data.manifest import MANIFEST, load_manifest
 from cvops.data.prepare import IMAGES, SPLITS, DatasetRef
+from cvops.data.production import REVIEWED_AT
 
 if TYPE_CHECKING:
     import torch
@@ -212,7 +213,8 @@ def audit_images(
     if judged:
         clock = time.monotonic()
         deadline = clock + params.time_budget_s  # the ranking's own time: the embeddings' do not count
-        audit = _rank_labels(audit, embeddings, findings, ref.class_names, params, seed, deadline)
+        reviewed = set(np.flatnonzero(rows[REVIEWED_AT].notna()).tolist()) if REVIEWED_AT in rows else set()
+        audit = _rank_labels(audit, embeddings, findings, ref.class_names, params, seed, deadline, reviewed)
         seconds["labels"] = time.monotonic() - clock
     log.info("%s", audit.summary())
     return audit.model_copy(update={"seconds": {k: round(v, 2) for k, v in seconds.items()}})
@@ -365,8 +367,10 @@ def _rank_labels(
     params: AuditParams,
     seed: int,
     deadline: float,
+    reviewed: set[int],
 ) -> DataAudit:
-    """The audit with its label issues: the images judged before `deadline`, ranked."""
+    """The audit with its label issues: the images judged before `deadline`, ranked, but for those people
+    `reviewed` (a label a person confirmed or corrected is not suspected again)."""
     lookup = {name: i for i, name in enumerate(class_names)}
     labels = np.array([lookup[str(f.label)] for f in findings], dtype=np.int64)
     ranked = rank_labels(
@@ -375,6 +379,7 @@ def _rank_labels(
     issues = [
         LabelIssue(**findings[i].model_dump(), suspected=class_names[suspected], quality=round(quality, 4))
         for i, suspected, quality in ranked.issues
+        if i not in reviewed
     ]
     return audit.model_copy(
         update={"label_issues": issues, "labels_ranked": ranked.judged, "partial": ranked.partial, "note": ranked.note}

@@ -18,6 +18,7 @@ from cvops.errors import DataError, NotInitializedError
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ["path", "label", "sha256", "width", "height", "mode"]
 IMAGE_COLUMNS = [c for c in MANIFEST_COLUMNS if c != "label"]  # a detection manifest's: its labels are its boxes
+LABEL_BEFORE = "label_before"  # a reviewed image's label in its source (cvops.data.production: corrections)
 BOXES = "boxes.csv"  # a detection dataset's box table, beside its manifest (cvops.tasks.detection.boxes)
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ def describe(data: bytes) -> tuple[int, int, str]:
         return 0, 0, ""
 
 
-def import_source(source: Source, raw_dir: Path) -> pd.DataFrame:
-    """Write every sample of `source` under `raw_dir`/<class>/ and a manifest beside them.
+def import_source(source: Source, raw_dir: Path, reviewed: dict[str, dict[str, str]] | None = None) -> pd.DataFrame:
+    """Write every sample of `source` under `raw_dir`/<class>/ and a manifest beside them; an image `reviewed`
+    names (by sha256: its label and the review's provenance) goes under its reviewed label, its source label
+    kept as `label_before`.
 
     The tree is written into a temporary sibling folder and swapped in only when complete,
     so a failed import leaves the previous `raw_dir` untouched and nothing half-written.
@@ -61,21 +64,29 @@ def import_source(source: Source, raw_dir: Path) -> pd.DataFrame:
         rows, unreadable = [], []
         for sample in progress(source.samples, "import", total=source.total):
             data, suffix = encoded(sample.image, sample.file)
-            relative = Path(sample.label) / f"{sample.name}{suffix}"
+            digest = sha256_bytes(data)
+            review = (reviewed or {}).get(digest)
+            label = review["label"] if review else sample.label
+            relative = Path(label) / f"{sample.name}{suffix}"
             width, height, mode = describe(data)
             if not mode:
                 unreadable.append(relative.as_posix())
-            (staging / sample.label).mkdir(exist_ok=True)
+            (staging / label).mkdir(exist_ok=True)
             (staging / relative).write_bytes(data)
             rows.append(
                 {
                     "path": relative.as_posix(),
-                    "label": sample.label,
-                    "sha256": sha256_bytes(data),
+                    "label": label,
+                    "sha256": digest,
                     "width": width,
                     "height": height,
                     "mode": mode,
                     **sample.meta,
+                    **(
+                        {LABEL_BEFORE: sample.label} | {k: v for k, v in review.items() if k != "label"}
+                        if review
+                        else {}
+                    ),
                 }
             )
         if unreadable:
@@ -109,7 +120,7 @@ def swap_in(staging: Path, target: Path) -> None:
 
 def load_manifest(path: Path) -> pd.DataFrame:
     """A manifest CSV with its labels exactly as written: a class named NA or None stays a name."""
-    return pd.read_csv(path, dtype={"label": str}, keep_default_na=False, na_values=[""])
+    return pd.read_csv(path, dtype={"label": str, LABEL_BEFORE: str}, keep_default_na=False, na_values=[""])
 
 
 def read_manifest(raw_dir: Path) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from cvops import tasks
 from cvops.config import HOLDOUT, PrepareParams, Project, Task
 from cvops.console import progress
-from cvops.data.manifest import BOXES, MANIFEST, load_manifest, read_manifest
+from cvops.data.manifest import BOXES, LABEL_BEFORE, MANIFEST, load_manifest, read_manifest
 from cvops.data.preprocess import LEGACY_DECODER, LEGACY_RESIZE, Decoder, Resize, reduce_while_decoding, resize_image
 from cvops.data.production import PRODUCTION, is_production, stable_split
 from cvops.errors import DataError, DataInvalidError, NotInitializedError
@@ -90,12 +90,14 @@ def split_dataset(
 
 
 def assign_splits(manifest: pd.DataFrame, params: PrepareParams, seed: int) -> pd.Series:
-    """The source's images split per class (`split_dataset`); production images by a seeded hash of their
-    content (`stable_split`), so each keeps its split in every later data version."""
+    """The source's images split per class (`split_dataset`) of the source's label (a label people corrected
+    moves no image); production images by a seeded hash of their content (`stable_split`), so each keeps its
+    split in every later data version."""
     production = is_production(manifest)
     split = pd.Series("train", index=manifest.index)
+    given = manifest[LABEL_BEFORE].fillna(manifest["label"]) if LABEL_BEFORE in manifest else manifest["label"]
     split[~production] = split_dataset(
-        manifest.loc[~production, "label"], params.val_fraction, params.test_fraction, seed, params.holdout_fraction
+        given[~production], params.val_fraction, params.test_fraction, seed, params.holdout_fraction
     )
     if production.any():
         split[production] = stable_split(

@@ -23,10 +23,12 @@ from pydantic import BaseModel
 
 from cvops.config import MonitorParams
 from cvops.evaluation.reports import metric_name
-from cvops.monitoring.quality import LiveQuality, live_quality
+from cvops.export.onnx_model import read_preprocessing
+from cvops.monitoring.quality import LiveQuality
 from cvops.monitoring.reference import BOX_COLUMNS, BOX_LABELS, EMBEDDING_PREFIX, PREDICTION, STATISTICS, load_reference
 from cvops.registry.artifacts import reference_dir, resolve
 from cvops.registry.model_registry import CHAMPION, ModelRegistry
+from cvops.tasks import task
 
 Status = Literal["drift", "no_drift", "not_enough_data"]
 Group = Literal["statistics", "embedding", "prediction"]
@@ -264,7 +266,7 @@ def _write_verdict(verdict: DriftVerdict, folder: Path) -> None:
 
 
 def check_champion(
-    registry: ModelRegistry, cache_dir: Path, window: pd.DataFrame, params: MonitorParams, reports_dir: Path
+    registry: ModelRegistry, cache_dir: Path, window: pd.DataFrame, params: MonitorParams, reports_dir: Path, seed: int
 ) -> DriftVerdict:
     """Test `window` against the champion's reference; the verdict, with its reports in a new folder under
     `reports_dir` and on the active MLflow run."""
@@ -272,8 +274,8 @@ def check_champion(
     reference, projection = load_reference(reference_dir(served, cache_dir))
     out_dir = reports_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     info = registry.get(served.version)
-    tested = info.tags.get("accuracy")
-    quality = live_quality(window, served.version, float(tested) if tested else None, params)
+    kind = read_preprocessing(Path(served.onnx_path)).task
+    quality = task(kind).monitor.live_quality(window, served.version, info.tags, params, seed)
     verdict = detect_drift(
         reference,
         projection.fingerprint,

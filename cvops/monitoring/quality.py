@@ -1,4 +1,5 @@
-"""Live quality: the champion's accuracy on the served requests whose true label came back (cvops.serving.feedback).
+"""Live quality: the champion's accuracy on the served requests whose true label came back (cvops.serving.feedback);
+a detector's live mAP is its monitor part's (cvops/tasks/detection/monitor.py), in the same LiveQuality.
 
 Accuracy gets a 95% Wilson interval (exact arithmetic, so a decision never depends on a random draw or the
 machine's load). The champion is degraded when the whole interval lies below its test accuracy minus
@@ -22,11 +23,12 @@ QualityStatus = Literal["ok", "low", "not_enough_feedback"]
 class LiveQuality(BaseModel):
     status: QualityStatus
     model_version: str
-    labelled: int  # answers of model_version in the window with a true label
-    test_accuracy: float | None  # the version's, from its evaluation (registry tag)
+    labelled: int  # answers of model_version in the window with a true label (a detector's: true boxes)
+    test_accuracy: float | None  # the version's `metric`, from its evaluation (registry tag)
     max_drop: float
-    accuracy: float | None = None
-    low: float | None = None  # the 95% interval of accuracy
+    metric: Literal["accuracy", "mAP"] = "accuracy"  # what accuracy, low, high and test_accuracy measure
+    accuracy: float | None = None  # live `metric`
+    low: float | None = None  # its 95% interval
     high: float | None = None
     macro_f1: float | None = None
     class_recall: dict[str, float] = {}  # classes with at least one labelled answer
@@ -34,9 +36,9 @@ class LiveQuality(BaseModel):
     @property
     def line(self) -> str:
         if self.accuracy is None:
-            return f"live accuracy: not enough feedback ({self.labelled} labelled requests)"
+            return f"live {self.metric}: not enough feedback ({self.labelled} labelled requests)"
         interval = f"[{self.low:.3f}, {self.high:.3f}]"
-        return f"live accuracy {self.accuracy:.3f} {interval} on {self.labelled} labelled requests"
+        return f"live {self.metric} {self.accuracy:.3f} {interval} on {self.labelled} labelled requests"
 
     @property
     def reason(self) -> str:
@@ -51,7 +53,7 @@ class LiveQuality(BaseModel):
             return f"version {self.model_version} records no test accuracy to compare with"
         relation = "below" if self.status == "low" else "not wholly below"
         return (
-            f"{relation} test accuracy {self.test_accuracy:.3f} - monitor.max_accuracy_drop {self.max_drop:.3f} "
+            f"{relation} test {self.metric} {self.test_accuracy:.3f} - monitor.max_accuracy_drop {self.max_drop:.3f} "
             f"= {self.test_accuracy - self.max_drop:.3f}"
         )
 
@@ -59,6 +61,10 @@ class LiveQuality(BaseModel):
         """For MLflow, beside the drift metrics."""
         if self.accuracy is None:
             return {"live_labelled": self.labelled}
+        if self.metric == "mAP":
+            return {"live_labelled": self.labelled, "live_map": self.accuracy, "live_map_low": self.low or 0.0} | {
+                "live_map_high": self.high or 0.0
+            }
         return {
             "live_labelled": self.labelled,
             "live_accuracy": self.accuracy,

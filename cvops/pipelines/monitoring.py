@@ -15,4 +15,4 @@ def monitoring(params: Params, window: int | None = None, since: datetime | None
     (`cvops run monitoring`, `cvops schedule`), never by a step.
     """
     rows = load_inference_window(params.serve, params.monitor, window, since)
-    detect_drift(rows, params.registry, params.monitor)
+    detect_drift(rows, params.registry, params.monitor, params.base.seed)

@@ -1,4 +1,5 @@
-"""Ground truth for served predictions: request ids, the true labels clients send back, and where they are kept.
+"""Ground truth for served predictions: request ids, the true labels clients send back (a detector's: the true
+boxes), and where they are kept.
 
 Every answer carries a `request_id`, issued here: time-ordered (its first 12 hex digits are the issue time in
 milliseconds), so a look-up reads only the inference log of that day. A true label comes back through
@@ -10,6 +11,7 @@ folder, or the `cvops_feedback` table of the team's state database. A repeat rep
 import csv
 import io
 import json
+import math
 import re
 import secrets
 import time
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
 FEEDBACK_DIR = "feedback"  # under the inference-log folder
 TRUE_LABEL = "true_label"  # the column `attach_feedback` adds to inference-log rows
+TRUE_BOXES = "true_boxes"  # and, for a detector's answers, this one
+BOX_FORMAT = '{"box": [x1, y1, x2, y2], "label": "<a class>"} in the pixels of the image sent'
+BOX_COLUMNS = ["request_id", "label", "x1", "y1", "x2", "y2"]  # a box feedback CSV's, one line per box
 _ID = re.compile(r"^[0-9a-f]{12}[0-9a-f]{20}(-[0-9]+)?$")  # an answer's id; a batch image's adds -<index>
 _LOGGED_ID = re.compile(rb'"request_id": "([0-9a-f-]+)"')
 
@@ -147,15 +152,10 @@ class FeedbackStore:
         return {row["request_id"]: row for row in rows}
 
 
-def check_labels(target: LogTarget, labels: dict[str, str], classes: list[str]) -> dict[str, dict[str, Any]]:
-    """The log row of each labelled request; FeedbackError when a label is not one of `classes`, UnknownRequest
-    when an id names no answer in the log."""
-    for request_id, label in labels.items():
-        check_request_id(request_id)
-        if label not in classes:
-            raise FeedbackError(f"unknown label {label!r} for request {request_id}: give one of {', '.join(classes)}")
-    found = find_requests(target, list(labels))
-    if missing := [request_id for request_id in labels if request_id not in found]:
+def _answers(target: LogTarget, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The log row of each id; UnknownRequest when one names no answer in the log."""
+    found = find_requests(target, ids)
+    if missing := [request_id for request_id in ids if request_id not in found]:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise UnknownRequest(
             f"unknown request_id {', '.join(missing[:3])}{more}: no answer in the inference log has it"
@@ -163,45 +163,131 @@ def check_labels(target: LogTarget, labels: dict[str, str], classes: list[str]) 
     return found
 
 
-def give_feedback(target: LogTarget, labels: dict[str, str], classes: list[str], source: str) -> int:
-    """Record `labels` (request id -> true label) after checking every one (`check_labels`): all or nothing."""
-    found = check_labels(target, labels, classes)
+def check_labels(target: LogTarget, labels: dict[str, str], classes: list[str]) -> dict[str, dict[str, Any]]:
+    """The log row of each labelled request; FeedbackError when a label is not one of `classes`, UnknownRequest
+    when an id names no answer in the log."""
+    for request_id, label in labels.items():
+        check_request_id(request_id)
+        if label not in classes:
+            raise FeedbackError(f"unknown label {label!r} for request {request_id}: give one of {', '.join(classes)}")
+    return _answers(target, list(labels))
+
+
+def check_boxes(boxes: Any, classes: list[str], width: int, height: int, where: str) -> list[dict[str, Any]]:
+    """One image's true boxes as feedback gives them: a list of BOX_FORMAT (empty: the image holds no object);
+    FeedbackError names the first wrong one."""
+    if not isinstance(boxes, list):
+        raise FeedbackError(f'{where}: "boxes" must be a list of {BOX_FORMAT} (an empty list: no object)')
+    checked = []
+    for number, item in enumerate(boxes, start=1):
+        box, label = (item.get("box"), item.get("label")) if isinstance(item, dict) else (None, None)
+        if not isinstance(box, list) or len(box) != 4 or not all(type(v) in (int, float) for v in box):
+            raise FeedbackError(f"{where}, box {number}: give {BOX_FORMAT}")
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if not all(map(math.isfinite, (x1, y1, x2, y2))) or not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise FeedbackError(
+                f"{where}, box {number}: {box} does not lie in the {width}x{height} image sent with x1 < x2 and y1 < y2"
+            )
+        if label not in classes:
+            raise FeedbackError(f"{where}, box {number}: unknown label {label!r}: give one of {', '.join(classes)}")
+        checked.append({"box": [x1, y1, x2, y2], "label": label})
+    return checked
+
+
+def check_box_feedback(
+    target: LogTarget, boxes: dict[str, Any], classes: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The log row of each request and its checked true boxes (`check_boxes`, against the size of the image the
+    answer was for); UnknownRequest when an id names no answer."""
+    for request_id in boxes:
+        check_request_id(request_id)
+    found = _answers(target, list(boxes))
+    checked = {
+        request_id: check_boxes(
+            given, classes, int(found[request_id]["width"]), int(found[request_id]["height"]), f"request {request_id}"
+        )
+        for request_id, given in boxes.items()
+    }
+    return found, checked
+
+
+def _record(target: LogTarget, found: dict[str, dict[str, Any]], truths: dict[str, Any], key: str, source: str) -> int:
     FeedbackStore(target).record(
         [
             {
                 "request_id": request_id,
-                "label": label,
+                key: truth,
                 "source": source,
                 "model_version": found[request_id].get("model_version"),
                 "arm": found[request_id].get("arm"),
             }
-            for request_id, label in labels.items()
+            for request_id, truth in truths.items()
         ]
     )
-    return len(labels)
+    return len(truths)
 
 
-def read_labels_csv(text: str, what: str) -> dict[str, str]:
-    """A CSV with the columns request_id and label; FeedbackError names what is wrong with it."""
+def give_feedback(target: LogTarget, labels: dict[str, str], classes: list[str], source: str) -> int:
+    """Record `labels` (request id -> true label) after checking every one (`check_labels`): all or nothing."""
+    return _record(target, check_labels(target, labels, classes), labels, "label", source)
+
+
+def give_box_feedback(target: LogTarget, boxes: dict[str, Any], classes: list[str], source: str) -> int:
+    """Record a detector's true boxes (request id -> a list of BOX_FORMAT) after checking every one
+    (`check_box_feedback`): all or nothing."""
+    found, checked = check_box_feedback(target, boxes, classes)
+    return _record(target, found, checked, "boxes", source)
+
+
+def read_labels_csv(text: str, what: str, key: str = "request_id") -> dict[str, str]:
+    """A CSV with the columns `key` (request_id, or a suspect batch's path) and label; FeedbackError names what
+    is wrong with it."""
     reader = csv.DictReader(io.StringIO(text))
-    if not {"request_id", "label"} <= set(reader.fieldnames or []):
-        raise FeedbackError(f"{what}: the first line must name the columns request_id,label")
+    if not {key, "label"} <= set(reader.fieldnames or []):
+        raise FeedbackError(f"{what}: the first line must name the columns {key},label")
     labels: dict[str, str] = {}
     for line, row in enumerate(reader, start=2):
-        request_id, label = (row.get("request_id") or "").strip(), (row.get("label") or "").strip()
-        if not request_id or not label:
-            raise FeedbackError(f"{what}, line {line}: a request_id and a label are both needed")
-        labels[request_id] = label
+        name, label = (row.get(key) or "").strip(), (row.get("label") or "").strip()
+        if not name or not label:
+            raise FeedbackError(f"{what}, line {line}: a {key} and a label are both needed")
+        labels[name] = label
     if not labels:
-        raise FeedbackError(f"{what} has no labels: write a line request_id,label per request")
+        raise FeedbackError(f"{what} has no labels: write a line {key},label per {key.replace('_id', '')}")
     return labels
 
 
+def read_boxes_csv(text: str, what: str) -> dict[str, list[dict[str, Any]]]:
+    """A detector's true boxes from a CSV with the columns BOX_COLUMNS, one line per box in the pixels of the image
+    sent (a line with a request_id alone: that image holds no object); FeedbackError names what is wrong."""
+    reader = csv.DictReader(io.StringIO(text))
+    if not set(BOX_COLUMNS) <= set(reader.fieldnames or []):
+        raise FeedbackError(f"{what}: the first line must name the columns {','.join(BOX_COLUMNS)}")
+    boxes: dict[str, list[dict[str, Any]]] = {}
+    for line, row in enumerate(reader, start=2):
+        request_id = (row.get("request_id") or "").strip()
+        rest = [(row.get(column) or "").strip() for column in BOX_COLUMNS[1:]]
+        if not request_id:
+            raise FeedbackError(f"{what}, line {line}: a request_id is needed")
+        image = boxes.setdefault(request_id, [])
+        if not any(rest):
+            continue
+        try:
+            image.append({"label": rest[0], "box": [float(v) for v in rest[1:]]})
+        except ValueError:
+            raise FeedbackError(f"{what}, line {line}: x1, y1, x2, y2 must be numbers (pixels)") from None
+    if not boxes:
+        raise FeedbackError(f"{what} has no boxes: write a line {','.join(BOX_COLUMNS)} per box")
+    return boxes
+
+
 def attach_feedback(rows: "pd.DataFrame", feedback: dict[str, dict[str, Any]]) -> "pd.DataFrame":
-    """`rows` of the inference log with a `true_label` column: the feedback label, or None."""
+    """`rows` of the inference log with a `true_label` column, the feedback label or None, and a `true_boxes`
+    one, a detector's true boxes or None."""
     rows = rows.copy()
     ids = rows["request_id"] if "request_id" in rows else [None] * len(rows)
-    rows[TRUE_LABEL] = [feedback[i]["label"] if isinstance(i, str) and i in feedback else None for i in ids]
+    given = [feedback.get(i, {}) if isinstance(i, str) else {} for i in ids]
+    rows[TRUE_LABEL] = [truth.get("label") for truth in given]
+    rows[TRUE_BOXES] = [truth.get("boxes") for truth in given]
     return rows
 
 

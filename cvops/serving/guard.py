@@ -46,16 +46,16 @@ async def _json_error(send: t.Any, status: int, message: str) -> None:
 class RequestGuard:
     """ASGI middleware, inside BentoML's metrics, tracing and timeout middleware: the API token (401) on every
     path but the probes and /metrics, and the whole of the service's POST endpoints (`files`: path to its file
-    field) and /feedback (`feedback`). A body is read once (413 past serve.max_request_bytes), parsed once by its
+    field) and /feedback. A body is read once (413 past serve.max_request_bytes), parsed once by its
     content type (a raw image, JSON, multipart; 415 for anything else) and handed to the service: BentoML's own
     parsing would parse multipart twice, write every upload to a temporary file, and answer a malformed body
     with a 500. The other task's endpoints get a 404 that names this service's."""
 
-    def __init__(self, app: t.Any, files: dict[str, str], feedback: bool, serves: str) -> None:
+    def __init__(self, app: t.Any, files: dict[str, str], serves: str) -> None:
         settings = service_settings()  # built as the worker's app starts, not at import
         self.app, self.token, self.files = app, settings.api_token, files
         self.max_bytes, self.max_images = settings.serve.max_request_bytes, settings.serve.max_batch_images
-        self.answered = {*files, FEEDBACK} if feedback else set(files)
+        self.answered = {*files, FEEDBACK}
         self.elsewhere = f"this service serves a {serves}: POST {' or '.join(files)}"
 
     async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:

@@ -1,7 +1,8 @@
 """The BentoML services: a classifier's POST /classify, /classify_batch and /feedback, a detector's POST
-/detect (?render=1: the image with its boxes drawn) and /detect_batch, answered by the registry's champion (or
-a pinned version), with Prometheus metrics, an optional API token and an inference log. `cvops serve` starts
-the one of the checkout's task (its `service` in cvops/tasks), with the environment settings.py names.
+/detect (?render=1: the image with its boxes drawn), /detect_batch and /feedback (true boxes), answered by the
+registry's champion (or a pinned version), with Prometheus metrics, an optional API token and an inference log.
+`cvops serve` starts the one of the checkout's task (its `service` in cvops/tasks), with the environment
+settings.py names.
 
 Rollout (serve.canary, serve.shadow; arms.py): a canary, the challenger, answers a share of the requests
 (sticky per X-Request-Key); a shadow scores a share of the champion's requests after they are answered. Every
@@ -25,7 +26,14 @@ from cvops.errors import FeedbackError
 from cvops.serving.answering import LATENCY, REQUESTS, AnswerLog, capture_chosen, decode_request, replies
 from cvops.serving.arms import Arms, ShadowScorer
 from cvops.serving.capture import CaptureStore
-from cvops.serving.feedback import UnknownRequest, check_request_id, give_feedback, new_request_id
+from cvops.serving.feedback import (
+    BOX_FORMAT,
+    UnknownRequest,
+    check_request_id,
+    give_box_feedback,
+    give_feedback,
+    new_request_id,
+)
 from cvops.serving.guard import CLASSIFY, DETECT, Body, RequestGuard, decode_base64, takes_one_image
 from cvops.serving.predictor import DecodedImage, RequestError
 from cvops.serving.settings import service_options, service_settings
@@ -39,6 +47,8 @@ class Vision:
     (champion, canary, shadow), capture and the inference log. A subclass names its task and endpoints."""
 
     TASK: t.ClassVar[str]
+    FEEDBACK: t.ClassVar[str]  # the field of POST /feedback that holds the true answer
+    EXAMPLE: t.ClassVar[str]  # that field, as an error shows it
 
     def __init__(self) -> None:
         log.setLevel(logging.INFO)  # BentoML's root logger stops at WARNING; which version serves is worth a line
@@ -95,6 +105,37 @@ class Vision:
             self.shadow_scorer.score_aside(endpoint, images, decoded, [row["request_id"] for row in rows])
         return status, body, request_id
 
+    async def record_feedback(self, body: bytes) -> tuple[int, dict[str, t.Any]]:
+        """POST /feedback {"request_id": ..., FEEDBACK: ...}: record the true answer of an answer (a repeat
+        replaces it). 404 for an id no answer has, 400 for a label the model does not know or a bad box."""
+        field = self.FEEDBACK
+        try:
+            payload = json.loads(body) if body.strip() else None
+        except (ValueError, UnicodeDecodeError) as err:
+            return 400, {"error": f"not valid JSON: {str(err)[:120]}"}
+        if not isinstance(payload, dict) or not {"request_id", field} <= set(payload):
+            return 400, {"error": f'send a JSON object {{"request_id": "<the answer\'s request_id>", {self.EXAMPLE}}}'}
+        if unknown := sorted(set(payload) - {"request_id", field}):
+            return 400, {"error": f"unknown field '{unknown[0]}': send request_id and {field}"}
+        predictor = self.arms.champion.predictor
+        assert predictor is not None
+        request_id, truth = payload["request_id"], payload[field]
+        give = give_feedback if field == "label" else give_box_feedback
+        try:
+            check_request_id(request_id)
+            await asyncio.to_thread(
+                give,
+                self.settings.project.inference_log(self.settings.serve),
+                {request_id: truth},
+                predictor.preprocessing.class_names,
+                "api",
+            )
+        except UnknownRequest as err:
+            return 404, {"error": str(err)}
+        except FeedbackError as err:
+            return 400, {"error": str(err)}
+        return 200, {"request_id": request_id, field: truth, "recorded": True}
+
     async def _typed(self, ctx: bentoml.Context, endpoint: str, images: list[bytes]) -> t.Any:
         problem = not images or (takes_one_image(endpoint) and len(images) > 1)
         status, body, request_id = await self.answer(
@@ -138,38 +179,7 @@ def _image_endpoints(endpoint: str, one_doc: str, batch_doc: str) -> tuple[t.Any
 class Classifier(Vision):
     """POST /classify, /classify_batch and /feedback (task: classification)."""
 
-    TASK = "classification"
-
-    async def record_feedback(self, body: bytes) -> tuple[int, dict[str, t.Any]]:
-        """POST /feedback {"request_id": ..., "label": ...}: record the true label of an answer (a repeat
-        replaces it). 404 for an id no answer has, 400 for a label the model does not know."""
-        try:
-            payload = json.loads(body) if body.strip() else None
-        except (ValueError, UnicodeDecodeError) as err:
-            return 400, {"error": f"not valid JSON: {str(err)[:120]}"}
-        if not isinstance(payload, dict) or not {"request_id", "label"} <= set(payload):
-            return 400, {
-                "error": 'send a JSON object {"request_id": "<the answer\'s request_id>", "label": "<a class>"}'
-            }
-        if unknown := sorted(set(payload) - {"request_id", "label"}):
-            return 400, {"error": f"unknown field '{unknown[0]}': send request_id and label"}
-        predictor = self.arms.champion.predictor
-        assert predictor is not None
-        request_id, label = payload["request_id"], payload["label"]
-        try:
-            check_request_id(request_id)
-            await asyncio.to_thread(
-                give_feedback,
-                self.settings.project.inference_log(self.settings.serve),
-                {request_id: label},
-                predictor.preprocessing.class_names,
-                "api",
-            )
-        except UnknownRequest as err:
-            return 404, {"error": str(err)}
-        except FeedbackError as err:
-            return 400, {"error": str(err)}
-        return 200, {"request_id": request_id, "label": label, "recorded": True}
+    TASK, FEEDBACK, EXAMPLE = "classification", "label", '"label": "<a class>"'
 
     classify, classify_batch = _image_endpoints(
         "classify",
@@ -190,9 +200,9 @@ class Classifier(Vision):
 
 @bentoml.service(**service_options())  # as Classifier's
 class Detector(Vision):
-    """POST /detect (?render=1) and /detect_batch (task: detection)."""
+    """POST /detect (?render=1), /detect_batch and /feedback (task: detection)."""
 
-    TASK = "detection"
+    TASK, FEEDBACK, EXAMPLE = "detection", "boxes", f'"boxes": [{BOX_FORMAT}, ...]'
 
     detect, detect_batch = _image_endpoints(
         "detect",
@@ -202,14 +212,15 @@ class Detector(Vision):
         """Several images, sent as to /classify_batch: {"results": [one /detect answer per image]}.""",
     )
 
+    @bentoml.api
+    async def feedback(self, ctx: bentoml.Context, request_id: str, boxes: list[dict[str, t.Any]]) -> dict[str, t.Any]:
+        """The true boxes of an answer: {"request_id": "<the answer's request_id>", "boxes": [{"box": [x1, y1, x2,
+        y2], "label": "<a class>"}, ...]} in the pixels of the image sent ([]: no object). An unknown request_id is
+        404, a bad box or label 400; sending it again replaces the boxes."""
+        status, body = await self.record_feedback(json.dumps({"request_id": request_id, "boxes": boxes}).encode())
+        ctx.response.status_code = status
+        return body
 
-for _service, _files, _feedback, _serves in (
-    (Classifier, CLASSIFY, True, "classifier"),
-    (Detector, DETECT, False, "detector"),
-):
-    _service.add_asgi_middleware(  # type: ignore[union-attr]
-        RequestGuard,
-        files=_files,
-        feedback=_feedback,
-        serves=_serves,
-    )
+
+for _service, _files, _serves in ((Classifier, CLASSIFY, "classifier"), (Detector, DETECT, "detector")):
+    _service.add_asgi_middleware(RequestGuard, files=_files, serves=_serves)  # type: ignore[union-attr]

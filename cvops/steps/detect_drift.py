@@ -10,10 +10,10 @@ from cvops.registry.model_registry import ModelRegistry
 
 @step(experiment_tracker=True)
 def detect_drift(
-    window: pd.DataFrame, registry: RegistryParams, monitor: MonitorParams
+    window: pd.DataFrame, registry: RegistryParams, monitor: MonitorParams, seed: int
 ) -> Annotated[DriftVerdict, "drift_verdict"]:
-    """Evidently drift tests of the window against the champion's reference; the verdict, the HTML and JSON
-    reports under reports/ and in MLflow."""
+    """Evidently drift tests of the window against the champion's reference, and its live quality (`seed`: a
+    detector's bootstrap interval); the verdict, the HTML and JSON reports under reports/ and in MLflow."""
     project = Project.find()
     return check_champion(
         ModelRegistry.of(project, registry.model_name),
@@ -21,4 +21,5 @@ def detect_drift(
         window,
         monitor,
         project.root / monitor.reports,
+        seed,
     )

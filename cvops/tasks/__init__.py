@@ -22,13 +22,14 @@ if TYPE_CHECKING:  # the parts' signatures only: importing this module imports n
     from torch import nn
     from torch.utils.data import Dataset
 
-    from cvops.config import GateParams, Params, Project, QuantizeParams, TrainParams
+    from cvops.config import GateParams, MonitorParams, Params, Project, QuantizeParams, TrainParams
     from cvops.data.prepare import DatasetRef
     from cvops.evaluation.evaluator import Champion, EvaluationSetup
     from cvops.evaluation.gate import GateCheck
     from cvops.evaluation.reports import Evaluation
     from cvops.export.onnx_model import Preprocessing
     from cvops.export.quantization import Quality
+    from cvops.monitoring.quality import LiveQuality
     from cvops.registry.modelcard import ModelCard, Source
     from cvops.serving.loading import ModelFiles
     from cvops.serving.predictor import Predictor
@@ -54,6 +55,7 @@ class Task:
     crop: bool = True  # may prepare.resize crop an image's edges (a detector's boxes may lie there)?
     own_models: bool = False  # may train.model name the user's function (`package.module:function`)?
     label_audit: bool = False  # one label per image: does the data audit judge its labels?
+    truth: str = "label"  # what a true answer is (feedback, the label queue): a label, or "boxes"
 
     def part(self, stage: str) -> Any:
         """The module of this task's part for `stage` (`data`, `train`, `val`, ...), imported on first use."""
@@ -207,6 +209,13 @@ class MonitorPart(Protocol):
         how many rows hold the model's answers."""
         ...
 
+    def live_quality(
+        self, rows: "pd.DataFrame", version: str, tags: dict[str, str], params: "MonitorParams", seed: int
+    ) -> "LiveQuality":
+        """`version`'s live headline metric on the window's `rows` whose truth came back, against its test value
+        (its registry `tags`)."""
+        ...
+
 
 class ServePart(Protocol):
     def predictor(
@@ -273,5 +282,6 @@ register(
         package="cvops.tasks.detection",
         unit="boxes",
         crop=False,
+        truth="boxes",
     )
 )

@@ -111,6 +111,11 @@ def test_flips_copies_and_leaks_are_found_by_path(
     assert rows.loc[test[7], "path"] in page and page.count("<img") >= 2 * 2 + 2 * 1
     assert not list(tmp_path.glob(".*"))  # no temp file left behind
 
+    reviewed = rows.assign(reviewed_at=None)
+    reviewed.loc[flipped[0], "reviewed_at"] = "2026-12-08T09:30:00Z"  # a person kept this label: not suspected again
+    again = {issue.path for issue in run(images, reviewed).label_issues}
+    assert rows.loc[flipped[1], "path"] in again and rows.loc[flipped[0], "path"] not in again
+
 
 def test_out_of_time_the_labels_are_partial_and_the_leaks_whole(
     clean: tuple[list[Image.Image], pd.DataFrame],

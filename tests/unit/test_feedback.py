@@ -15,28 +15,31 @@ from cvops.errors import FeedbackError
 from cvops.monitoring.quality import live_quality
 from cvops.serving.capture import CaptureStore
 from cvops.serving.feedback import (
+    TRUE_BOXES,
     TRUE_LABEL,
     FeedbackStore,
     UnknownRequest,
     attach_feedback,
     find_requests,
+    give_box_feedback,
     give_feedback,
     labelled_window,
     new_request_id,
+    read_boxes_csv,
     read_labels_csv,
 )
 from cvops.serving.inference_log import InferenceLog, LogTarget
+from cvops.tasks.detection.monitor import live_quality as live_map
 
 CLASSES = ["cat", "dog"]
 
 
 def served(target: LogTarget, n: int, arm: str = "champion", status: int = 200) -> list[str]:
-    """Log `n` answers as the service does (waiting until they are written); their request ids."""
+    """Log `n` answers as the service does (waiting until they are written), of 64x48 images; their request ids."""
     ids = [new_request_id() for _ in range(n)]
     log = InferenceLog(target)
-    rows = (
-        {"request_id": i, "arm": arm, "status": status, "model_version": "1", "label": "cat", "score": 0.9} for i in ids
-    )
+    answer = {"model_version": "1", "label": "cat", "score": 0.9, "width": 64, "height": 48}
+    rows = ({"request_id": i, "arm": arm, "status": status, **answer} for i in ids)
     log.append(rows).result(10)
     log.close()
     return ids
@@ -152,3 +155,63 @@ def test_a_holdout_leaves_val_and_test_as_they_were_and_train_keeps_an_image_per
         assert (held == name).equals(without == name)
     assert (held[labels == "a"] == HOLDOUT).sum() == 30 and (held[labels == "b"] == HOLDOUT).sum() == 12
     assert (held[labels == "c"] == HOLDOUT).sum() == 1 and (held[labels == "c"] == "train").sum() == 1
+
+
+def test_a_detectors_true_boxes_are_checked_against_the_image_and_recorded(log_target: LogTarget) -> None:
+    ids = served(log_target, 2)
+    cat = {"box": [1, 2, 30, 40], "label": "cat"}
+    wrong = [
+        (
+            [{"box": [0, 0, 65, 10], "label": "cat"}],
+            FeedbackError,
+            r"box 1: \[0, 0, 65, 10\] does not lie in the 64x48",
+        ),
+        ([cat, {"box": [5, 5, 4, 9], "label": "dog"}], FeedbackError, "box 2: .* x1 < x2"),
+        ([{"box": [0, 0, 5, 5], "label": "cow"}], FeedbackError, "unknown label 'cow'"),
+        ([{"box": [0, 0, "5", 5], "label": "cat"}], FeedbackError, r"give \{\"box\": \[x1, y1, x2, y2\]"),
+        ({"box": [0, 0, 5, 5]}, FeedbackError, '"boxes" must be a list'),
+    ]
+    for boxes, error, says in wrong:
+        with pytest.raises(error, match=says):
+            give_box_feedback(log_target, {ids[0]: boxes}, CLASSES, "api")
+    with pytest.raises(UnknownRequest):
+        give_box_feedback(log_target, {new_request_id(): [cat]}, CLASSES, "api")
+    assert FeedbackStore(log_target).labels() == {}  # nothing of a refused truth
+    assert give_box_feedback(log_target, {ids[0]: [cat], ids[1]: []}, CLASSES, "import") == 2  # []: no object
+    truths = labelled_window(log_target, None, None).set_index("request_id")[TRUE_BOXES].to_dict()
+    assert truths == {ids[0]: [{"box": [1.0, 2.0, 30.0, 40.0], "label": "cat"}], ids[1]: []}
+
+
+def test_a_box_file_has_a_line_per_box_and_a_bare_id_for_an_image_without() -> None:
+    text = "request_id,label,x1,y1,x2,y2\na,cat,1,2,3,4\na,dog,5,6,7,8\nb,,,,,\n"
+    assert read_boxes_csv(text, "f.csv") == {
+        "a": [{"label": "cat", "box": [1.0, 2.0, 3.0, 4.0]}, {"label": "dog", "box": [5.0, 6.0, 7.0, 8.0]}],
+        "b": [],
+    }
+    with pytest.raises(FeedbackError, match="first line must name the columns request_id,label,x1,y1,x2,y2"):
+        read_boxes_csv("request_id,label\na,cat\n", "f.csv")
+    with pytest.raises(FeedbackError, match="line 2: x1, y1, x2, y2 must be numbers"):
+        read_boxes_csv("request_id,label,x1,y1,x2,y2\na,cat,1,2,three,4\n", "f.csv")
+
+
+def boxes_window(found: int, missed: int) -> pd.DataFrame:
+    """Answers of version 1, each for an image with one true cat: `found` of them found it, `missed` saw nothing."""
+    n = found + missed
+    cat = {"box": [10.0, 10.0, 40.0, 40.0], "label": "cat"}
+    detections = [[cat | {"score": 0.9}] if i < found else [] for i in range(n)]
+    rows = pd.DataFrame({"request_id": [f"r{i}" for i in range(n)], "model_version": "1", "detections": detections})
+    return attach_feedback(rows, {f"r{i}": {"boxes": [cat]} for i in range(n)})
+
+
+def test_live_map_scores_the_logged_detections_against_the_true_boxes() -> None:
+    params = MonitorParams(min_feedback=30, max_accuracy_drop=0.05)
+    perfect = live_map(boxes_window(40, 0), "1", {"map": "0.8"}, params, seed=42)
+    assert perfect.metric == "mAP" and perfect.status == "ok" and perfect.labelled == 40
+    assert perfect.accuracy == pytest.approx(1.0) and perfect.low == pytest.approx(1.0)
+    assert perfect.line.startswith("live mAP 1.000 [1.000, 1.000] on 40 labelled requests")
+    assert perfect.metrics()["live_map"] == pytest.approx(1.0)
+    half = live_map(boxes_window(20, 20), "1", {"map": "0.8"}, params, seed=42)  # half the cats never found
+    assert half.status == "low" and half.accuracy == pytest.approx(0.5, abs=0.01) and half.high < 0.75
+    assert "below test mAP 0.800" in half.reason
+    assert live_map(boxes_window(20, 20), "1", {"map": "0.8"}, params, seed=42) == half  # seeded
+    assert live_map(boxes_window(10, 0), "1", {"map": "0.8"}, params, seed=42).status == "not_enough_feedback"

@@ -15,6 +15,7 @@ from PIL import Image
 
 from cvops.config import Project, load_params
 from cvops.data.labels import (
+    Labelled,
     check_image,
     k_center,
     local_file_url,
@@ -25,7 +26,7 @@ from cvops.data.labels import (
 from cvops.data.production import stable_split
 from cvops.env import DOCUMENT_ROOT_ENV
 from cvops.errors import DataError, DataInvalidError, FeedbackError
-from cvops.serving.capture import CaptureStore
+from cvops.serving.capture import CAPTURE, CaptureStore
 from cvops.stack.gc import captures, inference_log, reports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,10 +64,17 @@ def test_k_center_spreads_over_clusters_that_uncertainty_would_miss() -> None:
     assert set(mixed["request_id"][:8]) == set(pick(rows, 8, "uncertainty", seed=3)["request_id"])  # 40% unsure
 
 
+def given(path: Path) -> dict[str, tuple[str, str]]:
+    """The labels of a captures batch's file, with their labellers."""
+    key, labels = read_labels(path)
+    assert key == "request_id"
+    return {i: (got.label, got.labeller) for i, got in labels.items()}
+
+
 def test_labels_come_back_from_a_csv_or_a_label_studio_export(tmp_path: Path) -> None:
     csv = tmp_path / "labels.csv"
     csv.write_text("request_id,label,labeller\na,cat,ann\nb,dog,\n")
-    assert {i: (got.label, got.labeller) for i, got in read_labels(csv).items()} == {
+    assert given(csv) == {
         "a": ("cat", "ann"),
         "b": ("dog", ""),
     }
@@ -86,12 +94,31 @@ def test_labels_come_back_from_a_csv_or_a_label_studio_export(tmp_path: Path) ->
             ]
         )
     )
-    assert {i: (got.label, got.labeller) for i, got in read_labels(export).items()} == {"a": ("cat", "ann@x")}
+    assert given(export) == {"a": ("cat", "ann@x")}
     export.write_text("[]")
     with pytest.raises(FeedbackError, match="no completed annotation"):
         read_labels(export)
     export.write_text("{not json")
     with pytest.raises(FeedbackError, match="is not JSON"):
+        read_labels(export)
+
+
+def test_a_suspect_batchs_reviews_come_back_keyed_by_the_datas_paths(tmp_path: Path) -> None:
+    csv = tmp_path / "reviewed.csv"
+    csv.write_text("path,label\ncat/1.png,dog\n")
+    key, labels = read_labels(csv)
+    assert key == "path" and labels == {"cat/1.png": Labelled("dog")}
+    annotation = {"completed_by": {"email": "ann@x"}, "updated_at": "2026-12-08T10:00:00Z"}
+    export = tmp_path / "export.json"
+    reviewed = [
+        {"data": {"path": "cat/1.png"}, "annotations": [annotation | {"result": [{"value": {"choices": ["dog"]}}]}]}
+    ]
+    export.write_text(json.dumps(reviewed))
+    key, labels = read_labels(export)
+    assert key == "path" and labels == {"cat/1.png": Labelled("dog", "ann@x", "2026-12-08T10:00:00Z")}
+    captured = {"data": {"request_id": "r1"}, "annotations": [{"result": [{"value": {"choices": ["cat"]}}]}]}
+    export.write_text(json.dumps([*reviewed, captured]))
+    with pytest.raises(FeedbackError, match="mixes captured requests and the data's images"):
         read_labels(export)
 
 
@@ -108,7 +135,7 @@ def test_an_image_that_would_fail_validation_is_refused_before_it_joins_the_data
 def test_a_queue_never_overwrites_a_batch(tmp_path: Path) -> None:
     (tmp_path / "batch").mkdir()
     with pytest.raises(DataError, match="exists: give a new --output folder"):
-        write_queue(waiting(3), CaptureStore(str(tmp_path / "captures")), tmp_path / "batch", ["cat"])
+        write_queue(waiting(3), CaptureStore(str(tmp_path / "captures")), tmp_path / "batch", ["cat"], "label")
 
 
 def test_a_production_image_keeps_its_split_whatever_else_is_added() -> None:
@@ -166,10 +193,10 @@ def test_label_studio_exports_json_and_json_min_name_the_labeller_by_email(tmp_p
     export = tmp_path / "export.json"
     numeric = {"completed_by": 7, "created_username": " ann@x, 7", "result": [{"value": {"choices": ["cat"]}}]}
     export.write_text(json.dumps([{"data": {"request_id": "a"}, "annotations": [numeric]}]))  # Label Studio 1.23
-    assert {i: (got.label, got.labeller) for i, got in read_labels(export).items()} == {"a": ("cat", "ann@x")}
+    assert given(export) == {"a": ("cat", "ann@x")}
     flat = [{"image": "/data/local-files/?d=x.png", "request_id": "b", "id": 3, "label": "dog", "annotator": "bo@x"}]
     export.write_text(json.dumps(flat))  # the JSON_MIN export: one flat row per task
-    assert {i: (got.label, got.labeller) for i, got in read_labels(export).items()} == {"b": ("dog", "bo@x")}
+    assert given(export) == {"b": ("dog", "bo@x")}
 
 
 def test_tasks_name_images_relative_to_label_studios_document_root(
@@ -199,3 +226,50 @@ def test_label_studio_commands_say_what_is_missing_in_one_line(project_dir: Path
     assert_one_line_error(
         cvops(project_dir, "labels", "studio", str(batch), env=unreachable), 10, "does not answer", "LABEL_STUDIO_URL"
     )
+
+
+def test_a_box_queue_draws_the_detectors_boxes_and_its_export_comes_back_in_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DOCUMENT_ROOT_ENV, str(tmp_path))
+    store = CaptureStore(str(tmp_path / "captures"))
+    found = [
+        {"box": [20.0, 10.0, 60.0, 50.0], "label": "7", "score": 0.9},
+        {"box": [0, 0, 8, 4], "label": "1", "score": 0.3},
+    ]
+    row = {"request_id": "r1", "label": "7", "score": 0.9, "width": 80, "height": 40, "detections": found}
+    chosen = pd.DataFrame([row | {CAPTURE: store.keep("r1", "PNG", b"png")}])
+    batch = write_queue(chosen, store, tmp_path / "batch", ["1", "7"], "boxes")
+    assert (
+        '<RectangleLabels name="label" toName="image"><Label value="1"/><Label value="7"/>'
+        in (batch / "label_config.xml").read_text()
+    )
+    (task,) = json.loads((batch / "label_studio.json").read_text())
+    drawn = task["predictions"][0]["result"]
+    assert drawn[0]["value"] | {"rectanglelabels": None} == {
+        "x": 25.0,
+        "y": 25.0,
+        "width": 50.0,
+        "height": 100.0,
+        "rotation": 0,
+        "rectanglelabels": None,
+    }
+    # the labeller keeps the first box, drops the second (a false one) and adds a missed digit
+    added = drawn[0] | {"value": drawn[0]["value"] | {"x": 75.0, "width": 12.5, "rectanglelabels": ["1"]}}
+    task["annotations"] = [{"completed_by": {"email": "ann@x"}, "result": [drawn[0], added]}]
+    empty = {"data": {"request_id": "r2"}, "annotations": [{"completed_by": {"email": "ann@x"}, "result": []}]}
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([task, empty]))
+    key, labels = read_labels(export)
+    assert key == "request_id" and labels["r1"].labeller == "ann@x"
+    assert labels["r1"].boxes == [
+        {"box": [20.0, 10.0, 60.0, 50.0], "label": "7"},
+        {"box": [60.0, 10.0, 70.0, 50.0], "label": "1"},
+    ]
+    assert labels["r2"].boxes == []  # nothing drawn: the image holds no digit
+    boxes_csv = tmp_path / "boxes.csv"
+    boxes_csv.write_text("request_id,label,x1,y1,x2,y2\nr1,7,20,10,60,50\nr2,,,,,\n")
+    assert read_labels(boxes_csv)[1] == {
+        "r1": Labelled("", boxes=[{"label": "7", "box": [20.0, 10.0, 60.0, 50.0]}]),
+        "r2": Labelled("", boxes=[]),
+    }

@@ -1,5 +1,6 @@
-"""A classifier's monitoring reference: image statistics of the train and validation splits, and the model's view
-of the validation images (projected embedding, predicted label), as cvops/monitoring/reference.py stores it."""
+"""A classifier's monitoring: its reference (image statistics of the train and validation splits, and the model's
+view of the validation images: projected embedding, predicted label, as cvops/monitoring/reference.py stores it),
+and its live accuracy."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -7,11 +8,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from cvops.config import MonitorParams
 from cvops.console import progress
 from cvops.data.prepare import DatasetRef, load_split
 from cvops.data.preprocess import model_inputs
 from cvops.errors import ModelError
 from cvops.export.onnx_model import predict_outputs, preprocessing_of, read_preprocessing, session
+from cvops.monitoring.quality import LiveQuality
+from cvops.monitoring.quality import live_quality as live_accuracy
 from cvops.monitoring.reference import reference_table
 from cvops.serving.projection import Projection
 
@@ -58,3 +62,12 @@ def reference_view(
         ignore_index=True,
     )
     return table, projection, len(val_images)
+
+
+def live_quality(
+    rows: pd.DataFrame, version: str, tags: dict[str, str], params: MonitorParams, seed: int
+) -> LiveQuality:
+    """A classifier's live accuracy (`live_accuracy`) against its test accuracy (the `accuracy` tag); `seed` is
+    unused: its interval is exact."""
+    tested = tags.get("accuracy")
+    return live_accuracy(rows, version, float(tested) if tested else None, params)

@@ -1,18 +1,23 @@
-"""A detector's monitoring reference: image statistics of the train and validation splits, the projected
-embeddings, and per validation image the served answer's summary (`BOX_COLUMNS`, `BOX_LABELS`), as
-cvops/monitoring/reference.py stores it."""
+"""A detector's monitoring: its reference (image statistics of the train and validation splits, the projected
+embeddings, and per validation image the served answer's summary, `BOX_COLUMNS`, `BOX_LABELS`, as
+cvops/monitoring/reference.py stores it), and its live mAP on the answers whose true boxes came back."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cvops.config import MonitorParams
 from cvops.console import progress
 from cvops.data.prepare import DatasetRef, load_split_images
 from cvops.data.preprocess import model_inputs
 from cvops.export.onnx_model import detect_outputs, preprocessing_of, session
+from cvops.monitoring.quality import LiveQuality
 from cvops.monitoring.reference import BOX_COLUMNS, BOX_LABELS, reference_table
+from cvops.serving.feedback import TRUE_BOXES
 from cvops.serving.projection import Projection
+from cvops.tasks.detection.matching import bootstrap_map, match_image, mean_ap
 from cvops.tasks.detection.postprocess import PostProcess
 from cvops.tasks.detection.predictor import DetectionPredictor, box_summary
 
@@ -55,3 +60,54 @@ def reference_view(
         [reference_table(train_images, train_rows).assign(split="train"), val.assign(split="val")], ignore_index=True
     )
     return table, projection, len(val_images)
+
+
+LIVE_RESAMPLES = 500  # of the bootstrap interval of live mAP
+
+
+def _listed(value: Any) -> list[Any] | None:
+    """A logged list (of detections, of true boxes) as a list, whether it came from JSON or through a parquet
+    file (an array); None for a row without one."""
+    return list(value) if isinstance(value, list | tuple | np.ndarray) else None
+
+
+def _box_arrays(boxes: list[dict[str, Any]], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    coords = np.array([list(box["box"]) for box in boxes], dtype=np.float64).reshape(-1, 4)
+    return coords, np.array([index[box["label"]] for box in boxes], dtype=np.int64)
+
+
+def live_quality(
+    rows: pd.DataFrame, version: str, tags: dict[str, str], params: MonitorParams, seed: int
+) -> LiveQuality:
+    """A detector's live mAP@[.5:.95]: `version`'s logged detections against the true boxes that came back, with
+    a seeded 95% bootstrap interval over the images; low when the whole interval lies below its test mAP (the
+    `map` tag) minus monitor.max_accuracy_drop."""
+    labelled = rows.iloc[:0]
+    if len(rows) and TRUE_BOXES in rows and "detections" in rows:
+        mine = rows["model_version"].astype(str) == version
+        known = rows[TRUE_BOXES].map(_listed).notna() & rows["detections"].map(_listed).notna()
+        labelled = rows[mine & known]
+    tested = tags.get("map")
+    quality = LiveQuality(
+        status="not_enough_feedback",
+        model_version=version,
+        labelled=len(labelled),
+        test_accuracy=float(tested) if tested else None,
+        max_drop=params.max_accuracy_drop,
+        metric="mAP",
+    )
+    if len(labelled) < params.min_feedback:
+        return quality
+    found, truths = labelled["detections"].map(_listed).tolist(), labelled[TRUE_BOXES].map(_listed).tolist()
+    names = sorted({box["label"] for image in found + truths for box in image})
+    index = {name: i for i, name in enumerate(names)}
+    matches = []
+    for detections, true in zip(found, truths, strict=True):
+        boxes, labels = _box_arrays(detections, index)
+        scores = np.array([d["score"] for d in detections], dtype=np.float64)
+        matches.append(match_image(boxes, scores, labels, *_box_arrays(true, index), len(names)))
+    low, high = bootstrap_map(matches, len(names), seed, LIVE_RESAMPLES)
+    alarm = quality.test_accuracy is not None and high < quality.test_accuracy - params.max_accuracy_drop
+    return quality.model_copy(
+        update={"status": "low" if alarm else "ok", "accuracy": mean_ap(matches, len(names)), "low": low, "high": high}
+    )

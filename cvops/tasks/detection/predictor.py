@@ -74,13 +74,15 @@ class DetectionPredictor(Predictor):
         self, image: DecodedImage, detections: list[Detection], embedding: np.ndarray
     ) -> dict[str, Any]:
         """What the inference log keeps of one image's detections: monitoring's input (boxes per image, their
-        sizes, shapes, scores and classes) beside the image statistics."""
+        sizes, shapes, scores and classes) beside the image statistics, and the detections themselves (what live
+        mAP scores against the true boxes feedback brings)."""
         row: dict[str, Any] = {
             "model_version": self.version,
             "width": image.width,
             "height": image.height,
             **box_summary(detections, image.width, image.height),
             **image.features,
+            "detections": detections,
         }
         if embedding.size and self.projection is not None:
             row["embedding"] = [round(float(x), 5) for x in embedding]
