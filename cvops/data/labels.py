@@ -49,7 +49,7 @@ from cvops.errors import DataError, DataInvalidError, FeedbackError
 from cvops.monitoring.reference import STATISTICS
 from cvops.serving.capture import CAPTURE, CaptureStore
 from cvops.serving.feedback import (
-    BOX_COLUMNS,
+    BOX_CSV_COLUMNS,
     FeedbackStore,
     check_box_feedback,
     check_labels,
@@ -274,10 +274,14 @@ def queue_suspects(project: Project, n: int, out_dir: Path) -> tuple[Path, int, 
     from cvops.data.audit_report import audit_project
     from cvops.data.prepare import load_dataset_ref
     from cvops.data.versioning import data_version, reproduce
+    from cvops.tasks import task as task_of
 
+    params = project.params(["audit.enabled=true"])
+    if not task_of(params.task).label_audit:
+        raise DataError(f"the data audit does not judge a {params.task} dataset's labels yet: nothing to suspect")
     reproduce(project, "prepare")
     dataset = load_dataset_ref(project.prepared_dir, data_version(project))
-    found, _ = audit_project(project, dataset, project.params(["audit.enabled=true"]))
+    found, _ = audit_project(project, dataset, params)
     if not found.label_issues:
         raise DataError(f"the data audit suspects no label ({found.summary()}): nothing to review")
     chosen = found.label_issues[:n]
@@ -319,7 +323,7 @@ def read_labels(path: Path) -> tuple[Key, dict[str, Labelled]]:
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() != ".json":
         header = next(csv.reader(io.StringIO(text)), [])
-        if set(BOX_COLUMNS) <= set(header):  # a detector's boxes, a line per box
+        if set(BOX_CSV_COLUMNS) <= set(header):  # a detector's boxes, a line per box
             return "request_id", {i: Labelled("", boxes=boxes) for i, boxes in read_boxes_csv(text, str(path)).items()}
         key: Key = "path" if "path" in header and "request_id" not in header else "request_id"
         given = read_labels_csv(text, str(path), key)  # checks the header first

@@ -29,7 +29,7 @@ FEEDBACK_DIR = "feedback"  # under the inference-log folder
 TRUE_LABEL = "true_label"  # the column `attach_feedback` adds to inference-log rows
 TRUE_BOXES = "true_boxes"  # and, for a detector's answers, this one
 BOX_FORMAT = '{"box": [x1, y1, x2, y2], "label": "<a class>"} in the pixels of the image sent'
-BOX_COLUMNS = ["request_id", "label", "x1", "y1", "x2", "y2"]  # a box feedback CSV's, one line per box
+BOX_CSV_COLUMNS = ["request_id", "label", "x1", "y1", "x2", "y2"]  # a box feedback CSV's, one line per box
 _ID = re.compile(r"^[0-9a-f]{12}[0-9a-f]{20}(-[0-9]+)?$")  # an answer's id; a batch image's adds -<index>
 _LOGGED_ID = re.compile(rb'"request_id": "([0-9a-f-]+)"')
 
@@ -257,15 +257,15 @@ def read_labels_csv(text: str, what: str, key: str = "request_id") -> dict[str, 
 
 
 def read_boxes_csv(text: str, what: str) -> dict[str, list[dict[str, Any]]]:
-    """A detector's true boxes from a CSV with the columns BOX_COLUMNS, one line per box in the pixels of the image
+    """A detector's true boxes from a CSV with the columns BOX_CSV_COLUMNS, one line per box in the pixels of the image
     sent (a line with a request_id alone: that image holds no object); FeedbackError names what is wrong."""
     reader = csv.DictReader(io.StringIO(text))
-    if not set(BOX_COLUMNS) <= set(reader.fieldnames or []):
-        raise FeedbackError(f"{what}: the first line must name the columns {','.join(BOX_COLUMNS)}")
+    if not set(BOX_CSV_COLUMNS) <= set(reader.fieldnames or []):
+        raise FeedbackError(f"{what}: the first line must name the columns {','.join(BOX_CSV_COLUMNS)}")
     boxes: dict[str, list[dict[str, Any]]] = {}
     for line, row in enumerate(reader, start=2):
         request_id = (row.get("request_id") or "").strip()
-        rest = [(row.get(column) or "").strip() for column in BOX_COLUMNS[1:]]
+        rest = [(row.get(column) or "").strip() for column in BOX_CSV_COLUMNS[1:]]
         if not request_id:
             raise FeedbackError(f"{what}, line {line}: a request_id is needed")
         image = boxes.setdefault(request_id, [])
@@ -276,7 +276,7 @@ def read_boxes_csv(text: str, what: str) -> dict[str, list[dict[str, Any]]]:
         except ValueError:
             raise FeedbackError(f"{what}, line {line}: x1, y1, x2, y2 must be numbers (pixels)") from None
     if not boxes:
-        raise FeedbackError(f"{what} has no boxes: write a line {','.join(BOX_COLUMNS)} per box")
+        raise FeedbackError(f"{what} has no boxes: write a line {','.join(BOX_CSV_COLUMNS)} per box")
     return boxes
 
 

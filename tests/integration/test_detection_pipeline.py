@@ -230,6 +230,8 @@ def test_a_box_queue_goes_through_label_studio_and_its_boxes_become_a_new_data_v
         status, answer = detector_server.request("/detect", framed, {"Content-Type": "image/png"})
         assert status == 200, answer
         sent.append(answer["request_id"])
+    suspects = cvops(root, "labels", "queue", "--strategy", "suspect", "--output", str(tmp_path / "suspects"))
+    assert suspects.returncode == 3 and "does not judge a detection dataset's labels yet" in suspects.stderr
     batch = tmp_path / "boxes"
     queued = cvops(root, "labels", "queue", "--n", "50", "--output", str(batch))
     assert queued.returncode == 0, queued.stderr[-2000:]
@@ -243,9 +245,13 @@ def test_a_box_queue_goes_through_label_studio_and_its_boxes_become_a_new_data_v
         drawn = task["predictions"][0]["result"]
         result = [drawn[0] | {"value": chosen}] if number == 0 else drawn
         task["annotations"] = [{"completed_by": {"id": 1, "email": "ann@example.com"}, "result": result}]
+    lock = (root / "dvc.lock").read_text()
+    chose = tmp_path / "chose.csv"  # a classifier's kind of label: no boxes
+    chose.write_text(f"request_id,label\n{sent[0]},3\n")
+    refused = cvops(root, "labels", "import", str(chose))
+    assert refused.returncode == 14 and "has a label but no boxes" in refused.stderr
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
-    lock = (root / "dvc.lock").read_text()
     imported = cvops(root, "labels", "import", str(export))
     assert imported.returncode == 0, imported.stdout[-2000:] + imported.stderr[-3000:]
     assert f"added {len(tasks)} labelled production images" in imported.stdout

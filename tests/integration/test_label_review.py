@@ -59,6 +59,9 @@ def test_suspected_labels_are_reviewed_and_corrected_in_a_new_data_version_keepi
     lock, before = (root / "dvc.lock").read_text(), manifest(root, "prepared")
     wrong = export(batch, ["cat", *tasks["suspected"][1:]], tmp_path / "wrong.json")
     assert_one_line_error(cvops(root, "labels", "import", str(wrong)), 14, "unknown label 'cat'", "nothing imported")
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_text("path,label\n3/not-in-the-data.png,5\n")
+    assert_one_line_error(cvops(root, "labels", "import", str(elsewhere)), 14, "is not an image of data/raw")
     assert (root / "dvc.lock").read_text() == lock and not (root / "data" / "production" / "corrections.csv").exists()
 
     # the reviewer agrees with the audit but for the last image, whose given label they keep

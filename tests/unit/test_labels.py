@@ -267,6 +267,11 @@ def test_a_box_queue_draws_the_detectors_boxes_and_its_export_comes_back_in_pixe
         {"box": [60.0, 10.0, 70.0, 50.0], "label": "1"},
     ]
     assert labels["r2"].boxes == []  # nothing drawn: the image holds no digit
+    turned = drawn[0] | {"value": drawn[0]["value"] | {"rotation": 30}}
+    task["annotations"] = [{"result": [turned]}]
+    export.write_text(json.dumps([task]))
+    with pytest.raises(FeedbackError, match="a rectangle without the image's size, or rotated"):
+        read_labels(export)
     boxes_csv = tmp_path / "boxes.csv"
     boxes_csv.write_text("request_id,label,x1,y1,x2,y2\nr1,7,20,10,60,50\nr2,,,,,\n")
     assert read_labels(boxes_csv)[1] == {
